@@ -1,0 +1,555 @@
+#!/usr/bin/env python3
+"""Core speed and memory figures of raylite, side by side with Ray.
+
+Each figure is measured on raylite and, when Ray can be found, on Ray in the same
+run. Every (engine, workload) pair runs in its own fresh subprocess, one after the
+other, never two at once, so the engines never share a process or a CPU:
+
+    bench_core.py (orchestrator, stdlib only)
+      |--> <raylite python> bench_core.py --worker startup --engine raylite
+      |--> ...                                              (one per workload)
+      '--> <ray python>     bench_core.py --worker startup --engine ray
+           ...             each prints "@@RESULT {json}" lines; everything else
+                           it writes (engine logs) is ignored
+
+The orchestrator prints one JSON line per metric on stdout:
+
+    {"metric": ..., "raylite": x, "ray": y, "ratio": x / y, "unit": ...,
+     "target": ..., "met": true | false | null}
+
+ratio is always raylite / ray; "better" in --out tells which way is good. Progress
+and per-run details go to stderr; --out PATH writes everything, details included.
+
+Ray is used from the current interpreter when it imports ray, else from
+/tmp/rayvenv/bin/python (or --ray-python), waiting for it up to --ray-wait seconds.
+
+    python bench/bench_core.py --quick
+    python bench/bench_core.py --engine raylite --only startup,memory
+    python bench/bench_core.py --out /tmp/core.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "@@RESULT "
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RAY_PYTHON = "/tmp/rayvenv/bin/python"
+ENGINES = ("raylite", "ray")
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    workload: str  # the worker that measures it
+    unit: str
+    better: str  # "higher" or "lower"
+    target: str
+    # what "met" compares: the raylite value itself, or raylite / ray
+    target_on: str  # "raylite" or "ratio"
+    threshold: float
+
+    def met(self, raylite: float | None, ratio: float | None) -> bool | None:
+        value = raylite if self.target_on == "raylite" else ratio
+        if value is None:
+            return None
+        return value < self.threshold if self.better == "lower" else value >= self.threshold
+
+
+METRICS = [
+    Metric("startup_s", "startup", "s", "lower", "raylite < 1 s", "raylite", 1.0),
+    Metric("roundtrip_per_s", "roundtrip", "calls/s", "higher", "ratio >= 3", "ratio", 3.0),
+    Metric("tasks_10k_per_s", "tasks", "tasks/s", "higher", "ratio >= 1.5", "ratio", 1.5),
+    Metric("actor_calls_per_s", "actor", "calls/s", "higher", "ratio >= 3", "ratio", 3.0),
+    Metric("idle_rss_mb", "memory", "MB", "lower", "raylite < 150 MB", "raylite", 150.0),
+    Metric("idle_pss_mb", "memory", "MB", "lower", "raylite < 150 MB", "raylite", 150.0),
+    Metric("get_100mb_ms", "get", "ms", "lower", "raylite < 5 ms", "raylite", 5.0),
+    Metric("pi_speedup_2cpu", "pi", "x", "higher", "raylite >= 1.8x", "raylite", 1.8),
+]
+WORKLOADS = list(dict.fromkeys(m.workload for m in METRICS))
+WORKER_TIMEOUT_S = {"startup": 300, "tasks": 300}  # others: 180
+
+
+# ---------------------------------------------------------------------------
+# Worker side: runs inside the engine's interpreter, one workload per process
+# ---------------------------------------------------------------------------
+
+
+def emit(metric: str, value: float | None, **detail: Any) -> None:
+    print(
+        RESULT_PREFIX + json.dumps({"metric": metric, "value": value, "detail": detail}), flush=True
+    )
+
+
+def engine_init(ray: Any, **kwargs: Any) -> None:
+    ray.init(logging_level=logging.ERROR, **kwargs)
+
+
+def sampling_task(num_samples: int) -> int:
+    """The seeds' Monte Carlo pi task (without its print)."""
+    import math
+    import random
+
+    num_inside = 0
+    for _ in range(num_samples):
+        x, y = random.uniform(-1, 1), random.uniform(-1, 1)
+        if math.hypot(x, y) <= 1:
+            num_inside += 1
+    return num_inside
+
+
+def work_startup(engine: str, quick: bool) -> None:
+    """Whole-process wall time of import + init + one task + shutdown; best of 3."""
+    code = (
+        f"import {engine} as ray\n"
+        "@ray.remote\n"
+        "def f():\n"
+        "    return 1\n"
+        "ray.init()\n"
+        "assert ray.get(f.remote()) == 1\n"
+        "ray.shutdown()\n"
+    )
+    samples = []
+    for _ in range(3):
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"startup child exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        samples.append(elapsed)
+    emit("startup_s", min(samples), samples=[round(s, 3) for s in samples])
+
+
+def timed_loop(call: Any, duration: float) -> tuple[int, float]:
+    count = 0
+    start = time.perf_counter()
+    deadline = start + duration
+    while True:
+        call()
+        count += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            return count, now - start
+
+
+def work_roundtrip(engine: str, quick: bool) -> None:
+    ray = importlib.import_module(engine)
+    engine_init(ray, num_cpus=2)
+
+    @ray.remote
+    def noop() -> None:
+        return None
+
+    for _ in range(50):
+        ray.get(noop.remote())
+    count, elapsed = timed_loop(lambda: ray.get(noop.remote()), 1.0 if quick else 3.0)
+    ray.shutdown()
+    emit("roundtrip_per_s", count / elapsed, calls=count, seconds=round(elapsed, 3))
+
+
+def work_tasks(engine: str, quick: bool) -> None:
+    ray = importlib.import_module(engine)
+    engine_init(ray, num_cpus=2)
+
+    @ray.remote
+    def noop() -> None:
+        return None
+
+    ray.get([noop.remote() for _ in range(200)])
+    n = 10_000
+    runs = []
+    for _ in range(1 if quick else 3):
+        start = time.perf_counter()
+        refs = [noop.remote() for _ in range(n)]
+        submitted = time.perf_counter()
+        ray.get(refs)
+        done = time.perf_counter()
+        runs.append((done - start, submitted - start))
+        del refs
+    ray.shutdown()
+    best_total, best_submit = min(runs)
+    emit(
+        "tasks_10k_per_s",
+        n / best_total,
+        tasks=n,
+        seconds=[round(t, 3) for t, _ in runs],
+        submit_seconds=round(best_submit, 3),
+    )
+
+
+def work_actor(engine: str, quick: bool) -> None:
+    ray = importlib.import_module(engine)
+    engine_init(ray, num_cpus=2)
+
+    @ray.remote
+    class Counter:
+        def m(self) -> None:
+            return None
+
+    actor = Counter.remote()
+    for _ in range(50):
+        ray.get(actor.m.remote())
+    count, elapsed = timed_loop(lambda: ray.get(actor.m.remote()), 1.0 if quick else 3.0)
+    ray.shutdown()
+    emit("actor_calls_per_s", count / elapsed, calls=count, seconds=round(elapsed, 3))
+
+
+def process_tree_memory(pid: int) -> dict[str, Any]:
+    """RSS and PSS summed over a process and all its descendants."""
+    import psutil  # a raylite dependency; Ray's venv has it too
+
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    rss = pss = 0
+    pss_ok = True
+    listing = []
+    for proc in procs:
+        try:
+            mem = proc.memory_full_info()
+            name = " ".join(proc.cmdline()[:3])[:80] or proc.name()
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            mem = proc.memory_info()
+            name = proc.name()
+        proc_pss = getattr(mem, "pss", None)
+        if proc_pss is None:
+            pss_ok = False
+        rss += mem.rss
+        pss += proc_pss or 0
+        listing.append([proc.pid, name, round(mem.rss / MB, 1)])
+    return {"rss": rss, "pss": pss if pss_ok else None, "processes": listing}
+
+
+def work_memory(engine: str, quick: bool) -> None:
+    ray = importlib.import_module(engine)
+    engine_init(ray, num_cpus=2)
+
+    @ray.remote
+    def noop() -> None:
+        return None
+
+    ray.get(noop.remote())
+    time.sleep(2.0 if quick else 5.0)  # let start-up work settle: an idle cluster
+    mem = process_tree_memory(os.getpid())
+    ray.shutdown()
+    detail = {"process_count": len(mem["processes"]), "processes": mem["processes"]}
+    emit("idle_rss_mb", mem["rss"] / MB, **detail)
+    emit("idle_pss_mb", None if mem["pss"] is None else mem["pss"] / MB, **detail)
+
+
+def work_get(engine: str, quick: bool) -> None:
+    import numpy as np
+
+    ray = importlib.import_module(engine)
+    engine_init(ray, num_cpus=2)
+    array = np.random.default_rng(0).random(100 * MB // 8)  # 100 MB of float64
+    first_gets = []
+    for _ in range(3 if quick else 5):
+        # A fresh object each time, so each get is the first get of an object that
+        # is in the store (no per-process cache of an earlier get can help).
+        ref = ray.put(array)
+        start = time.perf_counter()
+        value = ray.get(ref)
+        first_gets.append((time.perf_counter() - start) * 1000)
+        if not (
+            value.shape == array.shape and value[:: 1 << 16].tolist() == array[:: 1 << 16].tolist()
+        ):
+            raise AssertionError("get returned a different array")
+        del value, ref
+    ref = ray.put(array)
+    ray.get(ref)
+    repeat_gets = []
+    for _ in range(5):
+        start = time.perf_counter()
+        value = ray.get(ref)
+        repeat_gets.append((time.perf_counter() - start) * 1000)
+        del value
+    ray.shutdown()
+    emit(
+        "get_100mb_ms",
+        statistics.median(first_gets),
+        first_get_ms=[round(t, 3) for t in first_gets],
+        repeat_get_ms=[round(t, 3) for t in repeat_gets],
+    )
+
+
+def work_pi(engine: str, quick: bool) -> None:
+    ray = importlib.import_module(engine)
+    engine_init(ray, num_cpus=2)
+    num_tasks = 2
+    samples_per_task = 1_500_000 if quick else 4_000_000
+
+    @ray.remote
+    def noop() -> None:
+        return None
+
+    @ray.remote
+    def sample_task_distribute(num_samples: int) -> int:
+        return sampling_task(num_samples)
+
+    ray.get([noop.remote() for _ in range(num_tasks)])  # workers up, as in the seed's session
+
+    start = time.perf_counter()
+    serial = [sampling_task(samples_per_task) for _ in range(num_tasks)]
+    serial_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    distributed = ray.get(
+        [sample_task_distribute.remote(samples_per_task) for _ in range(num_tasks)]
+    )
+    distributed_s = time.perf_counter() - start
+    ray.shutdown()
+
+    total = num_tasks * samples_per_task
+    emit(
+        "pi_speedup_2cpu",
+        serial_s / distributed_s,
+        tasks=num_tasks,
+        samples_per_task=samples_per_task,
+        serial_s=round(serial_s, 3),
+        distributed_s=round(distributed_s, 3),
+        pi_serial=4 * sum(serial) / total,
+        pi_distributed=4 * sum(distributed) / total,
+    )
+
+
+WORKERS = {
+    "startup": work_startup,
+    "roundtrip": work_roundtrip,
+    "tasks": work_tasks,
+    "actor": work_actor,
+    "memory": work_memory,
+    "get": work_get,
+    "pi": work_pi,
+}
+
+
+def run_worker(workload: str, engine: str, quick: bool) -> int:
+    try:
+        version = getattr(importlib.import_module(engine), "__version__", None)
+        print(RESULT_PREFIX + json.dumps({"version": version}), flush=True)
+        WORKERS[workload](engine, quick)
+    except BaseException as exc:
+        print(
+            RESULT_PREFIX
+            + json.dumps(
+                {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            ),
+            flush=True,
+        )
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Orchestrator side
+# ---------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def python_imports(python: str, module: str) -> bool:
+    if not os.access(python, os.X_OK):
+        return False
+    try:
+        proc = subprocess.run([python, "-c", f"import {module}"], capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def find_raylite_python() -> str | None:
+    if importlib.util.find_spec("raylite") is not None:
+        return sys.executable
+    venv = REPO_ROOT / ".venv" / "bin" / "python"
+    return str(venv) if python_imports(str(venv), "raylite") else None
+
+
+def find_ray_python(ray_python: str, wait_s: float, poll_s: float = 30.0) -> str | None:
+    if importlib.util.find_spec("ray") is not None:
+        return sys.executable
+    deadline = time.monotonic() + wait_s
+    while True:
+        if python_imports(ray_python, "ray"):
+            return ray_python
+        if time.monotonic() + poll_s > deadline:
+            return None
+        log(f"waiting for Ray at {ray_python} (polling every {poll_s:.0f} s) ...")
+        time.sleep(poll_s)
+
+
+def run_workload(python: str, engine: str, workload: str, quick: bool) -> dict[str, Any]:
+    """One fresh engine process for one workload; returns {"version", "error", metric: (v, d)}."""
+    cmd = [python, str(Path(__file__).resolve()), "--worker", workload, "--engine", engine]
+    if quick:
+        cmd.append("--quick")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    timeout = WORKER_TIMEOUT_S.get(workload, 180)
+    # Its own session, so a hung engine's whole process group can be killed.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        stdout, stderr = proc.communicate()
+        stderr += f"\n[bench] worker timed out after {timeout} s and was killed"
+    out: dict[str, Any] = {"metrics": {}, "version": None, "error": None}
+    for line in stdout.splitlines():
+        if not line.startswith(RESULT_PREFIX):
+            continue
+        record = json.loads(line[len(RESULT_PREFIX) :])
+        if "metric" in record:
+            out["metrics"][record["metric"]] = (record["value"], record["detail"])
+        elif "error" in record:
+            out["error"] = record["traceback"].rstrip()
+        elif "version" in record:
+            out["version"] = record["version"]
+    if out["error"] is None and (proc.returncode != 0 or not out["metrics"]):
+        out["error"] = f"worker exited {proc.returncode}; stderr tail:\n{stderr[-3000:]}"
+    return out
+
+
+def summarize(detail: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in detail.items() if k != "processes"})
+
+
+def measure_engine(
+    engine: str,
+    python: str | None,
+    workloads: list[str],
+    quick: bool,
+    values: dict[str, dict[str, Any]],
+    info: dict[str, Any],
+) -> None:
+    if python is None:
+        info[engine] = {"python": None, "error": f"{engine} not found"}
+        log(f"[{engine}] not available: its figures are null")
+        return
+    info[engine] = {"python": python, "version": None, "errors": {}}
+    log(f"[{engine}] measuring with {python}")
+    for workload in workloads:
+        result = run_workload(python, engine, workload, quick)
+        info[engine]["version"] = info[engine]["version"] or result["version"]
+        for metric, (value, detail) in result["metrics"].items():
+            values[metric][engine] = (value, detail)
+            shown = "null" if value is None else f"{value:.4g}"
+            log(f"[{engine}] {metric} = {shown}  {summarize(detail)}")
+        if result["error"]:
+            info[engine]["errors"][workload] = result["error"]
+            log(f"[{engine}] {workload} FAILED:\n{result['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="raylite core speed and memory, vs Ray")
+    parser.add_argument("--engine", choices=["raylite", "ray", "both"], default="both")
+    parser.add_argument(
+        "--only", help=f"comma-separated workloads or metric names: {', '.join(WORKLOADS)}"
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--out", help="also write all results, with details, to this JSON file")
+    parser.add_argument(
+        "--ray-python", default=DEFAULT_RAY_PYTHON, help="interpreter that imports ray"
+    )
+    parser.add_argument(
+        "--ray-wait", type=float, default=1200.0, help="seconds to wait for --ray-python"
+    )
+    parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        if args.engine not in ENGINES:
+            parser.error("--worker needs --engine raylite or ray")
+        return run_worker(args.worker, args.engine, args.quick)
+
+    metrics = METRICS
+    if args.only:
+        wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+        unknown = wanted - {m.name for m in METRICS} - set(WORKLOADS)
+        if unknown:
+            parser.error(f"unknown --only {sorted(unknown)}; choose from {WORKLOADS}")
+        metrics = [m for m in METRICS if m.name in wanted or m.workload in wanted]
+    workloads = list(dict.fromkeys(m.workload for m in metrics))
+    engines = ENGINES if args.engine == "both" else (args.engine,)
+
+    values: dict[str, dict[str, Any]] = {m.name: {} for m in METRICS}
+    info: dict[str, Any] = {}
+    started = _dt.datetime.now().astimezone()
+    for engine in engines:  # one after the other, never concurrently
+        if engine == "raylite":
+            python = find_raylite_python()
+        else:
+            python = find_ray_python(args.ray_python, args.ray_wait)
+        measure_engine(engine, python, workloads, args.quick, values, info)
+
+    lines = []
+    for metric in metrics:
+        raylite = values[metric.name].get("raylite", (None, None))
+        ray = values[metric.name].get("ray", (None, None))
+        ratio = raylite[0] / ray[0] if raylite[0] is not None and ray[0] else None
+        line = {
+            "metric": metric.name,
+            "raylite": None if raylite[0] is None else round(raylite[0], 4),
+            "ray": None if ray[0] is None else round(ray[0], 4),
+            "ratio": None if ratio is None else round(ratio, 3),
+            "unit": metric.unit,
+            "target": metric.target,
+            "met": metric.met(raylite[0], ratio),
+        }
+        print(json.dumps(line), flush=True)
+        lines.append(
+            {**line, "better": metric.better, "detail": {"raylite": raylite[1], "ray": ray[1]}}
+        )
+
+    if args.out:
+        report = {
+            "bench": "core",
+            "started": started.isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "host": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+            },
+            "engines": info,
+            "metrics": lines,
+        }
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        log(f"results written to {out}")
+    failed = any(e.get("errors") for e in info.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""ActorClass, ActorHandle, and actor method calls."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from . import core_worker
+from .object_ref import new_id
+from .remote_function import resource_shape, validate_options
+from .serialization import dumps_inline
+
+
+def method(*args: Any, **kwargs: Any) -> Any:
+    """`@method(num_returns=N)` on an actor method, as `ray.method`."""
+    if args:
+        raise TypeError("Use @raylite.method(num_returns=...) with keyword arguments only.")
+    for key in kwargs:
+        if key not in ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions"):
+            raise ValueError(f"Invalid option {key!r} for @method.")
+
+    def decorate(fn: Any) -> Any:
+        n = kwargs.get("num_returns", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
+        fn.__raylite_num_returns__ = n
+        return fn
+
+    return decorate
+
+
+def _method_table(cls: type) -> dict[str, int]:
+    table = {}
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name != "__call__":
+            continue
+        if callable(member):
+            table[name] = getattr(member, "__raylite_num_returns__", 1)
+    return table
+
+
+class ActorClass:
+    """A class turned into an actor by @remote; instantiate with `.remote()`."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = validate_options(dict(options), "actor")
+        self._check(self._options)
+        self._class_id = new_id()
+        self._blob: bytes | None = None
+        self._methods = _method_table(cls)
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__doc__ = cls.__doc__
+        if any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls)):
+            self._async = True
+        else:
+            self._async = False
+
+    @staticmethod
+    def _check(options: dict[str, Any]) -> None:
+        if options.get("max_restarts"):
+            raise NotImplementedError("Actor restarts (max_restarts) are not supported yet.")
+        if options.get("max_concurrency") not in (None, 1):
+            raise NotImplementedError(
+                "Threaded actors (max_concurrency > 1) are not supported yet."
+            )
+        for key in ("name", "lifetime", "get_if_exists", "namespace"):
+            if options.get(key):
+                raise NotImplementedError(
+                    f"Named and detached actors ({key}=) are not supported by raylite yet."
+                )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            "Actors cannot be instantiated directly. Instead of "
+            f"'{self._cls.__name__}()', use '{self._cls.__name__}.remote()'."
+        )
+
+    def _pickled(self) -> bytes:
+        if self._blob is None:
+            self._blob = dumps_inline(self._cls)
+        return self._blob
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._create(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _ActorOptions:
+        validate_options(options, "actor")
+        merged = {**self._options, **options}
+        self._check(merged)
+        return _ActorOptions(self, merged)
+
+    def _create(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
+        if self._async:
+            raise NotImplementedError(
+                f"{self._cls.__name__} has async methods: async actors are not supported yet."
+            )
+        cw = core_worker.global_worker()
+        # Ray's default: an actor needs no CPU while it runs unless asked for.
+        shape = resource_shape(options, 0)
+        actor_id = cw.create_actor(
+            class_name=self._cls.__name__,
+            function_id=self._class_id,
+            function_blob=self._pickled,
+            args=args,
+            kwargs=kwargs,
+            shape=shape,
+        )
+        return ActorHandle(actor_id, self._cls.__name__, self._methods, None)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
+
+
+class _ActorOptions:
+    def __init__(self, actor_class: ActorClass, options: dict[str, Any]) -> None:
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._actor_class._create(args, kwargs, self._options)
+
+
+class ActorHandle:
+    """A reference to an actor; pass it to tasks and other actors freely."""
+
+    def __init__(
+        self, actor_id: bytes, class_name: str, methods: dict[str, int], address: str | None
+    ) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+        self._address = address
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        methods = self.__dict__.get("_methods")
+        if methods is None or name not in methods:
+            raise AttributeError(
+                f"'{self.__dict__.get('_class_name', 'Actor')}' actor has no method '{name}'"
+            )
+        return ActorMethod(self, name, methods[name])
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __reduce__(self) -> Any:
+        address = self._address
+        cw = core_worker._global
+        if address is None and cw is not None:
+            client = cw.actors.get(self._actor_id)
+            # Only a constructed actor's address is handed on; otherwise the
+            # receiver asks the head, which answers once the actor is ALIVE.
+            address = client.address if client is not None and client.alive else None
+        return (_rebuild_handle, (self._actor_id, self._class_name, self._methods, address))
+
+
+def _rebuild_handle(
+    actor_id: bytes, class_name: str, methods: dict[str, int], address: str | None
+) -> ActorHandle:
+    return ActorHandle(actor_id, class_name, methods, address)
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running 'object.{self._name}()', "
+            f"try 'object.{self._name}.remote()'."
+        )
+
+    def options(self, **options: Any) -> ActorMethod:
+        for key in options:
+            if key not in (
+                "num_returns",
+                "name",
+                "concurrency_group",
+                "max_task_retries",
+                "retry_exceptions",
+                "enable_task_events",
+            ):
+                raise ValueError(f"Invalid option {key!r} for an actor method call.")
+        n = options.get("num_returns", self._num_returns)
+        return ActorMethod(self._handle, self._name, n)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        h = self._handle
+        cw = core_worker.global_worker()
+        cw.actor_client(h._actor_id, h._class_name, h._address)
+        refs = cw.submit_task(
+            name=f"{h._class_name}.{self._name}",
+            function_id=self._name.encode(),
+            function_blob=None,
+            args=args,
+            kwargs=kwargs,
+            num_returns=self._num_returns,
+            shape={},
+            max_retries=0,
+            retry_exceptions=False,
+            actor_id=h._actor_id,
+        )
+        if self._num_returns == 1:
+            return refs[0]
+        if self._num_returns == 0:
+            return None
+        return refs

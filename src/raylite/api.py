@@ -1,0 +1,547 @@
+"""init, shutdown, remote, get, put, wait and the rest of Ray's top-level API.
+
+The runtime (`_runtime`) is the only global: the driver's core worker and the node
+manager process it started. Importing raylite starts nothing; `init()` (explicit,
+or automatic on first use) starts the node manager, and `shutdown()` (explicit, at
+interpreter exit, or when the driver dies and the node manager sees its stdin
+close) stops it and every worker, and removes sockets and shared memory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from . import core_worker
+from .actors import ActorClass, ActorHandle, method
+from .config import CONFIG, from_units, to_units
+from .core_worker import CoreWorker
+from .exceptions import RaySystemError
+from .object_ref import ActorID, JobID, NodeID, ObjectRef, TaskID, WorkerID
+from .object_store import default_store_root
+from .remote_function import RemoteFunction
+
+log = logging.getLogger("raylite")
+
+_INIT_OPTIONS = {
+    "include_dashboard",
+    "dashboard_host",
+    "dashboard_port",
+    "include_webui",
+    "configure_logging",
+    "runtime_env",
+    "_temp_dir",
+    "_system_config",
+    "local_mode",
+    "job_config",
+    "logging_format",
+    "_memory",
+    "_node_ip_address",
+}
+
+
+@dataclass
+class _Runtime:
+    cw: CoreWorker
+    proc: subprocess.Popen[bytes] | None
+    session_dir: str
+    store_dir: str
+
+
+_runtime: _Runtime | None = None
+_init_lock = threading.RLock()
+
+
+def is_initialized() -> bool:
+    return _runtime is not None
+
+
+def _set_worker_runtime(cw: CoreWorker) -> None:
+    """Inside a worker process: the worker's own core worker serves the API."""
+    global _runtime
+    _runtime = _Runtime(cw, None, "", "")
+    core_worker._global = cw
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    ignore_reinit_error: bool = False,
+    logging_level: int | str = logging.INFO,
+    log_to_driver: bool = True,
+    namespace: str | None = None,
+    **kwargs: Any,
+) -> RayContext:
+    """Start raylite on this machine: a node manager and a pool of workers."""
+    global _runtime
+    unknown = set(kwargs) - _INIT_OPTIONS
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    with _init_lock:
+        if _runtime is not None:
+            if ignore_reinit_error:
+                return RayContext(_runtime.cw)
+            raise RuntimeError(
+                "Maybe you called raylite.init twice by accident? This error can be suppressed "
+                "by passing in 'ignore_reinit_error=True' or by calling 'raylite.shutdown()' "
+                "prior to 'raylite.init()'."
+            )
+        if address not in (None, "local"):
+            raise NotImplementedError(
+                f"init(address={address!r}): connecting to a running cluster comes with "
+                "multi-node support; raylite starts a local node with address=None."
+            )
+        for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if resources is not None:
+            if not isinstance(resources, dict):
+                raise TypeError("resources must be a dict of resource name to quantity")
+            for k, v in resources.items():
+                if k in ("CPU", "GPU"):
+                    raise ValueError(
+                        "Use the 'num_cpus' and 'num_gpus' keywords instead of "
+                        "'CPU' and 'GPU' in 'resources'."
+                    )
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    raise ValueError(f"resources[{k!r}] must be a non-negative number, got {v!r}")
+        _configure_logging(logging_level)
+        cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
+        gpus = num_gpus if num_gpus is not None else _detect_gpus()
+        mem = psutil.virtual_memory()
+        store_root = default_store_root()
+        if object_store_memory is None:
+            object_store_memory = int(
+                min(mem.available * 0.3, shutil.disk_usage(store_root).free * 0.9)
+            )
+        total = {
+            "CPU": to_units(cpus),
+            "memory": to_units(int(mem.available * 0.7)),
+            "object_store_memory": to_units(object_store_memory),
+            "node:127.0.0.1": to_units(1),
+        }
+        if gpus:
+            total["GPU"] = to_units(gpus)
+        for k, v in (resources or {}).items():
+            total[k] = to_units(v)
+        _runtime = _start_local(total, gpus, cpus, store_root, log_to_driver, namespace)
+        core_worker._global = _runtime.cw
+        core_worker._auto_init = _auto_init
+        atexit.register(shutdown)
+        return RayContext(_runtime.cw)
+
+
+def _auto_init() -> CoreWorker:
+    with _init_lock:
+        if _runtime is None:
+            init()
+        assert _runtime is not None
+        return _runtime.cw
+
+
+core_worker._auto_init = _auto_init
+
+
+def _configure_logging(level: int | str) -> None:
+    logger = logging.getLogger("raylite")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([g for g in visible.split(",") if g.strip()])
+    try:
+        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
+    except OSError:
+        return 0
+
+
+def _start_local(
+    total: dict[str, int],
+    gpus: int,
+    cpus: int,
+    store_root: str,
+    log_to_driver: bool,
+    namespace: str | None,
+) -> _Runtime:
+    base = os.path.join(tempfile.gettempdir(), "raylite")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    session_dir = tempfile.mkdtemp(prefix=f"s{os.getpid()}-", dir=base)
+    store_dir = tempfile.mkdtemp(prefix=f"raylite-{os.path.basename(session_dir)}-", dir=store_root)
+    token = os.urandom(32)
+    cmd = [
+        sys.executable,
+        "-m",
+        "raylite.node_manager",
+        "--session-dir",
+        session_dir,
+        "--store-dir",
+        store_dir,
+        "--resources",
+        json.dumps(total),
+        "--num-gpus",
+        str(gpus),
+        "--prestart",
+        str(min(cpus, 64)),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, close_fds=True
+    )
+    try:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(token.hex().encode() + b"\n")
+        proc.stdin.flush()
+        line = _read_line(proc, CONFIG.start_timeout_s)
+        if not line.startswith("READY "):
+            raise RaySystemError(f"the node manager failed to start (exit code {proc.poll()})")
+        node_address = line.split(" ", 1)[1].strip()
+        cw = CoreWorker(
+            mode="driver",
+            node_address=node_address,
+            token=token,
+            session_dir=session_dir,
+            log_to_driver=log_to_driver,
+            namespace=namespace,
+        )
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(session_dir, ignore_errors=True)
+        shutil.rmtree(store_dir, ignore_errors=True)
+        raise
+    return _Runtime(cw, proc, session_dir, store_dir)
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RaySystemError("the node manager did not start in time")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.decode()
+
+
+def shutdown() -> None:
+    """Stop the node manager and every worker; remove sockets and shared memory."""
+    global _runtime
+    with _init_lock:
+        rt = _runtime
+        if rt is None or rt.proc is None:
+            return
+        _runtime = None
+        core_worker._global = None
+        with contextlib.suppress(Exception):
+            atexit.unregister(shutdown)
+        cw = rt.cw
+        with contextlib.suppress(Exception):
+            from . import protocol as P
+
+            cw.nm.request(P.ShutdownNode(), timeout=10)
+        cw.shutdown()
+        proc = rt.proc
+        with contextlib.suppress(Exception):
+            proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(Exception):
+            proc.stdout.close()  # type: ignore[union-attr]
+        shutil.rmtree(rt.session_dir, ignore_errors=True)
+        shutil.rmtree(rt.store_dir, ignore_errors=True)
+
+
+def _worker() -> CoreWorker:
+    return core_worker.global_worker()
+
+
+def remote(*args: Any, **kwargs: Any) -> Any:
+    """@remote on a function (a task) or a class (an actor), with or without options."""
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("The @remote decorator takes a function or class, or only keyword options.")
+
+    def decorate(target: Any) -> Any:
+        return _make_remote(target, kwargs)
+
+    return decorate
+
+
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        return ActorClass(target, options)
+    if callable(target):
+        return RemoteFunction(target, options)
+    raise TypeError("@remote must decorate a function or a class.")
+
+
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    """Store `value` in the object store; returns its ObjectRef."""
+    return _worker().put(value)
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """The value(s) of an ObjectRef or a list of ObjectRefs, waiting for them."""
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    cw = _worker()
+    if isinstance(object_refs, ObjectRef):
+        return cw.get([object_refs], timeout)[0]
+    if isinstance(object_refs, (list, tuple)):
+        for r in object_refs:
+            if not isinstance(r, ObjectRef):
+                raise ValueError(
+                    "'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
+                    f"got a list containing {type(r).__name__}."
+                )
+        return cw.get(list(object_refs), timeout)
+    raise ValueError(
+        "'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
+        f"got {type(object_refs).__name__}."
+    )
+
+
+def wait(
+    object_refs: list[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Split refs into (ready, not ready) once num_returns are ready or timeout passes."""
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs)}")
+    for r in object_refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"wait() expected a list of ObjectRef, got list containing {type(r)}")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns}.")
+    if num_returns > len(object_refs):
+        raise ValueError(
+            "num_returns cannot be greater than the number of objects provided to raylite.wait."
+        )
+    if len(set(object_refs)) != len(object_refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    return _worker().wait(list(object_refs), num_returns, timeout)
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    raise NotImplementedError("raylite.kill comes with actor fault tolerance (issue 4).")
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    raise NotImplementedError("raylite.cancel comes with actor fault tolerance (issue 4).")
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    raise NotImplementedError("Named actors (get_actor) come with issue 4.")
+
+
+def get_gpu_ids() -> list[int]:
+    """GPU ids assigned to the current task or actor ([] in the driver)."""
+    cw = core_worker._global
+    return list(cw.current_gpu_ids) if cw is not None else []
+
+
+def _resources(which: str) -> dict[str, float]:
+    info = _worker().cluster_info()
+    units = info.total if which == "total" else info.available
+    return {k: from_units(v) for k, v in units.items() if which == "total" or v > 0}
+
+
+def cluster_resources() -> dict[str, float]:
+    return _resources("total")
+
+
+def available_resources() -> dict[str, float]:
+    return _resources("available")
+
+
+def nodes() -> list[dict[str, Any]]:
+    return _worker().cluster_info().nodes
+
+
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """Chrome trace events ("X" spans) of finished tasks; written to `filename` if given."""
+    events = _worker().timeline_events()
+    trace: list[dict[str, Any]] = []
+    workers: dict[int, str] = {}
+    for name, task_id, start, end, pid, worker_id, kind, parent, _deps, _returns in events:
+        workers.setdefault(pid, worker_id.hex())
+        trace.append(
+            {
+                "cat": kind,
+                "name": name,
+                "ph": "X",
+                "pid": 1,
+                "tid": pid,
+                "ts": start * 1e6,
+                "dur": max(end - start, 0) * 1e6,
+                "args": {
+                    "task_id": task_id.hex(),
+                    "worker_id": worker_id.hex(),
+                    "worker_pid": pid,
+                    "parent_task_id": parent.hex() if parent else None,
+                },
+            }
+        )
+    trace.sort(key=lambda e: e["ts"])
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "Node 127.0.0.1"}}]
+    meta += [
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": pid, "args": {"name": f"worker {pid}"}}
+        for pid in sorted(workers)
+    ]
+    if filename is not None:
+        with open(filename, "w") as f:
+            json.dump(meta + trace, f)
+        return None
+    return trace
+
+
+class RuntimeContext:
+    """What `get_runtime_context()` returns: ids of the current job, task, actor, node."""
+
+    def __init__(self, cw: CoreWorker) -> None:
+        self._cw = cw
+
+    def get_job_id(self) -> str:
+        return self._cw.job_id.hex()
+
+    @property
+    def job_id(self) -> JobID:
+        return JobID(self._cw.job_id)
+
+    def get_task_id(self) -> str | None:
+        t = self._cw.current_task_id
+        return t.hex() if t is not None else None
+
+    @property
+    def task_id(self) -> TaskID | None:
+        t = self._cw.current_task_id
+        return TaskID(t) if t is not None else None
+
+    def get_actor_id(self) -> str | None:
+        a = self._cw.current_actor_id
+        return a.hex() if a is not None else None
+
+    @property
+    def actor_id(self) -> ActorID | None:
+        a = self._cw.current_actor_id
+        return ActorID(a) if a is not None else None
+
+    def get_node_id(self) -> str:
+        return self._cw.node_id.hex()
+
+    @property
+    def node_id(self) -> NodeID:
+        return NodeID(self._cw.node_id)
+
+    def get_worker_id(self) -> str:
+        return self._cw.worker_id.hex()
+
+    @property
+    def worker_id(self) -> WorkerID:
+        return WorkerID(self._cw.worker_id)
+
+    @property
+    def namespace(self) -> str | None:
+        return self._cw.namespace
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        return {"GPU": [str(g) for g in self._cw.current_gpu_ids]}
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        return False
+
+    def get(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "node_id": self.node_id,
+            "task_id": self.task_id,
+            "actor_id": self.actor_id,
+            "namespace": self.namespace,
+        }
+
+
+def get_runtime_context() -> RuntimeContext:
+    return RuntimeContext(_worker())
+
+
+class RayContext(dict):  # type: ignore[type-arg]
+    """What init() returns; a dict with the node's address, like Ray's."""
+
+    def __init__(self, cw: CoreWorker) -> None:
+        super().__init__(
+            node_id=cw.node_id.hex(),
+            address=cw.node_address,
+            session_dir=os.path.dirname(cw.address[5:]),
+        )
+        self.address_info = dict(self)
+
+    def __enter__(self) -> RayContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutdown()
+
+
+__all__ = [
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "get",
+    "get_actor",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "kill",
+    "method",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "timeline",
+    "wait",
+]

@@ -1,0 +1,1149 @@
+"""Per-process client: submit tasks, own objects, resolve refs, talk to actors.
+
+Every driver and worker runs one CoreWorker. It is the owner (Ray's ownership
+model) of the objects it creates: `put` values and the results of tasks it submits.
+
+    user thread ──submit──▶ CoreWorker ──RequestLease──▶ node manager
+                              │   ◀──LeaseGranted (worker address)──
+                              ├──PushTask──▶ leased worker ──TaskDone──▶ (reader thread)
+                              └──GetObject──▶ owner of a borrowed ref ──ObjectValue──▶
+
+Threads: user threads call in and send straight from their own thread; one reader
+thread per connection handles replies and inbound requests; one timer thread gives
+back idle leases. `self.lock` guards all scheduling and ownership state; it is
+never held while waiting for the network. Callbacks registered with `_when_ready`
+run without the lock.
+
+Reference counting here is local: a ref counts its instances in this process; an
+owned object is freed when the count drops to zero, unless the ref escaped (was
+pickled into a message or another object), in which case it is kept until the
+job ends. Distributed counting across borrowers is issue 3.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import object_ref as _object_ref
+from . import protocol as P
+from .config import CONFIG, from_units
+from .exceptions import (
+    ActorDiedError,
+    ConnectionLost,
+    GetTimeoutError,
+    ObjectLostError,
+    OwnerDiedError,
+    RayTaskError,
+    WorkerCrashedError,
+)
+from .object_ref import ObjectRef, new_id
+from .object_store import ObjectStore
+from .serialization import dumps_inline, loads_inline, serialize
+from .transport import Connection, Listener
+
+log = logging.getLogger("raylite")
+
+PENDING = None  # entry.kind while the value is not there yet
+
+
+class _Dep:
+    """Placeholder for a top-level ObjectRef argument, filled in by the worker."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> Any:
+        return (_Dep, ())
+
+
+_DEP = _Dep()
+
+
+class ObjectEntry:
+    """An object this process owns."""
+
+    __slots__ = ("data", "held", "kind", "seq", "waiters")
+
+    def __init__(self) -> None:
+        self.kind: int | None = PENDING
+        self.data: Any = None
+        self.waiters: list[Callable[[int, Any], None]] = []
+        self.seq = 0  # completion order, for wait()
+        self.held = 0  # pending tasks that read this value from the store
+
+
+@dataclass(eq=False)
+class TaskSpec:
+    task_id: bytes
+    name: str
+    function_id: bytes
+    function_blob: Callable[[], bytes] | None
+    args_blob: bytes
+    return_ids: list[bytes]
+    shape: dict[str, int]
+    shape_key: tuple[tuple[str, int], ...]
+    max_retries: int
+    retry_exceptions: bool
+    actor_id: bytes | None = None
+    actor_creation: bool = False
+    deps: list[list[Any]] = field(default_factory=list)
+    unresolved: int = 0
+    held: list[bytes] = field(default_factory=list)
+    failed: bool = False
+
+
+class Lease:
+    __slots__ = (
+        "address",
+        "busy",
+        "gpu_ids",
+        "lease_id",
+        "pid",
+        "returned",
+        "sclass",
+        "timer",
+        "worker_id",
+    )
+
+    def __init__(self, grant: P.LeaseGranted, sclass: SchedulingClass) -> None:
+        self.lease_id = grant.lease_id
+        self.worker_id = grant.worker_id
+        self.address = grant.address
+        self.pid = grant.pid
+        self.gpu_ids = grant.gpu_ids
+        self.sclass = sclass
+        self.busy: TaskSpec | None = None
+        self.returned = False
+        self.timer: Any = None
+
+
+class SchedulingClass:
+    """Queued tasks of one resource shape and the worker leases serving them."""
+
+    __slots__ = ("idle", "key", "pending", "queue", "shape", "warned")
+
+    def __init__(self, key: tuple[tuple[str, int], ...]) -> None:
+        self.key = key
+        self.shape = dict(key)
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.idle: list[Lease] = []
+        self.pending: set[bytes] = set()  # lease ids requested, not yet granted
+        self.warned = False
+
+
+class ActorClient:
+    """This process's view of one actor: where it is and calls not yet sent."""
+
+    __slots__ = (
+        "actor_id",
+        "address",
+        "alive",
+        "class_name",
+        "conn",
+        "creation_ref",
+        "creator",
+        "dead_cause",
+        "lease",
+        "queue",
+        "resolving",
+    )
+
+    def __init__(self, actor_id: bytes, class_name: str) -> None:
+        self.actor_id = actor_id
+        self.class_name = class_name
+        self.address: str | None = None
+        self.conn: Connection | None = None
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.dead_cause: str | None = None
+        self.lease: Lease | None = None
+        self.resolving = False
+        self.creator = False
+        self.alive = False
+        self.creation_ref: ObjectRef | None = None
+
+
+class _Timers:
+    """One thread running delayed callbacks (idle lease return, event flushes)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="raylite-timers", daemon=True)
+        self._thread.start()
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:
+                log.exception("timer callback failed")
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2.0)
+
+
+class CoreWorker(_object_ref._Hooks):
+    def __init__(
+        self,
+        *,
+        mode: str,
+        node_address: str,
+        token: bytes,
+        session_dir: str,
+        worker_id: bytes | None = None,
+        job_id: bytes | None = None,
+        log_to_driver: bool = True,
+        namespace: str | None = None,
+        task_handler: Callable[[Connection, P.PushTask, int], None] | None = None,
+        nm_handler: Callable[[Connection, Any, int], None] | None = None,
+    ) -> None:
+        self.mode = mode
+        self.token = token
+        self.worker_id = worker_id or new_id()
+        self.namespace = namespace
+        self.log_to_driver = log_to_driver
+        self.lock = threading.RLock()
+        self.objects: dict[bytes, ObjectEntry] = {}
+        self.local_refs: dict[bytes, int] = {}
+        self.escaped: set[bytes] = set()
+        self._ref_lock = threading.Lock()
+        self._released: collections.deque[bytes] = collections.deque()
+        self._completion = itertools.count(1)
+        self.classes: dict[tuple[tuple[str, int], ...], SchedulingClass] = {}
+        self.leases: dict[bytes, Lease] = {}
+        self.actors: dict[bytes, ActorClient] = {}
+        self.peers: dict[str, Connection] = {}
+        self._peer_lock = threading.Lock()
+        self.closed = False
+        self.timers = _Timers()
+        # Execution context, set by the worker loop around each task.
+        self.current_task_id: bytes | None = None
+        self.current_actor_id: bytes | None = None
+        self.current_gpu_ids: list[int] = []
+        self.current_task_name: str | None = None
+        self.blocked_depth = 0
+        # Set before registering: the node manager may lease us out at once.
+        self.on_task_pushed = task_handler
+        self.on_nm_message = nm_handler
+
+        self.address = f"unix:{session_dir}/{mode[0]}-{self.worker_id.hex()}.sock"
+        self.listener = Listener(self.address, token, self._handle_inbound)
+        self.nm = Connection.connect(
+            node_address, token, self._handle_nm, name="node-manager", on_close=self._nm_lost
+        )
+        reg = self.nm.request(
+            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address, job_id), timeout=30
+        )
+        self.node_id: bytes = reg.node_id
+        self.job_id: bytes = reg.job_id
+        self.node_address = node_address
+        self.node_info = reg.info
+        self.store = ObjectStore(reg.store_dir)
+        _object_ref.set_hooks(self)
+
+    # ------------------------------------------------------------------ refs
+    def add_local_ref(self, ref: ObjectRef) -> None:
+        oid = ref.id
+        with self._ref_lock:
+            self.local_refs[oid] = self.local_refs.get(oid, 0) + 1
+
+    def remove_local_ref(self, object_id: bytes) -> None:
+        self._released.append(object_id)  # processed later: __del__ may run anywhere
+
+    def on_ref_serialized(self, ref: ObjectRef) -> None:
+        if ref.owner == self.address:
+            self.escaped.add(ref.id)
+
+    def _process_released(self) -> None:
+        released = self._released
+        if not released:
+            return
+        to_free = []
+        with self._ref_lock:
+            while released:
+                oid = released.popleft()
+                n = self.local_refs.get(oid, 0) - 1
+                if n > 0:
+                    self.local_refs[oid] = n
+                    continue
+                self.local_refs.pop(oid, None)
+                to_free.append(oid)
+        if to_free:
+            with self.lock:
+                for oid in to_free:
+                    self._maybe_free(oid)
+
+    def _maybe_free(self, oid: bytes) -> None:
+        if oid in self.escaped or oid in self.local_refs:
+            return
+        entry = self.objects.get(oid)
+        if entry is None or entry.kind is PENDING or entry.held or entry.waiters:
+            return
+        del self.objects[oid]
+        if entry.kind == P.IN_STORE:
+            self.store.delete(oid)
+
+    # --------------------------------------------------------------- connections
+    def peer(self, address: str) -> Connection:
+        conn = self.peers.get(address)
+        if conn is not None and not conn.closed:
+            return conn
+        with self._peer_lock:
+            conn = self.peers.get(address)
+            if conn is None or conn.closed:
+                conn = Connection.connect(
+                    address,
+                    self.token,
+                    self._handle_inbound,
+                    name=address,
+                    on_close=self._peer_lost,
+                )
+                self.peers[address] = conn
+        return conn
+
+    def _peer_lost(self, conn: Connection) -> None:
+        with self._peer_lock:
+            if self.peers.get(conn.name) is conn:
+                del self.peers[conn.name]
+
+    def _nm_lost(self, conn: Connection) -> None:
+        if not self.closed and self.mode == "worker":
+            os._exit(1)  # the node is gone: nothing left to work for
+
+    def _handle_nm(self, conn: Connection, msg: Any, rid: int) -> None:
+        if isinstance(msg, P.LogLines):
+            if self.log_to_driver:
+                _print_log_lines(msg.lines)
+        elif isinstance(msg, P.LeaseInfeasible):
+            self._warn_infeasible(msg)
+        elif self.on_nm_message is not None:
+            self.on_nm_message(conn, msg, rid)
+
+    def _handle_inbound(self, conn: Connection, msg: Any, rid: int) -> None:
+        if isinstance(msg, P.PushTask):
+            if self.on_task_pushed is None:
+                conn.reply(rid, P.Failed("this process does not run tasks"))
+            else:
+                self.on_task_pushed(conn, msg, rid)
+        elif isinstance(msg, P.GetObject):
+            self._serve_object(conn, msg.object_id, rid)
+        else:
+            log.warning("unexpected message %s", type(msg).__name__)
+
+    def _serve_object(self, conn: Connection, oid: bytes, rid: int) -> None:
+        def answer(kind: int, data: Any) -> None:
+            try:
+                conn.reply(rid, P.ObjectValue(oid, kind, data))
+            except ConnectionLost:
+                pass
+
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None:
+                err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was freed by its owner.")
+                answer(P.ERROR, dumps_inline(err))
+                return
+            if entry.kind is PENDING:
+                entry.waiters.append(answer)
+                return
+            kind, data = entry.kind, entry.data
+        answer(kind, data)
+
+    # ----------------------------------------------------------------- objects
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling 'put' on an ObjectRef is not allowed. If you really want to do "
+                "this, wrap it in a list: put([ref])."
+            )
+        self._process_released()
+        oid = new_id()
+        entry = self._store_value(oid, value)
+        with self.lock:
+            self.objects[oid] = entry
+        return ObjectRef(oid, self.address)
+
+    def _store_value(self, oid: bytes, value: Any) -> ObjectEntry:
+        sv = serialize(value)
+        entry = ObjectEntry()
+        if sv.size > CONFIG.inline_threshold:
+            entry.kind, entry.data = P.IN_STORE, self.store.put(oid, sv)
+        else:
+            entry.kind, entry.data = P.INLINE, sv.inline()
+        entry.seq = next(self._completion)
+        return entry
+
+    def _complete(self, oid: bytes, kind: int, data: Any) -> None:
+        """Record an owned object's value and run its waiters (call without lock)."""
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None or entry.kind is not PENDING:
+                if entry is None and kind == P.IN_STORE:
+                    self.store.delete(oid)
+                return
+            entry.kind, entry.data = kind, data
+            entry.seq = next(self._completion)
+            waiters, entry.waiters = entry.waiters, []
+        for cb in waiters:
+            try:
+                cb(kind, data)
+            except Exception:
+                log.exception("object waiter failed")
+        if oid not in self.local_refs:
+            with self.lock:
+                self._maybe_free(oid)
+
+    def _when_ready(self, ref: ObjectRef, callback: Callable[[int, Any], None]) -> int:
+        """Call back with (kind, data) once the value exists; returns its seq if ready now."""
+        oid = ref.id
+        if ref.owner == self.address:
+            with self.lock:
+                entry = self.objects.get(oid)
+                if entry is not None and entry.kind is PENDING:
+                    entry.waiters.append(callback)
+                    return 0
+            if entry is None:
+                err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was already freed.")
+                callback(P.ERROR, dumps_inline(err))
+                return 0
+            callback(entry.kind, entry.data)
+            return entry.seq
+
+        def on_reply(reply: Any) -> None:
+            if isinstance(reply, P.ObjectValue):
+                callback(reply.kind, reply.data)
+            else:
+                err = OwnerDiedError(
+                    oid.hex(),
+                    f"Object {oid.hex()} is lost: its owner ({ref.owner}) died or is unreachable.",
+                )
+                callback(P.ERROR, dumps_inline(err))
+
+        try:
+            self.peer(ref.owner).request_async(P.GetObject(oid), on_reply)
+        except ConnectionLost:
+            on_reply(None)
+        return 0
+
+    def _value(self, oid: bytes, kind: int, data: Any) -> Any:
+        if kind == P.INLINE:
+            return loads_inline(data)
+        if kind == P.IN_STORE:
+            return self.store.get(oid)
+        err = loads_inline(data)
+        if isinstance(err, RayTaskError):
+            raise err.as_instanceof_cause()
+        raise err
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        self._process_released()
+        n = len(refs)
+        results: list[Any] = [None] * n
+        done = [False] * n
+        remaining = [n]
+        event = threading.Event()
+        lock = threading.Lock()
+
+        def make_cb(i: int) -> Callable[[int, Any], None]:
+            def cb(kind: int, data: Any) -> None:
+                with lock:
+                    if done[i]:
+                        return
+                    done[i] = True
+                    results[i] = (kind, data)
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        event.set()
+
+            return cb
+
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(
+                    f"get() expects an ObjectRef or a list of ObjectRefs, got {type(ref).__name__}"
+                )
+            self._when_ready(ref, make_cb(i))
+        if remaining[0]:
+            self._wait_blocking(event, timeout, n)
+        return [self._value(refs[i].id, *results[i]) for i in range(n)]
+
+    def _wait_blocking(self, event: threading.Event, timeout: float | None, n: int) -> None:
+        self._notify_blocked()
+        try:
+            if not event.wait(timeout):
+                raise GetTimeoutError(
+                    f"Get timed out: some of the {n} object(s) were not ready after {timeout} s."
+                )
+        finally:
+            self._notify_unblocked()
+
+    def _notify_blocked(self) -> None:
+        # A task that waits gives its CPU back, so nested tasks can run.
+        if self.mode == "worker" and self.current_task_id is not None:
+            self.blocked_depth += 1
+            if self.blocked_depth == 1:
+                self.nm.send(P.NotifyBlocked())
+
+    def _notify_unblocked(self) -> None:
+        if self.mode == "worker" and self.current_task_id is not None:
+            self.blocked_depth -= 1
+            if self.blocked_depth == 0:
+                self.nm.send(P.NotifyUnblocked())
+
+    def wait(
+        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self._process_released()
+        order: list[tuple[int, int]] = []  # (seq, index)
+        cond = threading.Condition()
+        arrivals = itertools.count(1 << 40)  # after anything ready at call time
+
+        def make_cb(i: int) -> Callable[[int, Any], None]:
+            def cb(kind: int, data: Any) -> None:
+                with cond:
+                    if any(j == i for _, j in order):
+                        return
+                    order.append((next(arrivals), i))
+                    cond.notify_all()
+
+            return cb
+
+        for i, ref in enumerate(refs):
+            seq = self._when_ready(ref, make_cb(i))
+            if seq:
+                with cond:
+                    for k, (_, j) in enumerate(order):
+                        if j == i:
+                            order[k] = (seq, i)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with cond:
+            if len(order) < num_returns:
+                self._notify_blocked()
+                try:
+                    while len(order) < num_returns:
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            break
+                        cond.wait(left)
+                finally:
+                    self._notify_unblocked()
+            chosen = sorted(order)[:num_returns]
+        ready_idx = [i for _, i in chosen]
+        ready_set = set(ready_idx)
+        return [refs[i] for i in ready_idx], [r for i, r in enumerate(refs) if i not in ready_set]
+
+    # ------------------------------------------------------------------- tasks
+    def _prepare(
+        self, spec: TaskSpec, args: tuple, kwargs: dict, name: str
+    ) -> list[tuple[Any, ObjectRef]]:
+        """Pickle the arguments; top-level refs become placeholders resolved by position."""
+        deps: list[tuple[Any, ObjectRef]] = []
+        if any(isinstance(a, ObjectRef) for a in args):
+            plain = []
+            for i, a in enumerate(args):
+                if isinstance(a, ObjectRef):
+                    deps.append((i, a))
+                    plain.append(_DEP)
+                else:
+                    plain.append(a)
+            args = tuple(plain)
+        if kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values()):
+            kwargs = dict(kwargs)
+            for k, v in kwargs.items():
+                if isinstance(v, ObjectRef):
+                    deps.append((k, v))
+                    kwargs[k] = _DEP
+        try:
+            spec.args_blob = dumps_inline((args, kwargs))
+        except Exception as exc:
+            raise _unserializable_argument(args, kwargs, name, exc) from exc
+        return deps
+
+    def submit_task(
+        self,
+        *,
+        name: str,
+        function_id: bytes,
+        function_blob: Callable[[], bytes],
+        args: tuple,
+        kwargs: dict,
+        num_returns: int,
+        shape: dict[str, int],
+        max_retries: int,
+        retry_exceptions: bool,
+        actor_id: bytes | None = None,
+        actor_creation: bool = False,
+    ) -> list[ObjectRef]:
+        self._process_released()
+        task_id = new_id()
+        return_ids = [new_id() for _ in range(num_returns)]
+        key = tuple(sorted(shape.items()))
+        spec = TaskSpec(
+            task_id,
+            name,
+            function_id,
+            function_blob,
+            b"",
+            return_ids,
+            shape,
+            key,
+            max_retries,
+            retry_exceptions,
+            actor_id,
+            actor_creation,
+        )
+        deps = self._prepare(spec, args, kwargs, name)
+        with self.lock:
+            for oid in return_ids:
+                self.objects[oid] = ObjectEntry()
+        refs = [ObjectRef(oid, self.address) for oid in return_ids]
+        spec.unresolved = len(deps) + 1
+        if actor_id is not None and not actor_creation:
+            client = self.actors[actor_id]
+            with self.lock:
+                client.queue.append(spec)
+        for position, ref in deps:
+            self._when_ready(ref, self._dep_callback(spec, position, ref))
+        self._dep_resolved(spec)  # the +1 above: resolves only after all callbacks registered
+        return refs
+
+    def _dep_callback(
+        self, spec: TaskSpec, position: Any, ref: ObjectRef
+    ) -> Callable[[int, Any], None]:
+        def cb(kind: int, data: Any) -> None:
+            if kind == P.ERROR:
+                self._fail_task(spec, data)
+            else:
+                if kind == P.IN_STORE and ref.owner == self.address:
+                    with self.lock:
+                        entry = self.objects.get(ref.id)
+                        if entry is not None:
+                            entry.held += 1
+                            spec.held.append(ref.id)
+                spec.deps.append([position, kind, data, ref.id])
+            self._dep_resolved(spec)
+
+        return cb
+
+    def _dep_resolved(self, spec: TaskSpec) -> None:
+        with self.lock:
+            spec.unresolved -= 1
+            if spec.unresolved or spec.failed:
+                if spec.failed and not spec.unresolved:
+                    self._release_held(spec)
+                return
+            if spec.actor_id is None:
+                self._enqueue(spec)
+                return
+            client = self.actors[spec.actor_id]
+        if spec.actor_creation:
+            self._schedule_actor_creation(spec, client)
+        else:
+            self._flush_actor(client)
+
+    def _fail_task(self, spec: TaskSpec, error_blob: bytes) -> None:
+        with self.lock:
+            if spec.failed:
+                return
+            spec.failed = True
+        for oid in spec.return_ids:
+            self._complete(oid, P.ERROR, error_blob)
+
+    def _release_held(self, spec: TaskSpec) -> None:
+        for oid in spec.held:
+            entry = self.objects.get(oid)
+            if entry is not None:
+                entry.held -= 1
+                if not entry.held and oid not in self.local_refs:
+                    self._maybe_free(oid)
+        spec.held = []
+
+    def _enqueue(self, spec: TaskSpec) -> None:
+        """Queue a ready task for its scheduling class (lock held)."""
+        sc = self.classes.get(spec.shape_key)
+        if sc is None:
+            sc = self.classes[spec.shape_key] = SchedulingClass(spec.shape_key)
+        sc.queue.append(spec)
+        self._dispatch(sc)
+
+    def _dispatch(self, sc: SchedulingClass) -> None:
+        while sc.queue and sc.idle:
+            lease = sc.idle.pop()
+            self._push(lease, sc.queue.popleft())
+        want = min(len(sc.queue), CONFIG.max_pending_leases) - len(sc.pending)
+        for _ in range(want):
+            self._request_lease(sc)
+        if not sc.queue and sc.pending:
+            for lease_id in list(sc.pending):
+                sc.pending.discard(lease_id)
+                self._send_nm(P.CancelLease(lease_id))
+
+    def _send_nm(self, msg: Any) -> None:
+        try:
+            self.nm.send(msg)
+        except ConnectionLost:
+            pass
+
+    def _request_lease(
+        self,
+        sc: SchedulingClass,
+        actor_id: bytes | None = None,
+        on_grant: Callable[[Lease], None] | None = None,
+    ) -> None:
+        lease_id = new_id()
+        if on_grant is None:
+            sc.pending.add(lease_id)
+
+        def granted(reply: Any) -> None:
+            if not isinstance(reply, P.LeaseGranted):
+                if on_grant is not None:
+                    on_grant(None)  # type: ignore[arg-type]
+                return
+            lease = Lease(reply, sc)
+            if on_grant is not None:
+                on_grant(lease)
+                return
+            with self.lock:
+                self.leases[lease.lease_id] = lease
+                if lease_id not in sc.pending:  # cancelled meanwhile
+                    self._return_lease(lease)
+                    return
+                sc.pending.discard(lease_id)
+                if sc.queue:
+                    self._push(lease, sc.queue.popleft())
+                    self._dispatch(sc)
+                else:
+                    self._idle(lease)
+
+        try:
+            self.nm.request_async(P.RequestLease(lease_id, sc.shape, actor_id), granted)
+        except ConnectionLost:
+            sc.pending.discard(lease_id)
+
+    def _warn_infeasible(self, msg: P.LeaseInfeasible) -> None:
+        shape = {k: from_units(v) for k, v in msg.shape.items()}
+        missing = ", ".join(f"{k!r} (requested {from_units(v):g})" for k, v in msg.missing.items())
+        print(
+            f"Warning: The following resource request cannot be scheduled right now: {shape}. "
+            f"No node in the cluster has enough of: {missing}. "
+            f"The cluster has {self.node_info.get('total_display', {})}. The task or actor stays "
+            "pending until a node with these resources joins; check its resource options.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _push(self, lease: Lease, spec: TaskSpec) -> None:
+        lease.busy = spec
+        try:
+            conn = self.peer(lease.address)
+            conn.request_async(
+                self._push_message(conn, spec, lease.gpu_ids),
+                lambda reply: self._task_done(lease, spec, reply),
+            )
+        except ConnectionLost:
+            self._task_done(lease, spec, ConnectionLost("worker unreachable"))
+
+    def _push_message(self, conn: Connection, spec: TaskSpec, gpu_ids: list[int]) -> P.PushTask:
+        blob = None
+        if spec.function_id not in conn.sent_functions:
+            conn.sent_functions.add(spec.function_id)
+            blob = spec.function_blob() if spec.function_blob is not None else None
+        return P.PushTask(
+            spec.task_id,
+            spec.name,
+            spec.function_id,
+            blob,
+            spec.args_blob,
+            [d for d in spec.deps],
+            spec.return_ids,
+            self.address,
+            spec.actor_id,
+            spec.actor_creation,
+            gpu_ids,
+            self.job_id,
+            self.current_task_id,
+        )
+
+    def _task_done(self, lease: Lease, spec: TaskSpec, reply: Any) -> None:
+        """A normal task finished, or its worker died (runs on a reader thread)."""
+        if not isinstance(reply, P.TaskDone):
+            with self.lock:
+                lease.busy = None
+                self.leases.pop(lease.lease_id, None)
+                self._send_nm(P.ReturnLease(lease.lease_id, True))
+                if spec.max_retries != 0 and not self.closed:
+                    if spec.max_retries > 0:
+                        spec.max_retries -= 1
+                    self._enqueue(spec)
+                    return
+            err = WorkerCrashedError(
+                f"The worker (pid={lease.pid}) died while running {spec.name}; no retries left."
+            )
+            self._fail_task(spec, dumps_inline(err))
+            with self.lock:
+                self._release_held(spec)
+            return
+        if (
+            spec.retry_exceptions
+            and spec.max_retries != 0
+            and reply.returns
+            and reply.returns[0][1] == P.ERROR
+            and not self.closed
+        ):
+            with self.lock:
+                if spec.max_retries > 0:
+                    spec.max_retries -= 1
+                lease.busy = None
+                self._enqueue(spec)
+                self._after_task(lease)
+            return
+        for oid, kind, data in reply.returns:
+            self._complete(oid, kind, data)
+        with self.lock:
+            self._release_held(spec)
+            lease.busy = None
+            self._after_task(lease)
+
+    def _after_task(self, lease: Lease) -> None:
+        sc = lease.sclass
+        if sc.queue:
+            self._push(lease, sc.queue.popleft())
+        else:
+            self._idle(lease)
+
+    def _idle(self, lease: Lease) -> None:
+        sc = lease.sclass
+        sc.idle.append(lease)
+        token = object()
+        lease.timer = token
+
+        def linger_over() -> None:
+            with self.lock:
+                if lease.timer is token and lease.busy is None and lease in sc.idle:
+                    sc.idle.remove(lease)
+                    self._return_lease(lease)
+
+        self.timers.call_later(CONFIG.lease_linger_s, linger_over)
+
+    def _return_lease(self, lease: Lease) -> None:
+        if not lease.returned:
+            lease.returned = True
+            self.leases.pop(lease.lease_id, None)
+            self._send_nm(P.ReturnLease(lease.lease_id, False))
+
+    # ------------------------------------------------------------------ actors
+    def create_actor(
+        self,
+        *,
+        class_name: str,
+        function_id: bytes,
+        function_blob: Callable[[], bytes],
+        args: tuple,
+        kwargs: dict,
+        shape: dict[str, int],
+    ) -> bytes:
+        actor_id = new_id()
+        client = ActorClient(actor_id, class_name)
+        client.creator = True
+        self.actors[actor_id] = client
+        refs = self.submit_task(
+            name=f"{class_name}.__init__",
+            function_id=function_id,
+            function_blob=function_blob,
+            args=args,
+            kwargs=kwargs,
+            num_returns=1,
+            shape=shape,
+            max_retries=0,
+            retry_exceptions=False,
+            actor_id=actor_id,
+            actor_creation=True,
+        )
+        client.creation_ref = refs[0]
+        return actor_id
+
+    def _schedule_actor_creation(self, spec: TaskSpec, client: ActorClient) -> None:
+        key = tuple(sorted(spec.shape.items()))
+        sc = self.classes.get(key) or SchedulingClass(key)
+
+        def on_grant(lease: Lease | None) -> None:
+            if lease is None:
+                self._actor_died(client, "the node manager could not start a worker for the actor")
+                return
+            with self.lock:
+                client.lease = lease
+                client.address = lease.address
+                self.leases[lease.lease_id] = lease
+            try:
+                conn = self.peer(lease.address)
+                msg = self._push_message(conn, spec, lease.gpu_ids)
+                conn.request_async(msg, lambda reply: self._actor_created(client, spec, reply))
+            except ConnectionLost:
+                self._actor_created(client, spec, None)
+                return
+            with self.lock:
+                client.conn = conn
+            self._flush_actor(client)
+
+        with self.lock:
+            self._request_lease(sc, actor_id=client.actor_id, on_grant=on_grant)
+
+    def _actor_created(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
+        if isinstance(reply, P.TaskDone):
+            oid, kind, data = reply.returns[0]
+            if kind == P.ERROR:
+                cause = loads_inline(data)
+                self._actor_died(
+                    client,
+                    f"The actor {client.class_name} died in its constructor: {cause}",
+                    report=True,
+                )
+            else:
+                client.alive = True
+                self._send_nm(
+                    P.ActorStateChanged(
+                        client.actor_id,
+                        "ALIVE",
+                        client.class_name,
+                        client.address or "",
+                        reply.worker_pid,
+                        "",
+                    )
+                )
+            self._complete(oid, kind, data)
+        else:
+            self._actor_died(
+                client,
+                f"The actor {client.class_name}'s worker process died "
+                "before its constructor finished.",
+                report=True,
+            )
+            self._complete(
+                spec.return_ids[0], P.ERROR, dumps_inline(ActorDiedError(client.dead_cause or ""))
+            )
+
+    def _actor_died(self, client: ActorClient, cause: str, report: bool = False) -> None:
+        with self.lock:
+            if client.dead_cause is not None:
+                return
+            client.dead_cause = cause
+            queued = list(client.queue)
+            client.queue.clear()
+        if report:
+            self._send_nm(
+                P.ActorStateChanged(
+                    client.actor_id, "DEAD", client.class_name, client.address or "", 0, cause
+                )
+            )
+        for spec in queued:
+            self._fail_task(spec, dumps_inline(_actor_error(client, cause)))
+
+    def actor_client(self, actor_id: bytes, class_name: str, address: str | None) -> ActorClient:
+        client = self.actors.get(actor_id)
+        if client is None:
+            with self.lock:
+                client = self.actors.get(actor_id)
+                if client is None:
+                    client = ActorClient(actor_id, class_name)
+                    client.address = address
+                    self.actors[actor_id] = client
+        return client
+
+    def _resolve_actor(self, client: ActorClient) -> None:
+        """Ask the head where a borrowed actor lives (lock held)."""
+        if client.resolving:
+            return
+        client.resolving = True
+
+        def on_info(reply: Any) -> None:
+            client.resolving = False
+            if isinstance(reply, P.ActorInfo) and reply.state == "ALIVE":
+                with self.lock:
+                    client.address = reply.address
+                    client.alive = True
+                self._flush_actor(client)
+            else:
+                cause = reply.cause if isinstance(reply, P.ActorInfo) else "the head is unreachable"
+                self._actor_died(client, cause or "The actor is dead.")
+
+        try:
+            self.nm.request_async(P.GetActorInfo(client.actor_id), on_info)
+        except ConnectionLost:
+            client.resolving = False
+
+    def _flush_actor(self, client: ActorClient) -> None:
+        """Send queued calls in order, up to the first with unresolved arguments."""
+        died = False
+        with self.lock:
+            if client.dead_cause is not None:
+                queued = list(client.queue)
+                client.queue.clear()
+                cause = client.dead_cause
+            else:
+                queued = []
+                if client.conn is None or client.conn.closed:
+                    if client.creator and client.conn is None:
+                        return  # the lease grant flushes
+                    if client.address is None:
+                        self._resolve_actor(client)
+                        return
+                    try:
+                        client.conn = self.peer(client.address)
+                    except ConnectionLost:
+                        client.conn = None
+                        if client.creator:
+                            died = True
+                        else:
+                            client.address = None
+                            self._resolve_actor(client)
+                            return
+                conn = client.conn
+                while client.queue and client.queue[0].unresolved == 0:
+                    spec = client.queue.popleft()
+                    if spec.failed:
+                        continue
+                    try:
+                        conn.request_async(
+                            self._push_message(conn, spec, []),
+                            lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
+                        )
+                    except ConnectionLost:
+                        client.queue.appendleft(spec)
+                        break
+        if died:
+            self._actor_died(
+                client,
+                f"The actor {client.class_name}'s worker process died "
+                "unexpectedly (the process crashed or was killed).",
+                report=True,
+            )
+            return
+        for spec in queued:
+            self._fail_task(spec, dumps_inline(_actor_error(client, cause)))
+
+    def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
+        if isinstance(reply, P.TaskDone):
+            for oid, kind, data in reply.returns:
+                self._complete(oid, kind, data)
+        else:
+            self._actor_died(
+                client,
+                client.dead_cause
+                or f"The actor {client.class_name}'s worker process died "
+                "unexpectedly (the process crashed or was killed).",
+                report=client.lease is not None,
+            )
+            self._fail_task(spec, dumps_inline(_actor_error(client, client.dead_cause or "")))
+        with self.lock:
+            self._release_held(spec)
+
+    # ----------------------------------------------------------------- cluster
+    def release_idle_leases(self) -> None:
+        """Give back leases kept warm for more tasks (so resource views are exact)."""
+        with self.lock:
+            for sc in self.classes.values():
+                while sc.idle:
+                    self._return_lease(sc.idle.pop())
+
+    def cluster_info(self) -> P.ClusterInfo:
+        self.release_idle_leases()
+        return self.nm.request(P.GetClusterInfo(), timeout=30)
+
+    def timeline_events(self) -> list[list[Any]]:
+        reply = self.nm.request(P.GetTimeline(), timeout=60)
+        return reply.events
+
+    def shutdown(self) -> None:
+        """Stop talking; the node manager (driver's) is stopped by the caller."""
+        self.closed = True
+        _object_ref.set_hooks(None)
+        self.timers.stop()
+        self.listener.close()
+        for conn in list(self.peers.values()):
+            conn.close()
+        self.peers.clear()
+        self.nm.close()
+
+
+# The process's live core worker, and how to start one on first use (set by api).
+_global: CoreWorker | None = None
+_auto_init: Callable[[], CoreWorker] | None = None
+
+
+def global_worker() -> CoreWorker:
+    """The live core worker, starting raylite (init()) on first use, as Ray does."""
+    cw = _global
+    if cw is None or cw.closed:
+        if _auto_init is None:
+            raise RuntimeError("raylite is not initialised; call raylite.init()")
+        cw = _auto_init()
+    return cw
+
+
+def _actor_error(client: ActorClient, cause: str) -> ActorDiedError:
+    return ActorDiedError(
+        f"The actor {client.class_name} ({client.actor_id.hex()}) is dead: {cause}", cause
+    )
+
+
+def _unserializable_argument(args: tuple, kwargs: dict, name: str, exc: Exception) -> TypeError:
+    culprit = None
+    for i, a in enumerate(args):
+        try:
+            dumps_inline(a)
+        except Exception:
+            culprit = f"argument {i} ({a!r})"
+            break
+    else:
+        for k, v in kwargs.items():
+            try:
+                dumps_inline(v)
+            except Exception:
+                culprit = f"keyword argument {k!r} ({v!r})"
+                break
+    what = culprit or "the arguments"
+    return TypeError(
+        f"Could not serialize {what} for a call to {name}: {type(exc).__name__}: {exc}. "
+        "Pass a value that pickles (or create it inside the task)."
+    )
+
+
+def _print_log_lines(lines: list[list[Any]]) -> None:
+    out = [t for s, t in lines if s == "out"]
+    err = [t for s, t in lines if s == "err"]
+    try:
+        if out:
+            sys.stdout.write("".join(out))
+            sys.stdout.flush()
+        if err:
+            sys.stderr.write("".join(err))
+            sys.stderr.flush()
+    except (ValueError, OSError):  # the driver closed its streams
+        pass

@@ -1,0 +1,208 @@
+"""The one error hierarchy, with Ray's public names.
+
+    RayError
+    ├── RayTaskError          also an instance of the user's exception class
+    ├── RayActorError ── ActorDiedError
+    ├── TaskCancelledError
+    ├── WorkerCrashedError
+    ├── ObjectStoreFullError
+    ├── GetTimeoutError       also a TimeoutError
+    ├── ObjectLostError ── OwnerDiedError
+    └── RaySystemError ── RayliteInternalError ── ProtocolError, ConnectionLost,
+                                                  InvalidTransition
+
+Every error pickles (the worker sends them to owners). Imports nothing from raylite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RayError(Exception):
+    """Base of every error raylite raises."""
+
+
+class RayTaskError(RayError):
+    """A task or actor method raised; carries the remote traceback.
+
+    `get` raises `as_instanceof_cause()`, an object whose class derives from both
+    RayTaskError and the user's exception class, so `except ValueError` still works.
+    """
+
+    def __init__(
+        self,
+        function_name: str = "",
+        traceback_str: str = "",
+        cause: BaseException | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        # Not super().__init__: in the dual class that would be the user's __init__.
+        Exception.__init__(self, function_name, traceback_str, cause, pid)
+
+    def __reduce__(self) -> Any:
+        return (RayTaskError, (self.function_name, self.traceback_str, self.cause, self.pid))
+
+    def __str__(self) -> str:
+        where = f" (pid={self.pid})" if self.pid is not None else ""
+        head = f"{type(self.cause).__name__ if self.cause else 'Error'} in {self.function_name}(){where}"
+        return f"{head}\n{self.traceback_str.rstrip()}"
+
+    def as_instanceof_cause(self) -> RayTaskError:
+        """This error, re-typed to also be an instance of the cause's class."""
+        cause_cls = type(self.cause) if self.cause is not None else None
+        if cause_cls is None or issubclass(cause_cls, RayTaskError):
+            return self
+        if not issubclass(cause_cls, Exception):
+            return self
+        try:
+            cls = _dual_class(cause_cls)
+            err = cls.__new__(cls)
+            RayTaskError.__init__(err, self.function_name, self.traceback_str, self.cause, self.pid)
+            err.args = getattr(self.cause, "args", ())
+            if hasattr(self.cause, "__dict__"):
+                for k, v in self.cause.__dict__.items():
+                    err.__dict__.setdefault(k, v)
+            err.__cause__ = self.cause
+            return err
+        except TypeError:  # e.g. a cause class with an incompatible layout
+            return self
+
+
+_DUAL_CLASSES: dict[type, type] = {}
+
+
+def _dual_class(cause_cls: type) -> type:
+    cls = _DUAL_CLASSES.get(cause_cls)
+    if cls is None:
+
+        def __reduce__(self: Any) -> Any:
+            return (_rebuild_dual, (self.function_name, self.traceback_str, self.cause, self.pid))
+
+        cls = type(
+            f"RayTaskError({cause_cls.__name__})",
+            (RayTaskError, cause_cls),
+            {
+                "__reduce__": __reduce__,
+                "__str__": RayTaskError.__str__,
+                "__init__": RayTaskError.__init__,
+                "__module__": __name__,
+            },
+        )
+        _DUAL_CLASSES[cause_cls] = cls
+    return cls
+
+
+def _rebuild_dual(name: str, tb: str, cause: BaseException | None, pid: int | None) -> Any:
+    return RayTaskError(name, tb, cause, pid).as_instanceof_cause()
+
+
+class RayActorError(RayError):
+    """The actor is unusable: dead, or its process is gone."""
+
+    def __init__(self, message: str = "The actor died unexpectedly.", cause: Any = None) -> None:
+        self.message = message
+        self.cause = cause
+        super().__init__(message)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.message, self.cause))
+
+    def __str__(self) -> str:
+        if self.cause is not None and str(self.cause) not in self.message:
+            return f"{self.message}\nCause: {self.cause}"
+        return self.message
+
+
+class ActorDiedError(RayActorError):
+    """The actor died (crash, kill or constructor error); `cause` says which."""
+
+
+class TaskCancelledError(RayError):
+    def __init__(self, task_id: str = "") -> None:
+        self.task_id = task_id
+        super().__init__(task_id)
+
+    def __str__(self) -> str:
+        return f"Task {self.task_id} was cancelled."
+
+
+class WorkerCrashedError(RayError):
+    def __str__(self) -> str:
+        msg = self.args[0] if self.args else ""
+        return msg or "The worker died unexpectedly while executing this task."
+
+
+class ObjectStoreFullError(RayError):
+    pass
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    """`get` or `wait` ran past its timeout."""
+
+
+class ObjectLostError(RayError):
+    def __init__(self, object_ref_hex: str = "", message: str = "") -> None:
+        self.object_ref_hex = object_ref_hex
+        self.message = message
+        super().__init__(object_ref_hex, message)
+
+    def __str__(self) -> str:
+        return self.message or (
+            f"Object {self.object_ref_hex} is lost and cannot be reconstructed."
+        )
+
+
+class OwnerDiedError(ObjectLostError):
+    def __str__(self) -> str:
+        return self.message or (
+            f"Object {self.object_ref_hex} is lost: the process that owned it has died."
+        )
+
+
+class RaySystemError(RayError):
+    pass
+
+
+class RayliteInternalError(RaySystemError):
+    pass
+
+
+class ProtocolError(RayliteInternalError):
+    pass
+
+
+class ConnectionLost(RayliteInternalError):
+    pass
+
+
+class InvalidTransition(RayliteInternalError):
+    pass
+
+
+class AuthenticationError(RayliteInternalError):
+    pass
+
+
+__all__ = [
+    "ActorDiedError",
+    "AuthenticationError",
+    "ConnectionLost",
+    "GetTimeoutError",
+    "InvalidTransition",
+    "ObjectLostError",
+    "ObjectStoreFullError",
+    "OwnerDiedError",
+    "ProtocolError",
+    "RayActorError",
+    "RayError",
+    "RaySystemError",
+    "RayTaskError",
+    "RayliteInternalError",
+    "TaskCancelledError",
+    "WorkerCrashedError",
+]

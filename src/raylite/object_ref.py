@@ -1,0 +1,163 @@
+"""ObjectRef and the ids.
+
+An id is 16 bytes: an 8-byte random prefix chosen once per process and an 8-byte
+counter, so making one costs a counter bump, and ids from different processes
+never collide. ObjectRef knows its owner's address (the process that made it), as
+Ray's ownership model requires: whoever holds a ref can ask the owner for the value.
+
+The live core worker installs itself in `_hooks` so refs can count themselves
+(local reference counting) and notice when they are pickled (they escape the
+process: a borrower may ask for the value later).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from typing import Any
+
+ID_SIZE = 16
+_prefix = os.urandom(8)
+_counter = itertools.count(1)
+_pid = os.getpid()
+_lock = threading.Lock()
+
+
+def new_id() -> bytes:
+    """A fresh 16-byte id, unique across processes."""
+    global _prefix, _pid
+    if os.getpid() != _pid:  # forked: never reuse the parent's prefix
+        with _lock:
+            if os.getpid() != _pid:
+                _prefix, _pid = os.urandom(8), os.getpid()
+    return _prefix + next(_counter).to_bytes(8, "little")
+
+
+class _Hooks:
+    """Replaced by the core worker while raylite is initialised."""
+
+    def add_local_ref(self, ref: ObjectRef) -> None:
+        pass
+
+    def remove_local_ref(self, object_id: bytes) -> None:
+        pass
+
+    def on_ref_serialized(self, ref: ObjectRef) -> None:
+        pass
+
+    def on_ref_deserialized(self, ref: ObjectRef) -> None:
+        pass
+
+
+_hooks: _Hooks = _Hooks()
+
+
+def set_hooks(hooks: _Hooks | None) -> None:
+    global _hooks
+    _hooks = hooks if hooks is not None else _Hooks()
+
+
+class ObjectRef:
+    """A future for an immutable object in the cluster."""
+
+    __slots__ = ("__weakref__", "_counted", "id", "owner")
+
+    def __init__(self, object_id: bytes, owner: str, *, _count: bool = True) -> None:
+        self.id = object_id
+        self.owner = owner  # owner's listening address
+        self._counted = _count
+        if _count:
+            _hooks.add_local_ref(self)
+
+    def __del__(self) -> None:
+        if self._counted:
+            try:
+                _hooks.remove_local_ref(self.id)
+            except Exception:  # interpreter shutdown: nothing left to free
+                pass
+
+    def hex(self) -> str:
+        return self.id.hex()
+
+    def binary(self) -> bytes:
+        return self.id
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self.id.hex()})"
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other.id == self.id
+
+    def __reduce__(self) -> Any:
+        _hooks.on_ref_serialized(self)
+        return (_rebuild_ref, (self.id, self.owner))
+
+    def __await__(self) -> Any:
+        raise NotImplementedError(
+            "await on an ObjectRef comes with async actors (issue 4); use raylite.get(ref)."
+        )
+
+    def future(self) -> Any:
+        raise NotImplementedError(
+            "ObjectRef.future() comes with async actors (issue 4); use raylite.get(ref)."
+        )
+
+
+def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
+    ref = ObjectRef(object_id, owner)
+    _hooks.on_ref_deserialized(ref)
+    return ref
+
+
+ObjectID = ObjectRef
+
+
+class _HexId:
+    """Base of the printable ids the runtime context hands out."""
+
+    __slots__ = ("_bytes",)
+
+    def __init__(self, raw: bytes) -> None:
+        self._bytes = raw
+
+    def hex(self) -> str:
+        return self._bytes.hex()
+
+    def binary(self) -> bytes:
+        return self._bytes
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.hex()})"
+
+    def __str__(self) -> str:
+        return self.hex()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._bytes == self._bytes  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._bytes)
+
+
+class TaskID(_HexId):
+    __slots__ = ()
+
+
+class ActorID(_HexId):
+    __slots__ = ()
+
+
+class NodeID(_HexId):
+    __slots__ = ()
+
+
+class JobID(_HexId):
+    __slots__ = ()
+
+
+class WorkerID(_HexId):
+    __slots__ = ()

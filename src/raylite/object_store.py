@@ -1,0 +1,129 @@
+"""Shared-memory object store for one node.
+
+Owns the segment files in the store directory (a tmpfs: /dev/shm when usable):
+their layout, creation and sealing, and mapping them read-only. Not reference
+counts (core_worker: the owner frees), not locations (head).
+
+    producer --write tmp, rename (seal)--> <store_dir>/<object id hex>
+    readers on this node --mmap read-only--> zero-copy views (numpy arrays etc.)
+
+Segment layout (little endian): b"RLOBJ001", u64 meta_len, u64 n_buffers, then
+n_buffers x (u64 offset, u64 length), then the pickle stream and the buffers, each
+at a 64-byte aligned offset. A reader's mapping stays valid after the file is
+unlinked, so a freed object never pulls memory from under a live view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import tempfile
+from typing import Any
+
+from .exceptions import ObjectLostError
+from .serialization import SerializedValue, loads_buffers
+
+MAGIC = b"RLOBJ001"
+_HEAD = struct.Struct("<8sQQ")
+_ENTRY = struct.Struct("<QQ")
+ALIGN = 64
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def default_store_root() -> str:
+    """/dev/shm when it exists and is writable; else the temp directory."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return tempfile.gettempdir()
+
+
+class ObjectStore:
+    """The node's segment files; any process on the node may create and map them."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def path(self, object_id: bytes) -> str:
+        return os.path.join(self.directory, object_id.hex())
+
+    def put(self, object_id: bytes, value: SerializedValue) -> int:
+        """Write and seal a segment; returns its size in bytes."""
+        meta, buffers = value.meta, value.buffers
+        header_len = _HEAD.size + _ENTRY.size * len(buffers)
+        offset = _align(header_len)
+        meta_off = offset
+        offset = _align(offset + len(meta))
+        entries = []
+        for b in buffers:
+            entries.append((offset, b.nbytes))
+            offset = _align(offset + b.nbytes)
+        total = max(offset, 1)
+        header = bytearray(_HEAD.pack(MAGIC, len(meta), len(buffers)))
+        for off, n in entries:
+            header += _ENTRY.pack(off, n)
+        final = self.path(object_id)
+        tmp = f"{final}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, total)
+            os.pwrite(fd, bytes(header), 0)
+            os.pwrite(fd, meta, meta_off)
+            for (off, _), b in zip(entries, buffers, strict=True):
+                _pwrite_all(fd, b, off)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.rename(tmp, final)  # sealed: readers see the whole segment or nothing
+        return total
+
+    def get(self, object_id: bytes) -> Any:
+        """The value, rebuilt on a read-only mapping of its segment."""
+        try:
+            fd = os.open(self.path(object_id), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise ObjectLostError(
+                object_id.hex(),
+                f"Object {object_id.hex()} is not in the node's object store any more "
+                "(it was freed, or the store was removed at shutdown).",
+            ) from exc
+        try:
+            size = os.fstat(fd).st_size
+            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        view = memoryview(mm)
+        magic, meta_len, nbuf = _HEAD.unpack_from(view, 0)
+        if magic != MAGIC:
+            raise ObjectLostError(object_id.hex(), f"segment {object_id.hex()} is corrupt")
+        pos = _HEAD.size
+        entries = []
+        for _ in range(nbuf):
+            entries.append(_ENTRY.unpack_from(view, pos))
+            pos += _ENTRY.size
+        meta_off = _align(_HEAD.size + _ENTRY.size * nbuf)
+        meta = view[meta_off : meta_off + meta_len]
+        buffers = [view[off : off + n] for off, n in entries]
+        return loads_buffers(meta, buffers)
+
+    def delete(self, object_id: bytes) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(object_id))
+
+    def contains(self, object_id: bytes) -> bool:
+        return os.path.exists(self.path(object_id))
+
+
+def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
+    view = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
+    done = 0
+    n = view.nbytes
+    while done < n:
+        done += os.pwrite(fd, view[done:], offset + done)

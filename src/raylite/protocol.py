@@ -1,0 +1,304 @@
+"""Every wire message type and the frame codec.
+
+A frame is: u32 body length | u8 PROTOCOL_VERSION | body, where body is the msgpack
+array [tag, request_id, field...]. request_id > 0 asks for a reply, < 0 is the reply
+to request -request_id, 0 is one-way. Object payloads are msgpack `bin` fields
+holding pickled bytes; they are unpickled by the receiver's serialization layer, and
+only ever after the token handshake (transport.py).
+
+    owner ──PushTask──▶ worker            borrower ──GetObject──▶ owner
+    owner ◀──TaskDone── worker            borrower ◀─ObjectValue── owner
+    any   ──RequestLease, ReturnLease, ...──▶ node manager (also the head)
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+from .exceptions import ProtocolError
+
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct("<IB")
+MAX_FRAME = 1 << 31
+
+# Value kinds in TaskDone / ObjectValue / PushTask deps.
+INLINE = 0  # data: pickled bytes
+IN_STORE = 1  # data: size in bytes; the value is in the node's shared-memory store
+ERROR = 2  # data: pickled exception
+
+_BY_TAG: dict[int, type] = {}
+
+
+def message(tag: int) -> Any:
+    """Class decorator: registers a dataclass as a wire message under `tag`."""
+
+    def register(cls: type) -> type:
+        if tag in _BY_TAG:
+            raise ValueError(f"duplicate message tag {tag}")
+        cls.TAG = tag  # type: ignore[attr-defined]
+        names = [f.name for f in fields(cls)]
+        cls._getter = operator.attrgetter(*names) if len(names) > 1 else None  # type: ignore[attr-defined]
+        cls._names = tuple(names)  # type: ignore[attr-defined]
+        _BY_TAG[tag] = cls
+        return cls
+
+    return register
+
+
+def _msg(tag: int) -> Any:
+    def wrap(cls: type) -> type:
+        return message(tag)(dataclass(frozen=True, slots=True)(cls))
+
+    return wrap
+
+
+# --- client registration (any process -> node manager) ---------------------------
+@_msg(1)
+class RegisterClient:
+    kind: str  # "driver" | "worker"
+    worker_id: bytes
+    pid: int
+    address: str  # where this process accepts owner/borrower connections
+    job_id: bytes | None
+
+
+@_msg(2)
+class ClientRegistered:
+    node_id: bytes
+    job_id: bytes
+    store_dir: str
+    node_address: str
+    info: dict[str, Any]
+
+
+@_msg(3)
+class Ok:
+    pass
+
+
+@_msg(4)
+class Failed:
+    reason: str
+
+
+# --- leases -------------------------------------------------------------------------
+@_msg(10)
+class RequestLease:
+    lease_id: bytes
+    shape: dict[str, int]  # resource -> units of 1/10000
+    actor_id: bytes | None  # set: a dedicated worker for this actor
+
+
+@_msg(11)
+class LeaseGranted:
+    lease_id: bytes
+    worker_id: bytes
+    address: str
+    pid: int
+    gpu_ids: list[int]
+
+
+@_msg(12)
+class LeaseInfeasible:
+    lease_id: bytes
+    shape: dict[str, int]
+    missing: dict[str, int]
+
+
+@_msg(13)
+class CancelLease:
+    lease_id: bytes
+
+
+@_msg(14)
+class ReturnLease:
+    lease_id: bytes
+    kill: bool
+
+
+@_msg(15)
+class NotifyBlocked:
+    pass
+
+
+@_msg(16)
+class NotifyUnblocked:
+    pass
+
+
+# --- head metadata ------------------------------------------------------------------
+@_msg(20)
+class GetClusterInfo:
+    pass
+
+
+@_msg(21)
+class ClusterInfo:
+    total: dict[str, int]
+    available: dict[str, int]
+    nodes: list[dict[str, Any]]
+
+
+@_msg(22)
+class ActorStateChanged:
+    actor_id: bytes
+    state: str
+    class_name: str
+    address: str
+    pid: int
+    cause: str
+
+
+@_msg(23)
+class GetActorInfo:
+    actor_id: bytes
+
+
+@_msg(24)
+class ActorInfo:
+    actor_id: bytes
+    state: str
+    address: str
+    cause: str
+
+
+# --- events, logs, shutdown -----------------------------------------------------------
+@_msg(30)
+class TaskEvents:
+    events: list[list[Any]]
+
+
+@_msg(31)
+class GetTimeline:
+    pass
+
+
+@_msg(32)
+class Timeline:
+    events: list[list[Any]]
+
+
+@_msg(33)
+class FlushEvents:
+    pass
+
+
+@_msg(34)
+class LogLines:
+    lines: list[list[Any]]  # [stream ("out"|"err"), text]
+
+
+@_msg(35)
+class ShutdownNode:
+    pass
+
+
+@_msg(36)
+class Exit:
+    pass
+
+
+# --- owner <-> worker -------------------------------------------------------------------
+@_msg(40)
+class PushTask:
+    task_id: bytes
+    name: str
+    function_id: bytes
+    function_blob: bytes | None  # sent once per connection, then cached by the worker
+    args_blob: bytes
+    deps: list[list[Any]]  # [position (int | str), kind, data]
+    return_ids: list[bytes]
+    owner: str
+    actor_id: bytes | None
+    actor_creation: bool
+    gpu_ids: list[int]
+    job_id: bytes
+    parent_task_id: bytes | None
+
+
+@_msg(41)
+class TaskDone:
+    task_id: bytes
+    returns: list[list[Any]]  # [object_id, kind, data]
+    start: float
+    end: float
+    worker_pid: int
+
+
+@_msg(42)
+class GetObject:
+    object_id: bytes
+
+
+@_msg(43)
+class ObjectValue:
+    object_id: bytes
+    kind: int
+    data: Any
+
+
+Message = Any  # one of the classes above
+
+
+def encode(msg: Any, request_id: int = 0) -> bytes:
+    """Frame bytes for `msg`."""
+    cls = type(msg)
+    getter = cls._getter
+    if getter is not None:
+        body = msgpack.packb([cls.TAG, request_id, *getter(msg)], use_bin_type=True)
+    elif cls._names:
+        body = msgpack.packb([cls.TAG, request_id, getattr(msg, cls._names[0])], use_bin_type=True)
+    else:
+        body = msgpack.packb([cls.TAG, request_id], use_bin_type=True)
+    return HEADER.pack(len(body), PROTOCOL_VERSION) + body
+
+
+def decode(body: bytes | memoryview) -> tuple[Any, int]:
+    """(message, request_id) from one frame body; ProtocolError on anything malformed."""
+    try:
+        items = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
+        tag, request_id = items[0], items[1]
+        cls = _BY_TAG[tag]
+        return cls(*items[2:]), request_id
+    except Exception as exc:
+        raise ProtocolError(f"malformed frame: {exc}") from exc
+
+
+def message_types() -> dict[int, type]:
+    return dict(_BY_TAG)
+
+
+class FrameReader:
+    """Splits a byte stream into frame bodies."""
+
+    __slots__ = ("buf",)
+    _EMPTY: ClassVar[bytes] = b""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.buf
+        buf += data
+        out = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 5:
+            length, version = HEADER.unpack_from(buf, pos)
+            if version != PROTOCOL_VERSION:
+                raise ProtocolError(f"peer speaks protocol {version}, we speak {PROTOCOL_VERSION}")
+            if length > MAX_FRAME:
+                raise ProtocolError(f"frame of {length} bytes is too large")
+            end = pos + 5 + length
+            if end > n:
+                break
+            out.append(bytes(buf[pos + 5 : end]))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out

@@ -1,0 +1,228 @@
+"""RemoteFunction, .options(), .remote(), and option checking shared with actors."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from . import core_worker
+from .config import to_units
+from .object_ref import ObjectRef, new_id
+from .serialization import dumps_inline
+
+_COMMON = {
+    "num_cpus",
+    "num_gpus",
+    "resources",
+    "memory",
+    "object_store_memory",
+    "accelerator_type",
+    "scheduling_strategy",
+    "runtime_env",
+    "placement_group",
+    "placement_group_bundle_index",
+    "placement_group_capture_child_tasks",
+    "label_selector",
+    "_metadata",
+    "name",
+    "enable_task_events",
+    "_labels",
+}
+TASK_OPTIONS = _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls"}
+ACTOR_OPTIONS = _COMMON | {
+    "max_restarts",
+    "max_task_retries",
+    "max_concurrency",
+    "namespace",
+    "lifetime",
+    "get_if_exists",
+    "max_pending_calls",
+    "concurrency_groups",
+    "allow_out_of_order_execution",
+}
+
+DEFAULT_MAX_RETRIES = 3
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"The '{name}' option must be a number, got {type(value).__name__}.")
+    if value < 0:
+        raise ValueError(f"The '{name}' option must be non-negative, got {value}.")
+    return float(value)
+
+
+def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Check option names and values; raise the error a Ray user would expect."""
+    valid = TASK_OPTIONS if kind == "task" else ACTOR_OPTIONS
+    for key in options:
+        if key not in valid:
+            raise ValueError(
+                f"Invalid option keyword {key} for {'remote functions' if kind == 'task' else 'actors'}. "
+                f"Valid ones are {sorted(valid)}."
+            )
+    for key in ("num_cpus", "num_gpus", "memory"):
+        if options.get(key) is not None:
+            _number(key, options[key])
+    res = options.get("resources")
+    if res is not None:
+        if not isinstance(res, dict):
+            raise TypeError(f"The 'resources' option must be a dict, got {type(res).__name__}.")
+        for k, v in res.items():
+            if k in ("CPU", "GPU"):
+                raise ValueError(
+                    "Use the 'num_cpus' and 'num_gpus' keyword instead of 'CPU' and 'GPU' in "
+                    "'resources' keyword"
+                )
+            if not isinstance(k, str):
+                raise TypeError(f"Resource names must be strings, got {k!r}.")
+            _number(f"resources[{k!r}]", v)
+    if "num_returns" in options:
+        n = options["num_returns"]
+        if n in ("dynamic", "streaming"):
+            raise NotImplementedError(
+                f"num_returns={n!r} (generators) is not supported by raylite yet."
+            )
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"The 'num_returns' option must be an int, got {type(n).__name__}.")
+        if n < 0:
+            raise ValueError(f"The 'num_returns' option must be >= 0, got {n}.")
+    mr = options.get("max_retries")
+    if mr is not None:
+        if isinstance(mr, bool) or not isinstance(mr, int):
+            raise TypeError(f"The 'max_retries' option must be an int, got {type(mr).__name__}.")
+        if mr < -1:
+            raise ValueError(f"The 'max_retries' option must be >= -1, got {mr}.")
+    strategy = options.get("scheduling_strategy")
+    if strategy not in (None, "DEFAULT", "SPREAD"):
+        raise NotImplementedError(
+            f"scheduling_strategy={strategy!r} is not supported by raylite yet "
+            "(node affinity and placement groups come with multi-node clusters)."
+        )
+    if options.get("placement_group") not in (None, "default"):
+        raise NotImplementedError("Placement groups are not supported by raylite yet.")
+    if options.get("runtime_env"):
+        raise NotImplementedError("runtime_env is not supported by raylite yet.")
+    return options
+
+
+def resource_shape(options: dict[str, Any], default_cpus: float) -> dict[str, int]:
+    """Resource demand in units of 1/10000, zero entries dropped."""
+    shape: dict[str, int] = {}
+    cpus = options.get("num_cpus")
+    cpus = default_cpus if cpus is None else cpus
+    if cpus:
+        shape["CPU"] = to_units(cpus)
+    if options.get("num_gpus"):
+        shape["GPU"] = to_units(options["num_gpus"])
+    if options.get("memory"):
+        shape["memory"] = to_units(options["memory"])
+    for k, v in (options.get("resources") or {}).items():
+        if v:
+            shape[k] = to_units(v)
+    return shape
+
+
+class RemoteFunction:
+    """A function turned into a task by @remote; call it with `.remote()`."""
+
+    def __init__(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
+        self._function = function
+        self._options = validate_options(dict(options), "task")
+        self._function_id = new_id()
+        self._blob: bytes | None = None
+        self._name = getattr(function, "__name__", "task")
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(function)
+        except (TypeError, ValueError):  # builtins without a signature
+            self._signature = None
+        self._setup(self._options)
+        functools.update_wrapper(self, function)
+
+    def _setup(self, options: dict[str, Any]) -> None:
+        self._num_returns = options.get("num_returns", 1)
+        self._shape = resource_shape(options, 1)
+        retries = options.get("max_retries")
+        self._max_retries = DEFAULT_MAX_RETRIES if retries is None else retries
+        self._retry_exceptions = bool(options.get("retry_exceptions", False))
+        if isinstance(options.get("retry_exceptions"), (list, tuple)):
+            raise NotImplementedError(
+                "retry_exceptions with a list of exception classes is not supported yet; "
+                "use retry_exceptions=True."
+            )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            "Remote functions cannot be called directly. Instead of running "
+            f"'{self._function.__module__}.{self._name}()', try "
+            f"'{self._function.__module__}.{self._name}.remote()'."
+        )
+
+    def _pickled(self) -> bytes:
+        if self._blob is None:
+            self._blob = dumps_inline(self._function)
+        return self._blob
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._submit(args, kwargs, self)
+
+    def _submit(self, args: tuple, kwargs: dict, opts: Any) -> Any:
+        if self._signature is not None:
+            try:
+                self._signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{self._name}.remote(): {exc}") from None
+        cw = core_worker.global_worker()
+        refs = cw.submit_task(
+            name=opts._display_name(),
+            function_id=self._function_id,
+            function_blob=self._pickled,
+            args=args,
+            kwargs=kwargs,
+            num_returns=opts._num_returns,
+            shape=opts._shape,
+            max_retries=opts._max_retries,
+            retry_exceptions=opts._retry_exceptions,
+        )
+        if opts._num_returns == 1:
+            return refs[0]
+        if opts._num_returns == 0:
+            return None
+        return refs
+
+    def _display_name(self) -> str:
+        return self._options.get("name") or self._name
+
+    def options(self, **options: Any) -> _BoundOptions:
+        validate_options(options, "task")
+        return _BoundOptions(self, {**self._options, **options})
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
+
+    def __reduce__(self) -> Any:
+        return (RemoteFunction, (self._function, self._options))
+
+
+class _BoundOptions:
+    """What `f.options(...)` returns: `.remote()` with the overridden options."""
+
+    def __init__(self, fn: RemoteFunction, options: dict[str, Any]) -> None:
+        self._fn = fn
+        self._options = options
+        RemoteFunction._setup(self, options)  # type: ignore[arg-type]
+
+    def _display_name(self) -> str:
+        return self._options.get("name") or self._fn._name
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn._submit(args, kwargs, self)
+
+    def options(self, **options: Any) -> _BoundOptions:
+        validate_options(options, "task")
+        return _BoundOptions(self._fn, {**self._options, **options})
+
+
+__all__ = ["ObjectRef", "RemoteFunction", "resource_shape", "validate_options"]

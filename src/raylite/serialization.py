@@ -1,0 +1,83 @@
+"""Pickling with out-of-band buffers, and remote exception capture.
+
+Values are pickled with cloudpickle at protocol 5 with a buffer callback, so large
+contiguous buffers (numpy arrays, bytearrays, PickleBuffer) stay out of the pickle
+stream. Small values travel inline in messages; large ones go to the node's
+shared-memory store (object_store.py), from where `loads` rebuilds them on top of
+the mapped, read-only memory: a zero-copy view.
+
+Inline form: `bytes` (a pickle with no out-of-band buffers) or `[meta, buf, ...]`.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from .exceptions import RayTaskError
+
+INLINE_THRESHOLD = 100 * 1024  # bytes; larger values go to the shared-memory store
+
+
+class SerializedValue:
+    """A pickled value: the pickle stream and its out-of-band buffers."""
+
+    __slots__ = ("buffers", "meta", "size")
+
+    def __init__(self, meta: bytes, buffers: list[memoryview]) -> None:
+        self.meta = meta
+        self.buffers = buffers
+        self.size = len(meta) + sum(b.nbytes for b in buffers)
+
+    def inline(self) -> Any:
+        if not self.buffers:
+            return self.meta
+        return [self.meta, *(b.tobytes() for b in self.buffers)]
+
+
+def serialize(value: Any) -> SerializedValue:
+    buffers: list[pickle.PickleBuffer] = []
+    f = io.BytesIO()
+    cloudpickle.CloudPickler(f, protocol=5, buffer_callback=buffers.append).dump(value)
+    views = []
+    for b in buffers:
+        try:
+            views.append(b.raw())
+        except BufferError:  # not contiguous: let pickle copy it in-band
+            return SerializedValue(cloudpickle.dumps(value, protocol=5), [])
+    return SerializedValue(f.getvalue(), views)
+
+
+def dumps_inline(value: Any) -> bytes:
+    """A plain pickle (functions, classes, exceptions, argument tuples)."""
+    return cloudpickle.dumps(value, protocol=5)
+
+
+def loads_inline(data: Any) -> Any:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return pickle.loads(data)
+    return pickle.loads(data[0], buffers=data[1:])
+
+
+def loads_buffers(meta: memoryview | bytes, buffers: list[memoryview]) -> Any:
+    return pickle.loads(meta, buffers=buffers)
+
+
+def capture_error(exc: BaseException, function_name: str, pid: int) -> bytes:
+    """Pickle a task failure as RayTaskError carrying the remote traceback."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, RayTaskError):  # a failed dependency: pass it on as is
+        err: BaseException = exc
+    else:
+        err = RayTaskError(function_name, tb, exc, pid)
+    try:
+        return dumps_inline(err)
+    except Exception:  # the user's exception does not pickle: keep its text
+        fallback = RayTaskError(
+            function_name, tb, RuntimeError(f"{type(exc).__name__}: {exc}"), pid
+        )
+        return dumps_inline(fallback)

@@ -1,0 +1,395 @@
+"""Unix/TCP connections, the token handshake, and request/reply over frames.
+
+Two flavours share one codec (protocol.py):
+- `Connection`: blocking sockets with one reader thread each. Drivers and workers
+  use it: a user thread sends straight from its own thread (no hop to an event loop),
+  which keeps a task round trip to two thread wake-ups.
+- `AsyncConnection`: asyncio streams, for the node manager's single event loop.
+
+Handshake, before anything else is read: the client sends MAGIC + 32-byte token;
+the server compares in constant time and answers one byte, or closes. Nothing is
+decoded, let alone unpickled, from a peer that has not proved the token.
+
+Addresses are strings: "unix:/path/to/sock" or "tcp:HOST:PORT".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
+from .protocol import FrameReader, decode, encode
+
+log = logging.getLogger("raylite.transport")
+
+MAGIC = b"RLT\x01"
+TOKEN_SIZE = 32
+HANDSHAKE_TIMEOUT = 5.0
+_ACK = b"\x01"
+
+Handler = Callable[["Connection", Any, int], None]
+
+
+def parse_address(address: str) -> tuple[int, Any]:
+    if address.startswith("unix:"):
+        return socket.AF_UNIX, address[5:]
+    if address.startswith("tcp:"):
+        host, _, port = address[4:].rpartition(":")
+        return socket.AF_INET, (host, int(port))
+    raise ValueError(f"bad address {address!r}: want 'unix:PATH' or 'tcp:HOST:PORT'")
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(n)
+        if not chunk:
+            raise ConnectionLost("peer closed during handshake")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+class _Reply:
+    __slots__ = ("callback", "event", "value")
+
+    def __init__(self, callback: Callable[[Any], None] | None = None) -> None:
+        self.event = threading.Event() if callback is None else None
+        self.callback = callback
+        self.value: Any = None
+
+
+class Connection:
+    """A framed, authenticated connection with a reader thread."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        handler: Handler,
+        *,
+        name: str = "",
+        on_close: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.name = name
+        self.handler = handler
+        self.on_close = on_close
+        self.closed = False
+        self.peer: Any = None  # set by the owner of the connection (e.g. a worker id)
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, _Reply] = {}
+        self._rids = itertools.count(1)
+        self.sent_functions: set[bytes] = set()
+        self._thread = threading.Thread(
+            target=self._read_loop, name=f"raylite-conn-{name}", daemon=True
+        )
+
+    def start(self) -> Connection:
+        self._thread.start()
+        return self
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        token: bytes,
+        handler: Handler,
+        *,
+        name: str = "",
+        on_close: Callable[[Connection], None] | None = None,
+        timeout: float = 10.0,
+    ) -> Connection:
+        family, addr = parse_address(address)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(addr)
+            sock.sendall(MAGIC + token)
+            if _recv_exact(sock, 1) != _ACK:
+                raise AuthenticationError(f"{address} refused the cluster token")
+            sock.settimeout(None)
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            sock.close()
+            raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, handler, name=name, on_close=on_close).start()
+
+    # --- sending ------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            raise ConnectionLost(f"connection {self.name} is closed")
+        try:
+            with self._send_lock:
+                self.sock.sendall(data)
+        except OSError as exc:
+            raise ConnectionLost(f"connection {self.name} lost: {exc}") from exc
+
+    def send(self, msg: Any) -> None:
+        self._write(encode(msg))
+
+    def reply(self, request_id: int, msg: Any) -> None:
+        if request_id > 0:
+            self._write(encode(msg, -request_id))
+
+    def request(self, msg: Any, timeout: float | None = None) -> Any:
+        """Send and block for the reply (raises ConnectionLost if the peer goes)."""
+        rid = next(self._rids)
+        slot = _Reply()
+        self._pending[rid] = slot
+        try:
+            self._write(encode(msg, rid))
+            assert slot.event is not None
+            if not slot.event.wait(timeout):
+                raise TimeoutError(f"no reply to {type(msg).__name__} from {self.name}")
+        finally:
+            self._pending.pop(rid, None)
+        if isinstance(slot.value, ConnectionLost):
+            raise slot.value
+        return slot.value
+
+    def request_async(self, msg: Any, callback: Callable[[Any], None]) -> None:
+        """Send; `callback(reply)` runs on the reader thread (or ConnectionLost)."""
+        rid = next(self._rids)
+        self._pending[rid] = _Reply(callback)
+        try:
+            self._write(encode(msg, rid))
+        except ConnectionLost:
+            self._pending.pop(rid, None)
+            raise
+
+    # --- receiving ----------------------------------------------------------------
+    def _read_loop(self) -> None:
+        reader = FrameReader()
+        sock = self.sock
+        try:
+            while True:
+                data = sock.recv(1 << 18)
+                if not data:
+                    break
+                for body in reader.feed(data):
+                    msg, rid = decode(body)
+                    if rid < 0:
+                        slot = self._pending.pop(-rid, None)
+                        if slot is None:
+                            continue
+                        if slot.callback is not None:
+                            slot.callback(msg)
+                        else:
+                            slot.value = msg
+                            slot.event.set()  # type: ignore[union-attr]
+                    else:
+                        self.handler(self, msg, rid)
+        except (OSError, ProtocolError) as exc:
+            if not self.closed:
+                log.debug("connection %s: %s", self.name, exc)
+        except Exception:
+            log.exception("handler failed on connection %s", self.name)
+        finally:
+            self._closed_by_peer()
+
+    def _closed_by_peer(self) -> None:
+        was_closed = self.closed
+        self.closed = True
+        lost = ConnectionLost(f"connection {self.name} closed")
+        for rid in list(self._pending):
+            slot = self._pending.pop(rid, None)
+            if slot is None:
+                continue
+            if slot.callback is not None:
+                try:
+                    slot.callback(lost)
+                except Exception:
+                    log.exception("reply callback failed")
+            else:
+                slot.value = lost
+                slot.event.set()  # type: ignore[union-attr]
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if self.on_close is not None and not was_closed:
+            try:
+                self.on_close(self)
+            except Exception:
+                log.exception("on_close failed for %s", self.name)
+
+    def close(self, join: bool = True) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                self.sock.close()
+        if join and self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2.0)
+
+
+class Listener:
+    """Accepts authenticated connections on a thread; each gets a reader thread."""
+
+    def __init__(
+        self,
+        address: str,
+        token: bytes,
+        handler: Handler,
+        on_close: Callable[[Connection], None] | None = None,
+    ) -> None:
+        family, addr = parse_address(address)
+        self.token = token
+        self.handler = handler
+        self.on_close = on_close
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if family == socket.AF_INET:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(addr)
+        self.sock.listen(128)
+        if family == socket.AF_INET:
+            host, port = self.sock.getsockname()[:2]
+            self.address = f"tcp:{host}:{port}"
+        else:
+            self.address = address
+        self.connections: set[Connection] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="raylite-accept", daemon=True
+        )
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                sock, _ = self.sock.accept()
+            except OSError:
+                break
+            threading.Thread(target=self._admit, args=(sock,), daemon=True).start()
+
+    def _admit(self, sock: socket.socket) -> None:
+        try:
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            hello = _recv_exact(sock, len(MAGIC) + TOKEN_SIZE)
+            if hello[:4] != MAGIC or not hmac.compare_digest(hello[4:], self.token):
+                sock.close()
+                return
+            sock.sendall(_ACK)
+            sock.settimeout(None)
+        except (OSError, ConnectionLost):
+            sock.close()
+            return
+        conn = Connection(sock, self.handler, name="inbound", on_close=self._forget)
+        with self._lock:
+            if self._closed:
+                sock.close()
+                return
+            self.connections.add(conn)
+        conn.start()
+
+    def _forget(self, conn: Connection) -> None:
+        with self._lock:
+            self.connections.discard(conn)
+        if self.on_close is not None:
+            self.on_close(conn)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with self._lock:
+            conns = list(self.connections)
+        for conn in conns:
+            conn.close(join=True)
+        self._thread.join(timeout=2.0)
+
+
+# --- asyncio flavour (node manager) ------------------------------------------------------
+class AsyncConnection:
+    """A framed connection served by the node manager's event loop."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.closed = False
+        self.peer: Any = None
+        self._rids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+
+    def send(self, msg: Any) -> None:
+        if not self.closed:
+            self.writer.write(encode(msg))
+
+    def reply(self, request_id: int, msg: Any) -> None:
+        if request_id > 0 and not self.closed:
+            self.writer.write(encode(msg, -request_id))
+
+    async def request(self, msg: Any) -> Any:
+        rid = next(self._rids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        if self.closed:
+            raise ConnectionLost("connection closed")
+        self.writer.write(encode(msg, rid))
+        try:
+            return await fut
+        finally:
+            self._pending.pop(rid, None)
+
+    async def read_loop(self, handler: Callable[[AsyncConnection, Any, int], None]) -> None:
+        frames = FrameReader()
+        try:
+            while True:
+                data = await self.reader.read(1 << 18)
+                if not data:
+                    break
+                for body in frames.feed(data):
+                    msg, rid = decode(body)
+                    if rid < 0:
+                        fut = self._pending.pop(-rid, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(msg)
+                    else:
+                        handler(self, msg, rid)
+        except (OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
+            log.debug("async connection: %s", exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost("connection closed"))
+        self._pending.clear()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+async def async_handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: bytes
+) -> bool:
+    """Server side of the handshake; False (and closed) unless the token matches."""
+    try:
+        hello = await asyncio.wait_for(
+            reader.readexactly(len(MAGIC) + TOKEN_SIZE), HANDSHAKE_TIMEOUT
+        )
+    except (asyncio.IncompleteReadError, TimeoutError, OSError):
+        writer.close()
+        return False
+    if hello[:4] != MAGIC or not hmac.compare_digest(hello[4:], token):
+        writer.close()
+        return False
+    writer.write(_ACK)
+    return True

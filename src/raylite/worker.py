@@ -1,0 +1,306 @@
+"""The worker process: runs tasks and actor methods pushed by their owners.
+
+    owner ──PushTask──▶ reader thread ──queue──▶ main thread: run ──TaskDone──▶ owner
+                                                     │
+                      fd 1, 2 (pipes) ──▶ node manager ──LogLines──▶ driver
+
+A worker is forked by the node manager (worker_main never returns). Its stdout and
+stderr are pipes the node manager reads; Python-level writes are prefixed per line
+with `(task_or_class_name pid=N)`, as Ray prints them in the driver.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+from . import protocol as P
+from .config import CONFIG
+from .core_worker import CoreWorker
+from .exceptions import ActorDiedError, RayTaskError
+from .serialization import capture_error, dumps_inline, loads_inline, serialize
+
+_STOP = object()
+
+
+class PrefixedStream(io.TextIOBase):
+    """Line-buffered text stream that prefixes each line with the running task's name."""
+
+    def __init__(self, fd: int, worker: Worker) -> None:
+        self.fd = fd
+        self.worker = worker
+        self.pending = ""
+        self.lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        with self.lock:
+            self.pending += s
+            if "\n" in self.pending:
+                *lines, self.pending = self.pending.split("\n")
+                prefix = f"({self.worker.display_name} pid={os.getpid()}) "
+                self._emit("".join(f"{prefix}{line}\n" for line in lines))
+        return len(s)
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.pending:
+                prefix = f"({self.worker.display_name} pid={os.getpid()}) "
+                self._emit(f"{prefix}{self.pending}\n")
+                self.pending = ""
+
+    def _emit(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        while data:
+            try:
+                n = os.write(self.fd, data)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            data = data[n:]
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return False
+
+
+class Worker:
+    def __init__(self, worker_id: bytes, node_address: str, token: bytes, session_dir: str) -> None:
+        self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.functions: dict[bytes, Any] = {}
+        self.actor: Any = None
+        self.actor_class_name: str | None = None
+        self.actor_dead: bytes | None = None
+        self.display_name = "raylite::IDLE"
+        self.events: list[list[Any]] = []
+        self.events_lock = threading.Lock()
+        self.cw = CoreWorker(
+            mode="worker",
+            node_address=node_address,
+            token=token,
+            session_dir=session_dir,
+            worker_id=worker_id,
+            task_handler=lambda conn, msg, rid: self.tasks.put((conn, msg, rid)),
+            nm_handler=self._nm_message,
+        )
+        self.pid = os.getpid()
+        self._schedule_flush()
+
+    # --- events -----------------------------------------------------------------
+    def _schedule_flush(self) -> None:
+        self.cw.timers.call_later(CONFIG.event_flush_s, self._periodic_flush)
+
+    def _periodic_flush(self) -> None:
+        self.flush_events()
+        if not self.cw.closed:
+            self._schedule_flush()
+
+    def flush_events(self) -> None:
+        with self.events_lock:
+            events, self.events = self.events, []
+        if events:
+            self.cw._send_nm(P.TaskEvents(events))
+
+    def _nm_message(self, conn: Any, msg: Any, rid: int) -> None:
+        if isinstance(msg, P.FlushEvents):
+            with self.events_lock:
+                events, self.events = self.events, []
+            if events:
+                conn.send(P.TaskEvents(events))
+            conn.reply(rid, P.Ok())
+        elif isinstance(msg, P.Exit):
+            self.tasks.put(_STOP)
+
+    # --- the loop -------------------------------------------------------------------
+    def run(self) -> None:
+        while True:
+            item = self.tasks.get()
+            if item is _STOP:
+                return
+            conn, msg, rid = item
+            returns, start, end = self.execute(msg)
+            try:
+                conn.reply(rid, P.TaskDone(msg.task_id, returns, start, end, self.pid))
+            except Exception:
+                pass  # the owner is gone; nobody wants this result
+            kind = (
+                "actor_creation"
+                if msg.actor_creation
+                else ("actor_task" if msg.actor_id else "task")
+            )
+            with self.events_lock:
+                self.events.append(
+                    [
+                        msg.name,
+                        msg.task_id,
+                        start,
+                        end,
+                        self.pid,
+                        self.cw.worker_id,
+                        kind,
+                        msg.parent_task_id,
+                        [d[3] for d in msg.deps],
+                        msg.return_ids,
+                    ]
+                )
+
+    def execute(self, msg: P.PushTask) -> tuple[list[list[Any]], float, float]:
+        cw = self.cw
+        start = time.time()
+        name = msg.name
+        try:
+            if msg.actor_id is not None and not msg.actor_creation:
+                if self.actor_dead is not None:
+                    return (
+                        [[oid, P.ERROR, self.actor_dead] for oid in msg.return_ids],
+                        start,
+                        time.time(),
+                    )
+                fn = getattr(self.actor, msg.function_id.decode())
+            else:
+                fn = self.functions.get(msg.function_id)
+                if fn is None:
+                    if msg.function_blob is None:
+                        raise RuntimeError(f"worker has no code for {name}")
+                    fn = self.functions[msg.function_id] = loads_inline(msg.function_blob)
+            args, kwargs = loads_inline(msg.args_blob)
+            if msg.deps:
+                args = list(args)
+                for position, kind, data, oid in msg.deps:
+                    value = cw._value(oid, kind, data)
+                    if isinstance(position, int):
+                        args[position] = value
+                    else:
+                        kwargs[position] = value
+        except BaseException as exc:  # a failed dependency or unpicklable code
+            return self._error(msg, exc, name), start, time.time()
+
+        cw.current_task_id = msg.task_id
+        cw.current_task_name = name
+        cw.job_id = msg.job_id
+        if msg.actor_id is None or msg.actor_creation:
+            cw.current_gpu_ids = list(msg.gpu_ids)
+        if msg.actor_creation:
+            cw.current_actor_id = msg.actor_id
+            self.actor_class_name = getattr(fn, "__name__", name)
+        if msg.actor_id is None or msg.actor_creation:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in msg.gpu_ids)
+        self.display_name = self.actor_class_name or name
+        try:
+            if msg.actor_creation:
+                self.actor = fn(*args, **kwargs)
+                result: Any = None
+            else:
+                result = fn(*args, **kwargs)
+        except BaseException as exc:
+            returns = self._error(msg, exc, name)
+            if msg.actor_creation:
+                cause = loads_inline(returns[0][2])
+                self.actor_dead = dumps_inline(
+                    ActorDiedError(
+                        f"The actor {self.actor_class_name} died in its constructor: {cause}", cause
+                    )
+                )
+            return returns, start, time.time()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            cw.current_task_id = None
+            if msg.actor_id is None:
+                self.display_name = "raylite::IDLE"
+        end = time.time()
+        return self._store_returns(msg, result, name), start, end
+
+    def _error(self, msg: P.PushTask, exc: BaseException, name: str) -> list[list[Any]]:
+        if isinstance(exc, RayTaskError):
+            blob = dumps_inline(
+                RayTaskError(exc.function_name, exc.traceback_str, exc.cause, exc.pid)
+            )
+        else:
+            blob = capture_error(exc, name, self.pid)
+        return [[oid, P.ERROR, blob] for oid in msg.return_ids]
+
+    def _store_returns(self, msg: P.PushTask, result: Any, name: str) -> list[list[Any]]:
+        ids = msg.return_ids
+        n = len(ids)
+        if n == 1:
+            values = [result]
+        elif n == 0:
+            return []
+        else:
+            try:
+                values = list(result)
+            except TypeError:
+                values = None
+            if values is None or len(values) != n:
+                err = ValueError(
+                    f"Task {name} declared num_returns={n} but returned "
+                    f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}".rstrip()
+                )
+                return self._error(msg, err, name)
+        out = []
+        for oid, value in zip(ids, values, strict=True):
+            try:
+                sv = serialize(value)
+                if sv.size > CONFIG.inline_threshold:
+                    out.append([oid, P.IN_STORE, self.cw.store.put(oid, sv)])
+                else:
+                    out.append([oid, P.INLINE, sv.inline()])
+            except Exception as exc:
+                out.append([oid, P.ERROR, capture_error(exc, name, self.pid)])
+        return out
+
+
+def worker_main(
+    worker_id: bytes, node_address: str, token: bytes, session_dir: str, out_fd: int, err_fd: int
+) -> None:
+    """Entry point in a freshly forked child; never returns."""
+    code = 0
+    try:
+        import gc
+        import signal
+
+        # The node manager's objects live on in this forked child, owning fd numbers
+        # that closerange() below frees and this process reuses. Freezing them keeps
+        # the garbage collector from finalising one (closing "its" fd, now ours).
+        gc.freeze()
+
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.closerange(3, 65536)
+        sys.stdin = open(0)
+        worker = Worker.__new__(Worker)
+        worker.display_name = "raylite::IDLE"
+        sys.stdout = PrefixedStream(1, worker)
+        sys.stderr = PrefixedStream(2, worker)
+        Worker.__init__(worker, worker_id, node_address, token, session_dir)
+        from . import api
+
+        api._set_worker_runtime(worker.cw)
+        worker.run()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -1,0 +1,176 @@
+"""Resources: GPU ids and CUDA_VISIBLE_DEVICES, custom resources, infeasible requests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests._engine import exceptions, ray, raylite_only, wait_for
+
+RAY_INIT = {"num_cpus": 4, "num_gpus": 2, "resources": {"Custom1": 2}}
+
+
+@ray.remote(num_gpus=1)
+def one_gpu():
+    return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+@ray.remote(num_gpus=2)
+def two_gpus():
+    return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+@ray.remote
+def no_gpu():
+    return ray.get_gpu_ids()
+
+
+@ray.remote(num_gpus=1)
+def gpu_at_barrier(barrier_dir, parties):
+    """Hold a GPU until `parties` GPU tasks hold theirs at the same time."""
+    Path(barrier_dir, uuid.uuid4().hex).touch()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(barrier_dir)) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other GPU task never started")
+        time.sleep(0.005)
+    return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+@ray.remote(resources={"Custom1": 1})
+def custom_interval(seconds):
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
+
+
+@ray.remote(resources={"Nonexistent": 1})
+def infeasible():
+    return "should never run"
+
+
+def _max_overlap(intervals):
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def test_cluster_resources_match_init(ray_start):
+    resources = ray.cluster_resources()
+    assert resources["CPU"] == 4
+    assert resources["GPU"] == 2
+    assert resources["Custom1"] == 2
+
+
+def test_get_gpu_ids_in_one_gpu_task(ray_start):
+    ids, visible = ray.get(one_gpu.remote())
+    assert len(ids) == 1
+    assert ids[0] in (0, 1)
+    assert visible == str(ids[0])
+
+
+def test_get_gpu_ids_in_two_gpu_task(ray_start):
+    ids, visible = ray.get(two_gpus.remote())
+    assert sorted(ids) == [0, 1]
+    assert sorted(visible.split(",")) == ["0", "1"]
+
+
+def test_task_without_gpus_gets_none(ray_start):
+    assert ray.get(no_gpu.remote()) == []
+
+
+def test_concurrent_gpu_tasks_get_distinct_gpus(ray_start, tmp_path):
+    results = ray.get([gpu_at_barrier.remote(str(tmp_path), 2) for _ in range(2)], timeout=90)
+    ids = [r[0] for r in results]
+    assert all(len(i) == 1 for i in ids)
+    assert {i[0] for i in ids} == {0, 1}
+    for gpu_ids, visible in results:
+        assert visible == str(gpu_ids[0])
+
+
+def test_driver_get_gpu_ids_is_empty(ray_start):
+    assert ray.get_gpu_ids() == []
+
+
+def test_custom_resource_limits_concurrency(ray_start):
+    intervals = ray.get([custom_interval.remote(0.3) for _ in range(4)])
+    # Custom1 == 2: never more than two at once, and the two slots are both used.
+    assert _max_overlap(intervals) == 2
+
+
+def test_available_resources_reflect_running_task(ray_start, tmp_path):
+    @ray.remote(num_cpus=1, resources={"Custom1": 1})
+    def hold(started, release):
+        Path(started).touch()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(release):
+            if time.monotonic() > deadline:
+                raise TimeoutError("never released")
+            time.sleep(0.005)
+        return "released"
+
+    started, release = tmp_path / "started", tmp_path / "release"
+    ref = hold.remote(str(started), str(release))
+    wait_for(started.exists, timeout=60, message="the holding task to start")
+    wait_for(
+        lambda: (
+            ray.available_resources().get("Custom1", 0) == 1
+            and ray.available_resources().get("CPU", 0) == 3
+        ),
+        timeout=10,
+        message=lambda: f"Custom1 1 and CPU 3 available, got {ray.available_resources()}",
+    )
+    release.touch()
+    assert ray.get(ref, timeout=60) == "released"
+    wait_for(
+        lambda: (
+            ray.available_resources().get("Custom1", 0) == 2
+            and ray.available_resources().get("CPU", 0) == 4
+        ),
+        timeout=10,
+        message=lambda: f"all resources back, got {ray.available_resources()}",
+    )
+
+
+def test_infeasible_request_does_not_complete(ray_start):
+    ref = infeasible.remote()
+    with pytest.raises(exceptions.GetTimeoutError):
+        ray.get(ref, timeout=1)
+    ready, not_ready = ray.wait([ref], timeout=0.2)
+    assert ready == []
+    assert not_ready == [ref]
+
+
+def test_infeasible_cpu_request_does_not_complete(ray_start):
+    ref = infeasible.options(num_cpus=64, resources={}).remote()
+    with pytest.raises(exceptions.GetTimeoutError):
+        ray.get(ref, timeout=1)
+
+
+@raylite_only
+def test_infeasible_request_warns_at_once_naming_the_resource(ray_start, capfd, caplog):
+    caplog.set_level(logging.WARNING)
+    seen = []
+
+    def warned():
+        out, err = capfd.readouterr()
+        seen.append(out + err)
+        text = "".join(seen) + "\n".join(r.getMessage() for r in caplog.records)
+        return "WarnOnlyResource" in text
+
+    ref = infeasible.options(resources={"WarnOnlyResource": 1}).remote()
+    wait_for(
+        warned,
+        timeout=5,
+        message=lambda: f"a warning naming WarnOnlyResource; output so far: {''.join(seen)!r}",
+    )
+    ready, _ = ray.wait([ref], timeout=0)
+    assert ready == []
