@@ -1,0 +1,90 @@
+"""Every socket wants the token first: wrong or missing tokens get nothing done, junk crashes nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import pytest
+
+from tests._engine import AGAINST_RAY, ray
+
+pytestmark = pytest.mark.skipif(AGAINST_RAY, reason="raylite's own sockets")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2)
+    yield ray.api._runtime.cw
+    ray.shutdown()
+
+
+@ray.remote
+def add(a, b):
+    return a + b
+
+
+def _addresses(cw) -> list[str]:
+    worker_socks = [
+        os.path.join(os.path.dirname(cw.address[5:]), f)
+        for f in os.listdir(os.path.dirname(cw.address[5:]))
+        if f.startswith("w-")
+    ]
+    return [cw.node_address[5:], cw.address[5:], *worker_socks]
+
+
+def _raw(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    return s
+
+
+def _closed_without_reply(s: socket.socket) -> bool:
+    """True if the peer closed (FIN or RST) without sending a single byte."""
+    try:
+        return s.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_wrong_token_is_closed_without_a_reply(cluster):
+    assert ray.get(add.remote(1, 2)) == 3  # workers are up
+    from raylite import protocol as P
+    from raylite.transport import MAGIC
+
+    for path in _addresses(cluster):
+        s = _raw(path)
+        # A well-formed request behind a wrong token must not be answered.
+        s.sendall(MAGIC + b"x" * 32 + P.encode(P.GetClusterInfo(), 1))
+        assert _closed_without_reply(s), path
+        s.close()
+
+
+def test_no_token_at_all_gets_nothing(cluster):
+    from raylite import protocol as P
+
+    for path in _addresses(cluster):
+        s = _raw(path)
+        s.sendall(P.encode(P.GetClusterInfo(), 1) * 10)
+        assert _closed_without_reply(s), path
+        s.close()
+
+
+def test_random_bytes_crash_nothing(cluster):
+    rng = random.Random(1234)
+    for path in _addresses(cluster):
+        for _ in range(20):
+            s = _raw(path)
+            try:
+                s.sendall(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))
+                s.shutdown(socket.SHUT_WR)
+                assert _closed_without_reply(s)
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            finally:
+                s.close()
+    # Everything still works afterwards.
+    assert ray.get([add.remote(i, 1) for i in range(20)]) == list(range(1, 21))
+    assert ray.cluster_resources()["CPU"] == 2.0

@@ -1,0 +1,52 @@
+"""Import rules: exceptions stands alone, imports point down, importing starts nothing."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import raylite
+
+SRC = pathlib.Path(raylite.__file__).parent
+# Lower layers must not import the higher ones.
+FORBIDDEN = {
+    "exceptions": {"*"},
+    "protocol": {"core_worker", "api", "node_manager", "worker", "actors", "remote_function"},
+    "transport": {"core_worker", "api", "node_manager", "worker", "actors", "remote_function"},
+    "object_store": {"core_worker", "api", "node_manager", "worker", "actors", "remote_function"},
+    "serialization": {"core_worker", "api", "node_manager", "worker", "actors", "remote_function"},
+    "core_worker": {"api", "node_manager", "worker", "actors", "remote_function"},
+}
+
+
+def _raylite_imports(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            if node.module:
+                names.add(node.module.split(".")[0])
+            else:
+                names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("raylite"):
+            names.add((node.module or "").split(".")[-1])
+    return names
+
+
+def test_imports_point_down():
+    for module, banned in FORBIDDEN.items():
+        imported = _raylite_imports(SRC / f"{module}.py")
+        if "*" in banned:
+            assert not imported, f"{module} imports {imported}"
+        else:
+            assert not imported & banned, f"{module} imports {imported & banned}"
+
+
+def test_importing_raylite_starts_nothing():
+    code = (
+        "import threading, atexit, raylite, sys;"
+        "print(threading.active_count(), raylite.is_initialized())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "False"]

@@ -1,0 +1,60 @@
+"""The shared-memory store on a temporary directory: layout, zero copy, lifetime."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+from raylite.exceptions import ObjectLostError
+from raylite.object_ref import new_id
+from raylite.object_store import ObjectStore
+from raylite.serialization import loads_inline, serialize
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ObjectStore(str(tmp_path))
+
+
+def test_numpy_array_comes_back_as_a_read_only_view(store):
+    arr = np.arange(1_000_000, dtype=np.float64)
+    oid = new_id()
+    size = store.put(oid, serialize(arr))
+    assert size >= arr.nbytes
+    out = store.get(oid)
+    np.testing.assert_array_equal(out, arr)
+    assert not out.flags.writeable
+    assert not out.flags.owndata  # a view on the mapping, not a copy
+    with pytest.raises(ValueError):
+        out[0] = 1.0
+
+
+def test_view_outlives_the_freed_segment(store):
+    oid = new_id()
+    store.put(oid, serialize({"a": np.ones(100_000), "b": [np.zeros(10)]}))
+    value = store.get(oid)
+    store.delete(oid)
+    assert not store.contains(oid)
+    gc.collect()
+    assert value["a"].sum() == 100_000
+    with pytest.raises(ObjectLostError):
+        store.get(oid)
+
+
+def test_buffers_are_aligned_and_segment_sealed_atomically(store, tmp_path):
+    oid = new_id()
+    store.put(oid, serialize([np.ones(3, dtype=np.uint8), np.ones(1000)]))
+    assert os.listdir(tmp_path) == [oid.hex()]  # no temporary file left behind
+    _small, big = store.get(oid)
+    assert big.ctypes.data % 64 == 0
+
+
+def test_inline_values_round_trip():
+    value = {"x": np.arange(10), "y": "text", "z": b"bytes"}
+    out = loads_inline(serialize(value).inline())
+    np.testing.assert_array_equal(out["x"], value["x"])
+    assert out["y"] == "text"
+    assert out["z"] == b"bytes"
