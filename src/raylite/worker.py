@@ -105,18 +105,15 @@ class Worker:
         if not self.cw.closed:
             self._schedule_flush()
 
-    def flush_events(self) -> None:
+    def flush_events(self, conn: Any = None) -> None:
         with self.events_lock:
             events, self.events = self.events, []
         if events:
-            self.cw._send_nm(P.TaskEvents(events))
+            (conn or self.cw.nm).send(P.TaskEvents(events))
 
     def _nm_message(self, conn: Any, msg: Any, rid: int) -> None:
         if isinstance(msg, P.FlushEvents):
-            with self.events_lock:
-                events, self.events = self.events, []
-            if events:
-                conn.send(P.TaskEvents(events))
+            self.flush_events(conn)  # conn: self.cw may not be assigned yet
             conn.reply(rid, P.Ok())
         elif isinstance(msg, P.Exit):
             self.tasks.put(_STOP)
