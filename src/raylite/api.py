@@ -129,11 +129,9 @@ def init(
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
         gpus = num_gpus if num_gpus is not None else _detect_gpus()
         mem = psutil.virtual_memory()
-        store_root = default_store_root()
         if object_store_memory is None:
-            object_store_memory = int(
-                min(mem.available * 0.3, shutil.disk_usage(store_root).free * 0.9)
-            )
+            object_store_memory = int(mem.available * 0.3)
+        store_root = _store_root(object_store_memory)
         total = {
             "CPU": to_units(cpus),
             "memory": to_units(int(mem.available * 0.7)),
@@ -144,7 +142,10 @@ def init(
             total["GPU"] = to_units(gpus)
         for k, v in (resources or {}).items():
             total[k] = to_units(v)
-        _runtime = _start_local(total, gpus, cpus, store_root, log_to_driver, namespace)
+        system_config = dict(kwargs.get("_system_config") or {})
+        _runtime = _start_local(
+            total, gpus, cpus, store_root, log_to_driver, namespace, system_config
+        )
         core_worker._global = _runtime.cw
         core_worker._auto_init = _auto_init
         atexit.register(shutdown)
@@ -160,6 +161,25 @@ def _auto_init() -> CoreWorker:
 
 
 core_worker._auto_init = _auto_init
+
+
+def _store_root(capacity: int) -> str:
+    """Shared memory when it can hold the store; else a disk directory, with a warning."""
+    root = default_store_root()
+    free = shutil.disk_usage(root).free
+    if root == "/dev/shm" and free < capacity:
+        fallback = tempfile.gettempdir()
+        log.warning(
+            "/dev/shm has only %d MiB free, less than the object store's %d MiB, so the "
+            "store uses %s on disk instead, which is slower. To fix it, give the machine "
+            "(or container: docker run --shm-size=...) more shared memory, or pass a smaller "
+            "object_store_memory to init().",
+            free >> 20,
+            capacity >> 20,
+            fallback,
+        )
+        return fallback
+    return root
 
 
 def _configure_logging(level: int | str) -> None:
@@ -189,12 +209,17 @@ def _start_local(
     store_root: str,
     log_to_driver: bool,
     namespace: str | None,
+    system_config: dict[str, Any],
 ) -> _Runtime:
     base = os.path.join(tempfile.gettempdir(), "raylite")
     os.makedirs(base, mode=0o700, exist_ok=True)
     session_dir = tempfile.mkdtemp(prefix=f"s{os.getpid()}-", dir=base)
     store_dir = tempfile.mkdtemp(prefix=f"raylite-{os.path.basename(session_dir)}-", dir=store_root)
     token = os.urandom(32)
+    # For `raylite memory` and other local tools run by the same user (mode 0600).
+    fd = os.open(os.path.join(session_dir, "token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, token.hex().encode())
+    os.close(fd)
     cmd = [
         sys.executable,
         "-m",
@@ -210,6 +235,8 @@ def _start_local(
         "--prestart",
         str(min(cpus, 64)),
     ]
+    if system_config.get("max_spill_bytes") is not None:
+        cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, close_fds=True
     )
@@ -366,7 +393,13 @@ def wait(
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
-    raise NotImplementedError("raylite.kill comes with actor fault tolerance (issue 4).")
+    """Kill an actor's process at once; pending and later calls raise ActorDiedError."""
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(
+            f"raylite.kill() is only supported for actors; for tasks, use raylite.cancel(). "
+            f"Got: {type(actor).__name__}."
+        )
+    _worker().kill_actor(actor._actor_id, actor._class_name)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

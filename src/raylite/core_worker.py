@@ -14,10 +14,19 @@ back idle leases. `self.lock` guards all scheduling and ownership state; it is
 never held while waiting for the network. Callbacks registered with `_when_ready`
 run without the lock.
 
-Reference counting here is local: a ref counts its instances in this process; an
-owned object is freed when the count drops to zero, unless the ref escaped (was
-pickled into a message or another object), in which case it is kept until the
-job ends. Distributed counting across borrowers is issue 3.
+Reference counting (Ray's ownership protocol, simplified):
+- Each process counts its live ObjectRef instances per object id.
+- A process that holds a ref it does not own is a *borrower*: the first instance
+  registers it with the owner (AddBorrower, acknowledged before the borrower goes
+  on), the last one to go unregisters it (RemoveBorrower).
+- Refs pickled into task arguments are kept by the task spec until the task ends;
+  the executing worker registers its own borrow before it replies.
+- Refs inside a stored object are kept by the object's entry (`contains`); refs
+  inside a task's return value are registered by the worker on the caller's behalf
+  before it replies, and the caller keeps them with the returned object.
+- The owner frees an object when no local instance, borrower, pending task or
+  containing object remains: inline values are dropped, store segments are freed
+  through the node manager (which also deletes spill files).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from .exceptions import (
     ConnectionLost,
     GetTimeoutError,
     ObjectLostError,
+    ObjectStoreFullError,
     OwnerDiedError,
     RayTaskError,
     WorkerCrashedError,
@@ -71,7 +81,7 @@ _DEP = _Dep()
 class ObjectEntry:
     """An object this process owns."""
 
-    __slots__ = ("data", "held", "kind", "seq", "waiters")
+    __slots__ = ("borrowers", "contains", "data", "held", "kind", "seq", "waiters")
 
     def __init__(self) -> None:
         self.kind: int | None = PENDING
@@ -79,6 +89,8 @@ class ObjectEntry:
         self.waiters: list[Callable[[int, Any], None]] = []
         self.seq = 0  # completion order, for wait()
         self.held = 0  # pending tasks that read this value from the store
+        self.borrowers: dict[str, int] = {}  # borrower address -> registrations
+        self.contains: list[ObjectRef] = []  # refs pickled inside this value
 
 
 @dataclass(eq=False)
@@ -98,6 +110,7 @@ class TaskSpec:
     deps: list[list[Any]] = field(default_factory=list)
     unresolved: int = 0
     held: list[bytes] = field(default_factory=list)
+    arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends
     failed: bool = False
 
 
@@ -232,7 +245,10 @@ class CoreWorker(_object_ref._Hooks):
         self.lock = threading.RLock()
         self.objects: dict[bytes, ObjectEntry] = {}
         self.local_refs: dict[bytes, int] = {}
-        self.escaped: set[bytes] = set()
+        self.preregistered: set[bytes] = set()  # borrows a sender registered for us
+        self.borrowed_owner: dict[bytes, str] = {}  # borrowed id -> owner (while we hold it)
+        self.arg_pins: dict[bytes, int] = {}  # refs held by pending tasks' arguments
+        self._collecting = threading.local()
         self._ref_lock = threading.Lock()
         self._released: collections.deque[bytes] = collections.deque()
         self._completion = itertools.count(1)
@@ -265,50 +281,125 @@ class CoreWorker(_object_ref._Hooks):
         self.job_id: bytes = reg.job_id
         self.node_address = node_address
         self.node_info = reg.info
-        self.store = ObjectStore(reg.store_dir)
+        self.store = ObjectStore(reg.store_dir, reg.info.get("spill_dir"))
+        self.store.on_spilled_read = lambda oid: self._send_nm(P.ObjectRestored(oid))
         _object_ref.set_hooks(self)
+        self.timers.call_later(0.1, self._release_loop)
+
+    def _release_loop(self) -> None:
+        """Free what dropped refs released even while the program makes no calls."""
+        if self.closed:
+            return
+        self._process_released()
+        self.timers.call_later(0.1, self._release_loop)
 
     # ------------------------------------------------------------------ refs
     def add_local_ref(self, ref: ObjectRef) -> None:
         oid = ref.id
         with self._ref_lock:
-            self.local_refs[oid] = self.local_refs.get(oid, 0) + 1
+            n = self.local_refs.get(oid, 0)
+            self.local_refs[oid] = n + 1
+            if n or ref.owner == self.address or self.closed:
+                return
+            self.borrowed_owner[oid] = ref.owner
+            if oid in self.preregistered:
+                self.preregistered.discard(oid)
+                return
+        self._register_borrow(ref)
+
+    def _register_borrow(self, ref: ObjectRef) -> None:
+        """Tell the owner we borrow `ref`; waits for the ack unless on a reader thread."""
+        try:
+            conn = self.peer(ref.owner)
+            msg = P.AddBorrower(ref.id, self.address)
+            if threading.current_thread().name.startswith("raylite-conn"):
+                conn.send(msg)
+            else:
+                conn.request(msg, timeout=30)
+        except (ConnectionLost, TimeoutError):
+            pass  # the owner is gone: get() will say so
 
     def remove_local_ref(self, object_id: bytes) -> None:
         self._released.append(object_id)  # processed later: __del__ may run anywhere
 
     def on_ref_serialized(self, ref: ObjectRef) -> None:
-        if ref.owner == self.address:
-            self.escaped.add(ref.id)
+        refs = getattr(self._collecting, "refs", None)
+        if refs is not None:
+            refs.append(ref)
+
+    def serialize_collecting(
+        self, fn: Callable[[Any], Any], value: Any
+    ) -> tuple[Any, list[ObjectRef]]:
+        """fn(value), plus the ObjectRefs pickled inside it."""
+        outer = getattr(self._collecting, "refs", None)
+        self._collecting.refs = refs = []
+        try:
+            return fn(value), refs
+        finally:
+            self._collecting.refs = outer
+
+    def on_add_borrower(self, conn: Connection, msg: P.AddBorrower, rid: int) -> None:
+        with self.lock:
+            entry = self.objects.get(msg.object_id)
+            if entry is not None:
+                entry.borrowers[msg.borrower] = entry.borrowers.get(msg.borrower, 0) + 1
+        conn.reply(rid, P.Ok())
+
+    def on_remove_borrower(self, msg: P.RemoveBorrower) -> None:
+        with self.lock:
+            entry = self.objects.get(msg.object_id)
+            if entry is None:
+                return
+            n = entry.borrowers.get(msg.borrower, 0) - 1
+            if n > 0:
+                entry.borrowers[msg.borrower] = n
+            else:
+                entry.borrowers.pop(msg.borrower, None)
+                self._maybe_free(msg.object_id)
+        self._process_released()
 
     def _process_released(self) -> None:
         released = self._released
-        if not released:
-            return
-        to_free = []
-        with self._ref_lock:
-            while released:
-                oid = released.popleft()
-                n = self.local_refs.get(oid, 0) - 1
-                if n > 0:
-                    self.local_refs[oid] = n
-                    continue
-                self.local_refs.pop(oid, None)
-                to_free.append(oid)
-        if to_free:
+        while released:
+            to_free = []
+            with self._ref_lock:
+                while released:
+                    oid = released.popleft()
+                    n = self.local_refs.get(oid, 0) - 1
+                    if n > 0:
+                        self.local_refs[oid] = n
+                        continue
+                    self.local_refs.pop(oid, None)
+                    to_free.append(oid)
+                unborrow = [
+                    (oid, self.borrowed_owner.pop(oid))
+                    for oid in to_free
+                    if oid in self.borrowed_owner
+                ]
+            if not to_free:
+                return
             with self.lock:
                 for oid in to_free:
-                    self._maybe_free(oid)
+                    if oid in self.objects:
+                        self._maybe_free(oid)
+            for oid, owner in unborrow:
+                if not self.closed:
+                    try:
+                        self.peer(owner).send(P.RemoveBorrower(oid, self.address))
+                    except ConnectionLost:
+                        pass
 
     def _maybe_free(self, oid: bytes) -> None:
-        if oid in self.escaped or oid in self.local_refs:
+        """Free an owned object nothing refers to any more (lock held)."""
+        if oid in self.local_refs:
             return
         entry = self.objects.get(oid)
-        if entry is None or entry.kind is PENDING or entry.held or entry.waiters:
+        if entry is None or entry.kind is PENDING or entry.held or entry.waiters or entry.borrowers:
             return
         del self.objects[oid]
         if entry.kind == P.IN_STORE:
-            self.store.delete(oid)
+            self._send_nm(P.FreeObject(oid))
+        entry.contains = []  # their __del__ queues them on _released
 
     # --------------------------------------------------------------- connections
     def peer(self, address: str) -> Connection:
@@ -354,6 +445,10 @@ class CoreWorker(_object_ref._Hooks):
                 self.on_task_pushed(conn, msg, rid)
         elif isinstance(msg, P.GetObject):
             self._serve_object(conn, msg.object_id, rid)
+        elif isinstance(msg, P.AddBorrower):
+            self.on_add_borrower(conn, msg, rid)
+        elif isinstance(msg, P.RemoveBorrower):
+            self.on_remove_borrower(msg)
         else:
             log.warning("unexpected message %s", type(msg).__name__)
 
@@ -385,30 +480,36 @@ class CoreWorker(_object_ref._Hooks):
             )
         self._process_released()
         oid = new_id()
-        entry = self._store_value(oid, value)
+        sv, contained = self.serialize_collecting(serialize, value)
+        entry = ObjectEntry()
+        entry.kind, entry.data = self.store_serialized(oid, sv)
+        entry.contains = contained
+        entry.seq = next(self._completion)
         with self.lock:
             self.objects[oid] = entry
         return ObjectRef(oid, self.address)
 
-    def _store_value(self, oid: bytes, value: Any) -> ObjectEntry:
-        sv = serialize(value)
-        entry = ObjectEntry()
-        if sv.size > CONFIG.inline_threshold:
-            entry.kind, entry.data = P.IN_STORE, self.store.put(oid, sv)
-        else:
-            entry.kind, entry.data = P.INLINE, sv.inline()
-        entry.seq = next(self._completion)
-        return entry
+    def store_serialized(self, oid: bytes, sv: Any) -> tuple[int, Any]:
+        """(kind, data) for a value: inline bytes, or a segment the node manager made room for."""
+        if sv.size <= CONFIG.inline_threshold:
+            return P.INLINE, sv.inline()
+        size = self.store.segment_size(sv)
+        reply = self.nm.request(P.ReserveObject(oid, size, self.address), timeout=None)
+        if isinstance(reply, P.Failed):
+            raise ObjectStoreFullError(reply.reason)
+        return P.IN_STORE, self.store.put(oid, sv, reply.directory)
 
-    def _complete(self, oid: bytes, kind: int, data: Any) -> None:
+    def _complete(self, oid: bytes, kind: int, data: Any, contained: Any = ()) -> None:
         """Record an owned object's value and run its waiters (call without lock)."""
+        refs = self._adopt_contained(contained)
         with self.lock:
             entry = self.objects.get(oid)
             if entry is None or entry.kind is not PENDING:
                 if entry is None and kind == P.IN_STORE:
-                    self.store.delete(oid)
+                    self._send_nm(P.FreeObject(oid))
                 return
             entry.kind, entry.data = kind, data
+            entry.contains = refs
             entry.seq = next(self._completion)
             waiters, entry.waiters = entry.waiters, []
         for cb in waiters:
@@ -419,6 +520,26 @@ class CoreWorker(_object_ref._Hooks):
         if oid not in self.local_refs:
             with self.lock:
                 self._maybe_free(oid)
+
+    def _adopt_contained(self, contained: Any) -> list[ObjectRef]:
+        """Refs inside a task's return value; the worker registered our borrows already."""
+        if not contained:
+            return []
+        extra = []
+        with self._ref_lock:
+            for oid, owner in contained:
+                if owner == self.address:
+                    continue
+                if self.local_refs.get(oid) or oid in self.preregistered:
+                    extra.append((oid, owner))  # we borrow it already: one registration too many
+                else:
+                    self.preregistered.add(oid)
+        for oid, owner in extra:
+            try:
+                self.peer(owner).send(P.RemoveBorrower(oid, self.address))
+            except ConnectionLost:
+                pass
+        return [ObjectRef(oid, owner) for oid, owner in contained]
 
     def _when_ready(self, ref: ObjectRef, callback: Callable[[int, Any], None]) -> int:
         """Call back with (kind, data) once the value exists; returns its seq if ready now."""
@@ -581,9 +702,14 @@ class CoreWorker(_object_ref._Hooks):
                     deps.append((k, v))
                     kwargs[k] = _DEP
         try:
-            spec.args_blob = dumps_inline((args, kwargs))
+            spec.args_blob, nested = self.serialize_collecting(dumps_inline, (args, kwargs))
         except Exception as exc:
             raise _unserializable_argument(args, kwargs, name, exc) from exc
+        spec.arg_refs = nested + [ref for _, ref in deps]
+        if spec.arg_refs:
+            with self._ref_lock:
+                for ref in spec.arg_refs:
+                    self.arg_pins[ref.id] = self.arg_pins.get(ref.id, 0) + 1
         return deps
 
     def submit_task(
@@ -677,6 +803,15 @@ class CoreWorker(_object_ref._Hooks):
             self._complete(oid, P.ERROR, error_blob)
 
     def _release_held(self, spec: TaskSpec) -> None:
+        if spec.arg_refs:
+            with self._ref_lock:
+                for ref in spec.arg_refs:
+                    n = self.arg_pins.get(ref.id, 0) - 1
+                    if n > 0:
+                        self.arg_pins[ref.id] = n
+                    else:
+                        self.arg_pins.pop(ref.id, None)
+            spec.arg_refs = []  # the refs' __del__ queues them for release
         for oid in spec.held:
             entry = self.objects.get(oid)
             if entry is not None:
@@ -824,8 +959,8 @@ class CoreWorker(_object_ref._Hooks):
                 self._enqueue(spec)
                 self._after_task(lease)
             return
-        for oid, kind, data in reply.returns:
-            self._complete(oid, kind, data)
+        for oid, kind, data, contained in reply.returns:
+            self._complete(oid, kind, data, contained)
         with self.lock:
             self._release_held(spec)
             lease.busy = None
@@ -917,7 +1052,7 @@ class CoreWorker(_object_ref._Hooks):
 
     def _actor_created(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         if isinstance(reply, P.TaskDone):
-            oid, kind, data = reply.returns[0]
+            oid, kind, data, _ = reply.returns[0]
             if kind == P.ERROR:
                 cause = loads_inline(data)
                 self._actor_died(
@@ -1050,8 +1185,8 @@ class CoreWorker(_object_ref._Hooks):
 
     def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         if isinstance(reply, P.TaskDone):
-            for oid, kind, data in reply.returns:
-                self._complete(oid, kind, data)
+            for oid, kind, data, contained in reply.returns:
+                self._complete(oid, kind, data, contained)
         else:
             self._actor_died(
                 client,
@@ -1063,6 +1198,15 @@ class CoreWorker(_object_ref._Hooks):
             self._fail_task(spec, dumps_inline(_actor_error(client, client.dead_cause or "")))
         with self.lock:
             self._release_held(spec)
+
+    def kill_actor(self, actor_id: bytes, class_name: str) -> None:
+        cause = f"The actor {class_name} was killed by raylite.kill()."
+        client = self.actor_client(actor_id, class_name, None)
+        with self.lock:
+            if client.dead_cause is None:
+                client.dead_cause = cause
+        self.nm.request(P.KillActor(actor_id, cause), timeout=30)
+        self._actor_died(client, cause)
 
     # ----------------------------------------------------------------- cluster
     def release_idle_leases(self) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from . import protocol as P
 from .config import CONFIG, RESOURCE_UNIT
 from .object_ref import new_id
+from .object_store import ObjectStore
 from .transport import AsyncConnection, async_handshake
 
 log = logging.getLogger("raylite.node_manager")
@@ -77,6 +78,13 @@ class Lease:
 
 
 @dataclass(eq=False)
+class Segment:
+    size: int
+    owner: str
+    spilled: bool = False
+
+
+@dataclass(eq=False)
 class ActorRec:
     actor_id: bytes
     state: str = "PENDING"
@@ -96,6 +104,7 @@ class NodeManager:
         total: dict[str, int],
         num_gpus: int,
         prestart: int,
+        max_spill_bytes: int | None = None,
     ) -> None:
         self.session_dir = session_dir
         self.store_dir = store_dir
@@ -105,6 +114,20 @@ class NodeManager:
         self.free_gpus = list(range(num_gpus))
         self.prestart = prestart
         self.node_id = new_id()
+        # The object store: capacity, segments in LRU order, spilling.
+        self.capacity = total.get("object_store_memory", 0) // RESOURCE_UNIT
+        self.spill_dir = os.path.join(session_dir, "spill")
+        self.max_spill_bytes = max_spill_bytes
+        self.store = ObjectStore(store_dir, self.spill_dir)
+        self.segments: collections.OrderedDict[bytes, Segment] = collections.OrderedDict()
+        self.used_bytes = 0
+        self.spilled_bytes = 0
+        self.spilled_total = 0  # objects ever spilled
+        self.restored_total = 0  # reads served from the spill dir
+        self.burst = [0, 0, 0.0]  # bytes, objects, seconds spent spilling since the last log
+        self.burst_timer: asyncio.TimerHandle | None = None
+        self.spill_lock: asyncio.Lock | None = None
+        self.client_pids: dict[str, int] = {}
         self.address = f"unix:{session_dir}/node.sock"
         self.workers: dict[bytes, WorkerRec] = {}
         self.by_pid: dict[int, WorkerRec] = {}
@@ -131,12 +154,19 @@ class NodeManager:
             P.TaskEvents: self.on_task_events,
             P.GetTimeline: self.on_get_timeline,
             P.ShutdownNode: self.on_shutdown,
+            P.ReserveObject: self.on_reserve_object,
+            P.FreeObject: self.on_free_object,
+            P.GetStoreStats: self.on_store_stats,
+            P.KillActor: self.on_kill_actor,
+            P.ObjectRestored: self.on_object_restored,
         }
 
     # ------------------------------------------------------------------ serving
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         self.stopped = asyncio.Event()
+        self.spill_lock = asyncio.Lock()
+        os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
         server = await asyncio.start_unix_server(self.on_client, path=self.address[5:])
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
         loop.add_signal_handler(signal.SIGTERM, self.begin_shutdown)
@@ -193,12 +223,16 @@ class NodeManager:
             rec.address = msg.address
             conn.peer = rec
             job_id = b"\0" * 4
+        elif msg.kind == "cli":  # a command-line tool looking at the node
+            conn.peer = "cli"
+            job_id = b"\0" * 4
         else:
             self.drivers.add(conn)
             conn.peer = "driver"
             self.jobs += 1
             job_id = self.jobs.to_bytes(4, "little")
-        info = {"total_display": self.display(self.total)}
+        self.client_pids[msg.address] = msg.pid
+        info = {"total_display": self.display(self.total), "spill_dir": self.spill_dir}
         conn.reply(
             rid, P.ClientRegistered(self.node_id, job_id, self.store_dir, self.address, info)
         )
@@ -313,6 +347,9 @@ class NodeManager:
                 )
         if rec.conn is not None:
             rec.conn.close()
+        if rec.address:  # a dead owner's objects are lost (Ray: OwnerDiedError)
+            for oid in [o for o, seg in self.segments.items() if seg.owner == rec.address]:
+                self.free_segment(oid)
         if not self.stopping:
             self.schedule()
 
@@ -444,6 +481,120 @@ class NodeManager:
             cpu = lease.shape.get("CPU", 0)
             self.available["CPU"] = self.available.get("CPU", 0) - cpu
 
+    # ------------------------------------------------------------ object store
+    def spill_room(self) -> int:
+        if self.max_spill_bytes is not None:
+            return self.max_spill_bytes - self.spilled_bytes
+        return shutil.disk_usage(self.spill_dir).free
+
+    def on_reserve_object(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
+        self.spawn(self.reserve(conn, msg, rid))
+
+    async def reserve(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
+        """Make room for a new segment, spilling least recently created ones if needed."""
+        assert self.spill_lock is not None
+        async with self.spill_lock:
+            size, room = msg.size, self.spill_room()
+            if size > self.capacity + room:
+                conn.reply(
+                    rid,
+                    P.Failed(
+                        f"Cannot put an object of {size / 2**20:.1f} MiB: it is larger than the object "
+                        f"store ({self.capacity / 2**20:.1f} MiB) plus the free spill space "
+                        f"({room / 2**20:.1f} MiB). Start raylite with a larger "
+                        "object_store_memory, free disk space, or split the object."
+                    ),
+                )
+                return
+            if size > self.capacity:  # never fits in memory: it lives on disk from the start
+                self.segments[msg.object_id] = Segment(size, msg.owner, spilled=True)
+                self.spilled_bytes += size
+                conn.reply(rid, P.ObjectReserved(self.spill_dir))
+                return
+            if self.used_bytes + size > self.capacity:
+                await self.spill_until(self.capacity - size)
+            self.segments[msg.object_id] = Segment(size, msg.owner)
+            self.used_bytes += size
+            conn.reply(rid, P.ObjectReserved(self.store_dir))
+
+    async def spill_until(self, target: int) -> None:
+        loop = asyncio.get_running_loop()
+        for oid, seg in list(self.segments.items()):
+            if self.used_bytes <= target:
+                break
+            if seg.spilled or seg.size > self.spill_room():
+                continue
+            start = loop.time()
+            try:
+                await asyncio.to_thread(self.store.spill, oid)
+            except FileNotFoundError:  # still being written, or freed meanwhile
+                continue
+            if self.segments.get(oid) is not seg:  # freed while we copied
+                self.store.delete(oid)
+                continue
+            seg.spilled = True
+            self.used_bytes -= seg.size
+            self.spilled_bytes += seg.size
+            self.spilled_total += 1
+            self.burst[0] += seg.size
+            self.burst[1] += 1
+            self.burst[2] += loop.time() - start
+        if self.burst[1] and self.burst_timer is None:
+            self.burst_timer = loop.call_later(1.0, self.log_spill_burst)
+
+    def log_spill_burst(self) -> None:
+        nbytes, n, seconds = self.burst
+        self.burst, self.burst_timer = [0, 0, 0.0], None
+        mib = nbytes / 2**20
+        self.forward_logs(
+            [
+                [
+                    "err",
+                    f"(raylite) Spilled {mib:.0f} MiB, {n} objects, write "
+                    f"throughput {mib / max(seconds, 1e-9):.0f} MiB/s.\n",
+                ]
+            ]
+        )
+
+    def on_object_restored(self, conn: AsyncConnection, msg: P.ObjectRestored, rid: int) -> None:
+        self.restored_total += 1
+
+    def on_free_object(self, conn: AsyncConnection, msg: P.FreeObject, rid: int) -> None:
+        self.free_segment(msg.object_id)
+
+    def free_segment(self, oid: bytes) -> None:
+        seg = self.segments.pop(oid, None)
+        if seg is not None:
+            if seg.spilled:
+                self.spilled_bytes -= seg.size
+            else:
+                self.used_bytes -= seg.size
+        self.store.delete(oid)
+
+    def on_store_stats(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        stats = {
+            "used_bytes": self.used_bytes,
+            "capacity_bytes": self.capacity,
+            "spilled_bytes": self.spilled_bytes,
+            "spilled_objects": self.spilled_total,
+            "num_objects": len(self.segments),
+            "store_dir": self.store_dir,
+            "spill_dir": self.spill_dir,
+            "restored_objects": self.restored_total,
+            "clients": dict(self.client_pids),
+        }
+        objects = [
+            {
+                "object_id": oid.hex(),
+                "size": seg.size,
+                "owner": seg.owner,
+                "owner_pid": self.client_pids.get(seg.owner, 0),
+                "spilled": seg.spilled,
+            }
+            for oid, seg in self.segments.items()
+        ]
+        conn.reply(rid, P.StoreStats(stats, objects))
+
     # ----------------------------------------------------------------- head
     def display(self, res: dict[str, int]) -> dict[str, float]:
         return {k: v / RESOURCE_UNIT for k, v in res.items()}
@@ -482,6 +633,15 @@ class NodeManager:
         actor.address = msg.address or actor.address
         actor.pid = msg.pid or actor.pid
         self.set_actor(actor, msg.state, msg.cause)
+
+    def on_kill_actor(self, conn: AsyncConnection, msg: P.KillActor, rid: int) -> None:
+        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
+        if actor.state != "DEAD":
+            self.set_actor(actor, "DEAD", msg.cause)
+        for rec in self.workers.values():
+            if rec.actor_id == msg.actor_id:
+                self.kill_worker(rec)
+        conn.reply(rid, P.Ok())
 
     def on_get_actor(self, conn: AsyncConnection, msg: P.GetActorInfo, rid: int) -> None:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
@@ -554,6 +714,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resources", required=True, help="JSON: resource -> units")
     parser.add_argument("--num-gpus", type=int, default=0)
     parser.add_argument("--prestart", type=int, default=0)
+    parser.add_argument("--max-spill-bytes", type=int, default=None)
     args = parser.parse_args(argv)
     token = bytes.fromhex(sys.stdin.readline().strip())
     logging.basicConfig(level=logging.WARNING, format="(raylite node manager) %(message)s")
@@ -564,6 +725,7 @@ def main(argv: list[str] | None = None) -> None:
         json.loads(args.resources),
         args.num_gpus,
         args.prestart,
+        args.max_spill_bytes,
     )
     try:
         asyncio.run(nm.serve())

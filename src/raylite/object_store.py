@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import shutil
 import struct
 import tempfile
 from typing import Any
@@ -43,15 +44,32 @@ def default_store_root() -> str:
 
 
 class ObjectStore:
-    """The node's segment files; any process on the node may create and map them."""
+    """The node's segment files; any process on the node may create and map them.
 
-    def __init__(self, directory: str) -> None:
+    A segment lives in `directory` (shared memory) or, once the node manager has
+    spilled it, in `spill_dir` (disk). Readers try the first, then the second: the
+    node manager copies a segment to the spill dir before it unlinks the original,
+    so a reader always finds one of them. A spilled segment is mapped straight from
+    its file, so "restoring" it costs what reading it through the page cache costs.
+    """
+
+    def __init__(self, directory: str, spill_dir: str | None = None) -> None:
         self.directory = directory
+        self.spill_dir = spill_dir
+        self.on_spilled_read: Any = None  # called with the id when a read hits the spill dir
 
-    def path(self, object_id: bytes) -> str:
-        return os.path.join(self.directory, object_id.hex())
+    def path(self, object_id: bytes, directory: str | None = None) -> str:
+        return os.path.join(directory or self.directory, object_id.hex())
 
-    def put(self, object_id: bytes, value: SerializedValue) -> int:
+    @staticmethod
+    def segment_size(value: SerializedValue) -> int:
+        offset = _align(_HEAD.size + _ENTRY.size * len(value.buffers))
+        offset = _align(offset + len(value.meta))
+        for b in value.buffers:
+            offset = _align(offset + b.nbytes)
+        return max(offset, 1)
+
+    def put(self, object_id: bytes, value: SerializedValue, directory: str | None = None) -> int:
         """Write and seal a segment; returns its size in bytes."""
         meta, buffers = value.meta, value.buffers
         header_len = _HEAD.size + _ENTRY.size * len(buffers)
@@ -66,7 +84,7 @@ class ObjectStore:
         header = bytearray(_HEAD.pack(MAGIC, len(meta), len(buffers)))
         for off, n in entries:
             header += _ENTRY.pack(off, n)
-        final = self.path(object_id)
+        final = self.path(object_id, directory)
         tmp = f"{final}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
@@ -88,12 +106,21 @@ class ObjectStore:
         """The value, rebuilt on a read-only mapping of its segment."""
         try:
             fd = os.open(self.path(object_id), os.O_RDONLY)
-        except FileNotFoundError as exc:
+        except FileNotFoundError:
+            fd = -1
+        if fd < 0 and self.spill_dir is not None:
+            try:
+                fd = os.open(self.path(object_id, self.spill_dir), os.O_RDONLY)
+                if self.on_spilled_read is not None:
+                    self.on_spilled_read(object_id)
+            except FileNotFoundError:
+                fd = -1
+        if fd < 0:
             raise ObjectLostError(
                 object_id.hex(),
                 f"Object {object_id.hex()} is not in the node's object store any more "
                 "(it was freed, or the store was removed at shutdown).",
-            ) from exc
+            )
         try:
             size = os.fstat(fd).st_size
             mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
@@ -114,11 +141,27 @@ class ObjectStore:
         return loads_buffers(meta, buffers)
 
     def delete(self, object_id: bytes) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(object_id))
+        for directory in (self.directory, self.spill_dir):
+            if directory is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path(object_id, directory))
 
     def contains(self, object_id: bytes) -> bool:
-        return os.path.exists(self.path(object_id))
+        return os.path.exists(self.path(object_id)) or (
+            self.spill_dir is not None and os.path.exists(self.path(object_id, self.spill_dir))
+        )
+
+    def spill(self, object_id: bytes) -> int:
+        """Move a segment to the spill dir (copy, then unlink); returns bytes moved."""
+        assert self.spill_dir is not None
+        src = self.path(object_id)
+        dst = self.path(object_id, self.spill_dir)
+        tmp = f"{dst}.spill.tmp"
+        shutil.copyfile(src, tmp)
+        os.rename(tmp, dst)  # readers find the spilled copy before the original goes
+        size = os.path.getsize(dst)
+        os.unlink(src)
+        return size
 
 
 def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:

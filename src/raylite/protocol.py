@@ -159,6 +159,12 @@ class GetActorInfo:
     actor_id: bytes
 
 
+@_msg(25)
+class KillActor:
+    actor_id: bytes
+    cause: str
+
+
 @_msg(24)
 class ActorInfo:
     actor_id: bytes
@@ -224,7 +230,7 @@ class PushTask:
 @_msg(41)
 class TaskDone:
     task_id: bytes
-    returns: list[list[Any]]  # [object_id, kind, data]
+    returns: list[list[Any]]  # [object_id, kind, data, [[contained id, its owner], ...]]
     start: float
     end: float
     worker_pid: int
@@ -240,6 +246,53 @@ class ObjectValue:
     object_id: bytes
     kind: int
     data: Any
+
+
+# --- distributed reference counting (borrower -> owner) ------------------------------
+@_msg(50)
+class AddBorrower:
+    object_id: bytes
+    borrower: str  # the borrowing process's address
+
+
+@_msg(51)
+class RemoveBorrower:
+    object_id: bytes
+    borrower: str
+
+
+# --- the node's object store (owners and readers -> node manager) ----------------------
+@_msg(60)
+class ReserveObject:
+    object_id: bytes
+    size: int
+    owner: str
+
+
+@_msg(61)
+class ObjectReserved:
+    directory: str  # where to write the segment: the shared-memory store or the spill dir
+
+
+@_msg(62)
+class FreeObject:
+    object_id: bytes
+
+
+@_msg(65)
+class ObjectRestored:
+    object_id: bytes
+
+
+@_msg(63)
+class GetStoreStats:
+    pass
+
+
+@_msg(64)
+class StoreStats:
+    stats: dict[str, Any]
+    objects: list[dict[str, Any]]
 
 
 Message = Any  # one of the classes above

@@ -23,6 +23,43 @@ from .exceptions import RayTaskError
 INLINE_THRESHOLD = 100 * 1024  # bytes; larger values go to the shared-memory store
 
 
+def _readonly_view(buf: pickle.PickleBuffer) -> memoryview:
+    return memoryview(buf).toreadonly()
+
+
+class _ReadOnlyBuffer:
+    """A bytearray or memoryview to send out of band and rebuild as a read-only view.
+
+    The C pickler handles bytearray before any hook sees it, so `serialize` wraps
+    such buffers itself: at the top level and directly inside a small dict, list or
+    tuple (deeper ones still travel, as copies).
+    """
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: Any) -> None:
+        self.buf = buf
+
+    def __reduce__(self) -> Any:
+        return _readonly_view, (pickle.PickleBuffer(self.buf),)
+
+
+def _is_buffer(obj: Any) -> bool:
+    t = type(obj)
+    return t is bytearray or (t is memoryview and obj.contiguous)
+
+
+def _wrap_buffers(value: Any) -> Any:
+    if _is_buffer(value):
+        return _ReadOnlyBuffer(value)
+    t = type(value)
+    if t in (list, tuple) and len(value) <= 64 and any(_is_buffer(v) for v in value):
+        return t(_ReadOnlyBuffer(v) if _is_buffer(v) else v for v in value)
+    if t is dict and len(value) <= 64 and any(_is_buffer(v) for v in value.values()):
+        return {k: _ReadOnlyBuffer(v) if _is_buffer(v) else v for k, v in value.items()}
+    return value
+
+
 class SerializedValue:
     """A pickled value: the pickle stream and its out-of-band buffers."""
 
@@ -42,6 +79,7 @@ class SerializedValue:
 def serialize(value: Any) -> SerializedValue:
     buffers: list[pickle.PickleBuffer] = []
     f = io.BytesIO()
+    value = _wrap_buffers(value)
     cloudpickle.CloudPickler(f, protocol=5, buffer_callback=buffers.append).dump(value)
     views = []
     for b in buffers:

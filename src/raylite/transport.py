@@ -191,6 +191,9 @@ class Connection:
                             slot.event.set()  # type: ignore[union-attr]
                     else:
                         self.handler(self, msg, rid)
+                # Drop the last message and callback now: this thread may block in
+                # recv() for a long time, and they can hold ObjectRefs alive.
+                slot = msg = None
         except (OSError, ProtocolError) as exc:
             if not self.closed:
                 log.debug("connection %s: %s", self.name, exc)

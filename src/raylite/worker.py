@@ -159,7 +159,7 @@ class Worker:
             if msg.actor_id is not None and not msg.actor_creation:
                 if self.actor_dead is not None:
                     return (
-                        [[oid, P.ERROR, self.actor_dead] for oid in msg.return_ids],
+                        [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids],
                         start,
                         time.time(),
                     )
@@ -225,7 +225,7 @@ class Worker:
             )
         else:
             blob = capture_error(exc, name, self.pid)
-        return [[oid, P.ERROR, blob] for oid in msg.return_ids]
+        return [[oid, P.ERROR, blob, []] for oid in msg.return_ids]
 
     def _store_returns(self, msg: P.PushTask, result: Any, name: str) -> list[list[Any]]:
         ids = msg.return_ids
@@ -246,16 +246,36 @@ class Worker:
                 )
                 return self._error(msg, err, name)
         out = []
+        cw = self.cw
         for oid, value in zip(ids, values, strict=True):
             try:
-                sv = serialize(value)
-                if sv.size > CONFIG.inline_threshold:
-                    out.append([oid, P.IN_STORE, self.cw.store.put(oid, sv)])
-                else:
-                    out.append([oid, P.INLINE, sv.inline()])
+                sv, refs = cw.serialize_collecting(serialize, value)
+                kind, data = cw.store_serialized(oid, sv)
+                out.append([oid, kind, data, self._lend_to_caller(refs, msg.owner)])
             except Exception as exc:
-                out.append([oid, P.ERROR, capture_error(exc, name, self.pid)])
+                out.append([oid, P.ERROR, capture_error(exc, name, self.pid), []])
         return out
+
+    def _lend_to_caller(self, refs: list[Any], caller: str) -> list[list[Any]]:
+        """Register the caller as a borrower of refs inside a return value, before replying."""
+        contained: dict[bytes, str] = {}
+        for ref in refs:
+            contained.setdefault(ref.id, ref.owner)
+        cw = self.cw
+        for oid, owner in contained.items():
+            if owner == caller:
+                continue  # the caller owns it; its returned object keeps it
+            if owner == cw.address:
+                with cw.lock:
+                    entry = cw.objects.get(oid)
+                    if entry is not None:
+                        entry.borrowers[caller] = entry.borrowers.get(caller, 0) + 1
+            else:
+                try:
+                    cw.peer(owner).request(P.AddBorrower(oid, caller), timeout=30)
+                except Exception:
+                    pass  # owner gone: the caller will see OwnerDiedError on get
+        return [[oid, owner] for oid, owner in contained.items()]
 
 
 def worker_main(

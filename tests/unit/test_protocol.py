@@ -88,6 +88,8 @@ def test_every_message_type_has_a_receiver():
         P.Exit,
         P.PushTask,
         P.GetObject,
+        P.AddBorrower,
+        P.RemoveBorrower,
     }
     replies = {
         P.ClientRegistered,
@@ -99,6 +101,8 @@ def test_every_message_type_has_a_receiver():
         P.Timeline,
         P.TaskDone,
         P.ObjectValue,
+        P.ObjectReserved,
+        P.StoreStats,
     }
     all_types = set(P.message_types().values())
     assert all_types == handled_by_node_manager | handled_by_core_worker | replies

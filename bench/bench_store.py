@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""Object store speed of raylite, side by side with Ray (issue 3's targets).
+
+Same harness as bench_core.py (whose helpers it reuses): every (engine, workload)
+pair runs in its own fresh subprocess, one after the other, never two at once:
+
+    bench_store.py (orchestrator, stdlib only)
+      |--> <raylite python> bench_store.py --worker put --engine raylite
+      |--> ...                                              (one per workload)
+      '--> <ray python>     bench_store.py --worker put --engine ray
+           ...             each prints "@@RESULT {json}" lines
+
+Workloads and what they measure:
+
+    put     numpy.copyto of 100 MB (the machine's memcpy bandwidth, same process,
+            same run), then put of a 100 MB numpy array: GB/s, and put / memcpy
+    get     first get of a 100 MB array just put: ms
+    small   10,000 x get(put(small value)): ops/s
+    spill   init(object_store_memory=256 MiB), put 1 GiB of 10 MiB arrays (all kept
+            alive: most must be spilled), then get every one back and touch every
+            page: write and restore throughput in MB/s
+
+The orchestrator prints one JSON line per metric on stdout:
+
+    {"metric": ..., "raylite": x, "ray": y, "ratio": x / y, "unit": ...,
+     "target": ..., "met": true | false | null}
+
+ratio is always raylite / ray; a metric without a target (memcpy) has met null.
+
+    python bench/bench_store.py --quick
+    python bench/bench_store.py --engine raylite --only put,get
+    python bench/bench_store.py --out /tmp/store.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_core as core  # the shared harness: emit, engine lookup, logging
+
+RESULT_PREFIX = core.RESULT_PREFIX
+ENGINES = core.ENGINES
+MB = core.MB
+MiB = 1024 * 1024
+GB = 1_000_000_000
+
+emit = core.emit
+log = core.log
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    workload: str
+    unit: str
+    better: str  # "higher" or "lower"
+    target: str
+    target_on: str  # "raylite" or "ratio" (raylite / ray)
+    threshold: float | None  # None: a reference figure, no target
+
+    def met(self, raylite: float | None, ratio: float | None) -> bool | None:
+        if self.threshold is None:
+            return None
+        value = raylite if self.target_on == "raylite" else ratio
+        if value is None:
+            return None
+        return value < self.threshold if self.better == "lower" else value >= self.threshold
+
+
+METRICS = [
+    Metric("memcpy_100mb_gbps", "put", "GB/s", "higher", "reference", "raylite", None),
+    Metric(
+        "put_100mb_gbps", "put", "GB/s", "higher", "ratio >= 1 (no slower than Ray)", "ratio", 1.0
+    ),
+    Metric("put_vs_memcpy", "put", "x", "higher", "raylite >= 0.5", "raylite", 0.5),
+    Metric("get_100mb_ms", "get", "ms", "lower", "raylite < 1 ms", "raylite", 1.0),
+    Metric("small_put_get_per_s", "small", "ops/s", "higher", "ratio >= 2", "ratio", 2.0),
+    Metric("spill_write_mbps", "spill", "MB/s", "higher", "raylite >= 500", "raylite", 500.0),
+    Metric("restore_read_mbps", "spill", "MB/s", "higher", "raylite >= 500", "raylite", 500.0),
+]
+WORKLOADS = list(dict.fromkeys(m.workload for m in METRICS))
+WORKER_TIMEOUT_S = {"spill": 600}  # others: 180
+
+
+# ---------------------------------------------------------------------------
+# Worker side: runs inside the engine's interpreter, one workload per process
+# ---------------------------------------------------------------------------
+
+
+def _store_stats(ray: Any) -> dict[str, Any] | None:
+    """raylite.util.state.store_stats() when the engine has it (raylite), else None."""
+    try:
+        return importlib.import_module(f"{ray.__name__}.util.state").store_stats()
+    except Exception:
+        return None
+
+
+def work_put(engine: str, quick: bool) -> None:
+    import numpy as np
+
+    nbytes = 100 * MB
+    src = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault dst in: measure the copy, not the page faults
+    copies = []
+    for _ in range(5 if quick else 10):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        copies.append(time.perf_counter() - start)
+    del dst
+    memcpy_gbps = nbytes / GB / statistics.median(copies)
+
+    ray = importlib.import_module(engine)
+    core.engine_init(ray, num_cpus=2)
+    for _ in range(2):  # warm up: first store use, mappings
+        ref = ray.put(src)
+        del ref
+    puts = []
+    for _ in range(5 if quick else 15):
+        start = time.perf_counter()
+        ref = ray.put(src)
+        puts.append(time.perf_counter() - start)
+        del ref  # freed: a store of any size holds this loop
+    check = ray.get(ray.put(src))
+    if not (check.shape == src.shape and np.array_equal(check[:: 1 << 12], src[:: 1 << 12])):
+        raise AssertionError("get returned a different array")
+    del check
+    stats = _store_stats(ray)
+    ray.shutdown()
+    put_gbps = nbytes / GB / statistics.median(puts)
+    detail = {
+        "bytes": nbytes,
+        "put_ms": [round(t * 1000, 2) for t in puts],
+        "memcpy_ms": [round(t * 1000, 2) for t in copies],
+    }
+    emit("memcpy_100mb_gbps", memcpy_gbps, **detail)
+    emit("put_100mb_gbps", put_gbps, **detail, store_stats=stats)
+    emit("put_vs_memcpy", put_gbps / memcpy_gbps, put_gbps=put_gbps, memcpy_gbps=memcpy_gbps)
+
+
+def work_get(engine: str, quick: bool) -> None:
+    import numpy as np
+
+    ray = importlib.import_module(engine)
+    core.engine_init(ray, num_cpus=2)
+    array = np.random.default_rng(0).random(100 * MB // 8)
+    first_gets = []
+    for _ in range(5 if quick else 15):
+        ref = ray.put(array)  # a fresh object: the first get of an object in the store
+        start = time.perf_counter()
+        value = ray.get(ref)
+        first_gets.append((time.perf_counter() - start) * 1000)
+        if not (
+            value.shape == array.shape and value[:: 1 << 16].tolist() == array[:: 1 << 16].tolist()
+        ):
+            raise AssertionError("get returned a different array")
+        del value, ref
+    ray.shutdown()
+    emit(
+        "get_100mb_ms",
+        statistics.median(first_gets),
+        first_get_ms=[round(t, 3) for t in first_gets],
+    )
+
+
+def work_small(engine: str, quick: bool) -> None:
+    ray = importlib.import_module(engine)
+    core.engine_init(ray, num_cpus=2)
+    n = 2_000 if quick else 10_000
+    value = {"key": "value", "n": 1}
+    for _ in range(200):
+        ray.get(ray.put(value))
+    runs = []
+    for _ in range(1 if quick else 3):
+        start = time.perf_counter()
+        for _ in range(n):
+            ray.get(ray.put(value))
+        runs.append(time.perf_counter() - start)
+    ray.shutdown()
+    emit("small_put_get_per_s", n / min(runs), ops=n, seconds=[round(t, 3) for t in runs])
+
+
+def work_spill(engine: str, quick: bool) -> None:
+    import numpy as np
+
+    ray = importlib.import_module(engine)
+    core.engine_init(ray, num_cpus=2, object_store_memory=256 * MiB)
+    chunk = 10 * MiB
+    count = 50 if quick else 100  # 0.5 GiB or 1 GiB through a 256 MiB store
+    total = chunk * count
+    base = np.zeros(chunk, dtype=np.uint8)
+    before = _store_stats(ray)
+
+    refs = []
+    start = time.perf_counter()
+    for i in range(count):
+        base[0] = base[-1] = i % 256
+        refs.append(ray.put(base))
+    write_s = time.perf_counter() - start
+    after_write = _store_stats(ray)
+
+    start = time.perf_counter()
+    for i, ref in enumerate(refs):  # oldest first: these were spilled first
+        value = ray.get(ref)
+        touched = int(value[::4096].sum(dtype=np.uint64))  # one byte per page: all paged in
+        if value[0] != i % 256 or value[-1] != i % 256 or touched != value[0]:
+            raise AssertionError(f"object {i} came back wrong")
+        del value
+    read_s = time.perf_counter() - start
+    after_read = _store_stats(ray)
+    del refs
+    ray.shutdown()
+    detail = {
+        "bytes": total,
+        "objects": count,
+        "store_bytes": 256 * MiB,
+        "write_s": round(write_s, 3),
+        "read_s": round(read_s, 3),
+        "stats_before": before,
+        "stats_after_write": after_write,
+        "stats_after_read": after_read,
+    }
+    emit("spill_write_mbps", total / MB / write_s, **detail)
+    emit("restore_read_mbps", total / MB / read_s, **detail)
+
+
+WORKERS = {"put": work_put, "get": work_get, "small": work_small, "spill": work_spill}
+
+
+def run_worker(workload: str, engine: str, quick: bool) -> int:
+    try:
+        version = getattr(importlib.import_module(engine), "__version__", None)
+        print(RESULT_PREFIX + json.dumps({"version": version}), flush=True)
+        WORKERS[workload](engine, quick)
+    except BaseException as exc:
+        print(
+            RESULT_PREFIX
+            + json.dumps(
+                {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            ),
+            flush=True,
+        )
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Orchestrator side
+# ---------------------------------------------------------------------------
+
+
+def run_workload(python: str, engine: str, workload: str, quick: bool) -> dict[str, Any]:
+    """One fresh engine process for one workload; returns {"version", "error", "metrics"}."""
+    cmd = [python, str(Path(__file__).resolve()), "--worker", workload, "--engine", engine]
+    if quick:
+        cmd.append("--quick")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    timeout = WORKER_TIMEOUT_S.get(workload, 180)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # so a hung engine's whole process group can be killed
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        stdout, stderr = proc.communicate()
+        stderr += f"\n[bench] worker timed out after {timeout} s and was killed"
+    out: dict[str, Any] = {"metrics": {}, "version": None, "error": None}
+    for line in stdout.splitlines():
+        if not line.startswith(RESULT_PREFIX):
+            continue
+        record = json.loads(line[len(RESULT_PREFIX) :])
+        if "metric" in record:
+            out["metrics"][record["metric"]] = (record["value"], record["detail"])
+        elif "error" in record:
+            out["error"] = record["traceback"].rstrip()
+        elif "version" in record:
+            out["version"] = record["version"]
+    if out["error"] is None and (proc.returncode != 0 or not out["metrics"]):
+        out["error"] = f"worker exited {proc.returncode}; stderr tail:\n{stderr[-3000:]}"
+    return out
+
+
+def measure_engine(
+    engine: str,
+    python: str | None,
+    workloads: list[str],
+    quick: bool,
+    values: dict[str, dict[str, Any]],
+    info: dict[str, Any],
+) -> None:
+    if python is None:
+        info[engine] = {"python": None, "error": f"{engine} not found"}
+        log(f"[{engine}] not available: its figures are null")
+        return
+    info[engine] = {"python": python, "version": None, "errors": {}}
+    log(f"[{engine}] measuring with {python}")
+    for workload in workloads:
+        result = run_workload(python, engine, workload, quick)
+        info[engine]["version"] = info[engine]["version"] or result["version"]
+        for metric, (value, detail) in result["metrics"].items():
+            values[metric][engine] = (value, detail)
+            shown = "null" if value is None else f"{value:.4g}"
+            log(f"[{engine}] {metric} = {shown}  {core.summarize(detail)}")
+        if result["error"]:
+            info[engine]["errors"][workload] = result["error"]
+            log(f"[{engine}] {workload} FAILED:\n{result['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="raylite object store speed, vs Ray")
+    parser.add_argument("--engine", choices=["raylite", "ray", "both"], default="both")
+    parser.add_argument(
+        "--only", help=f"comma-separated workloads or metric names: {', '.join(WORKLOADS)}"
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter runs (0.5 GiB spill)")
+    parser.add_argument("--out", help="also write all results, with details, to this JSON file")
+    parser.add_argument(
+        "--ray-python", default=core.DEFAULT_RAY_PYTHON, help="interpreter that imports ray"
+    )
+    parser.add_argument(
+        "--ray-wait", type=float, default=1200.0, help="seconds to wait for --ray-python"
+    )
+    parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        if args.engine not in ENGINES:
+            parser.error("--worker needs --engine raylite or ray")
+        return run_worker(args.worker, args.engine, args.quick)
+
+    metrics = METRICS
+    if args.only:
+        wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+        unknown = wanted - {m.name for m in METRICS} - set(WORKLOADS)
+        if unknown:
+            parser.error(f"unknown --only {sorted(unknown)}; choose from {WORKLOADS}")
+        metrics = [m for m in METRICS if m.name in wanted or m.workload in wanted]
+    workloads = list(dict.fromkeys(m.workload for m in metrics))
+    engines = ENGINES if args.engine == "both" else (args.engine,)
+
+    values: dict[str, dict[str, Any]] = {m.name: {} for m in METRICS}
+    info: dict[str, Any] = {}
+    started = _dt.datetime.now().astimezone()
+    for engine in engines:  # one after the other, never concurrently
+        if engine == "raylite":
+            python = core.find_raylite_python()
+        else:
+            python = core.find_ray_python(args.ray_python, args.ray_wait)
+        measure_engine(engine, python, workloads, args.quick, values, info)
+
+    lines = []
+    for metric in metrics:
+        raylite = values[metric.name].get("raylite", (None, None))
+        ray = values[metric.name].get("ray", (None, None))
+        ratio = raylite[0] / ray[0] if raylite[0] is not None and ray[0] else None
+        line = {
+            "metric": metric.name,
+            "raylite": None if raylite[0] is None else round(raylite[0], 4),
+            "ray": None if ray[0] is None else round(ray[0], 4),
+            "ratio": None if ratio is None else round(ratio, 3),
+            "unit": metric.unit,
+            "target": metric.target,
+            "met": metric.met(raylite[0], ratio),
+        }
+        print(json.dumps(line), flush=True)
+        lines.append(
+            {**line, "better": metric.better, "detail": {"raylite": raylite[1], "ray": ray[1]}}
+        )
+
+    if args.out:
+        report = {
+            "bench": "store",
+            "started": started.isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "host": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+            },
+            "engines": info,
+            "metrics": lines,
+        }
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        log(f"results written to {out}")
+    failed = any(e.get("errors") for e in info.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
