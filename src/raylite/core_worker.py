@@ -497,7 +497,7 @@ class CoreWorker(_object_ref._Hooks):
         reply = self.nm.request(P.ReserveObject(oid, size, self.address), timeout=None)
         if isinstance(reply, P.Failed):
             raise ObjectStoreFullError(reply.reason)
-        return P.IN_STORE, self.store.put(oid, sv, reply.directory)
+        return P.IN_STORE, self.store.put(oid, sv, reply.directory, reply.prealloc)
 
     def _complete(self, oid: bytes, kind: int, data: Any, contained: Any = ()) -> None:
         """Record an owned object's value and run its waiters (call without lock)."""

@@ -77,6 +77,19 @@ class Lease:
     blocked: bool = False
 
 
+WARM_MIN = 8 << 20  # segments this large get a pre-allocated successor
+WARM_MAX = 1 << 30  # at most this much shared memory is held ahead of demand
+WARM_DELAY_S = 0.1
+
+
+def _allocate(path: str, size: int) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
 @dataclass(eq=False)
 class Segment:
     size: int
@@ -128,6 +141,11 @@ class NodeManager:
         self.burst_timer: asyncio.TimerHandle | None = None
         self.spill_lock: asyncio.Lock | None = None
         self.client_pids: dict[str, int] = {}
+        # Files whose shared memory is allocated ahead of demand: [(path, size)].
+        self.warm: list[tuple[str, int]] = []
+        self.warm_bytes = 0
+        self.warming = False
+        self.warm_seq = 0
         self.address = f"unix:{session_dir}/node.sock"
         self.workers: dict[bytes, WorkerRec] = {}
         self.by_pid: dict[int, WorkerRec] = {}
@@ -509,13 +527,54 @@ class NodeManager:
             if size > self.capacity:  # never fits in memory: it lives on disk from the start
                 self.segments[msg.object_id] = Segment(size, msg.owner, spilled=True)
                 self.spilled_bytes += size
-                conn.reply(rid, P.ObjectReserved(self.spill_dir))
+                conn.reply(rid, P.ObjectReserved(self.spill_dir, ""))
                 return
+            prealloc = self.take_warm(size)
+            if self.used_bytes + self.warm_bytes + size > self.capacity:
+                self.drop_warm()
             if self.used_bytes + size > self.capacity:
                 await self.spill_until(self.capacity - size)
             self.segments[msg.object_id] = Segment(size, msg.owner)
             self.used_bytes += size
-            conn.reply(rid, P.ObjectReserved(self.store_dir))
+            conn.reply(rid, P.ObjectReserved(self.store_dir, prealloc))
+            if size >= WARM_MIN:
+                self.spawn(self.warm_up(size))
+
+    def take_warm(self, size: int) -> str:
+        """A pre-allocated file that fits `size` with little waste, or ""."""
+        for i, (path, n) in enumerate(self.warm):
+            if size <= n <= size + size // 4:
+                del self.warm[i]
+                self.warm_bytes -= n
+                return path
+        return ""
+
+    def drop_warm(self) -> None:
+        for path, _ in self.warm:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.warm, self.warm_bytes = [], 0
+
+    async def warm_up(self, size: int) -> None:
+        """Allocate a file like the one just asked for, so a repeated put only copies."""
+        if self.warming or self.used_bytes + self.warm_bytes + size > self.capacity * 3 // 4:
+            return
+        if self.warm_bytes + size > WARM_MAX:
+            return
+        self.warming = True
+        # Let the writer of the segment just reserved finish first: both are bound
+        # by memory bandwidth, and the write is what a caller waits for.
+        await asyncio.sleep(WARM_DELAY_S)
+        self.warm_seq += 1
+        path = os.path.join(self.store_dir, f".warm-{self.warm_seq}")
+        try:
+            await asyncio.to_thread(_allocate, path, size)
+        except OSError:
+            return
+        finally:
+            self.warming = False
+        self.warm.append((path, size))
+        self.warm_bytes += size
 
     async def spill_until(self, target: int) -> None:
         loop = asyncio.get_running_loop()

@@ -272,6 +272,7 @@ class ReserveObject:
 @_msg(61)
 class ObjectReserved:
     directory: str  # where to write the segment: the shared-memory store or the spill dir
+    prealloc: str  # a file with its memory already allocated to write into, or ""
 
 
 @_msg(62)
