@@ -39,6 +39,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,6 +284,8 @@ class CoreWorker(_object_ref._Hooks):
         self.node_info = reg.info
         self.store = ObjectStore(reg.store_dir, reg.info.get("spill_dir"))
         self.store.on_spilled_read = lambda oid: self._send_nm(P.ObjectRestored(oid))
+        self.store.on_mapped = self._on_mapped
+        self._unmapped: collections.deque[bytes] = collections.deque()
         _object_ref.set_hooks(self)
         self.timers.call_later(0.1, self._release_loop)
 
@@ -318,6 +321,22 @@ class CoreWorker(_object_ref._Hooks):
                 conn.request(msg, timeout=30)
         except (ConnectionLost, TimeoutError):
             pass  # the owner is gone: get() will say so
+
+    def _on_mapped(self, oid: bytes, mm: Any) -> None:
+        """The node manager must not recycle a segment's memory while we map it.
+
+        An owner's own FreeObject travels on this same connection, after this
+        message, so it need not wait; a borrower's free comes through the owner,
+        on another connection, so a borrower waits for the acknowledgement.
+        """
+        try:
+            if oid in self.objects:
+                self.nm.send(P.ObjectMapped(oid))
+            else:
+                self.nm.request(P.ObjectMapped(oid), timeout=30)
+        except (ConnectionLost, TimeoutError):
+            return
+        weakref.finalize(mm, self._unmapped.append, oid)  # runs when the last view dies
 
     def remove_local_ref(self, object_id: bytes) -> None:
         self._released.append(object_id)  # processed later: __del__ may run anywhere
@@ -359,6 +378,9 @@ class CoreWorker(_object_ref._Hooks):
         self._process_released()
 
     def _process_released(self) -> None:
+        unmapped = self._unmapped
+        while unmapped:
+            self._send_nm(P.ObjectUnmapped(unmapped.popleft()))
         released = self._released
         while released:
             to_free = []
@@ -371,23 +393,21 @@ class CoreWorker(_object_ref._Hooks):
                         continue
                     self.local_refs.pop(oid, None)
                     to_free.append(oid)
-                unborrow = [
-                    (oid, self.borrowed_owner.pop(oid))
-                    for oid in to_free
-                    if oid in self.borrowed_owner
-                ]
+                # Sent under the ref lock: a new borrow of the same id (add_local_ref)
+                # can then only reach the owner after this RemoveBorrower.
+                for oid in to_free:
+                    owner = self.borrowed_owner.pop(oid, None)
+                    if owner is not None and not self.closed:
+                        try:
+                            self.peer(owner).send(P.RemoveBorrower(oid, self.address))
+                        except ConnectionLost:
+                            pass
             if not to_free:
                 return
             with self.lock:
                 for oid in to_free:
                     if oid in self.objects:
                         self._maybe_free(oid)
-            for oid, owner in unborrow:
-                if not self.closed:
-                    try:
-                        self.peer(owner).send(P.RemoveBorrower(oid, self.address))
-                    except ConnectionLost:
-                        pass
 
     def _maybe_free(self, oid: bytes) -> None:
         """Free an owned object nothing refers to any more (lock held)."""

@@ -77,17 +77,8 @@ class Lease:
     blocked: bool = False
 
 
-WARM_MIN = 8 << 20  # segments this large get a pre-allocated successor
-WARM_MAX = 1 << 30  # at most this much shared memory is held ahead of demand
-WARM_DELAY_S = 0.1
-
-
-def _allocate(path: str, size: int) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, size)
-    finally:
-        os.close(fd)
+WARM_MIN = 8 << 20  # freed segments this large keep their memory for the next put
+WARM_MAX = 1 << 30  # at most this much freed shared memory is kept for reuse
 
 
 @dataclass(eq=False)
@@ -95,6 +86,7 @@ class Segment:
     size: int
     owner: str
     spilled: bool = False
+    mapped: int = 0  # read-only mappings processes hold (its memory cannot be reused)
 
 
 @dataclass(eq=False)
@@ -144,7 +136,6 @@ class NodeManager:
         # Files whose shared memory is allocated ahead of demand: [(path, size)].
         self.warm: list[tuple[str, int]] = []
         self.warm_bytes = 0
-        self.warming = False
         self.warm_seq = 0
         self.address = f"unix:{session_dir}/node.sock"
         self.workers: dict[bytes, WorkerRec] = {}
@@ -177,6 +168,8 @@ class NodeManager:
             P.GetStoreStats: self.on_store_stats,
             P.KillActor: self.on_kill_actor,
             P.ObjectRestored: self.on_object_restored,
+            P.ObjectMapped: self.on_object_mapped,
+            P.ObjectUnmapped: self.on_object_unmapped,
         }
 
     # ------------------------------------------------------------------ serving
@@ -537,8 +530,6 @@ class NodeManager:
             self.segments[msg.object_id] = Segment(size, msg.owner)
             self.used_bytes += size
             conn.reply(rid, P.ObjectReserved(self.store_dir, prealloc))
-            if size >= WARM_MIN:
-                self.spawn(self.warm_up(size))
 
     def take_warm(self, size: int) -> str:
         """A pre-allocated file that fits `size` with little waste, or ""."""
@@ -554,27 +545,6 @@ class NodeManager:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         self.warm, self.warm_bytes = [], 0
-
-    async def warm_up(self, size: int) -> None:
-        """Allocate a file like the one just asked for, so a repeated put only copies."""
-        if self.warming or self.used_bytes + self.warm_bytes + size > self.capacity * 3 // 4:
-            return
-        if self.warm_bytes + size > WARM_MAX:
-            return
-        self.warming = True
-        # Let the writer of the segment just reserved finish first: both are bound
-        # by memory bandwidth, and the write is what a caller waits for.
-        await asyncio.sleep(WARM_DELAY_S)
-        self.warm_seq += 1
-        path = os.path.join(self.store_dir, f".warm-{self.warm_seq}")
-        try:
-            await asyncio.to_thread(_allocate, path, size)
-        except OSError:
-            return
-        finally:
-            self.warming = False
-        self.warm.append((path, size))
-        self.warm_bytes += size
 
     async def spill_until(self, target: int) -> None:
         loop = asyncio.get_running_loop()
@@ -621,6 +591,17 @@ class NodeManager:
     def on_free_object(self, conn: AsyncConnection, msg: P.FreeObject, rid: int) -> None:
         self.free_segment(msg.object_id)
 
+    def on_object_mapped(self, conn: AsyncConnection, msg: P.ObjectMapped, rid: int) -> None:
+        seg = self.segments.get(msg.object_id)
+        if seg is not None:
+            seg.mapped += 1
+        conn.reply(rid, P.Ok())
+
+    def on_object_unmapped(self, conn: AsyncConnection, msg: P.ObjectUnmapped, rid: int) -> None:
+        seg = self.segments.get(msg.object_id)
+        if seg is not None:
+            seg.mapped -= 1
+
     def free_segment(self, oid: bytes) -> None:
         seg = self.segments.pop(oid, None)
         if seg is not None:
@@ -628,7 +609,26 @@ class NodeManager:
                 self.spilled_bytes -= seg.size
             else:
                 self.used_bytes -= seg.size
+                if seg.mapped <= 0 and seg.size >= WARM_MIN and self.recycle(oid, seg.size):
+                    return
         self.store.delete(oid)
+
+    def recycle(self, oid: bytes, size: int) -> bool:
+        """Keep a freed segment's memory for the next put of its size, if nobody maps it."""
+        if (
+            self.warm_bytes + size > WARM_MAX
+            or self.used_bytes + self.warm_bytes + size > self.capacity
+        ):
+            return False
+        self.warm_seq += 1
+        path = os.path.join(self.store_dir, f".warm-{self.warm_seq}")
+        try:
+            os.rename(self.store.path(oid), path)
+        except OSError:
+            return False
+        self.warm.append((path, size))
+        self.warm_bytes += size
+        return True
 
     def on_store_stats(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         stats = {

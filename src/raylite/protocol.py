@@ -285,6 +285,16 @@ class ObjectRestored:
     object_id: bytes
 
 
+@_msg(66)
+class ObjectMapped:
+    object_id: bytes
+
+
+@_msg(67)
+class ObjectUnmapped:
+    object_id: bytes
+
+
 @_msg(63)
 class GetStoreStats:
     pass
