@@ -377,6 +377,14 @@ class CoreWorker(_object_ref._Hooks):
                 self._maybe_free(msg.object_id)
         self._process_released()
 
+    def _drop_borrower(self, address: str) -> None:
+        """A borrower died: its borrows will never be returned."""
+        with self.lock:
+            for oid, entry in list(self.objects.items()):
+                if entry.borrowers.pop(address, None):
+                    self._maybe_free(oid)
+        self._process_released()
+
     def _process_released(self) -> None:
         unmapped = self._unmapped
         while unmapped:
@@ -454,6 +462,8 @@ class CoreWorker(_object_ref._Hooks):
                 _print_log_lines(msg.lines)
         elif isinstance(msg, P.LeaseInfeasible):
             self._warn_infeasible(msg)
+        elif isinstance(msg, P.ClientDied):
+            self._drop_borrower(msg.address)
         elif self.on_nm_message is not None:
             self.on_nm_message(conn, msg, rid)
 

@@ -361,6 +361,11 @@ class NodeManager:
         if rec.address:  # a dead owner's objects are lost (Ray: OwnerDiedError)
             for oid in [o for o, seg in self.segments.items() if seg.owner == rec.address]:
                 self.free_segment(oid)
+            # Owners drop what the dead process borrowed from them.
+            notice = P.ClientDied(rec.address)
+            for conn in [*self.drivers, *(w.conn for w in self.workers.values() if w.conn)]:
+                if conn is not rec.conn and not conn.closed:
+                    conn.send(notice)
         if not self.stopping:
             self.schedule()
 

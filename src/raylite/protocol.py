@@ -209,6 +209,11 @@ class Exit:
     pass
 
 
+@_msg(37)
+class ClientDied:
+    address: str  # a process of this node is gone: drop its borrows
+
+
 # --- owner <-> worker -------------------------------------------------------------------
 @_msg(40)
 class PushTask:

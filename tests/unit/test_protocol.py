@@ -83,6 +83,7 @@ def test_every_message_type_has_a_receiver():
     # Sent by the node manager or peers to core workers, or replies to requests.
     handled_by_core_worker = {
         P.LogLines,
+        P.ClientDied,
         P.LeaseInfeasible,
         P.FlushEvents,
         P.Exit,
