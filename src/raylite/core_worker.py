@@ -1258,6 +1258,7 @@ class CoreWorker(_object_ref._Hooks):
         """Stop talking; the node manager (driver's) is stopped by the caller."""
         self.closed = True
         _object_ref.set_hooks(None)
+        self.store.close()
         self.timers.stop()
         self.listener.close()
         for conn in list(self.peers.values()):

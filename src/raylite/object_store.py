@@ -30,6 +30,7 @@ MAGIC = b"RLOBJ001"
 _HEAD = struct.Struct("<8sQQ")
 _ENTRY = struct.Struct("<QQ")
 ALIGN = 64
+WRITE_CACHE_ENTRIES = 4
 
 
 def _align(n: int) -> int:
@@ -58,6 +59,9 @@ class ObjectStore:
         self.spill_dir = spill_dir
         self.on_spilled_read: Any = None  # called with the id when a read hits the spill dir
         self.on_mapped: Any = None  # called with (id, mmap) for each new read-only mapping
+        # Writable mappings of recycled files this process filled before, by inode:
+        # writing into them again costs a memcpy, not a page-table rebuild.
+        self._wcache: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
 
     def path(self, object_id: bytes, directory: str | None = None) -> str:
         return os.path.join(directory or self.directory, object_id.hex())
@@ -104,18 +108,16 @@ class ObjectStore:
                 prealloc = ""
         fd = os.open(tmp, os.O_RDWR if prealloc else os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
-            os.ftruncate(fd, total)
-            if prealloc:
-                # Its pages exist: map them all at once and copy at memcpy speed.
-                mm = mmap.mmap(fd, total, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
-                try:
-                    mm[: len(header)] = header
-                    mm[meta_off : meta_off + len(meta)] = meta
-                    for (off, n), b in zip(entries, buffers, strict=True):
-                        mm[off : off + n] = b.cast("B") if b.format != "B" or b.ndim != 1 else b
-                finally:
-                    mm.close()
+            mm = self._writable_mapping(fd, total) if prealloc else None
+            if mm is not None:
+                # Memory this process wrote before (the same file, recycled after its
+                # object was freed and unmapped everywhere): a plain memcpy.
+                mm[: len(header)] = header
+                mm[meta_off : meta_off + len(meta)] = meta
+                for (off, n), b in zip(entries, buffers, strict=True):
+                    mm[off : off + n] = b.cast("B") if b.format != "B" or b.ndim != 1 else b
             else:
+                os.ftruncate(fd, total)
                 os.pwrite(fd, bytes(header), 0)
                 os.pwrite(fd, meta, meta_off)
                 for (off, _), b in zip(entries, buffers, strict=True):
@@ -128,6 +130,33 @@ class ObjectStore:
         os.close(fd)
         os.rename(tmp, final)  # sealed: readers see the whole segment or nothing
         return total
+
+    def _writable_mapping(self, fd: int, total: int) -> mmap.mmap | None:
+        """A cached writable mapping of this recycled file, or a new one."""
+        st = os.fstat(fd)
+        if st.st_size < total:
+            return None
+        cache = self._wcache
+        for key in [k for k, (wfd, _) in cache.items() if os.fstat(wfd).st_nlink == 0]:
+            self._evict(key)  # its file is gone: give the memory back
+        key = (st.st_dev, st.st_ino)
+        hit = cache.pop(key, None)
+        if hit is None:
+            mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            hit = (os.dup(fd), mm)
+        cache[key] = hit  # most recently used last
+        while len(cache) > WRITE_CACHE_ENTRIES:
+            self._evict(next(iter(cache)))
+        return hit[1]
+
+    def _evict(self, key: tuple[int, int]) -> None:
+        wfd, mm = self._wcache.pop(key)
+        mm.close()
+        os.close(wfd)
+
+    def close(self) -> None:
+        for key in list(self._wcache):
+            self._evict(key)
 
     def get(self, object_id: bytes) -> Any:
         """The value, rebuilt on a read-only mapping of its segment."""
