@@ -507,7 +507,7 @@ class NodeManager:
         self.spawn(self.reserve(conn, msg, rid))
 
     async def reserve(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
-        """Make room for a new segment, spilling least recently created ones if needed."""
+        """Make room for a new segment, spilling the least recently used ones if needed."""
         assert self.spill_lock is not None
         async with self.spill_lock:
             size, room = msg.size, self.spill_room()
@@ -600,6 +600,7 @@ class NodeManager:
         seg = self.segments.get(msg.object_id)
         if seg is not None:
             seg.mapped += 1
+            self.segments.move_to_end(msg.object_id)  # recently used: spilled last
         conn.reply(rid, P.Ok())
 
     def on_object_unmapped(self, conn: AsyncConnection, msg: P.ObjectUnmapped, rid: int) -> None:
