@@ -3,7 +3,7 @@
 import raylite as ray
 """
 
-from . import exceptions
+from . import actor, exceptions
 from .actors import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
@@ -35,6 +35,7 @@ __all__ = [
     "ObjectRef",
     "RemoteFunction",
     "__version__",
+    "actor",
     "available_resources",
     "cancel",
     "cluster_resources",

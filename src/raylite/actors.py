@@ -11,6 +11,18 @@ from .remote_function import resource_shape, validate_options
 from .serialization import dumps_inline
 
 
+class ActorExitRequest(SystemExit):
+    """Raised by exit_actor(); the worker ends the actor after the current call."""
+
+
+def exit_actor() -> None:
+    """End the current actor from inside one of its methods, as `ray.actor.exit_actor`."""
+    cw = core_worker._global
+    if cw is None or cw.current_actor_id is None:
+        raise TypeError("exit_actor() must be called from inside an actor method.")
+    raise ActorExitRequest(0)
+
+
 def method(*args: Any, **kwargs: Any) -> Any:
     """`@method(num_returns=N)` on an actor method, as `ray.method`."""
     if args:
@@ -66,11 +78,14 @@ class ActorClass:
             raise NotImplementedError(
                 "Threaded actors (max_concurrency > 1) are not supported yet."
             )
-        for key in ("name", "lifetime", "get_if_exists", "namespace"):
-            if options.get(key):
-                raise NotImplementedError(
-                    f"Named and detached actors ({key}=) are not supported by raylite yet."
-                )
+        lifetime = options.get("lifetime")
+        if lifetime not in (None, "detached", "non_detached"):
+            raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lifetime!r}")
+        name = options.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"An actor name must be a non-empty string, got {name!r}")
+        if options.get("get_if_exists") and name is None:
+            raise ValueError("get_if_exists=True needs a name= for the actor.")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -100,15 +115,19 @@ class ActorClass:
         cw = core_worker.global_worker()
         # Ray's default: an actor needs no CPU while it runs unless asked for.
         shape = resource_shape(options, 0)
-        actor_id = cw.create_actor(
+        actor_id, address = cw.create_actor(
             class_name=self._cls.__name__,
             function_id=self._class_id,
             function_blob=self._pickled,
             args=args,
             kwargs=kwargs,
             shape=shape,
+            name=options.get("name"),
+            namespace=options.get("namespace"),
+            methods=self._methods,
+            get_if_exists=bool(options.get("get_if_exists")),
         )
-        return ActorHandle(actor_id, self._cls.__name__, self._methods, None)
+        return ActorHandle(actor_id, self._cls.__name__, self._methods, address)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")

@@ -407,7 +407,11 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
-    raise NotImplementedError("Named actors (get_actor) come with issue 4.")
+    """The handle of a live named actor; ValueError if there is none by that name."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Please supply a non-empty string name, got {name!r}.")
+    info = _worker().named_actor(name, namespace)
+    return ActorHandle(info.actor_id, info.class_name, info.methods, info.address or None)
 
 
 def get_gpu_ids() -> list[int]:

@@ -1033,8 +1033,26 @@ class CoreWorker(_object_ref._Hooks):
         args: tuple,
         kwargs: dict,
         shape: dict[str, int],
-    ) -> bytes:
+        name: str | None = None,
+        namespace: str | None = None,
+        methods: dict[str, int] | None = None,
+        get_if_exists: bool = False,
+    ) -> tuple[bytes, str | None]:
+        """Start an actor; returns (actor id, address if it already existed by name)."""
         actor_id = new_id()
+        if name is not None:
+            ns = namespace if namespace is not None else self.default_namespace()
+            reply = self.nm.request(
+                P.RegisterActorName(name, ns, actor_id, class_name, methods or {}), timeout=30
+            )
+            if reply.found:
+                if get_if_exists:
+                    self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
+                    return reply.actor_id, reply.address or None
+                raise ValueError(
+                    f"The name {name!r} (namespace={ns!r}) is already taken by actor "
+                    f"{reply.actor_id.hex()}. Use get_if_exists=True, or another name."
+                )
         client = ActorClient(actor_id, class_name)
         client.creator = True
         self.actors[actor_id] = client
@@ -1052,7 +1070,33 @@ class CoreWorker(_object_ref._Hooks):
             actor_creation=True,
         )
         client.creation_ref = refs[0]
-        return actor_id
+        return actor_id, None
+
+    def default_namespace(self) -> str:
+        return self.namespace if self.namespace is not None else f"anonymous-{self.job_id.hex()}"
+
+    def named_actor(self, name: str, namespace: str | None) -> P.NamedActor:
+        ns = namespace if namespace is not None else self.default_namespace()
+        reply = self.nm.request(P.GetNamedActor(name, ns), timeout=30)
+        if not reply.found:
+            raise ValueError(f"Failed to look up actor with name {name!r} in namespace {ns!r}.")
+        self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
+        return reply
+
+    def when_ready_future(self, ref: ObjectRef) -> Any:
+        """A concurrent.futures.Future resolved with the ref's value (or its error)."""
+        import concurrent.futures
+
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def done(kind: int, data: Any) -> None:
+            try:
+                fut.set_result(self._value(ref.id, kind, data))
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        self._when_ready(ref, done)
+        return fut
 
     def _schedule_actor_creation(self, spec: TaskSpec, client: ActorClient) -> None:
         key = tuple(sorted(spec.shape.items()))

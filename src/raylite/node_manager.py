@@ -98,6 +98,8 @@ class ActorRec:
     pid: int = 0
     cause: str = ""
     waiters: list[tuple[AsyncConnection, int]] = field(default_factory=list)
+    name: tuple[str, str] | None = None  # (namespace, name) for a named actor
+    methods: dict[str, int] = field(default_factory=dict)
 
 
 class NodeManager:
@@ -133,6 +135,7 @@ class NodeManager:
         self.burst_timer: asyncio.TimerHandle | None = None
         self.spill_lock: asyncio.Lock | None = None
         self.client_pids: dict[str, int] = {}
+        self.names: dict[tuple[str, str], ActorRec] = {}  # (namespace, name) -> actor
         # Files whose shared memory is allocated ahead of demand: [(path, size)].
         self.warm: list[tuple[str, int]] = []
         self.warm_bytes = 0
@@ -167,6 +170,8 @@ class NodeManager:
             P.FreeObject: self.on_free_object,
             P.GetStoreStats: self.on_store_stats,
             P.KillActor: self.on_kill_actor,
+            P.RegisterActorName: self.on_register_name,
+            P.GetNamedActor: self.on_get_named,
             P.ObjectRestored: self.on_object_restored,
             P.ObjectMapped: self.on_object_mapped,
             P.ObjectUnmapped: self.on_object_unmapped,
@@ -679,10 +684,36 @@ class NodeManager:
         }
         conn.reply(rid, P.ClusterInfo(self.total, avail, [node]))
 
+    def on_register_name(self, conn: AsyncConnection, msg: P.RegisterActorName, rid: int) -> None:
+        key = (msg.namespace, msg.name)
+        taken = self.names.get(key)
+        if taken is not None and taken.state != "DEAD":
+            conn.reply(
+                rid,
+                P.NamedActor(True, taken.actor_id, taken.class_name, taken.methods, taken.address),
+            )
+            return
+        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
+        actor.name, actor.class_name, actor.methods = key, msg.class_name, msg.methods
+        self.names[key] = actor
+        conn.reply(rid, P.NamedActor(False, msg.actor_id, msg.class_name, msg.methods, ""))
+
+    def on_get_named(self, conn: AsyncConnection, msg: P.GetNamedActor, rid: int) -> None:
+        actor = self.names.get((msg.namespace, msg.name))
+        if actor is None or actor.state == "DEAD":
+            conn.reply(rid, P.NamedActor(False, b"", "", {}, ""))
+        else:
+            conn.reply(
+                rid,
+                P.NamedActor(True, actor.actor_id, actor.class_name, actor.methods, actor.address),
+            )
+
     def set_actor(self, actor: ActorRec, state: str, cause: str = "") -> None:
         actor.state = state
         if cause:
             actor.cause = cause
+        if state == "DEAD" and actor.name is not None and self.names.get(actor.name) is actor:
+            del self.names[actor.name]  # a dead actor's name can be taken again
         if state in ("ALIVE", "DEAD"):
             for conn, rid in actor.waiters:
                 conn.reply(

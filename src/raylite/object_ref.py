@@ -97,14 +97,15 @@ class ObjectRef:
         return (_rebuild_ref, (self.id, self.owner))
 
     def __await__(self) -> Any:
-        raise NotImplementedError(
-            "await on an ObjectRef comes with async actors (issue 4); use raylite.get(ref)."
-        )
+        import asyncio
+
+        return asyncio.wrap_future(self.future()).__await__()
 
     def future(self) -> Any:
-        raise NotImplementedError(
-            "ObjectRef.future() comes with async actors (issue 4); use raylite.get(ref)."
-        )
+        """A concurrent.futures.Future for the value; `await ref` uses it too."""
+        from . import core_worker
+
+        return core_worker.global_worker().when_ready_future(self)
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:

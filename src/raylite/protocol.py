@@ -159,6 +159,30 @@ class GetActorInfo:
     actor_id: bytes
 
 
+@_msg(26)
+class RegisterActorName:
+    name: str
+    namespace: str
+    actor_id: bytes
+    class_name: str
+    methods: dict[str, int]
+
+
+@_msg(27)
+class GetNamedActor:
+    name: str
+    namespace: str
+
+
+@_msg(28)
+class NamedActor:
+    found: bool  # RegisterActorName: the name was taken already; GetNamedActor: it exists
+    actor_id: bytes
+    class_name: str
+    methods: dict[str, int]
+    address: str
+
+
 @_msg(25)
 class KillActor:
     actor_id: bytes

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from . import protocol as P
+from .actors import ActorExitRequest
 from .config import CONFIG
 from .core_worker import CoreWorker
 from .exceptions import ActorDiedError, RayTaskError
@@ -81,6 +82,7 @@ class Worker:
         self.actor: Any = None
         self.actor_class_name: str | None = None
         self.actor_dead: bytes | None = None
+        self.exit_cause: str | None = None
         self.display_name = "raylite::IDLE"
         self.events: list[list[Any]] = []
         self.events_lock = threading.Lock()
@@ -150,6 +152,19 @@ class Worker:
                         msg.return_ids,
                     ]
                 )
+            if self.exit_cause is not None:  # exit_actor(): tell the head, then go
+                self.flush_events()
+                self.cw.nm.send(
+                    P.ActorStateChanged(
+                        self.cw.current_actor_id or b"",
+                        "DEAD",
+                        self.actor_class_name or "",
+                        "",
+                        self.pid,
+                        self.exit_cause,
+                    )
+                )
+                return
 
     def execute(self, msg: P.PushTask) -> tuple[list[list[Any]], float, float]:
         cw = self.cw
@@ -199,6 +214,15 @@ class Worker:
                 result: Any = None
             else:
                 result = fn(*args, **kwargs)
+        except ActorExitRequest:
+            cause = f"The actor {self.actor_class_name} exited: it called exit_actor()."
+            self.actor_dead = dumps_inline(ActorDiedError(cause, cause))
+            self.exit_cause = cause
+            return (
+                [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids],
+                start,
+                time.time(),
+            )
         except BaseException as exc:
             returns = self._error(msg, exc, name)
             if msg.actor_creation:
