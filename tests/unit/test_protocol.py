@@ -104,6 +104,7 @@ def test_every_message_type_has_a_receiver():
         P.ObjectValue,
         P.ObjectReserved,
         P.StoreStats,
+        P.NamedActor,
     }
     all_types = set(P.message_types().values())
     assert all_types == handled_by_node_manager | handled_by_core_worker | replies
