@@ -74,10 +74,9 @@ class ActorClass:
     def _check(options: dict[str, Any]) -> None:
         if options.get("max_restarts"):
             raise NotImplementedError("Actor restarts (max_restarts) are not supported yet.")
-        if options.get("max_concurrency") not in (None, 1):
-            raise NotImplementedError(
-                "Threaded actors (max_concurrency > 1) are not supported yet."
-            )
+        mc = options.get("max_concurrency")
+        if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
+            raise ValueError(f"max_concurrency must be an int >= 1, got {mc!r}")
         lifetime = options.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
             raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lifetime!r}")
@@ -108,10 +107,6 @@ class ActorClass:
         return _ActorOptions(self, merged)
 
     def _create(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
-        if self._async:
-            raise NotImplementedError(
-                f"{self._cls.__name__} has async methods: async actors are not supported yet."
-            )
         cw = core_worker.global_worker()
         # Ray's default: an actor needs no CPU while it runs unless asked for.
         shape = resource_shape(options, 0)
@@ -126,6 +121,7 @@ class ActorClass:
             namespace=options.get("namespace"),
             methods=self._methods,
             get_if_exists=bool(options.get("get_if_exists")),
+            actor_options={"max_concurrency": options.get("max_concurrency")},
         )
         return ActorHandle(actor_id, self._cls.__name__, self._methods, address)
 

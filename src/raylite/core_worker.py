@@ -112,6 +112,7 @@ class TaskSpec:
     unresolved: int = 0
     held: list[bytes] = field(default_factory=list)
     arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends
+    actor_options: dict[str, Any] | None = None
     failed: bool = False
 
 
@@ -756,6 +757,7 @@ class CoreWorker(_object_ref._Hooks):
         retry_exceptions: bool,
         actor_id: bytes | None = None,
         actor_creation: bool = False,
+        actor_options: dict[str, Any] | None = None,
     ) -> list[ObjectRef]:
         self._process_released()
         task_id = new_id()
@@ -774,6 +776,7 @@ class CoreWorker(_object_ref._Hooks):
             retry_exceptions,
             actor_id,
             actor_creation,
+            actor_options=actor_options,
         )
         deps = self._prepare(spec, args, kwargs, name)
         with self.lock:
@@ -954,6 +957,7 @@ class CoreWorker(_object_ref._Hooks):
             gpu_ids,
             self.job_id,
             self.current_task_id,
+            spec.actor_options,
         )
 
     def _task_done(self, lease: Lease, spec: TaskSpec, reply: Any) -> None:
@@ -1037,6 +1041,7 @@ class CoreWorker(_object_ref._Hooks):
         namespace: str | None = None,
         methods: dict[str, int] | None = None,
         get_if_exists: bool = False,
+        actor_options: dict[str, Any] | None = None,
     ) -> tuple[bytes, str | None]:
         """Start an actor; returns (actor id, address if it already existed by name)."""
         actor_id = new_id()
@@ -1068,6 +1073,7 @@ class CoreWorker(_object_ref._Hooks):
             retry_exceptions=False,
             actor_id=actor_id,
             actor_creation=True,
+            actor_options=actor_options,
         )
         client.creation_ref = refs[0]
         return actor_id, None

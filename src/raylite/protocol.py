@@ -254,6 +254,7 @@ class PushTask:
     gpu_ids: list[int]
     job_id: bytes
     parent_task_id: bytes | None
+    actor_options: dict[str, Any] | None  # actor creation: max_concurrency etc.
 
 
 @_msg(41)

@@ -11,6 +11,7 @@ with `(task_or_class_name pid=N)`, as Ray prints them in the driver.
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import queue
@@ -83,6 +84,9 @@ class Worker:
         self.actor_class_name: str | None = None
         self.actor_dead: bytes | None = None
         self.exit_cause: str | None = None
+        self.loop: Any = None  # async actors: their event loop (own thread)
+        self.semaphore: Any = None
+        self.pool: Any = None  # threaded actors (max_concurrency > 1)
         self.display_name = "raylite::IDLE"
         self.events: list[list[Any]] = []
         self.events_lock = threading.Lock()
@@ -127,31 +131,12 @@ class Worker:
             if item is _STOP:
                 return
             conn, msg, rid = item
+            if msg.actor_id is not None and not msg.actor_creation and self._concurrent(item):
+                continue
             returns, start, end = self.execute(msg)
-            try:
-                conn.reply(rid, P.TaskDone(msg.task_id, returns, start, end, self.pid))
-            except Exception:
-                pass  # the owner is gone; nobody wants this result
-            kind = (
-                "actor_creation"
-                if msg.actor_creation
-                else ("actor_task" if msg.actor_id else "task")
-            )
-            with self.events_lock:
-                self.events.append(
-                    [
-                        msg.name,
-                        msg.task_id,
-                        start,
-                        end,
-                        self.pid,
-                        self.cw.worker_id,
-                        kind,
-                        msg.parent_task_id,
-                        [d[3] for d in msg.deps],
-                        msg.return_ids,
-                    ]
-                )
+            if msg.actor_creation and self.actor is not None:
+                self._setup_concurrency(msg)
+            self._finish(conn, msg, rid, returns, start, end)
             if self.exit_cause is not None:  # exit_actor(): tell the head, then go
                 self.flush_events()
                 self.cw.nm.send(
@@ -166,34 +151,121 @@ class Worker:
                 )
                 return
 
+    # --- concurrent actors: async methods on an event loop, or a thread pool ---------
+    def _setup_concurrency(self, msg: P.PushTask) -> None:
+        options = msg.actor_options or {}
+        cls = type(self.actor)
+        is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls, callable))
+        if is_async:
+            import asyncio
+
+            self.loop = asyncio.new_event_loop()
+            limit = options.get("max_concurrency") or 1000
+            self.semaphore = asyncio.Semaphore(limit)
+            threading.Thread(
+                target=self.loop.run_forever, name="raylite-actor-loop", daemon=True
+            ).start()
+        elif (options.get("max_concurrency") or 1) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(
+                options["max_concurrency"], thread_name_prefix="raylite-actor"
+            )
+
+    def _concurrent(self, item: Any) -> bool:
+        """Run an actor call off the main loop if the actor is async or threaded."""
+        conn, msg, rid = item
+        if self.actor_dead is not None:
+            return False
+        if self.loop is not None:
+            import asyncio
+
+            fn = getattr(self.actor, msg.function_id.decode(), None)
+            if inspect.iscoroutinefunction(fn):
+                asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid), self.loop)
+                return True
+            return False
+        if self.pool is not None:
+            self.pool.submit(self._run_threaded, conn, msg, rid)
+            return True
+        return False
+
+    def _run_threaded(self, conn: Any, msg: P.PushTask, rid: int) -> None:
+        returns, start, end = self.execute(msg)
+        self._finish(conn, msg, rid, returns, start, end)
+
+    async def _run_async(self, conn: Any, msg: P.PushTask, rid: int) -> None:
+        start = time.time()
+        try:
+            fn, args, kwargs = self._resolve(msg)
+            async with self.semaphore:
+                result = await fn(*args, **kwargs)
+            returns = self._store_returns(msg, result, msg.name)
+        except BaseException as exc:
+            returns = self._error(msg, exc, msg.name)
+        self._finish(conn, msg, rid, returns, start, time.time())
+
+    def _finish(
+        self,
+        conn: Any,
+        msg: P.PushTask,
+        rid: int,
+        returns: list[list[Any]],
+        start: float,
+        end: float,
+    ) -> None:
+        """Reply to the owner and record the task event."""
+        try:
+            conn.reply(rid, P.TaskDone(msg.task_id, returns, start, end, self.pid))
+        except Exception:
+            pass  # the owner is gone; nobody wants this result
+        kind = (
+            "actor_creation" if msg.actor_creation else ("actor_task" if msg.actor_id else "task")
+        )
+        event = [
+            msg.name,
+            msg.task_id,
+            start,
+            end,
+            self.pid,
+            self.cw.worker_id,
+            kind,
+            msg.parent_task_id,
+            [d[3] for d in msg.deps],
+            msg.return_ids,
+        ]
+        with self.events_lock:
+            self.events.append(event)
+
+    def _resolve(self, msg: P.PushTask) -> tuple[Any, Any, dict[str, Any]]:
+        """The callable and the arguments of a pushed task, dependencies filled in."""
+        if msg.actor_id is not None and not msg.actor_creation:
+            fn = getattr(self.actor, msg.function_id.decode())
+        else:
+            fn = self.functions.get(msg.function_id)
+            if fn is None:
+                if msg.function_blob is None:
+                    raise RuntimeError(f"worker has no code for {msg.name}")
+                fn = self.functions[msg.function_id] = loads_inline(msg.function_blob)
+        args, kwargs = loads_inline(msg.args_blob)
+        if msg.deps:
+            args = list(args)
+            for position, kind, data, oid in msg.deps:
+                value = self.cw._value(oid, kind, data)
+                if isinstance(position, int):
+                    args[position] = value
+                else:
+                    kwargs[position] = value
+        return fn, args, kwargs
+
     def execute(self, msg: P.PushTask) -> tuple[list[list[Any]], float, float]:
         cw = self.cw
         start = time.time()
         name = msg.name
+        if msg.actor_id is not None and not msg.actor_creation and self.actor_dead is not None:
+            return [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids], start, start
         try:
-            if msg.actor_id is not None and not msg.actor_creation:
-                if self.actor_dead is not None:
-                    return (
-                        [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids],
-                        start,
-                        time.time(),
-                    )
-                fn = getattr(self.actor, msg.function_id.decode())
-            else:
-                fn = self.functions.get(msg.function_id)
-                if fn is None:
-                    if msg.function_blob is None:
-                        raise RuntimeError(f"worker has no code for {name}")
-                    fn = self.functions[msg.function_id] = loads_inline(msg.function_blob)
-            args, kwargs = loads_inline(msg.args_blob)
-            if msg.deps:
-                args = list(args)
-                for position, kind, data, oid in msg.deps:
-                    value = cw._value(oid, kind, data)
-                    if isinstance(position, int):
-                        args[position] = value
-                    else:
-                        kwargs[position] = value
+            fn, args, kwargs = self._resolve(msg)
         except BaseException as exc:  # a failed dependency or unpicklable code
             return self._error(msg, exc, name), start, time.time()
 
