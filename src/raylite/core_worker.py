@@ -55,6 +55,7 @@ from .exceptions import (
     ObjectStoreFullError,
     OwnerDiedError,
     RayTaskError,
+    TaskCancelledError,
     WorkerCrashedError,
 )
 from .object_ref import ObjectRef, new_id
@@ -105,7 +106,7 @@ class TaskSpec:
     shape: dict[str, int]
     shape_key: tuple[tuple[str, int], ...]
     max_retries: int
-    retry_exceptions: bool
+    retry_exceptions: Any  # bool, or a tuple of exception classes to retry
     actor_id: bytes | None = None
     actor_creation: bool = False
     deps: list[list[Any]] = field(default_factory=list)
@@ -113,6 +114,8 @@ class TaskSpec:
     held: list[bytes] = field(default_factory=list)
     arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends
     actor_options: dict[str, Any] | None = None
+    cancelled: bool = False
+    lease: Any = None  # the lease it was pushed on, while it runs
     failed: bool = False
 
 
@@ -250,6 +253,7 @@ class CoreWorker(_object_ref._Hooks):
         self.preregistered: set[bytes] = set()  # borrows a sender registered for us
         self.borrowed_owner: dict[bytes, str] = {}  # borrowed id -> owner (while we hold it)
         self.arg_pins: dict[bytes, int] = {}  # refs held by pending tasks' arguments
+        self.running: dict[bytes, TaskSpec] = {}  # first return id -> unfinished task
         self._collecting = threading.local()
         self._ref_lock = threading.Lock()
         self._released: collections.deque[bytes] = collections.deque()
@@ -270,6 +274,7 @@ class CoreWorker(_object_ref._Hooks):
         # Set before registering: the node manager may lease us out at once.
         self.on_task_pushed = task_handler
         self.on_nm_message = nm_handler
+        self.on_cancel_task: Callable[[bytes], None] | None = None
 
         self.address = f"unix:{session_dir}/{mode[0]}-{self.worker_id.hex()}.sock"
         self.listener = Listener(self.address, token, self._handle_inbound)
@@ -476,6 +481,9 @@ class CoreWorker(_object_ref._Hooks):
                 self.on_task_pushed(conn, msg, rid)
         elif isinstance(msg, P.GetObject):
             self._serve_object(conn, msg.object_id, rid)
+        elif isinstance(msg, P.CancelTask):
+            if self.on_cancel_task is not None:
+                self.on_cancel_task(msg.task_id)
         elif isinstance(msg, P.AddBorrower):
             self.on_add_borrower(conn, msg, rid)
         elif isinstance(msg, P.RemoveBorrower):
@@ -754,7 +762,7 @@ class CoreWorker(_object_ref._Hooks):
         num_returns: int,
         shape: dict[str, int],
         max_retries: int,
-        retry_exceptions: bool,
+        retry_exceptions: Any,
         actor_id: bytes | None = None,
         actor_creation: bool = False,
         actor_options: dict[str, Any] | None = None,
@@ -782,6 +790,8 @@ class CoreWorker(_object_ref._Hooks):
         with self.lock:
             for oid in return_ids:
                 self.objects[oid] = ObjectEntry()
+            if return_ids:
+                self.running[return_ids[0]] = spec
         refs = [ObjectRef(oid, self.address) for oid in return_ids]
         spec.unresolved = len(deps) + 1
         if actor_id is not None and not actor_creation:
@@ -836,6 +846,8 @@ class CoreWorker(_object_ref._Hooks):
             self._complete(oid, P.ERROR, error_blob)
 
     def _release_held(self, spec: TaskSpec) -> None:
+        if spec.return_ids:
+            self.running.pop(spec.return_ids[0], None)
         if spec.arg_refs:
             with self._ref_lock:
                 for ref in spec.arg_refs:
@@ -929,6 +941,7 @@ class CoreWorker(_object_ref._Hooks):
 
     def _push(self, lease: Lease, spec: TaskSpec) -> None:
         lease.busy = spec
+        spec.lease = lease
         try:
             conn = self.peer(lease.address)
             conn.request_async(
@@ -962,11 +975,17 @@ class CoreWorker(_object_ref._Hooks):
 
     def _task_done(self, lease: Lease, spec: TaskSpec, reply: Any) -> None:
         """A normal task finished, or its worker died (runs on a reader thread)."""
+        spec.lease = None
         if not isinstance(reply, P.TaskDone):
             with self.lock:
                 lease.busy = None
                 self.leases.pop(lease.lease_id, None)
                 self._send_nm(P.ReturnLease(lease.lease_id, True))
+                if spec.cancelled:
+                    err: Exception = TaskCancelledError(spec.task_id.hex())
+                    self._fail_task(spec, dumps_inline(err))
+                    self._release_held(spec)
+                    return
                 if spec.max_retries != 0 and not self.closed:
                     if spec.max_retries > 0:
                         spec.max_retries -= 1
@@ -982,9 +1001,11 @@ class CoreWorker(_object_ref._Hooks):
         if (
             spec.retry_exceptions
             and spec.max_retries != 0
+            and not spec.cancelled
             and reply.returns
             and reply.returns[0][1] == P.ERROR
             and not self.closed
+            and _retryable(spec.retry_exceptions, reply.returns[0][2])
         ):
             with self.lock:
                 if spec.max_retries > 0:
@@ -1279,6 +1300,38 @@ class CoreWorker(_object_ref._Hooks):
         with self.lock:
             self._release_held(spec)
 
+    def cancel(self, ref: ObjectRef, force: bool) -> None:
+        """Cancel the task that makes `ref`: dequeue it, interrupt it, or kill its worker."""
+        with self.lock:
+            spec = self.running.get(ref.id)
+            if spec is None or spec.cancelled:
+                return  # finished already (or not a task's first return): nothing to do
+            if force and spec.actor_id is not None:
+                raise ValueError("force=True is not supported for actor tasks.")
+            spec.cancelled = True
+            spec.max_retries = 0
+            lease = spec.lease
+            if lease is None:  # not running: take it out of the queues
+                sc = self.classes.get(spec.shape_key)
+                if sc is not None and spec in sc.queue:
+                    sc.queue.remove(spec)
+                client = self.actors.get(spec.actor_id) if spec.actor_id else None
+                if client is not None and spec in client.queue:
+                    client.queue.remove(spec)
+        if lease is None:
+            if spec.actor_id is None or spec.unresolved or client is not None:
+                self._fail_task(spec, dumps_inline(TaskCancelledError(spec.task_id.hex())))
+                with self.lock:
+                    self._release_held(spec)
+            return
+        if force:
+            self._send_nm(P.ReturnLease(lease.lease_id, True))  # the node kills the worker
+        else:
+            try:
+                self.peer(lease.address).send(P.CancelTask(spec.task_id))
+            except ConnectionLost:
+                pass
+
     def kill_actor(self, actor_id: bytes, class_name: str) -> None:
         cause = f"The actor {class_name} was killed by raylite.kill()."
         client = self.actor_client(actor_id, class_name, None)
@@ -1330,6 +1383,15 @@ def global_worker() -> CoreWorker:
             raise RuntimeError("raylite is not initialised; call raylite.init()")
         cw = _auto_init()
     return cw
+
+
+def _retryable(retry: Any, error_blob: bytes) -> bool:
+    """retry_exceptions=True retries any application error; a tuple, those classes."""
+    if retry is True:
+        return True
+    err = loads_inline(error_blob)
+    cause = getattr(err, "cause", err)
+    return isinstance(cause, retry)
 
 
 def _actor_error(client: ActorClient, cause: str) -> ActorDiedError:

@@ -266,6 +266,11 @@ class TaskDone:
     worker_pid: int
 
 
+@_msg(44)
+class CancelTask:
+    task_id: bytes
+
+
 @_msg(42)
 class GetObject:
     object_id: bytes

@@ -146,12 +146,18 @@ class RemoteFunction:
         self._shape = resource_shape(options, 1)
         retries = options.get("max_retries")
         self._max_retries = DEFAULT_MAX_RETRIES if retries is None else retries
-        self._retry_exceptions = bool(options.get("retry_exceptions", False))
-        if isinstance(options.get("retry_exceptions"), (list, tuple)):
-            raise NotImplementedError(
-                "retry_exceptions with a list of exception classes is not supported yet; "
-                "use retry_exceptions=True."
-            )
+        retry = options.get("retry_exceptions", False)
+        if isinstance(retry, (list, tuple)):
+            for cls in retry:
+                if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                    raise TypeError(
+                        f"retry_exceptions must be a bool or a list of exception classes, got {cls!r}"
+                    )
+            self._retry_exceptions: bool | tuple[type, ...] = tuple(retry)
+        elif isinstance(retry, bool):
+            self._retry_exceptions = retry
+        else:
+            raise TypeError(f"retry_exceptions must be a bool or a list, got {retry!r}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -24,10 +24,11 @@ from . import protocol as P
 from .actors import ActorExitRequest
 from .config import CONFIG
 from .core_worker import CoreWorker
-from .exceptions import ActorDiedError, RayTaskError
+from .exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from .serialization import capture_error, dumps_inline, loads_inline, serialize
 
 _STOP = object()
+_EXIT = object()
 
 
 class PrefixedStream(io.TextIOBase):
@@ -87,6 +88,8 @@ class Worker:
         self.loop: Any = None  # async actors: their event loop (own thread)
         self.semaphore: Any = None
         self.pool: Any = None  # threaded actors (max_concurrency > 1)
+        self.cancelled: set[bytes] = set()  # task ids cancelled before or while running
+        self.running_task: bytes | None = None
         self.display_name = "raylite::IDLE"
         self.events: list[list[Any]] = []
         self.events_lock = threading.Lock()
@@ -99,6 +102,7 @@ class Worker:
             task_handler=lambda conn, msg, rid: self.tasks.put((conn, msg, rid)),
             nm_handler=self._nm_message,
         )
+        self.cw.on_cancel_task = self._cancel
         self.pid = os.getpid()
         self._schedule_flush()
 
@@ -127,8 +131,14 @@ class Worker:
     # --- the loop -------------------------------------------------------------------
     def run(self) -> None:
         while True:
-            item = self.tasks.get()
+            try:
+                item = self.tasks.get()
+            except KeyboardInterrupt:  # a cancel() that arrived after its task ended
+                continue
             if item is _STOP:
+                return
+            if item is _EXIT:  # an async method called exit_actor()
+                self._exit_actor()
                 return
             conn, msg, rid = item
             if msg.actor_id is not None and not msg.actor_creation and self._concurrent(item):
@@ -137,19 +147,29 @@ class Worker:
             if msg.actor_creation and self.actor is not None:
                 self._setup_concurrency(msg)
             self._finish(conn, msg, rid, returns, start, end)
-            if self.exit_cause is not None:  # exit_actor(): tell the head, then go
-                self.flush_events()
-                self.cw.nm.send(
-                    P.ActorStateChanged(
-                        self.cw.current_actor_id or b"",
-                        "DEAD",
-                        self.actor_class_name or "",
-                        "",
-                        self.pid,
-                        self.exit_cause,
-                    )
-                )
+            if self.exit_cause is not None:
+                self._exit_actor()
                 return
+
+    def _exit_actor(self) -> None:
+        """exit_actor() was called: tell the head why, then the process ends."""
+        self.flush_events()
+        self.cw.nm.send(
+            P.ActorStateChanged(
+                self.cw.current_actor_id or b"",
+                "DEAD",
+                self.actor_class_name or "",
+                "",
+                self.pid,
+                self.exit_cause or "",
+            )
+        )
+
+    def _exit_requested(self, msg: P.PushTask) -> list[list[Any]]:
+        cause = f"The actor {self.actor_class_name} exited: it called exit_actor()."
+        self.actor_dead = dumps_inline(ActorDiedError(cause, cause))
+        self.exit_cause = cause
+        return [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids]
 
     # --- concurrent actors: async methods on an event loop, or a thread pool ---------
     def _setup_concurrency(self, msg: P.PushTask) -> None:
@@ -183,8 +203,9 @@ class Worker:
             fn = getattr(self.actor, msg.function_id.decode(), None)
             if inspect.iscoroutinefunction(fn):
                 asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid), self.loop)
-                return True
-            return False
+            else:  # sync methods of an async actor run on its loop too, as in Ray
+                self.loop.call_soon_threadsafe(self._run_threaded, conn, msg, rid)
+            return True
         if self.pool is not None:
             self.pool.submit(self._run_threaded, conn, msg, rid)
             return True
@@ -201,6 +222,9 @@ class Worker:
             async with self.semaphore:
                 result = await fn(*args, **kwargs)
             returns = self._store_returns(msg, result, msg.name)
+        except ActorExitRequest:
+            returns = self._exit_requested(msg)
+            self.tasks.put(_EXIT)
         except BaseException as exc:
             returns = self._error(msg, exc, msg.name)
         self._finish(conn, msg, rid, returns, start, time.time())
@@ -237,6 +261,16 @@ class Worker:
         with self.events_lock:
             self.events.append(event)
 
+    def _cancel(self, task_id: bytes) -> None:
+        """Runs on a reader thread: interrupt the task if it is the one running."""
+        self.cancelled.add(task_id)
+        if self.running_task == task_id:
+            # A real SIGINT to the main thread: it also breaks a blocking sleep or read,
+            # and the task sees KeyboardInterrupt, as in Ray.
+            import signal
+
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
     def _resolve(self, msg: P.PushTask) -> tuple[Any, Any, dict[str, Any]]:
         """The callable and the arguments of a pushed task, dependencies filled in."""
         if msg.actor_id is not None and not msg.actor_creation:
@@ -264,6 +298,9 @@ class Worker:
         name = msg.name
         if msg.actor_id is not None and not msg.actor_creation and self.actor_dead is not None:
             return [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids], start, start
+        if msg.task_id in self.cancelled:
+            self.cancelled.discard(msg.task_id)
+            return self._cancelled(msg), start, start
         try:
             fn, args, kwargs = self._resolve(msg)
         except BaseException as exc:  # a failed dependency or unpicklable code
@@ -281,21 +318,24 @@ class Worker:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in msg.gpu_ids)
         self.display_name = self.actor_class_name or name
         try:
+            self.running_task = msg.task_id
             if msg.actor_creation:
                 self.actor = fn(*args, **kwargs)
                 result: Any = None
             else:
                 result = fn(*args, **kwargs)
+            self.running_task = None
         except ActorExitRequest:
-            cause = f"The actor {self.actor_class_name} exited: it called exit_actor()."
-            self.actor_dead = dumps_inline(ActorDiedError(cause, cause))
-            self.exit_cause = cause
-            return (
-                [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids],
-                start,
-                time.time(),
-            )
+            self.running_task = None
+            returns = self._exit_requested(msg)
+            if threading.current_thread() is not threading.main_thread():
+                self.tasks.put(_EXIT)  # threaded or loop-run call: the main loop ends us
+            return returns, start, time.time()
         except BaseException as exc:
+            self.running_task = None
+            if msg.task_id in self.cancelled:
+                self.cancelled.discard(msg.task_id)
+                return self._cancelled(msg), start, time.time()
             returns = self._error(msg, exc, name)
             if msg.actor_creation:
                 cause = loads_inline(returns[0][2])
@@ -313,6 +353,10 @@ class Worker:
                 self.display_name = "raylite::IDLE"
         end = time.time()
         return self._store_returns(msg, result, name), start, end
+
+    def _cancelled(self, msg: P.PushTask) -> list[list[Any]]:
+        blob = dumps_inline(TaskCancelledError(msg.task_id.hex()))
+        return [[oid, P.ERROR, blob, []] for oid in msg.return_ids]
 
     def _error(self, msg: P.PushTask, exc: BaseException, name: str) -> list[list[Any]]:
         if isinstance(exc, RayTaskError):
@@ -389,8 +433,10 @@ def worker_main(
         gc.freeze()
 
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        # cancel() interrupts a running task with KeyboardInterrupt (_thread.interrupt_main).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         devnull = os.open(os.devnull, os.O_RDONLY)

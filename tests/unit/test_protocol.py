@@ -88,6 +88,7 @@ def test_every_message_type_has_a_receiver():
         P.FlushEvents,
         P.Exit,
         P.PushTask,
+        P.CancelTask,
         P.GetObject,
         P.AddBorrower,
         P.RemoveBorrower,

@@ -1,0 +1,106 @@
+"""cancel() of queued and running tasks; retries of crashed workers and of exceptions."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests._engine import ray
+
+RAY_INIT = {"num_cpus": 1}
+
+
+@ray.remote
+def sleep_then(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+@ray.remote
+def busy(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return "finished"
+
+
+def test_cancel_a_queued_task(ray_start):
+    blocker = sleep_then.remote("blocker", 1.0)  # holds the only CPU
+    queued = sleep_then.remote("queued", 0)
+    ray.cancel(queued)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(queued, timeout=30)
+    assert ray.get(blocker, timeout=30) == "blocker"
+
+
+def test_cancel_a_running_task_interrupts_it(ray_start):
+    ref = sleep_then.remote("never", 60)
+    ray.wait([sleep_then.remote(0, 0)], timeout=0)  # give the task a moment to start
+    time.sleep(0.5)
+    start = time.monotonic()
+    ray.cancel(ref)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert time.monotonic() - start < 20
+
+
+def test_force_cancel_kills_a_busy_task(ray_start):
+    ref = busy.remote(60)
+    time.sleep(0.5)
+    ray.cancel(ref, force=True)
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
+        ray.get(ref, timeout=30)
+    assert ray.get(sleep_then.remote("still works", 0), timeout=30) == "still works"
+
+
+def test_cancel_needs_an_object_ref(ray_start):
+    with pytest.raises(TypeError):
+        ray.cancel("not a ref")
+
+
+@ray.remote(max_retries=2)
+def crash_until(marker_dir):
+    attempts = len(os.listdir(marker_dir))
+    open(os.path.join(marker_dir, str(attempts)), "w").close()
+    if attempts < 2:
+        os._exit(1)
+    return attempts
+
+
+def test_crashed_worker_is_retried(ray_start, tmp_path):
+    assert ray.get(crash_until.remote(str(tmp_path)), timeout=60) == 2
+
+
+@ray.remote(max_retries=0)
+def crash_always():
+    os._exit(1)
+
+
+def test_crash_without_retries_raises_worker_crashed(ray_start):
+    with pytest.raises(ray.exceptions.WorkerCrashedError):
+        ray.get(crash_always.remote(), timeout=60)
+
+
+class Flaky(Exception):
+    pass
+
+
+@ray.remote(max_retries=3, retry_exceptions=[Flaky])
+def flaky_until(marker_dir, exc_name):
+    attempts = len(os.listdir(marker_dir))
+    open(os.path.join(marker_dir, str(attempts)), "w").close()
+    if attempts < 2:
+        raise {"Flaky": Flaky, "ValueError": ValueError}[exc_name]("not yet")
+    return attempts
+
+
+def test_listed_exceptions_are_retried(ray_start, tmp_path):
+    assert ray.get(flaky_until.remote(str(tmp_path), "Flaky"), timeout=60) == 2
+
+
+def test_other_exceptions_are_not_retried(ray_start, tmp_path):
+    with pytest.raises(ValueError):
+        ray.get(flaky_until.remote(str(tmp_path), "ValueError"), timeout=60)
+    assert len(os.listdir(tmp_path)) == 1
