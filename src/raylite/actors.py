@@ -72,8 +72,10 @@ class ActorClass:
 
     @staticmethod
     def _check(options: dict[str, Any]) -> None:
-        if options.get("max_restarts"):
-            raise NotImplementedError("Actor restarts (max_restarts) are not supported yet.")
+        for key in ("max_restarts", "max_task_retries"):
+            v = options.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < -1):
+                raise ValueError(f"{key} must be an int >= -1 (-1: unlimited), got {v!r}")
         mc = options.get("max_concurrency")
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
             raise ValueError(f"max_concurrency must be an int >= 1, got {mc!r}")
@@ -121,9 +123,19 @@ class ActorClass:
             namespace=options.get("namespace"),
             methods=self._methods,
             get_if_exists=bool(options.get("get_if_exists")),
-            actor_options={"max_concurrency": options.get("max_concurrency")},
+            actor_options={
+                "max_concurrency": options.get("max_concurrency"),
+                "max_restarts": options.get("max_restarts") or 0,
+                "max_task_retries": options.get("max_task_retries") or 0,
+            },
         )
-        return ActorHandle(actor_id, self._cls.__name__, self._methods, address)
+        return ActorHandle(
+            actor_id,
+            self._cls.__name__,
+            self._methods,
+            address,
+            options.get("max_task_retries") or 0,
+        )
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
@@ -142,8 +154,14 @@ class ActorHandle:
     """A reference to an actor; pass it to tasks and other actors freely."""
 
     def __init__(
-        self, actor_id: bytes, class_name: str, methods: dict[str, int], address: str | None
+        self,
+        actor_id: bytes,
+        class_name: str,
+        methods: dict[str, int],
+        address: str | None,
+        max_task_retries: int = 0,
     ) -> None:
+        self._max_task_retries = max_task_retries
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
@@ -174,13 +192,20 @@ class ActorHandle:
             # Only a constructed actor's address is handed on; otherwise the
             # receiver asks the head, which answers once the actor is ALIVE.
             address = client.address if client is not None and client.alive else None
-        return (_rebuild_handle, (self._actor_id, self._class_name, self._methods, address))
+        return (
+            _rebuild_handle,
+            (self._actor_id, self._class_name, self._methods, address, self._max_task_retries),
+        )
 
 
 def _rebuild_handle(
-    actor_id: bytes, class_name: str, methods: dict[str, int], address: str | None
+    actor_id: bytes,
+    class_name: str,
+    methods: dict[str, int],
+    address: str | None,
+    max_task_retries: int = 0,
 ) -> ActorHandle:
-    return ActorHandle(actor_id, class_name, methods, address)
+    return ActorHandle(actor_id, class_name, methods, address, max_task_retries)
 
 
 class ActorMethod:
@@ -221,7 +246,7 @@ class ActorMethod:
             kwargs=kwargs,
             num_returns=self._num_returns,
             shape={},
-            max_retries=0,
+            max_retries=h._max_task_retries,
             retry_exceptions=False,
             actor_id=h._actor_id,
         )

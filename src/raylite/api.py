@@ -399,7 +399,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
             f"raylite.kill() is only supported for actors; for tasks, use raylite.cancel(). "
             f"Got: {type(actor).__name__}."
         )
-    _worker().kill_actor(actor._actor_id, actor._class_name)
+    _worker().kill_actor(actor._actor_id, actor._class_name, no_restart)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

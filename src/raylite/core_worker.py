@@ -115,6 +115,7 @@ class TaskSpec:
     arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends
     actor_options: dict[str, Any] | None = None
     cancelled: bool = False
+    incarnation: int = 0  # which life of its actor the call was sent to
     lease: Any = None  # the lease it was pushed on, while it runs
     failed: bool = False
 
@@ -168,11 +169,18 @@ class ActorClient:
         "class_name",
         "conn",
         "creation_ref",
+        "creation_spec",
         "creator",
         "dead_cause",
+        "failed_address",
+        "incarnation",
+        "inflight",
         "lease",
         "queue",
         "resolving",
+        "restarting",
+        "restarts_left",
+        "retry_buffer",
     )
 
     def __init__(self, actor_id: bytes, class_name: str) -> None:
@@ -186,6 +194,15 @@ class ActorClient:
         self.resolving = False
         self.creator = False
         self.alive = False
+        # Restarts (owner side): budget left (-1: unlimited), the creation task to
+        # rerun, calls sent and not answered, calls to resend after the restart.
+        self.restarts_left = 0
+        self.restarting = False
+        self.incarnation = 0
+        self.creation_spec: TaskSpec | None = None
+        self.inflight: list[TaskSpec] = []
+        self.retry_buffer: list[TaskSpec] = []
+        self.failed_address: str | None = None
         self.creation_ref: ObjectRef | None = None
 
 
@@ -383,6 +400,20 @@ class CoreWorker(_object_ref._Hooks):
                 self._maybe_free(msg.object_id)
         self._process_released()
 
+    def _actor_process_died(self, address: str) -> None:
+        """An actor we created lived at `address`: restart it now, not at the next call."""
+        for client in list(self.actors.values()):
+            if client.creator and client.address == address and client.dead_cause is None:
+                if client.restarts_left != 0:
+                    self._restart_actor(client)
+                else:
+                    self._actor_died(
+                        client,
+                        f"The actor {client.class_name}'s worker process died unexpectedly "
+                        "(the process crashed or was killed).",
+                        report=True,
+                    )
+
     def _drop_borrower(self, address: str) -> None:
         """A borrower died: its borrows will never be returned."""
         with self.lock:
@@ -470,6 +501,7 @@ class CoreWorker(_object_ref._Hooks):
             self._warn_infeasible(msg)
         elif isinstance(msg, P.ClientDied):
             self._drop_borrower(msg.address)
+            self._actor_process_died(msg.address)
         elif self.on_nm_message is not None:
             self.on_nm_message(conn, msg, rid)
 
@@ -1081,6 +1113,7 @@ class CoreWorker(_object_ref._Hooks):
                 )
         client = ActorClient(actor_id, class_name)
         client.creator = True
+        client.restarts_left = (actor_options or {}).get("max_restarts") or 0
         self.actors[actor_id] = client
         refs = self.submit_task(
             name=f"{class_name}.__init__",
@@ -1125,7 +1158,35 @@ class CoreWorker(_object_ref._Hooks):
         self._when_ready(ref, done)
         return fut
 
+    def _restart_actor(self, client: ActorClient) -> None:
+        """The actor's process died and restarts are left: rerun its constructor."""
+        with self.lock:
+            if client.restarting or client.dead_cause is not None or client.creation_spec is None:
+                return
+            client.restarting = True
+            client.incarnation += 1
+            if client.restarts_left > 0:
+                client.restarts_left -= 1
+            client.conn, client.alive, client.address = None, False, None
+            old, client.lease = client.lease, None
+            if old is not None:
+                self.leases.pop(old.lease_id, None)
+                self._send_nm(P.ReturnLease(old.lease_id, True))
+        self._send_nm(
+            P.ActorStateChanged(
+                client.actor_id,
+                "RESTARTING",
+                client.class_name,
+                "",
+                0,
+                "restarting",
+                client.restarts_left,
+            )
+        )
+        self._schedule_actor_creation(client.creation_spec, client)
+
     def _schedule_actor_creation(self, spec: TaskSpec, client: ActorClient) -> None:
+        client.creation_spec = spec
         key = tuple(sorted(spec.shape.items()))
         sc = self.classes.get(key) or SchedulingClass(key)
 
@@ -1162,7 +1223,11 @@ class CoreWorker(_object_ref._Hooks):
                     report=True,
                 )
             else:
-                client.alive = True
+                with self.lock:
+                    client.alive = True
+                    client.restarting = False
+                    client.queue.extendleft(reversed(client.retry_buffer))
+                    client.retry_buffer = []
                 self._send_nm(
                     P.ActorStateChanged(
                         client.actor_id,
@@ -1171,9 +1236,14 @@ class CoreWorker(_object_ref._Hooks):
                         client.address or "",
                         reply.worker_pid,
                         "",
+                        client.restarts_left,
                     )
                 )
+                self._flush_actor(client)
             self._complete(oid, kind, data)
+        elif client.restarts_left != 0 and client.dead_cause is None:
+            client.restarting = False  # it died again while starting: try once more
+            self._restart_actor(client)
         else:
             self._actor_died(
                 client,
@@ -1190,12 +1260,13 @@ class CoreWorker(_object_ref._Hooks):
             if client.dead_cause is not None:
                 return
             client.dead_cause = cause
-            queued = list(client.queue)
+            queued = list(client.retry_buffer) + list(client.queue)
             client.queue.clear()
+            client.retry_buffer = []
         if report:
             self._send_nm(
                 P.ActorStateChanged(
-                    client.actor_id, "DEAD", client.class_name, client.address or "", 0, cause
+                    client.actor_id, "DEAD", client.class_name, client.address or "", 0, cause, 0
                 )
             )
         for spec in queued:
@@ -1221,9 +1292,14 @@ class CoreWorker(_object_ref._Hooks):
         def on_info(reply: Any) -> None:
             client.resolving = False
             if isinstance(reply, P.ActorInfo) and reply.state == "ALIVE":
+                if reply.address == client.failed_address:  # the head has not heard yet
+                    self.timers.call_later(0.05, lambda: self._retry_resolve(client))
+                    return
                 with self.lock:
                     client.address = reply.address
                     client.alive = True
+                    client.queue.extendleft(reversed(client.retry_buffer))
+                    client.retry_buffer = []
                 self._flush_actor(client)
             else:
                 cause = reply.cause if isinstance(reply, P.ActorInfo) else "the head is unreachable"
@@ -1234,9 +1310,13 @@ class CoreWorker(_object_ref._Hooks):
         except ConnectionLost:
             client.resolving = False
 
+    def _retry_resolve(self, client: ActorClient) -> None:
+        with self.lock:
+            self._resolve_actor(client)
+
     def _flush_actor(self, client: ActorClient) -> None:
         """Send queued calls in order, up to the first with unresolved arguments."""
-        died = False
+        died = resend = False
         with self.lock:
             if client.dead_cause is not None:
                 queued = list(client.queue)
@@ -1257,22 +1337,32 @@ class CoreWorker(_object_ref._Hooks):
                         if client.creator:
                             died = True
                         else:
-                            client.address = None
+                            client.failed_address, client.address = client.address, None
                             self._resolve_actor(client)
                             return
                 conn = client.conn
-                while client.queue and client.queue[0].unresolved == 0:
+                while conn is not None and client.queue and client.queue[0].unresolved == 0:
                     spec = client.queue.popleft()
                     if spec.failed:
                         continue
                     try:
+                        client.inflight.append(spec)
+                        spec.incarnation = client.incarnation
                         conn.request_async(
                             self._push_message(conn, spec, []),
                             lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
                         )
                     except ConnectionLost:
+                        client.inflight.remove(spec)
                         client.queue.appendleft(spec)
+                        resend = True  # the connection broke under us: reconnect
                         break
+        if resend and not died:
+            self._flush_actor(client)
+            return
+        if died and client.restarts_left != 0:
+            self._restart_actor(client)
+            return
         if died:
             self._actor_died(
                 client,
@@ -1285,6 +1375,38 @@ class CoreWorker(_object_ref._Hooks):
             self._fail_task(spec, dumps_inline(_actor_error(client, cause)))
 
     def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
+        with self.lock:
+            if spec in client.inflight:
+                client.inflight.remove(spec)
+        if (
+            not isinstance(reply, P.TaskDone)
+            and client.dead_cause is None
+            and (not client.creator or client.restarts_left != 0)
+        ):
+            # The process is gone but the actor may come back (restart): resend the
+            # call if it has retries, else it fails; later calls wait for the new one.
+            cause = f"The actor {client.class_name}'s process died while running this call."
+            with self.lock:
+                retry = spec.max_retries != 0 and not spec.cancelled
+                if retry:
+                    spec.max_retries -= 1 if spec.max_retries > 0 else 0
+                    client.retry_buffer.append(spec)
+                if not client.creator and client.address is not None:
+                    client.failed_address, client.address = client.address, None
+                    client.conn = None
+            if not retry:
+                self._fail_task(spec, dumps_inline(_actor_error(client, cause)))
+                with self.lock:
+                    self._release_held(spec)
+            if client.creator:
+                if spec.incarnation == client.incarnation:  # not a late word of an old life
+                    self._restart_actor(client)
+                else:
+                    self._flush_actor(client)
+            else:
+                with self.lock:
+                    self._resolve_actor(client)
+            return
         if isinstance(reply, P.TaskDone):
             for oid, kind, data, contained in reply.returns:
                 self._complete(oid, kind, data, contained)
@@ -1332,13 +1454,16 @@ class CoreWorker(_object_ref._Hooks):
             except ConnectionLost:
                 pass
 
-    def kill_actor(self, actor_id: bytes, class_name: str) -> None:
+    def kill_actor(self, actor_id: bytes, class_name: str, no_restart: bool = True) -> None:
         cause = f"The actor {class_name} was killed by raylite.kill()."
         client = self.actor_client(actor_id, class_name, None)
+        if not no_restart:  # kill the process; its owner restarts it if it may
+            self.nm.request(P.KillActor(actor_id, cause, False), timeout=30)
+            return
         with self.lock:
             if client.dead_cause is None:
                 client.dead_cause = cause
-        self.nm.request(P.KillActor(actor_id, cause), timeout=30)
+        self.nm.request(P.KillActor(actor_id, cause, True), timeout=30)
         self._actor_died(client, cause)
 
     # ----------------------------------------------------------------- cluster

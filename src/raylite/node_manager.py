@@ -99,6 +99,7 @@ class ActorRec:
     cause: str = ""
     waiters: list[tuple[AsyncConnection, int]] = field(default_factory=list)
     name: tuple[str, str] | None = None  # (namespace, name) for a named actor
+    restarts_left: int = 0
     methods: dict[str, int] = field(default_factory=dict)
 
 
@@ -358,9 +359,9 @@ class NodeManager:
         if rec.actor_id is not None:
             actor = self.actors.setdefault(rec.actor_id, ActorRec(rec.actor_id))
             if actor.state != "DEAD":
-                self.set_actor(
-                    actor, "DEAD", f"The actor's worker process (pid={rec.pid}) died: {why}."
-                )
+                cause = f"The actor's worker process (pid={rec.pid}) died: {why}."
+                # Its owner restarts it if it may; askers wait for the new address.
+                self.set_actor(actor, "RESTARTING" if actor.restarts_left else "DEAD", cause)
         if rec.conn is not None:
             rec.conn.close()
         if rec.address:  # a dead owner's objects are lost (Ray: OwnerDiedError)
@@ -728,12 +729,15 @@ class NodeManager:
         actor.class_name = msg.class_name or actor.class_name
         actor.address = msg.address or actor.address
         actor.pid = msg.pid or actor.pid
+        actor.restarts_left = msg.restarts_left
         self.set_actor(actor, msg.state, msg.cause)
 
     def on_kill_actor(self, conn: AsyncConnection, msg: P.KillActor, rid: int) -> None:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
-        if actor.state != "DEAD":
-            self.set_actor(actor, "DEAD", msg.cause)
+        if msg.no_restart:
+            actor.restarts_left = 0
+            if actor.state != "DEAD":
+                self.set_actor(actor, "DEAD", msg.cause)
         for rec in self.workers.values():
             if rec.actor_id == msg.actor_id:
                 self.kill_worker(rec)

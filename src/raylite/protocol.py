@@ -152,6 +152,7 @@ class ActorStateChanged:
     address: str
     pid: int
     cause: str
+    restarts_left: int  # -1: unlimited; the head keeps waiters waiting while > 0
 
 
 @_msg(23)
@@ -187,6 +188,7 @@ class NamedActor:
 class KillActor:
     actor_id: bytes
     cause: str
+    no_restart: bool
 
 
 @_msg(24)

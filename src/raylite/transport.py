@@ -329,11 +329,11 @@ class AsyncConnection:
         self._pending: dict[int, asyncio.Future[Any]] = {}
 
     def send(self, msg: Any) -> None:
-        if not self.closed:
+        if not self.closed and not self.writer.is_closing():
             self.writer.write(encode(msg))
 
     def reply(self, request_id: int, msg: Any) -> None:
-        if request_id > 0 and not self.closed:
+        if request_id > 0 and not self.closed and not self.writer.is_closing():
             self.writer.write(encode(msg, -request_id))
 
     async def request(self, msg: Any) -> Any:

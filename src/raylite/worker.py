@@ -162,6 +162,7 @@ class Worker:
                 "",
                 self.pid,
                 self.exit_cause or "",
+                0,
             )
         )
 
