@@ -511,6 +511,13 @@ def main(argv: list[str] | None = None) -> int:
             python = find_ray_python(args.ray_python, args.ray_wait)
         measure_engine(engine, python, workloads, args.quick, values, info)
 
+    return report("core", metrics, values, info, started, args)
+
+
+def report(
+    bench: str, metrics: Any, values: dict[str, Any], info: dict[str, Any], started: Any, args: Any
+) -> int:
+    """Print one JSON line per metric (and write --out); exit status 1 if a run failed."""
     lines = []
     for metric in metrics:
         raylite = values[metric.name].get("raylite", (None, None))
@@ -532,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.out:
         report = {
-            "bench": "core",
+            "bench": bench,
             "started": started.isoformat(timespec="seconds"),
             "quick": args.quick,
             "host": {

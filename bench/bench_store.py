@@ -39,7 +39,6 @@ import datetime as _dt
 import importlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -371,44 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             python = core.find_ray_python(args.ray_python, args.ray_wait)
         measure_engine(engine, python, workloads, args.quick, values, info)
 
-    lines = []
-    for metric in metrics:
-        raylite = values[metric.name].get("raylite", (None, None))
-        ray = values[metric.name].get("ray", (None, None))
-        ratio = raylite[0] / ray[0] if raylite[0] is not None and ray[0] else None
-        line = {
-            "metric": metric.name,
-            "raylite": None if raylite[0] is None else round(raylite[0], 4),
-            "ray": None if ray[0] is None else round(ray[0], 4),
-            "ratio": None if ratio is None else round(ratio, 3),
-            "unit": metric.unit,
-            "target": metric.target,
-            "met": metric.met(raylite[0], ratio),
-        }
-        print(json.dumps(line), flush=True)
-        lines.append(
-            {**line, "better": metric.better, "detail": {"raylite": raylite[1], "ray": ray[1]}}
-        )
-
-    if args.out:
-        report = {
-            "bench": "store",
-            "started": started.isoformat(timespec="seconds"),
-            "quick": args.quick,
-            "host": {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-            },
-            "engines": info,
-            "metrics": lines,
-        }
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"results written to {out}")
-    failed = any(e.get("errors") for e in info.values())
-    return 1 if failed else 0
+    return core.report("store", metrics, values, info, started, args)
 
 
 if __name__ == "__main__":
