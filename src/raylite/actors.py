@@ -8,7 +8,7 @@ from typing import Any
 from . import core_worker
 from .object_ref import new_id
 from .remote_function import resource_shape, validate_options
-from .serialization import dumps_inline
+from .serialization import dumps_function
 
 
 class ActorExitRequest(SystemExit):
@@ -96,7 +96,7 @@ class ActorClass:
 
     def _pickled(self) -> bytes:
         if self._blob is None:
-            self._blob = dumps_inline(self._cls)
+            self._blob = dumps_function(self._cls)
         return self._blob
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:

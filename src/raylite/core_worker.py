@@ -403,9 +403,12 @@ class CoreWorker(_object_ref._Hooks):
     def _actor_process_died(self, address: str) -> None:
         """An actor we created lived at `address`: restart it now, not at the next call."""
         for client in list(self.actors.values()):
-            if client.creator and client.address == address and client.dead_cause is None:
+            with self.lock:  # the check and the incarnation it saw, together
+                here = client.creator and client.address == address
+                incarnation = client.incarnation
+            if here and client.dead_cause is None:
                 if client.restarts_left != 0:
-                    self._restart_actor(client)
+                    self._restart_actor(client, incarnation)
                 else:
                     self._actor_died(
                         client,
@@ -1158,10 +1161,20 @@ class CoreWorker(_object_ref._Hooks):
         self._when_ready(ref, done)
         return fut
 
-    def _restart_actor(self, client: ActorClient) -> None:
-        """The actor's process died and restarts are left: rerun its constructor."""
+    def _restart_actor(self, client: ActorClient, incarnation: int) -> None:
+        """Life `incarnation` of the actor died and restarts are left: rerun its constructor.
+
+        A death is reported by up to three paths (the node's ClientDied, a call whose
+        connection broke, a failed reconnect), possibly after the restart they ask for
+        has already happened: only the first word about a given life restarts it.
+        """
         with self.lock:
-            if client.restarting or client.dead_cause is not None or client.creation_spec is None:
+            if (
+                client.restarting
+                or incarnation != client.incarnation
+                or client.dead_cause is not None
+                or client.creation_spec is None
+            ):
                 return
             client.restarting = True
             client.incarnation += 1
@@ -1243,7 +1256,7 @@ class CoreWorker(_object_ref._Hooks):
             self._complete(oid, kind, data)
         elif client.restarts_left != 0 and client.dead_cause is None:
             client.restarting = False  # it died again while starting: try once more
-            self._restart_actor(client)
+            self._restart_actor(client, client.incarnation)
         else:
             self._actor_died(
                 client,
@@ -1317,6 +1330,7 @@ class CoreWorker(_object_ref._Hooks):
     def _flush_actor(self, client: ActorClient) -> None:
         """Send queued calls in order, up to the first with unresolved arguments."""
         died = resend = False
+        incarnation = client.incarnation
         with self.lock:
             if client.dead_cause is not None:
                 queued = list(client.queue)
@@ -1331,6 +1345,7 @@ class CoreWorker(_object_ref._Hooks):
                         self._resolve_actor(client)
                         return
                     try:
+                        incarnation = client.incarnation
                         client.conn = self.peer(client.address)
                     except ConnectionLost:
                         client.conn = None
@@ -1361,7 +1376,7 @@ class CoreWorker(_object_ref._Hooks):
             self._flush_actor(client)
             return
         if died and client.restarts_left != 0:
-            self._restart_actor(client)
+            self._restart_actor(client, incarnation)
             return
         if died:
             self._actor_died(
@@ -1400,7 +1415,7 @@ class CoreWorker(_object_ref._Hooks):
                     self._release_held(spec)
             if client.creator:
                 if spec.incarnation == client.incarnation:  # not a late word of an old life
-                    self._restart_actor(client)
+                    self._restart_actor(client, spec.incarnation)
                 else:
                     self._flush_actor(client)
             else:

@@ -79,6 +79,8 @@ class Lease:
 
 WARM_MIN = 8 << 20  # freed segments this large keep their memory for the next put
 WARM_MAX = 1 << 30  # at most this much freed shared memory is kept for reuse
+SPILL_THREADS = 4  # segments copied to the spill dir at once
+SPILL_BATCH = 100 << 20  # when the store is full, spill this much more than needed
 
 
 @dataclass(eq=False)
@@ -135,6 +137,7 @@ class NodeManager:
         self.burst = [0, 0, 0.0]  # bytes, objects, seconds spent spilling since the last log
         self.burst_timer: asyncio.TimerHandle | None = None
         self.spill_lock: asyncio.Lock | None = None
+        self.spill_slots = asyncio.Semaphore(1)  # replaced in start(), on the loop
         self.client_pids: dict[str, int] = {}
         self.names: dict[tuple[str, str], ActorRec] = {}  # (namespace, name) -> actor
         # Files whose shared memory is allocated ahead of demand: [(path, size)].
@@ -183,6 +186,7 @@ class NodeManager:
         loop = asyncio.get_running_loop()
         self.stopped = asyncio.Event()
         self.spill_lock = asyncio.Lock()
+        self.spill_slots = asyncio.Semaphore(SPILL_THREADS)
         os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
         server = await asyncio.start_unix_server(self.on_client, path=self.address[5:])
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
@@ -537,7 +541,10 @@ class NodeManager:
             if self.used_bytes + self.warm_bytes + size > self.capacity:
                 self.drop_warm()
             if self.used_bytes + size > self.capacity:
-                await self.spill_until(self.capacity - size)
+                # Spill a batch, not just enough for this object: the copies run in
+                # parallel, and the next puts find room without waiting.
+                batch = min(SPILL_BATCH, self.capacity // 4)
+                await self.spill_until(self.capacity - size - batch)
             self.segments[msg.object_id] = Segment(size, msg.owner)
             self.used_bytes += size
             conn.reply(rid, P.ObjectReserved(self.store_dir, prealloc))
@@ -558,29 +565,51 @@ class NodeManager:
         self.warm, self.warm_bytes = [], 0
 
     async def spill_until(self, target: int) -> None:
+        """Spill least recently used segments until at most `target` bytes are in memory.
+
+        The victims are copied to disk in parallel: a cold page cache on this kind of disk
+        takes writes from several threads about twice as fast as from one.
+        """
         loop = asyncio.get_running_loop()
-        for oid, seg in list(self.segments.items()):
-            if self.used_bytes <= target:
+        victims: list[tuple[bytes, Segment]] = []
+        freeing, room = 0, self.spill_room()
+        for oid, seg in self.segments.items():
+            if self.used_bytes - freeing <= target:
                 break
-            if seg.spilled or seg.size > self.spill_room():
+            if seg.spilled or seg.size > room:
                 continue
-            start = loop.time()
+            victims.append((oid, seg))
+            freeing += seg.size
+            room -= seg.size
+        if not victims:
+            return
+        start = loop.time()
+        done = await asyncio.gather(
+            *(self.spill_one(oid, seg) for oid, seg in victims), return_exceptions=True
+        )
+        seconds = loop.time() - start
+        for (_, seg), ok in zip(victims, done, strict=True):
+            if ok is True:
+                self.burst[0] += seg.size
+                self.burst[1] += 1
+        self.burst[2] += seconds
+        if self.burst[1] and self.burst_timer is None:
+            self.burst_timer = loop.call_later(1.0, self.log_spill_burst)
+
+    async def spill_one(self, oid: bytes, seg: Segment) -> bool:
+        async with self.spill_slots:
             try:
                 await asyncio.to_thread(self.store.spill, oid)
             except FileNotFoundError:  # still being written, or freed meanwhile
-                continue
-            if self.segments.get(oid) is not seg:  # freed while we copied
-                self.store.delete(oid)
-                continue
-            seg.spilled = True
-            self.used_bytes -= seg.size
-            self.spilled_bytes += seg.size
-            self.spilled_total += 1
-            self.burst[0] += seg.size
-            self.burst[1] += 1
-            self.burst[2] += loop.time() - start
-        if self.burst[1] and self.burst_timer is None:
-            self.burst_timer = loop.call_later(1.0, self.log_spill_burst)
+                return False
+        if self.segments.get(oid) is not seg:  # freed while we copied
+            self.store.delete(oid)
+            return False
+        seg.spilled = True
+        self.used_bytes -= seg.size
+        self.spilled_bytes += seg.size
+        self.spilled_total += 1
+        return True
 
     def log_spill_burst(self) -> None:
         nbytes, n, seconds = self.burst

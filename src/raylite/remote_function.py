@@ -10,7 +10,7 @@ from typing import Any
 from . import core_worker
 from .config import to_units
 from .object_ref import ObjectRef, new_id
-from .serialization import dumps_inline
+from .serialization import dumps_function
 
 _COMMON = {
     "num_cpus",
@@ -168,7 +168,7 @@ class RemoteFunction:
 
     def _pickled(self) -> bytes:
         if self._blob is None:
-            self._blob = dumps_inline(self._function)
+            self._blob = dumps_function(self._function)
         return self._blob
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:

@@ -11,9 +11,12 @@ Inline form: `bytes` (a pickle with no out-of-band buffers) or `[meta, buf, ...]
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import io
 import pickle
 import traceback
+import types
 from typing import Any
 
 import cloudpickle
@@ -93,6 +96,50 @@ def serialize(value: Any) -> SerializedValue:
 def dumps_inline(value: Any) -> bytes:
     """A plain pickle (functions, classes, exceptions, argument tuples)."""
     return cloudpickle.dumps(value, protocol=5)
+
+
+def dumps_function(obj: Any) -> bytes:
+    """Pickle a remote function or actor class, with the file it was defined in.
+
+    cloudpickle (3.1.3 on) writes "<dynamic-code>" as the file name of code it pickles
+    by value, which takes the source lines out of remote tracebacks. The file name
+    travels beside the pickle and `loads_function` puts it back.
+    """
+    code = getattr(obj, "__code__", None)
+    filename = code.co_filename if code is not None else ""
+    if not filename:
+        with contextlib.suppress(TypeError, OSError):
+            filename = inspect.getsourcefile(obj) or ""
+    return cloudpickle.dumps((obj, filename), protocol=5)
+
+
+def loads_function(blob: bytes) -> Any:
+    obj, filename = pickle.loads(blob)
+    if filename:
+        if isinstance(obj, type):
+            for value in vars(obj).values():
+                fn = getattr(value, "__func__", value)  # staticmethod, classmethod
+                _restore_filename(fn, filename)
+                if isinstance(value, property):
+                    for accessor in (value.fget, value.fset, value.fdel):
+                        _restore_filename(accessor, filename)
+        else:
+            _restore_filename(obj, filename)
+    return obj
+
+
+def _restore_filename(fn: Any, filename: str) -> None:
+    code = getattr(fn, "__code__", None)
+    if isinstance(code, types.CodeType) and code.co_filename == "<dynamic-code>":
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            fn.__code__ = _with_filename(code, filename)
+
+
+def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(
+        _with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def loads_inline(data: Any) -> Any:

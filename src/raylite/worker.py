@@ -25,7 +25,7 @@ from .actors import ActorExitRequest
 from .config import CONFIG
 from .core_worker import CoreWorker
 from .exceptions import ActorDiedError, RayTaskError, TaskCancelledError
-from .serialization import capture_error, dumps_inline, loads_inline, serialize
+from .serialization import capture_error, dumps_inline, loads_function, loads_inline, serialize
 
 _STOP = object()
 _EXIT = object()
@@ -281,7 +281,7 @@ class Worker:
             if fn is None:
                 if msg.function_blob is None:
                     raise RuntimeError(f"worker has no code for {msg.name}")
-                fn = self.functions[msg.function_id] = loads_inline(msg.function_blob)
+                fn = self.functions[msg.function_id] = loads_function(msg.function_blob)
         args, kwargs = loads_inline(msg.args_blob)
         if msg.deps:
             args = list(args)
