@@ -7,7 +7,7 @@ from typing import Any
 
 from . import core_worker
 from .object_ref import new_id
-from .remote_function import resource_shape, validate_options
+from .remote_function import resource_shape, strategy_of, validate_options
 from .serialization import dumps_function
 
 
@@ -123,10 +123,12 @@ class ActorClass:
             namespace=options.get("namespace"),
             methods=self._methods,
             get_if_exists=bool(options.get("get_if_exists")),
+            strategy=strategy_of(options),
             actor_options={
                 "max_concurrency": options.get("max_concurrency"),
                 "max_restarts": options.get("max_restarts") or 0,
                 "max_task_retries": options.get("max_task_retries") or 0,
+                "detached": options.get("lifetime") == "detached",
             },
         )
         return ActorHandle(

@@ -60,6 +60,7 @@ class _Runtime:
     proc: subprocess.Popen[bytes] | None
     session_dir: str
     store_dir: str
+    connected: bool = False  # a driver of a running cluster: shutdown leaves the node up
 
 
 _runtime: _Runtime | None = None
@@ -104,11 +105,30 @@ def init(
                 "by passing in 'ignore_reinit_error=True' or by calling 'raylite.shutdown()' "
                 "prior to 'raylite.init()'."
             )
+        if address is None:
+            address = os.environ.get("RAYLITE_ADDRESS") or None
         if address not in (None, "local"):
-            raise NotImplementedError(
-                f"init(address={address!r}): connecting to a running cluster comes with "
-                "multi-node support; raylite starts a local node with address=None."
-            )
+            given = [
+                k
+                for k, v in (
+                    ("num_cpus", num_cpus),
+                    ("num_gpus", num_gpus),
+                    ("resources", resources),
+                    ("object_store_memory", object_store_memory),
+                )
+                if v is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"When connecting to an existing cluster, {', '.join(given)} must not be "
+                    "provided: the nodes were started with their resources (raylite start)."
+                )
+            _configure_logging(logging_level)
+            _runtime = _connect(address, log_to_driver, namespace)
+            core_worker._global = _runtime.cw
+            core_worker._auto_init = _auto_init
+            atexit.register(shutdown)
+            return RayContext(_runtime.cw)
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
@@ -150,6 +170,23 @@ def init(
         core_worker._auto_init = _auto_init
         atexit.register(shutdown)
         return RayContext(_runtime.cw)
+
+
+def _connect(address: str, log_to_driver: bool, namespace: str | None) -> _Runtime:
+    """A driver of a running cluster, through the node `raylite start` runs on this host."""
+    from .local_nodes import find_local_node, read_token
+
+    node = find_local_node(address)
+    cw = CoreWorker(
+        mode="driver",
+        node_address=node["unix_address"],
+        token=read_token(node["token_file"]),
+        session_dir=node["session_dir"],
+        log_to_driver=log_to_driver,
+        namespace=namespace,
+        listen_ip=node["ip"],
+    )
+    return _Runtime(cw, None, "", "", connected=True)
 
 
 def _auto_init() -> CoreWorker:
@@ -289,6 +326,13 @@ def shutdown() -> None:
     global _runtime
     with _init_lock:
         rt = _runtime
+        if rt is not None and rt.connected:
+            _runtime = None
+            core_worker._global = None
+            with contextlib.suppress(Exception):
+                atexit.unregister(shutdown)
+            rt.cw.shutdown()
+            return
         if rt is None or rt.proc is None:
             return
         _runtime = None
@@ -447,35 +491,12 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
-    """Chrome trace events ("X" spans) of finished tasks; written to `filename` if given."""
-    events = _worker().timeline_events()
-    trace: list[dict[str, Any]] = []
-    workers: dict[int, str] = {}
-    for name, task_id, start, end, pid, worker_id, kind, parent, _deps, _returns in events:
-        workers.setdefault(pid, worker_id.hex())
-        trace.append(
-            {
-                "cat": kind,
-                "name": name,
-                "ph": "X",
-                "pid": 1,
-                "tid": pid,
-                "ts": start * 1e6,
-                "dur": max(end - start, 0) * 1e6,
-                "args": {
-                    "task_id": task_id.hex(),
-                    "worker_id": worker_id.hex(),
-                    "worker_pid": pid,
-                    "parent_task_id": parent.hex() if parent else None,
-                },
-            }
-        )
-    trace.sort(key=lambda e: e["ts"])
-    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "Node 127.0.0.1"}}]
-    meta += [
-        {"ph": "M", "name": "thread_name", "pid": 1, "tid": pid, "args": {"name": f"worker {pid}"}}
-        for pid in sorted(workers)
-    ]
+    """Chrome trace events of finished tasks ("X" spans, and "s"/"f" flows from the
+    task that produced an argument to the task that read it); written to `filename`
+    (with the worker names) if given, for chrome://tracing or Perfetto."""
+    from .task_events import chrome_trace
+
+    meta, trace = chrome_trace(_worker().timeline_events())
     if filename is not None:
         with open(filename, "w") as f:
             json.dump(meta + trace, f)

@@ -1,44 +1,56 @@
-"""raylite's command line: `raylite memory` (more commands come with clusters).
+"""raylite's command line: memory, list, summary, logs (more commands come with clusters).
+
+    raylite memory                              objects in the store, like `ray memory`
+    raylite list tasks|actors|objects|nodes|workers [--state S] [--name N]
+                 [--filter "col=value"]... [--limit N] [--format table|json] [--detail]
+    raylite summary tasks|actors [--format table|json]
+    raylite logs [--pid N | --actor-id ID | --task-id ID] [--tail N] [--follow]
 
 Finds the local node through its session directory (/tmp/raylite/<session>/),
-which holds the node's socket and its token (readable by the same user only).
+which holds the node's socket and its token (readable by the same user only), and
+reads the same records as `raylite.util.state`.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
-import os
+import json
 import sys
-import tempfile
+import time
+from typing import Any
 
 from . import protocol as P
-from .object_ref import new_id
+from .exceptions import ConnectionLost
 from .transport import Connection
+from .util import state
 
-
-def _sessions() -> list[str]:
-    base = os.path.join(tempfile.gettempdir(), "raylite")
-    found = [os.path.dirname(p) for p in glob.glob(os.path.join(base, "*", "node.sock"))]
-    return sorted(found, key=os.path.getmtime, reverse=True)
+KINDS = ("tasks", "actors", "objects", "nodes", "workers")
+# What --name and --state filter on, per kind (None: the option does not apply).
+NAME_COLUMN = {"tasks": "name", "actors": "class_name", "nodes": "node_name"}
+STATE_COLUMN = {"tasks": "state", "actors": "state", "nodes": "state", "workers": "state"}
+# The table's columns without --detail (with it: every field).
+TABLE_COLUMNS = {
+    "tasks": ["task_id", "name", "state", "type", "worker_pid", "actor_id", "error_type"],
+    "actors": ["actor_id", "class_name", "state", "name", "pid", "ray_namespace"],
+    "objects": ["object_id", "object_size", "type", "pid", "reference_type", "spilled"],
+    "nodes": ["node_id", "node_ip", "is_head_node", "state", "node_name", "resources_total"],
+    "workers": ["worker_id", "worker_type", "is_alive", "pid", "state", "actor_id"],
+}
+LISTERS = {
+    "tasks": state.list_tasks,
+    "actors": state.list_actors,
+    "objects": state.list_objects,
+    "nodes": state.list_nodes,
+    "workers": state.list_workers,
+}
+FOLLOW_POLL_S = 0.25
 
 
 def _connect(session: str | None) -> Connection:
-    sessions = [session] if session else _sessions()
-    errors = []
-    for s in sessions:
-        try:
-            with open(os.path.join(s, "token")) as f:
-                token = bytes.fromhex(f.read().strip())
-            conn = Connection.connect(f"unix:{s}/node.sock", token, lambda *a: None, name="cli")
-            conn.request(P.RegisterClient("cli", new_id(), os.getpid(), "", None), timeout=10)
-            return conn
-        except Exception as exc:
-            errors.append(f"{s}: {exc}")
-    detail = "; ".join(errors) if errors else "no session under /tmp/raylite"
-    raise SystemExit(
-        f"raylite: no running raylite node found ({detail}). Start one with raylite.init()."
-    )
+    try:
+        return state.connect(session)
+    except ConnectionError as exc:
+        raise SystemExit(f"raylite: {exc}") from None
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
@@ -64,12 +76,211 @@ def cmd_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- list ----------------------------------------------------------------------------------
+def _parse_filter(text: str) -> tuple[str, str, str]:
+    for pred in ("!=", "="):
+        key, sep, value = text.partition(pred)
+        if sep:
+            return key.strip(), pred, value.strip()
+    raise SystemExit(f'raylite: a filter is "column=value" or "column!=value", got {text!r}')
+
+
+def _filters(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    filters = [_parse_filter(f) for f in args.filter or ()]
+    for option, columns in (("name", NAME_COLUMN), ("state", STATE_COLUMN)):
+        value = getattr(args, option)
+        if value is None:
+            continue
+        column = columns.get(args.kind)
+        if column is None:
+            raise SystemExit(f"raylite: --{option} does not apply to {args.kind}; use --filter")
+        filters.append((column, "=", value))
+    return filters
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    try:
+        if args.kind == "tasks":
+            rows, total = state.task_rows(args.session, filters, args.limit, 30)
+        else:
+            records = LISTERS[args.kind](address=args.session, filters=filters, limit=args.limit)
+            rows, total = [r.asdict() for r in records], None
+    except ConnectionError as exc:
+        raise SystemExit(f"raylite: {exc}") from None
+    except ValueError as exc:
+        raise SystemExit(f"raylite: {exc}") from None
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    columns = list(rows[0]) if args.detail and rows else TABLE_COLUMNS[args.kind]
+    shown = f"Total: {total if total is not None else len(rows)}"
+    if total is not None and total > len(rows):
+        shown += f" (showing {len(rows)}; raise --limit to see more)"
+    print(shown)
+    print(format_table(rows, columns))
+    return 0
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as aligned text columns, headers in capitals; long cells cut to one line."""
+    cells = [[c.upper() for c in columns]]
+    for row in rows:
+        cells.append([_cell(row.get(c)) for c in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    )
+
+
+def _cell(value: Any, width: int = 80) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        text = ", ".join(
+            f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in value.items()
+        )
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --- summary -------------------------------------------------------------------------------
+def cmd_summary(args: argparse.Namespace) -> int:
+    try:
+        if args.kind == "tasks":
+            summary = state.summarize_tasks(address=args.session)
+        else:
+            summary = state.summarize_actors(address=args.session)
+    except ConnectionError as exc:
+        raise SystemExit(f"raylite: {exc}") from None
+    if args.format == "json":
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    cluster = summary["cluster"]
+    rows = list(cluster["summary"].values())
+    if args.kind == "tasks":
+        print(
+            f"Tasks: {cluster['total_tasks']}, actor tasks: {cluster['total_actor_tasks']}, "
+            f"actors scheduled: {cluster['total_actor_scheduled']}"
+        )
+        columns = ["func_or_class_name", "type", "state_counts"]
+    else:
+        print(f"Actors: {cluster['total_actors']}")
+        columns = ["class_name", "state_counts"]
+    print(format_table(sorted(rows, key=lambda r: r[columns[0]]), columns))
+    return 0
+
+
+# --- logs ----------------------------------------------------------------------------------
+def cmd_logs(args: argparse.Namespace) -> int:
+    if not (args.pid or args.actor_id or args.task_id):
+        return _log_sources(args)
+    conn = _connect(args.session)
+    try:
+        return _print_logs(conn, args)
+    except KeyboardInterrupt:
+        return 0
+    except ConnectionLost:
+        print("raylite: the node stopped", file=sys.stderr)
+        return 0
+    finally:
+        conn.close()
+
+
+def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
+    reply = conn.request(
+        state.log_request(args.pid, args.actor_id, args.task_id, 0, args.tail), timeout=30
+    )
+    if isinstance(reply, P.Failed):
+        print(f"raylite: {reply.reason}", file=sys.stderr)
+        return 1
+    pid = reply.pid
+    _write(reply.lines)
+    while args.follow:
+        nxt = reply.next_line
+        time.sleep(FOLLOW_POLL_S)
+        reply = conn.request(
+            state.log_request(args.pid, args.actor_id, args.task_id, nxt, 0), timeout=30
+        )
+        if isinstance(reply, P.Failed):  # e.g. the actor's record is gone
+            print(f"raylite: {reply.reason}", file=sys.stderr)
+            return 1
+        if reply.pid != pid:  # the actor restarted in another worker: read it from the start
+            print(f"raylite: now following worker pid={reply.pid}", file=sys.stderr)
+            pid = reply.pid
+            reply = conn.request(
+                state.log_request(args.pid, args.actor_id, args.task_id, 1, 0), timeout=30
+            )
+        _write(reply.lines)
+        if not reply.alive and not reply.lines and not args.actor_id:
+            print(f"raylite: worker pid={pid} exited", file=sys.stderr)
+            return 0
+    return 0
+
+
+def _write(lines: list[list[Any]]) -> None:
+    if lines:
+        sys.stdout.write("".join(f"{text}\n" for _, _, text in lines))
+        sys.stdout.flush()
+
+
+def _log_sources(args: argparse.Namespace) -> int:
+    try:
+        workers = state.list_workers(address=args.session, limit=10_000)
+    except ConnectionError as exc:
+        raise SystemExit(f"raylite: {exc}") from None
+    rows = [w.asdict() for w in workers if w.log_lines]
+    print("Workers with recent output (show one with --pid N or --actor-id ID):")
+    print(format_table(rows, ["pid", "is_alive", "actor_id", "log_lines"]))
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raylite", description="raylite command line")
     sub = parser.add_subparsers(dest="command", required=True)
+    from . import cli_cluster
+
+    cli_cluster.add_commands(sub)  # start, stop, status
+    session_help = "session directory (default: the newest running one)"
+
     mem = sub.add_parser("memory", help="list the objects in the local node's object store")
-    mem.add_argument("--session", help="session directory (default: the newest running one)")
+    mem.add_argument("--session", help=session_help)
     mem.set_defaults(func=cmd_memory)
+
+    lst = sub.add_parser("list", help="list tasks, actors, objects, nodes or workers")
+    lst.add_argument("kind", choices=KINDS)
+    lst.add_argument(
+        "--filter",
+        action="append",
+        metavar="COLUMN=VALUE",
+        help='keep rows where COLUMN=VALUE (or COLUMN!=VALUE); repeatable, e.g. "state=FAILED"',
+    )
+    lst.add_argument("--state", help="keep rows in this state (tasks: RUNNING, FINISHED, ...)")
+    lst.add_argument("--name", help="keep rows of this task name, actor class or node name")
+    lst.add_argument("--limit", type=int, default=state.DEFAULT_LIMIT, help="at most N rows")
+    lst.add_argument("--format", choices=("table", "json"), default="table")
+    lst.add_argument("--detail", action="store_true", help="every field, not a few")
+    lst.add_argument("--session", help=session_help)
+    lst.set_defaults(func=cmd_list)
+
+    summ = sub.add_parser("summary", help="counts of tasks or actors by name and state")
+    summ.add_argument("kind", choices=("tasks", "actors"))
+    summ.add_argument("--format", choices=("table", "json"), default="table")
+    summ.add_argument("--session", help=session_help)
+    summ.set_defaults(func=cmd_summary)
+
+    logs = sub.add_parser("logs", help="recent output of a worker or actor (--follow: stream)")
+    logs.add_argument("--pid", type=int, help="the worker's process id")
+    logs.add_argument("--actor-id", help="the actor's id (hex), as `raylite list actors` shows")
+    logs.add_argument("--task-id", help="a task's id: the output of the worker that ran it")
+    logs.add_argument("--tail", type=int, default=1000, help="the last N lines (default 1000)")
+    logs.add_argument("-f", "--follow", action="store_true", help="print new lines until Ctrl-C")
+    logs.add_argument("--session", help=session_help)
+    logs.set_defaults(func=cmd_logs)
+
     args = parser.parse_args(argv)
     return int(args.func(args))
 

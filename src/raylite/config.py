@@ -28,6 +28,10 @@ class Config:
     kill_grace_s: float = 1.0
     # Seconds init() waits for the node manager to come up.
     start_timeout_s: float = 30.0
+    # Node managers heartbeat to the head this often (seconds).
+    heartbeat_s: float = 0.5
+    # A node that has not heartbeat for this long is marked dead (Ray: 30 s).
+    node_timeout_s: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
 

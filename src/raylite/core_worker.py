@@ -56,6 +56,7 @@ from .exceptions import (
     OwnerDiedError,
     RayTaskError,
     TaskCancelledError,
+    TaskUnschedulableError,
     WorkerCrashedError,
 )
 from .object_ref import ObjectRef, new_id
@@ -83,7 +84,7 @@ _DEP = _Dep()
 class ObjectEntry:
     """An object this process owns."""
 
-    __slots__ = ("borrowers", "contains", "data", "held", "kind", "seq", "waiters")
+    __slots__ = ("borrowers", "contains", "data", "held", "kind", "lineage", "seq", "waiters")
 
     def __init__(self) -> None:
         self.kind: int | None = PENDING
@@ -93,6 +94,7 @@ class ObjectEntry:
         self.held = 0  # pending tasks that read this value from the store
         self.borrowers: dict[str, int] = {}  # borrower address -> registrations
         self.contains: list[ObjectRef] = []  # refs pickled inside this value
+        self.lineage: TaskSpec | None = None  # the task to rerun if the value is lost
 
 
 @dataclass(eq=False)
@@ -118,6 +120,8 @@ class TaskSpec:
     incarnation: int = 0  # which life of its actor the call was sent to
     lease: Any = None  # the lease it was pushed on, while it runs
     failed: bool = False
+    strategy: Any = None  # scheduling_strategy as sent to node managers
+    rebuildable: bool = False  # no refs in its arguments: rerunning it rebuilds its value
 
 
 class Lease:
@@ -126,6 +130,8 @@ class Lease:
         "busy",
         "gpu_ids",
         "lease_id",
+        "nm",
+        "node_id",
         "pid",
         "returned",
         "sclass",
@@ -133,8 +139,10 @@ class Lease:
         "worker_id",
     )
 
-    def __init__(self, grant: P.LeaseGranted, sclass: SchedulingClass) -> None:
+    def __init__(self, grant: P.LeaseGranted, sclass: SchedulingClass, nm: str = "") -> None:
         self.lease_id = grant.lease_id
+        self.node_id = grant.node_id
+        self.nm = nm  # the node manager that granted it ("": ours)
         self.worker_id = grant.worker_id
         self.address = grant.address
         self.pid = grant.pid
@@ -148,14 +156,16 @@ class Lease:
 class SchedulingClass:
     """Queued tasks of one resource shape and the worker leases serving them."""
 
-    __slots__ = ("idle", "key", "pending", "queue", "shape", "warned")
+    __slots__ = ("idle", "key", "pending", "queue", "shape", "strategy", "warned")
 
-    def __init__(self, key: tuple[tuple[str, int], ...]) -> None:
+    def __init__(self, key: tuple[Any, ...], strategy: Any = None) -> None:
         self.key = key
-        self.shape = dict(key)
+        self.shape = dict(k for k in key if k[0] != "@strategy")
+        self.strategy = strategy
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.idle: list[Lease] = []
-        self.pending: set[bytes] = set()  # lease ids requested, not yet granted
+        # Lease ids requested, not yet granted -> the node manager asked ("": ours).
+        self.pending: dict[bytes, str] = {}
         self.warned = False
 
 
@@ -258,6 +268,7 @@ class CoreWorker(_object_ref._Hooks):
         namespace: str | None = None,
         task_handler: Callable[[Connection, P.PushTask, int], None] | None = None,
         nm_handler: Callable[[Connection, Any, int], None] | None = None,
+        listen_ip: str | None = None,
     ) -> None:
         self.mode = mode
         self.token = token
@@ -293,8 +304,13 @@ class CoreWorker(_object_ref._Hooks):
         self.on_nm_message = nm_handler
         self.on_cancel_task: Callable[[bytes], None] | None = None
 
-        self.address = f"unix:{session_dir}/{mode[0]}-{self.worker_id.hex()}.sock"
-        self.listener = Listener(self.address, token, self._handle_inbound)
+        # On a cluster node, other nodes' processes call us: listen on TCP there.
+        if listen_ip:
+            address = f"tcp:{listen_ip}:0"
+        else:
+            address = f"unix:{session_dir}/{mode[0]}-{self.worker_id.hex()}.sock"
+        self.listener = Listener(address, token, self._handle_inbound)
+        self.address = self.listener.address
         self.nm = Connection.connect(
             node_address, token, self._handle_nm, name="node-manager", on_close=self._nm_lost
         )
@@ -305,6 +321,7 @@ class CoreWorker(_object_ref._Hooks):
         self.job_id: bytes = reg.job_id
         self.node_address = node_address
         self.node_info = reg.info
+        self.node_tcp: str = reg.info.get("tcp_address", "")  # "": a single-node session
         self.store = ObjectStore(reg.store_dir, reg.info.get("spill_dir"))
         self.store.on_spilled_read = lambda oid: self._send_nm(P.ObjectRestored(oid))
         self.store.on_mapped = self._on_mapped
@@ -417,6 +434,69 @@ class CoreWorker(_object_ref._Hooks):
                         report=True,
                     )
 
+    def _node_died(self, msg: P.NodeDied) -> None:
+        """A node is gone: what ran there is retried, what was stored only there is rebuilt.
+
+        Connections to its processes are closed now (a cut-off node never closes them),
+        which fails their calls into the usual paths: task retries, actor restarts.
+        """
+        prefix = "" if msg.ip.startswith("127.") else f"tcp:{msg.ip}:"
+
+        def there(address: str | None) -> bool:
+            return bool(address) and (
+                address == msg.address or bool(prefix and address.startswith(prefix))  # type: ignore[union-attr]
+            )
+
+        with self.lock:
+            on_node = {
+                lease.address for lease in self.leases.values() if lease.node_id == msg.node_id
+            }
+            for sc in self.classes.values():
+                sc.idle = [lease for lease in sc.idle if lease.node_id != msg.node_id]
+            actors = [
+                c.address
+                for c in self.actors.values()
+                if c.creator and (there(c.address) or (c.lease and c.lease.node_id == msg.node_id))
+            ]
+            lost = [
+                oid
+                for oid, entry in self.objects.items()
+                if entry.kind == P.IN_STORE
+                and isinstance(entry.data, list)
+                and entry.data[1] == msg.address
+            ]
+        for address, conn in list(self.peers.items()):
+            if there(address) or address in on_node:
+                conn.close(join=False)
+        for address in actors:
+            if address:
+                self._actor_process_died(address)
+        for oid in lost:
+            self._object_lost(oid, f"its node {msg.address} died ({msg.cause})")
+
+    def _object_lost(self, oid: bytes, why: str) -> None:
+        """The only copy of an owned object is gone: rerun the task that made it, or fail."""
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None or entry.kind != P.IN_STORE:
+                return
+            spec = entry.lineage
+            if spec is not None and spec.max_retries != 0 and not self.closed:
+                if spec.max_retries > 0:
+                    spec.max_retries -= 1
+                entry.kind, entry.data, entry.lineage = PENDING, None, None
+                spec.failed, spec.cancelled, spec.deps, spec.unresolved = False, False, [], 0
+                self.running[oid] = spec
+                log.info("rebuilding object %s: %s", oid.hex()[:12], why)
+                self._enqueue(spec)
+                return
+            err = ObjectLostError(
+                oid.hex(),
+                f"Object {oid.hex()} is lost: {why}, and it cannot be rebuilt "
+                "(it was put(), made by an actor, or its task has no retries left).",
+            )
+            entry.kind, entry.data = P.ERROR, dumps_inline(err)
+
     def _drop_borrower(self, address: str) -> None:
         """A borrower died: its borrows will never be returned."""
         with self.lock:
@@ -466,8 +546,19 @@ class CoreWorker(_object_ref._Hooks):
             return
         del self.objects[oid]
         if entry.kind == P.IN_STORE:
-            self._send_nm(P.FreeObject(oid))
+            self._free_segment(oid, entry.data)
         entry.contains = []  # their __del__ queues them on _released
+
+    def _free_segment(self, oid: bytes, data: Any) -> None:
+        """Tell the node that holds an object's segment to free it (and its copies)."""
+        holder = data[1] if isinstance(data, list) else ""
+        if not holder or holder == self.node_tcp:
+            self._send_nm(P.FreeObject(oid))
+            return
+        try:
+            self.peer(holder).send(P.FreeObject(oid))
+        except ConnectionLost:
+            pass  # that node is gone, and its store with it
 
     # --------------------------------------------------------------- connections
     def peer(self, address: str) -> Connection:
@@ -505,6 +596,8 @@ class CoreWorker(_object_ref._Hooks):
         elif isinstance(msg, P.ClientDied):
             self._drop_borrower(msg.address)
             self._actor_process_died(msg.address)
+        elif isinstance(msg, P.NodeDied):
+            self._node_died(msg)
         elif self.on_nm_message is not None:
             self.on_nm_message(conn, msg, rid)
 
@@ -571,7 +664,9 @@ class CoreWorker(_object_ref._Hooks):
         reply = self.nm.request(P.ReserveObject(oid, size, self.address), timeout=None)
         if isinstance(reply, P.Failed):
             raise ObjectStoreFullError(reply.reason)
-        return P.IN_STORE, self.store.put(oid, sv, reply.directory, reply.prealloc)
+        size = self.store.put(oid, sv, reply.directory, reply.prealloc)
+        # On a cluster the value says which node holds it: [size, node manager address].
+        return P.IN_STORE, [size, self.node_tcp] if self.node_tcp else size
 
     def _complete(self, oid: bytes, kind: int, data: Any, contained: Any = ()) -> None:
         """Record an owned object's value and run its waiters (call without lock)."""
@@ -580,7 +675,7 @@ class CoreWorker(_object_ref._Hooks):
             entry = self.objects.get(oid)
             if entry is None or entry.kind is not PENDING:
                 if entry is None and kind == P.IN_STORE:
-                    self._send_nm(P.FreeObject(oid))
+                    self._free_segment(oid, data)
                 return
             entry.kind, entry.data = kind, data
             entry.contains = refs
@@ -651,11 +746,28 @@ class CoreWorker(_object_ref._Hooks):
         if kind == P.INLINE:
             return loads_inline(data)
         if kind == P.IN_STORE:
+            holder = data[1] if isinstance(data, list) else ""
+            if holder and holder != self.node_tcp and not self.store.contains(oid):
+                self._fetch(oid, data)
             return self.store.get(oid)
         err = loads_inline(data)
         if isinstance(err, RayTaskError):
             raise err.as_instanceof_cause()
         raise err
+
+    def _fetch(self, oid: bytes, data: list[Any]) -> None:
+        """Have our node manager pull an object from the node that holds it."""
+        size, holder = data[0], data[1]
+        try:
+            reply = self.nm.request(P.FetchObject(oid, holder, size, ""), timeout=None)
+        except ConnectionLost as exc:
+            raise ObjectLostError(oid.hex(), f"Object {oid.hex()} is lost: {exc}") from exc
+        if isinstance(reply, P.Failed):
+            raise ObjectLostError(
+                oid.hex(),
+                f"Object {oid.hex()} is lost: it could not be fetched from {holder} "
+                f"({reply.reason}).",
+            )
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._process_released()
@@ -801,11 +913,14 @@ class CoreWorker(_object_ref._Hooks):
         actor_id: bytes | None = None,
         actor_creation: bool = False,
         actor_options: dict[str, Any] | None = None,
+        strategy: Any = None,
     ) -> list[ObjectRef]:
         self._process_released()
         task_id = new_id()
         return_ids = [new_id() for _ in range(num_returns)]
-        key = tuple(sorted(shape.items()))
+        key: tuple[Any, ...] = tuple(sorted(shape.items()))
+        if strategy is not None:  # its own leases: SPREAD must not reuse one worker
+            key += (("@strategy", repr(strategy)),)
         spec = TaskSpec(
             task_id,
             name,
@@ -820,8 +935,12 @@ class CoreWorker(_object_ref._Hooks):
             actor_id,
             actor_creation,
             actor_options=actor_options,
+            strategy=strategy,
         )
         deps = self._prepare(spec, args, kwargs, name)
+        spec.rebuildable = (
+            actor_id is None and num_returns == 1 and max_retries != 0 and not spec.arg_refs
+        )
         with self.lock:
             for oid in return_ids:
                 self.objects[oid] = ObjectEntry()
@@ -904,7 +1023,7 @@ class CoreWorker(_object_ref._Hooks):
         """Queue a ready task for its scheduling class (lock held)."""
         sc = self.classes.get(spec.shape_key)
         if sc is None:
-            sc = self.classes[spec.shape_key] = SchedulingClass(spec.shape_key)
+            sc = self.classes[spec.shape_key] = SchedulingClass(spec.shape_key, spec.strategy)
         sc.queue.append(spec)
         self._dispatch(sc)
 
@@ -916,9 +1035,9 @@ class CoreWorker(_object_ref._Hooks):
         for _ in range(want):
             self._request_lease(sc)
         if not sc.queue and sc.pending:
-            for lease_id in list(sc.pending):
-                sc.pending.discard(lease_id)
-                self._send_nm(P.CancelLease(lease_id))
+            for lease_id, nm in list(sc.pending.items()):
+                del sc.pending[lease_id]
+                self._send_to_nm(nm, P.CancelLease(lease_id))
 
     def _send_nm(self, msg: Any) -> None:
         try:
@@ -926,22 +1045,49 @@ class CoreWorker(_object_ref._Hooks):
         except ConnectionLost:
             pass
 
+    def _send_to_nm(self, nm: str, msg: Any) -> None:
+        """To our node manager ("") or another node's."""
+        if not nm:
+            self._send_nm(msg)
+            return
+        try:
+            self.peer(nm).send(msg)
+        except ConnectionLost:
+            pass  # that node is gone: so is what we would tell it about
+
     def _request_lease(
         self,
         sc: SchedulingClass,
         actor_id: bytes | None = None,
-        on_grant: Callable[[Lease], None] | None = None,
+        on_grant: Callable[[Lease | None], None] | None = None,
+        detached: bool = False,
     ) -> None:
+        """Ask our node manager for a worker; follow it to another node if it says so."""
         lease_id = new_id()
         if on_grant is None:
-            sc.pending.add(lease_id)
+            sc.pending[lease_id] = ""
 
-        def granted(reply: Any) -> None:
+        def answered(reply: Any, nm: str) -> None:
+            if isinstance(reply, P.LeaseSpillback):  # that node has room (or the resource)
+                with self.lock:
+                    if on_grant is None:
+                        if lease_id not in sc.pending:  # cancelled meanwhile
+                            return
+                        sc.pending[lease_id] = reply.address
+                ask(reply.address, True)
+                return
             if not isinstance(reply, P.LeaseGranted):
                 if on_grant is not None:
-                    on_grant(None)  # type: ignore[arg-type]
+                    on_grant(None)
+                    return
+                with self.lock:  # refused, or the node went away: ask again if needed
+                    if sc.pending.pop(lease_id, None) is not None and sc.queue:
+                        if isinstance(reply, P.Failed) and "affinity" in reply.reason:
+                            self._fail_queue(sc, reply.reason)
+                        else:
+                            self._dispatch(sc)
                 return
-            lease = Lease(reply, sc)
+            lease = Lease(reply, sc, nm)
             if on_grant is not None:
                 on_grant(lease)
                 return
@@ -950,17 +1096,36 @@ class CoreWorker(_object_ref._Hooks):
                 if lease_id not in sc.pending:  # cancelled meanwhile
                     self._return_lease(lease)
                     return
-                sc.pending.discard(lease_id)
+                del sc.pending[lease_id]
                 if sc.queue:
                     self._push(lease, sc.queue.popleft())
                     self._dispatch(sc)
                 else:
                     self._idle(lease)
 
-        try:
-            self.nm.request_async(P.RequestLease(lease_id, sc.shape, actor_id), granted)
-        except ConnectionLost:
-            sc.pending.discard(lease_id)
+        def ask(nm: str, spilled: bool) -> None:
+            msg = P.RequestLease(lease_id, sc.shape, actor_id, sc.strategy, spilled, detached)
+            try:
+                conn = self.peer(nm) if nm else self.nm
+                conn.request_async(msg, lambda reply: answered(reply, nm))
+            except ConnectionLost:
+                answered(None, nm)
+
+        ask("", False)
+
+    def _fail_queue(self, sc: SchedulingClass, reason: str) -> None:
+        """Tasks that can never be placed (hard affinity to a dead node): fail them (lock held)."""
+        queued = list(sc.queue)
+        sc.queue.clear()
+        err = dumps_inline(TaskUnschedulableError(reason))
+
+        def fail() -> None:
+            for spec in queued:
+                self._fail_task(spec, err)
+                with self.lock:
+                    self._release_held(spec)
+
+        self.timers.call_later(0, fail)  # not under the lock: waiters run callbacks
 
     def _warn_infeasible(self, msg: P.LeaseInfeasible) -> None:
         shape = {k: from_units(v) for k, v in msg.shape.items()}
@@ -1015,7 +1180,7 @@ class CoreWorker(_object_ref._Hooks):
             with self.lock:
                 lease.busy = None
                 self.leases.pop(lease.lease_id, None)
-                self._send_nm(P.ReturnLease(lease.lease_id, True))
+                self._send_to_nm(lease.nm, P.ReturnLease(lease.lease_id, True))
                 if spec.cancelled:
                     err: Exception = TaskCancelledError(spec.task_id.hex())
                     self._fail_task(spec, dumps_inline(err))
@@ -1051,6 +1216,11 @@ class CoreWorker(_object_ref._Hooks):
             return
         for oid, kind, data, contained in reply.returns:
             self._complete(oid, kind, data, contained)
+        if spec.rebuildable and reply.returns and reply.returns[0][1] == P.IN_STORE:
+            with self.lock:  # lineage: kept while the object lives
+                entry = self.objects.get(reply.returns[0][0])
+                if entry is not None and entry.kind == P.IN_STORE:
+                    entry.lineage = spec
         with self.lock:
             self._release_held(spec)
             lease.busy = None
@@ -1081,7 +1251,7 @@ class CoreWorker(_object_ref._Hooks):
         if not lease.returned:
             lease.returned = True
             self.leases.pop(lease.lease_id, None)
-            self._send_nm(P.ReturnLease(lease.lease_id, False))
+            self._send_to_nm(lease.nm, P.ReturnLease(lease.lease_id, False))
 
     # ------------------------------------------------------------------ actors
     def create_actor(
@@ -1098,6 +1268,7 @@ class CoreWorker(_object_ref._Hooks):
         methods: dict[str, int] | None = None,
         get_if_exists: bool = False,
         actor_options: dict[str, Any] | None = None,
+        strategy: Any = None,
     ) -> tuple[bytes, str | None]:
         """Start an actor; returns (actor id, address if it already existed by name)."""
         actor_id = new_id()
@@ -1131,6 +1302,7 @@ class CoreWorker(_object_ref._Hooks):
             actor_id=actor_id,
             actor_creation=True,
             actor_options=actor_options,
+            strategy=strategy,
         )
         client.creation_ref = refs[0]
         return actor_id, None
@@ -1184,7 +1356,7 @@ class CoreWorker(_object_ref._Hooks):
             old, client.lease = client.lease, None
             if old is not None:
                 self.leases.pop(old.lease_id, None)
-                self._send_nm(P.ReturnLease(old.lease_id, True))
+                self._send_to_nm(old.nm, P.ReturnLease(old.lease_id, True))
         self._send_nm(
             P.ActorStateChanged(
                 client.actor_id,
@@ -1201,7 +1373,7 @@ class CoreWorker(_object_ref._Hooks):
     def _schedule_actor_creation(self, spec: TaskSpec, client: ActorClient) -> None:
         client.creation_spec = spec
         key = tuple(sorted(spec.shape.items()))
-        sc = self.classes.get(key) or SchedulingClass(key)
+        sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
 
         def on_grant(lease: Lease | None) -> None:
             if lease is None:
@@ -1223,7 +1395,8 @@ class CoreWorker(_object_ref._Hooks):
             self._flush_actor(client)
 
         with self.lock:
-            self._request_lease(sc, actor_id=client.actor_id, on_grant=on_grant)
+            detached = bool((spec.actor_options or {}).get("detached"))
+            self._request_lease(sc, actor_id=client.actor_id, on_grant=on_grant, detached=detached)
 
     def _actor_created(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         if isinstance(reply, P.TaskDone):
@@ -1462,7 +1635,7 @@ class CoreWorker(_object_ref._Hooks):
                     self._release_held(spec)
             return
         if force:
-            self._send_nm(P.ReturnLease(lease.lease_id, True))  # the node kills the worker
+            self._send_to_nm(lease.nm, P.ReturnLease(lease.lease_id, True))  # kills the worker
         else:
             try:
                 self.peer(lease.address).send(P.CancelTask(spec.task_id))

@@ -6,6 +6,8 @@
     ├── TaskCancelledError
     ├── WorkerCrashedError
     ├── ObjectStoreFullError
+    ├── TaskUnschedulableError, ActorUnschedulableError   no node can ever run it
+    ├── NodeDiedError
     ├── GetTimeoutError       also a TimeoutError
     ├── ObjectLostError ── OwnerDiedError
     └── RaySystemError ── RayliteInternalError ── ProtocolError, ConnectionLost,
@@ -141,6 +143,18 @@ class ObjectStoreFullError(RayError):
     pass
 
 
+class TaskUnschedulableError(RayError):
+    """The task can never be scheduled (e.g. hard node affinity to a dead node)."""
+
+
+class ActorUnschedulableError(RayError):
+    """The actor can never be scheduled (e.g. hard node affinity to a dead node)."""
+
+
+class NodeDiedError(RayError):
+    """The node running the task or holding the object died."""
+
+
 class GetTimeoutError(RayError, TimeoutError):
     """`get` or `wait` ran past its timeout."""
 
@@ -190,10 +204,12 @@ class AuthenticationError(RayliteInternalError):
 
 __all__ = [
     "ActorDiedError",
+    "ActorUnschedulableError",
     "AuthenticationError",
     "ConnectionLost",
     "GetTimeoutError",
     "InvalidTransition",
+    "NodeDiedError",
     "ObjectLostError",
     "ObjectStoreFullError",
     "OwnerDiedError",
@@ -204,5 +220,6 @@ __all__ = [
     "RayTaskError",
     "RayliteInternalError",
     "TaskCancelledError",
+    "TaskUnschedulableError",
     "WorkerCrashedError",
 ]

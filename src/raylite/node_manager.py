@@ -29,14 +29,20 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as P
+from . import scheduling
 from .config import CONFIG, RESOURCE_UNIT
+from .exceptions import ConnectionLost
+from .head import Head
+from .head_storage import open_storage
 from .object_ref import new_id
 from .object_store import ObjectStore
-from .transport import AsyncConnection, async_handshake
+from .task_events import StateViews, TaskEventStore, WorkerLogs
+from .transport import AsyncConnection, async_connect, async_handshake
 
 log = logging.getLogger("raylite.node_manager")
 
@@ -65,6 +71,18 @@ class LeaseReq:
     rid: int
     reserved: bool = False
     gpu_ids: list[int] = field(default_factory=list)
+    strategy: Any = None
+    spilled: bool = False  # another node sent it here: it waits here
+    detached: bool = False
+
+
+@dataclass(eq=False)
+class Incoming:
+    """An object being pulled from another node into this node's store."""
+
+    fd: int
+    tmp: str
+    final: str
 
 
 @dataclass(eq=False)
@@ -75,7 +93,20 @@ class Lease:
     owner: AsyncConnection
     gpu_ids: list[int]
     blocked: bool = False
+    detached: bool = False  # a detached actor's: its owner may go, it stays
 
+
+HEAD_REQUESTS = (
+    P.GetClusterInfo,
+    P.GetNodeStatus,
+    P.ActorStateChanged,
+    P.GetActorInfo,
+    P.KillActor,
+    P.RegisterActorName,
+    P.GetNamedActor,
+    P.RegisterJob,
+)
+PULL_CHUNK = 4 << 20  # bytes per ObjectChunk between node managers
 
 WARM_MIN = 8 << 20  # freed segments this large keep their memory for the next put
 WARM_MAX = 1 << 30  # at most this much freed shared memory is kept for reuse
@@ -89,20 +120,7 @@ class Segment:
     owner: str
     spilled: bool = False
     mapped: int = 0  # read-only mappings processes hold (its memory cannot be reused)
-
-
-@dataclass(eq=False)
-class ActorRec:
-    actor_id: bytes
-    state: str = "PENDING"
-    class_name: str = ""
-    address: str = ""
-    pid: int = 0
-    cause: str = ""
-    waiters: list[tuple[AsyncConnection, int]] = field(default_factory=list)
-    name: tuple[str, str] | None = None  # (namespace, name) for a named actor
-    restarts_left: int = 0
-    methods: dict[str, int] = field(default_factory=dict)
+    copies: set[AsyncConnection] = field(default_factory=set)  # nodes that pulled a copy
 
 
 class NodeManager:
@@ -115,6 +133,13 @@ class NodeManager:
         num_gpus: int,
         prestart: int,
         max_spill_bytes: int | None = None,
+        *,
+        ip: str = "127.0.0.1",
+        port: int | None = None,
+        head_address: str | None = None,
+        storage: str | None = None,
+        cluster: bool = False,
+        node_timeout_s: float | None = None,
     ) -> None:
         self.session_dir = session_dir
         self.store_dir = store_dir
@@ -139,7 +164,6 @@ class NodeManager:
         self.spill_lock: asyncio.Lock | None = None
         self.spill_slots = asyncio.Semaphore(1)  # replaced in start(), on the loop
         self.client_pids: dict[str, int] = {}
-        self.names: dict[tuple[str, str], ActorRec] = {}  # (namespace, name) -> actor
         # Files whose shared memory is allocated ahead of demand: [(path, size)].
         self.warm: list[tuple[str, int]] = []
         self.warm_bytes = 0
@@ -150,10 +174,33 @@ class NodeManager:
         self.idle: list[WorkerRec] = []
         self.pending: list[LeaseReq] = []
         self.leases: dict[bytes, Lease] = {}
-        self.actors: dict[bytes, ActorRec] = {}
         self.drivers: set[AsyncConnection] = set()
-        self.events: collections.deque[list[Any]] = collections.deque(maxlen=CONFIG.max_task_events)
-        self.jobs = 0
+        self.driver_addresses: dict[AsyncConnection, str] = {}
+        # Task records and timeline, recent worker output, the state API (task_events.py).
+        self.task_events = TaskEventStore(CONFIG.max_task_events, self.node_id)
+        self.worker_logs = WorkerLogs()
+        self.state_views = StateViews(self, self.task_events, self.worker_logs)
+        # The cluster. `cluster`: started by `raylite start`, lives until stopped (not
+        # with a driver) and listens on TCP. The head runs in this process unless
+        # `head_address` names another node's.
+        self.ip = ip
+        self.port = port
+        self.cluster = cluster
+        self.tcp_address = ""
+        self.head_address = head_address
+        self.node_timeout_s = node_timeout_s or CONFIG.node_timeout_s
+        self.head: Head | None = None
+        if head_address is None:
+            self.head = Head(self, open_storage(storage), self.node_timeout_s)
+        self.head_conn: AsyncConnection | None = None
+        self.head_ready: asyncio.Event | None = None
+        self.others: dict[bytes, scheduling.NodeView] = {}  # other live nodes, last view
+        self.view_rows: list[dict[str, Any]] = []
+        self.spread_seq = 0
+        self.nm_peers: dict[str, AsyncConnection] = {}  # other node managers, by address
+        self.fetches: dict[bytes, asyncio.Future[Any]] = {}  # objects being pulled here
+        self.incoming: dict[bytes, Any] = {}  # object id -> [fd, path, received] while pulled
+        self.started_at = 0.0
         self.stopping = False
         self.stopped: asyncio.Event | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -164,22 +211,37 @@ class NodeManager:
             P.CancelLease: self.on_cancel_lease,
             P.NotifyBlocked: self.on_blocked,
             P.NotifyUnblocked: self.on_unblocked,
-            P.GetClusterInfo: self.on_cluster_info,
-            P.ActorStateChanged: self.on_actor_state,
-            P.GetActorInfo: self.on_get_actor,
             P.TaskEvents: self.on_task_events,
             P.GetTimeline: self.on_get_timeline,
+            P.ListState: self.state_views.on_list_state,
+            P.SummarizeTasks: self.state_views.on_summarize_tasks,
+            P.GetLogs: self.state_views.on_get_logs,
             P.ShutdownNode: self.on_shutdown,
             P.ReserveObject: self.on_reserve_object,
             P.FreeObject: self.on_free_object,
             P.GetStoreStats: self.on_store_stats,
-            P.KillActor: self.on_kill_actor,
-            P.RegisterActorName: self.on_register_name,
-            P.GetNamedActor: self.on_get_named,
             P.ObjectRestored: self.on_object_restored,
             P.ObjectMapped: self.on_object_mapped,
             P.ObjectUnmapped: self.on_object_unmapped,
+            P.PullObject: self.on_pull_object,
+            P.ObjectChunk: self.on_object_chunk,
+            P.FetchObject: self.on_fetch_object,
+            P.KillActorWorker: self.on_kill_actor_worker,
+            P.NodeDied: self.on_head_message,
         }
+        # Head requests: served here on the head node, forwarded to it elsewhere.
+        for kind in HEAD_REQUESTS:
+            self.handlers[kind] = self.forward_to_head
+        if self.head is not None:
+            self.handlers.update(self.head.handlers)
+        else:  # what the head sends us
+            self.handlers[P.ClientDied] = self.on_head_message
+            self.handlers[P.LogLines] = self.on_head_message
+
+    @property
+    def actors(self) -> dict[bytes, Any]:
+        """The actor table (the head's; empty on other nodes, which ask the head)."""
+        return self.head.actors if self.head is not None else {}
 
     # ------------------------------------------------------------------ serving
     async def serve(self) -> None:
@@ -188,18 +250,48 @@ class NodeManager:
         self.spill_lock = asyncio.Lock()
         self.spill_slots = asyncio.Semaphore(SPILL_THREADS)
         os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+        self.started_at = time.time()
         server = await asyncio.start_unix_server(self.on_client, path=self.address[5:])
+        tcp_server = None
+        if self.cluster:
+            tcp_server = await asyncio.start_server(
+                self.on_client, host=self.ip, port=self.port or 0, reuse_address=True
+            )
+            port = tcp_server.sockets[0].getsockname()[1]
+            self.tcp_address = f"tcp:{self.ip}:{port}"
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
         loop.add_signal_handler(signal.SIGTERM, self.begin_shutdown)
-        with contextlib.suppress(OSError):
-            loop.add_reader(0, self.on_parent_stdin)
+        if not self.cluster:  # the driver that started us holds our stdin
+            with contextlib.suppress(OSError):
+                loop.add_reader(0, self.on_parent_stdin)
+        if self.head is not None:
+            self.head.add_own_node()
+            self.spawn(self.head.monitor_loop())
+        else:
+            self.head_ready = asyncio.Event()
+            try:
+                await self.join_head(rejoin=False)
+            except Exception as exc:
+                sys.stdout.write(f"FAILED cannot join the head at {self.head_address}: {exc}\n")
+                sys.stdout.flush()
+                return
+            self.spawn(self.heartbeat_loop())
         gc.freeze()  # forked workers share these pages instead of copying them
         for _ in range(self.prestart):
             self.start_worker()
-        sys.stdout.write(f"READY {self.address}\n")
+        sys.stdout.write(f"READY {self.address} {self.tcp_address}\n")
         sys.stdout.flush()
+        if self.cluster:  # the CLI that started us stops reading: log to a file
+            fd = os.open(
+                os.path.join(self.session_dir, "node.log"), os.O_WRONLY | os.O_CREAT, 0o600
+            )
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
         await self.stopped.wait()
         server.close()
+        if tcp_server is not None:
+            tcp_server.close()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -250,13 +342,35 @@ class NodeManager:
         else:
             self.drivers.add(conn)
             conn.peer = "driver"
-            self.jobs += 1
-            job_id = self.jobs.to_bytes(4, "little")
+            self.driver_addresses[conn] = msg.address
+            if self.head is None:  # job ids are the cluster's: the head hands them out
+                self.spawn(self.register_driver(conn, msg, rid))
+                return
+            job_id = self.head.new_job()
+        self.registered(conn, msg, rid, job_id)
+
+    async def register_driver(self, conn: AsyncConnection, msg: P.RegisterClient, rid: int) -> None:
+        reply = await self.head_request(P.RegisterJob(msg.address, msg.pid))
+        if not isinstance(reply, P.JobRegistered):
+            conn.reply(rid, reply)
+            return
+        self.registered(conn, msg, rid, reply.job_id)
+
+    def registered(
+        self, conn: AsyncConnection, msg: P.RegisterClient, rid: int, job_id: bytes
+    ) -> None:
         self.client_pids[msg.address] = msg.pid
-        info = {"total_display": self.display(self.total), "spill_dir": self.spill_dir}
+        total = self.head.cluster_totals()[0] if self.head is not None else self.total
+        info = {
+            "total_display": self.display(total),
+            "spill_dir": self.spill_dir,
+            "tcp_address": self.tcp_address,
+            "ip": self.ip,
+        }
         conn.reply(
             rid, P.ClientRegistered(self.node_id, job_id, self.store_dir, self.address, info)
         )
+        rec = conn.peer
         if msg.kind == "worker":
             if rec.for_request is not None:
                 req, rec.for_request = rec.for_request, None
@@ -272,9 +386,21 @@ class NodeManager:
             self.worker_gone(peer, "its process exited")
         elif peer == "driver":
             self.drivers.discard(conn)
-            self.begin_shutdown()  # single-node: the node lives as long as its driver
+            address = self.driver_addresses.pop(conn, "")
+            if not self.cluster:
+                self.begin_shutdown()  # init()'s node lives as long as its driver
+            elif address:  # the node outlives drivers: drop what this one owned
+                for oid in [o for o, seg in self.segments.items() if seg.owner == address]:
+                    self.free_segment(oid)
+                self.tell_clients(P.ClientDied(address))
+                self.to_head(P.ClientDied(address))
+        elif self.head is not None and peer is not None and not isinstance(peer, str):
+            self.head.on_node_disconnect(conn)
+        for address, peer_conn in list(self.nm_peers.items()):
+            if peer_conn is conn:
+                del self.nm_peers[address]
         self.pending = [r for r in self.pending if r.conn is not conn or self.unreserve(r)]
-        for lease in [x for x in self.leases.values() if x.owner is conn]:
+        for lease in [x for x in self.leases.values() if x.owner is conn and not x.detached]:
             # The owner died: whatever its workers run now has nobody to report to.
             self.kill_worker(lease.worker)
         self.schedule()
@@ -294,7 +420,15 @@ class NodeManager:
         err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: becomes a worker, never returns
-            worker_main(worker_id, self.address, self.token, self.session_dir, out_w, err_w)
+            worker_main(
+                worker_id,
+                self.address,
+                self.token,
+                self.session_dir,
+                out_w,
+                err_w,
+                self.ip if self.cluster else None,
+            )
         os.close(out_w)
         os.close(err_w)
         rec = WorkerRec(worker_id, pid, out_r, err_r, for_request=for_request)
@@ -319,17 +453,22 @@ class NodeManager:
             os.close(fd)
             rest = rec.partial.pop(stream, "")
             if rest:
+                self.worker_logs.add(rec.pid, stream, rest)
                 self.forward_logs([[stream, rest + "\n"]])
             return
         text = rec.partial.get(stream, "") + data.decode("utf-8", "replace")
         head, sep, tail = text.rpartition("\n")
         rec.partial[stream] = tail
         if sep:
+            self.worker_logs.add(rec.pid, stream, head)
             self.forward_logs([[stream, head + "\n"]])
 
     def forward_logs(self, lines: list[list[Any]]) -> None:
+        msg = P.LogLines(lines)
         for conn in self.drivers:
-            conn.send(P.LogLines(lines))
+            conn.send(msg)
+        if self.cluster:  # drivers on other nodes see it too
+            self.to_head(msg)
 
     def reap(self) -> None:
         while True:
@@ -347,6 +486,7 @@ class NodeManager:
         if rec.state == "dead":
             return
         rec.state = "dead"
+        self.task_events.worker_died(rec.pid, f"The worker process (pid={rec.pid}) died: {why}.")
         if rec in self.idle:
             self.idle.remove(rec)
         if rec.lease_id is not None:
@@ -361,11 +501,10 @@ class NodeManager:
             rec.for_request = None
             req.conn.reply(req.rid, P.Failed(f"the worker for the actor died at start ({why})"))
         if rec.actor_id is not None:
-            actor = self.actors.setdefault(rec.actor_id, ActorRec(rec.actor_id))
-            if actor.state != "DEAD":
-                cause = f"The actor's worker process (pid={rec.pid}) died: {why}."
-                # Its owner restarts it if it may; askers wait for the new address.
-                self.set_actor(actor, "RESTARTING" if actor.restarts_left else "DEAD", cause)
+            cause = f"The actor's worker process (pid={rec.pid}) died: {why}."
+            self.to_head(
+                P.ActorStateChanged(rec.actor_id, "PROCESS_DIED", "", "", rec.pid, cause, 0)
+            )
         if rec.conn is not None:
             rec.conn.close()
         if rec.address:  # a dead owner's objects are lost (Ray: OwnerDiedError)
@@ -373,9 +512,9 @@ class NodeManager:
                 self.free_segment(oid)
             # Owners drop what the dead process borrowed from them.
             notice = P.ClientDied(rec.address)
-            for conn in [*self.drivers, *(w.conn for w in self.workers.values() if w.conn)]:
-                if conn is not rec.conn and not conn.closed:
-                    conn.send(notice)
+            self.tell_clients(notice, skip=rec.conn)
+            if self.cluster:  # and owners on other nodes
+                self.to_head(notice)
         if not self.stopping:
             self.schedule()
 
@@ -403,11 +542,71 @@ class NodeManager:
         self.free_gpus = sorted(set(self.free_gpus) | set(gpu_ids))
 
     def on_request_lease(self, conn: AsyncConnection, msg: P.RequestLease, rid: int) -> None:
-        missing = {k: v for k, v in msg.shape.items() if self.total.get(k, 0) < v}
-        if missing:
-            conn.send(P.LeaseInfeasible(msg.lease_id, msg.shape, missing))
-        self.pending.append(LeaseReq(msg.lease_id, msg.shape, msg.actor_id, conn, rid))
+        req = LeaseReq(
+            msg.lease_id,
+            msg.shape,
+            msg.actor_id,
+            conn,
+            rid,
+            strategy=msg.strategy,
+            spilled=msg.spilled,
+            detached=msg.detached,
+        )
+        if not msg.spilled:
+            where = self.place(req)
+            if where.kind == "spill" or where.kind == "fail":
+                self.redirect(req, where)
+                return
+            if where.kind == "infeasible":
+                missing = {k: v for k, v in msg.shape.items() if self.total.get(k, 0) < v}
+                conn.send(P.LeaseInfeasible(msg.lease_id, msg.shape, missing))
+        self.pending.append(req)
         self.schedule()
+
+    def place(self, req: LeaseReq) -> scheduling.Placement:
+        local = scheduling.NodeView(self.node_id, self.tcp_address, self.total, self.available)
+        others = self.other_nodes()
+        if not others and req.strategy is None:  # one node: no choice
+            if scheduling.fits(req.shape, self.total):
+                return scheduling.Placement(None, scheduling.HERE)
+            return scheduling.Placement(None, "infeasible")
+        if req.strategy == "SPREAD":
+            self.spread_seq += 1
+            req.spilled = True  # placed once: if it is here it waits here
+        return scheduling.place(req.shape, req.strategy, local, others, self.spread_seq)
+
+    def redirect(self, req: LeaseReq, where: scheduling.Placement) -> None:
+        """Answer a lease request with another node (spillback) or a failure."""
+        if where.kind == "fail" or where.node is None:
+            req.conn.reply(req.rid, P.Failed(where.reason))
+            return
+        node = where.node
+        # Count the resources as taken until the next view, so a burst of requests
+        # spreads over the free nodes instead of all landing on the first.
+        avail = dict(node.available)
+        for k, v in req.shape.items():
+            avail[k] = avail.get(k, 0) - v
+        self.update_view(node.node_id, avail)
+        req.conn.reply(req.rid, P.LeaseSpillback(req.lease_id, node.node_id, node.address))
+
+    def other_nodes(self) -> list[scheduling.NodeView]:
+        if self.head is not None:
+            return [v for v in self.head.node_views() if v.node_id != self.node_id and v.alive]
+        return list(self.others.values())
+
+    def update_view(self, node_id: bytes, available: dict[str, int]) -> None:
+        if self.head is not None:
+            rec = self.head.nodes.get(node_id)
+            if rec is not None:
+                rec.available = available
+        elif node_id in self.others:
+            old = self.others[node_id]
+            self.others[node_id] = scheduling.NodeView(
+                old.node_id, old.address, old.total, available, old.alive
+            )
+
+    def pending_shapes(self) -> list[dict[str, int]]:
+        return [r.shape for r in self.pending[:100]]
 
     def schedule(self) -> None:
         if self.stopping:
@@ -421,6 +620,11 @@ class NodeManager:
             if req.reserved:  # its dedicated worker is starting
                 continue
             if not self.fits(req.shape):
+                if not req.spilled and self.cluster:  # another node may have room now
+                    where = self.place(req)
+                    if where.kind in ("spill", "fail"):
+                        self.redirect(req, where)
+                        continue
                 still.append(req)
                 continue
             if req.actor_id is not None:
@@ -448,12 +652,17 @@ class NodeManager:
             req.reserved = True
         rec.state = "leased"
         rec.lease_id = req.lease_id
-        self.leases[req.lease_id] = Lease(req.lease_id, req.shape, rec, req.conn, req.gpu_ids)
+        self.leases[req.lease_id] = Lease(
+            req.lease_id, req.shape, rec, req.conn, req.gpu_ids, detached=req.detached
+        )
         if req.conn.closed:
             self.end_lease(req.lease_id, kill=req.actor_id is not None)
             return
         req.conn.reply(
-            req.rid, P.LeaseGranted(req.lease_id, rec.worker_id, rec.address, rec.pid, req.gpu_ids)
+            req.rid,
+            P.LeaseGranted(
+                req.lease_id, rec.worker_id, rec.address, rec.pid, req.gpu_ids, self.node_id
+            ),
         )
 
     def end_lease(self, lease_id: bytes, kill: bool) -> None:
@@ -517,27 +726,35 @@ class NodeManager:
         self.spawn(self.reserve(conn, msg, rid))
 
     async def reserve(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
-        """Make room for a new segment, spilling the least recently used ones if needed."""
+        where = await self.make_room(msg.object_id, msg.size, msg.owner, warm=True)
+        if isinstance(where, P.Failed):
+            conn.reply(rid, where)
+        else:
+            directory, prealloc = where
+            conn.reply(rid, P.ObjectReserved(directory, prealloc))
+
+    async def make_room(
+        self, oid: bytes, size: int, owner: str, warm: bool = False
+    ) -> tuple[str, str] | P.Failed:
+        """Account a new segment, spilling the least recently used ones if needed.
+
+        Returns (directory to write it in, a pre-allocated file or ""), or Failed.
+        """
         assert self.spill_lock is not None
         async with self.spill_lock:
-            size, room = msg.size, self.spill_room()
+            room = self.spill_room()
             if size > self.capacity + room:
-                conn.reply(
-                    rid,
-                    P.Failed(
-                        f"Cannot put an object of {size / 2**20:.1f} MiB: it is larger than the object "
-                        f"store ({self.capacity / 2**20:.1f} MiB) plus the free spill space "
-                        f"({room / 2**20:.1f} MiB). Start raylite with a larger "
-                        "object_store_memory, free disk space, or split the object."
-                    ),
+                return P.Failed(
+                    f"Cannot put an object of {size / 2**20:.1f} MiB: it is larger than the object "
+                    f"store ({self.capacity / 2**20:.1f} MiB) plus the free spill space "
+                    f"({room / 2**20:.1f} MiB). Start raylite with a larger "
+                    "object_store_memory, free disk space, or split the object."
                 )
-                return
             if size > self.capacity:  # never fits in memory: it lives on disk from the start
-                self.segments[msg.object_id] = Segment(size, msg.owner, spilled=True)
+                self.segments[oid] = Segment(size, owner, spilled=True)
                 self.spilled_bytes += size
-                conn.reply(rid, P.ObjectReserved(self.spill_dir, ""))
-                return
-            prealloc = self.take_warm(size)
+                return self.spill_dir, ""
+            prealloc = self.take_warm(size) if warm else ""
             if self.used_bytes + self.warm_bytes + size > self.capacity:
                 self.drop_warm()
             if self.used_bytes + size > self.capacity:
@@ -545,9 +762,9 @@ class NodeManager:
                 # parallel, and the next puts find room without waiting.
                 batch = min(SPILL_BATCH, self.capacity // 4)
                 await self.spill_until(self.capacity - size - batch)
-            self.segments[msg.object_id] = Segment(size, msg.owner)
+            self.segments[oid] = Segment(size, owner)
             self.used_bytes += size
-            conn.reply(rid, P.ObjectReserved(self.store_dir, prealloc))
+            return self.store_dir, prealloc
 
     def take_warm(self, size: int) -> str:
         """A pre-allocated file that fits `size` with little waste, or ""."""
@@ -646,6 +863,9 @@ class NodeManager:
     def free_segment(self, oid: bytes) -> None:
         seg = self.segments.pop(oid, None)
         if seg is not None:
+            for conn in seg.copies:  # other nodes pulled it: their copies go too
+                if not conn.closed:
+                    conn.send(P.FreeObject(oid))
             if seg.spilled:
                 self.spilled_bytes -= seg.size
             else:
@@ -695,92 +915,282 @@ class NodeManager:
         ]
         conn.reply(rid, P.StoreStats(stats, objects))
 
-    # ----------------------------------------------------------------- head
+    # ----------------------------------------------------------------- cluster
     def display(self, res: dict[str, int]) -> dict[str, float]:
         return {k: v / RESOURCE_UNIT for k, v in res.items()}
 
-    def on_cluster_info(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
-        avail = {k: max(v, 0) for k, v in self.available.items()}
-        node = {
-            "NodeID": self.node_id.hex(),
-            "Alive": True,
-            "NodeManagerAddress": "127.0.0.1",
-            "NodeManagerHostname": socket.gethostname(),
-            "NodeName": "127.0.0.1",
-            "ObjectStoreSocketName": self.store_dir,
-            "RayletSocketName": self.address,
-            "Resources": self.display(self.total),
-            "alive": True,
+    def node_info(self) -> dict[str, Any]:
+        return {
+            "hostname": socket.gethostname(),
+            "store_dir": self.store_dir,
+            "session_dir": self.session_dir,
+            "pid": os.getpid(),
+            "start_time": self.started_at,
+            "unix_address": self.address,
         }
-        conn.reply(rid, P.ClusterInfo(self.total, avail, [node]))
 
-    def on_register_name(self, conn: AsyncConnection, msg: P.RegisterActorName, rid: int) -> None:
-        key = (msg.namespace, msg.name)
-        taken = self.names.get(key)
-        if taken is not None and taken.state != "DEAD":
-            conn.reply(
-                rid,
-                P.NamedActor(True, taken.actor_id, taken.class_name, taken.methods, taken.address),
-            )
-            return
-        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
-        actor.name, actor.class_name, actor.methods = key, msg.class_name, msg.methods
-        self.names[key] = actor
-        conn.reply(rid, P.NamedActor(False, msg.actor_id, msg.class_name, msg.methods, ""))
+    def node_dict(self, rec: Any) -> dict[str, Any]:
+        """A node as Ray's `nodes()` shows it."""
+        port = int(rec.address.rpartition(":")[2]) if rec.address.startswith("tcp:") else 0
+        return {
+            "NodeID": rec.node_id.hex(),
+            "Alive": rec.alive,
+            "NodeManagerAddress": rec.ip,
+            "NodeManagerHostname": rec.info.get("hostname", ""),
+            "NodeManagerPort": port,
+            "NodeName": rec.ip,
+            "ObjectStoreSocketName": rec.info.get("store_dir", ""),
+            "RayletSocketName": rec.address or rec.info.get("unix_address", ""),
+            "Resources": self.display(rec.total) if rec.alive else {},
+            "IsHead": rec.node_id == self.node_id if self.head is not None else False,
+            "alive": rec.alive,
+        }
 
-    def on_get_named(self, conn: AsyncConnection, msg: P.GetNamedActor, rid: int) -> None:
-        actor = self.names.get((msg.namespace, msg.name))
-        if actor is None or actor.state == "DEAD":
-            conn.reply(rid, P.NamedActor(False, b"", "", {}, ""))
+    def to_head(self, msg: Any) -> None:
+        """A one-way message for the head: a call here, a send elsewhere."""
+        if self.head is not None:
+            self.head.handlers[type(msg)](None, msg, 0)
         else:
-            conn.reply(
-                rid,
-                P.NamedActor(True, actor.actor_id, actor.class_name, actor.methods, actor.address),
+            self.spawn(self.head_request(msg, reply=False))
+
+    async def head_request(self, msg: Any, reply: bool = True) -> Any:
+        """Send to the head once it is reachable; its reply, or Failed."""
+        assert self.head_ready is not None
+        try:
+            await asyncio.wait_for(self.head_ready.wait(), self.node_timeout_s)
+            conn = self.head_conn
+            assert conn is not None
+            if not reply:
+                conn.send(msg)
+                return None
+            return await conn.request(msg)
+        except (ConnectionLost, TimeoutError) as exc:
+            return P.Failed(f"the head at {self.head_address} is unreachable ({exc!r})")
+
+    def forward_to_head(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        async def forward() -> None:
+            reply = await self.head_request(msg, reply=rid > 0)
+            if rid > 0:
+                conn.reply(rid, reply)
+
+        self.spawn(forward())
+
+    def tell_clients(self, msg: Any, skip: AsyncConnection | None = None) -> None:
+        for conn in [*self.drivers, *(w.conn for w in self.workers.values() if w.conn)]:
+            if conn is not skip and not conn.closed:
+                conn.send(msg)
+
+    def on_head_message(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        self.on_head_event(msg)
+
+    def on_head_event(self, msg: Any) -> None:
+        """News from the head: a node died, a process elsewhere died, output to show."""
+        if isinstance(msg, P.LogLines):
+            for driver in self.drivers:
+                driver.send(msg)
+        elif isinstance(msg, P.ClientDied):
+            self.tell_clients(msg)
+        elif isinstance(msg, P.NodeDied):
+            self.others.pop(msg.node_id, None)
+            peer = self.nm_peers.pop(msg.address, None)
+            if peer is not None:
+                peer.close()  # pulls from it fail now, not at a TCP timeout
+            self.tell_clients(msg)
+
+    def on_cluster_view(self, rows: list[dict[str, Any]]) -> None:
+        self.view_rows = rows
+        self.others = {
+            r["node_id"]: scheduling.NodeView(
+                r["node_id"], r["address"], r["total"], r["available"], r["alive"]
             )
+            for r in rows
+            if r["alive"] and r["node_id"] != self.node_id
+        }
+        self.schedule()  # waiting requests may fit elsewhere now
 
-    def set_actor(self, actor: ActorRec, state: str, cause: str = "") -> None:
-        actor.state = state
-        if cause:
-            actor.cause = cause
-        if state == "DEAD" and actor.name is not None and self.names.get(actor.name) is actor:
-            del self.names[actor.name]  # a dead actor's name can be taken again
-        if state in ("ALIVE", "DEAD"):
-            for conn, rid in actor.waiters:
-                conn.reply(
-                    rid, P.ActorInfo(actor.actor_id, actor.state, actor.address, actor.cause)
+    async def join_head(self, rejoin: bool) -> None:
+        assert self.head_address is not None
+        assert self.head_ready is not None
+        conn = await async_connect(self.head_address, self.token)
+        self.spawn(self.read_peer(conn))
+        reply = await asyncio.wait_for(
+            conn.request(
+                P.RegisterNode(
+                    self.node_id,
+                    self.tcp_address,
+                    self.ip,
+                    self.total,
+                    self.available,
+                    self.node_info(),
+                    rejoin,
                 )
-            actor.waiters.clear()
+            ),
+            self.node_timeout_s,
+        )
+        if not reply.accepted:
+            conn.close()
+            raise ConnectionLost(reply.reason)
+        self.head_conn = conn
+        self.on_cluster_view(reply.view)
+        self.head_ready.set()
 
-    def on_actor_state(self, conn: AsyncConnection, msg: P.ActorStateChanged, rid: int) -> None:
-        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
-        if actor.state == "DEAD":
+    async def read_peer(self, conn: AsyncConnection) -> None:
+        try:
+            await conn.read_loop(self.dispatch)
+        except asyncio.CancelledError:
+            conn.close()
             return
-        actor.class_name = msg.class_name or actor.class_name
-        actor.address = msg.address or actor.address
-        actor.pid = msg.pid or actor.pid
-        actor.restarts_left = msg.restarts_left
-        self.set_actor(actor, msg.state, msg.cause)
+        self.on_disconnect(conn)
 
-    def on_kill_actor(self, conn: AsyncConnection, msg: P.KillActor, rid: int) -> None:
-        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
-        if msg.no_restart:
-            actor.restarts_left = 0
-            if actor.state != "DEAD":
-                self.set_actor(actor, "DEAD", msg.cause)
+    async def heartbeat_loop(self) -> None:
+        """Tell the head we live and what is free; rejoin a restarted head."""
+        assert self.head_ready is not None
+        period = min(CONFIG.heartbeat_s, self.node_timeout_s / 4)
+        while not self.stopping:
+            await asyncio.sleep(period)
+            conn = self.head_conn
+            if conn is None or conn.closed:
+                self.head_ready.clear()
+                try:
+                    await self.join_head(rejoin=True)
+                    log.warning("rejoined the head at %s", self.head_address)
+                except ConnectionLost as exc:
+                    if "marked dead" in str(exc):
+                        self.marked_dead(str(exc))
+                except (OSError, TimeoutError):
+                    pass
+                continue
+            beat = P.Heartbeat(self.node_id, dict(self.available), self.pending_shapes())
+            try:
+                reply = await asyncio.wait_for(conn.request(beat), self.node_timeout_s)
+            except (ConnectionLost, TimeoutError):
+                continue
+            if isinstance(reply, P.Failed):
+                self.marked_dead(reply.reason)
+            else:
+                self.on_cluster_view(reply.nodes)
+
+    def marked_dead(self, reason: str) -> None:
+        """The head gave us up (we were cut off): our actors may live elsewhere now.
+
+        Kill every worker, so no actor runs twice, and join again as a new node.
+        """
+        log.warning("the head marked this node dead (%s): restarting it as a new node", reason)
+        for rec in list(self.workers.values()):
+            self.kill_worker(rec)
+        self.node_id = new_id()
+        if self.head_conn is not None:
+            self.head_conn.close()
+            self.head_conn = None
+
+    def kill_actor_worker(self, actor_id: bytes) -> None:
         for rec in self.workers.values():
-            if rec.actor_id == msg.actor_id:
+            if rec.actor_id == actor_id:
                 self.kill_worker(rec)
+
+    def on_kill_actor_worker(self, conn: AsyncConnection, msg: P.KillActorWorker, rid: int) -> None:
+        self.kill_actor_worker(msg.actor_id)
+
+    async def connect_nm(self, address: str) -> AsyncConnection:
+        conn = self.nm_peers.get(address)
+        if conn is None or conn.closed:
+            conn = await async_connect(address, self.token)
+            self.nm_peers[address] = conn
+            self.spawn(self.read_peer(conn))
+        return conn
+
+    # ------------------------------------------------------- objects across nodes
+    def on_pull_object(self, conn: AsyncConnection, msg: P.PullObject, rid: int) -> None:
+        self.spawn(self.send_object(conn, msg.object_id, rid))
+
+    async def send_object(self, conn: AsyncConnection, oid: bytes, rid: int) -> None:
+        """Stream a segment to another node, one chunk in memory at a time."""
+        seg = self.segments.get(oid)
+        path = self.store.locate(oid)
+        if seg is None or path is None:
+            conn.reply(rid, P.Failed(f"object {oid.hex()} is not on node {self.tcp_address}"))
+            return
+        seg.copies.add(conn)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # spilled or freed just now
+            path = self.store.locate(oid)
+            if path is None:
+                conn.reply(rid, P.Failed(f"object {oid.hex()} was freed"))
+                return
+            fd = os.open(path, os.O_RDONLY)
+        try:
+            total = os.fstat(fd).st_size
+            offset = 0
+            while offset < total and not conn.closed:
+                data = os.pread(fd, min(PULL_CHUNK, total - offset), offset)
+                conn.send(P.ObjectChunk(oid, offset, total, data))
+                offset += len(data)
+                await conn.writer.drain()
+        except (OSError, ConnectionError):
+            return
+        finally:
+            os.close(fd)
         conn.reply(rid, P.Ok())
 
-    def on_get_actor(self, conn: AsyncConnection, msg: P.GetActorInfo, rid: int) -> None:
-        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
-        if actor.state in ("ALIVE", "DEAD"):
-            conn.reply(rid, P.ActorInfo(actor.actor_id, actor.state, actor.address, actor.cause))
-        else:
-            actor.waiters.append((conn, rid))
+    def on_object_chunk(self, conn: AsyncConnection, msg: P.ObjectChunk, rid: int) -> None:
+        inc = self.incoming.get(msg.object_id)
+        if inc is not None:
+            os.pwrite(inc.fd, msg.data, msg.offset)
+
+    def on_fetch_object(self, conn: AsyncConnection, msg: P.FetchObject, rid: int) -> None:
+        self.spawn(self.fetch(conn, msg, rid))
+
+    async def fetch(self, conn: AsyncConnection, msg: P.FetchObject, rid: int) -> None:
+        """A reader here needs an object another node holds: pull it (once) and answer."""
+        oid = msg.object_id
+        if oid in self.segments and self.store.contains(oid):
+            conn.reply(rid, P.Ok())
+            return
+        fut = self.fetches.get(oid)
+        if fut is None:
+            fut = self.fetches[oid] = asyncio.get_running_loop().create_future()
+            self.spawn(self.pull(msg, fut))
+        error = await asyncio.shield(fut)
+        conn.reply(rid, P.Failed(error) if error else P.Ok())
+
+    async def pull(self, msg: P.FetchObject, fut: asyncio.Future[Any]) -> None:
+        oid = msg.object_id
+        error = ""
+        inc = None
+        try:
+            where = await self.make_room(oid, msg.size, msg.owner)
+            if isinstance(where, P.Failed):
+                error = where.reason
+                return
+            directory = where[0]
+            final = self.store.path(oid, directory)
+            tmp = f"{final}.pull.tmp"
+            inc = Incoming(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), tmp, final)
+            os.ftruncate(inc.fd, msg.size)
+            self.incoming[oid] = inc
+            source = await self.connect_nm(msg.address)
+            reply = await source.request(P.PullObject(oid))
+            if isinstance(reply, P.Failed):
+                error = reply.reason
+            else:
+                os.rename(tmp, final)  # sealed: readers see all of it or nothing
+        except (ConnectionLost, OSError) as exc:
+            error = f"the node holding it ({msg.address}) is unreachable: {exc}"
+        finally:
+            self.incoming.pop(oid, None)
+            if inc is not None:
+                os.close(inc.fd)
+                if error:
+                    with contextlib.suppress(OSError):
+                        os.unlink(inc.tmp)
+            if error:
+                self.free_segment(oid)
+            self.fetches.pop(oid, None)
+            fut.set_result(error)
 
     def on_task_events(self, conn: AsyncConnection, msg: P.TaskEvents, rid: int) -> None:
-        self.events.extend(msg.events)
+        self.task_events.add_events(msg.events)
 
     def on_get_timeline(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         self.spawn(self.timeline(conn, rid))
@@ -792,7 +1202,7 @@ class NodeManager:
             if w.conn is not None and not w.conn.closed and w.state != "dead"
         ]
         await asyncio.gather(*flushes, return_exceptions=True)
-        conn.reply(rid, P.Timeline(list(self.events)))
+        conn.reply(rid, P.Timeline(self.task_events.timeline_events()))
 
     # ----------------------------------------------------------------- shutdown
     def on_shutdown(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
@@ -844,6 +1254,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-gpus", type=int, default=0)
     parser.add_argument("--prestart", type=int, default=0)
     parser.add_argument("--max-spill-bytes", type=int, default=None)
+    parser.add_argument("--cluster", action="store_true", help="started by `raylite start`")
+    parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (TCP)")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--head-address", default=None, help="tcp:HOST:PORT of the head")
+    parser.add_argument("--storage", default=None, help="head storage URL")
+    parser.add_argument("--node-timeout-s", type=float, default=None)
     args = parser.parse_args(argv)
     token = bytes.fromhex(sys.stdin.readline().strip())
     logging.basicConfig(level=logging.WARNING, format="(raylite node manager) %(message)s")
@@ -855,6 +1271,12 @@ def main(argv: list[str] | None = None) -> None:
         args.num_gpus,
         args.prestart,
         args.max_spill_bytes,
+        ip=args.ip,
+        port=args.port,
+        head_address=args.head_address,
+        storage=args.storage,
+        cluster=args.cluster,
+        node_timeout_s=args.node_timeout_s,
     )
     try:
         asyncio.run(nm.serve())

@@ -215,6 +215,15 @@ class ObjectStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path(object_id, directory))
 
+    def locate(self, object_id: bytes) -> str | None:
+        """The segment's file, in memory or spilled; None when it is in neither."""
+        for directory in (self.directory, self.spill_dir):
+            if directory is not None:
+                path = self.path(object_id, directory)
+                if os.path.exists(path):
+                    return path
+        return None
+
     def contains(self, object_id: bytes) -> bool:
         return os.path.exists(self.path(object_id)) or (
             self.spill_dir is not None and os.path.exists(self.path(object_id, self.spill_dir))

@@ -92,6 +92,11 @@ class RequestLease:
     lease_id: bytes
     shape: dict[str, int]  # resource -> units of 1/10000
     actor_id: bytes | None  # set: a dedicated worker for this actor
+    # None (hybrid: local first, then nodes with room), "SPREAD", or
+    # ["NODE", node_id hex, soft]: node affinity.
+    strategy: Any = None
+    spilled: bool = False  # sent here by another node: queue it, do not send it on
+    detached: bool = False  # a detached actor: it outlives the owner's connection
 
 
 @_msg(11)
@@ -101,6 +106,7 @@ class LeaseGranted:
     address: str
     pid: int
     gpu_ids: list[int]
+    node_id: bytes = b""
 
 
 @_msg(12)
@@ -343,6 +349,142 @@ class StoreStats:
     objects: list[dict[str, Any]]
 
 
+# --- the cluster: node managers <-> head, node managers <-> node managers ---------------
+@_msg(100)
+class LeaseSpillback:
+    """Reply to RequestLease: ask the node manager at `address` instead."""
+
+    lease_id: bytes
+    node_id: bytes
+    address: str
+
+
+@_msg(101)
+class RegisterNode:
+    node_id: bytes
+    address: str  # the node manager's TCP address
+    ip: str
+    total: dict[str, int]
+    available: dict[str, int]
+    info: dict[str, Any]  # hostname, store dir, pid, start time
+    rejoin: bool  # the node was registered before (the head restarted, or it was cut off)
+
+
+@_msg(102)
+class NodeRegistered:
+    head_node_id: bytes
+    accepted: bool
+    reason: str
+    view: list[dict[str, Any]]
+
+
+@_msg(103)
+class Heartbeat:
+    node_id: bytes
+    available: dict[str, int]
+    pending: list[dict[str, int]]  # shapes waiting for resources (for `raylite status`)
+
+
+@_msg(104)
+class ClusterView:
+    """The head's reply to a heartbeat, and its news: every node, alive or dead."""
+
+    nodes: list[dict[str, Any]]  # node_id, address, ip, total, available, alive, ...
+
+
+@_msg(105)
+class NodeDied:
+    node_id: bytes
+    address: str  # its node manager
+    ip: str
+    cause: str
+
+
+@_msg(106)
+class PullObject:
+    """Node manager -> the node manager holding an object: send it to me in chunks."""
+
+    object_id: bytes
+
+
+@_msg(107)
+class ObjectChunk:
+    object_id: bytes
+    offset: int
+    total: int
+    data: bytes
+
+
+@_msg(108)
+class FetchObject:
+    """Reader -> its node manager: copy an object held by another node here."""
+
+    object_id: bytes
+    address: str  # the node manager that holds it
+    size: int
+    owner: str
+
+
+@_msg(109)
+class GetNodeStatus:
+    pass
+
+
+@_msg(110)
+class NodeStatus:
+    nodes: list[dict[str, Any]]
+    head: dict[str, Any]
+
+
+@_msg(111)
+class KillActorWorker:
+    """Head -> the node hosting an actor: kill its worker process."""
+
+    actor_id: bytes
+
+
+# --- state listings, task summary, worker output (cli, util.state -> node manager) ----
+# Tags 90-99: the state API's range (the cluster's messages count up from 100).
+@_msg(90)
+class ListState:
+    kind: str  # "tasks" | "actors" | "objects" | "nodes" | "workers"
+    filters: list[list[Any]]  # [column, "=" | "!=", value]; strings compare case-insensitively
+    limit: int
+
+
+@_msg(91)
+class StateList:
+    rows: list[dict[str, Any]]
+    total: int  # rows that pass the filters, before the limit
+
+
+@_msg(92)
+class SummarizeTasks:
+    pass
+
+
+@_msg(93)
+class TaskSummary:
+    summary: dict[str, Any]  # Ray's summarize_tasks() shape
+
+
+@_msg(94)
+class GetLogs:
+    pid: int  # the worker, unless actor_id or task_id names it
+    actor_id: bytes | None
+    task_id: bytes | None
+    after: int  # > 0: the lines numbered `after` and later (to follow); else the last `tail`
+    tail: int
+
+
+@_msg(95)
+class Logs:
+    pid: int
+    lines: list[list[Any]]  # [number, stream ("out" | "err"), text]
+    next_line: int  # the number the next line of this worker will get
+    alive: bool
+
+
 Message = Any  # one of the classes above
 
 
@@ -403,3 +545,14 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return out
+
+
+@_msg(113)
+class RegisterJob:
+    driver_address: str
+    pid: int
+
+
+@_msg(114)
+class JobRegistered:
+    job_id: bytes

@@ -95,17 +95,21 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
             raise TypeError(f"The 'max_retries' option must be an int, got {type(mr).__name__}.")
         if mr < -1:
             raise ValueError(f"The 'max_retries' option must be >= -1, got {mr}.")
-    strategy = options.get("scheduling_strategy")
-    if strategy not in (None, "DEFAULT", "SPREAD"):
-        raise NotImplementedError(
-            f"scheduling_strategy={strategy!r} is not supported by raylite yet "
-            "(node affinity and placement groups come with multi-node clusters)."
-        )
+    if "scheduling_strategy" in options:
+        from .util.scheduling_strategies import to_wire
+
+        to_wire(options["scheduling_strategy"])  # TypeError for what is not a strategy
     if options.get("placement_group") not in (None, "default"):
         raise NotImplementedError("Placement groups are not supported by raylite yet.")
     if options.get("runtime_env"):
         raise NotImplementedError("runtime_env is not supported by raylite yet.")
     return options
+
+
+def strategy_of(options: dict[str, Any]) -> Any:
+    from .util.scheduling_strategies import to_wire
+
+    return to_wire(options.get("scheduling_strategy"))
 
 
 def resource_shape(options: dict[str, Any], default_cpus: float) -> dict[str, int]:
@@ -144,6 +148,7 @@ class RemoteFunction:
     def _setup(self, options: dict[str, Any]) -> None:
         self._num_returns = options.get("num_returns", 1)
         self._shape = resource_shape(options, 1)
+        self._strategy = strategy_of(options)
         retries = options.get("max_retries")
         self._max_retries = DEFAULT_MAX_RETRIES if retries is None else retries
         retry = options.get("retry_exceptions", False)
@@ -191,6 +196,7 @@ class RemoteFunction:
             shape=opts._shape,
             max_retries=opts._max_retries,
             retry_exceptions=opts._retry_exceptions,
+            strategy=opts._strategy,
         )
         if opts._num_returns == 1:
             return refs[0]

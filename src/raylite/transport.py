@@ -396,3 +396,29 @@ async def async_handshake(
         return False
     writer.write(_ACK)
     return True
+
+
+async def async_connect(address: str, token: bytes, wait_s: float = 10.0) -> AsyncConnection:
+    """Client side of the handshake, for the node manager's loop (node to node, to the head).
+
+    The caller runs `read_loop` on the result. Raises ConnectionLost if the peer cannot
+    be reached, AuthenticationError if it refuses the token.
+    """
+    family, addr = parse_address(address)
+    try:
+        if family == socket.AF_UNIX:
+            opening = asyncio.open_unix_connection(addr)
+        else:
+            opening = asyncio.open_connection(addr[0], addr[1])
+        reader, writer = await asyncio.wait_for(opening, wait_s)
+        writer.write(MAGIC + token)
+        ack = await asyncio.wait_for(reader.readexactly(1), wait_s)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
+    if ack != _ACK:
+        writer.close()
+        raise AuthenticationError(f"{address} refused the cluster token")
+    sock = writer.get_extra_info("socket")
+    if sock is not None and family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return AsyncConnection(reader, writer)

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from . import protocol as P
+from . import task_events
 from .actors import ActorExitRequest
 from .config import CONFIG
 from .core_worker import CoreWorker
@@ -78,7 +79,14 @@ class PrefixedStream(io.TextIOBase):
 
 
 class Worker:
-    def __init__(self, worker_id: bytes, node_address: str, token: bytes, session_dir: str) -> None:
+    def __init__(
+        self,
+        worker_id: bytes,
+        node_address: str,
+        token: bytes,
+        session_dir: str,
+        listen_ip: str | None = None,
+    ) -> None:
         self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.functions: dict[bytes, Any] = {}
         self.actor: Any = None
@@ -93,12 +101,16 @@ class Worker:
         self.display_name = "raylite::IDLE"
         self.events: list[list[Any]] = []
         self.events_lock = threading.Lock()
+        # Tasks running now (task id -> (msg, start)), and those a flush reported running.
+        self.active: dict[bytes, tuple[P.PushTask, float]] = {}
+        self.reported: set[bytes] = set()
         self.cw = CoreWorker(
             mode="worker",
             node_address=node_address,
             token=token,
             session_dir=session_dir,
             worker_id=worker_id,
+            listen_ip=listen_ip,
             task_handler=lambda conn, msg, rid: self.tasks.put((conn, msg, rid)),
             nm_handler=self._nm_message,
         )
@@ -118,6 +130,11 @@ class Worker:
     def flush_events(self, conn: Any = None) -> None:
         with self.events_lock:
             events, self.events = self.events, []
+            if len(self.reported) < len(self.active):  # tell the node what runs now, once
+                for task_id, (msg, start) in list(self.active.items()):
+                    if task_id not in self.reported:
+                        self.reported.add(task_id)
+                        events.append(self._event(msg, start, None, None))
         if events:
             (conn or self.cw.nm).send(P.TaskEvents(events))
 
@@ -218,6 +235,7 @@ class Worker:
 
     async def _run_async(self, conn: Any, msg: P.PushTask, rid: int) -> None:
         start = time.time()
+        self.active[msg.task_id] = (msg, start)
         try:
             fn, args, kwargs = self._resolve(msg)
             async with self.semaphore:
@@ -244,10 +262,24 @@ class Worker:
             conn.reply(rid, P.TaskDone(msg.task_id, returns, start, end, self.pid))
         except Exception:
             pass  # the owner is gone; nobody wants this result
+        error = None
+        if returns and returns[0][1] == P.ERROR:
+            error = task_events.error_info(returns[0][2])
+        event = self._event(msg, start, end, error)
+        with self.events_lock:
+            self.events.append(event)
+            self.active.pop(msg.task_id, None)
+            self.reported.discard(msg.task_id)
+
+    def _event(
+        self, msg: P.PushTask, start: float, end: float | None, error: list[str] | None
+    ) -> list[Any]:
+        """A task event, fields in task_events' order (end None: still running)."""
         kind = (
             "actor_creation" if msg.actor_creation else ("actor_task" if msg.actor_id else "task")
         )
-        event = [
+        fn = self.functions.get(msg.function_id) if msg.actor_id is None else None
+        return [
             msg.name,
             msg.task_id,
             start,
@@ -258,9 +290,11 @@ class Worker:
             msg.parent_task_id,
             [d[3] for d in msg.deps],
             msg.return_ids,
+            msg.actor_id,
+            msg.job_id,
+            error,
+            getattr(fn, "__name__", msg.name),  # the function's own name (name= may differ)
         ]
-        with self.events_lock:
-            self.events.append(event)
 
     def _cancel(self, task_id: bytes) -> None:
         """Runs on a reader thread: interrupt the task if it is the one running."""
@@ -318,6 +352,7 @@ class Worker:
         if msg.actor_id is None or msg.actor_creation:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in msg.gpu_ids)
         self.display_name = self.actor_class_name or name
+        self.active[msg.task_id] = (msg, start)
         try:
             self.running_task = msg.task_id
             if msg.actor_creation:
@@ -420,7 +455,13 @@ class Worker:
 
 
 def worker_main(
-    worker_id: bytes, node_address: str, token: bytes, session_dir: str, out_fd: int, err_fd: int
+    worker_id: bytes,
+    node_address: str,
+    token: bytes,
+    session_dir: str,
+    out_fd: int,
+    err_fd: int,
+    listen_ip: str | None = None,
 ) -> None:
     """Entry point in a freshly forked child; never returns."""
     code = 0
@@ -448,7 +489,7 @@ def worker_main(
         worker.display_name = "raylite::IDLE"
         sys.stdout = PrefixedStream(1, worker)
         sys.stderr = PrefixedStream(2, worker)
-        Worker.__init__(worker, worker_id, node_address, token, session_dir)
+        Worker.__init__(worker, worker_id, node_address, token, session_dir, listen_ip)
         from . import api
 
         api._set_worker_runtime(worker.cw)

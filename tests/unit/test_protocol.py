@@ -92,6 +92,7 @@ def test_every_message_type_has_a_receiver():
         P.GetObject,
         P.AddBorrower,
         P.RemoveBorrower,
+        P.NodeDied,
     }
     replies = {
         P.ClientRegistered,
@@ -106,6 +107,14 @@ def test_every_message_type_has_a_receiver():
         P.ObjectReserved,
         P.StoreStats,
         P.NamedActor,
+        P.LeaseSpillback,
+        P.NodeRegistered,
+        P.ClusterView,
+        P.NodeStatus,
+        P.JobRegistered,
+        P.StateList,
+        P.TaskSummary,
+        P.Logs,
     }
     all_types = set(P.message_types().values())
     assert all_types == handled_by_node_manager | handled_by_core_worker | replies

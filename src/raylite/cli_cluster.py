@@ -1,0 +1,372 @@
+"""`raylite start`, `raylite stop`, `raylite status`: the cluster's command line.
+
+    raylite start --head [--port=6380] [--num-cpus=N] [--num-gpus=N] [--resources=JSON]
+                  [--node-ip-address=IP] [--storage=redis://H:P | sqlite:///PATH] [--block]
+    raylite start --address=HOST:PORT [--token-file=F] [resource options] [--block]
+    raylite stop                      stops the nodes started on this host, by pid
+    raylite status [--address=HOST:PORT]
+
+`start` spawns a node manager (with the head in it for --head), waits until it
+listens, records it in /tmp/raylite/nodes/ (local_nodes.py) and returns; --block
+stays in the foreground and stops the node on Ctrl-C. The cluster token: the head
+uses RAYLITE_TOKEN if set, else a random one, written to a 0600 file whose path is
+printed; joiners read --token-file or RAYLITE_TOKEN (or the head's file when the
+head runs on the same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import psutil
+
+from . import local_nodes
+from . import protocol as P
+from .config import CONFIG, RESOURCE_UNIT, to_units
+from .object_ref import new_id
+from .transport import Connection
+
+DEFAULT_PORT = 6380  # Ray's GCS uses 6379; this keeps the two (and Redis) apart
+
+
+def add_commands(sub: Any) -> None:
+    start = sub.add_parser("start", help="start a node: the head of a new cluster, or a joiner")
+    start.add_argument("--head", action="store_true", help="start the head of a new cluster")
+    start.add_argument("--address", help="HOST:PORT of the head to join")
+    start.add_argument("--port", type=int, default=None, help=f"head port (default {DEFAULT_PORT})")
+    start.add_argument("--num-cpus", type=int, default=None)
+    start.add_argument("--num-gpus", type=int, default=None)
+    start.add_argument("--resources", default=None, help="custom resources, JSON: '{\"a\": 1}'")
+    start.add_argument("--object-store-memory", type=int, default=None)
+    start.add_argument("--node-ip-address", default=None, help="address to listen on")
+    start.add_argument("--storage", default=None, help="head storage: sqlite:///PATH, redis://H:P")
+    start.add_argument("--token-file", default=None, help="file with the cluster token (joiners)")
+    start.add_argument("--node-timeout-s", type=float, default=None, help="dead after this silence")
+    start.add_argument("--block", action="store_true", help="stay in the foreground")
+    start.set_defaults(func=cmd_start)
+    stop = sub.add_parser("stop", help="stop the raylite nodes started on this host")
+    stop.add_argument("--grace-s", type=float, default=10.0)
+    stop.set_defaults(func=cmd_stop)
+    status = sub.add_parser("status", help="nodes, resources used and total, pending demand")
+    status.add_argument("--address", default=None, help="HOST:PORT of any node of the cluster")
+    status.add_argument("--format", choices=["table", "json"], default="table")
+    status.set_defaults(func=cmd_status)
+
+
+# ----------------------------------------------------------------------- start
+def _route_ip(host: str) -> str:
+    """This host's address on the route to `host` (loopback for a loopback head)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, 9))
+        return s.getsockname()[0]
+    return "127.0.0.1"
+
+
+def _token(args: argparse.Namespace, head: str | None) -> bytes:
+    if args.token_file:
+        return local_nodes.read_token(args.token_file)
+    env = local_nodes.token_from_env()
+    if env is not None:
+        return env
+    if head is None:
+        return os.urandom(32)
+    for node in local_nodes.local_nodes() + _all_nodes():
+        if head in (node.get("tcp_address"), node.get("head_address")):
+            return local_nodes.read_token(node["token_file"])
+    raise SystemExit(
+        f"raylite start: no cluster token for {head}. Pass --token-file=FILE (the path the "
+        "head printed) or set RAYLITE_TOKEN."
+    )
+
+
+def _all_nodes() -> list[dict[str, Any]]:
+    """Node files of any host (testnet hosts and containers may share /tmp)."""
+    out = []
+    for name in os.listdir(local_nodes.nodes_dir()):
+        with (
+            contextlib.suppress(OSError, ValueError),
+            open(os.path.join(local_nodes.nodes_dir(), name)) as f,
+        ):
+            out.append(json.load(f))
+    return out
+
+
+def _resources(args: argparse.Namespace) -> tuple[dict[str, int], int, int]:
+    cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
+    gpus = args.num_gpus or 0
+    mem = psutil.virtual_memory()
+    store = args.object_store_memory or int(mem.available * 0.3)
+    total = {
+        "CPU": to_units(cpus),
+        "memory": to_units(int(mem.available * 0.7)),
+        "object_store_memory": to_units(store),
+    }
+    if gpus:
+        total["GPU"] = to_units(gpus)
+    if args.resources:
+        try:
+            custom = json.loads(args.resources)
+        except ValueError as exc:
+            raise SystemExit(f"raylite start: --resources is not JSON: {exc}") from None
+        if not isinstance(custom, dict):
+            raise SystemExit("raylite start: --resources must be a JSON object")
+        for k, v in custom.items():
+            total[k] = to_units(v)
+    return total, gpus, cpus
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    if args.head == bool(args.address):
+        raise SystemExit("raylite start: pass exactly one of --head or --address=HOST:PORT")
+    head = local_nodes.normalize(args.address) if args.address else None
+    if head is not None:
+        ip = args.node_ip_address or _route_ip(head[4:].rpartition(":")[0])
+    else:
+        ip = args.node_ip_address or "127.0.0.1"
+    token = _token(args, head)
+    total, gpus, cpus = _resources(args)
+    total[f"node:{ip}"] = to_units(1)
+
+    from .api import _store_root
+
+    base = os.path.join(tempfile.gettempdir(), "raylite")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    session_dir = tempfile.mkdtemp(prefix=f"n{os.getpid()}-", dir=base)
+    store_dir = tempfile.mkdtemp(
+        prefix=f"raylite-{os.path.basename(session_dir)}-",
+        dir=_store_root(total["object_store_memory"] // RESOURCE_UNIT),
+    )
+    token_file = os.path.join(session_dir, "token")
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, token.hex().encode())
+    os.close(fd)
+    cmd = [
+        sys.executable,
+        "-m",
+        "raylite.node_manager",
+        "--cluster",
+        "--session-dir",
+        session_dir,
+        "--store-dir",
+        store_dir,
+        "--resources",
+        json.dumps(total),
+        "--num-gpus",
+        str(gpus),
+        "--prestart",
+        str(min(cpus, 64)),
+        "--ip",
+        ip,
+    ]
+    if head is None:
+        cmd += ["--port", str(args.port if args.port is not None else DEFAULT_PORT)]
+        if args.storage:
+            cmd += ["--storage", _absolute_storage(args.storage)]
+    else:
+        cmd += ["--head-address", head]
+    if args.node_timeout_s is not None:
+        cmd += ["--node-timeout-s", str(args.node_timeout_s)]
+    log_path = os.path.join(session_dir, "node.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    assert proc.stdin is not None
+    proc.stdin.write(token.hex().encode() + b"\n")
+    proc.stdin.close()
+    line = _ready_line(proc)
+    if not line.startswith("READY "):
+        proc.kill()
+        proc.wait()
+        detail = line.strip() or _tail(log_path)
+        shutil.rmtree(session_dir, ignore_errors=True)
+        shutil.rmtree(store_dir, ignore_errors=True)
+        raise SystemExit(f"raylite start: the node did not start: {detail}")
+    _, unix_address, tcp_address = line.split()
+    info = {
+        "pid": proc.pid,
+        "ip": ip,
+        "tcp_address": tcp_address,
+        "unix_address": unix_address,
+        "head_address": head or tcp_address,
+        "is_head": head is None,
+        "session_dir": session_dir,
+        "store_dir": store_dir,
+        "token_file": token_file,
+        "log_file": log_path,
+        "started": time.time(),
+    }
+    local_nodes.write_node(info)
+    hostport = tcp_address[4:]
+    if head is None:
+        print(f"raylite head started at {hostport} (pid {proc.pid}).")
+        print(f"  The cluster token is in {token_file} (mode 0600).")
+        print("  To join another machine to this cluster, run there:")
+        print(f"    RAYLITE_TOKEN=$(cat {token_file}) raylite start --address={hostport}")
+        print("  or copy the token file and pass --token-file=FILE.")
+        print(f"  Drivers on this machine: raylite.init(address='{hostport}') or 'auto'.")
+    else:
+        print(f"raylite node started at {hostport} (pid {proc.pid}), joined {head[4:]}.")
+    print("  `raylite status` shows the cluster; `raylite stop` stops the nodes of this machine.")
+    sys.stdout.flush()
+    if not args.block:
+        return 0
+
+    def stop(signum: int, frame: Any) -> None:
+        _stop_node(info, 10.0)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    proc.wait()
+    return proc.returncode or 0
+
+
+def _absolute_storage(url: str) -> str:
+    if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+        return "sqlite:///" + os.path.abspath(url[len("sqlite://") :])
+    return url
+
+
+def _ready_line(proc: subprocess.Popen[bytes]) -> str:
+    from .api import _read_line
+
+    try:
+        return _read_line(proc, CONFIG.start_timeout_s)
+    except Exception as exc:
+        return f"FAILED {exc}"
+
+
+def _tail(path: str) -> str:
+    with contextlib.suppress(OSError), open(path, errors="replace") as f:
+        return f.read()[-2000:]
+    return ""
+
+
+# ------------------------------------------------------------------------ stop
+def _stop_node(info: dict[str, Any], grace_s: float) -> bool:
+    pid = int(info["pid"])
+    try:
+        proc = psutil.Process(pid)
+        if "raylite.node_manager" not in " ".join(proc.cmdline()):
+            raise psutil.NoSuchProcess(pid)  # the pid was reused: not ours
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        stopped = True
+    except psutil.NoSuchProcess:
+        stopped = False
+    shutil.rmtree(info.get("session_dir", ""), ignore_errors=True)
+    shutil.rmtree(info.get("store_dir", ""), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.unlink(info["file"])
+    return stopped
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    nodes = local_nodes.local_nodes()
+    for info in nodes:
+        _stop_node(info, args.grace_s)
+        print(f"stopped the raylite node at {info['tcp_address'][4:]} (pid {info['pid']})")
+    if not nodes:
+        print("no raylite node runs on this host")
+    return 0
+
+
+# ---------------------------------------------------------------------- status
+def node_status(address: str | None = None) -> P.NodeStatus:
+    """The head's view of the cluster, through a local node (or `address` with a token)."""
+    if address is None:
+        node = local_nodes.find_local_node("auto")
+        target, token = node["unix_address"], local_nodes.read_token(node["token_file"])
+    else:
+        target = local_nodes.normalize(address)
+        token = local_nodes.token_from_env() or b""
+        for node in local_nodes.local_nodes() + _all_nodes():
+            if target in (node.get("tcp_address"), node.get("head_address")) and not token:
+                token = local_nodes.read_token(node["token_file"])
+        if not token:
+            raise SystemExit("raylite status: set RAYLITE_TOKEN to the cluster's token")
+    conn = Connection.connect(target, token, lambda *a: None, name="cli")
+    try:
+        conn.request(P.RegisterClient("cli", new_id(), os.getpid(), "", None), timeout=10)
+        reply = conn.request(P.GetNodeStatus(), timeout=30)
+    finally:
+        conn.close()
+    if isinstance(reply, P.Failed):
+        raise SystemExit(f"raylite status: {reply.reason}")
+    return reply
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        status = node_status(args.address)
+    except ConnectionError as exc:
+        raise SystemExit(f"raylite status: {exc}") from None
+    if args.format == "json":
+        print(json.dumps({"head": status.head, "nodes": _jsonable(status.nodes)}, indent=2))
+        return 0
+    alive = [n for n in status.nodes if n["alive"]]
+    dead = [n for n in status.nodes if not n["alive"]]
+    print(f"======== raylite cluster: head {status.head['address'][4:]} ========")
+    print(f"Head storage: {status.head['storage']}")
+    print(f"Active nodes: {len(alive)}")
+    for n in alive:
+        role = " (head)" if n["is_head"] else ""
+        print(f"  {n['node_id'].hex()[:16]}  {n['address'][4:]}{role}")
+    if dead:
+        print(f"Dead nodes: {len(dead)}")
+        for n in dead:
+            print(f"  {n['node_id'].hex()[:16]}  {n['address'][4:]}  ({n['cause']})")
+    total: dict[str, int] = {}
+    avail: dict[str, int] = {}
+    for n in alive:
+        for k, v in n["total"].items():
+            total[k] = total.get(k, 0) + v
+        for k, v in n["available"].items():
+            avail[k] = avail.get(k, 0) + max(v, 0)
+    print("Resources (used / total):")
+    for k in sorted(total):
+        if k.startswith("node:"):
+            continue
+        used, tot = (total[k] - avail.get(k, 0)) / RESOURCE_UNIT, total[k] / RESOURCE_UNIT
+        if k in ("memory", "object_store_memory"):
+            print(f"  {used / 2**30:.2f}/{tot / 2**30:.2f} GiB {k}")
+        else:
+            print(f"  {used:g}/{tot:g} {k}")
+    pending = [shape for n in alive for shape in n.get("pending", [])]
+    print("Pending demand:")
+    if not pending:
+        print("  (no resource demands)")
+    for shape in pending[:20]:
+        print("  " + json.dumps({k: v / RESOURCE_UNIT for k, v in shape.items()}))
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value

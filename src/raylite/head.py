@@ -1,0 +1,426 @@
+"""Cluster metadata: nodes, actors, actor names, jobs; node liveness.
+
+Owns the node table (addresses, resources, liveness), the actor table and its
+names, and the job counter, and writes them through to a HeadStorage so a head
+started again on the same storage finds the cluster as it was. Not leases or
+workers (node_manager), not placement (scheduling), not objects (their owners).
+
+    node manager ──RegisterNode, Heartbeat──▶ Head ──ClusterView──▶ node manager
+    node manager ──ActorStateChanged, GetActorInfo, RegisterActorName...──▶ Head
+    Head ──NodeDied, ClientDied, LogLines──▶ every node manager ──▶ its clients
+
+The head lives in the event loop of one node manager (its own node), which calls
+it directly; other node managers talk to it over TCP. A node that misses
+heartbeats for `node_timeout_s` is marked dead; if it comes back (a partition
+healed) its heartbeats are refused, so it kills its workers and joins again as a
+new node: an actor that was restarted elsewhere never runs twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from . import protocol as P
+from .head_storage import HeadStorage
+from .scheduling import NodeView
+
+if TYPE_CHECKING:
+    from .node_manager import NodeManager
+    from .transport import AsyncConnection
+
+log = logging.getLogger("raylite.head")
+
+
+@dataclass(eq=False)
+class NodeRec:
+    node_id: bytes
+    address: str
+    ip: str
+    total: dict[str, int]
+    available: dict[str, int]
+    info: dict[str, Any]
+    alive: bool = True
+    last_seen: float = 0.0
+    conn: AsyncConnection | None = None  # None: the head's own node
+    pending: list[dict[str, int]] = field(default_factory=list)
+    cause: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "ip": self.ip,
+            "total": self.total,
+            "available": self.available,
+            "alive": self.alive,
+            "info": self.info,
+            "cause": self.cause,
+        }
+
+
+@dataclass(eq=False)
+class ActorRec:
+    actor_id: bytes
+    state: str = "PENDING"
+    class_name: str = ""
+    address: str = ""
+    pid: int = 0
+    cause: str = ""
+    waiters: list[tuple[AsyncConnection, int]] = field(default_factory=list)
+    name: tuple[str, str] | None = None  # (namespace, name) for a named actor
+    restarts_left: int = 0
+    methods: dict[str, int] = field(default_factory=dict)
+    node_id: bytes = b""
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "actor_id": self.actor_id,
+            "state": self.state,
+            "class_name": self.class_name,
+            "address": self.address,
+            "pid": self.pid,
+            "cause": self.cause,
+            "name": list(self.name) if self.name else None,
+            "restarts_left": self.restarts_left,
+            "methods": self.methods,
+            "node_id": self.node_id,
+        }
+
+
+def _pack(row: dict[str, Any]) -> bytes:
+    return msgpack.packb(row, use_bin_type=True)
+
+
+def _unpack(blob: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+class Head:
+    def __init__(self, nm: NodeManager, storage: HeadStorage, node_timeout_s: float) -> None:
+        self.nm = nm
+        self.storage = storage
+        self.node_timeout_s = node_timeout_s
+        self.nodes: dict[bytes, NodeRec] = {}
+        self.actors: dict[bytes, ActorRec] = {}
+        self.names: dict[tuple[str, str], ActorRec] = {}
+        self.jobs = 0
+        self.started = time.time()
+        self.handlers: dict[type, Any] = {
+            P.RegisterNode: self.on_register_node,
+            P.Heartbeat: self.on_heartbeat,
+            P.RegisterJob: self.on_register_job,
+            P.GetClusterInfo: self.on_cluster_info,
+            P.GetNodeStatus: self.on_node_status,
+            P.ActorStateChanged: self.on_actor_state,
+            P.GetActorInfo: self.on_get_actor,
+            P.KillActor: self.on_kill_actor,
+            P.RegisterActorName: self.on_register_name,
+            P.GetNamedActor: self.on_get_named,
+            P.ClientDied: self.on_client_died,
+            P.LogLines: self.on_log_lines,
+        }
+        self.load()
+
+    # ------------------------------------------------------------------ storage
+    def load(self) -> None:
+        """Rebuild the tables from storage (empty for a new cluster)."""
+        meta = self.storage.get("meta", "jobs")
+        self.jobs = int(meta.decode()) if meta else 0
+        now = time.monotonic()
+        for blob in self.storage.scan("nodes").values():
+            row = _unpack(blob)
+            if row["node_id"] == self.nm.node_id:
+                continue
+            rec = NodeRec(
+                row["node_id"],
+                row["address"],
+                row["ip"],
+                row["total"],
+                row["available"],
+                row["info"],
+                alive=row["alive"],
+                cause=row.get("cause", ""),
+            )
+            rec.last_seen = now  # it gets node_timeout_s to find the new head
+            self.nodes[rec.node_id] = rec
+        for blob in self.storage.scan("actors").values():
+            row = _unpack(blob)
+            actor = ActorRec(
+                row["actor_id"],
+                row["state"],
+                row["class_name"],
+                row["address"],
+                row["pid"],
+                row["cause"],
+                name=tuple(row["name"]) if row["name"] else None,  # type: ignore[arg-type]
+                restarts_left=row["restarts_left"],
+                methods=row["methods"],
+                node_id=row["node_id"],
+            )
+            self.actors[actor.actor_id] = actor
+            if actor.name is not None and actor.state != "DEAD":
+                self.names[actor.name] = actor
+        if self.nodes or self.actors:
+            log.warning(
+                "head: restored %d node(s), %d actor(s), %d job(s) from %s",
+                len(self.nodes),
+                len(self.actors),
+                self.jobs,
+                self.storage.url,
+            )
+
+    def save_node(self, rec: NodeRec) -> None:
+        self.storage.put("nodes", rec.node_id, _pack(rec.row()))
+
+    def save_actor(self, actor: ActorRec) -> None:
+        self.storage.put("actors", actor.actor_id, _pack(actor.row()))
+
+    def add_own_node(self) -> None:
+        nm = self.nm
+        rec = NodeRec(nm.node_id, nm.tcp_address, nm.ip, nm.total, nm.available, nm.node_info())
+        rec.last_seen = time.monotonic()
+        self.nodes[nm.node_id] = rec
+        self.save_node(rec)
+
+    # ------------------------------------------------------------------ nodes
+    def view(self) -> list[dict[str, Any]]:
+        own = self.nodes.get(self.nm.node_id)
+        if own is not None:
+            own.available = dict(self.nm.available)
+            own.pending = self.nm.pending_shapes()
+        return [
+            {
+                "node_id": r.node_id,
+                "address": r.address,
+                "ip": r.ip,
+                "total": r.total,
+                "available": r.available,
+                "alive": r.alive,
+                "info": r.info,
+                "pending": r.pending,
+                "cause": r.cause,
+                "is_head": r.node_id == self.nm.node_id,
+            }
+            for r in self.nodes.values()
+        ]
+
+    def node_views(self) -> list[NodeView]:
+        return [
+            NodeView(r.node_id, r.address, r.total, r.available, r.alive)
+            for r in self.nodes.values()
+        ]
+
+    def on_register_node(self, conn: AsyncConnection, msg: P.RegisterNode, rid: int) -> None:
+        rec = self.nodes.get(msg.node_id)
+        if rec is not None and not rec.alive:
+            # Marked dead (missed heartbeats): its actors may run elsewhere by now.
+            conn.reply(
+                rid,
+                P.NodeRegistered(self.nm.node_id, False, f"node was marked dead: {rec.cause}", []),
+            )
+            return
+        rec = NodeRec(msg.node_id, msg.address, msg.ip, msg.total, msg.available, msg.info)
+        rec.conn = conn
+        rec.last_seen = time.monotonic()
+        self.nodes[msg.node_id] = rec
+        conn.peer = rec
+        self.save_node(rec)
+        log.info("head: node %s joined at %s", msg.node_id.hex()[:8], msg.address)
+        conn.reply(rid, P.NodeRegistered(self.nm.node_id, True, "", self.view()))
+        self.nm.on_cluster_view(self.view())
+
+    def on_heartbeat(self, conn: AsyncConnection, msg: P.Heartbeat, rid: int) -> None:
+        rec = self.nodes.get(msg.node_id)
+        if rec is None or not rec.alive:
+            why = rec.cause if rec is not None else "unknown node"
+            conn.reply(rid, P.Failed(f"node was marked dead: {why}"))
+            return
+        rec.last_seen = time.monotonic()
+        rec.available = msg.available
+        rec.pending = msg.pending
+        rec.conn = conn
+        conn.reply(rid, P.ClusterView(self.view()))
+
+    def on_node_disconnect(self, conn: AsyncConnection) -> None:
+        """A node manager's connection closed: its process is gone (or unreachable)."""
+        rec = conn.peer
+        if isinstance(rec, NodeRec) and rec.conn is conn and rec.alive:
+            self.mark_dead(rec, "its node manager's connection to the head closed")
+
+    async def monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.5, self.node_timeout_s / 4))
+            now = time.monotonic()
+            for rec in list(self.nodes.values()):
+                if rec.node_id == self.nm.node_id or not rec.alive:
+                    continue
+                if now - rec.last_seen > self.node_timeout_s:
+                    self.mark_dead(rec, f"no heartbeat for {self.node_timeout_s:g} s")
+
+    def mark_dead(self, rec: NodeRec, cause: str) -> None:
+        rec.alive = False
+        rec.cause = cause
+        rec.available = {}
+        self.save_node(rec)
+        log.warning("head: node %s (%s) is dead: %s", rec.node_id.hex()[:8], rec.address, cause)
+        for actor in self.actors.values():
+            if actor.node_id == rec.node_id and actor.state in ("ALIVE", "PENDING"):
+                self.actor_process_died(actor, f"its node {rec.address} died ({cause})")
+        self.broadcast(P.NodeDied(rec.node_id, rec.address, rec.ip, cause))
+        if rec.conn is not None:
+            rec.conn.close()
+
+    def broadcast(self, msg: Any, *, skip: AsyncConnection | None = None) -> None:
+        """Send to every live node manager, this one included (through a call)."""
+        for rec in self.nodes.values():
+            if rec.alive and rec.conn is not None and rec.conn is not skip and not rec.conn.closed:
+                rec.conn.send(msg)
+        self.nm.on_head_event(msg)
+
+    def on_client_died(self, conn: AsyncConnection, msg: P.ClientDied, rid: int) -> None:
+        self.broadcast(msg, skip=conn)
+
+    def on_log_lines(self, conn: AsyncConnection, msg: P.LogLines, rid: int) -> None:
+        self.broadcast(msg, skip=conn)
+
+    def on_register_job(self, conn: AsyncConnection, msg: P.RegisterJob, rid: int) -> None:
+        conn.reply(rid, P.JobRegistered(self.new_job()))
+
+    def new_job(self) -> bytes:
+        self.jobs += 1
+        self.storage.put("meta", "jobs", str(self.jobs).encode())
+        return self.jobs.to_bytes(4, "little")
+
+    def cluster_totals(self) -> tuple[dict[str, int], dict[str, int]]:
+        total: dict[str, int] = {}
+        avail: dict[str, int] = {}
+        self.view()  # refreshes the own node's numbers
+        for rec in self.nodes.values():
+            if not rec.alive:
+                continue
+            for k, v in rec.total.items():
+                total[k] = total.get(k, 0) + v
+            for k, v in rec.available.items():
+                avail[k] = avail.get(k, 0) + max(v, 0)
+        return total, avail
+
+    def on_cluster_info(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        total, avail = self.cluster_totals()
+        nodes = [self.nm.node_dict(r) for r in self.nodes.values()]
+        conn.reply(rid, P.ClusterInfo(total, avail, nodes))
+
+    def on_node_status(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        head = {
+            "node_id": self.nm.node_id.hex(),
+            "address": self.nm.tcp_address,
+            "storage": self.storage.url,
+            "uptime_s": time.time() - self.started,
+            "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),
+            "jobs": self.jobs,
+        }
+        conn.reply(rid, P.NodeStatus(self.view(), head))
+
+    # ------------------------------------------------------------------ actors
+    def set_actor(self, actor: ActorRec, state: str, cause: str = "") -> None:
+        actor.state = state
+        if cause:
+            actor.cause = cause
+        if state == "DEAD" and actor.name is not None and self.names.get(actor.name) is actor:
+            del self.names[actor.name]  # a dead actor's name can be taken again
+        self.save_actor(actor)
+        if state in ("ALIVE", "DEAD"):
+            for conn, rid in actor.waiters:
+                if not conn.closed:
+                    conn.reply(
+                        rid, P.ActorInfo(actor.actor_id, actor.state, actor.address, actor.cause)
+                    )
+            actor.waiters.clear()
+
+    def actor_process_died(self, actor: ActorRec, cause: str) -> None:
+        if actor.state != "DEAD":
+            # Its owner restarts it if it may; askers wait for the new address.
+            self.set_actor(actor, "RESTARTING" if actor.restarts_left else "DEAD", cause)
+
+    def on_actor_state(self, conn: AsyncConnection, msg: P.ActorStateChanged, rid: int) -> None:
+        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
+        if actor.state == "DEAD":
+            return
+        if msg.state == "PROCESS_DIED":  # from the node that hosted it
+            self.actor_process_died(actor, msg.cause)
+            return
+        actor.class_name = msg.class_name or actor.class_name
+        actor.address = msg.address or actor.address
+        actor.pid = msg.pid or actor.pid
+        actor.restarts_left = msg.restarts_left
+        if msg.state == "ALIVE":
+            actor.node_id = self.node_of(actor.address)
+        self.set_actor(actor, msg.state, msg.cause)
+
+    def node_of(self, address: str) -> bytes:
+        """The node a worker address is on (by its host part; the own node for unix:)."""
+        if not address.startswith("tcp:"):
+            return self.nm.node_id
+        host = address[4:].rpartition(":")[0]
+        for rec in self.nodes.values():
+            if rec.alive and rec.ip == host:
+                return rec.node_id
+        return b""
+
+    def on_kill_actor(self, conn: AsyncConnection, msg: P.KillActor, rid: int) -> None:
+        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
+        if msg.no_restart:
+            actor.restarts_left = 0
+            if actor.state != "DEAD":
+                self.set_actor(actor, "DEAD", msg.cause)
+        kill = P.KillActorWorker(msg.actor_id)
+        for rec in self.nodes.values():  # the node it lives on, or all if unknown
+            if actor.node_id and rec.node_id != actor.node_id:
+                continue
+            if rec.node_id == self.nm.node_id:
+                self.nm.kill_actor_worker(msg.actor_id)
+            elif rec.alive and rec.conn is not None and not rec.conn.closed:
+                rec.conn.send(kill)
+        conn.reply(rid, P.Ok())
+
+    def on_get_actor(self, conn: AsyncConnection, msg: P.GetActorInfo, rid: int) -> None:
+        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
+        if actor.state in ("ALIVE", "DEAD"):
+            conn.reply(rid, P.ActorInfo(actor.actor_id, actor.state, actor.address, actor.cause))
+        else:
+            actor.waiters.append((conn, rid))
+
+    def on_register_name(self, conn: AsyncConnection, msg: P.RegisterActorName, rid: int) -> None:
+        key = (msg.namespace, msg.name)
+        taken = self.names.get(key)
+        if taken is not None and taken.state != "DEAD":
+            conn.reply(
+                rid,
+                P.NamedActor(True, taken.actor_id, taken.class_name, taken.methods, taken.address),
+            )
+            return
+        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
+        actor.name, actor.class_name, actor.methods = key, msg.class_name, msg.methods
+        self.names[key] = actor
+        self.save_actor(actor)
+        conn.reply(rid, P.NamedActor(False, msg.actor_id, msg.class_name, msg.methods, ""))
+
+    def on_get_named(self, conn: AsyncConnection, msg: P.GetNamedActor, rid: int) -> None:
+        actor = self.names.get((msg.namespace, msg.name))
+        if actor is None or actor.state == "DEAD":
+            conn.reply(rid, P.NamedActor(False, b"", "", {}, ""))
+        else:
+            conn.reply(
+                rid,
+                P.NamedActor(True, actor.actor_id, actor.class_name, actor.methods, actor.address),
+            )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.storage.close()

@@ -1,0 +1,117 @@
+"""The nodes `raylite start` runs on this machine, as files other local processes read.
+
+One JSON file per node in /tmp/raylite/nodes/ (mode 0600, this user only): its pid,
+addresses, session and store directories and token file. `raylite stop` stops the
+ones whose address is on this host, `raylite status` and `init(address=...)` find
+the local node of a cluster through them.
+
+    raylite start ──spawn──▶ node manager ──READY──▶ raylite start ──write──▶ <pid>.json
+    init("HOST:PORT") ──read──▶ <pid>.json ──▶ unix socket of the local node
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import socket
+import tempfile
+from typing import Any
+
+import psutil
+
+
+def nodes_dir() -> str:
+    path = os.path.join(tempfile.gettempdir(), "raylite", "nodes")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def write_node(info: dict[str, Any]) -> str:
+    path = os.path.join(nodes_dir(), f"{info['pid']}.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+    return path
+
+
+def local_ips() -> set[str]:
+    """Addresses of this host (of this network namespace), loopback included."""
+    ips = {"127.0.0.1"}
+    with contextlib.suppress(Exception):
+        for addrs in psutil.net_if_addrs().values():
+            for a in addrs:
+                if a.family == socket.AF_INET:
+                    ips.add(a.address)
+    return ips
+
+
+def local_nodes() -> list[dict[str, Any]]:
+    """Nodes started here whose process still runs, newest first."""
+    ips = local_ips()
+    found = []
+    for path in glob.glob(os.path.join(nodes_dir(), "*.json")):
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        info["file"] = path
+        if info.get("ip") not in ips:
+            continue  # another host's (testnet hosts share this directory)
+        if not psutil.pid_exists(int(info.get("pid", 0))):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            continue
+        found.append(info)
+    return sorted(found, key=lambda i: i.get("started", 0), reverse=True)
+
+
+def normalize(address: str) -> str:
+    """'HOST:PORT', 'tcp:HOST:PORT' or 'raylite://HOST:PORT' -> 'tcp:HOST:PORT'."""
+    address = address.strip()
+    for scheme in ("raylite://", "ray://", "tcp:"):
+        if address.startswith(scheme):
+            address = address[len(scheme) :]
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"bad cluster address {address!r}: want HOST:PORT, e.g. 10.0.0.1:6380")
+    return f"tcp:{host}:{port}"
+
+
+def find_local_node(address: str) -> dict[str, Any]:
+    """The node on this host that belongs to the cluster at `address` ("auto": any)."""
+    nodes = local_nodes()
+    if address != "auto":
+        want = normalize(address)
+        nodes = [n for n in nodes if want in (n.get("head_address"), n.get("tcp_address"))]
+    if not nodes:
+        where = "any cluster" if address == "auto" else f"the cluster at {address}"
+        raise ConnectionError(
+            f"No raylite node of {where} runs on this machine. Start one first: "
+            "`raylite start --head` for a new cluster, or `raylite start --address=HOST:PORT` "
+            "to join one; or call init() without an address for a local session."
+        )
+    return nodes[0]
+
+
+def read_token(path: str) -> bytes:
+    with open(path) as f:
+        return bytes.fromhex(f.read().strip())
+
+
+def token_from_env() -> bytes | None:
+    """RAYLITE_TOKEN: 64 hex digits as they are, any other text hashed to 32 bytes."""
+    raw = os.environ.get("RAYLITE_TOKEN")
+    if not raw:
+        return None
+    raw = raw.strip()
+    try:
+        token = bytes.fromhex(raw)
+        if len(token) == 32:
+            return token
+    except ValueError:
+        pass
+    return hashlib.sha256(raw.encode()).digest()

@@ -1,0 +1,111 @@
+"""Placement policy only: (demand, cluster view) -> the node that should run it.
+
+Pure functions over a snapshot of the cluster; no I/O, no state beyond what the
+caller passes in, so they are tested without processes (tests/unit).
+
+    owner ──RequestLease──▶ local node manager ──place()──▶ "here" | another node
+                                                             (LeaseSpillback)
+
+The policy is Ray's hybrid one, simplified:
+- A request the local node can serve now runs here (data and workers are local).
+- Else a node that has the resources free now (by the last view) gets it, the one
+  with the most CPU free first, so busy nodes spill work to idle ones.
+- Else, if this node has the resources at all, the request waits here.
+- Else it goes to any node that has them in total (it waits there).
+- SPREAD picks round-robin among the nodes that have the resources (free or not).
+- Node affinity sends it to that node; `soft` falls back to the hybrid policy when
+  the node is dead or lacks the resources, hard affinity fails instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+HERE = "here"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    node_id: bytes
+    address: str
+    total: dict[str, int]
+    available: dict[str, int]
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a request goes: HERE, another node, or nowhere (with the reason)."""
+
+    node: NodeView | None  # None: here (kind HERE) or nowhere (kind "fail" / "infeasible")
+    kind: str  # HERE | "spill" | "infeasible" | "fail"
+    reason: str = ""
+
+
+def fits(shape: dict[str, int], resources: dict[str, int]) -> bool:
+    return all(resources.get(k, 0) >= v for k, v in shape.items())
+
+
+def place(
+    shape: dict[str, int],
+    strategy: Any,
+    local: NodeView,
+    others: list[NodeView],
+    spread_seq: int = 0,
+) -> Placement:
+    """Decide where a lease request should be served. `others` excludes the local node."""
+    alive = [n for n in others if n.alive and n.node_id != local.node_id]
+    if isinstance(strategy, (list, tuple)) and strategy and strategy[0] == "NODE":
+        return _affinity(shape, strategy, local, alive)
+    if strategy == "SPREAD":
+        # Round-robin over every node that has the resources, busy or not: a node's
+        # momentary load (an owner's lingering idle lease) must not skew the spread.
+        candidates = [
+            n for n in sorted([local, *alive], key=lambda n: n.node_id) if fits(shape, n.total)
+        ]
+        if not candidates:
+            return Placement(None, "infeasible")
+        chosen = candidates[spread_seq % len(candidates)]
+        if chosen.node_id == local.node_id:
+            return Placement(None, HERE)
+        return Placement(chosen, "spill")
+    return _hybrid(shape, local, alive)
+
+
+def _hybrid(shape: dict[str, int], local: NodeView, alive: list[NodeView]) -> Placement:
+    if fits(shape, local.available):
+        return Placement(None, HERE)
+    free = [n for n in alive if fits(shape, n.available)]
+    if free:
+        best = max(free, key=lambda n: (n.available.get("CPU", 0), n.node_id))
+        return Placement(best, "spill")
+    if fits(shape, local.total):
+        return Placement(None, HERE)
+    able = [n for n in alive if fits(shape, n.total)]
+    if able:
+        best = max(able, key=lambda n: (n.available.get("CPU", 0), n.node_id))
+        return Placement(best, "spill")
+    return Placement(None, "infeasible")
+
+
+def _affinity(
+    shape: dict[str, int], strategy: Any, local: NodeView, alive: list[NodeView]
+) -> Placement:
+    _, node_hex, soft = strategy
+    target = None
+    if local.node_id.hex() == node_hex:
+        target = local
+    else:
+        target = next((n for n in alive if n.node_id.hex() == node_hex), None)
+    if target is not None and fits(shape, target.total):
+        return Placement(None, HERE) if target is local else Placement(target, "spill")
+    if soft:
+        return _hybrid(shape, local, alive)
+    why = "is not alive" if target is None else "does not have the resources"
+    return Placement(
+        None,
+        "fail",
+        f"The task or actor has hard node affinity to node {node_hex}, which {why} "
+        f"(requested {shape}). Use soft=True to allow other nodes.",
+    )

@@ -1,0 +1,127 @@
+"""A 3-host raylite cluster on one machine (shared/tools/testnet), for multi-node tests.
+
+Each host hK is a network namespace with address 10.78.0.K; the head runs in h1, and
+h2, h3 join it. Drivers run inside a host (`Cluster.driver`), as a user's program
+would on that machine; tests read what they print. Skips where testnet is unusable
+(not root, no namespaces).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTNET = os.path.join(os.path.dirname(ROOT), "shared", "tools", "testnet")
+ENV = {**os.environ, "TESTNET_NAME": "rlmn", "TESTNET_PREFIX": "10.78.0", "TESTNET_GRACE": "1"}
+# A cluster token set by the operator (a restarted head must keep the cluster's token).
+ENV["RAYLITE_TOKEN"] = "raylite multinode tests"
+PORT = 6380
+NODE_TIMEOUT_S = 3.0
+
+
+def tn(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TESTNET, *args], env=ENV, capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
+def raylite_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "raylite.cli", *args]
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.hosts = ["h1", "h2", "h3"]
+        self.head = f"10.78.0.1:{PORT}"
+
+    def ip(self, host: str) -> str:
+        return f"10.78.0.{host[1:]}"
+
+    def start_node(self, host: str, *extra: str, head: bool = False, storage: str = "") -> str:
+        args = ["start", "--node-ip-address", self.ip(host), "--num-cpus", "2"]
+        args += ["--resources", json.dumps({host: 1}), "--node-timeout-s", str(NODE_TIMEOUT_S)]
+        if head:
+            args += ["--head", "--port", str(PORT)]
+            if storage:
+                args += ["--storage", storage]
+        else:
+            args += ["--address", self.head]
+        r = tn("exec", host, *raylite_cmd(*args, *extra), check=False, timeout=60)
+        assert r.returncode == 0, f"raylite start in {host} failed:\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def driver(self, host: str, code: str, timeout: float = 90) -> dict:
+        """Run a driver program in `host`; it prints one JSON line last, which is returned."""
+        prog = "import json, os, sys, time\nimport raylite as ray\n" + textwrap.dedent(code)
+        r = tn("exec", host, sys.executable, "-c", prog, check=False, timeout=timeout)
+        assert r.returncode == 0, f"driver in {host} failed:\n{r.stdout}\n{r.stderr}"
+        last = [line for line in r.stdout.splitlines() if line.startswith("{")]
+        assert last, f"driver printed no JSON:\n{r.stdout}\n{r.stderr}"
+        out = json.loads(last[-1])
+        out["_stdout"] = r.stdout
+        return out
+
+    def status(self, host: str = "h1") -> dict:
+        r = tn("exec", host, *raylite_cmd("status", "--format", "json"), check=False)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def stop(self, host: str) -> None:
+        tn("exec", host, *raylite_cmd("stop"), check=False, timeout=60)
+
+
+def _node_managers() -> set[int]:
+    found = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "raylite.node_manager" in cmd and "--cluster" in cmd:
+            found.add(p.info["pid"])
+    return found
+
+
+def _remove_node_dirs() -> None:
+    import glob
+    import shutil
+
+    from raylite.local_nodes import nodes_dir
+
+    for path in glob.glob(os.path.join(nodes_dir(), "*.json")):
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if str(info.get("ip", "")).startswith("10.78.0.") and not psutil.pid_exists(info["pid"]):
+            shutil.rmtree(info.get("session_dir", ""), ignore_errors=True)
+            shutil.rmtree(info.get("store_dir", ""), ignore_errors=True)
+            os.unlink(path)
+
+
+@pytest.fixture
+def cluster():
+    if not os.path.exists(TESTNET):
+        pytest.skip(f"testnet not found at {TESTNET}")
+    r = tn("check", check=False)
+    if r.returncode == 77:
+        pytest.skip(f"testnet not usable here: {r.stderr.strip() or r.stdout.strip()}")
+    before = _node_managers()
+    tn("up", "3")
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        for host in c.hosts:
+            c.stop(host)
+        tn("down", check=False)
+        _remove_node_dirs()  # of nodes killed in a test (a stopped node removes its own)
+        left = _node_managers() - before
+        for pid in left:  # fail, but leave nothing behind
+            psutil.Process(pid).kill()
+        assert not left, f"node managers left running after raylite stop: {left}"
