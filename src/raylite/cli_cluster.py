@@ -275,10 +275,7 @@ def _stop_node(info: dict[str, Any], grace_s: float) -> bool:
         stopped = True
     except psutil.NoSuchProcess:
         stopped = False
-    shutil.rmtree(info.get("session_dir", ""), ignore_errors=True)
-    shutil.rmtree(info.get("store_dir", ""), ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.unlink(info["file"])
+    local_nodes.remove_dirs(info)
     return stopped
 
 

@@ -16,6 +16,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 from typing import Any
@@ -62,11 +63,19 @@ def local_nodes() -> list[dict[str, Any]]:
         if info.get("ip") not in ips:
             continue  # another host's (testnet hosts share this directory)
         if not psutil.pid_exists(int(info.get("pid", 0))):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            remove_dirs(info)  # it was killed: nobody else removes its files
             continue
         found.append(info)
     return sorted(found, key=lambda i: i.get("started", 0), reverse=True)
+
+
+def remove_dirs(info: dict[str, Any]) -> None:
+    """A stopped node's session and store directories, and its file here."""
+    for key in ("session_dir", "store_dir"):
+        if info.get(key):
+            shutil.rmtree(info[key], ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.unlink(info["file"])
 
 
 def normalize(address: str) -> str:

@@ -8,6 +8,7 @@ would on that machine; tests read what they print. Skips where testnet is unusab
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -87,7 +88,6 @@ def _node_managers() -> set[int]:
 
 
 def _remove_node_dirs() -> None:
-    import glob
     import shutil
 
     from raylite.local_nodes import nodes_dir
@@ -112,6 +112,7 @@ def cluster():
     if r.returncode == 77:
         pytest.skip(f"testnet not usable here: {r.stderr.strip() or r.stdout.strip()}")
     before = _node_managers()
+    shm_before = set(glob.glob("/dev/shm/raylite-n*"))
     tn("up", "3")
     c = Cluster()
     try:
@@ -125,3 +126,5 @@ def cluster():
         for pid in left:  # fail, but leave nothing behind
             psutil.Process(pid).kill()
         assert not left, f"node managers left running after raylite stop: {left}"
+        shm_left = set(glob.glob("/dev/shm/raylite-n*")) - shm_before
+        assert not shm_left, f"node stores left in /dev/shm: {shm_left}"
