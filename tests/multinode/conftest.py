@@ -88,20 +88,16 @@ def _node_managers() -> set[int]:
 
 
 def _remove_node_dirs() -> None:
-    import shutil
-
-    from raylite.local_nodes import nodes_dir
+    from raylite.local_nodes import nodes_dir, remove_dirs
 
     for path in glob.glob(os.path.join(nodes_dir(), "*.json")):
         try:
             with open(path) as f:
-                info = json.load(f)
+                info = {**json.load(f), "file": path}
         except (OSError, ValueError):
             continue
         if str(info.get("ip", "")).startswith("10.78.0.") and not psutil.pid_exists(info["pid"]):
-            shutil.rmtree(info.get("session_dir", ""), ignore_errors=True)
-            shutil.rmtree(info.get("store_dir", ""), ignore_errors=True)
-            os.unlink(path)
+            remove_dirs(info)
 
 
 @pytest.fixture
