@@ -34,7 +34,7 @@ HEAD = "10.79.0.1:6380"
 
 def tn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [TESTNET, *args], env=ENV, capture_output=True, text=True, timeout=timeout
+        ["bash", TESTNET, *args], env=ENV, capture_output=True, text=True, timeout=timeout
     )
 
 

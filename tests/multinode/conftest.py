@@ -29,7 +29,12 @@ NODE_TIMEOUT_S = 3.0
 
 def tn(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [TESTNET, *args], env=ENV, capture_output=True, text=True, timeout=timeout, check=check
+        ["bash", TESTNET, *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
     )
 
 

@@ -193,7 +193,7 @@ def test_killed_node_is_marked_dead_and_its_tasks_and_actors_move(cluster):
     from tests.multinode.conftest import ENV, TESTNET
 
     proc = subprocess.Popen(
-        [TESTNET, "exec", "h1", sys.executable, "-c", textwrap.dedent(prog)],
+        ["bash", TESTNET, "exec", "h1", sys.executable, "-c", textwrap.dedent(prog)],
         env=ENV,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
