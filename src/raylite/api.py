@@ -239,25 +239,27 @@ def _detect_gpus() -> int:
         return 0
 
 
-def _start_local(
-    total: dict[str, int],
-    gpus: int,
-    cpus: int,
-    store_root: str,
-    log_to_driver: bool,
-    namespace: str | None,
-    system_config: dict[str, Any],
-) -> _Runtime:
+def new_session(prefix: str, store_root: str, token: bytes) -> tuple[str, str, str]:
+    """(session dir, store dir, token file) for a node about to start on this machine.
+
+    The token file (mode 0600) is for local tools of the same user: `raylite memory`,
+    `raylite status`, drivers connecting with init(address=...).
+    """
     base = os.path.join(tempfile.gettempdir(), "raylite")
     os.makedirs(base, mode=0o700, exist_ok=True)
-    session_dir = tempfile.mkdtemp(prefix=f"s{os.getpid()}-", dir=base)
+    session_dir = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base)
     store_dir = tempfile.mkdtemp(prefix=f"raylite-{os.path.basename(session_dir)}-", dir=store_root)
-    token = os.urandom(32)
-    # For `raylite memory` and other local tools run by the same user (mode 0600).
-    fd = os.open(os.path.join(session_dir, "token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    token_file = os.path.join(session_dir, "token")
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, token.hex().encode())
     os.close(fd)
-    cmd = [
+    return session_dir, store_dir, token_file
+
+
+def node_manager_command(
+    session_dir: str, store_dir: str, total: dict[str, int], gpus: int, cpus: int, *extra: str
+) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "raylite.node_manager",
@@ -271,7 +273,22 @@ def _start_local(
         str(gpus),
         "--prestart",
         str(min(cpus, 64)),
+        *extra,
     ]
+
+
+def _start_local(
+    total: dict[str, int],
+    gpus: int,
+    cpus: int,
+    store_root: str,
+    log_to_driver: bool,
+    namespace: str | None,
+    system_config: dict[str, Any],
+) -> _Runtime:
+    token = os.urandom(32)
+    session_dir, store_dir, _ = new_session("s", store_root, token)
+    cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus)
     if system_config.get("max_spill_bytes") is not None:
         cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
     proc = subprocess.Popen(

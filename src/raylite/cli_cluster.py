@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -138,37 +137,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     total, gpus, cpus = _resources(args)
     total[f"node:{ip}"] = to_units(1)
 
-    from .api import _store_root
+    from .api import _store_root, new_session, node_manager_command
 
-    base = os.path.join(tempfile.gettempdir(), "raylite")
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    session_dir = tempfile.mkdtemp(prefix=f"n{os.getpid()}-", dir=base)
-    store_dir = tempfile.mkdtemp(
-        prefix=f"raylite-{os.path.basename(session_dir)}-",
-        dir=_store_root(total["object_store_memory"] // RESOURCE_UNIT),
-    )
-    token_file = os.path.join(session_dir, "token")
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, token.hex().encode())
-    os.close(fd)
-    cmd = [
-        sys.executable,
-        "-m",
-        "raylite.node_manager",
-        "--cluster",
-        "--session-dir",
-        session_dir,
-        "--store-dir",
-        store_dir,
-        "--resources",
-        json.dumps(total),
-        "--num-gpus",
-        str(gpus),
-        "--prestart",
-        str(min(cpus, 64)),
-        "--ip",
-        ip,
-    ]
+    store_root = _store_root(total["object_store_memory"] // RESOURCE_UNIT)
+    session_dir, store_dir, token_file = new_session("n", store_root, token)
+    cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, "--cluster", "--ip", ip)
     if head is None:
         cmd += ["--port", str(args.port if args.port is not None else DEFAULT_PORT)]
         if args.storage:
