@@ -466,13 +466,14 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel a task: a queued one never runs, a running one is interrupted
     (KeyboardInterrupt in its worker) or, with force=True, its worker is killed.
-    `get` then raises TaskCancelledError. Tasks it submitted are not cancelled yet."""
+    `get` then raises TaskCancelledError. recursive=True (Ray's default) also cancels
+    the tasks it submitted, and theirs."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(
             "raylite.cancel() only supports ObjectRefs; for actors, try raylite.kill(). "
             f"Got: {type(object_ref).__name__}."
         )
-    _worker().cancel(object_ref, force)
+    _worker().cancel(object_ref, force, recursive)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

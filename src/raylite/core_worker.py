@@ -302,7 +302,10 @@ class CoreWorker(_object_ref._Hooks):
         # Set before registering: the node manager may lease us out at once.
         self.on_task_pushed = task_handler
         self.on_nm_message = nm_handler
-        self.on_cancel_task: Callable[[bytes], None] | None = None
+        self.on_cancel_task: Callable[[bytes, bool], None] | None = None
+        # Tasks submitted from inside a running task: its id -> their first return ids
+        # (cancel(recursive=True) follows them). Emptied when the task ends.
+        self.children: dict[bytes, list[bytes]] = {}
 
         # On a cluster node, other nodes' processes call us: listen on TCP there.
         if listen_ip:
@@ -611,7 +614,7 @@ class CoreWorker(_object_ref._Hooks):
             self._serve_object(conn, msg.object_id, rid)
         elif isinstance(msg, P.CancelTask):
             if self.on_cancel_task is not None:
-                self.on_cancel_task(msg.task_id)
+                self.on_cancel_task(msg.task_id, msg.recursive)
         elif isinstance(msg, P.AddBorrower):
             self.on_add_borrower(conn, msg, rid)
         elif isinstance(msg, P.RemoveBorrower):
@@ -947,6 +950,9 @@ class CoreWorker(_object_ref._Hooks):
             if return_ids:
                 self.running[return_ids[0]] = spec
         refs = [ObjectRef(oid, self.address) for oid in return_ids]
+        parent = self.current_task_id
+        if parent is not None and return_ids and actor_id is None:
+            self.children.setdefault(parent, []).append(return_ids[0])
         spec.unresolved = len(deps) + 1
         if actor_id is not None and not actor_creation:
             client = self.actors[actor_id]
@@ -1610,7 +1616,7 @@ class CoreWorker(_object_ref._Hooks):
         with self.lock:
             self._release_held(spec)
 
-    def cancel(self, ref: ObjectRef, force: bool) -> None:
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
         """Cancel the task that makes `ref`: dequeue it, interrupt it, or kill its worker."""
         with self.lock:
             spec = self.running.get(ref.id)
@@ -1638,7 +1644,7 @@ class CoreWorker(_object_ref._Hooks):
             self._send_to_nm(lease.nm, P.ReturnLease(lease.lease_id, True))  # kills the worker
         else:
             try:
-                self.peer(lease.address).send(P.CancelTask(spec.task_id))
+                self.peer(lease.address).send(P.CancelTask(spec.task_id, recursive))
             except ConnectionLost:
                 pass
 

@@ -277,6 +277,7 @@ class TaskDone:
 @_msg(44)
 class CancelTask:
     task_id: bytes
+    recursive: bool = False  # also cancel the tasks it submitted
 
 
 @_msg(42)

@@ -26,6 +26,7 @@ from .actors import ActorExitRequest
 from .config import CONFIG
 from .core_worker import CoreWorker
 from .exceptions import ActorDiedError, RayTaskError, TaskCancelledError
+from .object_ref import ObjectRef
 from .serialization import capture_error, dumps_inline, loads_function, loads_inline, serialize
 
 _STOP = object()
@@ -296,8 +297,15 @@ class Worker:
             getattr(fn, "__name__", msg.name),  # the function's own name (name= may differ)
         ]
 
-    def _cancel(self, task_id: bytes) -> None:
-        """Runs on a reader thread: interrupt the task if it is the one running."""
+    def _cancel(self, task_id: bytes, recursive: bool = False) -> None:
+        """Runs on a reader thread: interrupt the task if it is the one running.
+
+        recursive: first cancel the tasks it submitted (this process owns them), and
+        theirs in turn, as Ray's cancel(recursive=True) does.
+        """
+        if recursive:
+            for child in list(self.cw.children.get(task_id, ())):
+                self.cw.cancel(ObjectRef(child, self.cw.address), False, True)
         self.cancelled.add(task_id)
         if self.running_task == task_id:
             # A real SIGINT to the main thread: it also breaks a blocking sleep or read,
@@ -385,6 +393,7 @@ class Worker:
             sys.stdout.flush()
             sys.stderr.flush()
             cw.current_task_id = None
+            cw.children.pop(msg.task_id, None)
             if msg.actor_id is None:
                 self.display_name = "raylite::IDLE"
         end = time.time()

@@ -104,3 +104,48 @@ def test_other_exceptions_are_not_retried(ray_start, tmp_path):
     with pytest.raises(ValueError):
         ray.get(flaky_until.remote(str(tmp_path), "ValueError"), timeout=60)
     assert len(os.listdir(tmp_path)) == 1
+
+
+@ray.remote
+def child_until_interrupted(marker_dir, seconds):
+    open(os.path.join(marker_dir, "child-started"), "w").close()
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        open(os.path.join(marker_dir, "child-interrupted"), "w").close()
+        raise
+    open(os.path.join(marker_dir, "child-finished"), "w").close()
+    return "child"
+
+
+@ray.remote
+def parent_of(marker_dir, seconds):
+    return ray.get(child_until_interrupted.remote(marker_dir, seconds))
+
+
+def _wait_file(path, timeout=30):
+    from tests._engine import wait_for
+
+    wait_for(lambda: os.path.exists(path), timeout=timeout, message=f"{path} to appear")
+
+
+@pytest.mark.timeout(90)
+def test_recursive_cancel_interrupts_the_tasks_it_submitted(ray_start, tmp_path):
+    ref = parent_of.remote(str(tmp_path), 60)
+    _wait_file(tmp_path / "child-started")  # the parent runs and waits on its child
+    ray.cancel(ref, recursive=True)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    _wait_file(tmp_path / "child-interrupted")
+    assert not (tmp_path / "child-finished").exists()
+
+
+@pytest.mark.timeout(90)
+def test_non_recursive_cancel_lets_the_child_finish(ray_start, tmp_path):
+    ref = parent_of.remote(str(tmp_path), 1.5)
+    _wait_file(tmp_path / "child-started")
+    ray.cancel(ref, recursive=False)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    _wait_file(tmp_path / "child-finished")
+    assert not (tmp_path / "child-interrupted").exists()
