@@ -802,7 +802,46 @@ class CoreWorker(_object_ref._Hooks):
             self._when_ready(ref, make_cb(i))
         if remaining[0]:
             self._wait_blocking(event, timeout, n)
-        return [self._value(refs[i].id, *results[i]) for i in range(n)]
+        return [self._value_or_rebuild(refs[i], results[i], timeout) for i in range(n)]
+
+    def _value_or_rebuild(
+        self, ref: ObjectRef, result: tuple[int, Any], timeout: float | None
+    ) -> Any:
+        """The value; if its only copy turns out lost and we own it, rebuild it (lineage).
+
+        The owner hears of a dead node from the head, but a reader may find the copy
+        gone first (its fetch fails): then the rebuild starts here.
+        """
+        for _ in range(3):
+            try:
+                return self._value(ref.id, *result)
+            except ObjectLostError:
+                if ref.owner != self.address or result[0] != P.IN_STORE:
+                    raise
+                with self.lock:
+                    entry = self.objects.get(ref.id)
+                    rebuildable = entry is not None and (
+                        entry.kind is PENDING or entry.lineage is not None
+                    )
+                if not rebuildable:
+                    raise
+                self._object_lost(ref.id, "its copy could not be fetched")
+                result = self.get_raw(ref, timeout)
+        return self._value(ref.id, *result)
+
+    def get_raw(self, ref: ObjectRef, timeout: float | None) -> tuple[int, Any]:
+        """(kind, data) of one ref once it is there."""
+        box: list[tuple[int, Any]] = []
+        event = threading.Event()
+
+        def cb(kind: int, data: Any) -> None:
+            box.append((kind, data))
+            event.set()
+
+        self._when_ready(ref, cb)
+        if not box:
+            self._wait_blocking(event, timeout, 1)
+        return box[0]
 
     def _wait_blocking(self, event: threading.Event, timeout: float | None, n: int) -> None:
         self._notify_blocked()

@@ -300,3 +300,143 @@ def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, s
     assert sum(1 for n in status["nodes"] if n["alive"]) == 3, status
     assert status["head"]["storage"].startswith("sqlite")
     assert cluster.driver("h2", use)["n"] == 5  # same actor, same state, through the new head
+
+
+def _wait_dead(cluster, ip: str, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        nodes = [n for n in cluster.status()["nodes"] if n["ip"] == ip]
+        if nodes and not all(n["alive"] for n in nodes):
+            return time.monotonic() - start
+        time.sleep(0.2)
+    pytest.fail(f"{ip} was not marked dead in {timeout} s")
+
+
+def _background_driver(host: str, prog: str) -> subprocess.Popen:
+    from tests.multinode.conftest import ENV, TESTNET
+
+    return subprocess.Popen(
+        ["bash", TESTNET, "exec", host, sys.executable, "-c", textwrap.dedent(prog)],
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> dict:
+    try:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    assert lines, out + err
+    return json.loads(lines[-1])
+
+
+def test_object_lost_with_its_node_is_rebuilt_by_lineage(cluster):
+    _three(cluster)
+    prog = """
+        import json, os, sys, time
+        import numpy as np
+        import raylite as ray
+        from raylite.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        ray.init(address="auto")
+
+        @ray.remote
+        def node_id():
+            return ray.get_runtime_context().get_node_id()
+
+        @ray.remote(max_retries=2)
+        def make():
+            return np.full(1_000_000, 7.0), os.environ["TESTNET_HOST"]
+
+        @ray.remote(resources={"h3": 0.1})
+        class Holder:
+            def make(self):
+                return np.full(1_000_000, 1.0)
+
+        h3 = ray.get(node_id.options(resources={"h3": 0.1}).remote())
+        ref = make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(h3, soft=True)).remote()
+        from_actor = Holder.remote().make.remote()
+        ray.wait([ref, from_actor], num_returns=2)  # both stored on h3 only: not fetched
+        print("READY", flush=True)
+        sys.stdin.readline()  # h3 is dead now
+        value, host = ray.get(ref, timeout=60)
+        try:
+            ray.get(from_actor, timeout=60)
+            lost = ""
+        except ray.exceptions.ObjectLostError as exc:
+            lost = type(exc).__name__
+        except ray.exceptions.RayActorError as exc:
+            lost = type(exc).__name__
+        print(json.dumps({"sum": float(value.sum()), "host": host, "lost": lost}), flush=True)
+        ray.shutdown()
+        """
+    proc = _background_driver("h1", prog)
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), line + proc.stderr.read()
+    tn("kill", "h3")
+    _wait_dead(cluster, "10.78.0.3", NODE_TIMEOUT_S + 10)
+    out = _finish(proc)
+    assert out["sum"] == 7_000_000.0  # rerun elsewhere: soft affinity lets it move
+    assert out["host"] in ("h1", "h2")
+    assert out["lost"] in ("ObjectLostError", "OwnerDiedError", "ActorDiedError")
+
+
+def test_partitioned_node_is_marked_dead_and_rejoins_without_duplicate_actors(cluster):
+    _three(cluster)
+    prog = """
+        import json, os, sys, time
+        import raylite as ray
+        ray.init(address="auto")
+
+        @ray.remote(max_restarts=1, resources={"h3": 0.1})
+        class Pinned:
+            def pid(self):
+                return os.getpid()
+
+        @ray.remote(max_restarts=1, max_task_retries=1)
+        class Mover:
+            def where(self):
+                return os.environ["TESTNET_HOST"], os.getpid()
+
+        from raylite.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        @ray.remote
+        def node_id():
+            return ray.get_runtime_context().get_node_id()
+        h3 = ray.get(node_id.options(resources={"h3": 0.1}).remote())
+        m = Mover.options(scheduling_strategy=NodeAffinitySchedulingStrategy(h3, soft=True)).remote()
+        first = ray.get(m.where.remote())
+        print("READY", json.dumps(first), flush=True)
+        sys.stdin.readline()  # h3 was cut off and marked dead
+        second = ray.get(m.where.remote(), timeout=60)
+        print(json.dumps({"first": first, "second": second}), flush=True)
+        ray.shutdown()
+        """
+    proc = _background_driver("h1", prog)
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), line + proc.stderr.read()
+    first_host, first_pid = json.loads(line.split(" ", 1)[1])
+    assert first_host == "h3"
+    tn("partition", "h3")
+    _wait_dead(cluster, "10.78.0.3", NODE_TIMEOUT_S + 10)
+    out = _finish(proc)
+    assert out["second"][0] in ("h1", "h2")  # restarted on a live node
+    tn("heal", "h3")
+    # h3 comes back, is refused as the dead node, kills its workers and joins anew.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = [n for n in cluster.status()["nodes"] if n["ip"] == "10.78.0.3"]
+        if any(n["alive"] for n in rows) and any(not n["alive"] for n in rows):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"h3 did not rejoin as a new node: {cluster.status()['nodes']}")
+    # The old actor process on h3 is gone: the actor does not run twice.
+    r = tn("exec", "h3", "python3", "-c", f"import os; os.kill({first_pid}, 0)", check=False)
+    assert r.returncode != 0, "the actor's old process still runs on h3"
