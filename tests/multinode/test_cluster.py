@@ -15,7 +15,8 @@ import time
 import pytest
 
 from tests._engine import raylite_only
-from tests.multinode.conftest import NODE_TIMEOUT_S, tn
+from tests.multinode.conftest import ENV, NODE_TIMEOUT_S, TESTNET, tn
+from tests.unit.test_head_storage import redis_server_bin  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.timeout(240), raylite_only]
 
@@ -190,8 +191,6 @@ def test_killed_node_is_marked_dead_and_its_tasks_and_actors_move(cluster):
         print(json.dumps({"hosts": hosts, "err": err, "s": time.time() - start}), flush=True)
         ray.shutdown()
         """
-    from tests.multinode.conftest import ENV, TESTNET
-
     proc = subprocess.Popen(
         ["bash", TESTNET, "exec", "h1", sys.executable, "-c", textwrap.dedent(prog)],
         env=ENV,
@@ -258,9 +257,53 @@ print("FUZZ", sum(results))
     assert sum(1 for n in status["nodes"] if n["alive"]) == 3
 
 
-@pytest.mark.parametrize("storage", ["sqlite"])
-def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, storage):
-    url = f"sqlite:///{tmp_path}/head.db"
+def _redis_in_h2(request, tmp_path) -> str:
+    """A real redis-server inside h2 (the head, in h1, gets killed); its URL."""
+    binary = request.getfixturevalue("redis_server_bin")
+    proc = subprocess.Popen(
+        [
+            "bash",
+            TESTNET,
+            "exec",
+            "h2",
+            binary,
+            "--bind",
+            "10.78.0.2",
+            "--port",
+            "6390",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+            "--protected-mode",  # clients come from other hosts; the test net is private
+            "no",
+        ],
+        env=ENV,
+        stdout=open(tmp_path / "redis.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    request.addfinalizer(proc.kill)  # testnet down stops it too
+    ping = (
+        "import sys, time\n"
+        "from raylite.head_storage import open_storage\n"
+        "for _ in range(100):\n"
+        "    try:\n"
+        "        open_storage('redis://10.78.0.2:6390').close(); sys.exit(0)\n"
+        "    except ConnectionError as exc:\n"
+        "        print(exc, file=sys.stderr); time.sleep(0.1)\n"
+        "sys.exit(1)\n"
+    )
+    r = tn("exec", "h2", sys.executable, "-c", ping, check=False, timeout=60)
+    log = (tmp_path / "redis.log").read_text()
+    assert r.returncode == 0, f"redis-server did not come up in h2: {r.stderr}\n{log}"
+    return "redis://10.78.0.2:6390"
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "redis"])
+def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, storage, request):
+    url = _redis_in_h2(request, tmp_path) if storage == "redis" else f"sqlite:///{tmp_path}/head.db"
     cluster.start_node("h1", head=True, storage=url)
     for host in ("h2", "h3"):
         cluster.start_node(host)
@@ -298,7 +341,7 @@ def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, s
         time.sleep(0.2)
     assert status is not None
     assert sum(1 for n in status["nodes"] if n["alive"]) == 3, status
-    assert status["head"]["storage"].startswith("sqlite")
+    assert status["head"]["storage"].startswith(storage)
     assert cluster.driver("h2", use)["n"] == 5  # same actor, same state, through the new head
 
 
@@ -313,8 +356,6 @@ def _wait_dead(cluster, ip: str, timeout: float) -> float:
 
 
 def _background_driver(host: str, prog: str) -> subprocess.Popen:
-    from tests.multinode.conftest import ENV, TESTNET
-
     return subprocess.Popen(
         ["bash", TESTNET, "exec", host, sys.executable, "-c", textwrap.dedent(prog)],
         env=ENV,
