@@ -16,9 +16,10 @@ Every workload runs under init(num_cpus=2). Workloads and what they measure:
                1,000 calls submitted at once, then all fetched: seconds (median of 3)
     pipelined  10,000 no-op calls to one actor, all submitted, then all fetched:
                calls/s (best of 3)
-    scaling    calls that each spin the CPU for ~3 ms (a fixed amount of work,
-               calibrated in the same process before init), pipelined to 1 actor,
-               then spread over 2 actors: calls/s of each, and rate2 / rate1
+    scaling    calls that each spin the CPU for ~3 ms (a busy loop of a fixed
+               130,000 iterations, the same on both engines: no sleep, no clock),
+               pipelined to 1 actor, then spread over 2 actors: calls/s of each,
+               and rate2 / rate1
     crash      a task with max_retries=1 whose first attempt writes time.time() to a
                marker file and calls os._exit(1), and whose retry returns: seconds
                from the crash to the result being back at the driver (max and
@@ -98,7 +99,7 @@ METRICS = [
 WORKLOADS = list(dict.fromkeys(m.workload for m in METRICS))
 WORKER_TIMEOUT_S: dict[str, int] = {}  # all: 180
 
-SPIN_S = 0.003  # CPU work per call in the scaling workload
+SPIN_ITERATIONS = 130_000  # CPU work per call in the scaling workload: ~3 ms here
 
 
 # ---------------------------------------------------------------------------
@@ -182,23 +183,16 @@ def spin(n: int) -> int:
     return x
 
 
-def calibrate_spin(seconds: float) -> tuple[int, float]:
-    """Iterations of spin() that take about `seconds` here; and what they took."""
-    probe = 200_000
-    spin(probe)
-    best = min(_timed_spin(probe) for _ in range(5))
-    n = max(1, int(probe * seconds / best))
-    return n, min(_timed_spin(n) for _ in range(5))
-
-
-def _timed_spin(n: int) -> float:
+def timed_spin(n: int) -> float:
     start = time.perf_counter()
     spin(n)
     return time.perf_counter() - start
 
 
 def work_scaling(engine: str, quick: bool) -> None:
-    iterations, spin_s = calibrate_spin(SPIN_S)  # before init: the CPUs are still quiet
+    iterations = SPIN_ITERATIONS
+    spin(iterations)
+    spin_s = statistics.median(timed_spin(iterations) for _ in range(7))  # before init
 
     ray = importlib.import_module(engine)
     core.engine_init(ray, num_cpus=2)

@@ -229,30 +229,64 @@ def test_killed_node_is_marked_dead_and_its_tasks_and_actors_move(cluster):
 
 def test_connections_without_the_token_get_nothing_and_fuzz_crashes_nothing(cluster):
     _three(cluster)
-    # From the machine's own namespace the hosts are unreachable; probe from inside h2.
+    # Keep workers and an actor up so their ports are fuzzed too.
+    warm = cluster.driver(
+        "h1",
+        """
+        ray.init(address="auto")
+        @ray.remote
+        def pid():
+            return os.getpid()
+        print(json.dumps({"pids": ray.get([pid.options(resources={h: 1}).remote()
+                                           for h in ("h1", "h2", "h3")])}))
+        ray.shutdown()
+        """,
+    )
+    assert len(warm["pids"]) == 3
+    # Every listening TCP port of every host: node managers, the head, workers. Run
+    # inside each host, as its network namespace has its own sockets.
     probe = """
-import os, random, socket, sys
-rnd = random.Random(7)
-results = []
-for attempt in range(30):
-    s = socket.create_connection(("10.78.0.1", 6380), timeout=5)
-    blob = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 4000)))
-    if attempt == 0:
-        blob = b"RLT\\x01" + b"\\0" * 32  # the right magic, a wrong token
-    try:
-        s.sendall(blob)
-        s.settimeout(6)
-        data = s.recv(100)
-    except OSError:
-        data = b""
-    results.append(len(data))
-    s.close()
-print("FUZZ", sum(results))
+import psutil, random, socket, sys
+rnd = random.Random(int(sys.argv[1]))
+ports = sorted({c.laddr for c in psutil.net_connections("tcp") if c.status == "LISTEN"})
+answered = 0
+for ip, port in ports:
+    for attempt in range(8):
+        n = 1 if attempt == 1 else rnd.randint(36, 3000)  # one short: the handshake timeout
+        blob = bytes(rnd.getrandbits(8) for _ in range(n))
+        if attempt == 0:
+            blob = b"RLT\\x01" + b"\\0" * 32  # the right magic, a wrong token
+        try:
+            s = socket.create_connection((ip, port), timeout=5)
+            s.sendall(blob)
+            s.settimeout(7)
+            answered += len(s.recv(100))
+        except OSError:
+            pass
+        finally:
+            s.close()
+print("FUZZ", len(ports), answered)
 """
-    r = tn("exec", "h2", "python3", "-c", probe, check=False, timeout=200)
-    assert r.returncode == 0, r.stderr
-    assert "FUZZ 0" in r.stdout  # not one byte answered without the token
-    # The cluster still works.
+    for k, host in enumerate(cluster.hosts):
+        r = tn("exec", host, sys.executable, "-c", probe, str(k), check=False, timeout=600)
+        assert r.returncode == 0, r.stderr
+        _, nports, answered = r.stdout.split()
+        assert int(nports) >= 2, r.stdout  # the node manager and at least one worker
+        assert answered == "0", r.stdout  # not one byte answered without the token
+    # Nothing crashed: every node still runs tasks, through the same workers.
+    after = cluster.driver(
+        "h1",
+        """
+        ray.init(address="auto")
+        @ray.remote
+        def pid():
+            return os.getpid()
+        print(json.dumps({"pids": ray.get([pid.options(resources={h: 1}).remote()
+                                           for h in ("h1", "h2", "h3")])}))
+        ray.shutdown()
+        """,
+    )
+    assert len(after["pids"]) == 3
     status = cluster.status()
     assert sum(1 for n in status["nodes"] if n["alive"]) == 3
 
