@@ -19,6 +19,7 @@ child process behind (raylite is expected to reap what it starts).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,9 @@ import psutil
 import pytest
 
 from tests._engine import AGAINST_RAY, ENGINE_NAME, ray, wait_for
+
+# RAYLITE_TESTS_CLUSTER=N: each configuration runs on an N-node cluster instead of init().
+CLUSTER_NODES = int(os.environ.get("RAYLITE_TESTS_CLUSTER", "0") or 0)
 
 # Generous: on a loaded 2-core machine shutdown may take a moment to reap workers.
 LEAK_WAIT_S = 10.0
@@ -47,6 +51,10 @@ def shutdown_engine() -> None:
     global _current_config
     if ray.is_initialized():
         ray.shutdown()
+    if CLUSTER_NODES:
+        from tests._cluster import stop_cluster
+
+        stop_cluster()
     _current_config = None
 
 
@@ -56,7 +64,12 @@ def start_engine(config: dict[str, Any], *, fresh: bool = False) -> None:
     if ray.is_initialized() and not fresh and _current_config == config:
         return
     shutdown_engine()
-    ray.init(**config)
+    if CLUSTER_NODES:  # the same resources, split over several nodes (tests/_cluster.py)
+        from tests._cluster import start_cluster
+
+        ray.init(address=start_cluster(config, CLUSTER_NODES))
+    else:
+        ray.init(**config)
     _current_config = dict(config)
 
 

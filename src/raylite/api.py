@@ -164,12 +164,45 @@ def init(
             total[k] = to_units(v)
         system_config = dict(kwargs.get("_system_config") or {})
         _runtime = _start_local(
-            total, gpus, cpus, store_root, log_to_driver, namespace, system_config
+            total,
+            gpus,
+            cpus,
+            store_root,
+            log_to_driver,
+            namespace,
+            system_config,
+            _dashboard_args(kwargs),
         )
         core_worker._global = _runtime.cw
         core_worker._auto_init = _auto_init
         atexit.register(shutdown)
-        return RayContext(_runtime.cw)
+        context = RayContext(_runtime.cw)
+        if context.dashboard_login_url:
+            log.info(
+                "Started a local raylite instance. View the dashboard at %s",
+                context.dashboard_login_url,
+            )
+        elif "--dashboard-port" in _dashboard_args(kwargs):
+            log.warning("the dashboard did not start: the node manager's warning above says why")
+        return context
+
+
+def _dashboard_args(kwargs: dict[str, Any]) -> list[str]:
+    """Node manager flags for init's dashboard options. Off unless include_dashboard=True
+    (or a dashboard_port is given with include_dashboard left unset); port 0: a free one."""
+    include = kwargs.get("include_dashboard", kwargs.get("include_webui"))
+    port = kwargs.get("dashboard_port")
+    if include is False or (include is None and port is None):
+        return []
+    from .dashboard import DEFAULT_PORT
+
+    host = kwargs.get("dashboard_host") or "127.0.0.1"
+    return [
+        "--dashboard-port",
+        str(DEFAULT_PORT if port is None else int(port)),
+        "--dashboard-host",
+        str(host),
+    ]
 
 
 def _connect(address: str, log_to_driver: bool, namespace: str | None) -> _Runtime:
@@ -285,10 +318,11 @@ def _start_local(
     log_to_driver: bool,
     namespace: str | None,
     system_config: dict[str, Any],
+    extra: list[str] | tuple[str, ...] = (),
 ) -> _Runtime:
     token = os.urandom(32)
     session_dir, store_dir, _ = new_session("s", store_root, token)
-    cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus)
+    cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, *extra)
     if system_config.get("max_spill_bytes") is not None:
         cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
     proc = subprocess.Popen(
@@ -596,10 +630,20 @@ class RayContext(dict):  # type: ignore[type-arg]
     """What init() returns; a dict with the node's address, like Ray's."""
 
     def __init__(self, cw: CoreWorker) -> None:
+        from . import dashboard
+
+        # The node's session dir (the node socket is unix:<session_dir>/node.sock); a
+        # cluster driver's own address is TCP and says nothing of it.
+        session_dir = os.path.dirname(cw.node_address[5:])
+        base = dashboard.read_url(session_dir)  # the head's, if it runs one on this machine
+        # Ray's form, HOST:PORT; the link with a login token is dashboard_login_url.
+        self.dashboard_url = base.removeprefix("http://")
+        self.dashboard_login_url = dashboard.login_url(base, cw.token)
         super().__init__(
             node_id=cw.node_id.hex(),
             address=cw.node_address,
-            session_dir=os.path.dirname(cw.address[5:]),
+            session_dir=session_dir,
+            webui_url=self.dashboard_url,
         )
         self.address_info = dict(self)
 

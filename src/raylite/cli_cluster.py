@@ -2,6 +2,7 @@
 
     raylite start --head [--port=6380] [--num-cpus=N] [--num-gpus=N] [--resources=JSON]
                   [--node-ip-address=IP] [--storage=redis://H:P | sqlite:///PATH] [--block]
+                  [--dashboard-port=8265] [--dashboard-host=127.0.0.1] [--include-dashboard=false]
     raylite start --address=HOST:PORT [--token-file=F] [resource options] [--block]
     raylite stop                      stops the nodes started on this host, by pid
     raylite status [--address=HOST:PORT]
@@ -11,7 +12,9 @@ listens, records it in /tmp/raylite/nodes/ (local_nodes.py) and returns; --block
 stays in the foreground and stops the node on Ctrl-C. The cluster token: the head
 uses RAYLITE_TOKEN if set, else a random one, written to a 0600 file whose path is
 printed; joiners read --token-file or RAYLITE_TOKEN (or the head's file when the
-head runs on the same machine).
+head runs on the same machine). The head serves the web dashboard on
+127.0.0.1:8265 (another free port if that one is taken) unless --include-dashboard=false;
+`start` prints its link, which carries a login token that opens the dashboard only.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from typing import Any
 
 import psutil
 
-from . import local_nodes
+from . import dashboard, local_nodes
 from . import protocol as P
 from .config import CONFIG, RESOURCE_UNIT, to_units
 from .object_ref import new_id
 from .transport import Connection
 
 DEFAULT_PORT = 6380  # Ray's GCS uses 6379; this keeps the two (and Redis) apart
+DASHBOARD_PORT = dashboard.DEFAULT_PORT  # 8265, as Ray's
 
 
 def add_commands(sub: Any) -> None:
@@ -53,6 +57,24 @@ def add_commands(sub: Any) -> None:
     start.add_argument("--token-file", default=None, help="file with the cluster token (joiners)")
     start.add_argument("--node-timeout-s", type=float, default=None, help="dead after this silence")
     start.add_argument("--block", action="store_true", help="stay in the foreground")
+    start.add_argument(
+        "--include-dashboard",
+        type=_flag,
+        default=True,
+        metavar="BOOL",
+        help="head: serve the web dashboard (default true)",
+    )
+    start.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=None,
+        help=f"head: dashboard port (default {DASHBOARD_PORT}, a free one if taken; 0: any)",
+    )
+    start.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="head: address the dashboard listens on (default loopback only)",
+    )
     start.set_defaults(func=cmd_start)
     stop = sub.add_parser("stop", help="stop the raylite nodes started on this host")
     stop.add_argument("--grace-s", type=float, default=10.0)
@@ -64,6 +86,14 @@ def add_commands(sub: Any) -> None:
 
 
 # ----------------------------------------------------------------------- start
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"want true or false, got {text!r}")
+
+
 def _route_ip(host: str) -> str:
     """This host's address on the route to `host` (loopback for a loopback head)."""
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -146,6 +176,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         cmd += ["--port", str(args.port if args.port is not None else DEFAULT_PORT)]
         if args.storage:
             cmd += ["--storage", _absolute_storage(args.storage)]
+        if args.include_dashboard:
+            port = DASHBOARD_PORT if args.dashboard_port is None else args.dashboard_port
+            cmd += ["--dashboard-port", str(port), "--dashboard-host", args.dashboard_host]
     else:
         cmd += ["--head-address", head]
     if args.node_timeout_s is not None:
@@ -184,6 +217,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         "token_file": token_file,
         "log_file": log_path,
         "started": time.time(),
+        "dashboard_url": dashboard.read_url(session_dir),
     }
     local_nodes.write_node(info)
     hostport = tcp_address[4:]
@@ -194,6 +228,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"    RAYLITE_TOKEN=$(cat {token_file}) raylite start --address={hostport}")
         print("  or copy the token file and pass --token-file=FILE.")
         print(f"  Drivers on this machine: raylite.init(address='{hostport}') or 'auto'.")
+        if info["dashboard_url"]:
+            print(f"  View the dashboard at {dashboard.login_url(info['dashboard_url'], token)}")
+        elif args.include_dashboard:
+            print(f"  The dashboard did not start: see {log_path}.")
     else:
         print(f"raylite node started at {hostport} (pid {proc.pid}), joined {head[4:]}.")
     print("  `raylite status` shows the cluster; `raylite stop` stops the nodes of this machine.")

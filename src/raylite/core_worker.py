@@ -1077,6 +1077,12 @@ class CoreWorker(_object_ref._Hooks):
             lease = sc.idle.pop()
             self._push(lease, sc.queue.popleft())
         want = min(len(sc.queue), CONFIG.max_pending_leases) - len(sc.pending)
+        if want > 0:
+            # Idle leases of other shapes hold resources these tasks may need: give
+            # them back now rather than after their linger time.
+            for other in self.classes.values():
+                while other is not sc and other.idle:
+                    self._return_lease(other.idle.pop())
         for _ in range(want):
             self._request_lease(sc)
         if not sc.queue and sc.pending:
@@ -1089,6 +1095,13 @@ class CoreWorker(_object_ref._Hooks):
             self.nm.send(msg)
         except ConnectionLost:
             pass
+
+    def _return_to_nm(self, lease: Lease, kill: bool) -> None:
+        """Give a lease back; another node's goes through ours, which then knows it is free."""
+        if lease.nm:
+            self._send_nm(P.ReturnLease(lease.lease_id, kill, lease.nm, lease.sclass.shape))
+        else:
+            self._send_nm(P.ReturnLease(lease.lease_id, kill))
 
     def _send_to_nm(self, nm: str, msg: Any) -> None:
         """To our node manager ("") or another node's."""
@@ -1112,6 +1125,8 @@ class CoreWorker(_object_ref._Hooks):
         if on_grant is None:
             sc.pending[lease_id] = ""
 
+        hops = [0]
+
         def answered(reply: Any, nm: str) -> None:
             if isinstance(reply, P.LeaseSpillback):  # that node has room (or the resource)
                 with self.lock:
@@ -1119,7 +1134,8 @@ class CoreWorker(_object_ref._Hooks):
                         if lease_id not in sc.pending:  # cancelled meanwhile
                             return
                         sc.pending[lease_id] = reply.address
-                ask(reply.address, True)
+                hops[0] += 1
+                ask(reply.address, hops[0])
                 return
             if not isinstance(reply, P.LeaseGranted):
                 if on_grant is not None:
@@ -1148,7 +1164,7 @@ class CoreWorker(_object_ref._Hooks):
                 else:
                     self._idle(lease)
 
-        def ask(nm: str, spilled: bool) -> None:
+        def ask(nm: str, spilled: int) -> None:
             msg = P.RequestLease(lease_id, sc.shape, actor_id, sc.strategy, spilled, detached)
             try:
                 conn = self.peer(nm) if nm else self.nm
@@ -1156,7 +1172,7 @@ class CoreWorker(_object_ref._Hooks):
             except ConnectionLost:
                 answered(None, nm)
 
-        ask("", False)
+        ask("", 0)
 
     def _fail_queue(self, sc: SchedulingClass, reason: str) -> None:
         """Tasks that can never be placed (hard affinity to a dead node): fail them (lock held)."""
@@ -1225,7 +1241,7 @@ class CoreWorker(_object_ref._Hooks):
             with self.lock:
                 lease.busy = None
                 self.leases.pop(lease.lease_id, None)
-                self._send_to_nm(lease.nm, P.ReturnLease(lease.lease_id, True))
+                self._return_to_nm(lease, True)
                 if spec.cancelled:
                     err: Exception = TaskCancelledError(spec.task_id.hex())
                     self._fail_task(spec, dumps_inline(err))
@@ -1296,7 +1312,7 @@ class CoreWorker(_object_ref._Hooks):
         if not lease.returned:
             lease.returned = True
             self.leases.pop(lease.lease_id, None)
-            self._send_to_nm(lease.nm, P.ReturnLease(lease.lease_id, False))
+            self._return_to_nm(lease, False)
 
     # ------------------------------------------------------------------ actors
     def create_actor(
@@ -1401,7 +1417,7 @@ class CoreWorker(_object_ref._Hooks):
             old, client.lease = client.lease, None
             if old is not None:
                 self.leases.pop(old.lease_id, None)
-                self._send_to_nm(old.nm, P.ReturnLease(old.lease_id, True))
+                self._return_to_nm(old, True)
         self._send_nm(
             P.ActorStateChanged(
                 client.actor_id,
@@ -1611,10 +1627,13 @@ class CoreWorker(_object_ref._Hooks):
         with self.lock:
             if spec in client.inflight:
                 client.inflight.remove(spec)
+            # A call sent to a life that has since been replaced (restarted): its failure
+            # says nothing of the actor now, whatever restarts are left.
+            old_life = client.creator and spec.incarnation != client.incarnation
         if (
             not isinstance(reply, P.TaskDone)
             and client.dead_cause is None
-            and (not client.creator or client.restarts_left != 0)
+            and (not client.creator or client.restarts_left != 0 or old_life)
         ):
             # The process is gone but the actor may come back (restart): resend the
             # call if it has retries, else it fails; later calls wait for the new one.
@@ -1623,7 +1642,10 @@ class CoreWorker(_object_ref._Hooks):
                 retry = spec.max_retries != 0 and not spec.cancelled
                 if retry:
                     spec.max_retries -= 1 if spec.max_retries > 0 else 0
-                    client.retry_buffer.append(spec)
+                    if old_life and client.alive:  # the new life runs: send it there
+                        client.queue.appendleft(spec)
+                    else:
+                        client.retry_buffer.append(spec)
                 if not client.creator and client.address is not None:
                     client.failed_address, client.address = client.address, None
                     client.conn = None
@@ -1680,7 +1702,7 @@ class CoreWorker(_object_ref._Hooks):
                     self._release_held(spec)
             return
         if force:
-            self._send_to_nm(lease.nm, P.ReturnLease(lease.lease_id, True))  # kills the worker
+            self._return_to_nm(lease, True)  # kills the worker
         else:
             try:
                 self.peer(lease.address).send(P.CancelTask(spec.task_id, recursive))

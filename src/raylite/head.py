@@ -78,6 +78,7 @@ class ActorRec:
     restarts_left: int = 0
     methods: dict[str, int] = field(default_factory=dict)
     node_id: bytes = b""
+    restarts: int = 0  # times its process died and its owner was to restart it
 
     def row(self) -> dict[str, Any]:
         return {
@@ -91,6 +92,7 @@ class ActorRec:
             "restarts_left": self.restarts_left,
             "methods": self.methods,
             "node_id": self.node_id,
+            "restarts": self.restarts,
         }
 
 
@@ -163,6 +165,7 @@ class Head:
                 restarts_left=row["restarts_left"],
                 methods=row["methods"],
                 node_id=row["node_id"],
+                restarts=row.get("restarts", 0),
             )
             self.actors[actor.actor_id] = actor
             if actor.name is not None and actor.state != "DEAD":
@@ -247,6 +250,8 @@ class Head:
         rec.pending = msg.pending
         rec.conn = conn
         conn.reply(rid, P.ClusterView(self.view()))
+        if self.nm.pending:  # requests waiting here may fit on that node now
+            self.nm.schedule()
 
     def on_node_disconnect(self, conn: AsyncConnection) -> None:
         """A node manager's connection closed: its process is gone (or unreachable)."""
@@ -346,6 +351,8 @@ class Head:
     def actor_process_died(self, actor: ActorRec, cause: str) -> None:
         if actor.state != "DEAD":
             # Its owner restarts it if it may; askers wait for the new address.
+            if actor.restarts_left:
+                actor.restarts += 1
             self.set_actor(actor, "RESTARTING" if actor.restarts_left else "DEAD", cause)
 
     def on_actor_state(self, conn: AsyncConnection, msg: P.ActorStateChanged, rid: int) -> None:

@@ -72,7 +72,7 @@ class LeaseReq:
     reserved: bool = False
     gpu_ids: list[int] = field(default_factory=list)
     strategy: Any = None
-    spilled: bool = False  # another node sent it here: it waits here
+    spilled: int = 0  # times other nodes sent it on: after MAX_HOPS it waits where it is
     detached: bool = False
 
 
@@ -107,6 +107,8 @@ HEAD_REQUESTS = (
     P.RegisterJob,
 )
 PULL_CHUNK = 4 << 20  # bytes per ObjectChunk between node managers
+MAX_HOPS = 3  # a lease request is sent on (spillback) at most this many times
+BEAT_MIN_S = 0.02  # at most one early heartbeat per this many seconds
 
 WARM_MIN = 8 << 20  # freed segments this large keep their memory for the next put
 WARM_MAX = 1 << 30  # at most this much freed shared memory is kept for reuse
@@ -140,6 +142,8 @@ class NodeManager:
         storage: str | None = None,
         cluster: bool = False,
         node_timeout_s: float | None = None,
+        dashboard_port: int | None = None,
+        dashboard_host: str = "127.0.0.1",
     ) -> None:
         self.session_dir = session_dir
         self.store_dir = store_dir
@@ -189,11 +193,17 @@ class NodeManager:
         self.tcp_address = ""
         self.head_address = head_address
         self.node_timeout_s = node_timeout_s or CONFIG.node_timeout_s
+        # The web dashboard (dashboard/), served by the head only; None: off.
+        self.dashboard_port = dashboard_port
+        self.dashboard_host = dashboard_host
+        self.dashboard: Any = None
+        self.dashboard_url = ""  # http://HOST:PORT once it listens (also <session>/dashboard_url)
         self.head: Head | None = None
         if head_address is None:
             self.head = Head(self, open_storage(storage), self.node_timeout_s)
         self.head_conn: AsyncConnection | None = None
         self.head_ready: asyncio.Event | None = None
+        self.beat_now: asyncio.Event | None = None  # set: heartbeat now (joined nodes)
         self.others: dict[bytes, scheduling.NodeView] = {}  # other live nodes, last view
         self.view_rows: list[dict[str, Any]] = []
         self.spread_seq = 0
@@ -212,9 +222,9 @@ class NodeManager:
             P.NotifyBlocked: self.on_blocked,
             P.NotifyUnblocked: self.on_unblocked,
             P.TaskEvents: self.on_task_events,
-            P.GetTimeline: self.on_get_timeline,
-            P.ListState: self.state_views.on_list_state,
-            P.SummarizeTasks: self.state_views.on_summarize_tasks,
+            P.GetTimeline: self.on_task_query,
+            P.ListState: self.on_list_state,
+            P.SummarizeTasks: self.on_task_query,
             P.GetLogs: self.state_views.on_get_logs,
             P.ShutdownNode: self.on_shutdown,
             P.ReserveObject: self.on_reserve_object,
@@ -276,6 +286,11 @@ class NodeManager:
                 sys.stdout.flush()
                 return
             self.spawn(self.heartbeat_loop())
+        if self.head is not None and self.dashboard_port is not None:
+            from .dashboard import start_dashboard
+
+            self.dashboard = await start_dashboard(self, self.dashboard_host, self.dashboard_port)
+            self.dashboard_url = self.dashboard.url if self.dashboard is not None else ""
         gc.freeze()  # forked workers share these pages instead of copying them
         for _ in range(self.prestart):
             self.start_worker()
@@ -289,6 +304,8 @@ class NodeManager:
             os.dup2(fd, 2)
             os.close(fd)
         await self.stopped.wait()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         server.close()
         if tcp_server is not None:
             tcp_server.close()
@@ -540,6 +557,12 @@ class NodeManager:
         for k, v in shape.items():
             self.available[k] = self.available.get(k, 0) + v
         self.free_gpus = sorted(set(self.free_gpus) | set(gpu_ids))
+        self.resources_changed()
+
+    def resources_changed(self) -> None:
+        """Tell the head soon (not at the next period): others place work by our numbers."""
+        if self.beat_now is not None:
+            self.beat_now.set()
 
     def on_request_lease(self, conn: AsyncConnection, msg: P.RequestLease, rid: int) -> None:
         req = LeaseReq(
@@ -549,7 +572,7 @@ class NodeManager:
             conn,
             rid,
             strategy=msg.strategy,
-            spilled=msg.spilled,
+            spilled=int(msg.spilled),
             detached=msg.detached,
         )
         if not msg.spilled:
@@ -572,7 +595,7 @@ class NodeManager:
             return scheduling.Placement(None, "infeasible")
         if req.strategy == "SPREAD":
             self.spread_seq += 1
-            req.spilled = True  # placed once: if it is here it waits here
+            req.spilled = MAX_HOPS  # placed once, round-robin: it waits where it lands
         return scheduling.place(req.shape, req.strategy, local, others, self.spread_seq)
 
     def redirect(self, req: LeaseReq, where: scheduling.Placement) -> None:
@@ -620,11 +643,19 @@ class NodeManager:
             if req.reserved:  # its dedicated worker is starting
                 continue
             if not self.fits(req.shape):
-                if not req.spilled and self.cluster:  # another node may have room now
+                if req.spilled < MAX_HOPS and self.cluster:  # another node may have room now
                     where = self.place(req)
-                    if where.kind in ("spill", "fail"):
+                    # Sent here already: move on again only to a node with room now
+                    # (the view that sent it may have been stale), never to wait elsewhere.
+                    moving = where.kind == "fail" or (
+                        where.kind == "spill"
+                        and where.node is not None
+                        and (not req.spilled or scheduling.fits(req.shape, where.node.available))
+                    )
+                    if moving:
                         self.redirect(req, where)
                         continue
+                    self.resources_changed()  # a fresh view may find it room elsewhere
                 still.append(req)
                 continue
             if req.actor_id is not None:
@@ -685,7 +716,22 @@ class NodeManager:
         self.schedule()
 
     def on_return_lease(self, conn: AsyncConnection, msg: P.ReturnLease, rid: int) -> None:
-        self.end_lease(msg.lease_id, msg.kill)
+        if not msg.via or msg.via == self.tcp_address:
+            self.end_lease(msg.lease_id, msg.kill)
+            return
+        for node in self.other_nodes():  # credit it now: placement reads this view
+            if node.address == msg.via:
+                avail = dict(node.available)
+                for k, v in (msg.shape or {}).items():
+                    avail[k] = min(avail.get(k, 0) + v, node.total.get(k, 0))
+                self.update_view(node.node_id, avail)
+        forward = P.ReturnLease(msg.lease_id, msg.kill)
+
+        async def send() -> None:
+            with contextlib.suppress(ConnectionLost, OSError):
+                (await self.connect_nm(msg.via)).send(forward)
+
+        self.spawn(send())
 
     def on_cancel_lease(self, conn: AsyncConnection, msg: P.CancelLease, rid: int) -> None:
         for req in self.pending:
@@ -1046,8 +1092,15 @@ class NodeManager:
         """Tell the head we live and what is free; rejoin a restarted head."""
         assert self.head_ready is not None
         period = min(CONFIG.heartbeat_s, self.node_timeout_s / 4)
+        self.beat_now = asyncio.Event()
         while not self.stopping:
-            await asyncio.sleep(period)
+            # A beat every period, or sooner when resources were freed here or a request
+            # waits for them (so placement elsewhere sees fresh numbers), at most one
+            # per BEAT_MIN_S.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.beat_now.wait(), period)
+            self.beat_now.clear()
+            await asyncio.sleep(BEAT_MIN_S)
             conn = self.head_conn
             if conn is None or conn.closed:
                 self.head_ready.clear()
@@ -1190,7 +1243,27 @@ class NodeManager:
             fut.set_result(error)
 
     def on_task_events(self, conn: AsyncConnection, msg: P.TaskEvents, rid: int) -> None:
-        self.task_events.add_events(msg.events)
+        if self.head is None and self.cluster:
+            self.to_head(msg)  # the head keeps the cluster's task table (events say the node)
+        else:
+            self.task_events.add_events(msg.events)
+
+    def on_task_query(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        """Task and actor listings, summaries and the timeline: the head's, on a cluster."""
+        if self.head is None and self.cluster:
+            self.forward_to_head(conn, msg, rid)
+        elif isinstance(msg, P.ListState):
+            self.state_views.on_list_state(conn, msg, rid)
+        elif isinstance(msg, P.SummarizeTasks):
+            self.state_views.on_summarize_tasks(conn, msg, rid)
+        else:
+            self.on_get_timeline(conn, msg, rid)
+
+    def on_list_state(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
+        if msg.kind in ("tasks", "actors", "nodes"):  # cluster-wide, at the head
+            self.on_task_query(conn, msg, rid)
+        else:  # this node's own workers and store
+            self.state_views.on_list_state(conn, msg, rid)
 
     def on_get_timeline(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         self.spawn(self.timeline(conn, rid))
@@ -1260,6 +1333,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head-address", default=None, help="tcp:HOST:PORT of the head")
     parser.add_argument("--storage", default=None, help="head storage URL")
     parser.add_argument("--node-timeout-s", type=float, default=None)
+    parser.add_argument("--dashboard-port", type=int, default=None, help="head: serve it (0: any)")
+    parser.add_argument("--dashboard-host", default="127.0.0.1", help="address it listens on")
     args = parser.parse_args(argv)
     token = bytes.fromhex(sys.stdin.readline().strip())
     logging.basicConfig(level=logging.WARNING, format="(raylite node manager) %(message)s")
@@ -1277,6 +1352,8 @@ def main(argv: list[str] | None = None) -> None:
         storage=args.storage,
         cluster=args.cluster,
         node_timeout_s=args.node_timeout_s,
+        dashboard_port=args.dashboard_port,
+        dashboard_host=args.dashboard_host,
     )
     try:
         asyncio.run(nm.serve())

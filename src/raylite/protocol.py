@@ -95,7 +95,7 @@ class RequestLease:
     # None (hybrid: local first, then nodes with room), "SPREAD", or
     # ["NODE", node_id hex, soft]: node affinity.
     strategy: Any = None
-    spilled: bool = False  # sent here by another node: queue it, do not send it on
+    spilled: int = 0  # how many nodes sent it on before (spillbacks the owner followed)
     detached: bool = False  # a detached actor: it outlives the owner's connection
 
 
@@ -125,6 +125,11 @@ class CancelLease:
 class ReturnLease:
     lease_id: bytes
     kill: bool
+    # Set for a lease of another node, returned through our own node manager: it
+    # forwards the message there and counts `shape` as free on that node at once
+    # (its next heartbeat would say so only later).
+    via: str = ""
+    shape: dict[str, int] | None = None
 
 
 @_msg(15)

@@ -7,7 +7,9 @@ caller passes in, so they are tested without processes (tests/unit).
                                                              (LeaseSpillback)
 
 The policy is Ray's hybrid one, simplified:
-- A request the local node can serve now runs here (data and workers are local).
+- A request the local node can serve now runs here (data and workers are local),
+  unless this node has a GPU or custom resource the request does not need and a plain
+  node has room: those nodes are kept for the requests that need them.
 - Else a node that has the resources free now (by the last view) gets it, the one
   with the most CPU free first, so busy nodes spill work to idle ones.
 - Else, if this node has the resources at all, the request waits here.
@@ -73,13 +75,36 @@ def place(
     return _hybrid(shape, local, alive)
 
 
+COMMON = ("CPU", "memory", "object_store_memory")
+
+
+def special(node: NodeView, shape: dict[str, int]) -> bool:
+    """The node has a resource (GPU, custom) this request does not use: keep it for those
+    that do (Ray: scheduler_avoid_gpu_nodes, here for every such resource)."""
+    return any(
+        k not in shape and v > 0 and k not in COMMON and not k.startswith("node:")
+        for k, v in node.total.items()
+    )
+
+
 def _hybrid(shape: dict[str, int], local: NodeView, alive: list[NodeView]) -> Placement:
-    if fits(shape, local.available):
+    local_fits = fits(shape, local.available)
+    if local_fits and not special(local, shape):
         return Placement(None, HERE)
-    free = [n for n in alive if fits(shape, n.available)]
+    free = [n for n in alive if fits(shape, n.available)] + ([local] if local_fits else [])
     if free:
-        best = max(free, key=lambda n: (n.available.get("CPU", 0), n.node_id))
-        return Placement(best, "spill")
+        # Plain nodes first, then the most CPU free (this node on a tie), so what the
+        # special nodes hold stays usable by the requests that need it.
+        best = max(
+            free,
+            key=lambda n: (
+                not special(n, shape),
+                n.available.get("CPU", 0),
+                n.node_id == local.node_id,
+                n.node_id,
+            ),
+        )
+        return Placement(None, HERE) if best.node_id == local.node_id else Placement(best, "spill")
     if fits(shape, local.total):
         return Placement(None, HERE)
     able = [n for n in alive if fits(shape, n.total)]

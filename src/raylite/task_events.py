@@ -45,9 +45,10 @@ log = logging.getLogger("raylite.node_manager")
 
 # Fields of a task event (and of a record: the same list). NAME is the task's name
 # (`.options(name=...)`), FUNC its function's or "Class.method" (summaries group by it).
+# NODE: the node the worker runs on (the head keeps every node's tasks).
 (NAME, TASK_ID, START, END, PID, WORKER_ID, KIND, PARENT, DEPS, RETURNS, ACTOR_ID, JOB_ID, ERROR,
- FUNC) = range(14)  # fmt: skip
-EVENT_FIELDS = 14
+ FUNC, NODE) = range(15)  # fmt: skip
+EVENT_FIELDS = 15
 
 RUNNING, FINISHED, FAILED = "RUNNING", "FINISHED", "FAILED"
 # Owner-side states (util.state): arguments not ready, waiting for a worker, pushed.
@@ -299,7 +300,7 @@ TASK_COLUMNS: dict[str, Callable[[TaskEventStore, list[Any]], Any]] = {
     "type": lambda s, r: TASK_TYPES.get(r[KIND], "NORMAL_TASK"),
     "func_or_class_name": lambda s, r: r[FUNC],
     "parent_task_id": lambda s, r: _hex(r[PARENT]),
-    "node_id": lambda s, r: _hex(s.node_id),
+    "node_id": lambda s, r: _hex(r[NODE] or s.node_id),
     "worker_id": lambda s, r: _hex(r[WORKER_ID]),
     "worker_pid": lambda s, r: r[PID],
     "error_type": lambda s, r: r[ERROR][0] if r[ERROR] else None,

@@ -295,6 +295,7 @@ class Worker:
             msg.job_id,
             error,
             getattr(fn, "__name__", msg.name),  # the function's own name (name= may differ)
+            self.cw.node_id,
         ]
 
     def _cancel(self, task_id: bytes, recursive: bool = False) -> None:

@@ -250,6 +250,7 @@ import psutil, random, socket, sys
 rnd = random.Random(int(sys.argv[1]))
 ports = sorted({c.laddr for c in psutil.net_connections("tcp") if c.status == "LISTEN"})
 answered = 0
+http = []  # the dashboard's port speaks HTTP: it may answer, with an HTTP error only
 for ip, port in ports:
     for attempt in range(8):
         n = 1 if attempt == 1 else rnd.randint(36, 3000)  # one short: the handshake timeout
@@ -260,19 +261,25 @@ for ip, port in ports:
             s = socket.create_connection((ip, port), timeout=5)
             s.sendall(blob)
             s.settimeout(7)
-            answered += len(s.recv(100))
+            data = s.recv(100)
+            if port == 8265:
+                http.append(data[:12])
+            else:
+                answered += len(data)
         except OSError:
             pass
         finally:
             s.close()
-print("FUZZ", len(ports), answered)
+bad_http = [d for d in http if d and not d.startswith((b"HTTP/1.0 4", b"HTTP/1.1 4"))]
+print("FUZZ", len(ports), answered, len(bad_http))
 """
     for k, host in enumerate(cluster.hosts):
         r = tn("exec", host, sys.executable, "-c", probe, str(k), check=False, timeout=600)
         assert r.returncode == 0, r.stderr
-        _, nports, answered = r.stdout.split()
+        _, nports, answered, bad_http = r.stdout.split()
         assert int(nports) >= 2, r.stdout  # the node manager and at least one worker
         assert answered == "0", r.stdout  # not one byte answered without the token
+        assert bad_http == "0", r.stdout  # the dashboard: 4xx errors, nothing else
     # Nothing crashed: every node still runs tasks, through the same workers.
     after = cluster.driver(
         "h1",
@@ -515,3 +522,65 @@ def test_partitioned_node_is_marked_dead_and_rejoins_without_duplicate_actors(cl
     # The old actor process on h3 is gone: the actor does not run twice.
     r = tn("exec", "h3", "python3", "-c", f"import os; os.kill({first_pid}, 0)", check=False)
     assert r.returncode != 0, "the actor's old process still runs on h3"
+
+
+@pytest.mark.timeout(600)
+def test_the_tutorial_exercises_on_three_testnet_hosts(cluster):
+    """The twelve exercises, with their own timing windows, on 3 hosts (tests/_cluster.py)."""
+    env = {**ENV, "RAYLITE_TESTS_CLUSTER": "3", "RAYLITE_TESTS_TESTNET": "1"}
+    cmd = [
+        "bash",
+        TESTNET,
+        "exec",
+        "h1",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/compat/test_tutorial.py",
+    ]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=560, check=False)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    assert "12 passed" in r.stdout, r.stdout[-3000:]
+
+
+def test_task_listings_and_timeline_cover_every_node(cluster):
+    _three(cluster)
+    out = cluster.driver(
+        "h1",
+        """
+        ray.init(address="auto")
+
+        @ray.remote
+        def pinned(x):
+            return ray.get_runtime_context().get_node_id()
+
+        nodes = ray.get([pinned.options(resources={h: 1}).remote(h) for h in ("h2", "h3")])
+        time.sleep(0.5)  # workers report finished tasks every 0.2 s
+        trace = ray.timeline()
+        bars = [e for e in trace if e.get("ph") == "X" and "pinned" in e.get("name", "")]
+        print(json.dumps({"nodes": nodes, "bars": len(bars)}))
+        ray.shutdown()
+        """,
+    )
+    assert out["bars"] >= 2
+    r = tn(
+        "exec",
+        "h3",
+        sys.executable,
+        "-m",
+        "raylite.cli",
+        "list",
+        "tasks",
+        "--format",
+        "json",
+        "--limit",
+        "1000",
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [row for row in json.loads(r.stdout) if row["name"] == "pinned"]
+    assert {row["node_id"] for row in rows} == set(out["nodes"])  # both nodes, from h3
+    assert all(row["state"] == "FINISHED" for row in rows)

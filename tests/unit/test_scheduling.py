@@ -53,3 +53,14 @@ def test_node_affinity_hard_and_soft():
     assert p.kind == "fail"
     assert "affinity" in p.reason
     assert place({"CPU": U}, ["NODE", "ff" * 16, True], node(1, 2), [target]).kind == HERE
+
+
+def test_plain_requests_keep_off_nodes_with_resources_they_do_not_need():
+    gpu_local = node(1, 2, GPU=1)
+    plain = node(2, 2)
+    p = place({"CPU": U}, None, gpu_local, [plain])
+    assert p.kind == "spill"
+    assert p.node == plain
+    assert place({"CPU": U, "GPU": U}, None, gpu_local, [plain]).kind == HERE
+    # No plain node with room: the special node serves it rather than queueing.
+    assert place({"CPU": U}, None, gpu_local, [node(2, 0)]).kind == HERE

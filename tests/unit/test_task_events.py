@@ -24,10 +24,22 @@ def oid(i: int) -> bytes:
     return (i + 1_000_000).to_bytes(16, "little")
 
 
-def event(i, name="f", start=100.0, end=101.0, pid=7, deps=(), error=None, kind="task", func=None):
+def event(
+    i,
+    name="f",
+    start=100.0,
+    end=101.0,
+    pid=7,
+    deps=(),
+    error=None,
+    kind="task",
+    func=None,
+    node=b"",
+):
     """A task event as a worker builds it (worker.py `_event`), through msgpack like the wire."""
     ev = [name, tid(i), start, end, pid, WORKER, kind, None, list(deps), [oid(i)], None, JOB, error]
     ev.append(func or name)
+    ev.append(node)
     return msgpack.unpackb(msgpack.packb(ev, use_bin_type=True), raw=False)
 
 

@@ -1,0 +1,286 @@
+"""The dashboard's HTTP server: routes, the token check, static files.
+
+An aiohttp application the head's node manager runs in its own event loop
+(`start_dashboard`, from NodeManager.serve). Every route is a GET of a page or of
+JSON from views.py, except POST /login, which only compares a token and sets a
+cookie: there is no way to run code, change the cluster or read a file outside
+static/. Handlers are synchronous reads of in-memory tables, bounded by views.py,
+so a request holds the loop for milliseconds.
+
+    GET /?token=T ──valid──▶ 303 to / + Set-Cookie ──▶ GET / (cookie) ──▶ index.html
+    GET /api/... without cookie ──▶ 401            POST /login token=T ──▶ 303 | 401
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hmac
+import html
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import DEFAULT_PORT, URL_FILE, login_token, session_cookie, views
+
+log = logging.getLogger("raylite.dashboard")
+
+STATIC = Path(__file__).parent / "static"
+# Reachable without the token: the login form and its style sheet.
+PUBLIC = {"/login", "/static/style.css"}
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_jsonable)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.json_response(value, status=status, dumps=_dumps)
+
+
+class Auth:
+    """Which tokens open the dashboard, and the cookie that remembers one did."""
+
+    def __init__(self, token: bytes) -> None:
+        self.accepted = [token.hex().encode(), login_token(token).encode()]
+        self.cookie_value = session_cookie(token).encode()
+        # Named after the port once bound: cookies are per host, not per port, and two
+        # clusters on one host must not overwrite each other's.
+        self.cookie_name = "raylite_dashboard"
+
+    def token_ok(self, given: str) -> bool:
+        raw = given.strip().lower().encode("utf-8", "replace")
+        # Compare with every accepted token (no early exit): constant time either way.
+        return sum(hmac.compare_digest(raw, t) for t in self.accepted) > 0
+
+    def request_ok(self, request: web.Request) -> bool:
+        cookie = request.cookies.get(self.cookie_name, "").encode("utf-8", "replace")
+        if cookie and hmac.compare_digest(cookie, self.cookie_value):
+            return True
+        bearer = request.headers.get("Authorization", "")
+        return bearer.startswith("Bearer ") and self.token_ok(bearer[7:])
+
+    def set_cookie(self, response: web.StreamResponse) -> None:
+        response.set_cookie(
+            self.cookie_name,
+            self.cookie_value.decode(),
+            httponly=True,
+            samesite="Strict",
+            path="/",
+        )
+
+
+AUTH = web.AppKey("auth", Auth)
+
+
+@functools.cache
+def _static_text(name: str) -> str:
+    return (STATIC / name).read_text()
+
+
+def login_page(message: str = "", status: int = 401) -> web.Response:
+    body = _static_text("login.html").replace("{{message}}", html.escape(message))
+    return web.Response(text=body, status=status, content_type="text/html")
+
+
+def make_app(nm: Any) -> web.Application:
+    """The application; `nm` is the head's node manager (read, never changed)."""
+    auth = Auth(nm.token)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await _guarded(request, handler)
+        for k, v in HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path
+        if path in PUBLIC:
+            return await handler(request)
+        given = request.query.get("token")
+        if given is not None and request.method in ("GET", "HEAD"):
+            if not auth.token_ok(given):
+                return login_page("That token is not this cluster's.")
+            query = {k: v for k, v in request.query.items() if k != "token"}
+            target = (
+                request.rel_url.with_query(query) if query else request.rel_url.with_query(None)
+            )
+            response = web.HTTPSeeOther(location=str(target))
+            auth.set_cookie(response)
+            return response
+        if not auth.request_ok(request):
+            if path.startswith("/api/"):
+                return _json({"error": "unauthorized: log in at /login"}, status=401)
+            return login_page()
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            return exc
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=_static_text("index.html"), content_type="text/html")
+
+    async def login_form(request: web.Request) -> web.Response:
+        if auth.request_ok(request):
+            raise web.HTTPSeeOther(location="/")
+        return login_page(status=200)
+
+    async def login_post(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        given = form.get("token")
+        if not isinstance(given, str) or not auth.token_ok(given):
+            return login_page("That token is not this cluster's.")
+        response = web.HTTPSeeOther(location="/")
+        auth.set_cookie(response)
+        return response
+
+    def q(request: web.Request, name: str, default: int, high: int) -> int:
+        return views.clamp(request.query.get(name), default, high)
+
+    def qf(request: web.Request, name: str) -> float | None:
+        raw = request.query.get(name)
+        if raw in (None, ""):
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise web.HTTPBadRequest(text=f"{name} must be a number (unix seconds)")
+
+    async def api_cluster(request: web.Request) -> web.Response:
+        return _json(views.cluster(nm))
+
+    async def api_tasks(request: web.Request) -> web.Response:
+        return _json(
+            views.tasks(
+                nm,
+                state=request.query.get("state", ""),
+                func=request.query.get("func", ""),
+                limit=q(request, "limit", 100, views.MAX_LIMIT),
+                offset=q(request, "offset", 0, 1 << 30),
+            )
+        )
+
+    async def api_task(request: web.Request) -> web.Response:
+        row = views.task(nm, request.match_info["task_id"])
+        if row is None:
+            return _json({"error": "no such task recorded on this node"}, status=404)
+        return _json(row)
+
+    async def api_actors(request: web.Request) -> web.Response:
+        return _json(
+            views.actors(
+                nm,
+                state=request.query.get("state", ""),
+                limit=q(request, "limit", 100, views.MAX_LIMIT),
+            )
+        )
+
+    async def api_objects(request: web.Request) -> web.Response:
+        sort = "size" if request.query.get("sort") == "size" else "recent"
+        return _json(views.objects(nm, sort=sort, limit=q(request, "limit", 100, views.MAX_LIMIT)))
+
+    async def api_workers(request: web.Request) -> web.Response:
+        return _json(views.workers(nm, limit=q(request, "limit", views.MAX_WORKERS, 5000)))
+
+    async def api_logs(request: web.Request) -> web.Response:
+        pid = q(request, "pid", 0, 1 << 31)
+        out = views.logs(
+            nm, pid, after=q(request, "after", 0, 1 << 62), tail=q(request, "tail", 500, 5000)
+        )
+        if out is None:
+            return _json({"error": f"no worker with pid {pid} on this node"}, status=404)
+        return _json(out)
+
+    async def api_timeline(request: web.Request) -> web.Response:
+        limit = q(request, "limit", views.DEFAULT_TIMELINE, views.MAX_TIMELINE)
+        return _json(views.timeline(nm, qf(request, "start"), qf(request, "end"), limit))
+
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    app[AUTH] = auth
+    app.router.add_get("/", index)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login_post)
+    app.router.add_get("/api/cluster", api_cluster)
+    app.router.add_get("/api/tasks", api_tasks)
+    app.router.add_get("/api/tasks/{task_id}", api_task)
+    app.router.add_get("/api/actors", api_actors)
+    app.router.add_get("/api/objects", api_objects)
+    app.router.add_get("/api/workers", api_workers)
+    app.router.add_get("/api/logs", api_logs)
+    app.router.add_get("/api/timeline", api_timeline)
+    app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
+    return app
+
+
+class Dashboard:
+    """A started dashboard: its URL, and `stop()` for the node manager's shutdown."""
+
+    def __init__(self, runner: web.AppRunner, url: str) -> None:
+        self.runner = runner
+        self.url = url
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def _url_host(host: str, nm: Any) -> str:
+    if host in ("", "0.0.0.0", "::"):  # every address: name one a browser here can use
+        host = nm.ip if nm.ip not in ("", "0.0.0.0") else "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+async def start_dashboard(nm: Any, host: str, port: int) -> Dashboard | None:
+    """Serve the dashboard on host:port (0: any free port); None, with a warning, if it
+    cannot listen. Ray's default port, when taken, gives way to a free one."""
+    app = make_app(nm)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    for attempt in (port, 0):
+        try:
+            await web.TCPSite(runner, host, attempt, reuse_address=True).start()
+            break
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE and attempt == DEFAULT_PORT:
+                log.warning("dashboard: port %d is taken, using a free one", attempt)
+                continue
+            await runner.cleanup()
+            log.warning(
+                "the dashboard cannot listen on %s:%d (%s); the cluster runs without it. "
+                "Pick another port (dashboard_port= or --dashboard-port=).",
+                host,
+                attempt,
+                exc,
+            )
+            return None
+    bound = runner.addresses[0][1]
+    app[AUTH].cookie_name = f"raylite_dashboard_{bound}"
+    url = f"http://{_url_host(host, nm)}:{bound}"
+    path = os.path.join(nm.session_dir, URL_FILE)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(url + "\n")
+    os.rename(path + ".tmp", path)  # readers see the whole URL or no file
+    return Dashboard(runner, url)

@@ -1,0 +1,433 @@
+"""The dashboard's JSON answers, read in-process from the head node's tables.
+
+Pure functions of the node manager's state (no HTTP here, see server.py): the
+node table and actor table (nm.head), the task records (nm.task_events), the
+store's segments (nm.segments), the worker pool and its recent output
+(nm.workers, nm.worker_logs). Every answer is bounded: lists take a `limit`
+(capped by MAX_LIMIT), counts come from the tables' own counters, and nothing
+walks more records than a listing needs, so a page polled every second costs
+the same with 100 recorded tasks as with 100,000.
+
+    browser ──GET /api/tasks?state=FAILED&limit=100──▶ server ──tasks(nm, ...)──▶ dict
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .. import task_events as TE
+from ..config import RESOURCE_UNIT
+
+MAX_LIMIT = 1000  # rows of one listing
+MAX_TIMELINE = 10_000  # bars of one timeline answer
+DEFAULT_TIMELINE = 2000
+MAX_FUNCTIONS = 200  # rows of the per-function task summary
+MAX_WORKERS = 500
+# Finished records are kept in the order they reached the node, which is their end
+# order up to the workers' event batching (event_flush_s); a window's scan, newest
+# first, stops this long before the window starts.
+ARRIVAL_SLACK_S = 10.0
+BYTE_RESOURCES = ("memory", "object_store_memory")
+
+
+def _hex(b: bytes | None) -> str | None:
+    return b.hex() if b else None
+
+
+def _display(res: dict[str, int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in res.items():
+        if k.startswith("node:"):
+            continue  # the node's own marker resource
+        out[k] = max(v, 0) / RESOURCE_UNIT
+    return out
+
+
+def clamp(value: Any, default: int, high: int) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0, min(n, high))
+
+
+# --------------------------------------------------------------------- cluster
+def cluster(nm: Any) -> dict[str, Any]:
+    head = nm.head
+    nodes = []
+    for r in head.view():
+        total = _display(r["total"])
+        available = _display(r["available"]) if r["alive"] else {}
+        used = {k: max(v - available.get(k, 0.0), 0.0) for k, v in total.items()}
+        own = r["node_id"] == nm.node_id
+        nodes.append(
+            {
+                "node_id": r["node_id"].hex(),
+                "address": r["address"] or r["info"].get("unix_address", ""),
+                "ip": r["ip"],
+                "hostname": r["info"].get("hostname", ""),
+                "alive": r["alive"],
+                "is_head": r["is_head"],
+                "cause": r["cause"],
+                "total": total,
+                "used": used if r["alive"] else {},
+                "pending": len(r["pending"]),
+                "store": _store(nm) if own else None,  # other nodes do not report theirs
+                "workers": sum(1 for w in nm.workers.values() if w.state != "dead")
+                if own
+                else None,
+            }
+        )
+    total, avail = head.cluster_totals()
+    totals = _display(total)
+    available = _display(avail)
+    counts = _task_state_totals(nm.task_events)
+    return {
+        "nodes": nodes,
+        "total": totals,
+        "used": {k: max(v - available.get(k, 0.0), 0.0) for k, v in totals.items()},
+        "byte_resources": list(BYTE_RESOURCES),
+        "store": _store(nm),
+        "head": {
+            "node_id": nm.node_id.hex(),
+            "address": nm.tcp_address or nm.address,
+            "storage": head.storage.url,
+            "uptime_s": time.time() - head.started,
+            "jobs": head.jobs,
+            "actors_alive": sum(1 for a in head.actors.values() if a.state == "ALIVE"),
+        },
+        "tasks": counts,
+        "now": time.time(),
+    }
+
+
+def _store(nm: Any) -> dict[str, Any]:
+    return {
+        "used_bytes": nm.used_bytes,
+        "capacity_bytes": nm.capacity,
+        "spilled_bytes": nm.spilled_bytes,
+        "num_objects": len(nm.segments),
+        "spilled_objects": nm.spilled_total,
+        "restored_objects": nm.restored_total,
+    }
+
+
+# ----------------------------------------------------------------------- tasks
+def _task_state_totals(te: TE.TaskEventStore) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for by_state in te.counts.values():
+        for state, n in by_state.items():
+            out[state] = out.get(state, 0) + n
+    return out
+
+
+def task_row(te: TE.TaskEventStore, rec: list[Any]) -> dict[str, Any]:
+    error = rec[TE.ERROR]
+    end = rec[TE.END]
+    return {
+        "task_id": rec[TE.TASK_ID].hex(),
+        "name": rec[TE.NAME],
+        "func": rec[TE.FUNC],
+        "type": TE.TASK_TYPES.get(rec[TE.KIND], "NORMAL_TASK"),
+        "state": TE._state(rec),
+        "attempt": te.attempts.get(rec[TE.TASK_ID], 0),
+        "pid": rec[TE.PID],
+        "worker_id": _hex(rec[TE.WORKER_ID]),
+        "actor_id": _hex(rec[TE.ACTOR_ID]),
+        "parent_task_id": _hex(rec[TE.PARENT]),
+        "job_id": _hex(rec[TE.JOB_ID]),
+        "start": rec[TE.START],
+        "end": end,
+        "duration_s": (end - rec[TE.START]) if end is not None else None,
+        "error_type": error[0] if error else None,
+        # The error's text: for a task that raised, its remote traceback.
+        "error": error[1] if error else None,
+    }
+
+
+def _newest_first(te: TE.TaskEventStore, state: str) -> Iterator[list[Any]]:
+    """Running records first, then finished ones newest first (no copies of the tables)."""
+    if state in ("", TE.RUNNING):
+        yield from list(te.active.values())  # small: one per busy worker
+    if state != TE.RUNNING:
+        yield from reversed(te.done.values())
+
+
+def tasks(
+    nm: Any, state: str = "", func: str = "", limit: int = 100, offset: int = 0
+) -> dict[str, Any]:
+    te = nm.task_events
+    state = state.upper()
+    functions: dict[str, dict[str, Any]] = {}
+    for (name, kind), by_state in te.counts.items():
+        if not by_state:
+            continue
+        entry = functions.setdefault(name, {"func": name, "type": kind, "counts": {}, "total": 0})
+        for s, n in by_state.items():
+            entry["counts"][s] = entry["counts"].get(s, 0) + n
+            entry["total"] += n
+    # Exact, also for records the table has dropped: the counts outlive them.
+    matching = 0
+    for (name, _), by_state in te.counts.items():
+        if func and name != func:
+            continue
+        matching += by_state.get(state, 0) if state else sum(by_state.values())
+    picked: Iterable[list[Any]] = _newest_first(te, state)
+    if state in (TE.FINISHED, TE.FAILED):
+        picked = (r for r in picked if TE._state(r) == state)
+    if func:
+        picked = (r for r in picked if r[TE.FUNC] == func)
+    rows = [task_row(te, r) for r in itertools.islice(picked, offset, offset + limit)]
+    top = heapq.nlargest(MAX_FUNCTIONS, functions.values(), key=lambda e: e["total"])
+    return {
+        "functions": top,
+        "functions_total": len(functions),
+        "states": _task_state_totals(te),
+        "rows": rows,
+        "matching": matching,
+        "offset": offset,
+        "limit": limit,
+        "recorded": len(te.active) + len(te.done),
+        "evicted": te.evicted,
+    }
+
+
+def task(nm: Any, task_id: str) -> dict[str, Any] | None:
+    te = nm.task_events
+    try:
+        tid = bytes.fromhex(task_id)
+    except ValueError:
+        return None
+    rec = te.active.get(tid) or te.done.get(tid)
+    return task_row(te, rec) if rec is not None else None
+
+
+# ---------------------------------------------------------------------- actors
+def actors(nm: Any, state: str = "", limit: int = 100) -> dict[str, Any]:
+    head = nm.head
+    addresses = {r.node_id: r.address or r.ip for r in head.nodes.values()}
+    rows: list[dict[str, Any]] = []
+    by_state: dict[str, int] = {}
+    by_class: dict[str, dict[str, int]] = {}
+    known = set()
+    state = state.upper()
+
+    def add(row: dict[str, Any]) -> None:
+        s = row["state"]
+        by_state[s] = by_state.get(s, 0) + 1
+        per = by_class.setdefault(row["class_name"] or "?", {})
+        per[s] = per.get(s, 0) + 1
+        if (not state or s == state) and len(rows) < limit:
+            rows.append(row)
+
+    # Newest first: the table is in creation order.
+    for actor in reversed(head.actors.values()):
+        known.add(actor.actor_id)
+        if not (actor.class_name or actor.pid or actor.state == "DEAD"):
+            continue  # only asked about (GetActorInfo), never created
+        namespace, name = actor.name or (None, "")
+        add(
+            {
+                "actor_id": actor.actor_id.hex(),
+                "class_name": actor.class_name,
+                "state": TE.ACTOR_STATES.get(actor.state, actor.state),
+                "name": name,
+                "namespace": namespace,
+                "node_id": _hex(actor.node_id),
+                "node": addresses.get(actor.node_id, ""),
+                "pid": actor.pid or None,
+                "address": actor.address,
+                "restarts": getattr(actor, "restarts", 0),
+                "restarts_left": actor.restarts_left,
+                "cause": actor.cause,
+            }
+        )
+    for w in nm.workers.values():  # starting here: nobody reported them yet
+        if w.actor_id is not None and w.actor_id not in known and w.state != "dead":
+            add(
+                {
+                    "actor_id": w.actor_id.hex(),
+                    "class_name": "",
+                    "state": "PENDING_CREATION",
+                    "name": "",
+                    "namespace": None,
+                    "node_id": nm.node_id.hex(),
+                    "node": addresses.get(nm.node_id, ""),
+                    "pid": w.pid,
+                    "address": w.address,
+                    "restarts": 0,
+                    "restarts_left": 0,
+                    "cause": "",
+                }
+            )
+    classes = heapq.nlargest(
+        MAX_FUNCTIONS,
+        ({"class_name": c, "counts": s, "total": sum(s.values())} for c, s in by_class.items()),
+        key=lambda e: e["total"],
+    )
+    return {
+        "rows": rows,
+        "states": by_state,
+        "classes": classes,
+        "total": sum(by_state.values()),
+    }
+
+
+# --------------------------------------------------------------------- objects
+def _owner(nm: Any, address: str) -> tuple[str, int | None]:
+    pid = nm.client_pids.get(address)
+    kind = "driver" if os.path.basename(address).startswith("d-") else "worker"
+    return (f"{kind} pid={pid}" if pid else f"{kind} {address}"), pid
+
+
+def objects(nm: Any, sort: str = "recent", limit: int = 100) -> dict[str, Any]:
+    segments = nm.segments
+    if sort == "size":
+        chosen = heapq.nlargest(limit, segments.items(), key=lambda item: item[1].size)
+    else:  # least recently used last: newest first
+        chosen = list(itertools.islice(reversed(segments.items()), limit))
+    rows = []
+    for oid, seg in chosen:
+        owner, pid = _owner(nm, seg.owner)
+        rows.append(
+            {
+                "object_id": oid.hex(),
+                "size": seg.size,
+                "owner": owner,
+                "owner_pid": pid,
+                "spilled": seg.spilled,
+                "readers": max(seg.mapped, 0),
+                "copies": len(seg.copies),
+            }
+        )
+    return {"rows": rows, "store": _store(nm), "total": len(segments), "sort": sort}
+
+
+# ----------------------------------------------------------------- workers, logs
+def workers(nm: Any, limit: int = MAX_WORKERS) -> dict[str, Any]:
+    actor_class = {}
+    if nm.head is not None:
+        actor_class = {a.actor_id: a.class_name for a in nm.head.actors.values()}
+    rings = nm.worker_logs.rings
+    rows = []
+    seen = set()
+    for w in itertools.islice(reversed(nm.workers.values()), limit):
+        seen.add(w.pid)
+        rows.append(
+            {
+                "pid": w.pid,
+                "worker_id": w.worker_id.hex(),
+                "kind": "worker",
+                "state": w.state.upper(),
+                "alive": w.state != "dead",
+                "actor_id": _hex(w.actor_id),
+                "actor_class": actor_class.get(w.actor_id, "") if w.actor_id else "",
+                "log_lines": len(rings.get(w.pid, ())),
+            }
+        )
+    rows.sort(key=lambda r: (not r["alive"], r["pid"]))  # live workers first
+    return {"rows": rows, "total": len(nm.workers)}
+
+
+def logs(nm: Any, pid: int, after: int = 0, tail: int = 500) -> dict[str, Any] | None:
+    wl = nm.worker_logs
+    rec = nm.by_pid.get(pid)
+    if pid not in wl.rings and rec is None and not any(w.pid == pid for w in nm.workers.values()):
+        return None
+    lines, nxt = wl.get(pid, after, tail)
+    if len(lines) > tail > 0:
+        lines = lines[-tail:]
+    return {
+        "pid": pid,
+        "lines": [[seq, stream, text] for seq, stream, text in lines],
+        "next": nxt,
+        "alive": rec is not None and rec.state != "dead",
+    }
+
+
+# -------------------------------------------------------------------- timeline
+def timeline(
+    nm: Any,
+    start: float | None = None,
+    end: float | None = None,
+    limit: int = DEFAULT_TIMELINE,
+) -> dict[str, Any]:
+    """Tasks overlapping [start, end] (default: all), newest first, at most `limit`.
+
+    Each task is [task_id, name, start, end | None, pid, state, kind, error_type,
+    func]; a running task has no end (the page draws it up to now). `flows` are
+    [producer index, consumer index] pairs: an argument of the consumer that the
+    producer returned, both in this answer (task_events' dependency data).
+    """
+    te = nm.task_events
+    now = time.time()
+    lo = float("-inf") if start is None else start
+    hi = float("inf") if end is None else end
+    picked: list[list[Any]] = []
+    truncated = False
+    for rec in list(te.active.values()):
+        if rec[TE.START] <= hi:
+            picked.append(rec)
+    for rec in reversed(te.done.values()):
+        rec_end = rec[TE.END]
+        if rec_end < lo:
+            if rec_end < lo - ARRIVAL_SLACK_S:
+                break
+            continue
+        if rec[TE.START] > hi:
+            continue
+        if len(picked) >= limit:
+            truncated = True
+            break
+        picked.append(rec)
+    produced: dict[bytes, int] = {}
+    for i, rec in enumerate(picked):
+        for oid in rec[TE.RETURNS]:
+            produced[oid] = i
+    flows = []
+    for i, rec in enumerate(picked):
+        for oid in rec[TE.DEPS]:
+            src = produced.get(oid)
+            if src is not None and src != i:
+                flows.append([src, i])
+    pids = {rec[TE.PID] for rec in picked}
+    lanes = []
+    actor_class = {a.actor_id: a.class_name for a in nm.head.actors.values()}
+    by_pid = {w.pid: w for w in nm.workers.values()}
+    for w in nm.workers.values():
+        if w.state != "dead":
+            pids.add(w.pid)
+    for pid in sorted(pids):
+        w = by_pid.get(pid)
+        label = f"worker {pid}"
+        if w is not None and w.actor_id is not None and actor_class.get(w.actor_id):
+            label += f" ({actor_class[w.actor_id]})"
+        lanes.append({"pid": pid, "label": label, "alive": w is not None and w.state != "dead"})
+    oldest = next(iter(te.done.values()), None)
+    return {
+        "tasks": [
+            [
+                rec[TE.TASK_ID].hex(),
+                rec[TE.NAME],
+                rec[TE.START],
+                rec[TE.END],
+                rec[TE.PID],
+                TE._state(rec),
+                rec[TE.KIND],
+                rec[TE.ERROR][0] if rec[TE.ERROR] else None,
+                rec[TE.FUNC],
+            ]
+            for rec in picked
+        ],
+        "flows": flows,
+        "lanes": lanes,
+        "truncated": truncated,
+        "first": oldest[TE.START] if oldest is not None else None,
+        "now": now,
+        "node": nm.ip,
+    }
