@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import types
 
-import msgpack
-
 from raylite import dashboard
 from raylite import task_events as TE
 from raylite.dashboard import views
@@ -22,10 +20,7 @@ def oid(i: int) -> bytes:
     return (i + 1_000_000).to_bytes(16, "little")
 
 
-def event(i, name="f", start=100.0, end=101.0, pid=7, deps=(), error=None):
-    ev = [name, tid(i), start, end, pid, WORKER, "task", None, list(deps), [oid(i)], None, JOB]
-    ev += [error, name]
-    return msgpack.unpackb(msgpack.packb(ev, use_bin_type=True), raw=False)
+from tests.unit.test_task_events import event  # noqa: E402 - the one event builder
 
 
 def node(store: TE.TaskEventStore) -> types.SimpleNamespace:

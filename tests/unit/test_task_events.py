@@ -159,7 +159,7 @@ def test_100k_finished_tasks_fit_in_well_under_100_mb():
     n = 20_000
     batch = [
         ["f", tid(i), 1.0 + i, 2.0 + i, 1000 + i % 8, WORKER, "task", tid(i + n), [], [oid(i)]]
-        + [None, JOB, None, "f"]
+        + [None, JOB, None, "f", b""]
         for i in range(n)
     ]
     frames = [
