@@ -7,20 +7,7 @@ import types
 from raylite import dashboard
 from raylite import task_events as TE
 from raylite.dashboard import views
-
-WORKER = b"w" * 16
-JOB = b"\x01\0\0\0"
-
-
-def tid(i: int) -> bytes:
-    return i.to_bytes(16, "little")
-
-
-def oid(i: int) -> bytes:
-    return (i + 1_000_000).to_bytes(16, "little")
-
-
-from tests.unit.test_task_events import event  # noqa: E402 - the one event builder
+from tests.unit.test_task_events import event, oid, tid
 
 
 def node(store: TE.TaskEventStore) -> types.SimpleNamespace:
