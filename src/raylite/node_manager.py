@@ -24,6 +24,7 @@ import contextlib
 import gc
 import json
 import logging
+import mmap
 import os
 import shutil
 import signal
@@ -42,7 +43,7 @@ from .head_storage import open_storage
 from .object_ref import new_id
 from .object_store import ObjectStore
 from .task_events import StateViews, TaskEventStore, WorkerLogs
-from .transport import AsyncConnection, async_connect, async_handshake
+from .transport import AsyncConnection, async_connect, async_handshake, receive_stream
 
 log = logging.getLogger("raylite.node_manager")
 
@@ -77,15 +78,6 @@ class LeaseReq:
 
 
 @dataclass(eq=False)
-class Incoming:
-    """An object being pulled from another node into this node's store."""
-
-    fd: int
-    tmp: str
-    final: str
-
-
-@dataclass(eq=False)
 class Lease:
     lease_id: bytes
     shape: dict[str, int]
@@ -106,7 +98,6 @@ HEAD_REQUESTS = (
     P.GetNamedActor,
     P.RegisterJob,
 )
-PULL_CHUNK = 4 << 20  # bytes per ObjectChunk between node managers
 MAX_HOPS = 3  # a lease request is sent on (spillback) at most this many times
 BEAT_MIN_S = 0.02  # at most one early heartbeat per this many seconds
 
@@ -122,7 +113,7 @@ class Segment:
     owner: str
     spilled: bool = False
     mapped: int = 0  # read-only mappings processes hold (its memory cannot be reused)
-    copies: set[AsyncConnection] = field(default_factory=set)  # nodes that pulled a copy
+    copies: set[str] = field(default_factory=set)  # node managers that pulled a copy
 
 
 class NodeManager:
@@ -209,7 +200,6 @@ class NodeManager:
         self.spread_seq = 0
         self.nm_peers: dict[str, AsyncConnection] = {}  # other node managers, by address
         self.fetches: dict[bytes, asyncio.Future[Any]] = {}  # objects being pulled here
-        self.incoming: dict[bytes, Any] = {}  # object id -> [fd, path, received] while pulled
         self.started_at = 0.0
         self.stopping = False
         self.stopped: asyncio.Event | None = None
@@ -234,7 +224,6 @@ class NodeManager:
             P.ObjectMapped: self.on_object_mapped,
             P.ObjectUnmapped: self.on_object_unmapped,
             P.PullObject: self.on_pull_object,
-            P.ObjectChunk: self.on_object_chunk,
             P.FetchObject: self.on_fetch_object,
             P.KillActorWorker: self.on_kill_actor_worker,
             P.NodeDied: self.on_head_message,
@@ -909,9 +898,8 @@ class NodeManager:
     def free_segment(self, oid: bytes) -> None:
         seg = self.segments.pop(oid, None)
         if seg is not None:
-            for conn in seg.copies:  # other nodes pulled it: their copies go too
-                if not conn.closed:
-                    conn.send(P.FreeObject(oid))
+            for address in seg.copies:  # other nodes pulled it: their copies go too
+                self.spawn(self.tell_node(address, P.FreeObject(oid)))
             if seg.spilled:
                 self.spilled_bytes -= seg.size
             else:
@@ -1144,6 +1132,10 @@ class NodeManager:
     def on_kill_actor_worker(self, conn: AsyncConnection, msg: P.KillActorWorker, rid: int) -> None:
         self.kill_actor_worker(msg.actor_id)
 
+    async def tell_node(self, address: str, msg: Any) -> None:
+        with contextlib.suppress(ConnectionLost, OSError):
+            (await self.connect_nm(address)).send(msg)
+
     async def connect_nm(self, address: str) -> AsyncConnection:
         conn = self.nm_peers.get(address)
         if conn is None or conn.closed:
@@ -1154,42 +1146,36 @@ class NodeManager:
 
     # ------------------------------------------------------- objects across nodes
     def on_pull_object(self, conn: AsyncConnection, msg: P.PullObject, rid: int) -> None:
-        self.spawn(self.send_object(conn, msg.object_id, rid))
+        self.spawn(self.send_object(conn, msg, rid))
 
-    async def send_object(self, conn: AsyncConnection, oid: bytes, rid: int) -> None:
-        """Stream a segment to another node, one chunk in memory at a time."""
+    async def send_object(self, conn: AsyncConnection, msg: P.PullObject, rid: int) -> None:
+        """Send a segment raw with sendfile: no copy of it in this process's memory."""
+        oid = msg.object_id
         seg = self.segments.get(oid)
-        path = self.store.locate(oid)
-        if seg is None or path is None:
+        f = None
+        for _ in range(2):  # it may move to the spill dir between locate and open
+            path = self.store.locate(oid)
+            if seg is None or path is None:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                f = open(path, "rb")  # noqa: ASYNC230 - closed below; a local file
+                break
+        if f is None:
             conn.reply(rid, P.Failed(f"object {oid.hex()} is not on node {self.tcp_address}"))
             return
-        seg.copies.add(conn)
+        if msg.requester:
+            seg.copies.add(msg.requester)  # type: ignore[union-attr]
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # spilled or freed just now
-            path = self.store.locate(oid)
-            if path is None:
-                conn.reply(rid, P.Failed(f"object {oid.hex()} was freed"))
-                return
-            fd = os.open(path, os.O_RDONLY)
-        try:
-            total = os.fstat(fd).st_size
-            offset = 0
-            while offset < total and not conn.closed:
-                data = os.pread(fd, min(PULL_CHUNK, total - offset), offset)
-                conn.send(P.ObjectChunk(oid, offset, total, data))
-                offset += len(data)
-                await conn.writer.drain()
-        except (OSError, ConnectionError):
-            return
+            size = os.fstat(f.fileno()).st_size
+            conn.reply(rid, P.ObjectStream(oid, size))
+            await conn.writer.drain()
+            loop = asyncio.get_running_loop()
+            await loop.sendfile(conn.writer.transport, f, 0, size)
+        except (OSError, ConnectionError, RuntimeError) as exc:
+            log.warning("sending object %s failed: %s", oid.hex()[:12], exc)
         finally:
-            os.close(fd)
-        conn.reply(rid, P.Ok())
-
-    def on_object_chunk(self, conn: AsyncConnection, msg: P.ObjectChunk, rid: int) -> None:
-        inc = self.incoming.get(msg.object_id)
-        if inc is not None:
-            os.pwrite(inc.fd, msg.data, msg.offset)
+            f.close()
+            conn.close()  # one stream per connection
 
     def on_fetch_object(self, conn: AsyncConnection, msg: P.FetchObject, rid: int) -> None:
         self.spawn(self.fetch(conn, msg, rid))
@@ -1208,22 +1194,19 @@ class NodeManager:
         conn.reply(rid, P.Failed(error) if error else P.Ok())
 
     async def pull(self, msg: P.FetchObject, fut: asyncio.Future[Any]) -> None:
+        """Copy an object from the node that holds it into this node's store."""
         oid = msg.object_id
         error = ""
-        inc = None
+        tmp = ""
         try:
             where = await self.make_room(oid, msg.size, msg.owner)
             if isinstance(where, P.Failed):
                 error = where.reason
                 return
-            directory = where[0]
-            final = self.store.path(oid, directory)
+            final = self.store.path(oid, where[0])
             tmp = f"{final}.pull.tmp"
-            inc = Incoming(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), tmp, final)
-            os.ftruncate(inc.fd, msg.size)
-            self.incoming[oid] = inc
-            source = await self.connect_nm(msg.address)
-            reply = await source.request(P.PullObject(oid))
+            request = P.PullObject(oid, self.tcp_address)
+            reply = await asyncio.to_thread(self.receive_into, msg.address, request, tmp)
             if isinstance(reply, P.Failed):
                 error = reply.reason
             else:
@@ -1231,16 +1214,29 @@ class NodeManager:
         except (ConnectionLost, OSError) as exc:
             error = f"the node holding it ({msg.address}) is unreachable: {exc}"
         finally:
-            self.incoming.pop(oid, None)
-            if inc is not None:
-                os.close(inc.fd)
-                if error:
-                    with contextlib.suppress(OSError):
-                        os.unlink(inc.tmp)
             if error:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
                 self.free_segment(oid)
             self.fetches.pop(oid, None)
             fut.set_result(error)
+
+    def receive_into(self, address: str, request: P.PullObject, path: str) -> Any:
+        """(In a thread.) The raw stream, received into a mapping of a new segment file."""
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
+        maps: list[mmap.mmap] = []
+
+        def into(size: int) -> memoryview:
+            os.ftruncate(fd, size)
+            maps.append(mmap.mmap(fd, size) if size else mmap.mmap(-1, 1))
+            return memoryview(maps[0])
+
+        try:
+            return receive_stream(address, self.token, request, into, self.node_timeout_s)
+        finally:
+            for mm in maps:
+                mm.close()
+            os.close(fd)
 
     def on_task_events(self, conn: AsyncConnection, msg: P.TaskEvents, rid: int) -> None:
         if self.head is None and self.cluster:

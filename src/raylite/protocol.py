@@ -408,17 +408,17 @@ class NodeDied:
 
 @_msg(106)
 class PullObject:
-    """Node manager -> the node manager holding an object: send it to me in chunks."""
+    """Node manager -> the node manager holding an object, on a connection of its own:
+    answer ObjectStream, then the segment's bytes raw, then close."""
 
     object_id: bytes
+    requester: str  # the puller's node manager: told when the object is freed
 
 
 @_msg(107)
-class ObjectChunk:
+class ObjectStream:
     object_id: bytes
-    offset: int
-    total: int
-    data: bytes
+    size: int  # this many raw bytes follow the frame
 
 
 @_msg(108)

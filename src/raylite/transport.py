@@ -21,12 +21,13 @@ import hmac
 import itertools
 import logging
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
-from .protocol import FrameReader, decode, encode
+from .protocol import PROTOCOL_VERSION, FrameReader, decode, encode
 
 log = logging.getLogger("raylite.transport")
 
@@ -396,6 +397,46 @@ async def async_handshake(
         return False
     writer.write(_ACK)
     return True
+
+
+def receive_stream(
+    address: str, token: bytes, request: Any, into: Callable[[int], memoryview], timeout: float
+) -> Any:
+    """Ask for a raw stream on a connection of its own and write it straight into memory.
+
+    The data plane between node managers: `request` goes out as a frame; the answer is
+    a frame (ObjectStream with the size, or Failed), then `size` raw bytes, which are
+    received with recv_into into `into(size)` (a mapping of the destination file), with
+    no copy in between. Returns the answer frame. Blocking: run it in a thread.
+    """
+    family, addr = parse_address(address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(addr)
+        sock.sendall(MAGIC + token)
+        if _recv_exact(sock, 1) != _ACK:
+            raise AuthenticationError(f"{address} refused the cluster token")
+        sock.sendall(encode(request, 1))
+        length, version = struct.unpack("<IB", _recv_exact(sock, 5))
+        if version != PROTOCOL_VERSION or length > 1 << 20:
+            raise ProtocolError(f"bad stream header from {address}")
+        answer, _ = decode(_recv_exact(sock, length))
+        size = getattr(answer, "size", None)
+        if not isinstance(size, int):
+            return answer
+        view = into(size)
+        got = 0
+        while got < size:
+            n = sock.recv_into(view[got:], min(size - got, 1 << 24))
+            if n == 0:
+                raise ConnectionLost(f"{address} closed the stream at {got} of {size} bytes")
+            got += n
+        return answer
+    except OSError as exc:
+        raise ConnectionLost(f"stream from {address} failed: {exc}") from exc
+    finally:
+        sock.close()
 
 
 async def async_connect(address: str, token: bytes, wait_s: float = 10.0) -> AsyncConnection:

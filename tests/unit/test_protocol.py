@@ -108,6 +108,7 @@ def test_every_message_type_has_a_receiver():
         P.StoreStats,
         P.NamedActor,
         P.LeaseSpillback,
+        P.ObjectStream,
         P.NodeRegistered,
         P.ClusterView,
         P.NodeStatus,
