@@ -32,6 +32,7 @@ Reference counting (Ray's ownership protocol, simplified):
 from __future__ import annotations
 
 import collections
+import contextvars
 import heapq
 import itertools
 import logging
@@ -67,6 +68,9 @@ from .transport import Connection, Listener
 log = logging.getLogger("raylite")
 
 PENDING = None  # entry.kind while the value is not there yet
+_CURRENT_TASK: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "raylite_current_task", default=None
+)
 
 
 class _Dep:
@@ -293,8 +297,9 @@ class CoreWorker(_object_ref._Hooks):
         self._peer_lock = threading.Lock()
         self.closed = False
         self.timers = _Timers()
-        # Execution context, set by the worker loop around each task.
-        self.current_task_id: bytes | None = None
+        # Execution context, set by the worker loop around each task. The task id is
+        # per thread and per asyncio task (a context variable): threaded and async
+        # actors run several calls at once.
         self.current_actor_id: bytes | None = None
         self.current_gpu_ids: list[int] = []
         self.current_task_name: str | None = None
@@ -331,6 +336,14 @@ class CoreWorker(_object_ref._Hooks):
         self._unmapped: collections.deque[bytes] = collections.deque()
         _object_ref.set_hooks(self)
         self.timers.call_later(0.1, self._release_loop)
+
+    @property
+    def current_task_id(self) -> bytes | None:
+        return _CURRENT_TASK.get()
+
+    @current_task_id.setter
+    def current_task_id(self, task_id: bytes | None) -> None:
+        _CURRENT_TASK.set(task_id)
 
     def _release_loop(self) -> None:
         """Free what dropped refs released even while the program makes no calls."""

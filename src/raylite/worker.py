@@ -237,6 +237,7 @@ class Worker:
     async def _run_async(self, conn: Any, msg: P.PushTask, rid: int) -> None:
         start = time.time()
         self.active[msg.task_id] = (msg, start)
+        self.cw.current_task_id = msg.task_id  # this asyncio task's own context
         try:
             fn, args, kwargs = self._resolve(msg)
             async with self.semaphore:

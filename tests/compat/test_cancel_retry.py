@@ -110,7 +110,9 @@ def test_other_exceptions_are_not_retried(ray_start, tmp_path):
 def child_until_interrupted(marker_dir, seconds):
     open(os.path.join(marker_dir, "child-started"), "w").close()
     try:
-        time.sleep(seconds)
+        # Short sleeps: Ray interrupts a task between bytecodes, not inside one long sleep.
+        for _ in range(int(seconds / 0.01)):
+            time.sleep(0.01)
     except KeyboardInterrupt:
         open(os.path.join(marker_dir, "child-interrupted"), "w").close()
         raise

@@ -106,3 +106,35 @@ def test_threaded_actor_runs_calls_in_parallel(ray_start):
 def test_bad_max_concurrency_is_refused(ray_start):
     with pytest.raises((ValueError, TypeError)):
         Threaded.options(max_concurrency=0).remote()
+
+
+@ray.remote
+class CallIds:
+    async def async_ids(self, delay):
+        first = ray.get_runtime_context().get_task_id()
+        await asyncio.sleep(delay)
+        return first, ray.get_runtime_context().get_task_id()
+
+
+@ray.remote(max_concurrency=4)
+class ThreadedIds:
+    def ids(self, delay):
+        first = ray.get_runtime_context().get_task_id()
+        time.sleep(delay)
+        return first, ray.get_runtime_context().get_task_id()
+
+
+def _distinct_and_stable(pairs):
+    assert all(first is not None and first == last for first, last in pairs), pairs
+    assert len({first for first, _ in pairs}) == len(pairs)
+
+
+def test_task_id_is_each_calls_own_in_an_async_actor(ray_start):
+    a = CallIds.remote()
+    # The later calls finish first: each must still see its own task id.
+    _distinct_and_stable(ray.get([a.async_ids.remote(0.3 - 0.03 * i) for i in range(8)]))
+
+
+def test_task_id_is_each_calls_own_in_a_threaded_actor(ray_start):
+    t = ThreadedIds.remote()
+    _distinct_and_stable(ray.get([t.ids.remote(0.3 - 0.05 * i) for i in range(4)]))
