@@ -282,18 +282,25 @@ class Head:
         if rec.conn is not None:
             rec.conn.close()
 
-    def broadcast(self, msg: Any, *, skip: AsyncConnection | None = None) -> None:
-        """Send to every live node manager, this one included (through a call)."""
+    def broadcast(
+        self, msg: Any, *, skip: AsyncConnection | None = None, local: bool = True
+    ) -> None:
+        """Send to every live node manager, this one included (through a call) unless
+        `local` is False: news that came from this node was told here already."""
         for rec in self.nodes.values():
             if rec.alive and rec.conn is not None and rec.conn is not skip and not rec.conn.closed:
                 rec.conn.send(msg)
-        self.nm.on_head_event(msg)
+        if local:
+            self.nm.on_head_event(msg)
 
     def on_client_died(self, conn: AsyncConnection, msg: P.ClientDied, rid: int) -> None:
-        self.broadcast(msg, skip=conn)
+        self.broadcast(msg, skip=conn, local=conn is not None)
 
     def on_log_lines(self, conn: AsyncConnection, msg: P.LogLines, rid: int) -> None:
-        self.broadcast(msg, skip=conn)
+        if conn is not None and msg.pid:  # another node's worker: keep it for `raylite logs`
+            for stream, text in msg.lines:
+                self.nm.worker_logs.add(msg.pid, stream, text.rstrip("\n"))
+        self.broadcast(msg, skip=conn, local=conn is not None)
 
     def on_register_job(self, conn: AsyncConnection, msg: P.RegisterJob, rid: int) -> None:
         conn.reply(rid, P.JobRegistered(self.new_job()))

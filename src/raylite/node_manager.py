@@ -215,7 +215,7 @@ class NodeManager:
             P.GetTimeline: self.on_task_query,
             P.ListState: self.on_list_state,
             P.SummarizeTasks: self.on_task_query,
-            P.GetLogs: self.state_views.on_get_logs,
+            P.GetLogs: self.on_get_logs,
             P.ShutdownNode: self.on_shutdown,
             P.ReserveObject: self.on_reserve_object,
             P.FreeObject: self.on_free_object,
@@ -460,17 +460,17 @@ class NodeManager:
             rest = rec.partial.pop(stream, "")
             if rest:
                 self.worker_logs.add(rec.pid, stream, rest)
-                self.forward_logs([[stream, rest + "\n"]])
+                self.forward_logs([[stream, rest + "\n"]], rec.pid)
             return
         text = rec.partial.get(stream, "") + data.decode("utf-8", "replace")
         head, sep, tail = text.rpartition("\n")
         rec.partial[stream] = tail
         if sep:
             self.worker_logs.add(rec.pid, stream, head)
-            self.forward_logs([[stream, head + "\n"]])
+            self.forward_logs([[stream, head + "\n"]], rec.pid)
 
-    def forward_logs(self, lines: list[list[Any]]) -> None:
-        msg = P.LogLines(lines)
+    def forward_logs(self, lines: list[list[Any]], pid: int = 0) -> None:
+        msg = P.LogLines(lines, pid)
         for conn in self.drivers:
             conn.send(msg)
         if self.cluster:  # drivers on other nodes see it too
@@ -1254,6 +1254,12 @@ class NodeManager:
             self.state_views.on_summarize_tasks(conn, msg, rid)
         else:
             self.on_get_timeline(conn, msg, rid)
+
+    def on_get_logs(self, conn: AsyncConnection, msg: P.GetLogs, rid: int) -> None:
+        if self.head is None and self.cluster:  # the head keeps every node's output
+            self.forward_to_head(conn, msg, rid)
+        else:
+            self.state_views.on_get_logs(conn, msg, rid)
 
     def on_list_state(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
         if msg.kind in ("tasks", "actors", "nodes"):  # cluster-wide, at the head

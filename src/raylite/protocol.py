@@ -234,6 +234,7 @@ class FlushEvents:
 @_msg(34)
 class LogLines:
     lines: list[list[Any]]  # [stream ("out"|"err"), text]
+    pid: int = 0  # the worker that printed them (the head keeps every node's recent output)
 
 
 @_msg(35)

@@ -487,7 +487,8 @@ class StateViews:
             return
         lines, nxt = self.logs.get(pid, msg.after, msg.tail)
         rec = self.nm.by_pid.get(pid)
-        alive = rec is not None and rec.state != "dead"
+        # Another node's worker (the head keeps their output): alive as far as we know.
+        alive = rec.state != "dead" if rec is not None else pid in self.logs.rings
         conn.reply(rid, P.Logs(pid, lines, nxt, alive))
 
     def _log_pid(self, msg: P.GetLogs) -> tuple[int, bool]:

@@ -138,25 +138,40 @@ def test_objects_move_between_nodes_and_to_the_driver(cluster):
     assert out["s2"] == 3_000_000
 
 
-def test_output_of_tasks_on_other_nodes_reaches_the_driver(cluster):
+def test_output_of_tasks_on_any_node_reaches_the_driver_once_and_raylite_logs(cluster):
     _three(cluster)
     out = cluster.driver(
         "h1",
         """
         ray.init(address="auto")
 
-        @ray.remote(resources={"h3": 1})
+        @ray.remote
         def hello():
             print("hello from", os.environ["TESTNET_HOST"], flush=True)
-            return 1
+            return os.getpid()
 
-        ray.get(hello.remote())
+        pids = {h: ray.get(hello.options(resources={h: 1}).remote()) for h in ("h1", "h3")}
         time.sleep(1.0)  # output is relayed asynchronously; the driver exits after
-        print(json.dumps({"ok": True}))
+        print(json.dumps({"pids": pids}))
         ray.shutdown()
         """,
     )
-    assert "hello from h3" in out["_stdout"]
+    assert out["_stdout"].count("hello from h3") == 1
+    assert out["_stdout"].count("hello from h1") == 1  # the head's own workers too: once
+    # `raylite logs` on any node shows any node's worker output (the head keeps it).
+    r = tn(
+        "exec",
+        "h2",
+        sys.executable,
+        "-m",
+        "raylite.cli",
+        "logs",
+        "--pid",
+        str(out["pids"]["h3"]),
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "hello from h3" in r.stdout
 
 
 def test_killed_node_is_marked_dead_and_its_tasks_and_actors_move(cluster):
