@@ -599,3 +599,38 @@ def test_task_listings_and_timeline_cover_every_node(cluster):
     rows = [row for row in json.loads(r.stdout) if row["name"] == "pinned"]
     assert {row["node_id"] for row in rows} == set(out["nodes"])  # both nodes, from h3
     assert all(row["state"] == "FINISHED" for row in rows)
+
+
+def test_dashboard_shows_every_nodes_store_and_objects(cluster):
+    _three(cluster)
+    out = cluster.driver(
+        "h1",
+        """
+        import http.cookiejar, urllib.request
+        import numpy as np
+        from raylite import dashboard, local_nodes
+        ray.init(address="auto")
+
+        @ray.remote(resources={"h3": 1})
+        def big():
+            return np.ones(500_000)  # 4 MB: in h3's store
+
+        ref = big.remote()
+        ray.wait([ref])
+        node = local_nodes.find_local_node("auto")
+        base = node["dashboard_url"]
+        login = dashboard.login_url(base, local_nodes.read_token(node["token_file"]))
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        opener.open(login, timeout=10).read()
+        objects = json.loads(opener.open(base + "/api/objects?limit=1000", timeout=10).read())
+        nodes = json.loads(opener.open(base + "/api/cluster", timeout=10).read())["nodes"]
+        h3 = ray.get(ray.remote(lambda: ray.get_runtime_context().get_node_id())
+                     .options(resources={"h3": 1}).remote())
+        print(json.dumps({"on": [r["node_id"] for r in objects["rows"] if r["object_id"] == ref.hex()],
+                          "h3": h3, "reported": sum(1 for n in nodes if n["store"])}))
+        ray.shutdown()
+        """,
+    )
+    assert out["on"] == [out["h3"]]  # the object, on the node that holds it
+    assert out["reported"] == 3  # every node's store use, not only the head's

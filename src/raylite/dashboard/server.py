@@ -170,7 +170,12 @@ def make_app(nm: Any) -> web.Application:
             raise web.HTTPBadRequest(text=f"{name} must be a number (unix seconds)")
 
     async def api_cluster(request: web.Request) -> web.Response:
-        return _json(views.cluster(nm))
+        data = views.cluster(nm)
+        stores = await views.other_stores(nm)
+        for node in data["nodes"]:
+            if node["store"] is None and node["node_id"] in stores:
+                node["store"] = stores[node["node_id"]].stats
+        return _json(data)
 
     async def api_tasks(request: web.Request) -> web.Response:
         return _json(
@@ -200,7 +205,12 @@ def make_app(nm: Any) -> web.Application:
 
     async def api_objects(request: web.Request) -> web.Response:
         sort = "size" if request.query.get("sort") == "size" else "recent"
-        return _json(views.objects(nm, sort=sort, limit=q(request, "limit", 100, views.MAX_LIMIT)))
+        limit = q(request, "limit", 100, views.MAX_LIMIT)
+        return _json(
+            views.merge_objects(
+                views.objects(nm, sort, limit), await views.other_stores(nm), sort, limit
+            )
+        )
 
     async def api_workers(request: web.Request) -> web.Response:
         return _json(views.workers(nm, limit=q(request, "limit", views.MAX_WORKERS, 5000)))

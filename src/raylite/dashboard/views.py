@@ -13,6 +13,7 @@ the same with 100 recorded tasks as with 100,000.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import os
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .. import protocol as P
 from .. import task_events as TE
 from ..config import RESOURCE_UNIT
 
@@ -77,7 +79,7 @@ def cluster(nm: Any) -> dict[str, Any]:
                 "total": total,
                 "used": used if r["alive"] else {},
                 "pending": len(r["pending"]),
-                "store": _store(nm) if own else None,  # other nodes do not report theirs
+                "store": _store(nm) if own else None,  # others': the server asks them
                 "workers": sum(1 for w in nm.workers.values() if w.state != "dead")
                 if own
                 else None,
@@ -305,7 +307,66 @@ def objects(nm: Any, sort: str = "recent", limit: int = 100) -> dict[str, Any]:
                 "copies": len(seg.copies),
             }
         )
-    return {"rows": rows, "store": _store(nm), "total": len(segments), "sort": sort}
+    return {
+        "rows": rows,
+        "store": _store(nm),
+        "total": len(segments),
+        "sort": sort,
+        "node_id": nm.node_id.hex(),
+    }
+
+
+async def other_stores(nm: Any, wait_s: float = 2.0) -> dict[str, Any]:
+    """Each other live node's StoreStats, by node id hex (those that answer in time)."""
+    head = nm.head
+    if head is None:
+        return {}
+
+    async def one(rec: Any) -> tuple[str, Any] | None:
+        try:
+            conn = await nm.connect_nm(rec.address)
+            reply = await asyncio.wait_for(conn.request(P.GetStoreStats()), wait_s)
+        except Exception:  # unreachable or gone: shown as not reported
+            return None
+        return (rec.node_id.hex(), reply) if isinstance(reply, P.StoreStats) else None
+
+    others = [r for r in head.nodes.values() if r.alive and r.address and r.node_id != nm.node_id]
+    found = await asyncio.gather(*(one(r) for r in others))
+    return dict(x for x in found if x is not None)
+
+
+STORE_SUMS = ("used_bytes", "capacity_bytes", "spilled_bytes", "num_objects", "spilled_objects",
+              "restored_objects")  # fmt: skip
+
+
+def merge_objects(
+    local: dict[str, Any], stores: dict[str, Any], sort: str, limit: int
+) -> dict[str, Any]:
+    """The head's objects and every other node's, one table, the store totals summed."""
+    rows = [{**r, "node_id": local.get("node_id", "")} for r in local["rows"]]
+    total = local["total"]
+    store = dict(local["store"])
+    for node_hex, reply in stores.items():
+        clients = reply.stats.get("clients", {})
+        for o in reply.objects:
+            rows.append(
+                {
+                    "object_id": o["object_id"],
+                    "size": o["size"],
+                    "owner": f"pid={clients.get(o['owner'], '?')}",
+                    "owner_pid": o.get("owner_pid", 0),
+                    "spilled": o["spilled"],
+                    "readers": "",
+                    "copies": "",
+                    "node_id": node_hex,
+                }
+            )
+        total += reply.stats.get("num_objects", 0)
+        for key in STORE_SUMS:
+            store[key] = store.get(key, 0) + reply.stats.get(key, 0)
+    if sort == "size":
+        rows.sort(key=lambda r: r["size"], reverse=True)
+    return {"rows": rows[:limit], "store": store, "total": total, "sort": sort}
 
 
 # ----------------------------------------------------------------- workers, logs

@@ -194,6 +194,7 @@ async function renderObjects() {
     card("read back from disk", d.store.restored_objects));
   fill(document.querySelector("#object-rows tbody"), d.rows.map((o) =>
     el("tr", {}, el("td", { class: "mono" }, o.object_id), el("td", {}, bytes(o.size)),
+      el("td", { class: "mono" }, short(o.node_id || "")),
       el("td", {}, o.owner), el("td", {}, o.spilled ? "yes" : "no"), el("td", {}, o.readers),
       el("td", {}, o.copies))));
 }
