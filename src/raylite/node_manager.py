@@ -48,6 +48,21 @@ from .transport import AsyncConnection, async_connect, async_handshake, receive_
 log = logging.getLogger("raylite.node_manager")
 
 
+class _Capture:
+    """Stands for a connection: the reply to a request answered in this process."""
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.closed = False
+
+    def reply(self, rid: int, msg: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(msg)
+
+    def send(self, msg: Any) -> None:
+        pass
+
+
 @dataclass(eq=False)
 class WorkerRec:
     worker_id: bytes
@@ -1264,8 +1279,36 @@ class NodeManager:
     def on_list_state(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
         if msg.kind in ("tasks", "actors", "nodes"):  # cluster-wide, at the head
             self.on_task_query(conn, msg, rid)
-        else:  # this node's own workers and store
+        elif msg.local or not self.cluster:  # this node's own workers and store
             self.state_views.on_list_state(conn, msg, rid)
+        else:
+            self.spawn(self.list_everywhere(conn, msg, rid))
+
+    async def list_everywhere(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
+        """Objects or workers of every live node: each answers for its own, merged here."""
+        mine: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        local = P.ListState(msg.kind, msg.filters, msg.limit, True)
+        self.state_views.on_list_state(_Capture(mine), local, 1)
+
+        async def ask(address: str) -> Any:
+            try:
+                peer = await self.connect_nm(address)
+                return await asyncio.wait_for(peer.request(local), 5.0)
+            except (ConnectionLost, OSError, TimeoutError):
+                return None  # gone or cut off: its rows are missing, not the listing
+
+        others = [n.address for n in self.other_nodes() if n.address]
+        replies = [await mine, *await asyncio.gather(*(ask(a) for a in others))]
+        if isinstance(replies[0], P.Failed):
+            conn.reply(rid, replies[0])
+            return
+        rows: list[Any] = []
+        total = 0
+        for reply in replies:
+            if isinstance(reply, P.StateList):
+                rows.extend(reply.rows)
+                total += reply.total
+        conn.reply(rid, P.StateList(rows[: msg.limit], total))
 
     def on_get_timeline(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         self.spawn(self.timeline(conn, rid))

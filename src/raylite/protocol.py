@@ -457,6 +457,7 @@ class ListState:
     kind: str  # "tasks" | "actors" | "objects" | "nodes" | "workers"
     filters: list[list[Any]]  # [column, "=" | "!=", value]; strings compare case-insensitively
     limit: int
+    local: bool = False  # objects, workers: this node's only (else every node's, merged)
 
 
 @_msg(91)

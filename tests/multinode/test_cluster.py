@@ -599,6 +599,23 @@ def test_task_listings_and_timeline_cover_every_node(cluster):
     rows = [row for row in json.loads(r.stdout) if row["name"] == "pinned"]
     assert {row["node_id"] for row in rows} == set(out["nodes"])  # both nodes, from h3
     assert all(row["state"] == "FINISHED" for row in rows)
+    # Workers (node-local tables) are listed from every node too.
+    r = tn(
+        "exec",
+        "h2",
+        sys.executable,
+        "-m",
+        "raylite.cli",
+        "list",
+        "workers",
+        "--format",
+        "json",
+        "--limit",
+        "1000",
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert set(out["nodes"]) <= {row["node_id"] for row in json.loads(r.stdout)}
 
 
 def test_dashboard_shows_every_nodes_store_and_objects(cluster):
