@@ -126,6 +126,8 @@ class TaskSpec:
     failed: bool = False
     strategy: Any = None  # scheduling_strategy as sent to node managers
     rebuildable: bool = False  # no refs in its arguments: rerunning it rebuilds its value
+    pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
+    submitted: float = 0.0  # time.time() at submission
 
 
 class Lease:
@@ -289,6 +291,8 @@ class CoreWorker(_object_ref._Hooks):
         self._collecting = threading.local()
         self._ref_lock = threading.Lock()
         self._released: collections.deque[bytes] = collections.deque()
+        self._events: collections.deque[list[Any]] = collections.deque()  # owner task events
+        self._events_scheduled = False
         self._completion = itertools.count(1)
         self.classes: dict[tuple[tuple[str, int], ...], SchedulingClass] = {}
         self.leases: dict[bytes, Lease] = {}
@@ -996,6 +1000,8 @@ class CoreWorker(_object_ref._Hooks):
         spec.rebuildable = (
             actor_id is None and num_returns == 1 and max_retries != 0 and not spec.arg_refs
         )
+        spec.submitted = time.time()
+        self._task_event(spec, None)
         with self.lock:
             for oid in return_ids:
                 self.objects[oid] = ObjectEntry()
@@ -1054,8 +1060,36 @@ class CoreWorker(_object_ref._Hooks):
             if spec.failed:
                 return
             spec.failed = True
+        if not spec.pushed:  # no worker will report it: we say how it ended
+            from .task_events import error_info
+
+            self._task_event(spec, time.time(), error_info(error_blob))
         for oid in spec.return_ids:
             self._complete(oid, P.ERROR, error_blob)
+
+    def _task_event(self, spec: TaskSpec, end: float | None, error: Any = None) -> None:
+        """An owner's task event (task_events' fields): submitted (end None), or ended
+        here without a worker. Batched and sent like the workers' events."""
+        kind = (
+            "actor_creation"
+            if spec.actor_creation
+            else ("actor_task" if spec.actor_id is not None else "task")
+        )
+        self._events.append(
+            [spec.name, spec.task_id, spec.submitted, end, 0, b"", kind, self.current_task_id,
+             [], spec.return_ids, spec.actor_id, self.job_id, error, spec.name, self.node_id]
+        )  # fmt: skip
+        if not self._events_scheduled:
+            self._events_scheduled = True
+            self.timers.call_later(CONFIG.event_flush_s, self._flush_events)
+
+    def _flush_events(self) -> None:
+        self._events_scheduled = False
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        if events and not self.closed:
+            self._send_nm(P.TaskEvents(events))
 
     def _release_held(self, spec: TaskSpec) -> None:
         if spec.return_ids:
@@ -1216,6 +1250,7 @@ class CoreWorker(_object_ref._Hooks):
     def _push(self, lease: Lease, spec: TaskSpec) -> None:
         lease.busy = spec
         spec.lease = lease
+        spec.pushed = True
         try:
             conn = self.peer(lease.address)
             conn.request_async(
@@ -1460,6 +1495,7 @@ class CoreWorker(_object_ref._Hooks):
             try:
                 conn = self.peer(lease.address)
                 msg = self._push_message(conn, spec, lease.gpu_ids)
+                spec.pushed = True
                 conn.request_async(msg, lambda reply: self._actor_created(client, spec, reply))
             except ConnectionLost:
                 self._actor_created(client, spec, None)
@@ -1610,6 +1646,7 @@ class CoreWorker(_object_ref._Hooks):
                     try:
                         client.inflight.append(spec)
                         spec.incarnation = client.incarnation
+                        spec.pushed = True
                         conn.request_async(
                             self._push_message(conn, spec, []),
                             lambda reply, spec=spec: self._actor_task_done(client, spec, reply),

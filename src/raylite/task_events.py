@@ -69,7 +69,8 @@ _EMPTY: tuple[()] = ()
 
 def _state(rec: list[Any]) -> str:
     if rec[END] is None:
-        return RUNNING
+        # No worker yet (an owner's event at submission): waiting for one.
+        return RUNNING if rec[PID] else PENDING_NODE_ASSIGNMENT
     return FINISHED if rec[ERROR] is None else FAILED
 
 
@@ -154,6 +155,8 @@ class TaskEventStore:
         self.capacity = max(int(capacity), 1)
         self.node_id = node_id
         self.active: dict[bytes, list[Any]] = {}  # task id -> RUNNING record
+        # Submitted, not started (owners report these): at most `capacity`, oldest go first.
+        self.pending: collections.OrderedDict[bytes, list[Any]] = collections.OrderedDict()
         self.done: collections.OrderedDict[bytes, list[Any]] = collections.OrderedDict()
         self.attempts: dict[bytes, int] = {}  # task id -> attempt number, where > 0
         # (func_or_class_name, type) -> state -> count: the summary, never evicted.
@@ -170,6 +173,19 @@ class TaskEventStore:
     def _add(self, ev: list[Any]) -> None:
         tid = ev[TASK_ID]
         state = _state(ev)
+        if state == PENDING_NODE_ASSIGNMENT:
+            if tid in self.pending or tid in self.active or tid in self.done:
+                return  # it started already: the owner's word came late
+            self._share(ev)
+            self._count(ev, state, 1)
+            self.pending[tid] = ev
+            while len(self.pending) > self.capacity:
+                _, gone = self.pending.popitem(last=False)
+                self._count(gone, PENDING_NODE_ASSIGNMENT, -1)
+            return
+        was_pending = self.pending.pop(tid, None)
+        if was_pending is not None:
+            self._count(was_pending, PENDING_NODE_ASSIGNMENT, -1)
         table: dict[bytes, list[Any]] = self.active
         old = table.get(tid)
         if old is None:
@@ -230,8 +246,9 @@ class TaskEventStore:
 
     # ----------------------------------------------------------------- queries
     def _records(self) -> Iterable[list[Any]]:
-        """Running first, then finished, newest first."""
+        """Running first, then waiting, then finished, newest first."""
         yield from list(self.active.values())
+        yield from reversed(list(self.pending.values()))
         yield from reversed(list(self.done.values()))
 
     def get_field(self, rec: list[Any], key: str) -> Any:

@@ -442,3 +442,36 @@ def test_progress_returns_the_values_and_draws_a_bar(ray_start):
     with pytest.raises(ray.exceptions.GetTimeoutError):
         progress([stuck], timeout=0.3, file=io.StringIO())
     ray.cancel(stuck, force=True)
+
+
+@raylite_only
+@pytest.mark.timeout(60)
+def test_cli_lists_tasks_that_wait_for_a_worker(ray_start, tmp_path):
+    """Owners report what they submitted: another process sees tasks not yet started."""
+    gate = tmp_path / "gate"
+    name = _unique("queued")
+    blockers = [gated_task.remote(str(gate)) for _ in range(2)]  # both CPUs busy
+    queued = [add_one.options(name=name).remote(i) for i in range(3)]
+
+    def listed():
+        return json.loads(cli("list", "tasks", "--name", name, "--format", "json").stdout)
+
+    try:
+        wait_for(
+            lambda: (
+                (rows := listed())
+                and len(rows) == 3
+                and all(r["state"] == "PENDING_NODE_ASSIGNMENT" for r in rows)
+            ),
+            timeout=30,
+            message=lambda: f"the queued tasks listed as waiting: {listed()}",
+        )
+    finally:
+        gate.touch()
+    assert sorted(ray.get(queued)) == [1, 2, 3]
+    ray.get(blockers)
+    wait_for_tasks(
+        name,
+        lambda ts: len(ts) == 3 and all(t.state == "FINISHED" for t in ts),
+        "the queued tasks finished",
+    )

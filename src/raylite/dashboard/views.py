@@ -153,10 +153,12 @@ def task_row(te: TE.TaskEventStore, rec: list[Any]) -> dict[str, Any]:
 
 
 def _newest_first(te: TE.TaskEventStore, state: str) -> Iterator[list[Any]]:
-    """Running records first, then finished ones newest first (no copies of the tables)."""
+    """Running records first, then waiting, then finished ones newest first."""
     if state in ("", TE.RUNNING):
         yield from list(te.active.values())  # small: one per busy worker
-    if state != TE.RUNNING:
+    if state in ("", TE.PENDING_NODE_ASSIGNMENT):
+        yield from reversed(list(te.pending.values()))
+    if state not in (TE.RUNNING, TE.PENDING_NODE_ASSIGNMENT):
         yield from reversed(te.done.values())
 
 
@@ -194,7 +196,7 @@ def tasks(
         "matching": matching,
         "offset": offset,
         "limit": limit,
-        "recorded": len(te.active) + len(te.done),
+        "recorded": len(te.active) + len(te.pending) + len(te.done),
         "evicted": te.evicted,
     }
 
@@ -205,7 +207,7 @@ def task(nm: Any, task_id: str) -> dict[str, Any] | None:
         tid = bytes.fromhex(task_id)
     except ValueError:
         return None
-    rec = te.active.get(tid) or te.done.get(tid)
+    rec = te.active.get(tid) or te.pending.get(tid) or te.done.get(tid)
     return task_row(te, rec) if rec is not None else None
 
 

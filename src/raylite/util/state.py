@@ -222,11 +222,16 @@ def task_rows(
     own = [r for r in own if TE.matches(r.get, checked)]
     # Ask for more than `limit`: a task of ours the node already saw is listed there.
     reply = _list("tasks", address, checked, limit + len(own), timeout)
-    known = {r["task_id"] for r in reply.rows}
-    own = [r for r in own if r["task_id"] not in known]
-    running = [r for r in reply.rows if r["state"] == TE.RUNNING]
-    others = [r for r in reply.rows if r["state"] != TE.RUNNING]
-    return (running + own + others)[:limit], reply.total + len(own)
+    # The node knows a task we submitted as waiting (owners report submissions); we
+    # know better which wait it is. Once a worker has reported it, the node knows best.
+    started = {r["task_id"] for r in reply.rows if r["state"] != TE.PENDING_NODE_ASSIGNMENT}
+    own = [r for r in own if r["task_id"] not in started]
+    mine = {r["task_id"] for r in own}
+    node_rows = [r for r in reply.rows if r["task_id"] not in mine]
+    running = [r for r in node_rows if r["state"] == TE.RUNNING]
+    others = [r for r in node_rows if r["state"] != TE.RUNNING]
+    total = reply.total + len(own) - (len(reply.rows) - len(node_rows))
+    return (running + own + others)[:limit], total
 
 
 def _pending_rows(cw: Any) -> list[dict[str, Any]]:
