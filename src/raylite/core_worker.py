@@ -68,6 +68,7 @@ from .transport import Connection, Listener
 log = logging.getLogger("raylite")
 
 PENDING = None  # entry.kind while the value is not there yet
+MAX_PENDING_EVENTS = 1000  # waiting tasks an owner reports per flush period
 _CURRENT_TASK: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
     "raylite_current_task", default=None
 )
@@ -128,6 +129,7 @@ class TaskSpec:
     rebuildable: bool = False  # no refs in its arguments: rerunning it rebuilds its value
     pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
     submitted: float = 0.0  # time.time() at submission
+    parent: bytes | None = None  # the task that submitted it
 
 
 class Lease:
@@ -291,7 +293,9 @@ class CoreWorker(_object_ref._Hooks):
         self._collecting = threading.local()
         self._ref_lock = threading.Lock()
         self._released: collections.deque[bytes] = collections.deque()
-        self._events: collections.deque[list[Any]] = collections.deque()  # owner task events
+        # Owner task events: TaskSpecs submitted (reported if they still wait at the next
+        # flush) and events of tasks that ended here without a worker.
+        self._events: collections.deque[Any] = collections.deque()
         self._events_scheduled = False
         self._completion = itertools.count(1)
         self.classes: dict[tuple[tuple[str, int], ...], SchedulingClass] = {}
@@ -1001,7 +1005,9 @@ class CoreWorker(_object_ref._Hooks):
             actor_id is None and num_returns == 1 and max_retries != 0 and not spec.arg_refs
         )
         spec.submitted = time.time()
-        self._task_event(spec, None)
+        spec.parent = self.current_task_id
+        self._events.append(spec)  # reported at the next flush if it still waits
+        self._schedule_events()
         with self.lock:
             for oid in return_ids:
                 self.objects[oid] = ObjectEntry()
@@ -1063,31 +1069,43 @@ class CoreWorker(_object_ref._Hooks):
         if not spec.pushed:  # no worker will report it: we say how it ended
             from .task_events import error_info
 
-            self._task_event(spec, time.time(), error_info(error_blob))
+            self._events.append(self._event_of(spec, time.time(), error_info(error_blob)))
+            self._schedule_events()
         for oid in spec.return_ids:
             self._complete(oid, P.ERROR, error_blob)
 
-    def _task_event(self, spec: TaskSpec, end: float | None, error: Any = None) -> None:
-        """An owner's task event (task_events' fields): submitted (end None), or ended
-        here without a worker. Batched and sent like the workers' events."""
+    def _event_of(self, spec: TaskSpec, end: float | None, error: Any = None) -> list[Any]:
+        """An owner's task event (task_events' fields, no worker): waiting (end None), or
+        ended here without a worker."""
         kind = (
             "actor_creation"
             if spec.actor_creation
             else ("actor_task" if spec.actor_id is not None else "task")
         )
-        self._events.append(
-            [spec.name, spec.task_id, spec.submitted, end, 0, b"", kind, self.current_task_id,
-             [], spec.return_ids, spec.actor_id, self.job_id, error, spec.name, self.node_id]
-        )  # fmt: skip
+        return [spec.name, spec.task_id, spec.submitted, end, 0, b"", kind, spec.parent,
+                [], spec.return_ids, spec.actor_id, self.job_id, error, spec.name, self.node_id]  # fmt: skip
+
+    def _schedule_events(self) -> None:
         if not self._events_scheduled:
             self._events_scheduled = True
             self.timers.call_later(CONFIG.event_flush_s, self._flush_events)
 
     def _flush_events(self) -> None:
+        """Send what ended here, and the submitted tasks that still wait for a worker.
+
+        Only those that waited a whole flush period are reported, at most
+        MAX_PENDING_EVENTS a period: a task that starts at once costs one append.
+        """
         self._events_scheduled = False
         events = []
+        waiting = 0
         while self._events:
-            events.append(self._events.popleft())
+            item = self._events.popleft()
+            if isinstance(item, list):
+                events.append(item)
+            elif not item.pushed and not item.failed and waiting < MAX_PENDING_EVENTS:
+                waiting += 1
+                events.append(self._event_of(item, None))
         if events and not self.closed:
             self._send_nm(P.TaskEvents(events))
 
