@@ -342,11 +342,29 @@ WORKERS = {
 }
 
 
-def run_worker(workload: str, engine: str, quick: bool) -> int:
+@dataclass(frozen=True)
+class Suite:
+    """One bench_<area>.py: its metrics, its workloads (run each in a fresh engine
+    process), and how it presents itself. `suite_main` is every such script's main."""
+
+    name: str  # "core", "store", "actors": the report's name
+    script: str  # the file the worker subprocesses run
+    description: str
+    metrics: list[Any]
+    workers: dict[str, Any]  # workload -> fn(engine, quick) that emits its metrics
+    timeouts: dict[str, int]  # workload -> seconds (default 180)
+    quick_help: str = "shorter runs"
+
+    @property
+    def workloads(self) -> list[str]:
+        return list(dict.fromkeys(m.workload for m in self.metrics))
+
+
+def run_worker(suite: Suite, workload: str, engine: str, quick: bool) -> int:
     try:
         version = getattr(importlib.import_module(engine), "__version__", None)
         print(RESULT_PREFIX + json.dumps({"version": version}), flush=True)
-        WORKERS[workload](engine, quick)
+        suite.workers[workload](engine, quick)
     except BaseException as exc:
         print(
             RESULT_PREFIX
@@ -398,13 +416,15 @@ def find_ray_python(ray_python: str, wait_s: float, poll_s: float = 30.0) -> str
         time.sleep(poll_s)
 
 
-def run_workload(python: str, engine: str, workload: str, quick: bool) -> dict[str, Any]:
+def run_workload(
+    suite: Suite, python: str, engine: str, workload: str, quick: bool
+) -> dict[str, Any]:
     """One fresh engine process for one workload; returns {"version", "error", metric: (v, d)}."""
-    cmd = [python, str(Path(__file__).resolve()), "--worker", workload, "--engine", engine]
+    cmd = [python, str(Path(suite.script).resolve()), "--worker", workload, "--engine", engine]
     if quick:
         cmd.append("--quick")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
-    timeout = WORKER_TIMEOUT_S.get(workload, 180)
+    timeout = suite.timeouts.get(workload, 180)
     # Its own session, so a hung engine's whole process group can be killed.
     proc = subprocess.Popen(
         cmd,
@@ -444,6 +464,7 @@ def summarize(detail: dict[str, Any]) -> str:
 
 
 def measure_engine(
+    suite: Suite,
     engine: str,
     python: str | None,
     workloads: list[str],
@@ -458,7 +479,7 @@ def measure_engine(
     info[engine] = {"python": python, "version": None, "errors": {}}
     log(f"[{engine}] measuring with {python}")
     for workload in workloads:
-        result = run_workload(python, engine, workload, quick)
+        result = run_workload(suite, python, engine, workload, quick)
         info[engine]["version"] = info[engine]["version"] or result["version"]
         for metric, (value, detail) in result["metrics"].items():
             values[metric][engine] = (value, detail)
@@ -469,13 +490,15 @@ def measure_engine(
             log(f"[{engine}] {workload} FAILED:\n{result['error']}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="raylite core speed and memory, vs Ray")
+def suite_main(suite: Suite, argv: list[str] | None = None) -> int:
+    """The command line of every bench_<area>.py (and its worker subprocesses)."""
+    metrics_all, workloads = suite.metrics, suite.workloads
+    parser = argparse.ArgumentParser(description=suite.description)
     parser.add_argument("--engine", choices=["raylite", "ray", "both"], default="both")
     parser.add_argument(
-        "--only", help=f"comma-separated workloads or metric names: {', '.join(WORKLOADS)}"
+        "--only", help=f"comma-separated workloads or metric names: {', '.join(workloads)}"
     )
-    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--quick", action="store_true", help=suite.quick_help)
     parser.add_argument("--out", help="also write all results, with details, to this JSON file")
     parser.add_argument(
         "--ray-python", default=DEFAULT_RAY_PYTHON, help="interpreter that imports ray"
@@ -483,25 +506,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ray-wait", type=float, default=1200.0, help="seconds to wait for --ray-python"
     )
-    parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=workloads, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
         if args.engine not in ENGINES:
             parser.error("--worker needs --engine raylite or ray")
-        return run_worker(args.worker, args.engine, args.quick)
+        return run_worker(suite, args.worker, args.engine, args.quick)
 
-    metrics = METRICS
+    metrics = metrics_all
     if args.only:
         wanted = {w.strip() for w in args.only.split(",") if w.strip()}
-        unknown = wanted - {m.name for m in METRICS} - set(WORKLOADS)
+        unknown = wanted - {m.name for m in metrics_all} - set(workloads)
         if unknown:
-            parser.error(f"unknown --only {sorted(unknown)}; choose from {WORKLOADS}")
-        metrics = [m for m in METRICS if m.name in wanted or m.workload in wanted]
-    workloads = list(dict.fromkeys(m.workload for m in metrics))
+            parser.error(f"unknown --only {sorted(unknown)}; choose from {workloads}")
+        metrics = [m for m in metrics_all if m.name in wanted or m.workload in wanted]
+    chosen = list(dict.fromkeys(m.workload for m in metrics))
     engines = ENGINES if args.engine == "both" else (args.engine,)
 
-    values: dict[str, dict[str, Any]] = {m.name: {} for m in METRICS}
+    values: dict[str, dict[str, Any]] = {m.name: {} for m in metrics_all}
     info: dict[str, Any] = {}
     started = _dt.datetime.now().astimezone()
     for engine in engines:  # one after the other, never concurrently
@@ -509,9 +532,23 @@ def main(argv: list[str] | None = None) -> int:
             python = find_raylite_python()
         else:
             python = find_ray_python(args.ray_python, args.ray_wait)
-        measure_engine(engine, python, workloads, args.quick, values, info)
+        measure_engine(suite, engine, python, chosen, args.quick, values, info)
 
-    return report("core", metrics, values, info, started, args)
+    return report(suite.name, metrics, values, info, started, args)
+
+
+CORE = Suite(
+    "core",
+    __file__,
+    "raylite core speed and memory, vs Ray",
+    METRICS,
+    WORKERS,
+    WORKER_TIMEOUT_S,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return suite_main(CORE, argv)
 
 
 def report(

@@ -34,16 +34,10 @@ ratio is always raylite / ray; a metric without a target (memcpy) has met null.
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import importlib
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,137 +234,19 @@ def work_spill(engine: str, quick: bool) -> None:
 WORKERS = {"put": work_put, "get": work_get, "small": work_small, "spill": work_spill}
 
 
-def run_worker(workload: str, engine: str, quick: bool) -> int:
-    try:
-        version = getattr(importlib.import_module(engine), "__version__", None)
-        print(RESULT_PREFIX + json.dumps({"version": version}), flush=True)
-        WORKERS[workload](engine, quick)
-    except BaseException as exc:
-        print(
-            RESULT_PREFIX
-            + json.dumps(
-                {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-            ),
-            flush=True,
-        )
-        return 1
-    return 0
-
-
-# ---------------------------------------------------------------------------
-# Orchestrator side
-# ---------------------------------------------------------------------------
-
-
-def run_workload(python: str, engine: str, workload: str, quick: bool) -> dict[str, Any]:
-    """One fresh engine process for one workload; returns {"version", "error", "metrics"}."""
-    cmd = [python, str(Path(__file__).resolve()), "--worker", workload, "--engine", engine]
-    if quick:
-        cmd.append("--quick")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
-    timeout = WORKER_TIMEOUT_S.get(workload, 180)
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,  # so a hung engine's whole process group can be killed
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
-        stdout, stderr = proc.communicate()
-        stderr += f"\n[bench] worker timed out after {timeout} s and was killed"
-    out: dict[str, Any] = {"metrics": {}, "version": None, "error": None}
-    for line in stdout.splitlines():
-        if not line.startswith(RESULT_PREFIX):
-            continue
-        record = json.loads(line[len(RESULT_PREFIX) :])
-        if "metric" in record:
-            out["metrics"][record["metric"]] = (record["value"], record["detail"])
-        elif "error" in record:
-            out["error"] = record["traceback"].rstrip()
-        elif "version" in record:
-            out["version"] = record["version"]
-    if out["error"] is None and (proc.returncode != 0 or not out["metrics"]):
-        out["error"] = f"worker exited {proc.returncode}; stderr tail:\n{stderr[-3000:]}"
-    return out
-
-
-def measure_engine(
-    engine: str,
-    python: str | None,
-    workloads: list[str],
-    quick: bool,
-    values: dict[str, dict[str, Any]],
-    info: dict[str, Any],
-) -> None:
-    if python is None:
-        info[engine] = {"python": None, "error": f"{engine} not found"}
-        log(f"[{engine}] not available: its figures are null")
-        return
-    info[engine] = {"python": python, "version": None, "errors": {}}
-    log(f"[{engine}] measuring with {python}")
-    for workload in workloads:
-        result = run_workload(python, engine, workload, quick)
-        info[engine]["version"] = info[engine]["version"] or result["version"]
-        for metric, (value, detail) in result["metrics"].items():
-            values[metric][engine] = (value, detail)
-            shown = "null" if value is None else f"{value:.4g}"
-            log(f"[{engine}] {metric} = {shown}  {core.summarize(detail)}")
-        if result["error"]:
-            info[engine]["errors"][workload] = result["error"]
-            log(f"[{engine}] {workload} FAILED:\n{result['error']}")
+SUITE = core.Suite(
+    "store",
+    __file__,
+    "raylite object store speed, vs Ray",
+    METRICS,
+    WORKERS,
+    WORKER_TIMEOUT_S,
+    "shorter runs (0.5 GiB spill)",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="raylite object store speed, vs Ray")
-    parser.add_argument("--engine", choices=["raylite", "ray", "both"], default="both")
-    parser.add_argument(
-        "--only", help=f"comma-separated workloads or metric names: {', '.join(WORKLOADS)}"
-    )
-    parser.add_argument("--quick", action="store_true", help="shorter runs (0.5 GiB spill)")
-    parser.add_argument("--out", help="also write all results, with details, to this JSON file")
-    parser.add_argument(
-        "--ray-python", default=core.DEFAULT_RAY_PYTHON, help="interpreter that imports ray"
-    )
-    parser.add_argument(
-        "--ray-wait", type=float, default=1200.0, help="seconds to wait for --ray-python"
-    )
-    parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.worker:
-        if args.engine not in ENGINES:
-            parser.error("--worker needs --engine raylite or ray")
-        return run_worker(args.worker, args.engine, args.quick)
-
-    metrics = METRICS
-    if args.only:
-        wanted = {w.strip() for w in args.only.split(",") if w.strip()}
-        unknown = wanted - {m.name for m in METRICS} - set(WORKLOADS)
-        if unknown:
-            parser.error(f"unknown --only {sorted(unknown)}; choose from {WORKLOADS}")
-        metrics = [m for m in METRICS if m.name in wanted or m.workload in wanted]
-    workloads = list(dict.fromkeys(m.workload for m in metrics))
-    engines = ENGINES if args.engine == "both" else (args.engine,)
-
-    values: dict[str, dict[str, Any]] = {m.name: {} for m in METRICS}
-    info: dict[str, Any] = {}
-    started = _dt.datetime.now().astimezone()
-    for engine in engines:  # one after the other, never concurrently
-        if engine == "raylite":
-            python = core.find_raylite_python()
-        else:
-            python = core.find_ray_python(args.ray_python, args.ray_wait)
-        measure_engine(engine, python, workloads, args.quick, values, info)
-
-    return core.report("store", metrics, values, info, started, args)
+    return core.suite_main(SUITE, argv)
 
 
 if __name__ == "__main__":
