@@ -260,6 +260,10 @@ class Worker:
         end: float,
     ) -> None:
         """Reply to the owner and record the task event."""
+        # The task's arguments are gone: say so before the owner hears the task ended
+        # and frees them, so the store can reuse their memory at once (a worker that
+        # stays idle would otherwise keep them pinned until its next task).
+        self.cw._process_released()
         try:
             conn.reply(rid, P.TaskDone(msg.task_id, returns, start, end, self.pid))
         except Exception:

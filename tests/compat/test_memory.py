@@ -462,6 +462,24 @@ def test_freed_object_leaves_list_and_store(ray_start):
 
 
 @raylite_only
+def test_idle_worker_lets_go_of_its_argument_so_the_memory_is_reused(ray_start):
+    @ray.remote
+    def first(array):
+        return int(array[0])
+
+    ref = ray.put(filled(53))
+    assert ray.get(first.remote(ref)) == 53
+    before = store_stats()["recycled_bytes"]
+    del ref  # the worker is idle now: nothing else runs on it
+    gc.collect()
+    wait_for(
+        lambda: store_stats()["recycled_bytes"] >= before + ARRAY_BYTES,
+        timeout=FREE_WAIT_S,
+        message=lambda: f"the freed argument's memory to be kept for reuse: {store_stats()}",
+    )
+
+
+@raylite_only
 def test_nested_ref_is_listed_as_contained_in_outer(ray_start):
     inner = ray.put(filled(53))
     outer = ray.put([inner])

@@ -125,9 +125,26 @@ def test_objects_move_between_nodes_and_to_the_driver(cluster):
         local = ray.get(ref)  # the driver on h1 pulls it too
         put_ref = ray.put(np.ones(3_000_000))
         s2, _ = ray.get(total.remote(put_ref))  # a driver's object, pulled by h3
+        local_ok, readonly = bool(local[-1] == n - 1), not local.flags.writeable
+        del ref, local
+
+        @ray.remote(resources={"h3": 1})
+        def recycled(at_least):  # h3 keeps the freed 64 MB copy's memory for the next pull
+            from raylite.util.state import store_stats
+            deadline = time.monotonic() + 20
+            while store_stats()["recycled_bytes"] < at_least and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return store_stats()["recycled_bytes"]
+
+        before = ray.get(recycled.remote(8 * n))
+        m = 7_000_000  # smaller: pulled into the recycled file, which must shrink to fit
+        ref2 = make.remote(m)
+        s3, _ = ray.get(total.remote(ref2))
+        after = ray.get(recycled.remote(0))
         print(json.dumps({"sum": s, "host": host, "expect": n * (n - 1) // 2,
-                          "local_ok": bool(local[-1] == n - 1), "readonly": not local.flags.writeable,
-                          "s2": s2}))
+                          "local_ok": local_ok, "readonly": readonly, "s2": s2,
+                          "s3": s3, "expect3": m * (m - 1) // 2, "before": before,
+                          "after": after}))
         ray.shutdown()
         """,
     )
@@ -136,6 +153,9 @@ def test_objects_move_between_nodes_and_to_the_driver(cluster):
     assert out["local_ok"]
     assert out["readonly"]
     assert out["s2"] == 3_000_000
+    assert out["before"] >= 64_000_000, "the freed copy on h3 was not kept for reuse"
+    assert out["s3"] == out["expect3"]
+    assert out["after"] < out["before"], "the second pull did not go into the recycled memory"
 
 
 def test_output_of_tasks_on_any_node_reaches_the_driver_once_and_raylite_logs(cluster):
