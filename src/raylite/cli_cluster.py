@@ -219,7 +219,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         "started": time.time(),
         "dashboard_url": dashboard.read_url(session_dir),
     }
-    local_nodes.write_node(info)
+    info["file"] = local_nodes.write_node(info)
     hostport = tcp_address[4:]
     if head is None:
         print(f"raylite head started at {hostport} (pid {proc.pid}).")
@@ -245,8 +245,11 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    proc.wait()
-    return proc.returncode or 0
+    code = proc.wait()
+    # The node ended on its own (killed, or its head refused it): say so, and clean up.
+    local_nodes.remove_dirs(info)
+    print(f"raylite: the node (pid {proc.pid}) exited with status {code}.", file=sys.stderr)
+    return code or 1
 
 
 def _absolute_storage(url: str) -> str:

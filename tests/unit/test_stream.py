@@ -74,7 +74,8 @@ def test_the_whole_stream_lands_in_the_file(path, tmp_path):
     address, thread, _ = _holder("all")
     answer, data = _receive(address, tmp_path)
     thread.join(5)
-    assert isinstance(answer, P.ObjectStream) and answer.size == len(DATA)
+    assert isinstance(answer, P.ObjectStream)
+    assert answer.size == len(DATA)
     assert data == DATA
 
 
