@@ -68,6 +68,7 @@ from .transport import Connection, Listener
 log = logging.getLogger("raylite")
 
 PENDING = None  # entry.kind while the value is not there yet
+RELEASED = -1  # entry.kind once nothing refers to the value but a kept lineage needs its recipe
 MAX_PENDING_EVENTS = 1000  # waiting tasks an owner reports per flush period
 _CURRENT_TASK: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
     "raylite_current_task", default=None
@@ -89,7 +90,17 @@ _DEP = _Dep()
 class ObjectEntry:
     """An object this process owns."""
 
-    __slots__ = ("borrowers", "contains", "data", "held", "kind", "lineage", "seq", "waiters")
+    __slots__ = (
+        "borrowers",
+        "contains",
+        "data",
+        "held",
+        "kind",
+        "lineage",
+        "lineage_refs",
+        "seq",
+        "waiters",
+    )
 
     def __init__(self) -> None:
         self.kind: int | None = PENDING
@@ -100,6 +111,7 @@ class ObjectEntry:
         self.borrowers: dict[str, int] = {}  # borrower address -> registrations
         self.contains: list[ObjectRef] = []  # refs pickled inside this value
         self.lineage: TaskSpec | None = None  # the task to rerun if the value is lost
+        self.lineage_refs = 0  # kept lineages that read this object: its recipe must stay
 
 
 @dataclass(eq=False)
@@ -126,7 +138,9 @@ class TaskSpec:
     lease: Any = None  # the lease it was pushed on, while it runs
     failed: bool = False
     strategy: Any = None  # scheduling_strategy as sent to node managers
-    rebuildable: bool = False  # no refs in its arguments: rerunning it rebuilds its value
+    rebuildable: bool = False  # rerunning it rebuilds its value (see submit_task)
+    dep_ids: list[tuple[Any, bytes]] = field(default_factory=list)  # (position, id) of ref args
+    lineage_pinned: bool = False  # counted in its arguments' lineage_refs
     pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
     submitted: float = 0.0  # time.time() at submission
     parent: bytes | None = None  # the task that submitted it
@@ -501,25 +515,118 @@ class CoreWorker(_object_ref._Hooks):
     def _object_lost(self, oid: bytes, why: str) -> None:
         """The only copy of an owned object is gone: rerun the task that made it, or fail."""
         with self.lock:
-            entry = self.objects.get(oid)
-            if entry is None or entry.kind != P.IN_STORE:
-                return
-            spec = entry.lineage
-            if spec is not None and spec.max_retries != 0 and not self.closed:
-                if spec.max_retries > 0:
-                    spec.max_retries -= 1
-                entry.kind, entry.data, entry.lineage = PENDING, None, None
-                spec.failed, spec.cancelled, spec.deps, spec.unresolved = False, False, [], 0
-                self.running[oid] = spec
+            spec = self._take_lineage(oid, why)
+            if spec is not None:
                 log.info("rebuilding object %s: %s", oid.hex()[:12], why)
-                self._enqueue(spec)
+                self._resubmit(spec)
+        self._complete_waiters(oid)
+
+    def _take_lineage(self, oid: bytes, why: str) -> TaskSpec | None:
+        """Mark a lost (or released) owned object PENDING and return the task that will
+        rebuild it; if it cannot be rebuilt, it becomes ObjectLostError (lock held)."""
+        entry = self.objects.get(oid)
+        if entry is None or entry.kind not in (P.IN_STORE, RELEASED):
+            return None
+        spec = entry.lineage
+        if spec is not None and spec.max_retries != 0 and not self.closed:
+            if spec.max_retries > 0:
+                spec.max_retries -= 1
+            entry.kind, entry.data, entry.lineage = PENDING, None, None
+            return spec
+        err = ObjectLostError(
+            oid.hex(),
+            f"Object {oid.hex()} is lost: {why}, and it cannot be rebuilt "
+            "(it was put(), made by an actor, its task has no retries left, or an "
+            "argument of that task cannot be had again).",
+        )
+        entry.kind, entry.data = P.ERROR, dumps_inline(err)
+        if spec is not None:
+            entry.lineage = None
+            for dep in self._unpin_lineage(spec):
+                self._maybe_free(dep)
+        return None
+
+    def _resubmit(self, spec: TaskSpec) -> None:
+        """Run a task again, resolving its ref arguments anew (lock held).
+
+        An argument whose value was released is rebuilt first, from its own lineage,
+        and so on up the chain (a work list, not recursion: chains can be long); one
+        whose entry is gone fails the task with ObjectLostError.
+        """
+        work = [spec]
+        while work:
+            spec = work.pop()
+            spec.failed, spec.cancelled, spec.deps = False, False, []
+            spec.unresolved = len(spec.dep_ids) + 1
+            if spec.return_ids:
+                self.running[spec.return_ids[0]] = spec
+            for position, dep in spec.dep_ids:
+                entry = self.objects.get(dep)
+                if entry is not None and entry.kind == RELEASED:
+                    upstream = self._take_lineage(dep, "a task that read it is being rebuilt")
+                    if upstream is not None:
+                        work.append(upstream)
+                ref = ObjectRef(dep, self.address, _count=False)
+                self._when_ready(ref, self._dep_callback(spec, position, ref))
+            self._dep_resolved(spec)
+
+    def _lost_argument(self, spec: TaskSpec, reply: P.TaskDone) -> bytes | None:
+        """The id of a ref argument the worker could not fetch (lost), if that is why
+        the task failed."""
+        if not spec.dep_ids or not reply.returns or reply.returns[0][1] != P.ERROR:
+            return None
+        try:
+            err = loads_inline(reply.returns[0][2])
+        except Exception:
+            return None
+        cause = getattr(err, "cause", err)
+        if not isinstance(cause, ObjectLostError) or isinstance(cause, OwnerDiedError):
+            return None
+        return {dep.hex(): dep for _, dep in spec.dep_ids}.get(cause.object_ref_hex)
+
+    def _rebuild_argument(self, spec: TaskSpec, lost: bytes) -> bool:
+        """A task failed because an argument we own was lost: rebuild that argument
+        and run the task again, if both can be. The owner may hear of the dead node
+        only after the worker found the copy gone."""
+        with self.lock:
+            entry = self.objects.get(lost)
+            lineage = entry.lineage if entry is not None else None
+            if (
+                entry is None
+                or entry.kind != P.IN_STORE
+                or lineage is None
+                or lineage.max_retries == 0
+                or spec.max_retries == 0
+                or spec.cancelled
+                or self.closed
+            ):
+                return False
+            if spec.max_retries > 0:
+                spec.max_retries -= 1
+            self._object_lost(lost, "the task reading it could not fetch it")
+            old_held, spec.held = spec.held, []
+            self._resubmit(spec)  # holds its arguments anew before the old holds go
+            for oid in old_held:
+                held = self.objects.get(oid)
+                if held is not None:
+                    held.held -= 1
+                    if not held.held:
+                        self._maybe_free(oid)
+        return True
+
+    def _complete_waiters(self, oid: bytes) -> None:
+        """Run the waiters of an entry that just became final outside _complete."""
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None or entry.kind is PENDING:
                 return
-            err = ObjectLostError(
-                oid.hex(),
-                f"Object {oid.hex()} is lost: {why}, and it cannot be rebuilt "
-                "(it was put(), made by an actor, or its task has no retries left).",
-            )
-            entry.kind, entry.data = P.ERROR, dumps_inline(err)
+            waiters, entry.waiters = entry.waiters, []
+            kind, data = entry.kind, entry.data
+        for cb in waiters:
+            try:
+                cb(kind, data)
+            except Exception:
+                log.exception("object waiter failed")
 
     def _drop_borrower(self, address: str) -> None:
         """A borrower died: its borrows will never be returned."""
@@ -562,16 +669,59 @@ class CoreWorker(_object_ref._Hooks):
                         self._maybe_free(oid)
 
     def _maybe_free(self, oid: bytes) -> None:
-        """Free an owned object nothing refers to any more (lock held)."""
-        if oid in self.local_refs:
+        """Free an owned object nothing refers to any more (lock held).
+
+        If a kept lineage still reads it, only its value goes (RELEASED): the task
+        that made it stays, to rebuild it should that lineage ever be rerun.
+        """
+        todo = [oid]
+        while todo:
+            oid = todo.pop()
+            if oid in self.local_refs:
+                continue
+            entry = self.objects.get(oid)
+            if entry is None or entry.kind is PENDING:
+                continue
+            if entry.held or entry.waiters or entry.borrowers:
+                continue
+            if entry.lineage_refs:
+                if entry.kind == P.IN_STORE and entry.lineage is not None:
+                    self._free_segment(oid, entry.data)
+                    entry.kind, entry.data = RELEASED, None
+                    entry.contains = []
+                if entry.kind != P.IN_STORE:
+                    continue  # released, or a small value kept as it is
+            del self.objects[oid]
+            if entry.kind == P.IN_STORE:
+                self._free_segment(oid, entry.data)
+            entry.contains = []  # their __del__ queues them on _released
+            if entry.lineage is not None:
+                todo.extend(self._unpin_lineage(entry.lineage))
+                entry.lineage = None
+
+    def _pin_lineage(self, spec: TaskSpec) -> None:
+        """A kept lineage holds its arguments' recipes (lock held)."""
+        if spec.lineage_pinned:
             return
-        entry = self.objects.get(oid)
-        if entry is None or entry.kind is PENDING or entry.held or entry.waiters or entry.borrowers:
-            return
-        del self.objects[oid]
-        if entry.kind == P.IN_STORE:
-            self._free_segment(oid, entry.data)
-        entry.contains = []  # their __del__ queues them on _released
+        spec.lineage_pinned = True
+        for _, dep in spec.dep_ids:
+            entry = self.objects.get(dep)
+            if entry is not None:
+                entry.lineage_refs += 1
+
+    def _unpin_lineage(self, spec: TaskSpec) -> list[bytes]:
+        """Drop a lineage's hold on its arguments; returns those that may go now."""
+        if not spec.lineage_pinned:
+            return []
+        spec.lineage_pinned = False
+        freed = []
+        for _, dep in spec.dep_ids:
+            entry = self.objects.get(dep)
+            if entry is not None and entry.lineage_refs > 0:
+                entry.lineage_refs -= 1
+                if not entry.lineage_refs:
+                    freed.append(dep)
+        return freed
 
     def _free_segment(self, oid: bytes, data: Any) -> None:
         """Tell the node that holds an object's segment to free it (and its copies)."""
@@ -660,6 +810,9 @@ class CoreWorker(_object_ref._Hooks):
                 entry.waiters.append(answer)
                 return
             kind, data = entry.kind, entry.data
+        if kind == RELEASED:
+            err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was freed by its owner.")
+            kind, data = P.ERROR, dumps_inline(err)
         answer(kind, data)
 
     # ----------------------------------------------------------------- objects
@@ -1001,8 +1154,16 @@ class CoreWorker(_object_ref._Hooks):
             strategy=strategy,
         )
         deps = self._prepare(spec, args, kwargs, name)
+        spec.dep_ids = [(position, ref.id) for position, ref in deps]
+        # Lineage: a task can be rerun to rebuild its value if its arguments can be had
+        # again: plain values, or top-level refs this process owns (which are rebuilt
+        # first if they are lost too). Refs nested in arguments, or borrowed, cannot.
         spec.rebuildable = (
-            actor_id is None and num_returns == 1 and max_retries != 0 and not spec.arg_refs
+            actor_id is None
+            and num_returns == 1
+            and max_retries != 0
+            and len(spec.arg_refs) == len(deps)
+            and all(ref.owner == self.address for _, ref in deps)
         )
         spec.submitted = time.time()
         spec.parent = self.current_task_id
@@ -1066,6 +1227,8 @@ class CoreWorker(_object_ref._Hooks):
             if spec.failed:
                 return
             spec.failed = True
+            for dep in self._unpin_lineage(spec):  # a rebuild that failed for good
+                self._maybe_free(dep)
         if not spec.pushed:  # no worker will report it: we say how it ended
             from .task_events import error_info
 
@@ -1341,13 +1504,24 @@ class CoreWorker(_object_ref._Hooks):
                 self._enqueue(spec)
                 self._after_task(lease)
             return
+        lost = self._lost_argument(spec, reply)
+        if lost is not None and self._rebuild_argument(spec, lost):
+            with self.lock:
+                lease.busy = None
+                self._after_task(lease)
+            return
         for oid, kind, data, contained in reply.returns:
             self._complete(oid, kind, data, contained)
-        if spec.rebuildable and reply.returns and reply.returns[0][1] == P.IN_STORE:
+        if spec.rebuildable and reply.returns:
             with self.lock:  # lineage: kept while the object lives
                 entry = self.objects.get(reply.returns[0][0])
-                if entry is not None and entry.kind == P.IN_STORE:
-                    entry.lineage = spec
+                if reply.returns[0][1] == P.IN_STORE and entry is not None:
+                    if entry.kind == P.IN_STORE:
+                        entry.lineage = spec
+                        self._pin_lineage(spec)
+                else:
+                    for dep in self._unpin_lineage(spec):
+                        self._maybe_free(dep)
         with self.lock:
             self._release_held(spec)
             lease.busy = None

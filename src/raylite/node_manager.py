@@ -793,6 +793,12 @@ class NodeManager:
         """
         assert self.spill_lock is not None
         async with self.spill_lock:
+            old = self.segments.pop(oid, None)
+            if old is not None:  # stored again (rebuilt by lineage): count it once
+                if old.spilled:
+                    self.spilled_bytes -= old.size
+                else:
+                    self.used_bytes -= old.size
             room = self.spill_room()
             if size > self.capacity + room:
                 return P.Failed(

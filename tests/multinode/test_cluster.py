@@ -472,18 +472,27 @@ def test_object_lost_with_its_node_is_rebuilt_by_lineage(cluster):
         def make():
             return np.full(1_000_000, 7.0), os.environ["TESTNET_HOST"]
 
+        @ray.remote(max_retries=2)
+        def plus(pair, k):
+            return pair[0] + k, os.environ["TESTNET_HOST"]
+
         @ray.remote(resources={"h3": 0.1})
         class Holder:
             def make(self):
                 return np.full(1_000_000, 1.0)
 
         h3 = ray.get(node_id.options(resources={"h3": 0.1}).remote())
-        ref = make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(h3, soft=True)).remote()
+        on_h3 = NodeAffinitySchedulingStrategy(h3, soft=True)
+        ref = make.options(scheduling_strategy=on_h3).remote()
         from_actor = Holder.remote().make.remote()
-        ray.wait([ref, from_actor], num_returns=2)  # both stored on h3 only: not fetched
+        base = make.options(scheduling_strategy=on_h3).remote()
+        chained = plus.options(scheduling_strategy=on_h3).remote(base, 1.0)
+        ray.wait([ref, from_actor, chained], num_returns=3)  # all on h3 only: not fetched
+        del base  # released: only its recipe stays, for chained
         print("READY", flush=True)
         sys.stdin.readline()  # h3 is dead now
         value, host = ray.get(ref, timeout=60)
+        chained_value, chained_host = ray.get(chained, timeout=60)
         try:
             ray.get(from_actor, timeout=60)
             lost = ""
@@ -491,7 +500,9 @@ def test_object_lost_with_its_node_is_rebuilt_by_lineage(cluster):
             lost = type(exc).__name__
         except ray.exceptions.RayActorError as exc:
             lost = type(exc).__name__
-        print(json.dumps({"sum": float(value.sum()), "host": host, "lost": lost}), flush=True)
+        print(json.dumps({"sum": float(value.sum()), "host": host, "lost": lost,
+                          "chained": float(chained_value.sum()), "chained_host": chained_host}),
+              flush=True)
         ray.shutdown()
         """
     proc = _background_driver("h1", prog)
@@ -502,6 +513,8 @@ def test_object_lost_with_its_node_is_rebuilt_by_lineage(cluster):
     out = _finish(proc)
     assert out["sum"] == 7_000_000.0  # rerun elsewhere: soft affinity lets it move
     assert out["host"] in ("h1", "h2")
+    assert out["chained"] == 8_000_000.0  # its released argument was rebuilt first
+    assert out["chained_host"] in ("h1", "h2")
     assert out["lost"] in ("ObjectLostError", "OwnerDiedError", "ActorDiedError")
 
 

@@ -463,7 +463,8 @@ def _object_rows(cw: Any) -> list[dict[str, Any]]:
     segments = {o["object_id"]: o for o in reply.objects}
     rows = []
     with cw.lock:
-        owned = list(cw.objects.items())
+        # RELEASED entries keep only a recipe (lineage) for other objects: no value
+        owned = [(o, e) for o, e in cw.objects.items() if e.kind != core_worker.RELEASED]
         contained: dict[bytes, list[str]] = {}
         for outer_id, outer in owned:
             for ref in outer.contains:
