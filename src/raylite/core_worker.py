@@ -1672,7 +1672,11 @@ class CoreWorker(_object_ref._Hooks):
         self._schedule_actor_creation(client.creation_spec, client)
 
     def _schedule_actor_creation(self, spec: TaskSpec, client: ActorClient) -> None:
+        first = client.creation_spec is None
         client.creation_spec = spec
+        options = spec.actor_options or {}
+        if first and options.get("detached") and client.restarts_left and self.node_tcp:
+            self._register_detached(spec, client)
         key = tuple(sorted(spec.shape.items()))
         sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
 
@@ -1699,6 +1703,31 @@ class CoreWorker(_object_ref._Hooks):
         with self.lock:
             detached = bool((spec.actor_options or {}).get("detached"))
             self._request_lease(sc, actor_id=client.actor_id, on_grant=on_grant, detached=detached)
+
+    def _register_detached(self, spec: TaskSpec, client: ActorClient) -> None:
+        """Leave with the head what it takes to restart this detached actor after we are
+        gone (detached.py): possible only if its constructor's arguments are all inline."""
+        if any(dep[1] != P.INLINE for dep in spec.deps):
+            self._send_nm(P.RegisterDetached(client.actor_id, self.address, [], spec.shape))
+            return
+        blob = spec.function_blob() if spec.function_blob is not None else None
+        push = [
+            spec.task_id,
+            spec.name,
+            spec.function_id,
+            blob,
+            spec.args_blob,
+            spec.deps,
+            spec.return_ids,
+            self.address,
+            spec.actor_id,
+            True,
+            [],
+            self.job_id,
+            None,
+            spec.actor_options,
+        ]
+        self._send_nm(P.RegisterDetached(client.actor_id, self.address, push, spec.shape))
 
     def _actor_created(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         if isinstance(reply, P.TaskDone):

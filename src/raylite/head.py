@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from . import detached
 from . import protocol as P
 from .head_storage import HeadStorage
 from .scheduling import NodeView
@@ -79,6 +80,9 @@ class ActorRec:
     methods: dict[str, int] = field(default_factory=dict)
     node_id: bytes = b""
     restarts: int = 0  # times its process died and its owner was to restart it
+    owner: str = ""  # a detached actor's owner (RegisterDetached)
+    owner_gone: bool = False  # then the head restarts it (detached.py)
+    restart: dict[str, Any] | None = None  # {"push": creation task fields, "shape": ...}
 
     def row(self) -> dict[str, Any]:
         return {
@@ -93,6 +97,9 @@ class ActorRec:
             "methods": self.methods,
             "node_id": self.node_id,
             "restarts": self.restarts,
+            "owner": self.owner,
+            "owner_gone": self.owner_gone,
+            "restart": self.restart,
         }
 
 
@@ -126,6 +133,7 @@ class Head:
             P.RegisterActorName: self.on_register_name,
             P.GetNamedActor: self.on_get_named,
             P.ClientDied: self.on_client_died,
+            P.RegisterDetached: self.on_register_detached,
             P.LogLines: self.on_log_lines,
         }
         self.load()
@@ -166,6 +174,9 @@ class Head:
                 methods=row["methods"],
                 node_id=row["node_id"],
                 restarts=row.get("restarts", 0),
+                owner=row.get("owner", ""),
+                owner_gone=row.get("owner_gone", False),
+                restart=row.get("restart"),
             )
             self.actors[actor.actor_id] = actor
             if actor.name is not None and actor.state != "DEAD":
@@ -295,6 +306,7 @@ class Head:
 
     def on_client_died(self, conn: AsyncConnection, msg: P.ClientDied, rid: int) -> None:
         self.broadcast(msg, skip=conn, local=conn is not None)
+        detached.owner_gone(self, msg.address)
 
     def on_log_lines(self, conn: AsyncConnection, msg: P.LogLines, rid: int) -> None:
         if conn is not None and msg.pid:  # another node's worker: keep it for `raylite logs`
@@ -355,7 +367,17 @@ class Head:
                     )
             actor.waiters.clear()
 
+    def on_register_detached(
+        self, conn: AsyncConnection, msg: P.RegisterDetached, rid: int
+    ) -> None:
+        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
+        actor.owner = msg.owner
+        actor.restart = {"push": msg.push, "shape": msg.shape} if msg.push else None
+        self.save_actor(actor)
+
     def actor_process_died(self, actor: ActorRec, cause: str) -> None:
+        if actor.state != "DEAD" and detached.process_died(self, actor, cause):
+            return
         if actor.state != "DEAD":
             # Its owner restarts it if it may; askers wait for the new address.
             if actor.restarts_left:

@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import detached, scheduling
 from . import protocol as P
-from . import scheduling
 from .config import CONFIG, RESOURCE_UNIT
 from .exceptions import ConnectionLost
 from .head import Head
@@ -111,6 +111,7 @@ HEAD_REQUESTS = (
     P.RegisterActorName,
     P.GetNamedActor,
     P.RegisterJob,
+    P.RegisterDetached,
 )
 MAX_HOPS = 3  # a lease request is sent on (spillback) at most this many times
 BEAT_MIN_S = 0.02  # at most one early heartbeat per this many seconds
@@ -197,6 +198,7 @@ class NodeManager:
         self.ip = ip
         self.port = port
         self.cluster = cluster
+        self.kept_actors: dict[bytes, Any] = {}  # detached.start_actor's connections
         self.tcp_address = ""
         self.head_address = head_address
         self.node_timeout_s = node_timeout_s or CONFIG.node_timeout_s
@@ -242,6 +244,7 @@ class NodeManager:
             P.PullObject: self.on_pull_object,
             P.FetchObject: self.on_fetch_object,
             P.KillActorWorker: self.on_kill_actor_worker,
+            P.StartActor: self.on_start_actor,
             P.NodeDied: self.on_head_message,
         }
         # Head requests: served here on the head node, forwarded to it elsewhere.
@@ -529,6 +532,10 @@ class NodeManager:
             )
         if rec.conn is not None:
             rec.conn.close()
+        if rec.actor_id is not None:
+            kept = self.kept_actors.pop(rec.actor_id, None)
+            if kept is not None:
+                kept.close()
         if rec.address:  # a dead owner's objects are lost (Ray: OwnerDiedError)
             for oid in [o for o, seg in self.segments.items() if seg.owner == rec.address]:
                 self.free_segment(oid)
@@ -1170,6 +1177,9 @@ class NodeManager:
         for rec in self.workers.values():
             if rec.actor_id == actor_id:
                 self.kill_worker(rec)
+
+    def on_start_actor(self, conn: AsyncConnection, msg: P.StartActor, rid: int) -> None:
+        self.spawn(detached.start_actor(self, msg))
 
     def on_kill_actor_worker(self, conn: AsyncConnection, msg: P.KillActorWorker, rid: int) -> None:
         self.kill_actor_worker(msg.actor_id)

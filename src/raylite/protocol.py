@@ -450,6 +450,29 @@ class KillActorWorker:
     actor_id: bytes
 
 
+@_msg(115)
+class RegisterDetached:
+    """Owner -> head, when it creates a detached actor that may restart: what it takes
+    to start it again once the owner is gone (detached.py)."""
+
+    actor_id: bytes
+    owner: str  # the owner's address: the head restarts the actor once it is gone
+    push: list[Any]  # the creation PushTask's fields, the class's code included; [] if
+    # its constructor took refs, which go with the owner: it cannot be restarted then
+    shape: dict[str, int]
+
+
+@_msg(116)
+class StartActor:
+    """Head -> a node: start a life of a detached actor whose owner is gone."""
+
+    actor_id: bytes
+    class_name: str
+    push: list[Any]
+    shape: dict[str, int]
+    restarts_left: int
+
+
 # --- state listings, task summary, worker output (cli, util.state -> node manager) ----
 # Tags 90-99: the state API's range (the cluster's messages count up from 100).
 @_msg(90)

@@ -684,3 +684,74 @@ def test_dashboard_shows_every_nodes_store_and_objects(cluster):
     )
     assert out["on"] == [out["h3"]]  # the object, on the node that holds it
     assert out["reported"] == 3  # every node's store use, not only the head's
+
+
+def test_detached_actor_is_restarted_by_the_head_once_its_owner_is_gone(cluster):
+    _three(cluster)
+    first = cluster.driver(
+        "h1",
+        """
+        ray.init(address="auto", namespace="keep")
+
+        @ray.remote(max_restarts=1, resources={"h2": 0.1})
+        class Keeper:
+            def __init__(self, start):
+                self.value = start
+
+            def pid(self):
+                return os.getpid()
+
+            def bump(self):
+                self.value += 1
+                return self.value
+
+        keeper = Keeper.options(name="keeper", lifetime="detached").remote(10)
+        # a ref argument: its object is the owner's and goes with it, so no restart later
+        by_ref = Keeper.options(name="by_ref", lifetime="detached").remote(ray.put(bytes(2_000_000)))
+        print(json.dumps({"pid": ray.get(keeper.pid.remote()), "bump": ray.get(keeper.bump.remote()),
+                          "by_ref_pid": ray.get(by_ref.pid.remote())}))
+        ray.shutdown()  # the owner leaves; its detached actor stays
+        """,
+    )
+    assert first["bump"] == 11
+    import os
+    import signal
+
+    os.kill(first["pid"], signal.SIGKILL)  # testnet hosts share one pid namespace
+    os.kill(first["by_ref_pid"], signal.SIGKILL)
+    second = cluster.driver(
+        "h3",
+        """
+        ray.init(address="auto", namespace="keep")
+        keeper = ray.get_actor("keeper")
+        pid = ray.get(keeper.pid.remote(), timeout=60)  # a new life, started by the head
+        bump = ray.get(keeper.bump.remote(), timeout=30)  # its constructor ran again
+        host = ray.get_runtime_context().get_node_id()
+        os.kill(pid, 9)  # no restarts left now
+        try:
+            ray.get(keeper.pid.remote(), timeout=60)
+            died = ""
+        except ray.exceptions.RayActorError as exc:
+            died = type(exc).__name__
+        from raylite.util.state import list_actors
+        deadline = time.monotonic() + 30
+        while True:  # it ends DEAD, with why, and its name is free again
+            [row] = list_actors(filters=[("name", "=", "by_ref")])
+            if row.state == "DEAD" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        by_ref = f"{row.state}: {row.death_cause}"
+        try:
+            ray.get_actor("by_ref")
+        except ValueError:
+            by_ref += " (name released)"
+        print(json.dumps({"pid": pid, "bump": bump, "died": died, "by_ref": by_ref}))
+        ray.shutdown()
+        """,
+    )
+    assert second["pid"] != first["pid"]
+    assert second["bump"] == 11
+    assert second["died"] == "ActorDiedError"
+    assert second["by_ref"].startswith("DEAD"), second
+    assert "arguments" in second["by_ref"], second
+    assert "(name released)" in second["by_ref"], second
