@@ -38,10 +38,13 @@ START_TIMEOUT_S = 60.0  # a restarted life's worker must come up within this
 
 
 # ------------------------------------------------------------------- the head
-def owner_gone(head: Head, address: str) -> None:
-    """A process is gone: the detached actors it owned are the head's to restart now."""
+def owner_gone(head: Head, address: str = "", node_id: bytes = b"") -> None:
+    """A process is gone (or every process of a node): the detached actors it owned
+    are the head's to restart now."""
     for actor in head.actors.values():
-        if actor.owner != address or actor.owner_gone:
+        if actor.owner_gone or not actor.owner:
+            continue
+        if actor.owner != address and (not node_id or actor.owner_node != node_id):
             continue
         actor.owner_gone = True
         head.save_actor(actor)

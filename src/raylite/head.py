@@ -82,6 +82,7 @@ class ActorRec:
     restarts: int = 0  # times its process died and its owner was to restart it
     owner: str = ""  # a detached actor's owner (RegisterDetached)
     owner_gone: bool = False  # then the head restarts it (detached.py)
+    owner_node: bytes = b""  # the node its owner ran on: the owner is gone if it dies
     restart: dict[str, Any] | None = None  # {"push": creation task fields, "shape": ...}
 
     def row(self) -> dict[str, Any]:
@@ -99,6 +100,7 @@ class ActorRec:
             "restarts": self.restarts,
             "owner": self.owner,
             "owner_gone": self.owner_gone,
+            "owner_node": self.owner_node,
             "restart": self.restart,
         }
 
@@ -176,6 +178,7 @@ class Head:
                 restarts=row.get("restarts", 0),
                 owner=row.get("owner", ""),
                 owner_gone=row.get("owner_gone", False),
+                owner_node=row.get("owner_node", b""),
                 restart=row.get("restart"),
             )
             self.actors[actor.actor_id] = actor
@@ -286,6 +289,7 @@ class Head:
         rec.available = {}
         self.save_node(rec)
         log.warning("head: node %s (%s) is dead: %s", rec.node_id.hex()[:8], rec.address, cause)
+        detached.owner_gone(self, node_id=rec.node_id)  # owners there died with it
         for actor in self.actors.values():
             if actor.node_id == rec.node_id and actor.state in ("ALIVE", "PENDING"):
                 self.actor_process_died(actor, f"its node {rec.address} died ({cause})")
@@ -372,6 +376,8 @@ class Head:
     ) -> None:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
         actor.owner = msg.owner
+        node = conn.peer if conn is not None else None  # forwarded by a node, or ours
+        actor.owner_node = node.node_id if isinstance(node, NodeRec) else self.nm.node_id
         actor.restart = {"push": msg.push, "shape": msg.shape} if msg.push else None
         self.save_actor(actor)
 

@@ -395,6 +395,12 @@ def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, s
                 return self.n
 
         c = Counter.options(name="counter", namespace="svc", lifetime="detached").remote()
+        # and one on the head's node: it dies with the head, and may restart once
+        on_head = Counter.options(
+            name="on_head", namespace="svc", lifetime="detached", max_restarts=1,
+            resources={"h1": 0.1},
+        ).remote()
+        ray.get(on_head.incr.remote())
         print(json.dumps({"n": ray.get([c.incr.remote() for _ in range(3)])[-1]}))
         ray.shutdown()
         """
@@ -419,6 +425,10 @@ def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, s
     assert sum(1 for n in status["nodes"] if n["alive"]) == 3, status
     assert status["head"]["storage"].startswith(storage)
     assert cluster.driver("h2", use)["n"] == 5  # same actor, same state, through the new head
+    # The head's old node is marked dead once its heartbeats are missed; its detached
+    # actor's owner is gone, so the new head starts it again (constructor rerun: n = 1).
+    again = use.replace('"counter"', '"on_head"').replace("timeout=30", "timeout=60")
+    assert cluster.driver("h2", again)["n"] == 1
 
 
 def _wait_dead(cluster, ip: str, timeout: float) -> float:
@@ -755,3 +765,43 @@ def test_detached_actor_is_restarted_by_the_head_once_its_owner_is_gone(cluster)
     assert second["by_ref"].startswith("DEAD"), second
     assert "arguments" in second["by_ref"], second
     assert "(name released)" in second["by_ref"], second
+
+
+def test_detached_actor_whose_owner_died_with_its_node_is_restarted_elsewhere(cluster):
+    _three(cluster)
+    prog = """
+        import json, os, sys
+        import raylite as ray
+        from raylite.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        ray.init(address="auto", namespace="keep")
+
+        @ray.remote(max_restarts=1)
+        class Keeper:
+            def where(self):
+                return os.environ["TESTNET_HOST"], os.getpid()
+
+        here = ray.get_runtime_context().get_node_id()
+        keeper = Keeper.options(
+            name="with_node", lifetime="detached",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+        ).remote()
+        print("READY", json.dumps(ray.get(keeper.where.remote())), flush=True)
+        sys.stdin.readline()  # its owner and its worker die with h3
+        """
+    proc = _background_driver("h3", prog)
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), line + proc.stderr.read()
+    assert json.loads(line.split(" ", 1)[1])[0] == "h3"
+    tn("kill", "h3")
+    proc.wait(30)
+    _wait_dead(cluster, "10.78.0.3", NODE_TIMEOUT_S + 10)
+    out = cluster.driver(
+        "h1",
+        """
+        ray.init(address="auto", namespace="keep")
+        host, pid = ray.get(ray.get_actor("with_node").where.remote(), timeout=60)
+        print(json.dumps({"host": host}))
+        ray.shutdown()
+        """,
+    )
+    assert out["host"] in ("h1", "h2")
