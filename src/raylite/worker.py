@@ -263,7 +263,9 @@ class Worker:
         # The task's arguments are gone: say so before the owner hears the task ended
         # and frees them, so the store can reuse their memory at once (a worker that
         # stays idle would otherwise keep them pinned until its next task).
-        self.cw._process_released()
+        cw = self.cw
+        if cw._unmapped or cw._released:
+            cw._process_released()
         try:
             conn.reply(rid, P.TaskDone(msg.task_id, returns, start, end, self.pid))
         except Exception:

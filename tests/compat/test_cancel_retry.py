@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests._engine import ray
+from tests._engine import ray, wait_for
 
 RAY_INIT = {"num_cpus": 1}
 
@@ -35,10 +35,19 @@ def test_cancel_a_queued_task(ray_start):
     assert ray.get(blocker, timeout=30) == "blocker"
 
 
-def test_cancel_a_running_task_interrupts_it(ray_start):
-    ref = sleep_then.remote("never", 60)
-    ray.wait([sleep_then.remote(0, 0)], timeout=0)  # give the task a moment to start
-    time.sleep(0.5)
+@ray.remote
+def mark_then_loop(marker, seconds):
+    open(marker, "w").close()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # Python code between short sleeps: Ray interrupts
+        time.sleep(0.05)  # between bytecodes, so not inside one long sleep
+    return "finished"
+
+
+def test_cancel_a_running_task_interrupts_it(ray_start, tmp_path):
+    marker = tmp_path / "started"
+    ref = mark_then_loop.remote(str(marker), 60)
+    wait_for(marker.exists, timeout=60, message="the task to start")
     start = time.monotonic()
     ray.cancel(ref)
     with pytest.raises(ray.exceptions.TaskCancelledError):
