@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python bench/bench_cluster.py [--tasks 10000]
 
-Starts a head in h1 (2 CPUs), measures 10,000 no-op tasks from a driver in h1, joins
+Starts a head and a node (2 CPUs) in h1, measures 10,000 no-op tasks from a driver in h1, joins
 h2 and h3 (timing each join until the new node runs a task pinned to it), measures
 the same 10,000 tasks again, then moves a 1 GB array from h2 to h3 four times, and
 compares the median of the last three with plain TCP from h2 to h3 (a veth pair and a

@@ -40,6 +40,7 @@ from .object_ref import new_id
 from .transport import Connection
 
 DEFAULT_PORT = 6380  # Ray's GCS uses 6379; this keeps the two (and Redis) apart
+HEAD_STORE_BYTES = 64 << 20  # the head's own process stores nothing of note
 DASHBOARD_PORT = dashboard.DEFAULT_PORT  # 8265, as Ray's
 
 
@@ -166,23 +167,121 @@ def cmd_start(args: argparse.Namespace) -> int:
     token = _token(args, head)
     total, gpus, cpus = _resources(args)
     total[f"node:{ip}"] = to_units(1)
+    extra = []
+    if args.node_timeout_s is not None:
+        extra += ["--node-timeout-s", str(args.node_timeout_s)]
+    started = []
+    if head is None:
+        # The head runs in a process of its own, beside this machine's node: killing or
+        # restarting it kills no worker, and the node rejoins the new head.
+        head_cmd = [
+            "--head-only",
+            "--port",
+            str(args.port if args.port is not None else DEFAULT_PORT),
+        ]
+        if args.storage:
+            head_cmd += ["--storage", _absolute_storage(args.storage)]
+        if args.include_dashboard:
+            port = DASHBOARD_PORT if args.dashboard_port is None else args.dashboard_port
+            head_cmd += ["--dashboard-port", str(port), "--dashboard-host", args.dashboard_host]
+        store = {"object_store_memory": to_units(HEAD_STORE_BYTES)}
+        head_info = _spawn(ip, token, store, 0, 0, head_cmd + extra, head=None)
+        head_info["head_only"] = True
+        started.append(head_info)
+        head_info["file"] = local_nodes.write_node(head_info)
+        node_cmd = ["--head-address", head_info["tcp_address"], "--head-node"]
+    else:
+        node_cmd = ["--head-address", head]
+    # A head restarted on its machine: the node already there rejoins it by itself.
+    info = _node_of(started[0]["tcp_address"]) if head is None else None
+    if info is None:
+        try:
+            info = _spawn(
+                ip,
+                token,
+                total,
+                gpus,
+                cpus,
+                node_cmd + extra,
+                head=head or started[0]["tcp_address"],
+            )
+        except SystemExit:
+            for other in started:
+                _stop_node(other, 10.0)
+            raise
+        if head is None and started[0]["dashboard_url"]:  # drivers here find it there
+            with open(os.path.join(info["session_dir"], dashboard.URL_FILE), "w") as f:
+                f.write(started[0]["dashboard_url"])
+            info["dashboard_url"] = started[0]["dashboard_url"]
+        info["file"] = local_nodes.write_node(info)
+        started.append(info)
+    hostport = info["head_address"][4:]
+    if head is None:
+        head_info = started[0]
+        print(
+            f"raylite head started at {hostport} (pid {head_info['pid']}), with a node (pid {info['pid']})."
+        )
+        print(f"  The cluster token is in {head_info['token_file']} (mode 0600).")
+        print("  To join another machine to this cluster, run there:")
+        print(
+            f"    RAYLITE_TOKEN=$(cat {head_info['token_file']}) raylite start --address={hostport}"
+        )
+        print("  or copy the token file and pass --token-file=FILE.")
+        print(f"  Drivers on this machine: raylite.init(address='{hostport}') or 'auto'.")
+        if head_info["dashboard_url"]:
+            print(
+                f"  View the dashboard at {dashboard.login_url(head_info['dashboard_url'], token)}"
+            )
+        elif args.include_dashboard:
+            print(f"  The dashboard did not start: see {head_info['log_file']}.")
+    else:
+        print(
+            f"raylite node started at {info['tcp_address'][4:]} (pid {info['pid']}), joined {hostport}."
+        )
+    print("  `raylite status` shows the cluster; `raylite stop` stops the nodes of this machine.")
+    sys.stdout.flush()
+    if not args.block:
+        return 0
+    return _block(started)
 
+
+def _node_of(head: str) -> dict[str, Any] | None:
+    """The node of this machine that already belongs to the cluster at `head`."""
+    for node in local_nodes.local_nodes():
+        if node.get("head_address") == head and not node.get("head_only") and _answers(node):
+            return node
+    return None
+
+
+def _answers(node: dict[str, Any]) -> bool:
+    """Whether a node's process still takes connections (a killed one may linger)."""
+    try:
+        if psutil.Process(int(node["pid"])).status() == psutil.STATUS_ZOMBIE:
+            return False
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(node["unix_address"][len("unix:") :])
+        return True
+    except (OSError, psutil.Error):
+        return False
+
+
+def _spawn(
+    ip: str,
+    token: bytes,
+    total: dict[str, int],
+    gpus: int,
+    cpus: int,
+    extra: list[str],
+    head: str | None,
+) -> dict[str, Any]:
+    """Start a node manager (or the head alone) and wait until it says READY."""
     from .api import _store_root, new_session, node_manager_command
 
     store_root = _store_root(total["object_store_memory"] // RESOURCE_UNIT)
     session_dir, store_dir, token_file = new_session("n", store_root, token)
     cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, "--cluster", "--ip", ip)
-    if head is None:
-        cmd += ["--port", str(args.port if args.port is not None else DEFAULT_PORT)]
-        if args.storage:
-            cmd += ["--storage", _absolute_storage(args.storage)]
-        if args.include_dashboard:
-            port = DASHBOARD_PORT if args.dashboard_port is None else args.dashboard_port
-            cmd += ["--dashboard-port", str(port), "--dashboard-host", args.dashboard_host]
-    else:
-        cmd += ["--head-address", head]
-    if args.node_timeout_s is not None:
-        cmd += ["--node-timeout-s", str(args.node_timeout_s)]
+    cmd += extra
     log_path = os.path.join(session_dir, "node.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -205,7 +304,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         shutil.rmtree(store_dir, ignore_errors=True)
         raise SystemExit(f"raylite start: the node did not start: {detail}")
     _, unix_address, tcp_address = line.split()
-    info = {
+    _PROCS[proc.pid] = proc
+    return {
         "pid": proc.pid,
         "ip": ip,
         "tcp_address": tcp_address,
@@ -219,37 +319,36 @@ def cmd_start(args: argparse.Namespace) -> int:
         "started": time.time(),
         "dashboard_url": dashboard.read_url(session_dir),
     }
-    info["file"] = local_nodes.write_node(info)
-    hostport = tcp_address[4:]
-    if head is None:
-        print(f"raylite head started at {hostport} (pid {proc.pid}).")
-        print(f"  The cluster token is in {token_file} (mode 0600).")
-        print("  To join another machine to this cluster, run there:")
-        print(f"    RAYLITE_TOKEN=$(cat {token_file}) raylite start --address={hostport}")
-        print("  or copy the token file and pass --token-file=FILE.")
-        print(f"  Drivers on this machine: raylite.init(address='{hostport}') or 'auto'.")
-        if info["dashboard_url"]:
-            print(f"  View the dashboard at {dashboard.login_url(info['dashboard_url'], token)}")
-        elif args.include_dashboard:
-            print(f"  The dashboard did not start: see {log_path}.")
-    else:
-        print(f"raylite node started at {hostport} (pid {proc.pid}), joined {head[4:]}.")
-    print("  `raylite status` shows the cluster; `raylite stop` stops the nodes of this machine.")
-    sys.stdout.flush()
-    if not args.block:
-        return 0
+
+
+_PROCS: dict[int, subprocess.Popen[bytes]] = {}  # what this command started (for --block)
+
+
+def _block(started: list[dict[str, Any]]) -> int:
+    """--block: stay until stopped (SIGINT, SIGTERM: stop them all) or one of them ends."""
 
     def stop(signum: int, frame: Any) -> None:
-        _stop_node(info, 10.0)
+        for info in reversed(started):
+            _stop_node(info, 10.0)
         raise SystemExit(0)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    code = proc.wait()
-    # The node ended on its own (killed, or its head refused it): say so, and clean up.
-    local_nodes.remove_dirs(info)
-    print(f"raylite: the node (pid {proc.pid}) exited with status {code}.", file=sys.stderr)
-    return code or 1
+    by_pid = {info["pid"]: info for info in started}
+    while True:
+        pid, status = os.wait()  # our children only: the processes started above
+        info = by_pid.get(pid)
+        if info is None:
+            continue
+        _PROCS.pop(pid).returncode = os.waitstatus_to_exitcode(status)
+        # One ended on its own (killed, or its head refused it): stop the rest, say so.
+        for other in started:
+            if other is not info:
+                _stop_node(other, 10.0)
+        local_nodes.remove_dirs(info)
+        code = os.waitstatus_to_exitcode(status)
+        print(f"raylite: pid {pid} exited with status {code}.", file=sys.stderr)
+        return code or 1
 
 
 def _absolute_storage(url: str) -> str:

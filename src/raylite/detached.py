@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
+from . import scheduling
 from .exceptions import ConnectionLost
 from .object_ref import new_id
 from .serialization import loads_inline
@@ -86,6 +87,11 @@ def restart(head: Head, actor: ActorRec, cause: str) -> None:
     msg = P.StartActor(
         actor.actor_id, actor.class_name, actor.restart["push"], shape, actor.restarts_left
     )
+    if where.kind == "here" and nm.head_only:  # the head runs no work: another node
+        fits = [v for v in nm.other_nodes() if scheduling.fits(shape, v.available)]
+        fits = fits or [v for v in nm.other_nodes() if scheduling.fits(shape, v.total)]
+        best = max(fits, key=lambda v: v.available.get("CPU", 0), default=None)
+        where = scheduling.Placement(best, "spill" if best else "infeasible")
     if where.kind == "here":
         nm.spawn(start_actor(nm, msg))
         return

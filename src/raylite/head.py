@@ -223,7 +223,7 @@ class Head:
                 "info": r.info,
                 "pending": r.pending,
                 "cause": r.cause,
-                "is_head": r.node_id == self.nm.node_id,
+                "is_head": r.node_id == self.nm.node_id or bool(r.info.get("head_node")),
             }
             for r in self.nodes.values()
         ]
@@ -250,8 +250,12 @@ class Head:
         conn.peer = rec
         self.save_node(rec)
         log.info("head: node %s joined at %s", msg.node_id.hex()[:8], msg.address)
-        conn.reply(rid, P.NodeRegistered(self.nm.node_id, True, "", self.view()))
-        self.nm.on_cluster_view(self.view())
+        view = self.view()
+        conn.reply(rid, P.NodeRegistered(self.nm.node_id, True, "", view))
+        # The others hear of it now, not at their next heartbeat: a driver that starts
+        # right after a join places work on the new node at once.
+        self.broadcast(P.ClusterView(view), skip=conn, local=False)
+        self.nm.on_cluster_view(view)
 
     def on_heartbeat(self, conn: AsyncConnection, msg: P.Heartbeat, rid: int) -> None:
         rec = self.nodes.get(msg.node_id)

@@ -92,7 +92,7 @@ def normalize(address: str) -> str:
 
 def find_local_node(address: str) -> dict[str, Any]:
     """The node on this host that belongs to the cluster at `address` ("auto": any)."""
-    nodes = local_nodes()
+    nodes = [n for n in local_nodes() if not n.get("head_only")]  # the head runs no drivers
     if address != "auto":
         want = normalize(address)
         nodes = [n for n in nodes if want in (n.get("head_address"), n.get("tcp_address"))]

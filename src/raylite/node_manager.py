@@ -152,7 +152,13 @@ class NodeManager:
         node_timeout_s: float | None = None,
         dashboard_port: int | None = None,
         dashboard_host: str = "127.0.0.1",
+        head_only: bool = False,
+        head_node: bool = False,
     ) -> None:
+        # head_only: the head's own process (`raylite start --head`): it runs no work
+        # and is no node, so killing it kills no actor. head_node: the node beside it.
+        self.head_only = head_only
+        self.head_node = head_node
         self.session_dir = session_dir
         self.store_dir = store_dir
         self.token = token
@@ -246,6 +252,7 @@ class NodeManager:
             P.KillActorWorker: self.on_kill_actor_worker,
             P.StartActor: self.on_start_actor,
             P.NodeDied: self.on_head_message,
+            P.ClusterView: self.on_head_view,
         }
         # Head requests: served here on the head node, forwarded to it elsewhere.
         for kind in HEAD_REQUESTS:
@@ -283,7 +290,8 @@ class NodeManager:
             with contextlib.suppress(OSError):
                 loop.add_reader(0, self.on_parent_stdin)
         if self.head is not None:
-            self.head.add_own_node()
+            if not self.head_only:
+                self.head.add_own_node()
             self.spawn(self.head.monitor_loop())
         else:
             self.head_ready = asyncio.Event()
@@ -1010,6 +1018,7 @@ class NodeManager:
             "pid": os.getpid(),
             "start_time": self.started_at,
             "unix_address": self.address,
+            "head_node": self.head_node or (self.head is not None and not self.head_only),
         }
 
     def node_dict(self, rec: Any) -> dict[str, Any]:
@@ -1062,6 +1071,10 @@ class NodeManager:
         for conn in [*self.drivers, *(w.conn for w in self.workers.values() if w.conn)]:
             if conn is not skip and not conn.closed:
                 conn.send(msg)
+
+    def on_head_view(self, conn: AsyncConnection, msg: P.ClusterView, rid: int) -> None:
+        if self.head is None:
+            self.on_cluster_view(msg.nodes)
 
     def on_head_message(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         self.on_head_event(msg)
@@ -1418,6 +1431,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--node-timeout-s", type=float, default=None)
     parser.add_argument("--dashboard-port", type=int, default=None, help="head: serve it (0: any)")
     parser.add_argument("--dashboard-host", default="127.0.0.1", help="address it listens on")
+    parser.add_argument("--head-only", action="store_true", help="the head alone: no node")
+    parser.add_argument("--head-node", action="store_true", help="the node beside the head")
     args = parser.parse_args(argv)
     token = bytes.fromhex(sys.stdin.readline().strip())
     logging.basicConfig(level=logging.WARNING, format="(raylite node manager) %(message)s")
@@ -1437,6 +1452,8 @@ def main(argv: list[str] | None = None) -> None:
         node_timeout_s=args.node_timeout_s,
         dashboard_port=args.dashboard_port,
         dashboard_host=args.dashboard_host,
+        head_only=args.head_only,
+        head_node=args.head_node,
     )
     try:
         asyncio.run(nm.serve())

@@ -805,3 +805,47 @@ def test_detached_actor_whose_owner_died_with_its_node_is_restarted_elsewhere(cl
         """,
     )
     assert out["host"] in ("h1", "h2")
+
+
+def test_killing_the_head_process_alone_keeps_the_actors_on_its_machine(cluster, tmp_path):
+    import os
+    import re
+    import signal
+
+    url = f"sqlite:///{tmp_path}/head.db"
+    out = cluster.start_node("h1", head=True, storage=url)
+    head_pid = int(re.search(r"head started at \S+ \(pid (\d+)\)", out).group(1))
+    for host in ("h2", "h3"):
+        cluster.start_node(host)
+    use = """
+        ray.init(address="auto")
+
+        @ray.remote(resources={"h1": 0.1})
+        class Counter:
+            def __init__(self):
+                self.n = 0
+            def incr(self):
+                self.n += 1
+                return self.n, os.getpid()
+
+        c = Counter.options(
+            name="beside_head", namespace="svc", lifetime="detached", get_if_exists=True
+        ).remote()
+        n, pid = ray.get(c.incr.remote(), timeout=60)
+        print(json.dumps({"n": n, "pid": pid}))
+        ray.shutdown()
+        """
+    before = cluster.driver("h2", use)
+    assert before["n"] == 1
+    os.kill(head_pid, signal.SIGKILL)  # the head alone: h1's node and its workers stay
+    out = cluster.start_node("h1", head=True, storage=url)  # h1's node rejoins it
+    assert "with a node" in out
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = cluster.status()
+        if sum(1 for n in status["nodes"] if n["alive"]) == 3:
+            break
+        time.sleep(0.2)
+    assert sum(1 for n in status["nodes"] if n["alive"]) == 3, status
+    after = cluster.driver("h2", use)
+    assert after == {**before, "n": 2, "_stdout": after["_stdout"]}  # same process, same state
