@@ -414,21 +414,25 @@ def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, s
     assert cluster.driver("h2", use)["n"] == 4  # a later driver finds the detached actor
     tn("kill", "h1")  # the head is gone
     cluster.start_node("h1", head=True, storage=url)
-    status = None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = cluster.status()
-        if sum(1 for n in status["nodes"] if n["alive"]) == 3:
-            break
-        time.sleep(0.2)
-    assert status is not None
-    assert sum(1 for n in status["nodes"] if n["alive"]) == 3, status
+    status = _wait_alive(cluster, 3)
     assert status["head"]["storage"].startswith(storage)
     assert cluster.driver("h2", use)["n"] == 5  # same actor, same state, through the new head
     # The head's old node is marked dead once its heartbeats are missed; its detached
     # actor's owner is gone, so the new head starts it again (constructor rerun: n = 1).
     again = use.replace('"counter"', '"on_head"').replace("timeout=30", "timeout=60")
     assert cluster.driver("h2", again)["n"] == 1
+
+
+def _wait_alive(cluster, n: int, timeout: float = 30) -> dict:
+    """`raylite status` once n nodes are alive (the nodes rejoin a restarted head)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = cluster.status()
+        alive = sum(1 for node in status["nodes"] if node["alive"])
+        if alive == n or time.monotonic() > deadline:
+            assert alive == n, status
+            return status
+        time.sleep(0.2)
 
 
 def _wait_dead(cluster, ip: str, timeout: float) -> float:
@@ -840,12 +844,6 @@ def test_killing_the_head_process_alone_keeps_the_actors_on_its_machine(cluster,
     os.kill(head_pid, signal.SIGKILL)  # the head alone: h1's node and its workers stay
     out = cluster.start_node("h1", head=True, storage=url)  # h1's node rejoins it
     assert "with a node" in out
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = cluster.status()
-        if sum(1 for n in status["nodes"] if n["alive"]) == 3:
-            break
-        time.sleep(0.2)
-    assert sum(1 for n in status["nodes"] if n["alive"]) == 3, status
+    _wait_alive(cluster, 3)
     after = cluster.driver("h2", use)
     assert after == {**before, "n": 2, "_stdout": after["_stdout"]}  # same process, same state
