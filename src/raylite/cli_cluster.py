@@ -7,9 +7,13 @@
     raylite stop                      stops the nodes started on this host, by pid
     raylite status [--address=HOST:PORT]
 
-`start` spawns a node manager (with the head in it for --head), waits until it
-listens, records it in /tmp/raylite/nodes/ (local_nodes.py) and returns; --block
-stays in the foreground and stops the node on Ctrl-C. The cluster token: the head
+`start` spawns a node manager, waits until it listens, records it in
+/tmp/raylite/nodes/ (local_nodes.py) and returns. For --head it first spawns the head
+in a process of its own (a node manager with --head-only: no resources, no workers, no
+drivers), so the head can be killed and restarted without touching the machine's
+node; `start --head` on a machine whose node of that cluster still runs starts the
+head alone, and the node rejoins it. --block stays in the foreground and stops what it
+started on Ctrl-C. The cluster token: the head
 uses RAYLITE_TOKEN if set, else a random one, written to a 0600 file whose path is
 printed; joiners read --token-file or RAYLITE_TOKEN (or the head's file when the
 head runs on the same machine). The head serves the web dashboard on
