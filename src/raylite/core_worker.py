@@ -141,6 +141,8 @@ class TaskSpec:
     rebuildable: bool = False  # rerunning it rebuilds its value (see submit_task)
     dep_ids: list[tuple[Any, bytes]] = field(default_factory=list)  # (position, id) of ref args
     lineage_pinned: bool = False  # counted in its arguments' lineage_refs
+    lineage_holders: int = 0  # its return entries that keep it as their lineage
+    rerunning: bool = False  # rerun to rebuild a lost return: the others come with it
     pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
     submitted: float = 0.0  # time.time() at submission
     parent: bytes | None = None  # the task that submitted it
@@ -528,10 +530,16 @@ class CoreWorker(_object_ref._Hooks):
         if entry is None or entry.kind not in (P.IN_STORE, RELEASED):
             return None
         spec = entry.lineage
+        if spec is not None and spec.rerunning:  # rerun already for another return
+            entry.kind, entry.data, entry.lineage = PENDING, None, None
+            spec.lineage_holders -= 1
+            return None
         if spec is not None and spec.max_retries != 0 and not self.closed:
             if spec.max_retries > 0:
                 spec.max_retries -= 1
             entry.kind, entry.data, entry.lineage = PENDING, None, None
+            spec.lineage_holders -= 1
+            spec.rerunning = True
             return spec
         err = ObjectLostError(
             oid.hex(),
@@ -542,7 +550,7 @@ class CoreWorker(_object_ref._Hooks):
         entry.kind, entry.data = P.ERROR, dumps_inline(err)
         if spec is not None:
             entry.lineage = None
-            for dep in self._unpin_lineage(spec):
+            for dep in self._drop_holder(spec):
                 self._maybe_free(dep)
         return None
 
@@ -560,6 +568,8 @@ class CoreWorker(_object_ref._Hooks):
             spec.unresolved = len(spec.dep_ids) + 1
             if spec.return_ids:
                 self.running[spec.return_ids[0]] = spec
+            if spec.actor_id is not None:  # an actor call: again, on that actor, in order
+                self.actors[spec.actor_id].queue.append(spec)
             for position, dep in spec.dep_ids:
                 entry = self.objects.get(dep)
                 if entry is not None and entry.kind == RELEASED:
@@ -569,6 +579,24 @@ class CoreWorker(_object_ref._Hooks):
                 ref = ObjectRef(dep, self.address, _count=False)
                 self._when_ready(ref, self._dep_callback(spec, position, ref))
             self._dep_resolved(spec)
+
+    def _keep_lineage(self, spec: TaskSpec, reply: P.TaskDone) -> None:
+        """A task's stored returns keep it as their lineage while they live."""
+        if not spec.rebuildable or not reply.returns:
+            return
+        with self.lock:
+            spec.rerunning = False
+            for oid, kind, _, _ in reply.returns:
+                entry = self.objects.get(oid)
+                stored = entry is not None and entry.kind == P.IN_STORE == kind
+                if stored and entry.lineage is None:  # type: ignore[union-attr]
+                    entry.lineage = spec  # type: ignore[union-attr]
+                    spec.lineage_holders += 1
+            if spec.lineage_holders > 0:
+                self._pin_lineage(spec)
+            else:
+                for dep in self._unpin_lineage(spec):
+                    self._maybe_free(dep)
 
     def _lost_argument(self, spec: TaskSpec, reply: P.TaskDone) -> bytes | None:
         """The id of a ref argument the worker could not fetch (lost), if that is why
@@ -696,8 +724,13 @@ class CoreWorker(_object_ref._Hooks):
                 self._free_segment(oid, entry.data)
             entry.contains = []  # their __del__ queues them on _released
             if entry.lineage is not None:
-                todo.extend(self._unpin_lineage(entry.lineage))
+                todo.extend(self._drop_holder(entry.lineage))
                 entry.lineage = None
+
+    def _drop_holder(self, spec: TaskSpec) -> list[bytes]:
+        """A return entry lets go of its lineage; the last one unpins the arguments."""
+        spec.lineage_holders -= 1
+        return self._unpin_lineage(spec) if spec.lineage_holders <= 0 else []
 
     def _pin_lineage(self, spec: TaskSpec) -> None:
         """A kept lineage holds its arguments' recipes (lock held)."""
@@ -851,8 +884,8 @@ class CoreWorker(_object_ref._Hooks):
         with self.lock:
             entry = self.objects.get(oid)
             if entry is None or entry.kind is not PENDING:
-                if entry is None and kind == P.IN_STORE:
-                    self._free_segment(oid, data)
+                if kind == P.IN_STORE and (entry is None or self._elsewhere(entry, data)):
+                    self._free_segment(oid, data)  # nobody's, or a rerun's second copy
                 return
             entry.kind, entry.data = kind, data
             entry.contains = refs
@@ -866,6 +899,18 @@ class CoreWorker(_object_ref._Hooks):
         if oid not in self.local_refs:
             with self.lock:
                 self._maybe_free(oid)
+
+    @staticmethod
+    def _elsewhere(entry: ObjectEntry, data: Any) -> bool:
+        """A rerun stored this return again, on another node than the copy in use (or
+        the entry's value was released): that copy is extra."""
+        if entry.kind == RELEASED:
+            return True
+        if entry.kind != P.IN_STORE:
+            return False
+        held = entry.data[1] if isinstance(entry.data, list) else ""
+        new = data[1] if isinstance(data, list) else ""
+        return held != new
 
     def _adopt_contained(self, contained: Any) -> list[ObjectRef]:
         """Refs inside a task's return value; the worker registered our borrows already."""
@@ -1159,8 +1204,8 @@ class CoreWorker(_object_ref._Hooks):
         # again: plain values, or top-level refs this process owns (which are rebuilt
         # first if they are lost too). Refs nested in arguments, or borrowed, cannot.
         spec.rebuildable = (
-            actor_id is None
-            and num_returns == 1
+            not actor_creation  # an actor call is rerun on the actor (Ray: max_task_retries)
+            and num_returns >= 1
             and max_retries != 0
             and len(spec.arg_refs) == len(deps)
             and all(ref.owner == self.address for _, ref in deps)
@@ -1227,6 +1272,7 @@ class CoreWorker(_object_ref._Hooks):
             if spec.failed:
                 return
             spec.failed = True
+            spec.rerunning = False
             for dep in self._unpin_lineage(spec):  # a rebuild that failed for good
                 self._maybe_free(dep)
         if not spec.pushed:  # no worker will report it: we say how it ended
@@ -1512,16 +1558,7 @@ class CoreWorker(_object_ref._Hooks):
             return
         for oid, kind, data, contained in reply.returns:
             self._complete(oid, kind, data, contained)
-        if spec.rebuildable and reply.returns:
-            with self.lock:  # lineage: kept while the object lives
-                entry = self.objects.get(reply.returns[0][0])
-                if reply.returns[0][1] == P.IN_STORE and entry is not None:
-                    if entry.kind == P.IN_STORE:
-                        entry.lineage = spec
-                        self._pin_lineage(spec)
-                else:
-                    for dep in self._unpin_lineage(spec):
-                        self._maybe_free(dep)
+        self._keep_lineage(spec, reply)
         with self.lock:
             self._release_held(spec)
             lease.busy = None
@@ -1936,6 +1973,7 @@ class CoreWorker(_object_ref._Hooks):
         if isinstance(reply, P.TaskDone):
             for oid, kind, data, contained in reply.returns:
                 self._complete(oid, kind, data, contained)
+            self._keep_lineage(spec, reply)
         else:
             self._actor_died(
                 client,

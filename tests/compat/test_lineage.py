@@ -161,3 +161,84 @@ def test_released_arguments_go_with_the_last_object_that_needs_them(ray_start, c
         message="b, and a's recipe with it, to be dropped",
     )
     assert not os.path.exists(os.path.join(store_dir(), b_id.hex()))
+
+
+@ray.remote(num_returns=2, max_retries=3)
+def pair(counter: str, k: float) -> tuple[np.ndarray, np.ndarray]:
+    with open(counter, "a") as f:
+        f.write("pair\n")
+    return np.full(N, k), np.full(N, -k)
+
+
+def test_a_lost_return_of_a_task_with_two_is_rebuilt(ray_start, counter, tmp_path):
+    a, b = pair.remote(counter, 3.0)
+    assert float(ray.get(a)[0]) == 3.0
+    lose(a)
+    assert float(ray.get(a, timeout=60).sum()) == 3.0 * N
+    assert float(ray.get(b).sum()) == -3.0 * N  # the other return, untouched
+    assert runs(tmp_path / "runs") == ["pair", "pair"]
+    a_hex, b_hex = a.hex(), b.hex()
+    del a, b
+    gc.collect()
+    wait_for(
+        lambda: not any(os.path.exists(os.path.join(store_dir(), h)) for h in (a_hex, b_hex)),
+        timeout=15,
+        message="both returns to be freed, with no copy left behind",
+    )
+
+
+def test_both_lost_returns_come_back_from_one_rerun(ray_start, counter, tmp_path):
+    a, b = pair.remote(counter, 4.0)
+    ray.wait([a, b], num_returns=2, fetch_local=False)
+    lose(a)
+    lose(b)
+    got = ray.get([a, b], timeout=60)
+    assert [float(x.sum()) for x in got] == [4.0 * N, -4.0 * N]
+    assert runs(tmp_path / "runs") == ["pair", "pair"]
+
+
+def test_a_chain_through_a_task_with_two_returns(ray_start, counter, tmp_path):
+    a, b = pair.remote(counter, 1.0)
+    c = add.remote(counter, b, 10.0)  # reads the second return
+    assert float(ray.get(c)[0]) == 9.0
+    del a, b  # released: c's lineage keeps pair's recipe
+    gc.collect()
+    lose(c)
+    assert float(ray.get(c, timeout=60).sum()) == 9.0 * N
+    assert sorted(runs(tmp_path / "runs")) == ["add", "add", "pair", "pair"]
+
+
+class _Maker:
+    def __init__(self, counter: str) -> None:
+        self.counter = counter
+
+    def make(self, k: float) -> np.ndarray:
+        with open(self.counter, "a") as f:
+            f.write("method\n")
+        return np.full(N, k)
+
+
+Maker = ray.remote(max_restarts=1, max_task_retries=1)(_Maker)
+OnceMaker = ray.remote(max_restarts=1)(_Maker)
+
+
+def test_a_lost_actor_call_result_is_rebuilt_by_calling_again(ray_start, counter, tmp_path):
+    maker = Maker.remote(counter)
+    a = maker.make.remote(6.0)
+    b = add.remote(counter, a, 1.0)
+    assert float(ray.get(b)[0]) == 7.0
+    del a
+    gc.collect()
+    lose(b)  # b's argument, the actor's result, was released: both are made again
+    assert float(ray.get(b, timeout=60).sum()) == 7.0 * N
+    assert sorted(runs(tmp_path / "runs")) == ["add", "add", "method", "method"]
+
+
+def test_an_actor_call_without_task_retries_is_not_rerun(ray_start, counter, tmp_path):
+    maker = OnceMaker.remote(counter)  # max_task_retries=0 (Ray's default)
+    a = maker.make.remote(6.0)
+    assert float(ray.get(a)[0]) == 6.0
+    lose(a)
+    with pytest.raises(exceptions.ObjectLostError):
+        ray.get(a, timeout=60)
+    assert runs(tmp_path / "runs") == ["method"]
