@@ -142,10 +142,16 @@ class TaskSpec:
     dep_ids: list[tuple[Any, bytes]] = field(default_factory=list)  # (position, id) of ref args
     lineage_pinned: bool = False  # counted in its arguments' lineage_refs
     lineage_holders: int = 0  # its return entries that keep it as their lineage
+    nested_ids: list[bytes] = field(default_factory=list)  # refs inside its arguments
     rerunning: bool = False  # rerun to rebuild a lost return: the others come with it
     pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
     submitted: float = 0.0  # time.time() at submission
     parent: bytes | None = None  # the task that submitted it
+
+
+def _lineage_args(spec: TaskSpec) -> list[bytes]:
+    """The owned objects a kept lineage needs to run its task again."""
+    return [dep for _, dep in spec.dep_ids] + spec.nested_ids
 
 
 class Lease:
@@ -737,7 +743,7 @@ class CoreWorker(_object_ref._Hooks):
         if spec.lineage_pinned:
             return
         spec.lineage_pinned = True
-        for _, dep in spec.dep_ids:
+        for dep in _lineage_args(spec):
             entry = self.objects.get(dep)
             if entry is not None:
                 entry.lineage_refs += 1
@@ -748,7 +754,7 @@ class CoreWorker(_object_ref._Hooks):
             return []
         spec.lineage_pinned = False
         freed = []
-        for _, dep in spec.dep_ids:
+        for dep in _lineage_args(spec):
             entry = self.objects.get(dep)
             if entry is not None and entry.lineage_refs > 0:
                 entry.lineage_refs -= 1
@@ -839,13 +845,14 @@ class CoreWorker(_object_ref._Hooks):
                 err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was freed by its owner.")
                 answer(P.ERROR, dumps_inline(err))
                 return
+            if entry.kind == RELEASED:  # a rerun task reads a ref nested in its arguments
+                spec = self._take_lineage(oid, "a rebuilt task asked for it")
+                if spec is not None:
+                    self._resubmit(spec)
             if entry.kind is PENDING:
                 entry.waiters.append(answer)
                 return
             kind, data = entry.kind, entry.data
-        if kind == RELEASED:
-            err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was freed by its owner.")
-            kind, data = P.ERROR, dumps_inline(err)
         answer(kind, data)
 
     # ----------------------------------------------------------------- objects
@@ -1200,15 +1207,17 @@ class CoreWorker(_object_ref._Hooks):
         )
         deps = self._prepare(spec, args, kwargs, name)
         spec.dep_ids = [(position, ref.id) for position, ref in deps]
+        if len(spec.arg_refs) > len(deps):  # the worker gets these itself when it runs
+            spec.nested_ids = [r.id for r in spec.arg_refs[: len(spec.arg_refs) - len(deps)]]
         # Lineage: a task can be rerun to rebuild its value if its arguments can be had
-        # again: plain values, or top-level refs this process owns (which are rebuilt
-        # first if they are lost too). Refs nested in arguments, or borrowed, cannot.
+        # again: plain values, or refs this process owns, at the top level or nested
+        # (rebuilt first, or when the rerun asks for them, if they are lost too).
+        # Borrowed refs cannot: their owner may have let them go.
         spec.rebuildable = (
             not actor_creation  # an actor call is rerun on the actor (Ray: max_task_retries)
             and num_returns >= 1
             and max_retries != 0
-            and len(spec.arg_refs) == len(deps)
-            and all(ref.owner == self.address for _, ref in deps)
+            and all(ref.owner == self.address for ref in spec.arg_refs)
         )
         spec.submitted = time.time()
         spec.parent = self.current_task_id

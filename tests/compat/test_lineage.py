@@ -242,3 +242,27 @@ def test_an_actor_call_without_task_retries_is_not_rerun(ray_start, counter, tmp
     with pytest.raises(exceptions.ObjectLostError):
         ray.get(a, timeout=60)
     assert runs(tmp_path / "runs") == ["method"]
+
+
+@ray.remote(max_retries=3)
+def first_plus(counter: str, refs: list, k: float) -> np.ndarray:
+    with open(counter, "a") as f:
+        f.write("nested\n")
+    return ray.get(refs[0]) + k
+
+
+def test_a_ref_nested_in_the_arguments_is_rebuilt_when_the_rerun_asks(ray_start, counter, tmp_path):
+    a = make.remote(counter, 2.0)
+    b = first_plus.remote(counter, [a], 1.0)  # a travels inside a list: the task gets it
+    assert float(ray.get(b)[0]) == 3.0
+    a_hex = a.hex()
+    del a
+    gc.collect()
+    wait_for(
+        lambda: not os.path.exists(os.path.join(store_dir(), a_hex)),
+        timeout=15,
+        message="the nested argument's segment to be freed",
+    )
+    lose(b)
+    assert float(ray.get(b, timeout=60).sum()) == 3.0 * N
+    assert sorted(runs(tmp_path / "runs")) == ["make", "make", "nested", "nested"]
