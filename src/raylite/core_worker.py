@@ -139,10 +139,13 @@ class TaskSpec:
     failed: bool = False
     strategy: Any = None  # scheduling_strategy as sent to node managers
     rebuildable: bool = False  # rerunning it rebuilds its value (see submit_task)
-    dep_ids: list[tuple[Any, bytes]] = field(default_factory=list)  # (position, id) of ref args
+    dep_ids: list[tuple[Any, bytes, str]] = field(
+        default_factory=list
+    )  # ref args: (position, id, owner)
     lineage_pinned: bool = False  # counted in its arguments' lineage_refs
     lineage_holders: int = 0  # its return entries that keep it as their lineage
     nested_ids: list[bytes] = field(default_factory=list)  # refs inside its arguments
+    kept_refs: list[ObjectRef] = field(default_factory=list)  # borrowed args, kept for a rerun
     rerunning: bool = False  # rerun to rebuild a lost return: the others come with it
     pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
     submitted: float = 0.0  # time.time() at submission
@@ -151,7 +154,7 @@ class TaskSpec:
 
 def _lineage_args(spec: TaskSpec) -> list[bytes]:
     """The owned objects a kept lineage needs to run its task again."""
-    return [dep for _, dep in spec.dep_ids] + spec.nested_ids
+    return [dep for _, dep, _ in spec.dep_ids] + spec.nested_ids
 
 
 class Lease:
@@ -576,13 +579,13 @@ class CoreWorker(_object_ref._Hooks):
                 self.running[spec.return_ids[0]] = spec
             if spec.actor_id is not None:  # an actor call: again, on that actor, in order
                 self.actors[spec.actor_id].queue.append(spec)
-            for position, dep in spec.dep_ids:
-                entry = self.objects.get(dep)
+            for position, dep, owner in spec.dep_ids:
+                entry = self.objects.get(dep) if owner == self.address else None
                 if entry is not None and entry.kind == RELEASED:
                     upstream = self._take_lineage(dep, "a task that read it is being rebuilt")
                     if upstream is not None:
                         work.append(upstream)
-                ref = ObjectRef(dep, self.address, _count=False)
+                ref = ObjectRef(dep, owner, _count=False)
                 self._when_ready(ref, self._dep_callback(spec, position, ref))
             self._dep_resolved(spec)
 
@@ -616,7 +619,7 @@ class CoreWorker(_object_ref._Hooks):
         cause = getattr(err, "cause", err)
         if not isinstance(cause, ObjectLostError) or isinstance(cause, OwnerDiedError):
             return None
-        return {dep.hex(): dep for _, dep in spec.dep_ids}.get(cause.object_ref_hex)
+        return {dep.hex(): dep for _, dep, _ in spec.dep_ids}.get(cause.object_ref_hex)
 
     def _rebuild_argument(self, spec: TaskSpec, lost: bytes) -> bool:
         """A task failed because an argument we own was lost: rebuild that argument
@@ -743,6 +746,7 @@ class CoreWorker(_object_ref._Hooks):
         if spec.lineage_pinned:
             return
         spec.lineage_pinned = True
+        spec.kept_refs = [ref for ref in spec.arg_refs if ref.owner != self.address]
         for dep in _lineage_args(spec):
             entry = self.objects.get(dep)
             if entry is not None:
@@ -753,6 +757,7 @@ class CoreWorker(_object_ref._Hooks):
         if not spec.lineage_pinned:
             return []
         spec.lineage_pinned = False
+        spec.kept_refs = []  # their __del__ ends the borrows
         freed = []
         for dep in _lineage_args(spec):
             entry = self.objects.get(dep)
@@ -1206,19 +1211,14 @@ class CoreWorker(_object_ref._Hooks):
             strategy=strategy,
         )
         deps = self._prepare(spec, args, kwargs, name)
-        spec.dep_ids = [(position, ref.id) for position, ref in deps]
+        spec.dep_ids = [(position, ref.id, ref.owner) for position, ref in deps]
         if len(spec.arg_refs) > len(deps):  # the worker gets these itself when it runs
             spec.nested_ids = [r.id for r in spec.arg_refs[: len(spec.arg_refs) - len(deps)]]
         # Lineage: a task can be rerun to rebuild its value if its arguments can be had
-        # again: plain values, or refs this process owns, at the top level or nested
-        # (rebuilt first, or when the rerun asks for them, if they are lost too).
-        # Borrowed refs cannot: their owner may have let them go.
-        spec.rebuildable = (
-            not actor_creation  # an actor call is rerun on the actor (Ray: max_task_retries)
-            and num_returns >= 1
-            and max_retries != 0
-            and all(ref.owner == self.address for ref in spec.arg_refs)
-        )
+        # again: plain values, refs this process owns, at the top level or nested
+        # (rebuilt first, or when the rerun asks for them, if they are lost too), and
+        # borrowed refs, which the kept lineage goes on borrowing (kept_refs).
+        spec.rebuildable = not actor_creation and num_returns >= 1 and max_retries != 0
         spec.submitted = time.time()
         spec.parent = self.current_task_id
         self._events.append(spec)  # reported at the next flush if it still waits

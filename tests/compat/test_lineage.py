@@ -55,6 +55,14 @@ def in_store(ref) -> bool:
     return os.path.exists(os.path.join(store_dir(), ref.hex()))
 
 
+def wait_freed(*hex_ids: str) -> None:
+    wait_for(
+        lambda: not any(os.path.exists(os.path.join(store_dir(), h)) for h in hex_ids),
+        timeout=15,
+        message=f"the segments of {hex_ids} to be freed",
+    )
+
+
 @pytest.fixture
 def counter(tmp_path):
     return str(tmp_path / "runs")
@@ -68,11 +76,7 @@ def test_a_lost_chain_is_rebuilt_from_released_arguments(ray_start, counter, tmp
     a_hex, b_hex = a.hex(), b.hex()
     del a, b  # nothing refers to them: their memory goes, their recipe stays for c
     gc.collect()
-    wait_for(
-        lambda: not any(os.path.exists(os.path.join(store_dir(), h)) for h in (a_hex, b_hex)),
-        timeout=15,
-        message="the released arguments' segments to be freed",
-    )
+    wait_freed(a_hex, b_hex)
     assert runs(tmp_path / "runs") == ["make", "add", "add"]
     lose(c)
     value = ray.get(c, timeout=60)
@@ -117,11 +121,7 @@ def test_a_dropped_put_argument_cannot_be_had_again(ray_start, counter):
     a_hex = a.hex()
     del a
     gc.collect()
-    wait_for(
-        lambda: not os.path.exists(os.path.join(store_dir(), a_hex)),
-        timeout=15,
-        message="the dropped put() object to be freed",
-    )
+    wait_freed(a_hex)  # the dropped put() object
     lose(b)
     with pytest.raises(exceptions.ObjectLostError):
         ray.get(b, timeout=60)
@@ -180,11 +180,7 @@ def test_a_lost_return_of_a_task_with_two_is_rebuilt(ray_start, counter, tmp_pat
     a_hex, b_hex = a.hex(), b.hex()
     del a, b
     gc.collect()
-    wait_for(
-        lambda: not any(os.path.exists(os.path.join(store_dir(), h)) for h in (a_hex, b_hex)),
-        timeout=15,
-        message="both returns to be freed, with no copy left behind",
-    )
+    wait_freed(a_hex, b_hex)  # both returns, with no copy left behind
 
 
 def test_both_lost_returns_come_back_from_one_rerun(ray_start, counter, tmp_path):
@@ -258,11 +254,22 @@ def test_a_ref_nested_in_the_arguments_is_rebuilt_when_the_rerun_asks(ray_start,
     a_hex = a.hex()
     del a
     gc.collect()
-    wait_for(
-        lambda: not os.path.exists(os.path.join(store_dir(), a_hex)),
-        timeout=15,
-        message="the nested argument's segment to be freed",
-    )
+    wait_freed(a_hex)  # the nested argument's memory is released
     lose(b)
     assert float(ray.get(b, timeout=60).sum()) == 3.0 * N
     assert sorted(runs(tmp_path / "runs")) == ["make", "make", "nested", "nested"]
+
+
+@ray.remote
+def relay(counter: str, refs: list) -> float:
+    """In a worker: submit a task on a ref borrowed from the driver, lose its result."""
+    b = add.remote(counter, refs[0], 1.0)
+    ray.get(b)
+    lose(b)
+    return float(ray.get(b, timeout=60).sum())
+
+
+def test_a_task_on_a_borrowed_ref_is_rebuilt_by_its_owner(ray_start, counter, tmp_path):
+    a = make.remote(counter, 2.0)
+    assert ray.get(relay.remote(counter, [a]), timeout=120) == 3.0 * N
+    assert sorted(runs(tmp_path / "runs")) == ["add", "add", "make"]
