@@ -408,15 +408,19 @@ def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, s
     use = """
         ray.init(address="auto")
         c = ray.get_actor("counter", namespace="svc")
-        print(json.dumps({"n": ray.get(c.incr.remote(), timeout=30)}))
+        job = int.from_bytes(bytes.fromhex(ray.get_runtime_context().get_job_id()), "little")
+        print(json.dumps({"n": ray.get(c.incr.remote(), timeout=30), "job": job}))
         ray.shutdown()
         """
-    assert cluster.driver("h2", use)["n"] == 4  # a later driver finds the detached actor
+    before = cluster.driver("h2", use)
+    assert before["n"] == 4  # a later driver finds the detached actor
     tn("kill", "h1")  # the head is gone
     cluster.start_node("h1", head=True, storage=url)
     status = _wait_alive(cluster, 3)
     assert status["head"]["storage"].startswith(storage)
-    assert cluster.driver("h2", use)["n"] == 5  # same actor, same state, through the new head
+    after = cluster.driver("h2", use)
+    assert after["n"] == 5  # same actor, same state, through the new head
+    assert after["job"] > before["job"]  # the job table survived: ids go on, none reused
     # The head's old node is marked dead once its heartbeats are missed; its detached
     # actor's owner is gone, so the new head starts it again (constructor rerun: n = 1).
     again = use.replace('"counter"', '"on_head"').replace("timeout=30", "timeout=60")
