@@ -50,6 +50,29 @@ def parse_address(address: str) -> tuple[int, Any]:
     raise ValueError(f"bad address {address!r}: want 'unix:PATH' or 'tcp:HOST:PORT'")
 
 
+def _dial(address: str, token: bytes, timeout: float) -> socket.socket:
+    """A connected socket that passed the token handshake (client side).
+
+    Raises ConnectionLost if the peer cannot be reached, AuthenticationError if it
+    refuses the token.
+    """
+    family, addr = parse_address(address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(addr)
+        sock.sendall(MAGIC + token)
+        if _recv_exact(sock, 1) != _ACK:
+            raise AuthenticationError(f"{address} refused the cluster token")
+    except OSError as exc:
+        sock.close()
+        raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     chunks = []
     while n:
@@ -110,23 +133,14 @@ class Connection:
         on_close: Callable[[Connection], None] | None = None,
         timeout: float = 10.0,
     ) -> Connection:
-        family, addr = parse_address(address)
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = _dial(address, token, timeout)
         try:
-            sock.settimeout(timeout)
-            sock.connect(addr)
-            sock.sendall(MAGIC + token)
-            if _recv_exact(sock, 1) != _ACK:
-                raise AuthenticationError(f"{address} refused the cluster token")
             sock.settimeout(None)
-            if family == socket.AF_INET:
+            if sock.family == socket.AF_INET:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             sock.close()
             raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
-        except BaseException:
-            sock.close()
-            raise
         return cls(sock, handler, name=name, on_close=on_close).start()
 
     # --- sending ------------------------------------------------------------------
@@ -408,20 +422,14 @@ def receive_stream(address: str, token: bytes, request: Any, fd: int, timeout: f
     """Ask for a raw stream on a connection of its own and write it into the file `fd`.
 
     The data plane between node managers: `request` goes out as a frame; the answer is
-    a frame (ObjectStream with the size, or Failed), then `size` raw bytes. They are
-    received into one reused 1 MiB buffer and written to the file with pwrite. On tmpfs
-    that is 2.5-3x faster than receiving into a mapping of the new file, which pays a
-    page fault and a page of zeroes for every 4 KiB. Returns the answer frame.
-    Blocking: run it in a thread.
+    a frame (ObjectStream with the size, or Failed), then `size` raw bytes, spliced
+    from the socket into the file on Linux (one kernel copy), else received into one
+    reused 1 MiB buffer and written with pwrite. Either is 2.5-7x faster than receiving
+    into a mapping of the new file, which pays a page fault and a page of zeroes for
+    every 4 KiB. Returns the answer frame. Blocking: run it in a thread.
     """
-    family, addr = parse_address(address)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = _dial(address, token, timeout)
     try:
-        sock.settimeout(timeout)
-        sock.connect(addr)
-        sock.sendall(MAGIC + token)
-        if _recv_exact(sock, 1) != _ACK:
-            raise AuthenticationError(f"{address} refused the cluster token")
         sock.sendall(encode(request, 1))
         length, version = struct.unpack("<IB", _recv_exact(sock, 5))
         if version != PROTOCOL_VERSION or length > 1 << 20:
