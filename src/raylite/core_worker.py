@@ -553,7 +553,7 @@ class CoreWorker(_object_ref._Hooks):
         err = ObjectLostError(
             oid.hex(),
             f"Object {oid.hex()} is lost: {why}, and it cannot be rebuilt "
-            "(it was put(), made by an actor, its task has no retries left, or an "
+            "(it was put(), its task (or actor call) has no retries left, or an "
             "argument of that task cannot be had again).",
         )
         entry.kind, entry.data = P.ERROR, dumps_inline(err)
@@ -592,6 +592,9 @@ class CoreWorker(_object_ref._Hooks):
     def _keep_lineage(self, spec: TaskSpec, reply: P.TaskDone) -> None:
         """A task's stored returns keep it as their lineage while they live."""
         if not spec.rebuildable or not reply.returns:
+            return
+        if not spec.lineage_pinned and all(r[1] != P.IN_STORE for r in reply.returns):
+            spec.rerunning = False  # small values only: the owner holds them, no lineage
             return
         with self.lock:
             spec.rerunning = False
