@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import core_worker
+from .core import context
 from .object_ref import new_id
 from .remote_function import resource_shape, strategy_of, validate_options
 from .serialization import dumps_function
@@ -17,7 +17,7 @@ class ActorExitRequest(SystemExit):
 
 def exit_actor() -> None:
     """End the current actor from inside one of its methods, as `ray.actor.exit_actor`."""
-    cw = core_worker._global
+    cw = context._global
     if cw is None or cw.current_actor_id is None:
         raise TypeError("exit_actor() must be called from inside an actor method.")
     raise ActorExitRequest(0)
@@ -109,7 +109,7 @@ class ActorClass:
         return _ActorOptions(self, merged)
 
     def _create(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
-        cw = core_worker.global_worker()
+        cw = context.global_worker()
         # Ray's default: an actor needs no CPU while it runs unless asked for.
         shape = resource_shape(options, 0)
         actor_id, address = cw.create_actor(
@@ -188,7 +188,7 @@ class ActorHandle:
 
     def __reduce__(self) -> Any:
         address = self._address
-        cw = core_worker._global
+        cw = context._global
         if address is None and cw is not None:
             client = cw.actors.get(self._actor_id)
             # Only a constructed actor's address is handed on; otherwise the
@@ -238,7 +238,7 @@ class ActorMethod:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
-        cw = core_worker.global_worker()
+        cw = context.global_worker()
         cw.actor_client(h._actor_id, h._class_name, h._address)
         refs = cw.submit_task(
             name=f"{h._class_name}.{self._name}",

@@ -26,10 +26,10 @@ from typing import Any
 
 import psutil
 
-from . import core_worker
 from .actors import ActorClass, ActorHandle, method
 from .config import CONFIG, from_units, to_units
-from .core_worker import CoreWorker
+from .core import context as core_context
+from .core.core_worker import CoreWorker
 from .exceptions import RaySystemError
 from .object_ref import ActorID, JobID, NodeID, ObjectRef, TaskID, WorkerID
 from .object_store import default_store_root
@@ -75,7 +75,7 @@ def _set_worker_runtime(cw: CoreWorker) -> None:
     """Inside a worker process: the worker's own core worker serves the API."""
     global _runtime
     _runtime = _Runtime(cw, None, "", "")
-    core_worker._global = cw
+    core_context._global = cw
 
 
 def init(
@@ -125,8 +125,8 @@ def init(
                 )
             _configure_logging(logging_level)
             _runtime = _connect(address, log_to_driver, namespace)
-            core_worker._global = _runtime.cw
-            core_worker._auto_init = _auto_init
+            core_context._global = _runtime.cw
+            core_context._auto_init = _auto_init
             atexit.register(shutdown)
             return RayContext(_runtime.cw)
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
@@ -173,8 +173,8 @@ def init(
             system_config,
             _dashboard_args(kwargs),
         )
-        core_worker._global = _runtime.cw
-        core_worker._auto_init = _auto_init
+        core_context._global = _runtime.cw
+        core_context._auto_init = _auto_init
         atexit.register(shutdown)
         context = RayContext(_runtime.cw)
         if context.dashboard_login_url:
@@ -230,7 +230,7 @@ def _auto_init() -> CoreWorker:
         return _runtime.cw
 
 
-core_worker._auto_init = _auto_init
+core_context._auto_init = _auto_init
 
 
 def _store_root(capacity: int) -> str:
@@ -379,7 +379,7 @@ def shutdown() -> None:
         rt = _runtime
         if rt is not None and rt.connected:
             _runtime = None
-            core_worker._global = None
+            core_context._global = None
             with contextlib.suppress(Exception):
                 atexit.unregister(shutdown)
             rt.cw.shutdown()
@@ -387,7 +387,7 @@ def shutdown() -> None:
         if rt is None or rt.proc is None:
             return
         _runtime = None
-        core_worker._global = None
+        core_context._global = None
         with contextlib.suppress(Exception):
             atexit.unregister(shutdown)
         cw = rt.cw
@@ -411,7 +411,7 @@ def shutdown() -> None:
 
 
 def _worker() -> CoreWorker:
-    return core_worker.global_worker()
+    return core_context.global_worker()
 
 
 def remote(*args: Any, **kwargs: Any) -> Any:
@@ -520,7 +520,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 
 def get_gpu_ids() -> list[int]:
     """GPU ids assigned to the current task or actor ([] in the driver)."""
-    cw = core_worker._global
+    cw = core_context._global
     return list(cw.current_gpu_ids) if cw is not None else []
 
 

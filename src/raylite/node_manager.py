@@ -303,9 +303,14 @@ class NodeManager:
                 return
             self.spawn(self.heartbeat_loop())
         if self.head is not None and self.dashboard_port is not None:
-            from .dashboard import start_dashboard
-
-            self.dashboard = await start_dashboard(self, self.dashboard_host, self.dashboard_port)
+            try:
+                from .dashboard.server import start_dashboard
+            except ImportError as exc:  # a broken install must not stop the node
+                log.warning("the dashboard cannot start (%s); reinstall raylite to get it", exc)
+            else:
+                self.dashboard = await start_dashboard(
+                    self, self.dashboard_host, self.dashboard_port
+                )
             self.dashboard_url = self.dashboard.url if self.dashboard is not None else ""
         gc.freeze()  # forked workers share these pages instead of copying them
         for _ in range(self.prestart):

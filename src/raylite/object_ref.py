@@ -103,9 +103,9 @@ class ObjectRef:
 
     def future(self) -> Any:
         """A concurrent.futures.Future for the value; `await ref` uses it too."""
-        from . import core_worker
+        from .core import context
 
-        return core_worker.global_worker().when_ready_future(self)
+        return context.global_worker().when_ready_future(self)
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:

@@ -7,8 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from . import core_worker
 from .config import to_units
+from .core import context
 from .object_ref import ObjectRef, new_id
 from .serialization import dumps_function
 
@@ -185,7 +185,7 @@ class RemoteFunction:
                 self._signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"{self._name}.remote(): {exc}") from None
-        cw = core_worker.global_worker()
+        cw = context.global_worker()
         refs = cw.submit_task(
             name=opts._display_name(),
             function_id=self._function_id,

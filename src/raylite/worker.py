@@ -24,7 +24,7 @@ from . import protocol as P
 from . import task_events
 from .actors import ActorExitRequest
 from .config import CONFIG
-from .core_worker import CoreWorker
+from .core.core_worker import CoreWorker
 from .exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from .object_ref import ObjectRef
 from .serialization import capture_error, dumps_inline, loads_function, loads_inline, serialize

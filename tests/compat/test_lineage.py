@@ -137,9 +137,9 @@ def test_a_task_with_retries_disabled_is_not_rerun(ray_start, counter, tmp_path)
 
 
 def test_released_arguments_go_with_the_last_object_that_needs_them(ray_start, counter):
-    from raylite import core_worker
+    from raylite.core import context, objects
 
-    cw = core_worker._global
+    cw = context._global
     a = make.remote(counter, 1.0)
     b = add.remote(counter, a, 1.0)
     ray.get(b)
@@ -151,7 +151,7 @@ def test_released_arguments_go_with_the_last_object_that_needs_them(ray_start, c
         timeout=15,
         message="a's segment to be freed",
     )
-    assert cw.objects[a_id].kind == core_worker.RELEASED  # its recipe, for b
+    assert cw.objects[a_id].kind == objects.RELEASED  # its recipe, for b
     assert in_store(b)
     del b
     gc.collect()

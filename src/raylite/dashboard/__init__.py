@@ -17,31 +17,18 @@ URL raylite prints carries a login token derived from the cluster token too, so
 a copied dashboard link opens the dashboard and nothing else: the cluster token
 itself (which lets a process run code on the cluster) is never printed.
 
-This module imports nothing heavy: drivers and the CLI use it for the names below.
+This module imports nothing heavy: drivers and the CLI use it for the names below;
+the node manager starts the server with server.start_dashboard.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
-from typing import Any
 
 DEFAULT_PORT = 8265  # Ray's
 URL_FILE = "dashboard_url"  # in the session dir: the base URL, written once it listens
-
-
-async def start_dashboard(nm: Any, host: str, port: int) -> Any:
-    """Serve the dashboard of the head in `nm` (server.Dashboard), or None with a warning."""
-    try:
-        from .server import start_dashboard as start
-    except ImportError as exc:  # aiohttp is a dependency; a broken install must not stop the node
-        logging.getLogger("raylite.dashboard").warning(
-            "the dashboard cannot start (%s); reinstall raylite to get it", exc
-        )
-        return None
-    return await start(nm, host, port)
 
 
 def login_token(token: bytes) -> str:
@@ -74,5 +61,4 @@ __all__ = [
     "login_url",
     "read_url",
     "session_cookie",
-    "start_dashboard",
 ]

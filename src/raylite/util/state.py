@@ -22,9 +22,10 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import core_worker
 from .. import protocol as P
 from .. import task_events as TE
+from ..core import context
+from ..core.objects import PENDING, RELEASED
 from ..object_ref import new_id
 from ..transport import Connection
 
@@ -165,7 +166,7 @@ def connect(session: str | None = None) -> Connection:
 
 def _live_worker() -> Any:
     """This process's core worker if raylite runs here (never starts raylite)."""
-    cw = core_worker._global
+    cw = context._global
     return cw if cw is not None and not cw.closed else None
 
 
@@ -248,7 +249,7 @@ def _pending_rows(cw: Any) -> list[dict[str, Any]]:
     rows = []
     for spec in specs:
         entry = cw.objects.get(spec.return_ids[0]) if spec.return_ids else None
-        if spec.failed or entry is None or entry.kind is not core_worker.PENDING:
+        if spec.failed or entry is None or entry.kind is not PENDING:
             continue  # done (an actor's creation task stays in `running` for restarts)
         if spec.unresolved > 0:
             state = TE.PENDING_ARGS_AVAIL
@@ -421,7 +422,7 @@ def store_stats() -> dict[str, Any]:
 
 
 def _stats() -> P.StoreStats:
-    cw = core_worker.global_worker()
+    cw = context.global_worker()
     cw._process_released()
     return cw.nm.request(P.GetStoreStats(), timeout=30)
 
@@ -464,7 +465,7 @@ def _object_rows(cw: Any) -> list[dict[str, Any]]:
     rows = []
     with cw.lock:
         # RELEASED entries keep only a recipe (lineage) for other objects: no value
-        owned = [(o, e) for o, e in cw.objects.items() if e.kind != core_worker.RELEASED]
+        owned = [(o, e) for o, e in cw.objects.items() if e.kind != RELEASED]
         contained: dict[bytes, list[str]] = {}
         for outer_id, outer in owned:
             for ref in outer.contains:

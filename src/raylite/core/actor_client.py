@@ -1,0 +1,496 @@
+"""This process's side of actors: creation, calls in order, restarts, death.
+
+Owns ActorClient (where an actor lives, calls not yet sent or not answered, the
+restart budget and incarnation) and the CoreWorker methods that create actors,
+send their calls in submission order, restart an actor this process created
+when its process dies, and fail calls once it is dead. Not the actor table
+(the head), not running the calls (worker).
+
+    create_actor ─▶ lease ─PushTask(creation)─▶ worker ─TaskDone─▶ ALIVE
+    call ─▶ client.queue ─PushTask─▶ actor's worker ─TaskDone─▶ results
+    process died ─▶ restart (budget left) ─▶ resend retried calls, or DEAD"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .. import protocol as P
+from ..exceptions import (
+    ActorDiedError,
+    ConnectionLost,
+)
+from ..object_ref import ObjectRef, new_id
+from ..serialization import dumps_inline, loads_inline
+from ..transport import Connection
+from .leasing import Lease, SchedulingClass
+from .tasks import (
+    TaskSpec,
+)
+
+log = logging.getLogger("raylite")
+
+
+class ActorClient:
+    """This process's view of one actor: where it is and calls not yet sent."""
+
+    __slots__ = (
+        "actor_id",
+        "address",
+        "alive",
+        "class_name",
+        "conn",
+        "creation_ref",
+        "creation_spec",
+        "creator",
+        "dead_cause",
+        "failed_address",
+        "incarnation",
+        "inflight",
+        "lease",
+        "queue",
+        "resolving",
+        "restarting",
+        "restarts_left",
+        "retry_buffer",
+    )
+
+    def __init__(self, actor_id: bytes, class_name: str) -> None:
+        self.actor_id = actor_id
+        self.class_name = class_name
+        self.address: str | None = None
+        self.conn: Connection | None = None
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.dead_cause: str | None = None
+        self.lease: Lease | None = None
+        self.resolving = False
+        self.creator = False
+        self.alive = False
+        # Restarts (owner side): budget left (-1: unlimited), the creation task to
+        # rerun, calls sent and not answered, calls to resend after the restart.
+        self.restarts_left = 0
+        self.restarting = False
+        self.incarnation = 0
+        self.creation_spec: TaskSpec | None = None
+        self.inflight: list[TaskSpec] = []
+        self.retry_buffer: list[TaskSpec] = []
+        self.failed_address: str | None = None
+        self.creation_ref: ObjectRef | None = None
+
+
+def actor_error(client: ActorClient, cause: str) -> ActorDiedError:
+    return ActorDiedError(
+        f"The actor {client.class_name} ({client.actor_id.hex()}) is dead: {cause}", cause
+    )
+
+
+class ActorClientMixin:
+    def _actor_process_died(self, address: str) -> None:
+        """An actor we created lived at `address`: restart it now, not at the next call."""
+        for client in list(self.actors.values()):
+            with self.lock:  # the check and the incarnation it saw, together
+                here = client.creator and client.address == address
+                incarnation = client.incarnation
+            if here and client.dead_cause is None:
+                if client.restarts_left != 0:
+                    self._restart_actor(client, incarnation)
+                else:
+                    self._actor_died(
+                        client,
+                        f"The actor {client.class_name}'s worker process died unexpectedly "
+                        "(the process crashed or was killed).",
+                        report=True,
+                    )
+
+    def create_actor(
+        self,
+        *,
+        class_name: str,
+        function_id: bytes,
+        function_blob: Callable[[], bytes],
+        args: tuple,
+        kwargs: dict,
+        shape: dict[str, int],
+        name: str | None = None,
+        namespace: str | None = None,
+        methods: dict[str, int] | None = None,
+        get_if_exists: bool = False,
+        actor_options: dict[str, Any] | None = None,
+        strategy: Any = None,
+    ) -> tuple[bytes, str | None]:
+        """Start an actor; returns (actor id, address if it already existed by name)."""
+        actor_id = new_id()
+        if name is not None:
+            ns = namespace if namespace is not None else self.default_namespace()
+            reply = self.nm.request(
+                P.RegisterActorName(name, ns, actor_id, class_name, methods or {}), timeout=30
+            )
+            if reply.found:
+                if get_if_exists:
+                    self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
+                    return reply.actor_id, reply.address or None
+                raise ValueError(
+                    f"The name {name!r} (namespace={ns!r}) is already taken by actor "
+                    f"{reply.actor_id.hex()}. Use get_if_exists=True, or another name."
+                )
+        client = ActorClient(actor_id, class_name)
+        client.creator = True
+        client.restarts_left = (actor_options or {}).get("max_restarts") or 0
+        self.actors[actor_id] = client
+        refs = self.submit_task(
+            name=f"{class_name}.__init__",
+            function_id=function_id,
+            function_blob=function_blob,
+            args=args,
+            kwargs=kwargs,
+            num_returns=1,
+            shape=shape,
+            max_retries=0,
+            retry_exceptions=False,
+            actor_id=actor_id,
+            actor_creation=True,
+            actor_options=actor_options,
+            strategy=strategy,
+        )
+        client.creation_ref = refs[0]
+        return actor_id, None
+
+    def default_namespace(self) -> str:
+        return self.namespace if self.namespace is not None else f"anonymous-{self.job_id.hex()}"
+
+    def named_actor(self, name: str, namespace: str | None) -> P.NamedActor:
+        ns = namespace if namespace is not None else self.default_namespace()
+        reply = self.nm.request(P.GetNamedActor(name, ns), timeout=30)
+        if not reply.found:
+            raise ValueError(f"Failed to look up actor with name {name!r} in namespace {ns!r}.")
+        self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
+        return reply
+
+    def _restart_actor(self, client: ActorClient, incarnation: int) -> None:
+        """Life `incarnation` of the actor died and restarts are left: rerun its constructor.
+
+        A death is reported by up to three paths (the node's ClientDied, a call whose
+        connection broke, a failed reconnect), possibly after the restart they ask for
+        has already happened: only the first word about a given life restarts it.
+        """
+        with self.lock:
+            if (
+                client.restarting
+                or incarnation != client.incarnation
+                or client.dead_cause is not None
+                or client.creation_spec is None
+            ):
+                return
+            client.restarting = True
+            client.incarnation += 1
+            if client.restarts_left > 0:
+                client.restarts_left -= 1
+            client.conn, client.alive, client.address = None, False, None
+            old, client.lease = client.lease, None
+            if old is not None:
+                self.leases.pop(old.lease_id, None)
+                self._return_to_nm(old, True)
+        self._send_nm(
+            P.ActorStateChanged(
+                client.actor_id,
+                "RESTARTING",
+                client.class_name,
+                "",
+                0,
+                "restarting",
+                client.restarts_left,
+            )
+        )
+        self._schedule_actor_creation(client.creation_spec, client)
+
+    def _schedule_actor_creation(self, spec: TaskSpec, client: ActorClient) -> None:
+        first = client.creation_spec is None
+        client.creation_spec = spec
+        options = spec.actor_options or {}
+        if first and options.get("detached") and client.restarts_left and self.node_tcp:
+            self._register_detached(spec, client)
+        key = tuple(sorted(spec.shape.items()))
+        sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
+
+        def on_grant(lease: Lease | None) -> None:
+            if lease is None:
+                self._actor_died(client, "the node manager could not start a worker for the actor")
+                return
+            with self.lock:
+                client.lease = lease
+                client.address = lease.address
+                self.leases[lease.lease_id] = lease
+            try:
+                conn = self.peer(lease.address)
+                msg = self._push_message(conn, spec, lease.gpu_ids)
+                spec.pushed = True
+                conn.request_async(msg, lambda reply: self._actor_created(client, spec, reply))
+            except ConnectionLost:
+                self._actor_created(client, spec, None)
+                return
+            with self.lock:
+                client.conn = conn
+            self._flush_actor(client)
+
+        with self.lock:
+            detached = bool((spec.actor_options or {}).get("detached"))
+            self._request_lease(sc, actor_id=client.actor_id, on_grant=on_grant, detached=detached)
+
+    def _register_detached(self, spec: TaskSpec, client: ActorClient) -> None:
+        """Leave with the head what it takes to restart this detached actor after we are
+        gone (detached.py): possible only if its constructor's arguments are all inline."""
+        if any(dep[1] != P.INLINE for dep in spec.deps):
+            self._send_nm(P.RegisterDetached(client.actor_id, self.address, [], spec.shape))
+            return
+        blob = spec.function_blob() if spec.function_blob is not None else None
+        push = [
+            spec.task_id,
+            spec.name,
+            spec.function_id,
+            blob,
+            spec.args_blob,
+            spec.deps,
+            spec.return_ids,
+            self.address,
+            spec.actor_id,
+            True,
+            [],
+            self.job_id,
+            None,
+            spec.actor_options,
+        ]
+        self._send_nm(P.RegisterDetached(client.actor_id, self.address, push, spec.shape))
+
+    def _actor_created(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
+        if isinstance(reply, P.TaskDone):
+            oid, kind, data, _ = reply.returns[0]
+            if kind == P.ERROR:
+                cause = loads_inline(data)
+                self._actor_died(
+                    client,
+                    f"The actor {client.class_name} died in its constructor: {cause}",
+                    report=True,
+                )
+            else:
+                with self.lock:
+                    client.alive = True
+                    client.restarting = False
+                    client.queue.extendleft(reversed(client.retry_buffer))
+                    client.retry_buffer = []
+                self._send_nm(
+                    P.ActorStateChanged(
+                        client.actor_id,
+                        "ALIVE",
+                        client.class_name,
+                        client.address or "",
+                        reply.worker_pid,
+                        "",
+                        client.restarts_left,
+                    )
+                )
+                self._flush_actor(client)
+            self._complete(oid, kind, data)
+        elif client.restarts_left != 0 and client.dead_cause is None:
+            client.restarting = False  # it died again while starting: try once more
+            self._restart_actor(client, client.incarnation)
+        else:
+            self._actor_died(
+                client,
+                f"The actor {client.class_name}'s worker process died "
+                "before its constructor finished.",
+                report=True,
+            )
+            self._complete(
+                spec.return_ids[0], P.ERROR, dumps_inline(ActorDiedError(client.dead_cause or ""))
+            )
+
+    def _actor_died(self, client: ActorClient, cause: str, report: bool = False) -> None:
+        with self.lock:
+            if client.dead_cause is not None:
+                return
+            client.dead_cause = cause
+            queued = list(client.retry_buffer) + list(client.queue)
+            client.queue.clear()
+            client.retry_buffer = []
+        if report:
+            self._send_nm(
+                P.ActorStateChanged(
+                    client.actor_id, "DEAD", client.class_name, client.address or "", 0, cause, 0
+                )
+            )
+        for spec in queued:
+            self._fail_task(spec, dumps_inline(actor_error(client, cause)))
+
+    def actor_client(self, actor_id: bytes, class_name: str, address: str | None) -> ActorClient:
+        client = self.actors.get(actor_id)
+        if client is None:
+            with self.lock:
+                client = self.actors.get(actor_id)
+                if client is None:
+                    client = ActorClient(actor_id, class_name)
+                    client.address = address
+                    self.actors[actor_id] = client
+        return client
+
+    def _resolve_actor(self, client: ActorClient) -> None:
+        """Ask the head where a borrowed actor lives (lock held)."""
+        if client.resolving:
+            return
+        client.resolving = True
+
+        def on_info(reply: Any) -> None:
+            client.resolving = False
+            if isinstance(reply, P.ActorInfo) and reply.state == "ALIVE":
+                if reply.address == client.failed_address:  # the head has not heard yet
+                    self.timers.call_later(0.05, lambda: self._retry_resolve(client))
+                    return
+                with self.lock:
+                    client.address = reply.address
+                    client.alive = True
+                    client.queue.extendleft(reversed(client.retry_buffer))
+                    client.retry_buffer = []
+                self._flush_actor(client)
+            else:
+                cause = reply.cause if isinstance(reply, P.ActorInfo) else "the head is unreachable"
+                self._actor_died(client, cause or "The actor is dead.")
+
+        try:
+            self.nm.request_async(P.GetActorInfo(client.actor_id), on_info)
+        except ConnectionLost:
+            client.resolving = False
+
+    def _retry_resolve(self, client: ActorClient) -> None:
+        with self.lock:
+            self._resolve_actor(client)
+
+    def _flush_actor(self, client: ActorClient) -> None:
+        """Send queued calls in order, up to the first with unresolved arguments."""
+        died = resend = False
+        incarnation = client.incarnation
+        with self.lock:
+            if client.dead_cause is not None:
+                queued = list(client.queue)
+                client.queue.clear()
+                cause = client.dead_cause
+            else:
+                queued = []
+                if client.conn is None or client.conn.closed:
+                    if client.creator and client.conn is None:
+                        return  # the lease grant flushes
+                    if client.address is None:
+                        self._resolve_actor(client)
+                        return
+                    try:
+                        incarnation = client.incarnation
+                        client.conn = self.peer(client.address)
+                    except ConnectionLost:
+                        client.conn = None
+                        if client.creator:
+                            died = True
+                        else:
+                            client.failed_address, client.address = client.address, None
+                            self._resolve_actor(client)
+                            return
+                conn = client.conn
+                while conn is not None and client.queue and client.queue[0].unresolved == 0:
+                    spec = client.queue.popleft()
+                    if spec.failed:
+                        continue
+                    try:
+                        client.inflight.append(spec)
+                        spec.incarnation = client.incarnation
+                        spec.pushed = True
+                        conn.request_async(
+                            self._push_message(conn, spec, []),
+                            lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
+                        )
+                    except ConnectionLost:
+                        client.inflight.remove(spec)
+                        client.queue.appendleft(spec)
+                        resend = True  # the connection broke under us: reconnect
+                        break
+        if resend and not died:
+            self._flush_actor(client)
+            return
+        if died and client.restarts_left != 0:
+            self._restart_actor(client, incarnation)
+            return
+        if died:
+            self._actor_died(
+                client,
+                f"The actor {client.class_name}'s worker process died "
+                "unexpectedly (the process crashed or was killed).",
+                report=True,
+            )
+            return
+        for spec in queued:
+            self._fail_task(spec, dumps_inline(actor_error(client, cause)))
+
+    def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
+        with self.lock:
+            if spec in client.inflight:
+                client.inflight.remove(spec)
+            # A call sent to a life that has since been replaced (restarted): its failure
+            # says nothing of the actor now, whatever restarts are left.
+            old_life = client.creator and spec.incarnation != client.incarnation
+        if (
+            not isinstance(reply, P.TaskDone)
+            and client.dead_cause is None
+            and (not client.creator or client.restarts_left != 0 or old_life)
+        ):
+            # The process is gone but the actor may come back (restart): resend the
+            # call if it has retries, else it fails; later calls wait for the new one.
+            cause = f"The actor {client.class_name}'s process died while running this call."
+            with self.lock:
+                retry = spec.max_retries != 0 and not spec.cancelled
+                if retry:
+                    spec.max_retries -= 1 if spec.max_retries > 0 else 0
+                    if old_life and client.alive:  # the new life runs: send it there
+                        client.queue.appendleft(spec)
+                    else:
+                        client.retry_buffer.append(spec)
+                if not client.creator and client.address is not None:
+                    client.failed_address, client.address = client.address, None
+                    client.conn = None
+            if not retry:
+                self._fail_task(spec, dumps_inline(actor_error(client, cause)))
+                with self.lock:
+                    self._release_held(spec)
+            if client.creator:
+                if spec.incarnation == client.incarnation:  # not a late word of an old life
+                    self._restart_actor(client, spec.incarnation)
+                else:
+                    self._flush_actor(client)
+            else:
+                with self.lock:
+                    self._resolve_actor(client)
+            return
+        if isinstance(reply, P.TaskDone):
+            for oid, kind, data, contained in reply.returns:
+                self._complete(oid, kind, data, contained)
+            self._keep_lineage(spec, reply)
+        else:
+            self._actor_died(
+                client,
+                client.dead_cause
+                or f"The actor {client.class_name}'s worker process died "
+                "unexpectedly (the process crashed or was killed).",
+                report=client.lease is not None,
+            )
+            self._fail_task(spec, dumps_inline(actor_error(client, client.dead_cause or "")))
+        with self.lock:
+            self._release_held(spec)
+
+    def kill_actor(self, actor_id: bytes, class_name: str, no_restart: bool = True) -> None:
+        cause = f"The actor {class_name} was killed by raylite.kill()."
+        client = self.actor_client(actor_id, class_name, None)
+        if not no_restart:  # kill the process; its owner restarts it if it may
+            self.nm.request(P.KillActor(actor_id, cause, False), timeout=30)
+            return
+        with self.lock:
+            if client.dead_cause is None:
+                client.dead_cause = cause
+        self.nm.request(P.KillActor(actor_id, cause, True), timeout=30)
+        self._actor_died(client, cause)

@@ -1,0 +1,597 @@
+"""Per-process client: submit tasks, own objects, resolve refs, talk to actors.
+
+Every driver and worker runs one CoreWorker. It is the owner (Ray's ownership
+model) of the objects it creates: `put` values and the results of tasks it submits.
+
+    user thread ──submit──▶ CoreWorker ──RequestLease──▶ node manager
+                              │   ◀──LeaseGranted (worker address)──
+                              ├──PushTask──▶ leased worker ──TaskDone──▶ (reader thread)
+                              └──GetObject──▶ owner of a borrowed ref ──ObjectValue──▶
+
+Threads: user threads call in and send straight from their own thread; one reader
+thread per connection handles replies and inbound requests; one timer thread gives
+back idle leases. `self.lock` guards all scheduling and ownership state; it is
+never held while waiting for the network. Callbacks registered with `_when_ready`
+run without the lock.
+
+Reference counting (Ray's ownership protocol, simplified):
+- Each process counts its live ObjectRef instances per object id.
+- A process that holds a ref it does not own is a *borrower*: the first instance
+  registers it with the owner (AddBorrower, acknowledged before the borrower goes
+  on), the last one to go unregisters it (RemoveBorrower).
+- Refs pickled into task arguments are kept by the task spec until the task ends;
+  the executing worker registers its own borrow before it replies.
+- Refs inside a stored object are kept by the object's entry (`contains`); refs
+  inside a task's return value are registered by the worker on the caller's behalf
+  before it replies, and the caller keeps them with the returned object.
+- The owner frees an object when no local instance, borrower, pending task or
+  containing object remains: inline values are dropped, store segments are freed
+  through the node manager (which also deletes spill files).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import object_ref as _object_ref
+from .. import protocol as P
+from ..config import CONFIG
+from ..exceptions import (
+    ConnectionLost,
+    GetTimeoutError,
+    ObjectLostError,
+    ObjectStoreFullError,
+    OwnerDiedError,
+    RayTaskError,
+)
+from ..object_ref import ObjectRef, new_id
+from ..object_store import ObjectStore
+from ..serialization import dumps_inline, loads_inline, serialize
+from ..transport import Connection, Listener
+from . import context
+from .actor_client import ActorClient, ActorClientMixin
+from .leasing import Lease, LeasingMixin, SchedulingClass
+from .lineage import LineageMixin
+from .objects import PENDING, RELEASED, ObjectEntry
+from .refs import RefsMixin
+from .submission import SubmissionMixin
+from .tasks import TaskSpec
+from .timers import Timers
+
+log = logging.getLogger("raylite")
+
+
+class CoreWorker(
+    RefsMixin, LineageMixin, SubmissionMixin, LeasingMixin, ActorClientMixin, _object_ref._Hooks
+):
+    def __init__(
+        self,
+        *,
+        mode: str,
+        node_address: str,
+        token: bytes,
+        session_dir: str,
+        worker_id: bytes | None = None,
+        job_id: bytes | None = None,
+        log_to_driver: bool = True,
+        namespace: str | None = None,
+        task_handler: Callable[[Connection, P.PushTask, int], None] | None = None,
+        nm_handler: Callable[[Connection, Any, int], None] | None = None,
+        listen_ip: str | None = None,
+    ) -> None:
+        self.mode = mode
+        self.token = token
+        self.worker_id = worker_id or new_id()
+        self.namespace = namespace
+        self.log_to_driver = log_to_driver
+        self.lock = threading.RLock()
+        self.objects: dict[bytes, ObjectEntry] = {}
+        self.local_refs: dict[bytes, int] = {}
+        self.preregistered: set[bytes] = set()  # borrows a sender registered for us
+        self.borrowed_owner: dict[bytes, str] = {}  # borrowed id -> owner (while we hold it)
+        self.arg_pins: dict[bytes, int] = {}  # refs held by pending tasks' arguments
+        self.running: dict[bytes, TaskSpec] = {}  # first return id -> unfinished task
+        self._collecting = threading.local()
+        self._ref_lock = threading.Lock()
+        self._released: collections.deque[bytes] = collections.deque()
+        # Owner task events: TaskSpecs submitted (reported if they still wait at the next
+        # flush) and events of tasks that ended here without a worker.
+        self._events: collections.deque[Any] = collections.deque()
+        self._events_scheduled = False
+        self._completion = itertools.count(1)
+        self.classes: dict[tuple[tuple[str, int], ...], SchedulingClass] = {}
+        self.leases: dict[bytes, Lease] = {}
+        self.actors: dict[bytes, ActorClient] = {}
+        self.peers: dict[str, Connection] = {}
+        self._peer_lock = threading.Lock()
+        self.closed = False
+        self.timers = Timers()
+        # Execution context, set by the worker loop around each task. The task id is
+        # per thread and per asyncio task (a context variable): threaded and async
+        # actors run several calls at once.
+        self.current_actor_id: bytes | None = None
+        self.current_gpu_ids: list[int] = []
+        self.current_task_name: str | None = None
+        self.blocked_depth = 0
+        # Set before registering: the node manager may lease us out at once.
+        self.on_task_pushed = task_handler
+        self.on_nm_message = nm_handler
+        self.on_cancel_task: Callable[[bytes, bool], None] | None = None
+        # Tasks submitted from inside a running task: its id -> their first return ids
+        # (cancel(recursive=True) follows them). Emptied when the task ends.
+        self.children: dict[bytes, list[bytes]] = {}
+
+        # On a cluster node, other nodes' processes call us: listen on TCP there.
+        if listen_ip:
+            address = f"tcp:{listen_ip}:0"
+        else:
+            address = f"unix:{session_dir}/{mode[0]}-{self.worker_id.hex()}.sock"
+        self.listener = Listener(address, token, self._handle_inbound)
+        self.address = self.listener.address
+        self.nm = Connection.connect(
+            node_address, token, self._handle_nm, name="node-manager", on_close=self._nm_lost
+        )
+        reg = self.nm.request(
+            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address, job_id), timeout=30
+        )
+        self.node_id: bytes = reg.node_id
+        self.job_id: bytes = reg.job_id
+        self.node_address = node_address
+        self.node_info = reg.info
+        self.node_tcp: str = reg.info.get("tcp_address", "")  # "": a single-node session
+        self.store = ObjectStore(reg.store_dir, reg.info.get("spill_dir"))
+        self.store.on_spilled_read = lambda oid: self._send_nm(P.ObjectRestored(oid))
+        self.store.on_mapped = self._on_mapped
+        self._unmapped: collections.deque[bytes] = collections.deque()
+        _object_ref.set_hooks(self)
+        self.timers.call_later(0.1, self._release_loop)
+
+    @property
+    def current_task_id(self) -> bytes | None:
+        return context.CURRENT_TASK.get()
+
+    @current_task_id.setter
+    def current_task_id(self, task_id: bytes | None) -> None:
+        context.CURRENT_TASK.set(task_id)
+
+    def _node_died(self, msg: P.NodeDied) -> None:
+        """A node is gone: what ran there is retried, what was stored only there is rebuilt.
+
+        Connections to its processes are closed now (a cut-off node never closes them),
+        which fails their calls into the usual paths: task retries, actor restarts.
+        """
+        prefix = "" if msg.ip.startswith("127.") else f"tcp:{msg.ip}:"
+
+        def there(address: str | None) -> bool:
+            return bool(address) and (
+                address == msg.address or bool(prefix and address.startswith(prefix))  # type: ignore[union-attr]
+            )
+
+        with self.lock:
+            on_node = {
+                lease.address for lease in self.leases.values() if lease.node_id == msg.node_id
+            }
+            for sc in self.classes.values():
+                sc.idle = [lease for lease in sc.idle if lease.node_id != msg.node_id]
+            actors = [
+                c.address
+                for c in self.actors.values()
+                if c.creator and (there(c.address) or (c.lease and c.lease.node_id == msg.node_id))
+            ]
+            lost = [
+                oid
+                for oid, entry in self.objects.items()
+                if entry.kind == P.IN_STORE
+                and isinstance(entry.data, list)
+                and entry.data[1] == msg.address
+            ]
+        for address, conn in list(self.peers.items()):
+            if there(address) or address in on_node:
+                conn.close(join=False)
+        for address in actors:
+            if address:
+                self._actor_process_died(address)
+        for oid in lost:
+            self._object_lost(oid, f"its node {msg.address} died ({msg.cause})")
+
+    def peer(self, address: str) -> Connection:
+        conn = self.peers.get(address)
+        if conn is not None and not conn.closed:
+            return conn
+        with self._peer_lock:
+            conn = self.peers.get(address)
+            if conn is None or conn.closed:
+                conn = Connection.connect(
+                    address,
+                    self.token,
+                    self._handle_inbound,
+                    name=address,
+                    on_close=self._peer_lost,
+                )
+                self.peers[address] = conn
+        return conn
+
+    def _peer_lost(self, conn: Connection) -> None:
+        with self._peer_lock:
+            if self.peers.get(conn.name) is conn:
+                del self.peers[conn.name]
+
+    def _nm_lost(self, conn: Connection) -> None:
+        if not self.closed and self.mode == "worker":
+            os._exit(1)  # the node is gone: nothing left to work for
+
+    def _handle_nm(self, conn: Connection, msg: Any, rid: int) -> None:
+        if isinstance(msg, P.LogLines):
+            if self.log_to_driver:
+                _print_log_lines(msg.lines)
+        elif isinstance(msg, P.LeaseInfeasible):
+            self._warn_infeasible(msg)
+        elif isinstance(msg, P.ClientDied):
+            self._drop_borrower(msg.address)
+            self._actor_process_died(msg.address)
+        elif isinstance(msg, P.NodeDied):
+            self._node_died(msg)
+        elif self.on_nm_message is not None:
+            self.on_nm_message(conn, msg, rid)
+
+    def _handle_inbound(self, conn: Connection, msg: Any, rid: int) -> None:
+        if isinstance(msg, P.PushTask):
+            if self.on_task_pushed is None:
+                conn.reply(rid, P.Failed("this process does not run tasks"))
+            else:
+                self.on_task_pushed(conn, msg, rid)
+        elif isinstance(msg, P.GetObject):
+            self._serve_object(conn, msg.object_id, rid)
+        elif isinstance(msg, P.CancelTask):
+            if self.on_cancel_task is not None:
+                self.on_cancel_task(msg.task_id, msg.recursive)
+        elif isinstance(msg, P.AddBorrower):
+            self.on_add_borrower(conn, msg, rid)
+        elif isinstance(msg, P.RemoveBorrower):
+            self.on_remove_borrower(msg)
+        else:
+            log.warning("unexpected message %s", type(msg).__name__)
+
+    def _serve_object(self, conn: Connection, oid: bytes, rid: int) -> None:
+        def answer(kind: int, data: Any) -> None:
+            try:
+                conn.reply(rid, P.ObjectValue(oid, kind, data))
+            except ConnectionLost:
+                pass
+
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None:
+                err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was freed by its owner.")
+                answer(P.ERROR, dumps_inline(err))
+                return
+            if entry.kind == RELEASED:  # a rerun task reads a ref nested in its arguments
+                spec = self._take_lineage(oid, "a rebuilt task asked for it")
+                if spec is not None:
+                    self._resubmit(spec)
+            if entry.kind is PENDING:
+                entry.waiters.append(answer)
+                return
+            kind, data = entry.kind, entry.data
+        answer(kind, data)
+
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling 'put' on an ObjectRef is not allowed. If you really want to do "
+                "this, wrap it in a list: put([ref])."
+            )
+        self._process_released()
+        oid = new_id()
+        sv, contained = self.serialize_collecting(serialize, value)
+        entry = ObjectEntry()
+        entry.kind, entry.data = self.store_serialized(oid, sv)
+        entry.contains = contained
+        entry.seq = next(self._completion)
+        with self.lock:
+            self.objects[oid] = entry
+        return ObjectRef(oid, self.address)
+
+    def store_serialized(self, oid: bytes, sv: Any) -> tuple[int, Any]:
+        """(kind, data) for a value: inline bytes, or a segment the node manager made room for."""
+        if sv.size <= CONFIG.inline_threshold:
+            return P.INLINE, sv.inline()
+        size = self.store.segment_size(sv)
+        reply = self.nm.request(P.ReserveObject(oid, size, self.address), timeout=None)
+        if isinstance(reply, P.Failed):
+            raise ObjectStoreFullError(reply.reason)
+        size = self.store.put(oid, sv, reply.directory, reply.prealloc)
+        # On a cluster the value says which node holds it: [size, node manager address].
+        return P.IN_STORE, [size, self.node_tcp] if self.node_tcp else size
+
+    def _complete(self, oid: bytes, kind: int, data: Any, contained: Any = ()) -> None:
+        """Record an owned object's value and run its waiters (call without lock)."""
+        refs = self._adopt_contained(contained)
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None or entry.kind is not PENDING:
+                if kind == P.IN_STORE and (entry is None or self._elsewhere(entry, data)):
+                    self._free_segment(oid, data)  # nobody's, or a rerun's second copy
+                return
+            entry.kind, entry.data = kind, data
+            entry.contains = refs
+            entry.seq = next(self._completion)
+            waiters, entry.waiters = entry.waiters, []
+        for cb in waiters:
+            try:
+                cb(kind, data)
+            except Exception:
+                log.exception("object waiter failed")
+        if oid not in self.local_refs:
+            with self.lock:
+                self._maybe_free(oid)
+
+    @staticmethod
+    def _elsewhere(entry: ObjectEntry, data: Any) -> bool:
+        """A rerun stored this return again, on another node than the copy in use (or
+        the entry's value was released): that copy is extra."""
+        if entry.kind == RELEASED:
+            return True
+        if entry.kind != P.IN_STORE:
+            return False
+        held = entry.data[1] if isinstance(entry.data, list) else ""
+        new = data[1] if isinstance(data, list) else ""
+        return held != new
+
+    def _when_ready(self, ref: ObjectRef, callback: Callable[[int, Any], None]) -> int:
+        """Call back with (kind, data) once the value exists; returns its seq if ready now."""
+        oid = ref.id
+        if ref.owner == self.address:
+            with self.lock:
+                entry = self.objects.get(oid)
+                if entry is not None and entry.kind is PENDING:
+                    entry.waiters.append(callback)
+                    return 0
+            if entry is None:
+                err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was already freed.")
+                callback(P.ERROR, dumps_inline(err))
+                return 0
+            callback(entry.kind, entry.data)
+            return entry.seq
+
+        def on_reply(reply: Any) -> None:
+            if isinstance(reply, P.ObjectValue):
+                callback(reply.kind, reply.data)
+            else:
+                err = OwnerDiedError(
+                    oid.hex(),
+                    f"Object {oid.hex()} is lost: its owner ({ref.owner}) died or is unreachable.",
+                )
+                callback(P.ERROR, dumps_inline(err))
+
+        try:
+            self.peer(ref.owner).request_async(P.GetObject(oid), on_reply)
+        except ConnectionLost:
+            on_reply(None)
+        return 0
+
+    def _value(self, oid: bytes, kind: int, data: Any) -> Any:
+        if kind == P.INLINE:
+            return loads_inline(data)
+        if kind == P.IN_STORE:
+            holder = data[1] if isinstance(data, list) else ""
+            if holder and holder != self.node_tcp and not self.store.contains(oid):
+                self._fetch(oid, data)
+            return self.store.get(oid)
+        err = loads_inline(data)
+        if isinstance(err, RayTaskError):
+            raise err.as_instanceof_cause()
+        raise err
+
+    def _fetch(self, oid: bytes, data: list[Any]) -> None:
+        """Have our node manager pull an object from the node that holds it."""
+        size, holder = data[0], data[1]
+        try:
+            reply = self.nm.request(P.FetchObject(oid, holder, size, ""), timeout=None)
+        except ConnectionLost as exc:
+            raise ObjectLostError(oid.hex(), f"Object {oid.hex()} is lost: {exc}") from exc
+        if isinstance(reply, P.Failed):
+            raise ObjectLostError(
+                oid.hex(),
+                f"Object {oid.hex()} is lost: it could not be fetched from {holder} "
+                f"({reply.reason}).",
+            )
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        self._process_released()
+        n = len(refs)
+        results: list[Any] = [None] * n
+        done = [False] * n
+        remaining = [n]
+        event = threading.Event()
+        lock = threading.Lock()
+
+        def make_cb(i: int) -> Callable[[int, Any], None]:
+            def cb(kind: int, data: Any) -> None:
+                with lock:
+                    if done[i]:
+                        return
+                    done[i] = True
+                    results[i] = (kind, data)
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        event.set()
+
+            return cb
+
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(
+                    f"get() expects an ObjectRef or a list of ObjectRefs, got {type(ref).__name__}"
+                )
+            self._when_ready(ref, make_cb(i))
+        if remaining[0]:
+            self._wait_blocking(event, timeout, n)
+        return [self._value_or_rebuild(refs[i], results[i], timeout) for i in range(n)]
+
+    def _value_or_rebuild(
+        self, ref: ObjectRef, result: tuple[int, Any], timeout: float | None
+    ) -> Any:
+        """The value; if its only copy turns out lost and we own it, rebuild it (lineage).
+
+        The owner hears of a dead node from the head, but a reader may find the copy
+        gone first (its fetch fails): then the rebuild starts here.
+        """
+        for _ in range(3):
+            try:
+                return self._value(ref.id, *result)
+            except ObjectLostError:
+                if ref.owner != self.address or result[0] != P.IN_STORE:
+                    raise
+                with self.lock:
+                    entry = self.objects.get(ref.id)
+                    rebuildable = entry is not None and (
+                        entry.kind is PENDING or entry.lineage is not None
+                    )
+                if not rebuildable:
+                    raise
+                self._object_lost(ref.id, "its copy could not be fetched")
+                result = self.get_raw(ref, timeout)
+        return self._value(ref.id, *result)
+
+    def get_raw(self, ref: ObjectRef, timeout: float | None) -> tuple[int, Any]:
+        """(kind, data) of one ref once it is there."""
+        box: list[tuple[int, Any]] = []
+        event = threading.Event()
+
+        def cb(kind: int, data: Any) -> None:
+            box.append((kind, data))
+            event.set()
+
+        self._when_ready(ref, cb)
+        if not box:
+            self._wait_blocking(event, timeout, 1)
+        return box[0]
+
+    def _wait_blocking(self, event: threading.Event, timeout: float | None, n: int) -> None:
+        self._notify_blocked()
+        try:
+            if not event.wait(timeout):
+                raise GetTimeoutError(
+                    f"Get timed out: some of the {n} object(s) were not ready after {timeout} s."
+                )
+        finally:
+            self._notify_unblocked()
+
+    def _notify_blocked(self) -> None:
+        # A task that waits gives its CPU back, so nested tasks can run.
+        if self.mode == "worker" and self.current_task_id is not None:
+            self.blocked_depth += 1
+            if self.blocked_depth == 1:
+                self.nm.send(P.NotifyBlocked())
+
+    def _notify_unblocked(self) -> None:
+        if self.mode == "worker" and self.current_task_id is not None:
+            self.blocked_depth -= 1
+            if self.blocked_depth == 0:
+                self.nm.send(P.NotifyUnblocked())
+
+    def wait(
+        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self._process_released()
+        order: list[tuple[int, int]] = []  # (seq, index)
+        cond = threading.Condition()
+        arrivals = itertools.count(1 << 40)  # after anything ready at call time
+
+        def make_cb(i: int) -> Callable[[int, Any], None]:
+            def cb(kind: int, data: Any) -> None:
+                with cond:
+                    if any(j == i for _, j in order):
+                        return
+                    order.append((next(arrivals), i))
+                    cond.notify_all()
+
+            return cb
+
+        for i, ref in enumerate(refs):
+            seq = self._when_ready(ref, make_cb(i))
+            if seq:
+                with cond:
+                    for k, (_, j) in enumerate(order):
+                        if j == i:
+                            order[k] = (seq, i)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with cond:
+            if len(order) < num_returns:
+                self._notify_blocked()
+                try:
+                    while len(order) < num_returns:
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            break
+                        cond.wait(left)
+                finally:
+                    self._notify_unblocked()
+            chosen = sorted(order)[:num_returns]
+        ready_idx = [i for _, i in chosen]
+        ready_set = set(ready_idx)
+        return [refs[i] for i in ready_idx], [r for i, r in enumerate(refs) if i not in ready_set]
+
+    def _send_nm(self, msg: Any) -> None:
+        try:
+            self.nm.send(msg)
+        except ConnectionLost:
+            pass
+
+    def when_ready_future(self, ref: ObjectRef) -> Any:
+        """A concurrent.futures.Future resolved with the ref's value (or its error)."""
+        import concurrent.futures
+
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def done(kind: int, data: Any) -> None:
+            try:
+                fut.set_result(self._value(ref.id, kind, data))
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        self._when_ready(ref, done)
+        return fut
+
+    def cluster_info(self) -> P.ClusterInfo:
+        self.release_idle_leases()
+        return self.nm.request(P.GetClusterInfo(), timeout=30)
+
+    def timeline_events(self) -> list[list[Any]]:
+        reply = self.nm.request(P.GetTimeline(), timeout=60)
+        return reply.events
+
+    def shutdown(self) -> None:
+        """Stop talking; the node manager (driver's) is stopped by the caller."""
+        self.closed = True
+        _object_ref.set_hooks(None)
+        self.store.close()
+        self.timers.stop()
+        self.listener.close()
+        for conn in list(self.peers.values()):
+            conn.close()
+        self.peers.clear()
+        self.nm.close()
+
+
+def _print_log_lines(lines: list[list[Any]]) -> None:
+    out = [t for s, t in lines if s == "out"]
+    err = [t for s, t in lines if s == "err"]
+    try:
+        if out:
+            sys.stdout.write("".join(out))
+            sys.stdout.flush()
+        if err:
+            sys.stderr.write("".join(err))
+            sys.stderr.flush()
+    except (ValueError, OSError):  # the driver closed its streams
+        pass

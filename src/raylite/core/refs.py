@@ -1,0 +1,174 @@
+"""Local reference counts and borrowing (Ray's ownership protocol, simplified).
+
+Owns the CoreWorker methods that count live ObjectRef instances, register and
+end borrows with owners (AddBorrower / RemoveBorrower), track the borrowers of
+owned objects, and process released refs off the `__del__` path. Not freeing
+values (lineage._maybe_free), not the objects' values (core_worker).
+
+    borrower: first ref ─AddBorrower─▶ owner   last ref ─RemoveBorrower─▶ owner"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .. import protocol as P
+from ..exceptions import (
+    ConnectionLost,
+)
+from ..object_ref import ObjectRef
+from ..transport import Connection
+
+log = logging.getLogger("raylite")
+
+
+class RefsMixin:
+    def add_local_ref(self, ref: ObjectRef) -> None:
+        oid = ref.id
+        with self._ref_lock:
+            n = self.local_refs.get(oid, 0)
+            self.local_refs[oid] = n + 1
+            if n or ref.owner == self.address or self.closed:
+                return
+            self.borrowed_owner[oid] = ref.owner
+            if oid in self.preregistered:
+                self.preregistered.discard(oid)
+                return
+        self._register_borrow(ref)
+
+    def _register_borrow(self, ref: ObjectRef) -> None:
+        """Tell the owner we borrow `ref`; waits for the ack unless on a reader thread."""
+        try:
+            conn = self.peer(ref.owner)
+            msg = P.AddBorrower(ref.id, self.address)
+            if threading.current_thread().name.startswith("raylite-conn"):
+                conn.send(msg)
+            else:
+                conn.request(msg, timeout=30)
+        except (ConnectionLost, TimeoutError):
+            pass  # the owner is gone: get() will say so
+
+    def _on_mapped(self, oid: bytes, mm: Any) -> None:
+        """The node manager must not recycle a segment's memory while we map it.
+
+        An owner's own FreeObject travels on this same connection, after this
+        message, so it need not wait; a borrower's free comes through the owner,
+        on another connection, so a borrower waits for the acknowledgement.
+        """
+        try:
+            if oid in self.objects:
+                self.nm.send(P.ObjectMapped(oid))
+            else:
+                self.nm.request(P.ObjectMapped(oid), timeout=30)
+        except (ConnectionLost, TimeoutError):
+            return
+        weakref.finalize(mm, self._unmapped.append, oid)  # runs when the last view dies
+
+    def remove_local_ref(self, object_id: bytes) -> None:
+        self._released.append(object_id)  # processed later: __del__ may run anywhere
+
+    def on_ref_serialized(self, ref: ObjectRef) -> None:
+        refs = getattr(self._collecting, "refs", None)
+        if refs is not None:
+            refs.append(ref)
+
+    def serialize_collecting(
+        self, fn: Callable[[Any], Any], value: Any
+    ) -> tuple[Any, list[ObjectRef]]:
+        """fn(value), plus the ObjectRefs pickled inside it."""
+        outer = getattr(self._collecting, "refs", None)
+        self._collecting.refs = refs = []
+        try:
+            return fn(value), refs
+        finally:
+            self._collecting.refs = outer
+
+    def on_add_borrower(self, conn: Connection, msg: P.AddBorrower, rid: int) -> None:
+        with self.lock:
+            entry = self.objects.get(msg.object_id)
+            if entry is not None:
+                entry.borrowers[msg.borrower] = entry.borrowers.get(msg.borrower, 0) + 1
+        conn.reply(rid, P.Ok())
+
+    def on_remove_borrower(self, msg: P.RemoveBorrower) -> None:
+        with self.lock:
+            entry = self.objects.get(msg.object_id)
+            if entry is None:
+                return
+            n = entry.borrowers.get(msg.borrower, 0) - 1
+            if n > 0:
+                entry.borrowers[msg.borrower] = n
+            else:
+                entry.borrowers.pop(msg.borrower, None)
+                self._maybe_free(msg.object_id)
+        self._process_released()
+
+    def _drop_borrower(self, address: str) -> None:
+        """A borrower died: its borrows will never be returned."""
+        with self.lock:
+            for oid, entry in list(self.objects.items()):
+                if entry.borrowers.pop(address, None):
+                    self._maybe_free(oid)
+        self._process_released()
+
+    def _process_released(self) -> None:
+        unmapped = self._unmapped
+        while unmapped:
+            self._send_nm(P.ObjectUnmapped(unmapped.popleft()))
+        released = self._released
+        while released:
+            to_free = []
+            with self._ref_lock:
+                while released:
+                    oid = released.popleft()
+                    n = self.local_refs.get(oid, 0) - 1
+                    if n > 0:
+                        self.local_refs[oid] = n
+                        continue
+                    self.local_refs.pop(oid, None)
+                    to_free.append(oid)
+                # Sent under the ref lock: a new borrow of the same id (add_local_ref)
+                # can then only reach the owner after this RemoveBorrower.
+                for oid in to_free:
+                    owner = self.borrowed_owner.pop(oid, None)
+                    if owner is not None and not self.closed:
+                        try:
+                            self.peer(owner).send(P.RemoveBorrower(oid, self.address))
+                        except ConnectionLost:
+                            pass
+            if not to_free:
+                return
+            with self.lock:
+                for oid in to_free:
+                    if oid in self.objects:
+                        self._maybe_free(oid)
+
+    def _adopt_contained(self, contained: Any) -> list[ObjectRef]:
+        """Refs inside a task's return value; the worker registered our borrows already."""
+        if not contained:
+            return []
+        extra = []
+        with self._ref_lock:
+            for oid, owner in contained:
+                if owner == self.address:
+                    continue
+                if self.local_refs.get(oid) or oid in self.preregistered:
+                    extra.append((oid, owner))  # we borrow it already: one registration too many
+                else:
+                    self.preregistered.add(oid)
+        for oid, owner in extra:
+            try:
+                self.peer(owner).send(P.RemoveBorrower(oid, self.address))
+            except ConnectionLost:
+                pass
+        return [ObjectRef(oid, owner) for oid, owner in contained]
+
+    def _release_loop(self) -> None:
+        """Free what dropped refs released even while the program makes no calls."""
+        if self.closed:
+            return
+        self._process_released()
+        self.timers.call_later(0.1, self._release_loop)

@@ -1,0 +1,370 @@
+"""Submitting tasks, resolving their ref arguments, and what happens when they end.
+
+Owns the CoreWorker methods that pickle arguments (top-level refs become
+placeholders resolved by position), wait for argument values, push a ready task
+on a lease, and handle its reply: results, retries of crashed workers and of
+listed exceptions, rebuilding a lost argument, cancellation, and the owner's task
+events. Not leases (leasing), not actor calls (actor_client).
+
+    submit_task ─▶ deps ready ─▶ leasing._enqueue ─▶ _push ─PushTask─▶ worker
+                                            _task_done ◀──TaskDone──┘"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import protocol as P
+from ..config import CONFIG
+from ..exceptions import (
+    ConnectionLost,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+from ..object_ref import ObjectRef, new_id
+from ..serialization import dumps_inline
+from ..transport import Connection
+from .leasing import Lease
+from .objects import ObjectEntry
+from .tasks import (
+    DEP,
+    MAX_PENDING_EVENTS,
+    TaskSpec,
+    retryable,
+    unserializable_argument,
+)
+
+log = logging.getLogger("raylite")
+
+
+class SubmissionMixin:
+    def _prepare(
+        self, spec: TaskSpec, args: tuple, kwargs: dict, name: str
+    ) -> list[tuple[Any, ObjectRef]]:
+        """Pickle the arguments; top-level refs become placeholders resolved by position."""
+        deps: list[tuple[Any, ObjectRef]] = []
+        if any(isinstance(a, ObjectRef) for a in args):
+            plain = []
+            for i, a in enumerate(args):
+                if isinstance(a, ObjectRef):
+                    deps.append((i, a))
+                    plain.append(DEP)
+                else:
+                    plain.append(a)
+            args = tuple(plain)
+        if kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values()):
+            kwargs = dict(kwargs)
+            for k, v in kwargs.items():
+                if isinstance(v, ObjectRef):
+                    deps.append((k, v))
+                    kwargs[k] = DEP
+        try:
+            spec.args_blob, nested = self.serialize_collecting(dumps_inline, (args, kwargs))
+        except Exception as exc:
+            raise unserializable_argument(args, kwargs, name, exc) from exc
+        spec.arg_refs = nested + [ref for _, ref in deps]
+        if spec.arg_refs:
+            with self._ref_lock:
+                for ref in spec.arg_refs:
+                    self.arg_pins[ref.id] = self.arg_pins.get(ref.id, 0) + 1
+        return deps
+
+    def submit_task(
+        self,
+        *,
+        name: str,
+        function_id: bytes,
+        function_blob: Callable[[], bytes],
+        args: tuple,
+        kwargs: dict,
+        num_returns: int,
+        shape: dict[str, int],
+        max_retries: int,
+        retry_exceptions: Any,
+        actor_id: bytes | None = None,
+        actor_creation: bool = False,
+        actor_options: dict[str, Any] | None = None,
+        strategy: Any = None,
+    ) -> list[ObjectRef]:
+        self._process_released()
+        task_id = new_id()
+        return_ids = [new_id() for _ in range(num_returns)]
+        key: tuple[Any, ...] = tuple(sorted(shape.items()))
+        if strategy is not None:  # its own leases: SPREAD must not reuse one worker
+            key += (("@strategy", repr(strategy)),)
+        spec = TaskSpec(
+            task_id,
+            name,
+            function_id,
+            function_blob,
+            b"",
+            return_ids,
+            shape,
+            key,
+            max_retries,
+            retry_exceptions,
+            actor_id,
+            actor_creation,
+            actor_options=actor_options,
+            strategy=strategy,
+        )
+        deps = self._prepare(spec, args, kwargs, name)
+        spec.dep_ids = [(position, ref.id, ref.owner) for position, ref in deps]
+        if len(spec.arg_refs) > len(deps):  # the worker gets these itself when it runs
+            spec.nested_ids = [r.id for r in spec.arg_refs[: len(spec.arg_refs) - len(deps)]]
+        # Lineage: a task can be rerun to rebuild its value if its arguments can be had
+        # again: plain values, refs this process owns, at the top level or nested
+        # (rebuilt first, or when the rerun asks for them, if they are lost too), and
+        # borrowed refs, which the kept lineage goes on borrowing (kept_refs).
+        spec.rebuildable = not actor_creation and num_returns >= 1 and max_retries != 0
+        spec.submitted = time.time()
+        spec.parent = self.current_task_id
+        self._events.append(spec)  # reported at the next flush if it still waits
+        self._schedule_events()
+        with self.lock:
+            for oid in return_ids:
+                self.objects[oid] = ObjectEntry()
+            if return_ids:
+                self.running[return_ids[0]] = spec
+        refs = [ObjectRef(oid, self.address) for oid in return_ids]
+        parent = self.current_task_id
+        if parent is not None and return_ids and actor_id is None:
+            self.children.setdefault(parent, []).append(return_ids[0])
+        spec.unresolved = len(deps) + 1
+        if actor_id is not None and not actor_creation:
+            client = self.actors[actor_id]
+            with self.lock:
+                client.queue.append(spec)
+        for position, ref in deps:
+            self._when_ready(ref, self._dep_callback(spec, position, ref))
+        self._dep_resolved(spec)  # the +1 above: resolves only after all callbacks registered
+        return refs
+
+    def _dep_callback(
+        self, spec: TaskSpec, position: Any, ref: ObjectRef
+    ) -> Callable[[int, Any], None]:
+        def cb(kind: int, data: Any) -> None:
+            if kind == P.ERROR:
+                self._fail_task(spec, data)
+            else:
+                if kind == P.IN_STORE and ref.owner == self.address:
+                    with self.lock:
+                        entry = self.objects.get(ref.id)
+                        if entry is not None:
+                            entry.held += 1
+                            spec.held.append(ref.id)
+                spec.deps.append([position, kind, data, ref.id])
+            self._dep_resolved(spec)
+
+        return cb
+
+    def _dep_resolved(self, spec: TaskSpec) -> None:
+        with self.lock:
+            spec.unresolved -= 1
+            if spec.unresolved or spec.failed:
+                if spec.failed and not spec.unresolved:
+                    self._release_held(spec)
+                return
+            if spec.actor_id is None:
+                self._enqueue(spec)
+                return
+            client = self.actors[spec.actor_id]
+        if spec.actor_creation:
+            self._schedule_actor_creation(spec, client)
+        else:
+            self._flush_actor(client)
+
+    def _fail_task(self, spec: TaskSpec, error_blob: bytes) -> None:
+        with self.lock:
+            if spec.failed:
+                return
+            spec.failed = True
+            spec.rerunning = False
+            for dep in self._unpin_lineage(spec):  # a rebuild that failed for good
+                self._maybe_free(dep)
+        if not spec.pushed:  # no worker will report it: we say how it ended
+            from ..task_events import error_info
+
+            self._events.append(self._event_of(spec, time.time(), error_info(error_blob)))
+            self._schedule_events()
+        for oid in spec.return_ids:
+            self._complete(oid, P.ERROR, error_blob)
+
+    def _event_of(self, spec: TaskSpec, end: float | None, error: Any = None) -> list[Any]:
+        """An owner's task event (task_events' fields, no worker): waiting (end None), or
+        ended here without a worker."""
+        kind = (
+            "actor_creation"
+            if spec.actor_creation
+            else ("actor_task" if spec.actor_id is not None else "task")
+        )
+        return [spec.name, spec.task_id, spec.submitted, end, 0, b"", kind, spec.parent,
+                [], spec.return_ids, spec.actor_id, self.job_id, error, spec.name, self.node_id]  # fmt: skip
+
+    def _schedule_events(self) -> None:
+        if not self._events_scheduled:
+            self._events_scheduled = True
+            self.timers.call_later(CONFIG.event_flush_s, self._flush_events)
+
+    def _flush_events(self) -> None:
+        """Send what ended here, and the submitted tasks that still wait for a worker.
+
+        Only those that waited a whole flush period are reported, at most
+        MAX_PENDING_EVENTS a period: a task that starts at once costs one append.
+        """
+        self._events_scheduled = False
+        events = []
+        waiting = 0
+        while self._events:
+            item = self._events.popleft()
+            if isinstance(item, list):
+                events.append(item)
+            elif not item.pushed and not item.failed and waiting < MAX_PENDING_EVENTS:
+                waiting += 1
+                events.append(self._event_of(item, None))
+        if events and not self.closed:
+            self._send_nm(P.TaskEvents(events))
+
+    def _release_held(self, spec: TaskSpec) -> None:
+        if spec.return_ids:
+            self.running.pop(spec.return_ids[0], None)
+        if spec.arg_refs:
+            with self._ref_lock:
+                for ref in spec.arg_refs:
+                    n = self.arg_pins.get(ref.id, 0) - 1
+                    if n > 0:
+                        self.arg_pins[ref.id] = n
+                    else:
+                        self.arg_pins.pop(ref.id, None)
+            spec.arg_refs = []  # the refs' __del__ queues them for release
+        for oid in spec.held:
+            entry = self.objects.get(oid)
+            if entry is not None:
+                entry.held -= 1
+                if not entry.held and oid not in self.local_refs:
+                    self._maybe_free(oid)
+        spec.held = []
+
+    def _push(self, lease: Lease, spec: TaskSpec) -> None:
+        lease.busy = spec
+        spec.lease = lease
+        spec.pushed = True
+        try:
+            conn = self.peer(lease.address)
+            conn.request_async(
+                self._push_message(conn, spec, lease.gpu_ids),
+                lambda reply: self._task_done(lease, spec, reply),
+            )
+        except ConnectionLost:
+            self._task_done(lease, spec, ConnectionLost("worker unreachable"))
+
+    def _push_message(self, conn: Connection, spec: TaskSpec, gpu_ids: list[int]) -> P.PushTask:
+        blob = None
+        if spec.function_id not in conn.sent_functions:
+            conn.sent_functions.add(spec.function_id)
+            blob = spec.function_blob() if spec.function_blob is not None else None
+        return P.PushTask(
+            spec.task_id,
+            spec.name,
+            spec.function_id,
+            blob,
+            spec.args_blob,
+            [d for d in spec.deps],
+            spec.return_ids,
+            self.address,
+            spec.actor_id,
+            spec.actor_creation,
+            gpu_ids,
+            self.job_id,
+            self.current_task_id,
+            spec.actor_options,
+        )
+
+    def _task_done(self, lease: Lease, spec: TaskSpec, reply: Any) -> None:
+        """A normal task finished, or its worker died (runs on a reader thread)."""
+        spec.lease = None
+        if not isinstance(reply, P.TaskDone):
+            with self.lock:
+                lease.busy = None
+                self.leases.pop(lease.lease_id, None)
+                self._return_to_nm(lease, True)
+                if spec.cancelled:
+                    err: Exception = TaskCancelledError(spec.task_id.hex())
+                    self._fail_task(spec, dumps_inline(err))
+                    self._release_held(spec)
+                    return
+                if spec.max_retries != 0 and not self.closed:
+                    if spec.max_retries > 0:
+                        spec.max_retries -= 1
+                    self._enqueue(spec)
+                    return
+            err = WorkerCrashedError(
+                f"The worker (pid={lease.pid}) died while running {spec.name}; no retries left."
+            )
+            self._fail_task(spec, dumps_inline(err))
+            with self.lock:
+                self._release_held(spec)
+            return
+        if (
+            spec.retry_exceptions
+            and spec.max_retries != 0
+            and not spec.cancelled
+            and reply.returns
+            and reply.returns[0][1] == P.ERROR
+            and not self.closed
+            and retryable(spec.retry_exceptions, reply.returns[0][2])
+        ):
+            with self.lock:
+                if spec.max_retries > 0:
+                    spec.max_retries -= 1
+                lease.busy = None
+                self._enqueue(spec)
+                self._after_task(lease)
+            return
+        lost = self._lost_argument(spec, reply)
+        if lost is not None and self._rebuild_argument(spec, lost):
+            with self.lock:
+                lease.busy = None
+                self._after_task(lease)
+            return
+        for oid, kind, data, contained in reply.returns:
+            self._complete(oid, kind, data, contained)
+        self._keep_lineage(spec, reply)
+        with self.lock:
+            self._release_held(spec)
+            lease.busy = None
+            self._after_task(lease)
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
+        """Cancel the task that makes `ref`: dequeue it, interrupt it, or kill its worker."""
+        with self.lock:
+            spec = self.running.get(ref.id)
+            if spec is None or spec.cancelled:
+                return  # finished already (or not a task's first return): nothing to do
+            if force and spec.actor_id is not None:
+                raise ValueError("force=True is not supported for actor tasks.")
+            spec.cancelled = True
+            spec.max_retries = 0
+            lease = spec.lease
+            if lease is None:  # not running: take it out of the queues
+                sc = self.classes.get(spec.shape_key)
+                if sc is not None and spec in sc.queue:
+                    sc.queue.remove(spec)
+                client = self.actors.get(spec.actor_id) if spec.actor_id else None
+                if client is not None and spec in client.queue:
+                    client.queue.remove(spec)
+        if lease is None:
+            if spec.actor_id is None or spec.unresolved or client is not None:
+                self._fail_task(spec, dumps_inline(TaskCancelledError(spec.task_id.hex())))
+                with self.lock:
+                    self._release_held(spec)
+            return
+        if force:
+            self._return_to_nm(lease, True)  # kills the worker
+        else:
+            try:
+                self.peer(lease.address).send(P.CancelTask(spec.task_id, recursive))
+            except ConnectionLost:
+                pass

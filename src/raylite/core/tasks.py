@@ -1,0 +1,106 @@
+"""A submitted task as its owner sees it, and the rules on its arguments and retries.
+
+Owns TaskSpec (what to send, what it holds, where it is), the placeholder for a
+top-level ref argument, which exceptions are retried, and the error for
+arguments that do not pickle. Not submission or completion (submission), not
+leases (leasing)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..object_ref import ObjectRef
+from ..serialization import dumps_inline, loads_inline
+
+log = logging.getLogger("raylite")
+
+MAX_PENDING_EVENTS = 1000  # waiting tasks an owner reports per flush period
+
+
+class Dep:
+    """Placeholder for a top-level ObjectRef argument, filled in by the worker."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> Any:
+        return (Dep, ())
+
+
+DEP = Dep()
+
+
+@dataclass(eq=False)
+class TaskSpec:
+    task_id: bytes
+    name: str
+    function_id: bytes
+    function_blob: Callable[[], bytes] | None
+    args_blob: bytes
+    return_ids: list[bytes]
+    shape: dict[str, int]
+    shape_key: tuple[tuple[str, int], ...]
+    max_retries: int
+    retry_exceptions: Any  # bool, or a tuple of exception classes to retry
+    actor_id: bytes | None = None
+    actor_creation: bool = False
+    deps: list[list[Any]] = field(default_factory=list)
+    unresolved: int = 0
+    held: list[bytes] = field(default_factory=list)
+    arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends
+    actor_options: dict[str, Any] | None = None
+    cancelled: bool = False
+    incarnation: int = 0  # which life of its actor the call was sent to
+    lease: Any = None  # the lease it was pushed on, while it runs
+    failed: bool = False
+    strategy: Any = None  # scheduling_strategy as sent to node managers
+    rebuildable: bool = False  # rerunning it rebuilds its value (see submit_task)
+    dep_ids: list[tuple[Any, bytes, str]] = field(
+        default_factory=list
+    )  # ref args: (position, id, owner)
+    lineage_pinned: bool = False  # counted in its arguments' lineage_refs
+    lineage_holders: int = 0  # its return entries that keep it as their lineage
+    nested_ids: list[bytes] = field(default_factory=list)  # refs inside its arguments
+    kept_refs: list[ObjectRef] = field(default_factory=list)  # borrowed args, kept for a rerun
+    rerunning: bool = False  # rerun to rebuild a lost return: the others come with it
+    pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
+    submitted: float = 0.0  # time.time() at submission
+    parent: bytes | None = None  # the task that submitted it
+
+
+def lineage_args(spec: TaskSpec) -> list[bytes]:
+    """The owned objects a kept lineage needs to run its task again."""
+    return [dep for _, dep, _ in spec.dep_ids] + spec.nested_ids
+
+
+def retryable(retry: Any, error_blob: bytes) -> bool:
+    """retry_exceptions=True retries any application error; a tuple, those classes."""
+    if retry is True:
+        return True
+    err = loads_inline(error_blob)
+    cause = getattr(err, "cause", err)
+    return isinstance(cause, retry)
+
+
+def unserializable_argument(args: tuple, kwargs: dict, name: str, exc: Exception) -> TypeError:
+    culprit = None
+    for i, a in enumerate(args):
+        try:
+            dumps_inline(a)
+        except Exception:
+            culprit = f"argument {i} ({a!r})"
+            break
+    else:
+        for k, v in kwargs.items():
+            try:
+                dumps_inline(v)
+            except Exception:
+                culprit = f"keyword argument {k!r} ({v!r})"
+                break
+    what = culprit or "the arguments"
+    return TypeError(
+        f"Could not serialize {what} for a call to {name}: {type(exc).__name__}: {exc}. "
+        "Pass a value that pickles (or create it inside the task)."
+    )
