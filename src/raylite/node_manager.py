@@ -33,14 +33,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import detached, scheduling
 from . import protocol as P
+from . import scheduling
 from .config import CONFIG, RESOURCE_UNIT
 from .exceptions import ConnectionLost
-from .head import Head
-from .head_storage import open_storage
+from .head import Head, open_storage
 from .object_ref import new_id
 from .object_store import ObjectStore
+from .serialization import loads_inline
 from .task_events import StateViews, TaskEventStore, WorkerLogs
 from .transport import AsyncConnection, async_connect, async_handshake, receive_stream
 
@@ -204,7 +204,7 @@ class NodeManager:
         self.ip = ip
         self.port = port
         self.cluster = cluster
-        self.kept_actors: dict[bytes, Any] = {}  # detached.start_actor's connections
+        self.kept_actors: dict[bytes, Any] = {}  # start_actor's connections (detached actors)
         self.tcp_address = ""
         self.head_address = head_address
         self.node_timeout_s = node_timeout_s or CONFIG.node_timeout_s
@@ -647,6 +647,10 @@ class NodeManager:
             self.others[node_id] = scheduling.NodeView(
                 old.node_id, old.address, old.total, available, old.alive
             )
+
+    def place_shape(self, shape: dict[str, int], actor_id: bytes) -> scheduling.Placement:
+        """Where a lease of `shape` for the actor would go (the head's detached restarts)."""
+        return self.place(LeaseReq(b"", shape, actor_id, None, 0))  # type: ignore[arg-type]
 
     def pending_shapes(self) -> list[dict[str, int]]:
         return [r.shape for r in self.pending[:100]]
@@ -1192,7 +1196,10 @@ class NodeManager:
                 self.kill_worker(rec)
 
     def on_start_actor(self, conn: AsyncConnection, msg: P.StartActor, rid: int) -> None:
-        self.spawn(detached.start_actor(self, msg))
+        self.start_detached_actor(msg)
+
+    def start_detached_actor(self, msg: P.StartActor) -> None:
+        self.spawn(start_actor(self, msg))
 
     def on_kill_actor_worker(self, conn: AsyncConnection, msg: P.KillActorWorker, rid: int) -> None:
         self.kill_actor_worker(msg.actor_id)
@@ -1413,6 +1420,72 @@ class NodeManager:
     def remove_files(self) -> None:
         shutil.rmtree(self.store_dir, ignore_errors=True)
         shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+# --------------------------------------------------- detached actors, the node's half
+START_TIMEOUT_S = 60.0  # a restarted life's worker must come up within this
+
+
+class _SelfOwner:
+    """Stands in for an owner's connection on the lease a node gives itself."""
+
+    def __init__(self, fut: asyncio.Future[Any]) -> None:
+        self.fut = fut
+        self.closed = False
+        self.peer = None
+
+    def reply(self, rid: int, msg: Any) -> None:
+        if not self.fut.done():
+            self.fut.set_result(msg)
+
+    def send(self, msg: Any) -> None:
+        self.reply(0, msg)
+
+
+async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
+    """Lease a worker here, run the actor's constructor on it, tell the head."""
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    owner = _SelfOwner(fut)
+    req = LeaseReq(new_id(), msg.shape, msg.actor_id, owner, 1, spilled=MAX_HOPS, detached=True)  # type: ignore[arg-type]
+    nm.pending.append(req)
+    nm.schedule()
+    try:
+        granted = await asyncio.wait_for(fut, START_TIMEOUT_S)
+    except TimeoutError:
+        granted = P.Failed(f"no worker started within {START_TIMEOUT_S:.0f} s")
+    if not isinstance(granted, P.LeaseGranted):
+        owner.closed = True  # a request still pending is dropped
+        nm.schedule()
+        _report(nm, msg, "DEAD", cause=f"It could not be restarted: {granted}")
+        return
+    fields = list(msg.push)
+    fields[7] = nm.tcp_address  # owner: this node (clusters only: detached actors)
+    fields[10] = list(granted.gpu_ids)
+    try:
+        conn = await async_connect(granted.address, nm.token)
+        nm.spawn(conn.read_loop(lambda c, m, r: None))
+        reply = await conn.request(P.PushTask(*fields))
+    except ConnectionLost:
+        return  # the worker died: its node reports PROCESS_DIED, the head decides again
+    if isinstance(reply, P.TaskDone) and reply.returns and reply.returns[0][1] != P.ERROR:
+        nm.kept_actors[msg.actor_id] = conn  # the lease's owner: held while it lives
+        _report(nm, msg, "ALIVE", granted.address, reply.worker_pid)
+        return
+    error = "no answer"
+    if isinstance(reply, P.TaskDone) and reply.returns:
+        error = str(loads_inline(reply.returns[0][2]))
+    conn.close()
+    _report(nm, msg, "DEAD", cause=f"The actor {msg.class_name} died in its constructor: {error}")
+
+
+def _report(
+    nm: NodeManager, msg: P.StartActor, state: str, address: str = "", pid: int = 0, cause: str = ""
+) -> None:
+    log.info("detached actor %s restarted by the head: %s", msg.actor_id.hex()[:12], state)
+    restarts_left = msg.restarts_left if state == "ALIVE" else 0
+    nm.to_head(
+        P.ActorStateChanged(msg.actor_id, state, msg.class_name, address, pid, cause, restarts_left)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

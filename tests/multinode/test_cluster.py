@@ -363,7 +363,7 @@ def _redis_in_h2(request, tmp_path) -> str:
     request.addfinalizer(proc.kill)  # testnet down stops it too
     ping = (
         "import sys, time\n"
-        "from raylite.head_storage import open_storage\n"
+        "from raylite.head.storage import open_storage\n"
         "for _ in range(100):\n"
         "    try:\n"
         "        open_storage('redis://10.78.0.2:6390').close(); sys.exit(0)\n"

@@ -50,3 +50,33 @@ def test_importing_raylite_starts_nothing():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "False"]
+
+
+def _resolved_imports(path: pathlib.Path) -> set[str]:
+    """Every raylite module a file imports, as a full dotted name, TYPE_CHECKING included."""
+    package = ["raylite", *path.parent.relative_to(SRC).parts]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("raylite"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            if module.startswith("raylite"):
+                names.add(module)
+                names.update(f"{module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_head_imports_no_node_code():
+    # The head reaches its node only through head/node_port.py (NodePort).
+    for path in (SRC / "head").glob("*.py"):
+        node_code = {
+            m
+            for m in _resolved_imports(path)
+            if m == "raylite.node_manager" or m.startswith("raylite.node_manager.")
+        }
+        assert not node_code, f"{path.name} imports {node_code}"
