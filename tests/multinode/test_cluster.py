@@ -676,7 +676,8 @@ def test_dashboard_shows_every_nodes_store_and_objects(cluster):
         """
         import http.cookiejar, urllib.request
         import numpy as np
-        from raylite import dashboard, local_nodes
+        from raylite import dashboard
+        from raylite.node import local
         ray.init(address="auto")
 
         @ray.remote(resources={"h3": 1})
@@ -685,9 +686,9 @@ def test_dashboard_shows_every_nodes_store_and_objects(cluster):
 
         ref = big.remote()
         ray.wait([ref])
-        node = local_nodes.find_local_node("auto")
+        node = local.find_local_node("auto")
         base = node["dashboard_url"]
-        login = dashboard.login_url(base, local_nodes.read_token(node["token_file"]))
+        login = dashboard.login_url(base, local.read_token(node["token_file"]))
         opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         opener.open(login, timeout=10).read()

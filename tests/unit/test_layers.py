@@ -13,11 +13,11 @@ SRC = pathlib.Path(raylite.__file__).parent
 # Lower layers must not import the higher ones.
 FORBIDDEN = {
     "exceptions": {"*"},
-    "protocol": {"core_worker", "api", "node_manager", "worker", "actors", "remote_function"},
-    "transport": {"core_worker", "api", "node_manager", "worker", "actors", "remote_function"},
-    "object_store": {"core_worker", "api", "node_manager", "worker", "actors", "remote_function"},
-    "serialization": {"core_worker", "api", "node_manager", "worker", "actors", "remote_function"},
-    "core_worker": {"api", "node_manager", "worker", "actors", "remote_function"},
+    "protocol": {"core_worker", "api", "node", "worker", "actors", "remote_function"},
+    "transport": {"core_worker", "api", "node", "worker", "actors", "remote_function"},
+    "object_store": {"core_worker", "api", "node", "worker", "actors", "remote_function"},
+    "serialization": {"core_worker", "api", "node", "worker", "actors", "remote_function"},
+    "core_worker": {"api", "node", "worker", "actors", "remote_function"},
 }
 
 
@@ -77,6 +77,6 @@ def test_head_imports_no_node_code():
         node_code = {
             m
             for m in _resolved_imports(path)
-            if m == "raylite.node_manager" or m.startswith("raylite.node_manager.")
+            if m == "raylite.node" or m.startswith("raylite.node.")
         }
         assert not node_code, f"{path.name} imports {node_code}"

@@ -3,7 +3,8 @@
 This is the head's half: deciding that the head (not the owner) restarts an actor,
 and where. Owns no state of its own: it reads and writes ActorRec fields (owner,
 owner_gone, restart) in the head's actor table. The node's half, leasing a worker
-and running the constructor on it, is the node manager's (it gets StartActor).
+and running the constructor on it, is node/detached.py (on the node that gets
+StartActor).
 
 An owner restarts its own actors (core_worker._restart_actor). A detached actor
 outlives its owner, so at creation the owner registers with the head what it takes

@@ -3,7 +3,7 @@
 Owns the node table (addresses, resources, liveness), the actor table and its
 names, and the job counter, and writes them through to a HeadStorage so a head
 started again on the same storage finds the cluster as it was. Not leases or
-workers (the node manager), not placement (scheduling), not objects (their owners).
+workers (node/), not placement (scheduling), not objects (their owners).
 
     node manager ──RegisterNode, Heartbeat──▶ Head ──ClusterView──▶ node manager
     node manager ──ActorStateChanged, GetActorInfo, RegisterActorName...──▶ Head
