@@ -207,7 +207,7 @@ def _dashboard_args(kwargs: dict[str, Any]) -> list[str]:
 
 def _connect(address: str, log_to_driver: bool, namespace: str | None) -> _Runtime:
     """A driver of a running cluster, through the node `raylite start` runs on this host."""
-    from .local_nodes import find_local_node, read_token
+    from .node.local import find_local_node, read_token
 
     node = find_local_node(address)
     cw = CoreWorker(
@@ -295,7 +295,7 @@ def node_manager_command(
     return [
         sys.executable,
         "-m",
-        "raylite.node_manager",
+        "raylite.node",
         "--session-dir",
         session_dir,
         "--store-dir",

@@ -8,7 +8,7 @@
     raylite status [--address=HOST:PORT]
 
 `start` spawns a node manager, waits until it listens, records it in
-/tmp/raylite/nodes/ (local_nodes.py) and returns. For --head it first spawns the head
+/tmp/raylite/nodes/ (node/local.py) and returns. For --head it first spawns the head
 in a process of its own (a node manager with --head-only: no resources, no workers, no
 drivers), so the head can be killed and restarted without touching the machine's
 node; `start --head` on a machine whose node of that cluster still runs starts the
@@ -37,9 +37,10 @@ from typing import Any
 
 import psutil
 
-from . import dashboard, local_nodes
+from . import dashboard
 from . import protocol as P
 from .config import CONFIG, RESOURCE_UNIT, to_units
+from .node import local
 from .object_ref import new_id
 from .transport import Connection
 
@@ -109,15 +110,15 @@ def _route_ip(host: str) -> str:
 
 def _token(args: argparse.Namespace, head: str | None) -> bytes:
     if args.token_file:
-        return local_nodes.read_token(args.token_file)
-    env = local_nodes.token_from_env()
+        return local.read_token(args.token_file)
+    env = local.token_from_env()
     if env is not None:
         return env
     if head is None:
         return os.urandom(32)
-    for node in local_nodes.local_nodes() + _all_nodes():
+    for node in local.local_nodes() + _all_nodes():
         if head in (node.get("tcp_address"), node.get("head_address")):
-            return local_nodes.read_token(node["token_file"])
+            return local.read_token(node["token_file"])
     raise SystemExit(
         f"raylite start: no cluster token for {head}. Pass --token-file=FILE (the path the "
         "head printed) or set RAYLITE_TOKEN."
@@ -127,10 +128,10 @@ def _token(args: argparse.Namespace, head: str | None) -> bytes:
 def _all_nodes() -> list[dict[str, Any]]:
     """Node files of any host (testnet hosts and containers may share /tmp)."""
     out = []
-    for name in os.listdir(local_nodes.nodes_dir()):
+    for name in os.listdir(local.nodes_dir()):
         with (
             contextlib.suppress(OSError, ValueError),
-            open(os.path.join(local_nodes.nodes_dir(), name)) as f,
+            open(os.path.join(local.nodes_dir(), name)) as f,
         ):
             out.append(json.load(f))
     return out
@@ -163,7 +164,7 @@ def _resources(args: argparse.Namespace) -> tuple[dict[str, int], int, int]:
 def cmd_start(args: argparse.Namespace) -> int:
     if args.head == bool(args.address):
         raise SystemExit("raylite start: pass exactly one of --head or --address=HOST:PORT")
-    head = local_nodes.normalize(args.address) if args.address else None
+    head = local.normalize(args.address) if args.address else None
     if head is not None:
         ip = args.node_ip_address or _route_ip(head[4:].rpartition(":")[0])
     else:
@@ -192,7 +193,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         head_info = _spawn(ip, token, store, 0, 0, head_cmd + extra, head=None)
         head_info["head_only"] = True
         started.append(head_info)
-        head_info["file"] = local_nodes.write_node(head_info)
+        head_info["file"] = local.write_node(head_info)
         node_cmd = ["--head-address", head_info["tcp_address"], "--head-node"]
     else:
         node_cmd = ["--head-address", head]
@@ -217,7 +218,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             with open(os.path.join(info["session_dir"], dashboard.URL_FILE), "w") as f:
                 f.write(started[0]["dashboard_url"])
             info["dashboard_url"] = started[0]["dashboard_url"]
-        info["file"] = local_nodes.write_node(info)
+        info["file"] = local.write_node(info)
         started.append(info)
     hostport = info["head_address"][4:]
     if head is None:
@@ -251,7 +252,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def _node_of(head: str) -> dict[str, Any] | None:
     """The node of this machine that already belongs to the cluster at `head`."""
-    for node in local_nodes.local_nodes():
+    for node in local.local_nodes():
         if node.get("head_address") == head and not node.get("head_only") and _answers(node):
             return node
     return None
@@ -349,7 +350,7 @@ def _block(started: list[dict[str, Any]]) -> int:
         for other in started:
             if other is not info:
                 _stop_node(other, 10.0)
-        local_nodes.remove_dirs(info)
+        local.remove_dirs(info)
         code = os.waitstatus_to_exitcode(status)
         print(f"raylite: pid {pid} exited with status {code}.", file=sys.stderr)
         return code or 1
@@ -381,7 +382,7 @@ def _stop_node(info: dict[str, Any], grace_s: float) -> bool:
     pid = int(info["pid"])
     try:
         proc = psutil.Process(pid)
-        if "raylite.node_manager" not in " ".join(proc.cmdline()):
+        if "raylite.node" not in proc.cmdline():
             raise psutil.NoSuchProcess(pid)  # the pid was reused: not ours
         proc.terminate()
         try:
@@ -392,12 +393,12 @@ def _stop_node(info: dict[str, Any], grace_s: float) -> bool:
         stopped = True
     except psutil.NoSuchProcess:
         stopped = False
-    local_nodes.remove_dirs(info)
+    local.remove_dirs(info)
     return stopped
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    nodes = local_nodes.local_nodes()
+    nodes = local.local_nodes()
     for info in nodes:
         _stop_node(info, args.grace_s)
         print(f"stopped the raylite node at {info['tcp_address'][4:]} (pid {info['pid']})")
@@ -410,14 +411,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def node_status(address: str | None = None) -> P.NodeStatus:
     """The head's view of the cluster, through a local node (or `address` with a token)."""
     if address is None:
-        node = local_nodes.find_local_node("auto")
-        target, token = node["unix_address"], local_nodes.read_token(node["token_file"])
+        node = local.find_local_node("auto")
+        target, token = node["unix_address"], local.read_token(node["token_file"])
     else:
-        target = local_nodes.normalize(address)
-        token = local_nodes.token_from_env() or b""
-        for node in local_nodes.local_nodes() + _all_nodes():
+        target = local.normalize(address)
+        token = local.token_from_env() or b""
+        for node in local.local_nodes() + _all_nodes():
             if target in (node.get("tcp_address"), node.get("head_address")) and not token:
-                token = local_nodes.read_token(node["token_file"])
+                token = local.read_token(node["token_file"])
         if not token:
             raise SystemExit("raylite status: set RAYLITE_TOKEN to the cluster's token")
     conn = Connection.connect(target, token, lambda *a: None, name="cli")

@@ -453,7 +453,7 @@ class KillActorWorker:
 @_msg(115)
 class RegisterDetached:
     """Owner -> head, when it creates a detached actor that may restart: what it takes
-    to start it again once the owner is gone (detached.py)."""
+    to start it again once the owner is gone (head/detached.py)."""
 
     actor_id: bytes
     owner: str  # the owner's address: the head restarts the actor once it is gone

@@ -4,7 +4,7 @@ Owns the task records the node manager builds from its workers' task events (a
 bounded table plus per-function/state counts that outlive it), the timeline those
 records make, and a small ring of recent output lines per worker. Not the tasks
 themselves (their owners, core_worker), not the worker pool or the actor table
-(node_manager: `StateViews` reads those when asked).
+(node/pool.py, head/: `StateViews` reads those when asked).
 
     worker ──TaskEvents (batched: every event_flush_s, or on FlushEvents)──▶ TaskEventStore
     worker fd 1, 2 ──pipe──▶ node manager.on_log ──add()──▶ WorkerLogs (per pid ring)
@@ -41,7 +41,7 @@ from typing import Any
 from . import protocol as P
 from .config import RESOURCE_UNIT
 
-log = logging.getLogger("raylite.node_manager")
+log = logging.getLogger("raylite.task_events")
 
 # Fields of a task event (and of a record: the same list). NAME is the task's name
 # (`.options(name=...)`), FUNC its function's or "Class.method" (summaries group by it).

@@ -86,14 +86,14 @@ class Cluster:
 def _node_managers() -> set[int]:
     found = set()
     for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "raylite.node_manager" in cmd and "--cluster" in cmd:
+        argv = p.info["cmdline"] or []
+        if "raylite.node" in argv and "--cluster" in argv:
             found.add(p.info["pid"])
     return found
 
 
 def _remove_node_dirs() -> None:
-    from raylite.local_nodes import nodes_dir, remove_dirs
+    from raylite.node.local import nodes_dir, remove_dirs
 
     for path in glob.glob(os.path.join(nodes_dir(), "*.json")):
         try:

@@ -363,7 +363,7 @@ def _redis_in_h2(request, tmp_path) -> str:
     request.addfinalizer(proc.kill)  # testnet down stops it too
     ping = (
         "import sys, time\n"
-        "from raylite.head_storage import open_storage\n"
+        "from raylite.head.storage import open_storage\n"
         "for _ in range(100):\n"
         "    try:\n"
         "        open_storage('redis://10.78.0.2:6390').close(); sys.exit(0)\n"
@@ -676,7 +676,8 @@ def test_dashboard_shows_every_nodes_store_and_objects(cluster):
         """
         import http.cookiejar, urllib.request
         import numpy as np
-        from raylite import dashboard, local_nodes
+        from raylite import dashboard
+        from raylite.node import local
         ray.init(address="auto")
 
         @ray.remote(resources={"h3": 1})
@@ -685,9 +686,9 @@ def test_dashboard_shows_every_nodes_store_and_objects(cluster):
 
         ref = big.remote()
         ray.wait([ref])
-        node = local_nodes.find_local_node("auto")
+        node = local.find_local_node("auto")
         base = node["dashboard_url"]
-        login = dashboard.login_url(base, local_nodes.read_token(node["token_file"]))
+        login = dashboard.login_url(base, local.read_token(node["token_file"]))
         opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         opener.open(login, timeout=10).read()

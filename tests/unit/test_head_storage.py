@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from raylite.head_storage import (
+from raylite.head.storage import (
     TABLES,
     HeadStorage,
     MemoryStorage,
@@ -271,7 +271,7 @@ def test_sqlite_write_is_durable_when_put_returns(tmp_path: Path) -> None:
     path = tmp_path / "head.db"
     code = (
         "import os, signal, sys\n"
-        "from raylite.head_storage import SqliteStorage\n"
+        "from raylite.head.storage import SqliteStorage\n"
         "s = SqliteStorage(sys.argv[1])\n"
         "s.put('actors', b'a1', b'ALIVE')\n"
         "s.put('named_actors', 'ns/counter', b'a1')\n"

@@ -22,18 +22,16 @@ SRC = pathlib.Path(raylite.__file__).parent
 # pattern "pkg.*" covers the package's modules, including its __init__ ("pkg").
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "config", "core.context", "scheduling",
-                "util.scheduling_strategies", "head_storage", "local_nodes", "dashboard"]),
+                "util.scheduling_strategies", "head.storage", "node.local", "dashboard"]),
     ("wire", ["protocol", "serialization"]),
     ("io", ["transport", "object_store", "task_events"]),
     ("refs", ["object_ref"]),
     ("core", ["core.*"]),
     ("api", ["remote_function", "actors", "actor", "api", "worker"]),
-    ("node", ["node_manager", "head", "detached", "dashboard.*"]),
+    ("head", ["head.*"]),
+    ("node", ["node.*", "dashboard.*"]),
     ("tools", ["cli", "cli_cluster", "util.*", "__init__"]),
 ]  # fmt: skip
-
-
-KNOWN_CYCLE_EDGES = [("head", "detached"), ("head", "node_manager"), ("detached", "node_manager")]
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -133,10 +131,6 @@ def test_no_import_cycle():
         stack.pop()
         state[module] = 2
 
-    # The head and its node import each other today (issue 12: the head is to reach
-    # its node through a small interface); every other cycle fails here.
-    for a, b in KNOWN_CYCLE_EDGES:
-        graph.get(a, set()).discard(b)
     for module in sorted(graph):
         if module not in state:
             visit(module)

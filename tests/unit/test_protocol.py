@@ -75,7 +75,7 @@ def test_malformed_bodies_raise_protocol_error(junk):
 
 
 def test_every_message_type_has_a_receiver():
-    from raylite.node_manager import NodeManager
+    from raylite.node.manager import NodeManager
 
     nm = NodeManager.__new__(NodeManager)
     NodeManager.__init__(nm, "/nonexistent", "/nonexistent", b"t" * 32, {}, 0, 0)

@@ -240,7 +240,7 @@ class ActorClientMixin:
 
     def _register_detached(self, spec: TaskSpec, client: ActorClient) -> None:
         """Leave with the head what it takes to restart this detached actor after we are
-        gone (detached.py): possible only if its constructor's arguments are all inline."""
+        gone (head/detached.py): possible only if its constructor's arguments are all inline."""
         if any(dep[1] != P.INLINE for dep in spec.deps):
             self._send_nm(P.RegisterDetached(client.actor_id, self.address, [], spec.shape))
             return

@@ -3,14 +3,15 @@
 Owns the node table (addresses, resources, liveness), the actor table and its
 names, and the job counter, and writes them through to a HeadStorage so a head
 started again on the same storage finds the cluster as it was. Not leases or
-workers (node_manager), not placement (scheduling), not objects (their owners).
+workers (node/), not placement (scheduling), not objects (their owners).
 
     node manager ──RegisterNode, Heartbeat──▶ Head ──ClusterView──▶ node manager
     node manager ──ActorStateChanged, GetActorInfo, RegisterActorName...──▶ Head
     Head ──NodeDied, ClientDied, LogLines──▶ every node manager ──▶ its clients
 
 The head lives in the event loop of one node manager (its own node), which calls
-it directly; other node managers talk to it over TCP. A node that misses
+it directly and which it reaches only through NodePort (node_port.py); other node
+managers talk to it over TCP. A node that misses
 heartbeats for `node_timeout_s` is marked dead; if it comes back (a partition
 healed) its heartbeats are refused, so it kills its workers and joins again as a
 new node: an actor that was restarted elsewhere never runs twice.
@@ -27,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from .. import protocol as P
+from ..scheduling import NodeView
 from . import detached
-from . import protocol as P
-from .head_storage import HeadStorage
-from .scheduling import NodeView
+from .storage import HeadStorage
 
 if TYPE_CHECKING:
-    from .node_manager import NodeManager
-    from .transport import AsyncConnection
+    from ..transport import AsyncConnection
+    from .node_port import NodePort
 
 log = logging.getLogger("raylite.head")
 
@@ -114,7 +115,7 @@ def _unpack(blob: bytes) -> dict[str, Any]:
 
 
 class Head:
-    def __init__(self, nm: NodeManager, storage: HeadStorage, node_timeout_s: float) -> None:
+    def __init__(self, nm: NodePort, storage: HeadStorage, node_timeout_s: float) -> None:
         self.nm = nm
         self.storage = storage
         self.node_timeout_s = node_timeout_s

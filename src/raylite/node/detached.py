@@ -1,0 +1,93 @@
+"""Detached actors, the node's half: start a new life of one the head restarts.
+
+The head's half (head/detached.py) decides that the head, not the owner, restarts a
+detached actor whose owner is gone, and picks the node. That node gets StartActor
+and does what an owner would: lease itself a worker (a LeaseReq whose connection is
+a _SelfOwner), push the creation task, keep the connection while the actor lives
+(`kept_actors`, cluster_link.py) and report the new life to the head. Owns no state.
+
+    head ──StartActor──▶ node: lease ─▶ worker ─PushTask─▶ TaskDone
+    node ──ActorStateChanged(ALIVE | DEAD)──▶ head
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .. import protocol as P
+from ..exceptions import ConnectionLost
+from ..object_ref import new_id
+from ..serialization import loads_inline
+from ..transport import async_connect
+from .leases import MAX_HOPS, LeaseReq
+
+# manager.py imports this module (through cluster_link): naming it here, even for type checking, would be an import cycle.
+NodeManager = Any
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0  # a restarted life's worker must come up within this
+
+
+class _SelfOwner:
+    """Stands in for an owner's connection on the lease a node gives itself."""
+
+    def __init__(self, fut: asyncio.Future[Any]) -> None:
+        self.fut = fut
+        self.closed = False
+        self.peer = None
+
+    def reply(self, rid: int, msg: Any) -> None:
+        if not self.fut.done():
+            self.fut.set_result(msg)
+
+    def send(self, msg: Any) -> None:
+        self.reply(0, msg)
+
+
+async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
+    """Lease a worker here, run the actor's constructor on it, tell the head."""
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    owner = _SelfOwner(fut)
+    req = LeaseReq(new_id(), msg.shape, msg.actor_id, owner, 1, spilled=MAX_HOPS, detached=True)  # type: ignore[arg-type]
+    nm.pending.append(req)
+    nm.schedule()
+    try:
+        granted = await asyncio.wait_for(fut, START_TIMEOUT_S)
+    except TimeoutError:
+        granted = P.Failed(f"no worker started within {START_TIMEOUT_S:.0f} s")
+    if not isinstance(granted, P.LeaseGranted):
+        owner.closed = True  # a request still pending is dropped
+        nm.schedule()
+        _report(nm, msg, "DEAD", cause=f"It could not be restarted: {granted}")
+        return
+    fields = list(msg.push)
+    fields[7] = nm.tcp_address  # owner: this node (clusters only: detached actors)
+    fields[10] = list(granted.gpu_ids)
+    try:
+        conn = await async_connect(granted.address, nm.token)
+        nm.spawn(conn.read_loop(lambda c, m, r: None))
+        reply = await conn.request(P.PushTask(*fields))
+    except ConnectionLost:
+        return  # the worker died: its node reports PROCESS_DIED, the head decides again
+    if isinstance(reply, P.TaskDone) and reply.returns and reply.returns[0][1] != P.ERROR:
+        nm.kept_actors[msg.actor_id] = conn  # the lease's owner: held while it lives
+        _report(nm, msg, "ALIVE", granted.address, reply.worker_pid)
+        return
+    error = "no answer"
+    if isinstance(reply, P.TaskDone) and reply.returns:
+        error = str(loads_inline(reply.returns[0][2]))
+    conn.close()
+    _report(nm, msg, "DEAD", cause=f"The actor {msg.class_name} died in its constructor: {error}")
+
+
+def _report(
+    nm: NodeManager, msg: P.StartActor, state: str, address: str = "", pid: int = 0, cause: str = ""
+) -> None:
+    log.info("detached actor %s restarted by the head: %s", msg.actor_id.hex()[:12], state)
+    restarts_left = msg.restarts_left if state == "ALIVE" else 0
+    nm.to_head(
+        P.ActorStateChanged(msg.actor_id, state, msg.class_name, address, pid, cause, restarts_left)
+    )

@@ -1,0 +1,531 @@
+"""The node manager: one per machine, the daemon that serves the node's processes.
+
+Owns the serving: the Unix listener (and TCP, on a cluster), the handler table (by
+message type), the registration of clients (drivers, workers, CLI tools), the
+background tasks (spawn: a task that crashes stops the node), the answers to state
+and timeline queries (from task_events.py), shutdown, and main(), which
+`python -m raylite.node` runs. NodeManager is one object made of mixins, each in
+a module that says which state it owns: the worker pool (pool.py), resources and
+leases (leases.py), the store's accounting (store.py), objects between nodes
+(transfer.py) and the link to the head and other nodes (cluster_link.py). On its
+node the head (head/) runs in this process too; on one machine, always.
+
+    driver / workers ──RequestLease──▶ NodeManager ──fork──▶ worker
+                     ◀─LeaseGranted──                ◀─RegisterClient─
+    worker fd 1, 2 ──pipe──▶ NodeManager ──LogLines──▶ drivers
+
+Threads. The node's work runs on one asyncio event loop, and its thread forks the
+workers (a few ms: the child has every module imported already). The loop's default
+executor adds threads: asyncio.to_thread copies segments to the spill dir (store.py,
+SPILL_THREADS at once) and receives pulled objects into their files (transfer.py),
+and aiohttp, serving the dashboard in this loop, reads static files in it. A fork
+may happen while one of them runs; the child gets only the forking thread. That is
+safe because those threads only copy between files and sockets and hold no lock the
+child takes (CPython resets its import and logging locks in a forked child; no
+other lock is reset), and the worker (worker.worker_main) closes every inherited
+descriptor and never uses the parent's loop or executor. Work given to those
+threads must stay that way.
+
+Started by `init()` with the driver holding its stdin: when the driver dies, stdin
+hits EOF and the node stops all its workers and removes its sockets and shared
+memory. Started by `raylite start` (--cluster), it lives until stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from typing import Any
+
+from .. import protocol as P
+from ..config import CONFIG
+from ..exceptions import ConnectionLost
+from ..object_ref import new_id
+from ..task_events import StateViews, TaskEventStore
+from ..transport import AsyncConnection, async_handshake
+from .cluster_link import HEAD_REQUESTS, ClusterLinkMixin
+from .leases import LeasesMixin
+from .pool import PoolMixin, WorkerRec
+from .store import StoreMixin
+from .transfer import TransferMixin
+
+log = logging.getLogger(__name__)
+
+
+class _Capture:
+    """Stands for a connection: the reply to a request answered in this process."""
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.closed = False
+
+    def reply(self, rid: int, msg: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(msg)
+
+    def send(self, msg: Any) -> None:
+        pass
+
+
+class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLinkMixin):
+    """The node's daemon: one object, its state spread over the mixins by concern."""
+
+    def __init__(
+        self,
+        session_dir: str,
+        store_dir: str,
+        token: bytes,
+        total: dict[str, int],
+        num_gpus: int,
+        prestart: int,
+        max_spill_bytes: int | None = None,
+        *,
+        ip: str = "127.0.0.1",
+        port: int | None = None,
+        head_address: str | None = None,
+        storage: str | None = None,
+        cluster: bool = False,
+        node_timeout_s: float | None = None,
+        dashboard_port: int | None = None,
+        dashboard_host: str = "127.0.0.1",
+        head_only: bool = False,
+        head_node: bool = False,
+    ) -> None:
+        # head_only: the head's own process (`raylite start --head`): it runs no work
+        # and is no node, so killing it kills no actor. head_node: the node beside it.
+        self.head_only = head_only
+        self.head_node = head_node
+        # `cluster`: started by `raylite start`, lives until stopped (not with a
+        # driver) and listens on TCP.
+        self.cluster = cluster
+        self.session_dir = session_dir
+        self.token = token
+        self.node_id = new_id()
+        self.address = f"unix:{session_dir}/node.sock"
+        self.client_pids: dict[str, int] = {}
+        self.drivers: set[AsyncConnection] = set()
+        self.driver_addresses: dict[AsyncConnection, str] = {}
+        self._init_leases(total, num_gpus)
+        self._init_store(session_dir, store_dir, total, max_spill_bytes)
+        self._init_pool(prestart)
+        self._init_transfer()
+        # Task records and timeline, recent worker output, the state API (task_events.py).
+        self.task_events = TaskEventStore(CONFIG.max_task_events, self.node_id)
+        self.state_views = StateViews(self, self.task_events, self.worker_logs)
+        self._init_cluster_link(ip, port, head_address, storage, node_timeout_s)
+        # The web dashboard (dashboard/), served by the head only; None: off.
+        self.dashboard_port = dashboard_port
+        self.dashboard_host = dashboard_host
+        self.dashboard: Any = None
+        self.dashboard_url = ""  # http://HOST:PORT once it listens (also <session>/dashboard_url)
+        self.started_at = 0.0
+        self.stopping = False
+        self.stopped: asyncio.Event | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.crashed: BaseException | None = None  # what the first crashed task raised
+        self.handlers = {
+            P.RegisterClient: self.on_register,
+            P.RequestLease: self.on_request_lease,
+            P.ReturnLease: self.on_return_lease,
+            P.CancelLease: self.on_cancel_lease,
+            P.NotifyBlocked: self.on_blocked,
+            P.NotifyUnblocked: self.on_unblocked,
+            P.TaskEvents: self.on_task_events,
+            P.GetTimeline: self.on_task_query,
+            P.ListState: self.on_list_state,
+            P.SummarizeTasks: self.on_task_query,
+            P.GetLogs: self.on_get_logs,
+            P.ShutdownNode: self.on_shutdown,
+            P.ReserveObject: self.on_reserve_object,
+            P.FreeObject: self.on_free_object,
+            P.GetStoreStats: self.on_store_stats,
+            P.ObjectRestored: self.on_object_restored,
+            P.ObjectMapped: self.on_object_mapped,
+            P.ObjectUnmapped: self.on_object_unmapped,
+            P.PullObject: self.on_pull_object,
+            P.FetchObject: self.on_fetch_object,
+            P.KillActorWorker: self.on_kill_actor_worker,
+            P.StartActor: self.on_start_actor,
+            P.NodeDied: self.on_head_message,
+            P.ClusterView: self.on_head_view,
+        }
+        # Head requests: served here on the head node, forwarded to it elsewhere.
+        for kind in HEAD_REQUESTS:
+            self.handlers[kind] = self.forward_to_head
+        if self.head is not None:
+            self.handlers.update(self.head.handlers)
+        else:  # what the head sends us
+            self.handlers[P.ClientDied] = self.on_head_message
+            self.handlers[P.LogLines] = self.on_head_message
+
+    @property
+    def actors(self) -> dict[bytes, Any]:
+        """The actor table (the head's; empty on other nodes, which ask the head)."""
+        return self.head.actors if self.head is not None else {}
+
+    # ------------------------------------------------------------------ serving
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stopped = asyncio.Event()
+        self._start_store()
+        self.started_at = time.time()
+        server = await asyncio.start_unix_server(self.on_client, path=self.address[5:])
+        tcp_server = None
+        if self.cluster:
+            tcp_server = await asyncio.start_server(
+                self.on_client, host=self.ip, port=self.port or 0, reuse_address=True
+            )
+            port = tcp_server.sockets[0].getsockname()[1]
+            self.tcp_address = f"tcp:{self.ip}:{port}"
+        loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        loop.add_signal_handler(signal.SIGTERM, self.begin_shutdown)
+        if not self.cluster:  # the driver that started us holds our stdin
+            with contextlib.suppress(OSError):
+                loop.add_reader(0, self.on_parent_stdin)
+        if self.head is not None:
+            if not self.head_only:
+                self.head.add_own_node()
+            self.spawn(self.head.monitor_loop())
+        else:
+            self.head_ready = asyncio.Event()
+            try:
+                await self.join_head(rejoin=False)
+            except Exception as exc:
+                sys.stdout.write(f"FAILED cannot join the head at {self.head_address}: {exc}\n")
+                sys.stdout.flush()
+                return
+            self.spawn(self.heartbeat_loop())
+        if self.head is not None and self.dashboard_port is not None:
+            try:
+                from ..dashboard.server import start_dashboard
+            except ImportError as exc:  # a broken install must not stop the node
+                log.warning("the dashboard cannot start (%s); reinstall raylite to get it", exc)
+            else:
+                self.dashboard = await start_dashboard(
+                    self, self.dashboard_host, self.dashboard_port
+                )
+            self.dashboard_url = self.dashboard.url if self.dashboard is not None else ""
+        gc.freeze()  # forked workers share these pages instead of copying them
+        for _ in range(self.prestart):
+            self.start_worker()
+        sys.stdout.write(f"READY {self.address} {self.tcp_address}\n")
+        sys.stdout.flush()
+        if self.cluster:  # the CLI that started us stops reading: log to a file
+            fd = os.open(
+                os.path.join(self.session_dir, "node.log"), os.O_WRONLY | os.O_CREAT, 0o600
+            )
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+        await self.stopped.wait()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+        server.close()
+        if tcp_server is not None:
+            tcp_server.close()
+
+    def spawn(self, coro: Any) -> None:
+        """Run `coro` in the background, owned by this node until it ends."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.task_done)
+
+    def task_done(self, task: asyncio.Task[Any]) -> None:
+        """A background task ended. One that raised is a bug: say so and stop the node
+        (a loop that died silently would leave it half-working, e.g. no heartbeats)."""
+        self.tasks.discard(task)
+        if task.cancelled():  # the loop is ending, or whoever owned it stopped it
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        name = getattr(task.get_coro(), "__qualname__", repr(task))
+        if self.stopping:  # going anyway; what it used (files, connections) may be gone
+            log.debug("background task %s failed during shutdown", name, exc_info=exc)
+            return
+        log.error("background task %s crashed: stopping the node", name, exc_info=exc)
+        if self.crashed is None:
+            self.crashed = exc
+        self.begin_shutdown()
+
+    def on_parent_stdin(self) -> None:
+        try:
+            data = os.read(0, 4096)
+        except OSError:
+            data = b""
+        if not data:  # the driver that started us is gone
+            asyncio.get_running_loop().remove_reader(0)
+            self.begin_shutdown()
+
+    async def on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not await async_handshake(reader, writer, self.token):
+            return
+        conn = AsyncConnection(reader, writer)
+        try:
+            await conn.read_loop(self.dispatch)
+        except asyncio.CancelledError:  # the loop is ending: nothing to report
+            conn.close()
+            return
+        self.on_disconnect(conn)
+
+    def dispatch(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        handler = self.handlers.get(type(msg))
+        if handler is None:
+            log.warning("node manager: unexpected %s", type(msg).__name__)
+            return
+        handler(conn, msg, rid)
+
+    # ---------------------------------------------------------------- clients
+    def on_register(self, conn: AsyncConnection, msg: P.RegisterClient, rid: int) -> None:
+        if msg.kind == "worker":
+            rec = self.workers.get(msg.worker_id)
+            if rec is None or rec.state == "dead":
+                conn.close()
+                return
+            rec.conn = conn
+            rec.address = msg.address
+            conn.peer = rec
+            job_id = b"\0" * 4
+        elif msg.kind == "cli":  # a command-line tool looking at the node
+            conn.peer = "cli"
+            job_id = b"\0" * 4
+        else:
+            self.drivers.add(conn)
+            conn.peer = "driver"
+            self.driver_addresses[conn] = msg.address
+            if self.head is None:  # job ids are the cluster's: the head hands them out
+                self.spawn(self.register_driver(conn, msg, rid))
+                return
+            job_id = self.head.new_job()
+        self.registered(conn, msg, rid, job_id)
+
+    async def register_driver(self, conn: AsyncConnection, msg: P.RegisterClient, rid: int) -> None:
+        reply = await self.head_request(P.RegisterJob(msg.address, msg.pid))
+        if not isinstance(reply, P.JobRegistered):
+            conn.reply(rid, reply)
+            return
+        self.registered(conn, msg, rid, reply.job_id)
+
+    def registered(
+        self, conn: AsyncConnection, msg: P.RegisterClient, rid: int, job_id: bytes
+    ) -> None:
+        self.client_pids[msg.address] = msg.pid
+        total = self.head.cluster_totals()[0] if self.head is not None else self.total
+        info = {
+            "total_display": self.display(total),
+            "spill_dir": self.spill_dir,
+            "tcp_address": self.tcp_address,
+            "ip": self.ip,
+        }
+        conn.reply(
+            rid, P.ClientRegistered(self.node_id, job_id, self.store_dir, self.address, info)
+        )
+        rec = conn.peer
+        if msg.kind == "worker":
+            if rec.for_request is not None:
+                req, rec.for_request = rec.for_request, None
+                self.grant(req, rec)
+            else:
+                rec.state = "idle"
+                self.idle.append(rec)
+                self.schedule()
+
+    def on_disconnect(self, conn: AsyncConnection) -> None:
+        peer = conn.peer
+        if isinstance(peer, WorkerRec):
+            self.worker_gone(peer, "its process exited")
+        elif peer == "driver":
+            self.drivers.discard(conn)
+            address = self.driver_addresses.pop(conn, "")
+            if not self.cluster:
+                self.begin_shutdown()  # init()'s node lives as long as its driver
+            elif address:  # the node outlives drivers: drop what this one owned
+                for oid in [o for o, seg in self.segments.items() if seg.owner == address]:
+                    self.free_segment(oid)
+                self.tell_clients(P.ClientDied(address))
+                self.to_head(P.ClientDied(address))
+        elif self.head is not None and peer is not None and not isinstance(peer, str):
+            self.head.on_node_disconnect(conn)
+        for address, peer_conn in list(self.nm_peers.items()):
+            if peer_conn is conn:
+                del self.nm_peers[address]
+        self.pending = [r for r in self.pending if r.conn is not conn or self.unreserve(r)]
+        for lease in [x for x in self.leases.values() if x.owner is conn and not x.detached]:
+            # The owner died: whatever its workers run now has nobody to report to.
+            self.kill_worker(lease.worker)
+        self.schedule()
+
+    def tell_clients(self, msg: Any, skip: AsyncConnection | None = None) -> None:
+        for conn in [*self.drivers, *(w.conn for w in self.workers.values() if w.conn)]:
+            if conn is not skip and not conn.closed:
+                conn.send(msg)
+
+    # ----------------------------------------------------- state and timeline
+    def on_task_events(self, conn: AsyncConnection, msg: P.TaskEvents, rid: int) -> None:
+        if self.head is None and self.cluster:
+            self.to_head(msg)  # the head keeps the cluster's task table (events say the node)
+        else:
+            self.task_events.add_events(msg.events)
+
+    def on_task_query(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        """Task and actor listings, summaries and the timeline: the head's, on a cluster."""
+        if self.head is None and self.cluster:
+            self.forward_to_head(conn, msg, rid)
+        elif isinstance(msg, P.ListState):
+            self.state_views.on_list_state(conn, msg, rid)
+        elif isinstance(msg, P.SummarizeTasks):
+            self.state_views.on_summarize_tasks(conn, msg, rid)
+        else:
+            self.on_get_timeline(conn, msg, rid)
+
+    def on_get_logs(self, conn: AsyncConnection, msg: P.GetLogs, rid: int) -> None:
+        if self.head is None and self.cluster:  # the head keeps every node's output
+            self.forward_to_head(conn, msg, rid)
+        else:
+            self.state_views.on_get_logs(conn, msg, rid)
+
+    def on_list_state(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
+        if msg.kind in ("tasks", "actors", "nodes"):  # cluster-wide, at the head
+            self.on_task_query(conn, msg, rid)
+        elif msg.local or not self.cluster:  # this node's own workers and store
+            self.state_views.on_list_state(conn, msg, rid)
+        else:
+            self.spawn(self.list_everywhere(conn, msg, rid))
+
+    async def list_everywhere(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
+        """Objects or workers of every live node: each answers for its own, merged here."""
+        mine: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        local = P.ListState(msg.kind, msg.filters, msg.limit, True)
+        self.state_views.on_list_state(_Capture(mine), local, 1)
+
+        async def ask(address: str) -> Any:
+            try:
+                peer = await self.connect_nm(address)
+                return await asyncio.wait_for(peer.request(local), 5.0)
+            except (ConnectionLost, OSError, TimeoutError):
+                return None  # gone or cut off: its rows are missing, not the listing
+
+        others = [n.address for n in self.other_nodes() if n.address]
+        replies = [await mine, *await asyncio.gather(*(ask(a) for a in others))]
+        if isinstance(replies[0], P.Failed):
+            conn.reply(rid, replies[0])
+            return
+        rows: list[Any] = []
+        total = 0
+        for reply in replies:
+            if isinstance(reply, P.StateList):
+                rows.extend(reply.rows)
+                total += reply.total
+        conn.reply(rid, P.StateList(rows[: msg.limit], total))
+
+    def on_get_timeline(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        self.spawn(self.timeline(conn, rid))
+
+    async def timeline(self, conn: AsyncConnection, rid: int) -> None:
+        flushes = [
+            asyncio.wait_for(w.conn.request(P.FlushEvents()), 5.0)
+            for w in self.workers.values()
+            if w.conn is not None and not w.conn.closed and w.state != "dead"
+        ]
+        await asyncio.gather(*flushes, return_exceptions=True)
+        conn.reply(rid, P.Timeline(self.task_events.timeline_events()))
+
+    # ----------------------------------------------------------------- shutdown
+    def on_shutdown(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        self.spawn(self.shutdown(conn, rid))
+
+    def begin_shutdown(self) -> None:
+        if not self.stopping:
+            self.spawn(self.shutdown(None, 0))
+
+    async def shutdown(self, conn: AsyncConnection | None, rid: int) -> None:
+        if self.stopping:
+            if conn is not None:
+                await self.stopped.wait()  # type: ignore[union-attr]
+            return
+        self.stopping = True
+        try:
+            alive = [w for w in self.workers.values() if w.pid in self.by_pid]
+            for w in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CONFIG.kill_grace_s
+            while self.by_pid and loop.time() < deadline:
+                self.reap()
+                await asyncio.sleep(0.005)
+            for pid in list(self.by_pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in list(self.by_pid):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)  # noqa: ASYNC222 - just SIGKILLed: returns at once
+                self.by_pid.pop(pid, None)
+            self.remove_files()
+            if conn is not None:
+                conn.reply(rid, P.Ok())
+                with contextlib.suppress(Exception):
+                    await conn.writer.drain()
+        finally:  # stopped even if something above raised: serve returns
+            self.stopped.set()  # type: ignore[union-attr]
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="raylite-node-manager")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--store-dir", required=True)
+    parser.add_argument("--resources", required=True, help="JSON: resource -> units")
+    parser.add_argument("--num-gpus", type=int, default=0)
+    parser.add_argument("--prestart", type=int, default=0)
+    parser.add_argument("--max-spill-bytes", type=int, default=None)
+    parser.add_argument("--cluster", action="store_true", help="started by `raylite start`")
+    parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (TCP)")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--head-address", default=None, help="tcp:HOST:PORT of the head")
+    parser.add_argument("--storage", default=None, help="head storage URL")
+    parser.add_argument("--node-timeout-s", type=float, default=None)
+    parser.add_argument("--dashboard-port", type=int, default=None, help="head: serve it (0: any)")
+    parser.add_argument("--dashboard-host", default="127.0.0.1", help="address it listens on")
+    parser.add_argument("--head-only", action="store_true", help="the head alone: no node")
+    parser.add_argument("--head-node", action="store_true", help="the node beside the head")
+    args = parser.parse_args(argv)
+    token = bytes.fromhex(sys.stdin.readline().strip())
+    logging.basicConfig(level=logging.WARNING, format="(raylite node manager) %(message)s")
+    nm = NodeManager(
+        args.session_dir,
+        args.store_dir,
+        token,
+        json.loads(args.resources),
+        args.num_gpus,
+        args.prestart,
+        args.max_spill_bytes,
+        ip=args.ip,
+        port=args.port,
+        head_address=args.head_address,
+        storage=args.storage,
+        cluster=args.cluster,
+        node_timeout_s=args.node_timeout_s,
+        dashboard_port=args.dashboard_port,
+        dashboard_host=args.dashboard_host,
+        head_only=args.head_only,
+        head_node=args.head_node,
+    )
+    try:
+        asyncio.run(nm.serve())
+    finally:
+        nm.remove_files()
+    if nm.crashed is not None:
+        sys.exit(1)  # a background task crashed (logged above)
