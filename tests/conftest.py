@@ -26,6 +26,10 @@ from typing import Any
 import psutil
 import pytest
 
+# Fail on a user callback or a dial under a core worker's lock (core/deferring_lock.py),
+# in the driver and, through the environment, in every node and worker it starts.
+os.environ.setdefault("RAYLITE_LOCK_CHECKS", "1")
+
 from tests._engine import AGAINST_RAY, ENGINE_NAME, ray, wait_for
 
 # RAYLITE_TESTS_CLUSTER=N: each configuration runs on an N-node cluster instead of init().
@@ -145,3 +149,18 @@ def _module_engine_teardown() -> Iterator[None]:
             + "\n".join(left),
             pytrace=False,
         )
+
+
+@pytest.fixture(autouse=True)
+def _no_lock_breach() -> Iterator[None]:
+    """Fail a test during which this driver ran a callback or dialled under its lock."""
+    if AGAINST_RAY:
+        yield
+        return
+    from raylite.core import deferring_lock
+
+    seen = len(deferring_lock.breaches)
+    yield
+    new = deferring_lock.breaches[seen:]
+    if new:
+        pytest.fail(f"under the core worker lock: {new}", pytrace=False)

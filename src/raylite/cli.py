@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from . import protocol as P
+from .config import CONFIG
 from .exceptions import ConnectionLost
 from .transport import Connection
 from .util import state
@@ -58,7 +59,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
     conn = _connect(args.session)
     try:
-        reply = conn.request(P.GetStoreStats(), timeout=30)
+        reply = conn.request(P.GetStoreStats(), timeout=CONFIG.request_timeout_s)
     finally:
         conn.close()
     clients = reply.stats.get("clients", {})
@@ -191,7 +192,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
     reply = conn.request(
-        state.log_request(args.pid, args.actor_id, args.task_id, 0, args.tail), timeout=30
+        state.log_request(args.pid, args.actor_id, args.task_id, 0, args.tail), timeout=CONFIG.request_timeout_s
     )
     if isinstance(reply, P.Failed):
         print(f"raylite: {reply.reason}", file=sys.stderr)
@@ -202,7 +203,7 @@ def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
         nxt = reply.next_line
         time.sleep(FOLLOW_POLL_S)
         reply = conn.request(
-            state.log_request(args.pid, args.actor_id, args.task_id, nxt, 0), timeout=30
+            state.log_request(args.pid, args.actor_id, args.task_id, nxt, 0), timeout=CONFIG.request_timeout_s
         )
         if isinstance(reply, P.Failed):  # e.g. the actor's record is gone
             print(f"raylite: {reply.reason}", file=sys.stderr)
@@ -211,7 +212,7 @@ def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
             print(f"raylite: now following worker pid={reply.pid}", file=sys.stderr)
             pid = reply.pid
             reply = conn.request(
-                state.log_request(args.pid, args.actor_id, args.task_id, 1, 0), timeout=30
+                state.log_request(args.pid, args.actor_id, args.task_id, 1, 0), timeout=CONFIG.request_timeout_s
             )
         _write(reply.lines)
         if not reply.alive and not reply.lines and not args.actor_id:

@@ -32,6 +32,13 @@ class Config:
     heartbeat_s: float = 0.5
     # A node that has not heartbeat for this long is marked dead (Ray: 30 s).
     node_timeout_s: float = 10.0
+    # Seconds a driver or worker waits for its node manager to answer a request.
+    request_timeout_s: float = 30.0
+    # Waiting tasks an owner reports per event flush (the rest wait a period more).
+    max_pending_events: int = 1000
+    # 1: fail on a user callback or a dial under the core worker lock (the tests
+    # turn this on; see core/deferring_lock.py).
+    lock_checks: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
 

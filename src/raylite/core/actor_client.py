@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
+from ..config import CONFIG
 from ..exceptions import (
     ActorDiedError,
     ConnectionLost,
@@ -125,7 +126,7 @@ class ActorClientMixin:
         if name is not None:
             ns = namespace if namespace is not None else self.default_namespace()
             reply = self.nm.request(
-                P.RegisterActorName(name, ns, actor_id, class_name, methods or {}), timeout=30
+                P.RegisterActorName(name, ns, actor_id, class_name, methods or {}), timeout=CONFIG.request_timeout_s
             )
             if reply.found:
                 if get_if_exists:
@@ -162,7 +163,7 @@ class ActorClientMixin:
 
     def named_actor(self, name: str, namespace: str | None) -> P.NamedActor:
         ns = namespace if namespace is not None else self.default_namespace()
-        reply = self.nm.request(P.GetNamedActor(name, ns), timeout=30)
+        reply = self.nm.request(P.GetNamedActor(name, ns), timeout=CONFIG.request_timeout_s)
         if not reply.found:
             raise ValueError(f"Failed to look up actor with name {name!r} in namespace {ns!r}.")
         self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
@@ -367,8 +368,7 @@ class ActorClientMixin:
 
     def _flush_actor(self, client: ActorClient) -> None:
         """Send queued calls in order, up to the first with unresolved arguments."""
-        died = resend = False
-        incarnation = client.incarnation
+        resend = False
         with self.lock:
             if client.dead_cause is not None:
                 queued = list(client.queue)
@@ -382,17 +382,9 @@ class ActorClientMixin:
                     if client.address is None:
                         self._resolve_actor(client)
                         return
-                    try:
-                        incarnation = client.incarnation
-                        client.conn = self.peer(client.address)
-                    except ConnectionLost:
-                        client.conn = None
-                        if client.creator:
-                            died = True
-                        else:
-                            client.failed_address, client.address = client.address, None
-                            self._resolve_actor(client)
-                            return
+                    # Dial without the lock, then flush again.
+                    self.lock.defer(self._reconnect_actor, client, client.address)
+                    return
                 conn = client.conn
                 while conn is not None and client.queue and client.queue[0].unresolved == 0:
                     spec = client.queue.popleft()
@@ -411,22 +403,41 @@ class ActorClientMixin:
                         client.queue.appendleft(spec)
                         resend = True  # the connection broke under us: reconnect
                         break
-        if resend and not died:
+        if resend:
             self._flush_actor(client)
-            return
-        if died and client.restarts_left != 0:
-            self._restart_actor(client, incarnation)
-            return
-        if died:
-            self._actor_died(
-                client,
-                f"The actor {client.class_name}'s worker process died "
-                "unexpectedly (the process crashed or was killed).",
-                report=True,
-            )
             return
         for spec in queued:
             self._fail_task(spec, dumps_inline(actor_error(client, cause)))
+
+    def _reconnect_actor(self, client: ActorClient, address: str) -> None:
+        """Connect to the actor at `address` (no lock) and send what waits for it."""
+        with self.lock:
+            incarnation = client.incarnation
+        try:
+            conn: Connection | None = self.peer(address)
+        except ConnectionLost:
+            conn = None
+        with self.lock:
+            if client.address != address or client.incarnation != incarnation:
+                conn = None  # it moved meanwhile: flush where it is now
+            elif conn is not None:
+                client.conn = conn
+            elif not client.creator:
+                client.failed_address, client.address = client.address, None
+                self._resolve_actor(client)
+                return
+        if conn is None and client.creator and client.address == address:
+            if client.restarts_left != 0:
+                self._restart_actor(client, incarnation)
+            else:
+                self._actor_died(
+                    client,
+                    f"The actor {client.class_name}'s worker process died "
+                    "unexpectedly (the process crashed or was killed).",
+                    report=True,
+                )
+            return
+        self._flush_actor(client)
 
     def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         with self.lock:
@@ -455,9 +466,7 @@ class ActorClientMixin:
                     client.failed_address, client.address = client.address, None
                     client.conn = None
             if not retry:
-                self._fail_task(spec, dumps_inline(actor_error(client, cause)))
-                with self.lock:
-                    self._release_held(spec)
+                self._fail_for_good(spec, dumps_inline(actor_error(client, cause)))
             if client.creator:
                 if spec.incarnation == client.incarnation:  # not a late word of an old life
                     self._restart_actor(client, spec.incarnation)
@@ -471,26 +480,26 @@ class ActorClientMixin:
             for oid, kind, data, contained in reply.returns:
                 self._complete(oid, kind, data, contained)
             self._keep_lineage(spec, reply)
-        else:
-            self._actor_died(
-                client,
-                client.dead_cause
-                or f"The actor {client.class_name}'s worker process died "
-                "unexpectedly (the process crashed or was killed).",
-                report=client.lease is not None,
-            )
-            self._fail_task(spec, dumps_inline(actor_error(client, client.dead_cause or "")))
-        with self.lock:
-            self._release_held(spec)
+            with self.lock:
+                self._release_held(spec)
+            return
+        self._actor_died(
+            client,
+            client.dead_cause
+            or f"The actor {client.class_name}'s worker process died "
+            "unexpectedly (the process crashed or was killed).",
+            report=client.lease is not None,
+        )
+        self._fail_for_good(spec, dumps_inline(actor_error(client, client.dead_cause or "")))
 
     def kill_actor(self, actor_id: bytes, class_name: str, no_restart: bool = True) -> None:
         cause = f"The actor {class_name} was killed by raylite.kill()."
         client = self.actor_client(actor_id, class_name, None)
         if not no_restart:  # kill the process; its owner restarts it if it may
-            self.nm.request(P.KillActor(actor_id, cause, False), timeout=30)
+            self.nm.request(P.KillActor(actor_id, cause, False), timeout=CONFIG.request_timeout_s)
             return
         with self.lock:
             if client.dead_cause is None:
                 client.dead_cause = cause
-        self.nm.request(P.KillActor(actor_id, cause, True), timeout=30)
+        self.nm.request(P.KillActor(actor_id, cause, True), timeout=CONFIG.request_timeout_s)
         self._actor_died(client, cause)

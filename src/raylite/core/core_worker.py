@@ -58,6 +58,7 @@ from ..serialization import dumps_inline, loads_inline, serialize
 from ..transport import Connection, Listener
 from . import context
 from .actor_client import ActorClient, ActorClientMixin
+from .deferring_lock import DeferringLock
 from .leasing import Lease, LeasingMixin, SchedulingClass
 from .lineage import LineageMixin
 from .objects import PENDING, RELEASED, ObjectEntry
@@ -92,7 +93,7 @@ class CoreWorker(
         self.worker_id = worker_id or new_id()
         self.namespace = namespace
         self.log_to_driver = log_to_driver
-        self.lock = threading.RLock()
+        self.lock = DeferringLock(bool(CONFIG.lock_checks))
         self.objects: dict[bytes, ObjectEntry] = {}
         self.local_refs: dict[bytes, int] = {}
         self.preregistered: set[bytes] = set()  # borrows a sender registered for us
@@ -140,7 +141,7 @@ class CoreWorker(
             node_address, token, self._handle_nm, name="node-manager", on_close=self._nm_lost
         )
         reg = self.nm.request(
-            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address, job_id), timeout=30
+            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address, job_id), timeout=CONFIG.request_timeout_s
         )
         self.node_id: bytes = reg.node_id
         self.job_id: bytes = reg.job_id
@@ -206,6 +207,7 @@ class CoreWorker(
         conn = self.peers.get(address)
         if conn is not None and not conn.closed:
             return conn
+        self.lock.check_unlocked(f"dialling {address}")
         with self._peer_lock:
             conn = self.peers.get(address)
             if conn is None or conn.closed:
@@ -218,6 +220,33 @@ class CoreWorker(
                 )
                 self.peers[address] = conn
         return conn
+
+    def _on_peer(
+        self,
+        address: str,
+        send: Callable[[Connection], None],
+        lost: Callable[[], None] | None = None,
+    ) -> None:
+        """send(conn) on the connection to `address`, or lost() if there is none to be
+        had. At once if it is open; a dial (and lost, which may run callbacks) waits
+        until the lock is let go."""
+        conn = self.peers.get(address)
+        if conn is not None and not conn.closed:
+            try:
+                send(conn)
+            except ConnectionLost:
+                if lost is not None:
+                    self.lock.defer(lost)
+            return
+
+        def dial() -> None:
+            try:
+                send(self.peer(address))
+            except ConnectionLost:
+                if lost is not None:
+                    lost()
+
+        self.lock.defer(dial)
 
     def _peer_lost(self, conn: Connection) -> None:
         with self._peer_lock:
@@ -325,6 +354,8 @@ class CoreWorker(
             entry.contains = refs
             entry.seq = next(self._completion)
             waiters, entry.waiters = entry.waiters, []
+        if waiters:
+            self.lock.check_unlocked("an object's waiters")
         for cb in waiters:
             try:
                 cb(kind, data)
@@ -347,7 +378,13 @@ class CoreWorker(
         return held != new
 
     def _when_ready(self, ref: ObjectRef, callback: Callable[[int, Any], None]) -> int:
-        """Call back with (kind, data) once the value exists; returns its seq if ready now."""
+        """Call back with (kind, data) once the value exists; returns its seq if ready now.
+
+        Under the lock it only queues itself: the callback may run at once, and a
+        borrowed ref's owner may have to be dialled."""
+        if self.lock.held():
+            self.lock.defer(self._when_ready, ref, callback)
+            return 0
         oid = ref.id
         if ref.owner == self.address:
             with self.lock:
@@ -355,6 +392,7 @@ class CoreWorker(
                 if entry is not None and entry.kind is PENDING:
                     entry.waiters.append(callback)
                     return 0
+            self.lock.check_unlocked("an object's waiter")
             if entry is None:
                 err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was already freed.")
                 callback(P.ERROR, dumps_inline(err))
@@ -564,7 +602,7 @@ class CoreWorker(
 
     def cluster_info(self) -> P.ClusterInfo:
         self.release_idle_leases()
-        return self.nm.request(P.GetClusterInfo(), timeout=30)
+        return self.nm.request(P.GetClusterInfo(), timeout=CONFIG.request_timeout_s)
 
     def timeline_events(self) -> list[list[Any]]:
         reply = self.nm.request(P.GetTimeline(), timeout=60)

@@ -25,6 +25,7 @@ from ..exceptions import (
 )
 from ..object_ref import new_id
 from ..serialization import dumps_inline
+from ..transport import Connection
 from .tasks import (
     TaskSpec,
 )
@@ -116,10 +117,8 @@ class LeasingMixin:
         if not nm:
             self._send_nm(msg)
             return
-        try:
-            self.peer(nm).send(msg)
-        except ConnectionLost:
-            pass  # that node is gone: so is what we would tell it about
+        # If that node is gone, so is what we would tell it about.
+        self._on_peer(nm, lambda conn: conn.send(msg))
 
     def _request_lease(
         self,
@@ -174,11 +173,17 @@ class LeasingMixin:
 
         def ask(nm: str, spilled: int) -> None:
             msg = P.RequestLease(lease_id, sc.shape, actor_id, sc.strategy, spilled, detached)
-            try:
-                conn = self.peer(nm) if nm else self.nm
+
+            def send(conn: Connection) -> None:
                 conn.request_async(msg, lambda reply: answered(reply, nm))
+
+            if nm:
+                self._on_peer(nm, send, lambda: answered(None, nm))
+                return
+            try:
+                send(self.nm)
             except ConnectionLost:
-                answered(None, nm)
+                self.lock.defer(answered, None, nm)
 
         ask("", 0)
 
@@ -190,9 +195,7 @@ class LeasingMixin:
 
         def fail() -> None:
             for spec in queued:
-                self._fail_task(spec, err)
-                with self.lock:
-                    self._release_held(spec)
+                self._fail_for_good(spec, err)
 
         self.timers.call_later(0, fail)  # not under the lock: waiters run callbacks
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from .. import protocol as P
 from ..exceptions import (
-    ConnectionLost,
     ObjectLostError,
     OwnerDiedError,
 )
@@ -36,7 +35,7 @@ class LineageMixin:
             if spec is not None:
                 log.info("rebuilding object %s: %s", oid.hex()[:12], why)
                 self._resubmit(spec)
-        self._complete_waiters(oid)
+        self.lock.defer(self._complete_waiters, oid)  # the caller may hold the lock
 
     def _take_lineage(self, oid: bytes, why: str) -> TaskSpec | None:
         """Mark a lost (or released) owned object PENDING and return the task that will
@@ -168,6 +167,8 @@ class LineageMixin:
                 return
             waiters, entry.waiters = entry.waiters, []
             kind, data = entry.kind, entry.data
+        if waiters:
+            self.lock.check_unlocked("an object's waiters")
         for cb in waiters:
             try:
                 cb(kind, data)
@@ -242,7 +243,5 @@ class LineageMixin:
         if not holder or holder == self.node_tcp:
             self._send_nm(P.FreeObject(oid))
             return
-        try:
-            self.peer(holder).send(P.FreeObject(oid))
-        except ConnectionLost:
-            pass  # that node is gone, and its store with it
+        # If that node is gone, so is its store and the segment with it.
+        self._on_peer(holder, lambda conn: conn.send(P.FreeObject(oid)))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
+from ..config import CONFIG
 from ..exceptions import (
     ConnectionLost,
 )
@@ -47,7 +48,7 @@ class RefsMixin:
             if threading.current_thread().name.startswith("raylite-conn"):
                 conn.send(msg)
             else:
-                conn.request(msg, timeout=30)
+                conn.request(msg, timeout=CONFIG.request_timeout_s)
         except (ConnectionLost, TimeoutError):
             pass  # the owner is gone: get() will say so
 
@@ -62,7 +63,7 @@ class RefsMixin:
             if oid in self.objects:
                 self.nm.send(P.ObjectMapped(oid))
             else:
-                self.nm.request(P.ObjectMapped(oid), timeout=30)
+                self.nm.request(P.ObjectMapped(oid), timeout=CONFIG.request_timeout_s)
         except (ConnectionLost, TimeoutError):
             return
         weakref.finalize(mm, self._unmapped.append, oid)  # runs when the last view dies

@@ -30,7 +30,6 @@ from .leasing import Lease
 from .objects import ObjectEntry
 from .tasks import (
     DEP,
-    MAX_PENDING_EVENTS,
     TaskSpec,
     retryable,
     unserializable_argument,
@@ -212,7 +211,7 @@ class SubmissionMixin:
         """Send what ended here, and the submitted tasks that still wait for a worker.
 
         Only those that waited a whole flush period are reported, at most
-        MAX_PENDING_EVENTS a period: a task that starts at once costs one append.
+        CONFIG.max_pending_events a period: a task that starts at once costs one append.
         """
         self._events_scheduled = False
         events = []
@@ -221,11 +220,17 @@ class SubmissionMixin:
             item = self._events.popleft()
             if isinstance(item, list):
                 events.append(item)
-            elif not item.pushed and not item.failed and waiting < MAX_PENDING_EVENTS:
+            elif not item.pushed and not item.failed and waiting < CONFIG.max_pending_events:
                 waiting += 1
                 events.append(self._event_of(item, None))
         if events and not self.closed:
             self._send_nm(P.TaskEvents(events))
+
+    def _fail_for_good(self, spec: TaskSpec, error_blob: bytes) -> None:
+        """Fail a task that will not run again and let go of what it holds (no lock)."""
+        self._fail_task(spec, error_blob)
+        with self.lock:
+            self._release_held(spec)
 
     def _release_held(self, spec: TaskSpec) -> None:
         if spec.return_ids:
@@ -251,14 +256,18 @@ class SubmissionMixin:
         lease.busy = spec
         spec.lease = lease
         spec.pushed = True
-        try:
-            conn = self.peer(lease.address)
+
+        def send(conn: Connection) -> None:
             conn.request_async(
                 self._push_message(conn, spec, lease.gpu_ids),
                 lambda reply: self._task_done(lease, spec, reply),
             )
-        except ConnectionLost:
-            self._task_done(lease, spec, ConnectionLost("worker unreachable"))
+
+        self._on_peer(
+            lease.address,
+            send,
+            lambda: self._task_done(lease, spec, ConnectionLost("worker unreachable")),
+        )
 
     def _push_message(self, conn: Connection, spec: TaskSpec, gpu_ids: list[int]) -> P.PushTask:
         blob = None
@@ -292,8 +301,7 @@ class SubmissionMixin:
                 self._return_to_nm(lease, True)
                 if spec.cancelled:
                     err: Exception = TaskCancelledError(spec.task_id.hex())
-                    self._fail_task(spec, dumps_inline(err))
-                    self._release_held(spec)
+                    self.lock.defer(self._fail_for_good, spec, dumps_inline(err))
                     return
                 if spec.max_retries != 0 and not self.closed:
                     if spec.max_retries > 0:
@@ -303,9 +311,7 @@ class SubmissionMixin:
             err = WorkerCrashedError(
                 f"The worker (pid={lease.pid}) died while running {spec.name}; no retries left."
             )
-            self._fail_task(spec, dumps_inline(err))
-            with self.lock:
-                self._release_held(spec)
+            self._fail_for_good(spec, dumps_inline(err))
             return
         if (
             spec.retry_exceptions
@@ -357,9 +363,7 @@ class SubmissionMixin:
                     client.queue.remove(spec)
         if lease is None:
             if spec.actor_id is None or spec.unresolved or client is not None:
-                self._fail_task(spec, dumps_inline(TaskCancelledError(spec.task_id.hex())))
-                with self.lock:
-                    self._release_held(spec)
+                self._fail_for_good(spec, dumps_inline(TaskCancelledError(spec.task_id.hex())))
             return
         if force:
             self._return_to_nm(lease, True)  # kills the worker

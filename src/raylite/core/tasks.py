@@ -17,7 +17,6 @@ from ..serialization import dumps_inline, loads_inline
 
 log = logging.getLogger("raylite")
 
-MAX_PENDING_EVENTS = 1000  # waiting tasks an owner reports per flush period
 
 
 class Dep:

@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import protocol as P
 from .. import task_events as TE
+from ..config import CONFIG
 from ..core import context
 from ..core.objects import PENDING, RELEASED
 from ..object_ref import new_id
@@ -424,7 +425,7 @@ def store_stats() -> dict[str, Any]:
 def _stats() -> P.StoreStats:
     cw = context.global_worker()
     cw._process_released()
-    return cw.nm.request(P.GetStoreStats(), timeout=30)
+    return cw.nm.request(P.GetStoreStats(), timeout=CONFIG.request_timeout_s)
 
 
 def list_objects(

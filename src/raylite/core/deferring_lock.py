@@ -1,0 +1,89 @@
+"""The core worker's lock: work queued under it runs once it is let go.
+
+Owns DeferringLock, the one lock of a CoreWorker, and the check that nothing slow
+or foreign runs under it. Not what the lock guards (core_worker.py says).
+
+Code that holds the lock and must run a user callback (an object's waiters) or
+dial a connection defers it instead: `lock.defer(fn, *args)` runs fn at once if
+this thread does not hold the lock, else queues it; the thread's outermost
+release runs the queue, in order, without the lock. A deferred action may take
+the lock again and defer more; those run in the same drain.
+
+    with lock:                    # depth 1
+        with lock:                # depth 2 (reentrant)
+            lock.defer(callback)  # queued
+        ...                       # still held: nothing runs
+    # released: callback() runs here, in this thread, lock not held
+
+`check_unlocked(what)` marks the places that must never run under the lock
+(dialling a peer, running waiters). With `RAYLITE_LOCK_CHECKS=1` a breach is
+recorded in `breaches` and raises AssertionError; the test suite turns it on
+and fails a test that leaves a breach. Off, it costs one attribute read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("raylite")
+
+# Breaches seen in this process (lock checks on): (what, thread name).
+breaches: list[tuple[str, str]] = []
+
+
+class DeferringLock:
+    """A reentrant lock whose holder can queue work for after its outermost release."""
+
+    __slots__ = ("_acquire", "_checks", "_deferred", "_lock", "_release")
+
+    def __init__(self, checks: bool = False) -> None:
+        self._lock = threading.RLock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
+        self._deferred: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._checks = checks
+
+    def __enter__(self) -> None:
+        self._acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        # Only the holder touches _deferred, so reading it here needs no other lock.
+        if self._deferred and self._lock._recursion_count() == 1:
+            self._drain()
+        else:
+            self._release()
+
+    def _drain(self) -> None:
+        """Let go (outermost release) and run what was deferred, until none is left."""
+        while True:
+            actions, self._deferred = self._deferred, []
+            self._release()
+            for fn, args in actions:
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("deferred action %r failed", fn)
+            self._acquire()
+            if not self._deferred:
+                self._release()
+                return
+
+    def held(self) -> bool:
+        """Whether this thread holds the lock."""
+        return self._lock._is_owned()
+
+    def defer(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn(*args) now if this thread does not hold the lock, else at its release."""
+        if self._lock._is_owned():
+            self._deferred.append((fn, args))
+        else:
+            fn(*args)
+
+    def check_unlocked(self, what: str) -> None:
+        """Mark a place that must not run under the lock (see the module docstring)."""
+        if self._checks and self._lock._is_owned():
+            breaches.append((what, threading.current_thread().name))
+            raise AssertionError(f"{what} under the core worker lock")
