@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from .core import context
+from .core.lifecycle import ALIVE
 from .object_ref import new_id
 from .remote_function import resource_shape, strategy_of, validate_options
 from .serialization import dumps_function
@@ -193,7 +194,7 @@ class ActorHandle:
             client = cw.actors.get(self._actor_id)
             # Only a constructed actor's address is handed on; otherwise the
             # receiver asks the head, which answers once the actor is ALIVE.
-            address = client.address if client is not None and client.alive else None
+            address = client.address if client is not None and client.state is ALIVE else None
         return (
             _rebuild_handle,
             (self._actor_id, self._class_name, self._methods, address, self._max_task_retries),

@@ -98,3 +98,20 @@ def test_check_unlocked_catches_a_breach_only_when_checks_are_on() -> None:
         strict.check_unlocked("dialling x")
     assert deferring_lock.breaches[before:] == [("dialling x", threading.current_thread().name)]
     del deferring_lock.breaches[before:]  # this breach was on purpose
+
+
+def test_a_long_chain_of_deferred_actions_runs_in_a_loop() -> None:
+    """Each action locks and defers the next: 10,000 of them must not recurse."""
+    lock = DeferringLock()
+    count = [0]
+
+    def step() -> None:
+        with lock:
+            count[0] += 1
+            if count[0] < 10_000:
+                lock.defer(step)
+
+    with lock:
+        lock.defer(step)
+    assert count[0] == 10_000
+    assert not lock.held()

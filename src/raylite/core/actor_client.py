@@ -1,14 +1,16 @@
 """This process's side of actors: creation, calls in order, restarts, death.
 
-Owns ActorClient (where an actor lives, calls not yet sent or not answered, the
-restart budget and incarnation) and the CoreWorker methods that create actors,
-send their calls in submission order, restart an actor this process created
-when its process dies, and fail calls once it is dead. Not the actor table
-(the head), not running the calls (worker).
+Owns ActorClient (where an actor lives, its lifecycle state and incarnation,
+calls not yet sent or not answered, the restart budget) and the CoreWorker
+methods that create actors, send their calls in submission order, restart an
+actor this process created when its process dies, and fail calls once it is
+dead. The states and their moves are lifecycle.py's ActorState table. Not the
+actor table (the head), not running the calls (worker).
 
     create_actor ─▶ lease ─PushTask(creation)─▶ worker ─TaskDone─▶ ALIVE
     call ─▶ client.queue ─PushTask─▶ actor's worker ─TaskDone─▶ results
-    process died ─▶ restart (budget left) ─▶ resend retried calls, or DEAD"""
+    a life ended (_life_ended) ─▶ RESTARTING (budget left) ─▶ resend retried calls
+                              └─▶ DEAD: queued calls fail with ActorDiedError"""
 
 from __future__ import annotations
 
@@ -27,8 +29,24 @@ from ..object_ref import ObjectRef, new_id
 from ..serialization import dumps_inline, loads_inline
 from ..transport import Connection
 from .leasing import Lease, SchedulingClass
+from .lifecycle import (
+    ACTOR_TRANSITIONS,
+    ALIVE,
+    DEAD,
+    FAILED,
+    FINISHED,
+    PENDING,
+    PUSHED,
+    QUEUED,
+    RESTARTING,
+    TASK_ENDED,
+    ActorState,
+    spend_retry,
+    transition,
+)
 from .tasks import (
     TaskSpec,
+    task_transition,
 )
 
 log = logging.getLogger("raylite")
@@ -40,7 +58,6 @@ class ActorClient:
     __slots__ = (
         "actor_id",
         "address",
-        "alive",
         "class_name",
         "conn",
         "creation_ref",
@@ -53,32 +70,45 @@ class ActorClient:
         "lease",
         "queue",
         "resolving",
-        "restarting",
         "restarts_left",
         "retry_buffer",
+        "state",
     )
 
-    def __init__(self, actor_id: bytes, class_name: str) -> None:
+    def __init__(self, actor_id: bytes, class_name: str, address: str | None = None) -> None:
         self.actor_id = actor_id
         self.class_name = class_name
-        self.address: str | None = None
+        self.address = address
         self.conn: Connection | None = None
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.dead_cause: str | None = None
         self.lease: Lease | None = None
         self.resolving = False
         self.creator = False
-        self.alive = False
+        # lifecycle.py's table. A borrower's ALIVE: the head told it where the actor
+        # is (an address that came with the handle may be stale); RESTARTING: it asks
+        # again after a call failed.
+        self.state = PENDING
         # Restarts (owner side): budget left (-1: unlimited), the creation task to
         # rerun, calls sent and not answered, calls to resend after the restart.
         self.restarts_left = 0
-        self.restarting = False
-        self.incarnation = 0
+        self.incarnation = 0  # which life: a word about an older one is stale
         self.creation_spec: TaskSpec | None = None
         self.inflight: list[TaskSpec] = []
         self.retry_buffer: list[TaskSpec] = []
         self.failed_address: str | None = None
         self.creation_ref: ObjectRef | None = None
+
+
+def actor_transition(client: ActorClient, new: ActorState, cause: str) -> None:
+    transition(client, new, ACTOR_TRANSITIONS, cause=cause, who=client.actor_id)
+
+
+def process_died(client: ActorClient) -> str:
+    return (
+        f"The actor {client.class_name}'s worker process died unexpectedly "
+        "(the process crashed or was killed)."
+    )
 
 
 def actor_error(client: ActorClient, cause: str) -> ActorDiedError:
@@ -94,16 +124,8 @@ class ActorClientMixin:
             with self.lock:  # the check and the incarnation it saw, together
                 here = client.creator and client.address == address
                 incarnation = client.incarnation
-            if here and client.dead_cause is None:
-                if client.restarts_left != 0:
-                    self._restart_actor(client, incarnation)
-                else:
-                    self._actor_died(
-                        client,
-                        f"The actor {client.class_name}'s worker process died unexpectedly "
-                        "(the process crashed or was killed).",
-                        report=True,
-                    )
+            if here:
+                self._life_ended(client, incarnation, process_died(client))
 
     def create_actor(
         self,
@@ -169,34 +191,39 @@ class ActorClientMixin:
         self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
         return reply
 
-    def _restart_actor(self, client: ActorClient, incarnation: int) -> None:
-        """Life `incarnation` of the actor died and restarts are left: rerun its constructor.
+    def _life_ended(self, client: ActorClient, incarnation: int, cause: str) -> None:
+        """Life `incarnation` of an actor this process created has ended: rerun its
+        constructor if restarts are left, else the actor is dead.
 
-        A death is reported by up to three paths (the node's ClientDied, a call whose
-        connection broke, a failed reconnect), possibly after the restart they ask for
-        has already happened: only the first word about a given life restarts it.
+        The one path for every way the end of a life is learned: the node's ClientDied,
+        a call whose connection broke, a failed reconnect, the constructor's push. A
+        death is often reported by several of them, possibly after the restart it asks
+        for has begun: only the first word about a given life counts.
         """
         with self.lock:
-            if (
-                client.restarting
-                or incarnation != client.incarnation
-                or client.dead_cause is not None
-                or client.creation_spec is None
-            ):
+            if client.state is DEAD or incarnation != client.incarnation:
                 return
-            client.restarting = True
-            client.incarnation += 1
-            if client.restarts_left > 0:
-                client.restarts_left -= 1
-            client.conn, client.alive, client.address = None, False, None
-            old, client.lease = client.lease, None
-            if old is not None:
-                self.leases.pop(old.lease_id, None)
-                self._return_to_nm(old, True)
+            creation = client.creation_spec
+            restart = creation is not None and spend_retry(client, "restarts_left")
+            if restart:  # (else _actor_died fails an unfinished constructor)
+                assert creation is not None
+                if creation.state is PUSHED:
+                    task_transition(creation, FAILED, "its process died in the constructor")
+                actor_transition(client, RESTARTING, cause)
+                task_transition(creation, QUEUED, "the actor restarts")
+                client.incarnation += 1
+                client.conn, client.address = None, None
+                old, client.lease = client.lease, None
+                if old is not None:
+                    self.leases.pop(old.lease_id, None)
+                    self._return_to_nm(old, True)
+        if not restart:
+            self._actor_died(client, cause, report=True)
+            return
         self._send_nm(
             P.ActorStateChanged(
                 client.actor_id,
-                "RESTARTING",
+                RESTARTING.name,
                 client.class_name,
                 "",
                 0,
@@ -204,11 +231,12 @@ class ActorClientMixin:
                 client.restarts_left,
             )
         )
-        self._schedule_actor_creation(client.creation_spec, client)
+        self._schedule_actor_creation(creation, client)
 
     def _schedule_actor_creation(self, spec: TaskSpec, client: ActorClient) -> None:
         first = client.creation_spec is None
         client.creation_spec = spec
+        spec.incarnation = client.incarnation
         options = spec.actor_options or {}
         if first and options.get("detached") and client.restarts_left and self.node_tcp:
             self._register_detached(spec, client)
@@ -220,13 +248,17 @@ class ActorClientMixin:
                 self._actor_died(client, "the node manager could not start a worker for the actor")
                 return
             with self.lock:
+                if client.state is DEAD:  # killed while its worker started
+                    self._return_to_nm(lease, True)
+                    return
                 client.lease = lease
                 client.address = lease.address
                 self.leases[lease.lease_id] = lease
+                spec.pushed = True
+                task_transition(spec, PUSHED, "pushed to the actor's worker")
             try:
                 conn = self.peer(lease.address)
                 msg = self._push_message(conn, spec, lease.gpu_ids)
-                spec.pushed = True
                 conn.request_async(msg, lambda reply: self._actor_created(client, spec, reply))
             except ConnectionLost:
                 self._actor_created(client, spec, None)
@@ -265,64 +297,71 @@ class ActorClientMixin:
         self._send_nm(P.RegisterDetached(client.actor_id, self.address, push, spec.shape))
 
     def _actor_created(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
-        if isinstance(reply, P.TaskDone):
-            oid, kind, data, _ = reply.returns[0]
-            if kind == P.ERROR:
-                cause = loads_inline(data)
-                self._actor_died(
-                    client,
-                    f"The actor {client.class_name} died in its constructor: {cause}",
-                    report=True,
-                )
-            else:
-                with self.lock:
-                    client.alive = True
-                    client.restarting = False
-                    client.queue.extendleft(reversed(client.retry_buffer))
-                    client.retry_buffer = []
-                self._send_nm(
-                    P.ActorStateChanged(
-                        client.actor_id,
-                        "ALIVE",
-                        client.class_name,
-                        client.address or "",
-                        reply.worker_pid,
-                        "",
-                        client.restarts_left,
-                    )
-                )
-                self._flush_actor(client)
-            self._complete(oid, kind, data)
-        elif client.restarts_left != 0 and client.dead_cause is None:
-            client.restarting = False  # it died again while starting: try once more
-            self._restart_actor(client, client.incarnation)
-        else:
-            self._actor_died(
+        """The constructor's push was answered, or its connection broke."""
+        if not isinstance(reply, P.TaskDone):
+            self._life_ended(
                 client,
+                spec.incarnation,
                 f"The actor {client.class_name}'s worker process died "
                 "before its constructor finished.",
+            )
+            return
+        oid, kind, data, _ = reply.returns[0]
+        with self.lock:
+            now = client.state is not DEAD and spec.incarnation == client.incarnation
+            if now:
+                task_transition(spec, FAILED if kind == P.ERROR else FINISHED, "constructed")
+                if kind != P.ERROR:
+                    actor_transition(client, ALIVE, "its constructor finished")
+                    client.queue.extendleft(reversed(client.retry_buffer))
+                    client.retry_buffer = []
+        if now and kind == P.ERROR:
+            cause = loads_inline(data)
+            self._actor_died(
+                client,
+                f"The actor {client.class_name} died in its constructor: {cause}",
                 report=True,
             )
-            self._complete(
-                spec.return_ids[0], P.ERROR, dumps_inline(ActorDiedError(client.dead_cause or ""))
+        elif now:
+            self._send_nm(
+                P.ActorStateChanged(
+                    client.actor_id,
+                    ALIVE.name,
+                    client.class_name,
+                    client.address or "",
+                    reply.worker_pid,
+                    "",
+                    client.restarts_left,
+                )
             )
+            self._flush_actor(client)
+        self._complete(oid, kind, data)
 
     def _actor_died(self, client: ActorClient, cause: str, report: bool = False) -> None:
+        """The actor is dead for good: its queued calls and an unfinished constructor
+        fail with ActorDiedError."""
         with self.lock:
-            if client.dead_cause is not None:
+            if client.state is DEAD:
                 return
+            actor_transition(client, DEAD, cause)
             client.dead_cause = cause
             queued = list(client.retry_buffer) + list(client.queue)
             client.queue.clear()
             client.retry_buffer = []
+            creation = client.creation_spec
+            if creation is None and client.creation_ref is not None:  # args not ready yet
+                creation = self.running.get(client.creation_ref.id)
         if report:
             self._send_nm(
                 P.ActorStateChanged(
-                    client.actor_id, "DEAD", client.class_name, client.address or "", 0, cause, 0
+                    client.actor_id, DEAD.name, client.class_name, client.address or "", 0, cause, 0
                 )
             )
+        error = dumps_inline(actor_error(client, cause))
         for spec in queued:
-            self._fail_task(spec, dumps_inline(actor_error(client, cause)))
+            self._fail_for_good(spec, error)
+        if creation is not None and creation.state not in TASK_ENDED:
+            self._fail_for_good(creation, error, FAILED, "the actor died")
 
     def actor_client(self, actor_id: bytes, class_name: str, address: str | None) -> ActorClient:
         client = self.actors.get(actor_id)
@@ -330,8 +369,7 @@ class ActorClientMixin:
             with self.lock:
                 client = self.actors.get(actor_id)
                 if client is None:
-                    client = ActorClient(actor_id, class_name)
-                    client.address = address
+                    client = ActorClient(actor_id, class_name, address)
                     self.actors[actor_id] = client
         return client
 
@@ -349,7 +387,8 @@ class ActorClientMixin:
                     return
                 with self.lock:
                     client.address = reply.address
-                    client.alive = True
+                    if client.state is not ALIVE and client.state is not DEAD:
+                        actor_transition(client, ALIVE, "the head says where it is")
                     client.queue.extendleft(reversed(client.retry_buffer))
                     client.retry_buffer = []
                 self._flush_actor(client)
@@ -370,7 +409,7 @@ class ActorClientMixin:
         """Send queued calls in order, up to the first with unresolved arguments."""
         resend = False
         with self.lock:
-            if client.dead_cause is not None:
+            if client.state is DEAD:
                 queued = list(client.queue)
                 client.queue.clear()
                 cause = client.dead_cause
@@ -388,16 +427,18 @@ class ActorClientMixin:
                 conn = client.conn
                 while conn is not None and client.queue and client.queue[0].unresolved == 0:
                     spec = client.queue.popleft()
-                    if spec.failed:
+                    if spec.state in TASK_ENDED:
                         continue
                     try:
                         client.inflight.append(spec)
                         spec.incarnation = client.incarnation
-                        spec.pushed = True
                         conn.request_async(
                             self._push_message(conn, spec, []),
                             lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
                         )
+                        # (its reply waits for the lock we hold)
+                        spec.pushed = True
+                        task_transition(spec, PUSHED, "sent to the actor")
                     except ConnectionLost:
                         client.inflight.remove(spec)
                         client.queue.appendleft(spec)
@@ -407,7 +448,7 @@ class ActorClientMixin:
             self._flush_actor(client)
             return
         for spec in queued:
-            self._fail_task(spec, dumps_inline(actor_error(client, cause)))
+            self._fail_for_good(spec, dumps_inline(actor_error(client, cause)))
 
     def _reconnect_actor(self, client: ActorClient, address: str) -> None:
         """Connect to the actor at `address` (no lock) and send what waits for it."""
@@ -427,70 +468,65 @@ class ActorClientMixin:
                 self._resolve_actor(client)
                 return
         if conn is None and client.creator and client.address == address:
-            if client.restarts_left != 0:
-                self._restart_actor(client, incarnation)
-            else:
-                self._actor_died(
-                    client,
-                    f"The actor {client.class_name}'s worker process died "
-                    "unexpectedly (the process crashed or was killed).",
-                    report=True,
-                )
+            self._life_ended(client, incarnation, process_died(client))
             return
         self._flush_actor(client)
 
     def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
-        with self.lock:
-            if spec in client.inflight:
-                client.inflight.remove(spec)
-            # A call sent to a life that has since been replaced (restarted): its failure
-            # says nothing of the actor now, whatever restarts are left.
-            old_life = client.creator and spec.incarnation != client.incarnation
-        if (
-            not isinstance(reply, P.TaskDone)
-            and client.dead_cause is None
-            and (not client.creator or client.restarts_left != 0 or old_life)
-        ):
-            # The process is gone but the actor may come back (restart): resend the
-            # call if it has retries, else it fails; later calls wait for the new one.
-            cause = f"The actor {client.class_name}'s process died while running this call."
-            with self.lock:
-                retry = spec.max_retries != 0 and not spec.cancelled
-                if retry:
-                    spec.max_retries -= 1 if spec.max_retries > 0 else 0
-                    if old_life and client.alive:  # the new life runs: send it there
-                        client.queue.appendleft(spec)
-                    else:
-                        client.retry_buffer.append(spec)
-                if not client.creator and client.address is not None:
-                    client.failed_address, client.address = client.address, None
-                    client.conn = None
-            if not retry:
-                self._fail_for_good(spec, dumps_inline(actor_error(client, cause)))
-            if client.creator:
-                if spec.incarnation == client.incarnation:  # not a late word of an old life
-                    self._restart_actor(client, spec.incarnation)
-                else:
-                    self._flush_actor(client)
-            else:
-                with self.lock:
-                    self._resolve_actor(client)
-            return
         if isinstance(reply, P.TaskDone):
+            error = bool(reply.returns) and reply.returns[0][1] == P.ERROR
+            with self.lock:
+                if spec in client.inflight:
+                    client.inflight.remove(spec)
+                self._answered(spec, error)
             for oid, kind, data, contained in reply.returns:
                 self._complete(oid, kind, data, contained)
             self._keep_lineage(spec, reply)
             with self.lock:
                 self._release_held(spec)
             return
-        self._actor_died(
-            client,
-            client.dead_cause
-            or f"The actor {client.class_name}'s worker process died "
-            "unexpectedly (the process crashed or was killed).",
-            report=client.lease is not None,
-        )
-        self._fail_for_good(spec, dumps_inline(actor_error(client, client.dead_cause or "")))
+        # The process is gone, but the actor may come back (a restart, or a borrower
+        # finding it again): resend the call if it has retries, else it fails; later
+        # calls wait for the new life.
+        cause = f"The actor {client.class_name}'s process died while running this call."
+        with self.lock:
+            if spec not in client.inflight:
+                # Its send failed and it was queued again (the connection's close can
+                # fail the request too): this word is about a call never made.
+                return
+            client.inflight.remove(spec)
+            dead = client.state is DEAD
+            # A call sent to a life that has since been replaced (restarted): its failure
+            # says nothing of the actor now, whatever restarts are left.
+            old_life = client.creator and spec.incarnation != client.incarnation
+            retry = (
+                not dead
+                and (not client.creator or client.restarts_left != 0 or old_life)
+                and self._retry(spec, cause)
+            )
+            if retry:
+                if old_life and client.state is ALIVE:  # the new life runs: send it there
+                    client.queue.appendleft(spec)
+                else:
+                    client.retry_buffer.append(spec)
+            if not dead and not client.creator and client.address is not None:
+                client.failed_address, client.address = client.address, None
+                client.conn = None
+                if client.state is not RESTARTING:
+                    actor_transition(client, RESTARTING, "a call's connection broke")
+        if client.creator and not dead:  # restarts it, or it is dead now
+            self._life_ended(client, spec.incarnation, process_died(client))
+        if not retry:
+            self._fail_for_good(
+                spec, dumps_inline(actor_error(client, client.dead_cause or cause))
+            )
+        if dead:
+            return
+        if not client.creator:
+            with self.lock:
+                self._resolve_actor(client)
+        elif old_life:
+            self._flush_actor(client)
 
     def kill_actor(self, actor_id: bytes, class_name: str, no_restart: bool = True) -> None:
         cause = f"The actor {class_name} was killed by raylite.kill()."
@@ -498,8 +534,5 @@ class ActorClientMixin:
         if not no_restart:  # kill the process; its owner restarts it if it may
             self.nm.request(P.KillActor(actor_id, cause, False), timeout=CONFIG.request_timeout_s)
             return
-        with self.lock:
-            if client.dead_cause is None:
-                client.dead_cause = cause
+        self._actor_died(client, cause)  # first: its calls must not restart it
         self.nm.request(P.KillActor(actor_id, cause, True), timeout=CONFIG.request_timeout_s)
-        self._actor_died(client, cause)

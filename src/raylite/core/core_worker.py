@@ -88,6 +88,52 @@ class CoreWorker(
         nm_handler: Callable[[Connection, Any, int], None] | None = None,
         listen_ip: str | None = None,
     ) -> None:
+        self._init_tables(
+            mode=mode,
+            token=token,
+            worker_id=worker_id,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            task_handler=task_handler,
+            nm_handler=nm_handler,
+        )
+        # On a cluster node, other nodes' processes call us: listen on TCP there.
+        if listen_ip:
+            address = f"tcp:{listen_ip}:0"
+        else:
+            address = f"unix:{session_dir}/{mode[0]}-{self.worker_id.hex()}.sock"
+        self.listener = Listener(address, token, self._handle_inbound)
+        self.address = self.listener.address
+        self.nm = Connection.connect(
+            node_address, token, self._handle_nm, name="node-manager", on_close=self._nm_lost
+        )
+        reg = self.nm.request(
+            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address, job_id), timeout=CONFIG.request_timeout_s
+        )
+        self.node_id: bytes = reg.node_id
+        self.job_id: bytes = reg.job_id
+        self.node_address = node_address
+        self.node_info = reg.info
+        self.node_tcp: str = reg.info.get("tcp_address", "")  # "": a single-node session
+        self.store = ObjectStore(reg.store_dir, reg.info.get("spill_dir"))
+        self.store.on_spilled_read = lambda oid: self._send_nm(P.ObjectRestored(oid))
+        self.store.on_mapped = self._on_mapped
+        _object_ref.set_hooks(self)
+        self.timers.call_later(0.1, self._release_loop)
+
+    def _init_tables(
+        self,
+        *,
+        mode: str,
+        token: bytes,
+        worker_id: bytes | None,
+        namespace: str | None,
+        log_to_driver: bool,
+        task_handler: Callable[[Connection, P.PushTask, int], None] | None,
+        nm_handler: Callable[[Connection, Any, int], None] | None,
+    ) -> None:
+        """The worker's tables, before any connection (unit tests stop here and stand
+        in for the node manager and the peers)."""
         self.mode = mode
         self.token = token
         self.worker_id = worker_id or new_id()
@@ -129,31 +175,8 @@ class CoreWorker(
         # Tasks submitted from inside a running task: its id -> their first return ids
         # (cancel(recursive=True) follows them). Emptied when the task ends.
         self.children: dict[bytes, list[bytes]] = {}
+        self._unmapped: collections.deque[bytes] = collections.deque()  # segments to unmap
 
-        # On a cluster node, other nodes' processes call us: listen on TCP there.
-        if listen_ip:
-            address = f"tcp:{listen_ip}:0"
-        else:
-            address = f"unix:{session_dir}/{mode[0]}-{self.worker_id.hex()}.sock"
-        self.listener = Listener(address, token, self._handle_inbound)
-        self.address = self.listener.address
-        self.nm = Connection.connect(
-            node_address, token, self._handle_nm, name="node-manager", on_close=self._nm_lost
-        )
-        reg = self.nm.request(
-            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address, job_id), timeout=CONFIG.request_timeout_s
-        )
-        self.node_id: bytes = reg.node_id
-        self.job_id: bytes = reg.job_id
-        self.node_address = node_address
-        self.node_info = reg.info
-        self.node_tcp: str = reg.info.get("tcp_address", "")  # "": a single-node session
-        self.store = ObjectStore(reg.store_dir, reg.info.get("spill_dir"))
-        self.store.on_spilled_read = lambda oid: self._send_nm(P.ObjectRestored(oid))
-        self.store.on_mapped = self._on_mapped
-        self._unmapped: collections.deque[bytes] = collections.deque()
-        _object_ref.set_hooks(self)
-        self.timers.call_later(0.1, self._release_loop)
 
     @property
     def current_task_id(self) -> bytes | None:

@@ -7,7 +7,8 @@ Code that holds the lock and must run a user callback (an object's waiters) or
 dial a connection defers it instead: `lock.defer(fn, *args)` runs fn at once if
 this thread does not hold the lock, else queues it; the thread's outermost
 release runs the queue, in order, without the lock. A deferred action may take
-the lock again and defer more; those run in the same drain.
+the lock again and defer more; those run next, in the same drain (a loop, so a
+long chain of them does not recurse).
 
     with lock:                    # depth 1
         with lock:                # depth 2 (reentrant)
@@ -23,6 +24,7 @@ and fails a test that leaves a breach. Off, it costs one attribute read.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -37,7 +39,7 @@ breaches: list[tuple[str, str]] = []
 class DeferringLock:
     """A reentrant lock whose holder can queue work for after its outermost release."""
 
-    __slots__ = ("_acquire", "_checks", "_deferred", "_lock", "_release")
+    __slots__ = ("_acquire", "_checks", "_deferred", "_local", "_lock", "_release")
 
     def __init__(self, checks: bool = False) -> None:
         self._lock = threading.RLock()
@@ -45,31 +47,52 @@ class DeferringLock:
         self._release = self._lock.release
         self._deferred: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._checks = checks
+        self._local = threading.local()  # .draining: this thread runs deferred actions
 
     def __enter__(self) -> None:
         self._acquire()
 
     def __exit__(self, *exc: object) -> None:
         # Only the holder touches _deferred, so reading it here needs no other lock.
-        if self._deferred and self._lock._recursion_count() == 1:
+        # A deferred action that takes the lock leaves what it defers to the drain
+        # that runs it (a loop), not to a nested one (recursion).
+        if (
+            self._deferred
+            and self._lock._recursion_count() == 1
+            and not getattr(self._local, "draining", False)
+        ):
             self._drain()
         else:
             self._release()
 
     def _drain(self) -> None:
         """Let go (outermost release) and run what was deferred, until none is left."""
-        while True:
-            actions, self._deferred = self._deferred, []
+        self._local.draining = True
+        try:
+            actions = collections.deque(self._deferred)
+            self._deferred = []
             self._release()
-            for fn, args in actions:
-                try:
-                    fn(*args)
-                except Exception:
-                    log.exception("deferred action %r failed", fn)
-            self._acquire()
-            if not self._deferred:
+            while True:
+                while actions:
+                    fn, args = actions.popleft()
+                    try:
+                        fn(*args)
+                    except Exception:
+                        log.exception("deferred action %r failed", fn)
+                    if self._deferred:  # what it deferred runs next, before the rest
+                        self._acquire()
+                        more, self._deferred = self._deferred, []
+                        self._release()
+                        actions.extendleft(reversed(more))
+                self._acquire()
+                if not self._deferred:
+                    self._release()
+                    return
+                actions = collections.deque(self._deferred)
+                self._deferred = []
                 self._release()
-                return
+        finally:
+            self._local.draining = False
 
     def held(self) -> bool:
         """Whether this thread holds the lock."""

@@ -149,7 +149,9 @@ class LeasingMixin:
                     on_grant(None)
                     return
                 with self.lock:  # refused, or the node went away: ask again if needed
-                    if sc.pending.pop(lease_id, None) is not None and sc.queue:
+                    # (not once our own node manager is gone: nothing would answer)
+                    gone = reply is None and (not nm or self.closed)
+                    if sc.pending.pop(lease_id, None) is not None and sc.queue and not gone:
                         if isinstance(reply, P.Failed) and "affinity" in reply.reason:
                             self._fail_queue(sc, reply.reason)
                         else:

@@ -18,10 +18,12 @@ from ..exceptions import (
 )
 from ..object_ref import ObjectRef
 from ..serialization import dumps_inline, loads_inline
+from .lifecycle import FAILED, WAITING_ARGS, spend_retry
 from .objects import PENDING, RELEASED
 from .tasks import (
     TaskSpec,
     lineage_args,
+    task_transition,
 )
 
 log = logging.getLogger("raylite")
@@ -48,9 +50,7 @@ class LineageMixin:
             entry.kind, entry.data, entry.lineage = PENDING, None, None
             spec.lineage_holders -= 1
             return None
-        if spec is not None and spec.max_retries != 0 and not self.closed:
-            if spec.max_retries > 0:
-                spec.max_retries -= 1
+        if spec is not None and not self.closed and spend_retry(spec):
             entry.kind, entry.data, entry.lineage = PENDING, None, None
             spec.lineage_holders -= 1
             spec.rerunning = True
@@ -78,7 +78,8 @@ class LineageMixin:
         work = [spec]
         while work:
             spec = work.pop()
-            spec.failed, spec.cancelled, spec.deps = False, False, []
+            task_transition(spec, WAITING_ARGS, "rerun to rebuild what it made")
+            spec.cancelled, spec.deps = False, []
             spec.unresolved = len(spec.dep_ids) + 1
             if spec.return_ids:
                 self.running[spec.return_ids[0]] = spec
@@ -141,13 +142,12 @@ class LineageMixin:
                 or entry.kind != P.IN_STORE
                 or lineage is None
                 or lineage.max_retries == 0
-                or spec.max_retries == 0
                 or spec.cancelled
                 or self.closed
+                or not spend_retry(spec)
             ):
                 return False
-            if spec.max_retries > 0:
-                spec.max_retries -= 1
+            task_transition(spec, FAILED, f"its argument {lost.hex()[:12]} was lost")
             self._object_lost(lost, "the task reading it could not fetch it")
             old_held, spec.held = spec.held, []
             self._resubmit(spec)  # holds its arguments anew before the old holds go

@@ -27,11 +27,22 @@ from ..object_ref import ObjectRef, new_id
 from ..serialization import dumps_inline
 from ..transport import Connection
 from .leasing import Lease
+from .lifecycle import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    PUSHED,
+    QUEUED,
+    TASK_ENDED,
+    TaskState,
+    spend_retry,
+)
 from .objects import ObjectEntry
 from .tasks import (
     DEP,
     TaskSpec,
     retryable,
+    task_transition,
     unserializable_argument,
 )
 
@@ -162,10 +173,11 @@ class SubmissionMixin:
     def _dep_resolved(self, spec: TaskSpec) -> None:
         with self.lock:
             spec.unresolved -= 1
-            if spec.unresolved or spec.failed:
-                if spec.failed and not spec.unresolved:
-                    self._release_held(spec)
+            if spec.unresolved or spec.state in TASK_ENDED:
+                if spec.state in TASK_ENDED and not spec.unresolved:
+                    self._release_held(spec)  # what the late callbacks held
                 return
+            task_transition(spec, QUEUED, "its arguments are ready")
             if spec.actor_id is None:
                 self._enqueue(spec)
                 return
@@ -175,11 +187,15 @@ class SubmissionMixin:
         else:
             self._flush_actor(client)
 
-    def _fail_task(self, spec: TaskSpec, error_blob: bytes) -> None:
+    def _fail_task(
+        self, spec: TaskSpec, error_blob: bytes, state: TaskState = FAILED, cause: str = "failed"
+    ) -> None:
+        """End a task with an error as all its returns (FAILED or CANCELLED); a task that
+        has ended already stays as it ended."""
         with self.lock:
-            if spec.failed:
+            if spec.state in TASK_ENDED:
                 return
-            spec.failed = True
+            task_transition(spec, state, cause)
             spec.rerunning = False
             for dep in self._unpin_lineage(spec):  # a rebuild that failed for good
                 self._maybe_free(dep)
@@ -220,15 +236,21 @@ class SubmissionMixin:
             item = self._events.popleft()
             if isinstance(item, list):
                 events.append(item)
-            elif not item.pushed and not item.failed and waiting < CONFIG.max_pending_events:
+            elif (
+                not item.pushed
+                and item.state not in TASK_ENDED
+                and waiting < CONFIG.max_pending_events
+            ):
                 waiting += 1
                 events.append(self._event_of(item, None))
         if events and not self.closed:
             self._send_nm(P.TaskEvents(events))
 
-    def _fail_for_good(self, spec: TaskSpec, error_blob: bytes) -> None:
+    def _fail_for_good(
+        self, spec: TaskSpec, error_blob: bytes, state: TaskState = FAILED, cause: str = "failed"
+    ) -> None:
         """Fail a task that will not run again and let go of what it holds (no lock)."""
-        self._fail_task(spec, error_blob)
+        self._fail_task(spec, error_blob, state, cause)
         with self.lock:
             self._release_held(spec)
 
@@ -256,6 +278,7 @@ class SubmissionMixin:
         lease.busy = spec
         spec.lease = lease
         spec.pushed = True
+        task_transition(spec, PUSHED, "pushed to a worker")
 
         def send(conn: Connection) -> None:
             conn.request_async(
@@ -301,40 +324,41 @@ class SubmissionMixin:
                 self._return_to_nm(lease, True)
                 if spec.cancelled:
                     err: Exception = TaskCancelledError(spec.task_id.hex())
-                    self.lock.defer(self._fail_for_good, spec, dumps_inline(err))
+                    self.lock.defer(
+                        self._fail_for_good, spec, dumps_inline(err), CANCELLED, "cancelled"
+                    )
                     return
-                if spec.max_retries != 0 and not self.closed:
-                    if spec.max_retries > 0:
-                        spec.max_retries -= 1
+                if self._retry(spec, "its worker died"):
                     self._enqueue(spec)
                     return
             err = WorkerCrashedError(
                 f"The worker (pid={lease.pid}) died while running {spec.name}; no retries left."
             )
-            self._fail_for_good(spec, dumps_inline(err))
+            self._fail_for_good(spec, dumps_inline(err), FAILED, "its worker died")
             return
+        error = bool(reply.returns) and reply.returns[0][1] == P.ERROR
         if (
-            spec.retry_exceptions
+            error
+            and spec.retry_exceptions
             and spec.max_retries != 0
             and not spec.cancelled
-            and reply.returns
-            and reply.returns[0][1] == P.ERROR
             and not self.closed
             and retryable(spec.retry_exceptions, reply.returns[0][2])
         ):
             with self.lock:
-                if spec.max_retries > 0:
-                    spec.max_retries -= 1
-                lease.busy = None
-                self._enqueue(spec)
-                self._after_task(lease)
-            return
-        lost = self._lost_argument(spec, reply)
+                if self._retry(spec, "it raised an exception it retries"):
+                    lease.busy = None
+                    self._enqueue(spec)
+                    self._after_task(lease)
+                    return
+        lost = self._lost_argument(spec, reply) if error else None
         if lost is not None and self._rebuild_argument(spec, lost):
             with self.lock:
                 lease.busy = None
                 self._after_task(lease)
             return
+        with self.lock:
+            self._answered(spec, error)
         for oid, kind, data, contained in reply.returns:
             self._complete(oid, kind, data, contained)
         self._keep_lineage(spec, reply)
@@ -342,6 +366,26 @@ class SubmissionMixin:
             self._release_held(spec)
             lease.busy = None
             self._after_task(lease)
+
+    def _answered(self, spec: TaskSpec, error: bool) -> None:
+        """Its worker sent the returns: the task has ended (lock held)."""
+        if spec.state in TASK_ENDED:
+            return  # cancelled as the reply came: its returns are TaskCancelledError already
+        if not error:
+            task_transition(spec, FINISHED, "its worker sent the returns")
+        elif spec.cancelled:
+            task_transition(spec, CANCELLED, "cancelled while it ran")
+        else:
+            task_transition(spec, FAILED, "it raised")
+
+    def _retry(self, spec: TaskSpec, cause: str) -> bool:
+        """An attempt failed: if a retry is left, spend it and queue the task again (the
+        caller enqueues it); False if it fails for good (lock held)."""
+        if spec.cancelled or self.closed or not spend_retry(spec):
+            return False
+        task_transition(spec, FAILED, cause)
+        task_transition(spec, QUEUED, "retry")
+        return True
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
         """Cancel the task that makes `ref`: dequeue it, interrupt it, or kill its worker."""
@@ -363,7 +407,8 @@ class SubmissionMixin:
                     client.queue.remove(spec)
         if lease is None:
             if spec.actor_id is None or spec.unresolved or client is not None:
-                self._fail_for_good(spec, dumps_inline(TaskCancelledError(spec.task_id.hex())))
+                err = dumps_inline(TaskCancelledError(spec.task_id.hex()))
+                self._fail_for_good(spec, err, CANCELLED, "cancelled")
             return
         if force:
             self._return_to_nm(lease, True)  # kills the worker

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..object_ref import ObjectRef
 from ..serialization import dumps_inline, loads_inline
+from .lifecycle import TASK_TRANSITIONS, WAITING_ARGS, TaskState, transition
 
 log = logging.getLogger("raylite")
 
@@ -50,10 +51,10 @@ class TaskSpec:
     held: list[bytes] = field(default_factory=list)
     arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends
     actor_options: dict[str, Any] | None = None
-    cancelled: bool = False
+    state: TaskState = WAITING_ARGS  # lifecycle.py's table; move it with task_transition
+    cancelled: bool = False  # raylite.cancel() asked for it: it is not retried
     incarnation: int = 0  # which life of its actor the call was sent to
     lease: Any = None  # the lease it was pushed on, while it runs
-    failed: bool = False
     strategy: Any = None  # scheduling_strategy as sent to node managers
     rebuildable: bool = False  # rerunning it rebuilds its value (see submit_task)
     dep_ids: list[tuple[Any, bytes, str]] = field(
@@ -67,6 +68,10 @@ class TaskSpec:
     pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
     submitted: float = 0.0  # time.time() at submission
     parent: bytes | None = None  # the task that submitted it
+
+
+def task_transition(spec: TaskSpec, new: TaskState, cause: str) -> None:
+    transition(spec, new, TASK_TRANSITIONS, cause=cause, who=spec.task_id)
 
 
 def lineage_args(spec: TaskSpec) -> list[bytes]:

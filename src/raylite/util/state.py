@@ -26,6 +26,7 @@ from .. import protocol as P
 from .. import task_events as TE
 from ..config import CONFIG
 from ..core import context
+from ..core.lifecycle import TASK_ENDED
 from ..core.objects import PENDING, RELEASED
 from ..object_ref import new_id
 from ..transport import Connection
@@ -250,7 +251,7 @@ def _pending_rows(cw: Any) -> list[dict[str, Any]]:
     rows = []
     for spec in specs:
         entry = cw.objects.get(spec.return_ids[0]) if spec.return_ids else None
-        if spec.failed or entry is None or entry.kind is not PENDING:
+        if spec.state in TASK_ENDED or entry is None or entry.kind is not PENDING:
             continue  # done (an actor's creation task stays in `running` for restarts)
         if spec.unresolved > 0:
             state = TE.PENDING_ARGS_AVAIL

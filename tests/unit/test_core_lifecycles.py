@@ -1,0 +1,376 @@
+"""The core worker's task and actor lifecycles, in-process: events in, actions out.
+
+A CoreWorker is built from its tables alone (`_init_tables`); stand-ins record what
+it sends to its node manager and to workers, and the test answers for them: grants
+a lease, replies to a push, reports a process death. Each test asserts the states
+the task or actor passes through (lifecycle.py's tables), the budgets spent, and the
+messages that come out. No process, socket or store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from raylite import protocol as P
+from raylite.core import lifecycle as L
+from raylite.core.core_worker import CoreWorker
+from raylite.exceptions import (
+    ActorDiedError,
+    ConnectionLost,
+    InvalidTransition,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+from raylite.object_ref import ObjectRef, new_id, set_hooks
+from raylite.serialization import dumps_inline, loads_inline
+
+CPU = {"CPU": 10000}
+
+
+class StandIn:
+    """A connection that records what is sent and lets the test answer requests."""
+
+    closed = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent: list[Any] = []
+        self.requests: list[tuple[Any, Callable[[Any], None]]] = []
+        self.sent_functions: set[bytes] = set()
+
+    def send(self, msg: Any) -> None:
+        self.sent.append(msg)
+
+    def request_async(self, msg: Any, callback: Callable[[Any], None]) -> None:
+        self.requests.append((msg, callback))
+
+    def take(self, kind: type) -> tuple[Any, Callable[[Any], None]]:
+        """The oldest unanswered request of this type."""
+        for i, (msg, cb) in enumerate(self.requests):
+            if isinstance(msg, kind):
+                del self.requests[i]
+                return msg, cb
+        raise AssertionError(f"no {kind.__name__} was sent; sent: {self.requests}")
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for m in self.sent if isinstance(m, kind)]
+
+
+class Harness:
+    def __init__(self) -> None:
+        cw = CoreWorker.__new__(CoreWorker)
+        cw._init_tables(
+            mode="driver",
+            token=b"t",
+            worker_id=None,
+            namespace=None,
+            log_to_driver=False,
+            task_handler=None,
+            nm_handler=None,
+        )
+        cw.address = "unix:/owner.sock"
+        cw.nm = StandIn("node-manager")  # type: ignore[assignment]
+        cw.node_tcp, cw.node_id, cw.job_id, cw.node_info = "", b"n" * 16, b"j" * 4, {}
+        self.cw = cw
+        self.workers = 0
+
+    def grant(self, *, for_actor: bool = False) -> StandIn:
+        """Answer the oldest lease request with a new worker; returns that worker."""
+        msg, answer = self.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
+        assert (msg.actor_id is not None) == for_actor
+        self.workers += 1
+        address = f"unix:/worker-{self.workers}.sock"
+        worker = StandIn(address)
+        self.cw.peers[address] = worker  # type: ignore[assignment]
+        answer(P.LeaseGranted(msg.lease_id, new_id(), address, 1000 + self.workers, []))
+        return worker
+
+    def submit(self, *args: Any, max_retries: int = 1, retry_exceptions: Any = False) -> Any:
+        (ref,) = self.cw.submit_task(
+            name="f",
+            function_id=b"f" * 16,
+            function_blob=lambda: b"blob",
+            args=args,
+            kwargs={},
+            num_returns=1,
+            shape=CPU,
+            max_retries=max_retries,
+            retry_exceptions=retry_exceptions,
+        )
+        return ref, self.cw.running[ref.id]
+
+    def value(self, ref: ObjectRef) -> tuple[int, Any]:
+        entry = self.cw.objects[ref.id]
+        return entry.kind, entry.data
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    harness = Harness()
+    set_hooks(harness.cw)
+    yield harness
+    harness.cw.closed = True
+    set_hooks(None)
+    harness.cw.timers.stop()
+
+
+def done(push: P.PushTask, value: Any = 42, kind: int = P.INLINE) -> P.TaskDone:
+    data = dumps_inline(value) if kind != P.IN_STORE else value
+    return P.TaskDone(push.task_id, [[push.return_ids[0], kind, data, []]], 0.0, 0.0, 1001)
+
+
+def test_a_task_goes_queued_pushed_finished(h: Harness) -> None:
+    ref, spec = h.submit()
+    assert spec.state is L.QUEUED  # no ref arguments: ready at once
+    worker = h.grant()
+    assert spec.state is L.PUSHED
+    push, reply = worker.take(P.PushTask)
+    reply(done(push))
+    assert spec.state is L.FINISHED
+    kind, data = h.value(ref)
+    assert (kind, loads_inline(data)) == (P.INLINE, 42)
+    assert ref.id not in h.cw.running
+
+
+def test_a_worker_crash_spends_one_retry_then_fails_for_good(h: Harness) -> None:
+    ref, spec = h.submit(max_retries=1)
+    _, reply = h.grant().take(P.PushTask)
+    reply(ConnectionLost("the worker died"))
+    assert spec.state is L.QUEUED
+    assert spec.max_retries == 0
+    killed = h.cw.nm.of(P.ReturnLease)  # type: ignore[attr-defined]
+    assert [m.kill for m in killed] == [True]
+    _, reply = h.grant().take(P.PushTask)  # the retry asked for a new lease
+    reply(ConnectionLost("the worker died again"))
+    assert spec.state is L.FAILED
+    kind, data = h.value(ref)
+    assert kind == P.ERROR
+    assert isinstance(loads_inline(data), WorkerCrashedError)
+
+
+def test_unlimited_retries_are_never_spent(h: Harness) -> None:
+    _, spec = h.submit(max_retries=-1)
+    for _ in range(3):
+        _, reply = h.grant().take(P.PushTask)
+        reply(ConnectionLost("the worker died"))
+        assert spec.state is L.QUEUED
+        assert spec.max_retries == -1
+
+
+def test_a_listed_exception_is_retried_and_others_are_not(h: Harness) -> None:
+    ref, spec = h.submit(max_retries=2, retry_exceptions=(KeyError,))
+    worker = h.grant()
+    push, reply = worker.take(P.PushTask)
+    reply(done(push, KeyError("k"), P.ERROR))
+    assert spec.state is L.PUSHED
+    assert spec.max_retries == 1
+    push, reply = worker.take(P.PushTask)
+    reply(done(push, ValueError("v"), P.ERROR))
+    assert spec.state is L.FAILED
+    assert spec.max_retries == 1
+    assert h.value(ref)[0] == P.ERROR
+
+
+def test_a_task_waits_for_its_arguments(h: Harness) -> None:
+    arg, _ = h.submit()
+    _, second = h.submit(arg)
+    assert second.state is L.WAITING_ARGS
+    worker = h.grant()  # only the first asked for a lease
+    push, reply = worker.take(P.PushTask)
+    reply(done(push, 1))
+    assert second.state is L.PUSHED  # the same lease runs it once its argument is there
+    push2, _ = worker.take(P.PushTask)
+    assert [(d[0], d[1]) for d in push2.deps] == [(0, P.INLINE)]
+
+
+def test_a_failed_argument_fails_the_task_without_running_it(h: Harness) -> None:
+    arg, _ = h.submit(max_retries=0)
+    ref, spec = h.submit(arg)
+    push, reply = h.grant().take(P.PushTask)
+    reply(done(push, ValueError("upstream"), P.ERROR))
+    assert spec.state is L.FAILED
+    assert not spec.pushed
+    assert h.value(ref)[0] == P.ERROR
+
+
+def test_cancel_while_queued_ends_it_cancelled_with_no_retry(h: Harness) -> None:
+    ref, spec = h.submit(max_retries=3)
+    h.cw.cancel(ref, force=False)
+    assert spec.state is L.CANCELLED
+    assert spec.max_retries == 0
+    kind, data = h.value(ref)
+    assert kind == P.ERROR
+    assert isinstance(loads_inline(data), TaskCancelledError)
+    h.cw.cancel(ref, force=False)  # again: nothing happens
+    assert spec.state is L.CANCELLED
+
+
+def test_cancel_while_running_asks_the_worker_and_a_crash_is_not_retried(h: Harness) -> None:
+    ref, spec = h.submit(max_retries=3)
+    worker = h.grant()
+    push, reply = worker.take(P.PushTask)
+    h.cw.cancel(ref, force=False)
+    assert [m.task_id for m in worker.of(P.CancelTask)] == [push.task_id]
+    assert spec.state is L.PUSHED
+    reply(ConnectionLost("interrupted"))
+    assert spec.state is L.CANCELLED
+
+
+def test_a_lost_stored_return_reruns_its_task(h: Harness) -> None:
+    ref, spec = h.submit(max_retries=1)
+    worker = h.grant()
+    push, reply = worker.take(P.PushTask)
+    reply(done(push, [1 << 20, "tcp:10.0.0.2:1"], P.IN_STORE))
+    assert spec.state is L.FINISHED
+    assert h.cw.objects[ref.id].lineage is spec
+    h.cw._object_lost(ref.id, "its node died")
+    # Rerun (WAITING_ARGS, QUEUED) on the lease kept warm: one retry spent.
+    assert spec.state is L.PUSHED
+    assert spec.max_retries == 0
+    assert spec.rerunning
+    push, reply = worker.take(P.PushTask)
+    reply(done(push, [1 << 20, "tcp:10.0.0.3:1"], P.IN_STORE))
+    assert spec.state is L.FINISHED
+    h.cw._object_lost(ref.id, "lost again")  # no retries left: it is an error now
+    kind, data = h.value(ref)
+    assert kind == P.ERROR
+    assert "cannot be rebuilt" in str(loads_inline(data))
+
+
+def test_a_move_the_table_does_not_allow_raises(h: Harness) -> None:
+    _, spec = h.submit()
+    with pytest.raises(InvalidTransition, match="QUEUED -> FINISHED"):
+        L.transition(spec, L.FINISHED, L.TASK_TRANSITIONS, cause="test", who=spec.task_id)
+    assert spec.state is L.QUEUED
+
+
+# --- actors ---------------------------------------------------------------------------
+def create(h: Harness, max_restarts: int) -> Any:
+    actor_id, _ = h.cw.create_actor(
+        class_name="Counter",
+        function_id=b"c" * 16,
+        function_blob=lambda: b"blob",
+        args=(),
+        kwargs={},
+        shape=CPU,
+        actor_options={"max_restarts": max_restarts},
+    )
+    return h.cw.actors[actor_id]
+
+
+def construct(h: Harness) -> StandIn:
+    worker = h.grant(for_actor=True)
+    push, reply = worker.take(P.PushTask)
+    assert push.actor_creation
+    reply(done(push, None))
+    return worker
+
+
+def states(h: Harness) -> list[str]:
+    return [m.state for m in h.cw.nm.of(P.ActorStateChanged)]  # type: ignore[attr-defined]
+
+
+def call(h: Harness, client: Any, max_retries: int = 0) -> tuple[ObjectRef, Any]:
+    (ref,) = h.cw.submit_task(
+        name="Counter.incr",
+        function_id=b"i" * 16,
+        function_blob=lambda: b"blob",
+        args=(),
+        kwargs={},
+        num_returns=1,
+        shape={},
+        max_retries=max_retries,
+        retry_exceptions=False,
+        actor_id=client.actor_id,
+    )
+    return ref, h.cw.running.get(ref.id)
+
+
+def test_an_actor_restarts_once_then_dies(h: Harness) -> None:
+    client = create(h, max_restarts=1)
+    assert client.state is L.PENDING
+    first = construct(h)
+    assert client.state is L.ALIVE
+    assert client.incarnation == 0
+    h.cw._actor_process_died(first.name)
+    assert client.state is L.RESTARTING
+    assert client.incarnation == 1
+    assert client.restarts_left == 0
+    assert client.creation_spec.state is L.QUEUED  # its constructor runs again
+    h.cw._actor_process_died(first.name)  # a second word about the same life: ignored
+    assert client.incarnation == 1
+    second = construct(h)
+    assert client.state is L.ALIVE
+    h.cw._actor_process_died(second.name)
+    assert client.state is L.DEAD
+    assert states(h) == ["ALIVE", "RESTARTING", "ALIVE", "DEAD"]
+
+
+def test_a_call_in_flight_when_the_actor_dies_is_retried_on_the_next_life(h: Harness) -> None:
+    client = create(h, max_restarts=1)
+    worker = construct(h)
+    ref, spec = call(h, client, max_retries=1)
+    push, reply = worker.take(P.PushTask)
+    assert spec.state is L.PUSHED
+    assert spec.incarnation == 0
+    reply(ConnectionLost("the actor's process died"))
+    assert client.state is L.RESTARTING
+    assert spec.state is L.QUEUED
+    h.cw._actor_process_died(worker.name)  # the node's word comes later: stale
+    assert client.incarnation == 1
+    new = construct(h)
+    push, reply = new.take(P.PushTask)  # the retried call went to the new life
+    assert push.task_id == spec.task_id
+    assert spec.incarnation == 1
+    reply(done(push, 7))
+    assert spec.state is L.FINISHED
+    assert loads_inline(h.value(ref)[1]) == 7
+
+
+def test_a_dead_actor_fails_its_queued_calls_and_its_constructor(h: Harness) -> None:
+    client = create(h, max_restarts=0)
+    ref, spec = call(h, client)  # before the actor exists
+    worker = h.grant(for_actor=True)
+    creation, reply = worker.take(P.PushTask)
+    sent, call_reply = worker.take(P.PushTask)  # calls follow the constructor at once
+    assert sent.task_id == spec.task_id
+    assert spec.state is L.PUSHED
+    reply(ConnectionLost("died in the constructor"))
+    assert client.state is L.DEAD
+    assert client.creation_spec.state is L.FAILED
+    late, late_spec = call(h, client)  # a call after the death fails at once
+    assert late_spec is None  # ended and let go of at once
+    assert isinstance(loads_inline(h.value(late)[1]), ActorDiedError)
+    call_reply(ConnectionLost("died in the constructor"))
+    assert spec.state is L.FAILED
+    kind, data = h.value(ref)
+    assert kind == P.ERROR
+    assert isinstance(loads_inline(data), ActorDiedError)
+    assert h.cw.objects[creation.return_ids[0]].kind == P.ERROR
+    assert states(h) == ["DEAD"]
+
+
+def test_the_restart_budget_is_spent_by_spend_retry() -> None:
+    class Client:
+        restarts_left = 2
+
+    client = Client()
+    assert L.spend_retry(client, "restarts_left")
+    assert client.restarts_left == 1
+    assert L.spend_retry(client, "restarts_left")
+    assert client.restarts_left == 0
+    assert not L.spend_retry(client, "restarts_left")
+    assert client.restarts_left == 0
+
+
+def test_every_state_is_in_its_table_and_the_ends_are_ends() -> None:
+    assert set(L.TASK_TRANSITIONS) == set(L.TaskState)
+    assert set(L.ACTOR_TRANSITIONS) == set(L.ActorState)
+    assert L.TASK_TRANSITIONS[L.CANCELLED] == frozenset()
+    assert L.ACTOR_TRANSITIONS[L.DEAD] == frozenset()
+    for table in (L.TASK_TRANSITIONS, L.ACTOR_TRANSITIONS):
+        for targets in table.values():
+            assert targets <= set(table)
