@@ -374,3 +374,21 @@ def test_every_state_is_in_its_table_and_the_ends_are_ends() -> None:
     for table in (L.TASK_TRANSITIONS, L.ACTOR_TRANSITIONS):
         for targets in table.values():
             assert targets <= set(table)
+
+
+def test_statistics_is_a_frozen_copy_of_what_the_worker_owns(h: Harness) -> None:
+    arg, first = h.submit()
+    _, second = h.submit(arg)
+    stats = h.cw.statistics()
+    by_id = {t.task_id: t.state for t in stats.tasks}
+    assert by_id == {first.task_id: L.QUEUED, second.task_id: L.WAITING_ARGS}
+    objects = {o.object_id: o for o in stats.objects}
+    assert objects[arg.id].pending
+    assert objects[arg.id].task_argument  # the second task will read it
+    assert arg.id not in stats.own_refs  # the test's one ref is the task's pinned argument
+    with pytest.raises(AttributeError):
+        stats.tasks = ()  # type: ignore[misc]
+    push, reply = h.grant().take(P.PushTask)
+    reply(done(push, 1))
+    assert {t.task_id: t.state for t in h.cw.statistics().tasks} == {second.task_id: L.PUSHED}
+    assert by_id[second.task_id] is L.WAITING_ARGS  # the old snapshot did not change

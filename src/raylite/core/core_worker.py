@@ -63,6 +63,7 @@ from .leasing import Lease, LeasingMixin, SchedulingClass
 from .lineage import LineageMixin
 from .objects import PENDING, RELEASED, ObjectEntry
 from .refs import RefsMixin
+from .statistics import CoreStatistics, snapshot
 from .submission import SubmissionMixin
 from .tasks import TaskSpec
 from .timers import Timers
@@ -601,6 +602,17 @@ class CoreWorker(
         ready_idx = [i for _, i in chosen]
         ready_set = set(ready_idx)
         return [refs[i] for i in ready_idx], [r for i, r in enumerate(refs) if i not in ready_set]
+
+    def statistics(self) -> CoreStatistics:
+        """A frozen copy of what this worker owns: unfinished tasks, objects, refs."""
+        self._process_released()
+        with self.lock:
+            return snapshot(self)
+
+    def ask_node(self, msg: Any, timeout: float) -> Any:
+        """A request to this process's node manager (refs let go of are told first)."""
+        self._process_released()
+        return self.nm.request(msg, timeout=timeout)
 
     def _send_nm(self, msg: Any) -> None:
         try:

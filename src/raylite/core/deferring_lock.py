@@ -28,12 +28,21 @@ import collections
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 log = logging.getLogger("raylite")
 
 # Breaches seen in this process (lock checks on): (what, thread name).
 breaches: list[tuple[str, str]] = []
+
+
+class _RLock(Protocol):
+    """threading.RLock as CPython has it (its C type): the ownership queries too."""
+
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+    def release(self) -> None: ...
+    def _is_owned(self) -> bool: ...
+    def _recursion_count(self) -> int: ...
 
 
 class DeferringLock:
@@ -42,7 +51,7 @@ class DeferringLock:
     __slots__ = ("_acquire", "_checks", "_deferred", "_local", "_lock", "_release")
 
     def __init__(self, checks: bool = False) -> None:
-        self._lock = threading.RLock()
+        self._lock = cast(_RLock, threading.RLock())
         self._acquire = self._lock.acquire
         self._release = self._lock.release
         self._deferred: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []

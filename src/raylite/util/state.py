@@ -26,8 +26,7 @@ from .. import protocol as P
 from .. import task_events as TE
 from ..config import CONFIG
 from ..core import context
-from ..core.lifecycle import TASK_ENDED
-from ..core.objects import PENDING, RELEASED
+from ..core.lifecycle import PUSHED, WAITING_ARGS
 from ..object_ref import new_id
 from ..transport import Connection
 
@@ -175,7 +174,7 @@ def _live_worker() -> Any:
 def _ask(msg: Any, address: str | None, timeout: float) -> Any:
     cw = _live_worker() if address is None else None
     if cw is not None:
-        reply = cw.nm.request(msg, timeout=timeout)
+        reply = cw.ask_node(msg, timeout)
     else:
         conn = connect(address)
         try:
@@ -239,46 +238,34 @@ def task_rows(
 
 def _pending_rows(cw: Any) -> list[dict[str, Any]]:
     """This process's tasks that are not finished and may not have started: from its
-    core worker's tables (owner-side states the node cannot see)."""
-    try:
-        with cw.lock:
-            specs = list(cw.running.values())
-            queued = {id(s) for c in list(cw.actors.values()) for s in c.queue}
-    except Exception:  # the core worker's tables changed shape: list what the node has
-        return []
-    job = cw.job_id.hex() if getattr(cw, "job_id", None) else None
-    parent = cw.current_task_id.hex() if getattr(cw, "current_task_id", None) else None
+    core worker's statistics (owner-side states the node cannot see)."""
+    stats = cw.statistics()
+    job = stats.job_id.hex() if stats.job_id else None
+    parent = stats.current_task_id.hex() if stats.current_task_id else None
     rows = []
-    for spec in specs:
-        entry = cw.objects.get(spec.return_ids[0]) if spec.return_ids else None
-        if spec.state in TASK_ENDED or entry is None or entry.kind is not PENDING:
-            continue  # done (an actor's creation task stays in `running` for restarts)
-        if spec.unresolved > 0:
+    for task in stats.tasks:
+        call = task.actor_id is not None and not task.actor_creation
+        if task.state is WAITING_ARGS:
             state = TE.PENDING_ARGS_AVAIL
-        elif spec.actor_id is not None and not spec.actor_creation:
-            waiting = id(spec) in queued  # not sent to the actor yet
-            state = (
-                "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY" if waiting else "SUBMITTED_TO_WORKER"
-            )
-        elif spec.lease is not None:
+        elif task.state is PUSHED:
             state = TE.SUBMITTED_TO_WORKER
+        elif call:  # queued behind the actor's earlier calls, or for its next life
+            state = "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY"
         else:
             state = TE.PENDING_NODE_ASSIGNMENT
-        kind = (
-            "actor_creation" if spec.actor_creation else ("actor_task" if spec.actor_id else "task")
-        )
+        kind = "actor_creation" if task.actor_creation else ("actor_task" if call else "task")
         rows.append(
             {
-                "task_id": spec.task_id.hex(),
+                "task_id": task.task_id.hex(),
                 "attempt_number": 0,
-                "name": spec.name,
+                "name": task.name,
                 "state": state,
                 "job_id": job,
-                "actor_id": spec.actor_id.hex() if spec.actor_id else None,
+                "actor_id": task.actor_id.hex() if task.actor_id else None,
                 "type": TE.TASK_TYPES[kind],
-                "func_or_class_name": spec.name,
+                "func_or_class_name": task.name,
                 "parent_task_id": parent,
-                "node_id": cw.node_id.hex() if getattr(cw, "node_id", None) else None,
+                "node_id": stats.node_id.hex() if stats.node_id else None,
                 "worker_id": None,
                 "worker_pid": None,
                 "error_type": None,
@@ -424,9 +411,7 @@ def store_stats() -> dict[str, Any]:
 
 
 def _stats() -> P.StoreStats:
-    cw = context.global_worker()
-    cw._process_released()
-    return cw.nm.request(P.GetStoreStats(), timeout=CONFIG.request_timeout_s)
+    return context.global_worker().ask_node(P.GetStoreStats(), CONFIG.request_timeout_s)
 
 
 def list_objects(
@@ -461,48 +446,54 @@ def list_objects(
 
 
 def _object_rows(cw: Any) -> list[dict[str, Any]]:
+    stats = cw.statistics()
     reply = _stats()
     clients = reply.stats.get("clients", {})
     segments = {o["object_id"]: o for o in reply.objects}
+    me = f"{stats.mode} pid={stats.pid}"
+    contained: dict[bytes, list[str]] = {}
+    for outer in stats.objects:
+        for inner in outer.contains:
+            contained.setdefault(inner, []).append(outer.object_id.hex())
+
+    def holders(oid: bytes) -> list[str]:
+        """This process, if it holds refs of its own (not task pins, not containment)."""
+        if stats.own_refs.get(oid, 0) - len(contained.get(oid, [])) <= 0:
+            return []
+        return ["driver"] if stats.mode == "driver" else [me]
+
     rows = []
-    with cw.lock:
-        # RELEASED entries keep only a recipe (lineage) for other objects: no value
-        owned = [(o, e) for o, e in cw.objects.items() if e.kind != RELEASED]
-        contained: dict[bytes, list[str]] = {}
-        for outer_id, outer in owned:
-            for ref in outer.contains:
-                contained.setdefault(ref.id, []).append(outer_id.hex())
-        for oid, entry in owned:
-            seg = segments.pop(oid.hex(), None)
-            where = _holders(cw, oid, contained, clients)
-            where += [_who(b, clients) for b in entry.borrowers]
-            if entry.held or cw.arg_pins.get(oid):
-                where.append("task argument")
-            where += [f"contained in {h}" for h in contained.get(oid, [])]
-            rows.append(
-                {
-                    "object_id": oid.hex(),
-                    "size": seg["size"] if seg else _inline_size(entry.data),
-                    "owner": f"{_me(cw)}",
-                    "referenced_from": where,
-                    "spilled": bool(seg and seg["spilled"]),
-                    "in_store": seg is not None,
-                    "pending": entry.kind is None,
-                }
-            )
-        for hex_id, seg in segments.items():  # owned by other processes
-            where = _holders(cw, bytes.fromhex(hex_id), contained, clients)
-            rows.append(
-                {
-                    "object_id": hex_id,
-                    "size": seg["size"],
-                    "owner": _who(seg["owner"], clients),
-                    "referenced_from": where or [f"owner {_who(seg['owner'], clients)}"],
-                    "spilled": seg["spilled"],
-                    "in_store": True,
-                    "pending": False,
-                }
-            )
+    for obj in stats.objects:
+        oid = obj.object_id
+        seg = segments.pop(oid.hex(), None)
+        where = holders(oid) + [_who(b, clients) for b in obj.borrowers]
+        if obj.task_argument:
+            where.append("task argument")
+        where += [f"contained in {h}" for h in contained.get(oid, [])]
+        rows.append(
+            {
+                "object_id": oid.hex(),
+                "size": seg["size"] if seg else obj.inline_size,
+                "owner": me,
+                "referenced_from": where,
+                "spilled": bool(seg and seg["spilled"]),
+                "in_store": seg is not None,
+                "pending": obj.pending,
+            }
+        )
+    for hex_id, seg in segments.items():  # owned by other processes
+        where = holders(bytes.fromhex(hex_id))
+        rows.append(
+            {
+                "object_id": hex_id,
+                "size": seg["size"],
+                "owner": _who(seg["owner"], clients),
+                "referenced_from": where or [f"owner {_who(seg['owner'], clients)}"],
+                "spilled": seg["spilled"],
+                "in_store": True,
+                "pending": False,
+            }
+        )
     for r in rows:  # Ray's names for the same facts
         where = r["referenced_from"]
         r["object_size"] = r["size"]
@@ -519,33 +510,11 @@ def _object_rows(cw: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _me(cw: Any) -> str:
-    return "driver" + f" pid={os.getpid()}" if cw.mode == "driver" else f"worker pid={os.getpid()}"
-
-
 def _who(address: str, clients: dict[str, int]) -> str:
     name = os.path.basename(address)
     kind = "driver" if name.startswith("d-") else "worker"
     pid = clients.get(address)
     return f"{kind} pid={pid}" if pid else f"{kind} {address}"
-
-
-def _holders(
-    cw: Any, oid: bytes, contained: dict[bytes, list[str]], clients: dict[str, int]
-) -> list[str]:
-    """This process, if it holds refs of its own (not task pins, not containment)."""
-    n = cw.local_refs.get(oid, 0) - cw.arg_pins.get(oid, 0) - len(contained.get(oid, []))
-    if n <= 0:
-        return []
-    return ["driver"] if cw.mode == "driver" else [f"worker pid={os.getpid()}"]
-
-
-def _inline_size(data: Any) -> int:
-    if isinstance(data, (bytes, bytearray)):
-        return len(data)
-    if isinstance(data, list):
-        return sum(len(d) for d in data)
-    return 0
 
 
 def memory_summary() -> str:
