@@ -31,6 +31,10 @@ INLINE = 0  # data: pickled bytes
 IN_STORE = 1  # data: size in bytes; the value is in the node's shared-memory store
 ERROR = 2  # data: pickled exception
 
+# ActorStateChanged.state from the node that hosted the actor: its process (of life
+# `pid`) died. An event for the head's actor table to decide on, not a state.
+PROCESS_DIED = "PROCESS_DIED"
+
 _BY_TAG: dict[int, type] = {}
 
 
@@ -158,7 +162,7 @@ class ClusterInfo:
 @_msg(22)
 class ActorStateChanged:
     actor_id: bytes
-    state: str
+    state: str  # an owner's ActorState name, or PROCESS_DIED from the actor's node
     class_name: str
     address: str
     pid: int

@@ -28,7 +28,7 @@ from ..exceptions import InvalidTransition
 log = logging.getLogger("raylite")
 
 
-class TaskState(enum.Enum):
+class TaskState(enum.StrEnum):  # a str: it is stored and sent as its name
     WAITING_ARGS = "WAITING_ARGS"  # submitted; some ref arguments are not ready yet
     QUEUED = "QUEUED"  # ready: waits for a lease (or, an actor call, for its turn)
     PUSHED = "PUSHED"  # sent to a worker, not answered yet
@@ -56,7 +56,7 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 TASK_ENDED = frozenset({FINISHED, FAILED, CANCELLED})
 
 
-class ActorState(enum.Enum):
+class ActorState(enum.StrEnum):  # a str: the head stores it, ActorInfo sends it
     PENDING = "PENDING"  # its constructor has not finished (or, a borrower: not located)
     ALIVE = "ALIVE"
     RESTARTING = "RESTARTING"  # a life ended; the next one is starting (or being located)

@@ -6,7 +6,7 @@ owner_gone, restart) in the head's actor table. The node's half, leasing a worke
 and running the constructor on it, is node/detached.py (on the node that gets
 StartActor).
 
-An owner restarts its own actors (core_worker._restart_actor). A detached actor
+An owner restarts its own actors (core/actor_client.py, _life_ended). A detached actor
 outlives its owner, so at creation the owner registers with the head what it takes
 to start the actor again (RegisterDetached: the creation task, the class's code and
 its inline arguments). Once the head has heard that the owner is gone (ClientDied),
@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import protocol as P
 from .. import scheduling
+from ..core.lifecycle import DEAD, RESTARTING
 
 # head.head's Head and ActorRec: head.head calls this module, so naming them here
 # (even for type checking) would be an import cycle.
@@ -45,7 +46,7 @@ def owner_gone(head: Head, address: str = "", node_id: bytes = b"") -> None:
             continue
         actor.owner_gone = True
         head.save_actor(actor)
-        if actor.state == "RESTARTING":  # the owner died before it restarted it
+        if actor.state is RESTARTING:  # the owner died before it restarted it
             restart(head, actor, actor.cause)
 
 
@@ -61,7 +62,7 @@ def process_died(head: Head, actor: ActorRec, cause: str) -> bool:
         )
         actor.restarts_left = 0
     if not actor.restarts_left:
-        head.set_actor(actor, "DEAD", cause)
+        head.set_actor(actor, DEAD, cause)
         return True
     restart(head, actor, cause)
     return True
@@ -69,12 +70,12 @@ def process_died(head: Head, actor: ActorRec, cause: str) -> bool:
 
 def restart(head: Head, actor: ActorRec, cause: str) -> None:
     if actor.restart is None or not actor.restarts_left:
-        head.set_actor(actor, "DEAD", cause)
+        head.set_actor(actor, DEAD, cause)
         return
     if actor.restarts_left > 0:
         actor.restarts_left -= 1
     actor.restarts += 1
-    head.set_actor(actor, "RESTARTING", cause)
+    head.set_actor(actor, RESTARTING, cause)
     nm = head.nm
     shape = actor.restart["shape"]
     where = nm.place_shape(shape, actor.actor_id)
@@ -91,6 +92,6 @@ def restart(head: Head, actor: ActorRec, cause: str) -> None:
         return
     rec = head.nodes.get(where.node.node_id) if where.node is not None else None
     if rec is None or rec.conn is None or rec.conn.closed:
-        head.set_actor(actor, "DEAD", f"{cause} No node can run it again: {where.reason}")
+        head.set_actor(actor, DEAD, f"{cause} No node can run it again: {where.reason}")
         return
     rec.conn.send(msg)

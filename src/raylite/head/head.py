@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .. import protocol as P
+from ..core.lifecycle import ACTOR_TRANSITIONS, ALIVE, DEAD, PENDING, RESTARTING, ActorState
+from ..core.lifecycle import transition as _transition
+from ..exceptions import InvalidTransition
 from ..scheduling import NodeView
 from . import detached
 from .storage import HeadStorage
@@ -70,7 +73,7 @@ class NodeRec:
 @dataclass(eq=False)
 class ActorRec:
     actor_id: bytes
-    state: str = "PENDING"
+    state: ActorState = PENDING  # core/lifecycle.py's table; a process death is an event
     class_name: str = ""
     address: str = ""
     pid: int = 0
@@ -167,7 +170,7 @@ class Head:
             row = _unpack(blob)
             actor = ActorRec(
                 row["actor_id"],
-                row["state"],
+                ActorState(row["state"]),
                 row["class_name"],
                 row["address"],
                 row["pid"],
@@ -183,7 +186,7 @@ class Head:
                 restart=row.get("restart"),
             )
             self.actors[actor.actor_id] = actor
-            if actor.name is not None and actor.state != "DEAD":
+            if actor.name is not None and actor.state is not DEAD:
                 self.names[actor.name] = actor
         if self.nodes or self.actors:
             log.warning(
@@ -296,7 +299,7 @@ class Head:
         log.warning("head: node %s (%s) is dead: %s", rec.node_id.hex()[:8], rec.address, cause)
         detached.owner_gone(self, node_id=rec.node_id)  # owners there died with it
         for actor in self.actors.values():
-            if actor.node_id == rec.node_id and actor.state in ("ALIVE", "PENDING"):
+            if actor.node_id == rec.node_id and actor.state in (ALIVE, PENDING):
                 self.actor_process_died(actor, f"its node {rec.address} died ({cause})")
         self.broadcast(P.NodeDied(rec.node_id, rec.address, rec.ip, cause))
         if rec.conn is not None:
@@ -355,20 +358,26 @@ class Head:
             "address": self.nm.tcp_address,
             "storage": self.storage.url,
             "uptime_s": time.time() - self.started,
-            "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),
+            "actors": sum(1 for a in self.actors.values() if a.state is not DEAD),
             "jobs": self.jobs,
         }
         conn.reply(rid, P.NodeStatus(self.view(), head))
 
     # ------------------------------------------------------------------ actors
-    def set_actor(self, actor: ActorRec, state: str, cause: str = "") -> None:
-        actor.state = state
+    def set_actor(self, actor: ActorRec, state: ActorState, cause: str = "") -> bool:
+        """Move an actor along its lifecycle; False (and logged) for a move its table
+        lacks: reports from owners and nodes can arrive late, never to go backwards."""
+        try:
+            _transition(actor, state, ACTOR_TRANSITIONS, cause=cause, who=actor.actor_id)
+        except InvalidTransition as exc:
+            log.info("head: report ignored: %s", exc)
+            return False
         if cause:
             actor.cause = cause
-        if state == "DEAD" and actor.name is not None and self.names.get(actor.name) is actor:
+        if state is DEAD and actor.name is not None and self.names.get(actor.name) is actor:
             del self.names[actor.name]  # a dead actor's name can be taken again
         self.save_actor(actor)
-        if state in ("ALIVE", "DEAD"):
+        if state in (ALIVE, DEAD):
             for conn, rid in actor.waiters:
                 if not conn.closed:
                     conn.reply(
@@ -387,28 +396,32 @@ class Head:
         self.save_actor(actor)
 
     def actor_process_died(self, actor: ActorRec, cause: str) -> None:
-        if actor.state != "DEAD" and detached.process_died(self, actor, cause):
+        """The event: the process of the actor's current life died (from its node, or
+        its node died). The head restarts a detached actor whose owner is gone; else
+        its owner restarts it if it may, and askers wait for the new address."""
+        if actor.state is DEAD or detached.process_died(self, actor, cause):
             return
-        if actor.state != "DEAD":
-            # Its owner restarts it if it may; askers wait for the new address.
-            if actor.restarts_left:
-                actor.restarts += 1
-            self.set_actor(actor, "RESTARTING" if actor.restarts_left else "DEAD", cause)
+        if actor.restarts_left:
+            actor.restarts += 1
+        self.set_actor(actor, RESTARTING if actor.restarts_left else DEAD, cause)
 
     def on_actor_state(self, conn: AsyncConnection, msg: P.ActorStateChanged, rid: int) -> None:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
-        if actor.state == "DEAD":
+        if actor.state is DEAD:
             return
-        if msg.state == "PROCESS_DIED":  # from the node that hosted it
+        if msg.state == P.PROCESS_DIED:  # an event from the node that hosted it
+            if msg.pid and actor.pid and msg.pid != actor.pid:
+                return  # an earlier life's process: the actor has moved on since
             self.actor_process_died(actor, msg.cause)
             return
         actor.class_name = msg.class_name or actor.class_name
         actor.address = msg.address or actor.address
         actor.pid = msg.pid or actor.pid
         actor.restarts_left = msg.restarts_left
-        if msg.state == "ALIVE":
+        state = ActorState(msg.state)
+        if state is ALIVE:
             actor.node_id = self.node_of(actor.address)
-        self.set_actor(actor, msg.state, msg.cause)
+        self.set_actor(actor, state, msg.cause)
 
     def node_of(self, address: str) -> bytes:
         """The node a worker address is on (by its host part; the own node for unix:)."""
@@ -424,8 +437,8 @@ class Head:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
         if msg.no_restart:
             actor.restarts_left = 0
-            if actor.state != "DEAD":
-                self.set_actor(actor, "DEAD", msg.cause)
+            if actor.state is not DEAD:
+                self.set_actor(actor, DEAD, msg.cause)
         kill = P.KillActorWorker(msg.actor_id)
         for rec in self.nodes.values():  # the node it lives on, or all if unknown
             if actor.node_id and rec.node_id != actor.node_id:
@@ -438,7 +451,7 @@ class Head:
 
     def on_get_actor(self, conn: AsyncConnection, msg: P.GetActorInfo, rid: int) -> None:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
-        if actor.state in ("ALIVE", "DEAD"):
+        if actor.state in (ALIVE, DEAD):
             conn.reply(rid, P.ActorInfo(actor.actor_id, actor.state, actor.address, actor.cause))
         else:
             actor.waiters.append((conn, rid))
@@ -446,7 +459,7 @@ class Head:
     def on_register_name(self, conn: AsyncConnection, msg: P.RegisterActorName, rid: int) -> None:
         key = (msg.namespace, msg.name)
         taken = self.names.get(key)
-        if taken is not None and taken.state != "DEAD":
+        if taken is not None and taken.state is not DEAD:
             conn.reply(
                 rid,
                 P.NamedActor(True, taken.actor_id, taken.class_name, taken.methods, taken.address),
@@ -460,7 +473,7 @@ class Head:
 
     def on_get_named(self, conn: AsyncConnection, msg: P.GetNamedActor, rid: int) -> None:
         actor = self.names.get((msg.namespace, msg.name))
-        if actor is None or actor.state == "DEAD":
+        if actor is None or actor.state is DEAD:
             conn.reply(rid, P.NamedActor(False, b"", "", {}, ""))
         else:
             conn.reply(
