@@ -39,6 +39,25 @@ class Config:
     # 1: fail on a user callback or a dial under the core worker lock (the tests
     # turn this on; see core/deferring_lock.py).
     lock_checks: int = 0
+    # --- node leases and store (node/lease_book.py, node/store_book.py) ---
+    # A lease request is sent on to another node (spillback) at most this many times,
+    # then waits where it is.
+    max_hops: int = 3
+    # Lease request shapes a node reports to the head per heartbeat (its demand).
+    max_demand_shapes: int = 100
+    # Freed segments at least this large keep their memory for the next put of their size.
+    warm_min_bytes: int = 8 << 20
+    # At most this much freed shared memory is kept for reuse.
+    warm_max_bytes: int = 1 << 30
+    # Segments copied to the spill dir at once (threads).
+    spill_threads: int = 4
+    # When the store is full, spill this much more than the new object needs (at most
+    # a quarter of the store), so the next puts find room without waiting.
+    spill_batch_bytes: int = 100 << 20
+    # Spilled segments read ahead when one is restored.
+    prefetch_ahead: int = 3
+    # Seconds of spilling summed up in one "(raylite) Spilled ..." log line.
+    spill_log_s: float = 1.0
     extra: dict[str, str] = field(default_factory=dict)
 
 

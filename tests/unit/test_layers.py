@@ -23,7 +23,8 @@ SRC = pathlib.Path(raylite.__file__).parent
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "config", "core.context", "scheduling",
                 "util.scheduling_strategies", "head.storage", "node.local", "dashboard"]),
-    ("wire", ["protocol", "serialization"]),
+    ("wire", ["protocol", "serialization",
+              "node.lease_book", "node.store_book"]),  # pure books: foundations only
     ("io", ["transport", "object_store", "task_events"]),
     ("refs", ["object_ref"]),
     ("core", ["core.*"]),

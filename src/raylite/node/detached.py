@@ -2,7 +2,7 @@
 
 The head's half (head/detached.py) decides that the head, not the owner, restarts a
 detached actor whose owner is gone, and picks the node. That node gets StartActor
-and does what an owner would: lease itself a worker (a LeaseReq whose connection is
+and does what an owner would: lease itself a worker (a Lease whose connection is
 a _SelfOwner), push the creation task, keep the connection while the actor lives
 (`kept_actors`, cluster_link.py) and report the new life to the head. Owns no state.
 
@@ -21,7 +21,7 @@ from ..exceptions import ConnectionLost
 from ..object_ref import new_id
 from ..serialization import loads_inline
 from ..transport import async_connect
-from .leases import MAX_HOPS, LeaseReq
+from .lease_book import Lease
 
 # manager.py imports this module (through cluster_link): naming it here, even for type checking, would be an import cycle.
 NodeManager = Any
@@ -51,9 +51,7 @@ async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
     """Lease a worker here, run the actor's constructor on it, tell the head."""
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     owner = _SelfOwner(fut)
-    req = LeaseReq(new_id(), msg.shape, msg.actor_id, owner, 1, spilled=MAX_HOPS, detached=True)  # type: ignore[arg-type]
-    nm.pending.append(req)
-    nm.schedule()
+    nm.request_lease_here(Lease(new_id(), msg.shape, msg.actor_id, owner, 1, detached=True))
     try:
         granted = await asyncio.wait_for(fut, START_TIMEOUT_S)
     except TimeoutError:

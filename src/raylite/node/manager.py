@@ -215,8 +215,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
                 )
             self.dashboard_url = self.dashboard.url if self.dashboard is not None else ""
         gc.freeze()  # forked workers share these pages instead of copying them
-        for _ in range(self.prestart):
-            self.start_worker()
+        self.run_lease_actions(self.lease_book.prestart(self.prestart))
         sys.stdout.write(f"READY {self.address} {self.tcp_address}\n")
         sys.stdout.flush()
         if self.cluster:  # the CLI that started us stops reading: log to a file
@@ -329,15 +328,8 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         conn.reply(
             rid, P.ClientRegistered(self.node_id, job_id, self.store_dir, self.address, info)
         )
-        rec = conn.peer
-        if msg.kind == "worker":
-            if rec.for_request is not None:
-                req, rec.for_request = rec.for_request, None
-                self.grant(req, rec)
-            else:
-                rec.state = "idle"
-                self.idle.append(rec)
-                self.schedule()
+        if msg.kind == "worker":  # idle now, or its actor's lease is granted
+            self.run_lease_actions(self.lease_book.worker_started(conn.peer))
 
     def on_disconnect(self, conn: AsyncConnection) -> None:
         peer = conn.peer
@@ -358,11 +350,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         for address, peer_conn in list(self.nm_peers.items()):
             if peer_conn is conn:
                 del self.nm_peers[address]
-        self.pending = [r for r in self.pending if r.conn is not conn or self.unreserve(r)]
-        for lease in [x for x in self.leases.values() if x.owner is conn and not x.detached]:
-            # The owner died: whatever its workers run now has nobody to report to.
-            self.kill_worker(lease.worker)
-        self.schedule()
+        self.run_lease_actions(self.lease_book.owner_gone(conn))
 
     def tell_clients(self, msg: Any, skip: AsyncConnection | None = None) -> None:
         for conn in [*self.drivers, *(w.conn for w in self.workers.values() if w.conn)]:
@@ -453,6 +441,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
                 await self.stopped.wait()  # type: ignore[union-attr]
             return
         self.stopping = True
+        self.lease_book.stop()
         try:
             alive = [w for w in self.workers.values() if w.pid in self.by_pid]
             for w in alive:

@@ -1,10 +1,11 @@
 """The worker pool of one node: forking workers, relaying their output, reaping them.
 
 Owns this node's worker processes: a WorkerRec per worker (`workers`, by pid in
-`by_pid`), the idle ones (`idle`), how many to start ahead (`prestart`), and recent
-output of every worker (`worker_logs`, for `raylite logs`; on the head also other
-nodes' workers'). Not which lease a worker serves (leases.py), not an actor's life
-(its owner decides, the head records).
+`by_pid`), how many to start ahead (`prestart`), and recent output of every worker
+(`worker_logs`, for `raylite logs`; on the head also other nodes' workers'). Not
+which lease a worker serves nor whether it is idle (lease_book.py moves a WorkerRec's
+state, lease_id and for_request), not an actor's life (its owner decides, the head
+records).
 
     node manager ──fork──▶ worker ──RegisterClient──▶ node manager: idle, or its lease
     worker fd 1, 2 ──pipe──▶ on_log ──LogLines──▶ drivers here (and the head, on a cluster)
@@ -29,9 +30,7 @@ from .. import protocol as P
 from ..object_ref import new_id
 from ..task_events import WorkerLogs
 from ..transport import AsyncConnection
-
-# leases.py imports this module for WorkerRec: naming it here, even for type checking, would be an import cycle.
-LeaseReq = Any
+from .lease_book import Lease, WorkerState
 
 
 @dataclass(eq=False)
@@ -42,9 +41,9 @@ class WorkerRec:
     err_fd: int
     conn: AsyncConnection | None = None
     address: str = ""
-    state: str = "starting"  # starting | idle | leased | dead
+    state: WorkerState = WorkerState.STARTING  # moved by lease_book.py's table
     lease_id: bytes | None = None
-    for_request: LeaseReq | None = None
+    for_request: Lease | None = None
     actor_id: bytes | None = None
     partial: dict[str, str] = field(default_factory=dict)
 
@@ -55,17 +54,15 @@ class PoolMixin:
     prestart: int
     workers: dict[bytes, WorkerRec]
     by_pid: dict[int, WorkerRec]
-    idle: list[WorkerRec]
     worker_logs: WorkerLogs
 
     def _init_pool(self, prestart: int) -> None:
         self.prestart = prestart
         self.workers = {}
         self.by_pid = {}
-        self.idle = []
         self.worker_logs = WorkerLogs()
 
-    def start_worker(self, for_request: LeaseReq | None = None) -> None:
+    def start_worker(self, for_request: Lease | None = None) -> None:
         from ..worker import worker_main
 
         worker_id = new_id()
@@ -138,21 +135,8 @@ class PoolMixin:
     def worker_gone(self, rec: WorkerRec, why: str) -> None:
         if rec.state == "dead":
             return
-        rec.state = "dead"
+        actions = self.lease_book.worker_died(rec, why)  # dead now; its lease ended
         self.task_events.worker_died(rec.pid, f"The worker process (pid={rec.pid}) died: {why}.")
-        if rec in self.idle:
-            self.idle.remove(rec)
-        if rec.lease_id is not None:
-            lease = self.leases.pop(rec.lease_id, None)
-            if lease is not None and not lease.blocked:
-                self.release(lease.shape, lease.gpu_ids)
-            elif lease is not None:
-                self.release({k: v for k, v in lease.shape.items() if k != "CPU"}, lease.gpu_ids)
-        if rec.for_request is not None:
-            self.unreserve(rec.for_request)
-            req = rec.for_request
-            rec.for_request = None
-            req.conn.reply(req.rid, P.Failed(f"the worker for the actor died at start ({why})"))
         if rec.actor_id is not None:
             cause = f"The actor's worker process (pid={rec.pid}) died: {why}."
             self.to_head(
@@ -172,8 +156,7 @@ class PoolMixin:
             self.tell_clients(notice, skip=rec.conn)
             if self.cluster:  # and owners on other nodes
                 self.to_head(notice)
-        if not self.stopping:
-            self.schedule()
+        self.run_lease_actions(actions)  # the actor lease it started for fails; schedule
 
     def kill_worker(self, rec: WorkerRec) -> None:
         if rec.state != "dead":

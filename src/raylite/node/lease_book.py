@@ -1,0 +1,531 @@
+"""The lease book: one node's resources, lease requests, leases and workers, as data.
+
+Owns the node's resources (`total`, `available`, `free_gpus`; in units of
+config.RESOURCE_UNIT), the lease requests waiting here (`pending`), the granted
+leases (`leases`), the idle workers (`idle`), how many pool workers are starting
+(`starting`), and the lease and worker lifecycles below. Pure: events in, actions
+out; no I/O, no asyncio, no locks. The shell (leases.py) turns messages into events
+and runs the actions: pool.py forks (StartWorker), connections reply (Grant,
+Spillback, Reject). Not the placement policy (scheduling.py), not the processes
+(pool.py's WorkerRec carries the fields this book moves: state, lease_id,
+for_request), not the view of the other nodes: the book reads it through `view`
+(the NodeManager: the head's table on the head node, the last ClusterView elsewhere).
+
+    request ──place: here──▶ pending ──schedule──▶ Grant(lease, an idle worker)
+       │                                      ├──▶ StartWorker(lease): an actor's own worker
+       │                                      └──▶ StartWorker(None): the pool is short
+       └──elsewhere──▶ Spillback(lease, node) | Reject(lease, reason) (hard affinity)
+    worker_started ──▶ Grant (the actor lease it was started for) | idle, schedule
+    lease_returned ──▶ resources back, the worker idle (an actor's: KillWorker), schedule
+    worker_died ──▶ its lease's resources back, the actor lease it was started for
+                    Rejected, schedule
+    owner_gone ──▶ its waiting requests dropped, KillWorker for its leases (not detached)
+
+Lease:  PENDING ──▶ GRANTED ⇄ BLOCKED (its task waits in get: its CPUs lent back)
+        PENDING ──▶ STARTING (resources held, its actor's worker starting) ──▶ GRANTED
+        GRANTED | BLOCKED ──▶ RETURNED (by its owner) | REVOKED (its worker or owner died)
+        PENDING ──▶ SPILLED | CANCELLED | FAILED;   STARTING ──▶ FAILED (its worker died)
+Worker: STARTING ──▶ IDLE ⇄ LEASED;  STARTING ──▶ LEASED (an actor's);  any ──▶ DEAD
+
+A request is sent on (spillback) at most `max_hops` times, then waits where it is; a
+SPREAD request is placed once. A lease's owner is its requester's connection: the book
+reads only its `closed`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from .. import scheduling
+from ..config import CONFIG, RESOURCE_UNIT, Config
+from ..exceptions import InvalidTransition
+from ..scheduling import NodeView, Placement
+
+log = logging.getLogger("raylite")
+
+
+class LeaseState(enum.StrEnum):
+    PENDING = "PENDING"  # waits here for resources or a worker
+    STARTING = "STARTING"  # resources held; the actor's own worker is starting
+    GRANTED = "GRANTED"  # a worker is the owner's
+    BLOCKED = "BLOCKED"  # granted; its task waits in get/wait, its CPUs lent back
+    RETURNED = "RETURNED"  # its owner gave it back
+    REVOKED = "REVOKED"  # its worker died, or its owner was gone at the grant
+    SPILLED = "SPILLED"  # sent on to another node
+    CANCELLED = "CANCELLED"  # its owner cancelled it or went away while it waited
+    FAILED = "FAILED"  # it cannot be served (hard affinity), or its worker died at start
+
+
+L_PENDING, L_STARTING, GRANTED, BLOCKED, RETURNED, REVOKED, SPILLED, CANCELLED, FAILED = LeaseState
+
+LEASE_TRANSITIONS: dict[LeaseState, frozenset[LeaseState]] = {
+    L_PENDING: frozenset({L_STARTING, GRANTED, SPILLED, CANCELLED, FAILED}),
+    L_STARTING: frozenset({GRANTED, FAILED}),
+    GRANTED: frozenset({BLOCKED, RETURNED, REVOKED}),
+    BLOCKED: frozenset({GRANTED, RETURNED, REVOKED}),
+    RETURNED: frozenset(),
+    REVOKED: frozenset(),
+    SPILLED: frozenset(),
+    CANCELLED: frozenset(),
+    FAILED: frozenset(),
+}
+
+
+class WorkerState(enum.StrEnum):  # lower case: the state API and dashboard show it
+    STARTING = "starting"  # forked, not registered yet
+    IDLE = "idle"
+    LEASED = "leased"  # serves a lease (or, its lease ended, is being killed)
+    DEAD = "dead"  # its process exited
+
+
+W_STARTING, IDLE, LEASED, DEAD = WorkerState
+
+WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    W_STARTING: frozenset({IDLE, LEASED, DEAD}),
+    IDLE: frozenset({LEASED, DEAD}),
+    LEASED: frozenset({IDLE, DEAD}),
+    DEAD: frozenset(),
+}
+
+S = TypeVar("S", LeaseState, WorkerState)
+
+
+class Record(Protocol[S]):
+    state: S
+
+
+def transition(
+    record: Record[S], new: S, table: dict[S, frozenset[S]], *, cause: str, who: bytes = b""
+) -> None:
+    """Move `record` to `new` if its table allows it, else raise InvalidTransition."""
+    old = record.state
+    if new not in table[old]:
+        raise InvalidTransition(
+            f"{type(record).__name__} {who.hex()[:12]}: {old.name} -> {new.name} ({cause}) "
+            "is not a move its lifecycle allows"
+        )
+    record.state = new
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s: %s -> %s (%s)", type(record).__name__, who.hex()[:12], old.name,
+                  new.name, cause)  # fmt: skip
+
+
+class Owner(Protocol):
+    """A lease's requester: its connection. The book reads only `closed`; the shell
+    answers through `reply` and `send`."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def reply(self, rid: int, msg: Any) -> None: ...
+
+    def send(self, msg: Any) -> None: ...
+
+
+class Worker(Protocol):
+    """A worker process (pool.py's WorkerRec). The book moves `state`, `lease_id` and
+    `for_request`; it reads the rest."""
+
+    worker_id: bytes
+    pid: int
+    address: str
+    state: WorkerState
+    lease_id: bytes | None
+    for_request: Lease | None  # the actor lease it was started for, until it registers
+    actor_id: bytes | None
+
+
+class ClusterView(Protocol):
+    """What placement reads of the cluster (the NodeManager)."""
+
+    @property
+    def node_id(self) -> bytes: ...
+
+    @property
+    def tcp_address(self) -> str: ...
+
+    def other_nodes(self) -> list[NodeView]: ...
+
+
+@dataclass(eq=False, slots=True)
+class Lease:
+    """A lease from its request to its end (see the lifecycle above)."""
+
+    lease_id: bytes
+    shape: dict[str, int]
+    actor_id: bytes | None  # set: it gets a worker of its own, started for it
+    owner: Owner
+    rid: int  # the request's id on `owner`: the grant answers it
+    strategy: Any = None
+    spilled: int = 0  # times other nodes sent it on: after max_hops it waits where it is
+    detached: bool = False  # a detached actor's: its owner may go, it stays
+    state: LeaseState = L_PENDING
+    gpu_ids: list[int] = field(default_factory=list)
+    worker: Worker | None = None  # once granted
+
+
+# --- actions: what the shell does for the book ----------------------------------------
+@dataclass(frozen=True, slots=True)
+class StartWorker:
+    lease: Lease | None  # the actor lease it is started for (WorkerRec.for_request), or the pool
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    lease: Lease
+    worker: Worker
+
+
+@dataclass(frozen=True, slots=True)
+class Spillback:
+    lease: Lease
+    node: NodeView
+    # The node's resources with this lease's taken, until its next report: a burst of
+    # requests spreads over the free nodes instead of all landing on the first.
+    available: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    lease: Lease
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Infeasible:
+    """A warning for the owner: no node has the resources. The request waits here."""
+
+    lease: Lease
+    missing: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class KillWorker:
+    worker: Worker
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcesChanged:
+    """Tell the head soon: other nodes place work by this node's numbers."""
+
+
+RESOURCES_CHANGED = ResourcesChanged()
+
+LeaseAction = StartWorker | Grant | Spillback | Reject | Infeasible | KillWorker | ResourcesChanged
+
+_HERE = Placement(None, scheduling.HERE)
+_INFEASIBLE = Placement(None, "infeasible")
+
+
+class _Nobody:
+    """The owner of a lease that is only placed, never requested (place_shape)."""
+
+    closed = True
+
+    def reply(self, rid: int, msg: Any) -> None:
+        pass
+
+    def send(self, msg: Any) -> None:
+        pass
+
+
+class LeaseBook:
+    """The node's resources, lease requests, leases and workers; see the module doc."""
+
+    def __init__(
+        self,
+        total: dict[str, int],
+        num_gpus: int,
+        view: ClusterView,
+        *,
+        cluster: bool,
+        config: Config = CONFIG,
+    ) -> None:
+        self.total = dict(total)
+        self.available = dict(total)
+        self.free_gpus = list(range(num_gpus))  # sorted
+        self.pending: list[Lease] = []
+        self.leases: dict[bytes, Lease] = {}
+        self.idle: list[Worker] = []
+        self.starting = 0  # pool workers asked for (StartWorker(None)), not registered yet
+        self.spread_seq = 0  # SPREAD requests placed so far (round-robin)
+        self.stopping = False
+        self.view = view
+        self.cluster = cluster  # other nodes may exist: waiting requests may move on
+        self.max_hops = config.max_hops
+        # Spillbacks of the event being handled: placement sees them at once, the
+        # shell applies them to the view (Spillback.available) when it runs the actions.
+        self._debited: dict[bytes, NodeView] = {}
+
+    # ------------------------------------------------------------------ events
+    def request(self, lease: Lease) -> list[LeaseAction]:
+        """An owner asks for a worker (RequestLease)."""
+        actions: list[LeaseAction] = []
+        if not lease.spilled:
+            where = self._place(lease)
+            if where.kind == "spill" or where.kind == "fail":
+                self._redirect(lease, where, actions)
+                self._debited.clear()
+                return actions
+            if where.kind == "infeasible":
+                missing = {k: v for k, v in lease.shape.items() if self.total.get(k, 0) < v}
+                actions.append(Infeasible(lease, missing))
+        self.pending.append(lease)
+        self._schedule(actions)
+        return actions
+
+    def prestart(self, n: int) -> list[LeaseAction]:
+        """Start `n` pool workers ahead of any request."""
+        self.starting += n
+        return [StartWorker(None) for _ in range(n)]
+
+    def worker_started(self, worker: Worker) -> list[LeaseAction]:
+        """A worker registered: it takes the actor lease it was started for, or is idle."""
+        actions: list[LeaseAction] = []
+        lease = worker.for_request
+        if lease is not None:
+            worker.for_request = None
+            self._grant(lease, worker, actions)
+            return actions
+        self.starting -= 1
+        transition(worker, IDLE, WORKER_TRANSITIONS, cause="registered", who=worker.worker_id)
+        self.idle.append(worker)
+        self._schedule(actions)
+        return actions
+
+    def lease_returned(self, lease_id: bytes, kill: bool) -> list[LeaseAction]:
+        """The owner gives a lease back (kill: its worker must not serve again)."""
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return []
+        actions: list[LeaseAction] = []
+        self._end(lease, RETURNED, kill, actions)
+        return actions
+
+    def cancel(self, lease_id: bytes) -> list[LeaseAction]:
+        """The owner no longer wants a request that still waits here."""
+        for lease in self.pending:
+            if lease.lease_id == lease_id:
+                self.pending.remove(lease)
+                transition(lease, CANCELLED, LEASE_TRANSITIONS, cause="cancel", who=lease_id)
+                return [Reject(lease, "cancelled")]
+        return []
+
+    def worker_blocked(self, lease_id: bytes) -> list[LeaseAction]:
+        """The lease's task waits in get/wait: lend its CPUs to other work meanwhile."""
+        lease = self.leases.get(lease_id)
+        if lease is None or lease.state is not GRANTED:
+            return []
+        transition(lease, BLOCKED, LEASE_TRANSITIONS, cause="blocked in get", who=lease_id)
+        self.available["CPU"] = self.available.get("CPU", 0) + lease.shape.get("CPU", 0)
+        actions: list[LeaseAction] = []
+        self._schedule(actions)
+        return actions
+
+    def worker_unblocked(self, lease_id: bytes) -> None:
+        """The lease's task runs again: it takes its CPUs back (no action)."""
+        lease = self.leases.get(lease_id)
+        if lease is not None and lease.state is BLOCKED:
+            transition(lease, GRANTED, LEASE_TRANSITIONS, cause="unblocked", who=lease_id)
+            self.available["CPU"] = self.available.get("CPU", 0) - lease.shape.get("CPU", 0)
+
+    def worker_died(self, worker: Worker, why: str) -> list[LeaseAction]:
+        """A worker's process exited: its lease ends, resources come back."""
+        if worker.state is DEAD:
+            return []
+        actions: list[LeaseAction] = []
+        if worker.state is W_STARTING and worker.for_request is None:
+            self.starting -= 1
+        elif worker.state is IDLE:
+            self.idle.remove(worker)
+        transition(worker, DEAD, WORKER_TRANSITIONS, cause=why, who=worker.worker_id)
+        if worker.lease_id is not None:
+            lease = self.leases.pop(worker.lease_id, None)
+            worker.lease_id = None
+            if lease is not None:
+                shape = self._held(lease)
+                transition(lease, REVOKED, LEASE_TRANSITIONS, cause=why, who=lease.lease_id)
+                self._release(shape, lease.gpu_ids, actions)
+        lease = worker.for_request
+        if lease is not None:
+            worker.for_request = None
+            transition(lease, FAILED, LEASE_TRANSITIONS, cause=why, who=lease.lease_id)
+            self._release(lease.shape, lease.gpu_ids, actions)
+            actions.append(Reject(lease, f"the worker for the actor died at start ({why})"))
+        self._schedule(actions)
+        return actions
+
+    def owner_gone(self, owner: Owner) -> list[LeaseAction]:
+        """A connection closed: what it waits for is dropped; whatever its workers run
+        now has nobody to report to, so they are killed (a detached actor's stays)."""
+        actions: list[LeaseAction] = []
+        still = []
+        for lease in self.pending:
+            if lease.owner is owner:
+                transition(lease, CANCELLED, LEASE_TRANSITIONS, cause="owner gone",
+                           who=lease.lease_id)  # fmt: skip
+            else:
+                still.append(lease)
+        self.pending = still
+        for lease in self.leases.values():
+            if lease.owner is owner and not lease.detached and lease.worker is not None:
+                actions.append(KillWorker(lease.worker))
+        self._schedule(actions)
+        return actions
+
+    def schedule(self) -> list[LeaseAction]:
+        """Something outside changed (the cluster view, an owner's connection closed):
+        try the waiting requests again."""
+        actions: list[LeaseAction] = []
+        self._schedule(actions)
+        return actions
+
+    def stop(self) -> None:
+        """The node is shutting down: grant and start nothing more."""
+        self.stopping = True
+
+    # ----------------------------------------------------------------- queries
+    def place_shape(self, shape: dict[str, int], actor_id: bytes) -> Placement:
+        """Where a lease of `shape` for the actor would go (the head's detached restarts)."""
+        return self._place(Lease(b"", shape, actor_id, _Nobody(), 0))
+
+    def pending_shapes(self, limit: int) -> list[dict[str, int]]:
+        return [r.shape for r in self.pending[:limit]]
+
+    # --------------------------------------------------------------- internals
+    def _place(self, lease: Lease) -> Placement:
+        view = self.view
+        others = view.other_nodes()
+        if not others and lease.strategy is None:  # one node: no choice
+            return _HERE if scheduling.fits(lease.shape, self.total) else _INFEASIBLE
+        if self._debited:
+            others = [self._debited.get(n.node_id, n) for n in others]
+        if lease.strategy == "SPREAD":
+            self.spread_seq += 1
+            lease.spilled = self.max_hops  # placed once, round-robin: it waits where it lands
+        local = NodeView(view.node_id, view.tcp_address, self.total, self.available)
+        return scheduling.place(lease.shape, lease.strategy, local, others, self.spread_seq)
+
+    def _redirect(self, lease: Lease, where: Placement, actions: list[LeaseAction]) -> None:
+        """Answer a request with another node (spillback) or a failure."""
+        node = where.node
+        if where.kind == "fail" or node is None:
+            transition(lease, FAILED, LEASE_TRANSITIONS, cause=where.kind, who=lease.lease_id)
+            actions.append(Reject(lease, where.reason))
+            return
+        avail = dict(node.available)
+        for k, v in lease.shape.items():
+            avail[k] = avail.get(k, 0) - v
+        self._debited[node.node_id] = NodeView(
+            node.node_id, node.address, node.total, avail, node.alive
+        )
+        transition(lease, SPILLED, LEASE_TRANSITIONS, cause="spillback", who=lease.lease_id)
+        actions.append(Spillback(lease, node, avail))
+
+    def _schedule(self, actions: list[LeaseAction]) -> None:
+        if self.stopping:
+            return
+        waiting_for_pool = 0
+        told = False
+        still = []
+        available = self.available
+        for lease in self.pending:
+            if lease.owner.closed:
+                transition(lease, CANCELLED, LEASE_TRANSITIONS, cause="owner gone",
+                           who=lease.lease_id)  # fmt: skip
+                continue
+            shape = lease.shape
+            if not all(available.get(k, 0) >= v for k, v in shape.items()):
+                if lease.spilled < self.max_hops and self.cluster:  # another node may have room
+                    where = self._place(lease)
+                    # Sent here already: move on again only to a node with room now
+                    # (the view that sent it may have been stale), never to wait elsewhere.
+                    moving = where.kind == "fail" or (
+                        where.kind == "spill"
+                        and where.node is not None
+                        and (not lease.spilled or scheduling.fits(shape, where.node.available))
+                    )
+                    if moving:
+                        self._redirect(lease, where, actions)
+                        continue
+                    if not told:  # a fresh view may find it room elsewhere
+                        told = True
+                        actions.append(RESOURCES_CHANGED)
+                still.append(lease)
+                continue
+            if lease.actor_id is not None:
+                lease.gpu_ids = self._acquire(shape)
+                transition(lease, L_STARTING, LEASE_TRANSITIONS, cause="its worker starts",
+                           who=lease.lease_id)  # fmt: skip
+                actions.append(StartWorker(lease))
+                continue
+            if self.idle:
+                lease.gpu_ids = self._acquire(shape)
+                self._grant(lease, self.idle.pop(), actions)
+                continue
+            waiting_for_pool += 1
+            still.append(lease)
+        self.pending = still
+        self._debited.clear()
+        for _ in range(waiting_for_pool - self.starting):
+            self.starting += 1
+            actions.append(StartWorker(None))
+
+    def _grant(self, lease: Lease, worker: Worker, actions: list[LeaseAction]) -> None:
+        """Give `worker` to `lease` (its resources are acquired already)."""
+        transition(worker, LEASED, WORKER_TRANSITIONS, cause="granted", who=worker.worker_id)
+        worker.lease_id = lease.lease_id
+        lease.worker = worker
+        transition(lease, GRANTED, LEASE_TRANSITIONS, cause="granted", who=lease.lease_id)
+        self.leases[lease.lease_id] = lease
+        if lease.owner.closed:  # gone while its worker started
+            self._end(lease, REVOKED, lease.actor_id is not None, actions)
+            return
+        actions.append(Grant(lease, worker))
+
+    def _end(self, lease: Lease, new: LeaseState, kill: bool, actions: list[LeaseAction]) -> None:
+        del self.leases[lease.lease_id]
+        shape = self._held(lease)
+        transition(lease, new, LEASE_TRANSITIONS, cause="lease ended", who=lease.lease_id)
+        self._release(shape, lease.gpu_ids, actions)
+        worker = lease.worker
+        assert worker is not None
+        worker.lease_id = None
+        if kill or worker.actor_id is not None:
+            actions.append(KillWorker(worker))
+        elif worker.state is LEASED:
+            transition(worker, IDLE, WORKER_TRANSITIONS, cause="lease ended",
+                       who=worker.worker_id)  # fmt: skip
+            self.idle.append(worker)
+        self._schedule(actions)
+
+    @staticmethod
+    def _held(lease: Lease) -> dict[str, int]:
+        """What a granted lease holds now: a blocked one lent its CPUs back."""
+        if lease.state is BLOCKED:
+            return {k: v for k, v in lease.shape.items() if k != "CPU"}
+        return lease.shape
+
+    def _acquire(self, shape: dict[str, int]) -> list[int]:
+        available = self.available
+        for k, v in shape.items():
+            available[k] = available.get(k, 0) - v
+        gpus = shape.get("GPU", 0)
+        if not gpus:
+            return []
+        n = -(-gpus // RESOURCE_UNIT)
+        ids, self.free_gpus = self.free_gpus[:n], self.free_gpus[n:]
+        return ids
+
+    def _release(
+        self, shape: dict[str, int], gpu_ids: list[int], actions: list[LeaseAction]
+    ) -> None:
+        available = self.available
+        for k, v in shape.items():
+            available[k] = available.get(k, 0) + v
+        if gpu_ids:
+            self.free_gpus = sorted(set(self.free_gpus) | set(gpu_ids))
+        actions.append(RESOURCES_CHANGED)
