@@ -4,9 +4,10 @@
                                                      │
                       fd 1, 2 (pipes) ──▶ node manager ──LogLines──▶ driver
 
-A worker is forked by the node manager (worker_main never returns). Its stdout and
-stderr are pipes the node manager reads; Python-level writes are prefixed per line
-with `(task_or_class_name pid=N)`, as Ray prints them in the driver.
+A worker is forked by its node's fork server (node/forkserver.py; worker_main never
+returns). Its stdout and stderr are pipes the node manager reads; Python-level writes
+are prefixed per line with `(task_or_class_name pid=N)`, as Ray prints them in the
+driver.
 """
 
 from __future__ import annotations
@@ -486,7 +487,7 @@ def worker_main(
         import gc
         import signal
 
-        # The node manager's objects live on in this forked child, owning fd numbers
+        # The fork server's objects live on in this forked child, owning fd numbers
         # that closerange() below frees and this process reuses. Freezing them keeps
         # the garbage collector from finalising one (closing "its" fd, now ours).
         gc.freeze()
