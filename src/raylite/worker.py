@@ -466,7 +466,9 @@ class Worker:
                         entry.borrowers[caller] = entry.borrowers.get(caller, 0) + 1
             else:
                 try:
-                    cw.peer(owner).request(P.AddBorrower(oid, caller), timeout=CONFIG.request_timeout_s)
+                    cw.peer(owner).request(
+                        P.AddBorrower(oid, caller), timeout=CONFIG.request_timeout_s
+                    )
                 except Exception:
                     pass  # owner gone: the caller will see OwnerDiedError on get
         return [[oid, owner] for oid, owner in contained.items()]

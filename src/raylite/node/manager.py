@@ -412,7 +412,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         async def ask(address: str) -> Any:
             try:
                 peer = await self.connect_nm(address)
-                return await asyncio.wait_for(peer.request(local), 5.0)
+                return await asyncio.wait_for(peer.request(local), CONFIG.node_answer_timeout_s)
             except (ConnectionLost, OSError, TimeoutError):
                 return None  # gone or cut off: its rows are missing, not the listing
 
@@ -434,7 +434,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
 
     async def timeline(self, conn: AsyncConnection, rid: int) -> None:
         flushes = [
-            asyncio.wait_for(w.conn.request(P.FlushEvents()), 5.0)
+            asyncio.wait_for(w.conn.request(P.FlushEvents()), CONFIG.node_answer_timeout_s)
             for w in self.workers.values()
             if w.conn is not None and not w.conn.closed and w.state != "dead"
         ]

@@ -40,10 +40,6 @@ from .forkserver import ForkServer
 
 log = logging.getLogger(__name__)
 
-# After SIGKILL, how long shutdown waits for the fork server to report the exits: a
-# killed process ends at once unless stuck in the kernel, which waiting cannot fix.
-_KILLED_WAIT_S = 5.0
-
 # leases.py imports this module for WorkerRec: naming it here, even for type checking, would be an import cycle.
 LeaseReq = Any
 
@@ -247,7 +243,7 @@ class PoolMixin:
         self.workers_gone = asyncio.Event()
         for signum, wait_s in (
             (signal.SIGTERM, CONFIG.kill_grace_s),
-            (signal.SIGKILL, _KILLED_WAIT_S),
+            (signal.SIGKILL, CONFIG.kill_wait_s),
         ):
             self.reap()
             if not self.by_pid or forks.closed:
