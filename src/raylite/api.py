@@ -394,13 +394,13 @@ def shutdown() -> None:
         with contextlib.suppress(Exception):
             from . import protocol as P
 
-            cw.nm.request(P.ShutdownNode(), timeout=10)
+            cw.nm.request(P.ShutdownNode(), timeout=CONFIG.shutdown_timeout_s)
         cw.shutdown()
         proc = rt.proc
         with contextlib.suppress(Exception):
             proc.stdin.close()  # type: ignore[union-attr]
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=CONFIG.shutdown_timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -58,6 +58,49 @@ class Config:
     prefetch_ahead: int = 3
     # Seconds of spilling summed up in one "(raylite) Spilled ..." log line.
     spill_log_s: float = 1.0
+    # A stopping node manager waits this long for its SIGKILLed workers' exits to be
+    # reported, then forgets them (a killed process ends at once unless it is stuck
+    # in the kernel, which waiting cannot fix).
+    kill_wait_s: float = 5.0
+    # shutdown() waits this long for the node manager to stop its workers and exit
+    # (then kills it).
+    shutdown_timeout_s: float = 10.0
+    # Seconds a node manager waits for one worker's event flush or one other node's
+    # listing before it answers without them (timeline, `raylite list`).
+    node_answer_timeout_s: float = 5.0
+    # Seconds a driver waits for timeline(): every worker of the cluster flushes first.
+    timeline_timeout_s: float = 60.0
+    # A restarted detached actor's worker must come up within this many seconds.
+    detached_start_timeout_s: float = 60.0
+    # At most one early heartbeat (freed resources, waiting requests) per this many seconds.
+    heartbeat_min_s: float = 0.02
+    # Connecting to a node, the head or another process gives up after this long.
+    connect_timeout_s: float = 10.0
+    # A listener drops a connection that has not sent the cluster token within this.
+    handshake_timeout_s: float = 5.0
+    # Closing a connection or listener waits this long for its reader thread (and a
+    # core worker's timer thread) to end.
+    thread_join_timeout_s: float = 2.0
+    # Distinct task names and ids the task table shares between its records; past this,
+    # each record keeps its own copy.
+    task_events_interned: int = 10_000
+    # Characters of a failed task's error message kept in its task record.
+    task_error_chars: int = 1000
+    # Output kept for `raylite logs`: lines per worker, for this many workers, each line
+    # cut to log_line_chars (one runaway print must not fill the ring).
+    worker_log_lines: int = 1000
+    worker_log_workers: int = 128
+    log_line_chars: int = 8192
+    # `raylite logs --follow` asks for new lines this often (seconds).
+    logs_follow_poll_s: float = 0.25
+    # util.progress(): how often the bar moves while nothing finishes (seconds).
+    progress_poll_s: float = 0.1
+    # The head's Redis backend: socket timeout of one attempt, and retries; one call
+    # blocks the head's loop at most (1 + redis_retries) * redis_timeout_s plus backoffs.
+    redis_timeout_s: float = 2.0
+    redis_retries: int = 2
+    # The head's SQLite backend waits this long for a lock held by another connection.
+    sqlite_timeout_s: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
 

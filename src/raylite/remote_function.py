@@ -43,6 +43,7 @@ ACTOR_OPTIONS = _COMMON | {
     "allow_out_of_order_execution",
 }
 
+# Ray's documented default of a task's max_retries: part of the API, not a tunable.
 DEFAULT_MAX_RETRIES = 3
 
 

@@ -23,8 +23,6 @@ import cloudpickle
 
 from .exceptions import RayTaskError
 
-INLINE_THRESHOLD = 100 * 1024  # bytes; larger values go to the shared-memory store
-
 
 def _readonly_view(buf: pickle.PickleBuffer) -> memoryview:
     return memoryview(buf).toreadonly()

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import protocol as P
-from .config import RESOURCE_UNIT
+from .config import CONFIG, RESOURCE_UNIT
 
 log = logging.getLogger("raylite.task_events")
 
@@ -63,7 +63,6 @@ TASK_TYPES = {
 }
 ACTOR_STATES = {"PENDING": "PENDING_CREATION"}  # raylite's ActorRec state -> Ray's name
 
-MAX_INTERNED = 10_000  # distinct names/ids shared between records; beyond, each keeps its own
 _EMPTY: tuple[()] = ()
 
 
@@ -115,9 +114,6 @@ def matches(get: Callable[[str], Any], filters: list[list[Any]]) -> bool:
     return all(_equal(get(key), value) == (pred == "=") for key, pred, value in filters)
 
 
-MAX_ERROR_MESSAGE = 1000  # characters of a failed task's error kept in its record
-
-
 def error_info(blob: bytes) -> list[str]:
     """[Ray's error type, message] of a pickled task error (a worker calls this on failure)."""
     from .exceptions import RayActorError, TaskCancelledError, WorkerCrashedError
@@ -136,8 +132,9 @@ def error_info(blob: bytes) -> list[str]:
     else:
         kind = "TASK_EXECUTION_EXCEPTION"
     text = str(exc)
-    if len(text) > MAX_ERROR_MESSAGE:  # keep the head and the last lines, where the error is
-        text = text[:200] + "\n...\n" + text[-(MAX_ERROR_MESSAGE - 205) :]
+    keep = CONFIG.task_error_chars
+    if len(text) > keep:  # keep the head and the last lines, where the error is
+        text = text[:200] + "\n...\n" + text[-(keep - 205) :]
     return [kind, text]
 
 
@@ -163,6 +160,8 @@ class TaskEventStore:
         self.counts: dict[tuple[str, str], dict[str, int]] = {}
         self.evicted = 0
         self._shared: dict[Any, Any] = {}
+        # Distinct names and ids shared between records; beyond, each keeps its own.
+        self.max_interned = CONFIG.task_events_interned
 
     # ------------------------------------------------------------------ ingest
     def add_events(self, events: Iterable[list[Any]]) -> None:
@@ -217,7 +216,7 @@ class TaskEventStore:
             v = ev[i]
             s = shared.get(v)
             if s is None:
-                if len(shared) < MAX_INTERNED:
+                if len(shared) < self.max_interned:
                     shared[v] = v
             else:
                 ev[i] = s
@@ -399,11 +398,15 @@ class WorkerLogs:
     the last one it saw. Lines as the driver sees them: `(name pid=N) text`.
     """
 
-    MAX_LINE = 8192  # longer lines are cut: one runaway print must not fill the ring
-
-    def __init__(self, lines: int = 1000, workers: int = 128) -> None:
+    def __init__(
+        self,
+        lines: int = CONFIG.worker_log_lines,
+        workers: int = CONFIG.worker_log_workers,
+        max_line: int = CONFIG.log_line_chars,
+    ) -> None:
         self.lines = lines
         self.workers = workers
+        self.max_line = max_line  # longer lines are cut: one runaway print must not fill the ring
         self.rings: collections.OrderedDict[int, collections.deque[list[Any]]] = (
             collections.OrderedDict()
         )
@@ -420,7 +423,7 @@ class WorkerLogs:
             self.rings.move_to_end(pid)
         seq = self.next_seq.get(pid, 1)
         for line in text.splitlines():
-            ring.append([seq, stream, line[: self.MAX_LINE]])
+            ring.append([seq, stream, line[: self.max_line]])
             seq += 1
         self.next_seq[pid] = seq
 
@@ -454,7 +457,7 @@ class StateViews:
     async def flush_workers(self) -> None:
         """Ask every live worker for the task events it has not sent yet."""
         flushes = [
-            asyncio.wait_for(w.conn.request(P.FlushEvents()), 5.0)
+            asyncio.wait_for(w.conn.request(P.FlushEvents()), CONFIG.node_answer_timeout_s)
             for w in self.nm.workers.values()
             if w.conn is not None and not w.conn.closed and w.state != "dead"
         ]

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .config import CONFIG
 from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
 from .protocol import PROTOCOL_VERSION, FrameReader, decode, encode
 
@@ -35,7 +36,6 @@ log = logging.getLogger("raylite.transport")
 
 MAGIC = b"RLT\x01"
 TOKEN_SIZE = 32
-HANDSHAKE_TIMEOUT = 5.0
 _ACK = b"\x01"
 
 Handler = Callable[["Connection", Any, int], None]
@@ -131,9 +131,9 @@ class Connection:
         *,
         name: str = "",
         on_close: Callable[[Connection], None] | None = None,
-        timeout: float = 10.0,
+        timeout: float | None = None,
     ) -> Connection:
-        sock = _dial(address, token, timeout)
+        sock = _dial(address, token, CONFIG.connect_timeout_s if timeout is None else timeout)
         try:
             sock.settimeout(None)
             if sock.family == socket.AF_INET:
@@ -251,7 +251,7 @@ class Connection:
             with contextlib.suppress(OSError):
                 self.sock.close()
         if join and self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=CONFIG.thread_join_timeout_s)
 
 
 class Listener:
@@ -296,7 +296,7 @@ class Listener:
 
     def _admit(self, sock: socket.socket) -> None:
         try:
-            sock.settimeout(HANDSHAKE_TIMEOUT)
+            sock.settimeout(CONFIG.handshake_timeout_s)
             hello = _recv_exact(sock, len(MAGIC) + TOKEN_SIZE)
             if hello[:4] != MAGIC or not hmac.compare_digest(hello[4:], self.token):
                 sock.close()
@@ -330,7 +330,7 @@ class Listener:
             conns = list(self.connections)
         for conn in conns:
             conn.close(join=True)
-        self._thread.join(timeout=2.0)
+        self._thread.join(timeout=CONFIG.thread_join_timeout_s)
 
 
 # --- asyncio flavour (node manager) ------------------------------------------------------
@@ -403,7 +403,7 @@ async def async_handshake(
     """Server side of the handshake; False (and closed) unless the token matches."""
     try:
         hello = await asyncio.wait_for(
-            reader.readexactly(len(MAGIC) + TOKEN_SIZE), HANDSHAKE_TIMEOUT
+            reader.readexactly(len(MAGIC) + TOKEN_SIZE), CONFIG.handshake_timeout_s
         )
     except (asyncio.IncompleteReadError, TimeoutError, OSError):
         writer.close()
@@ -497,12 +497,14 @@ def _copy_into(sock: socket.socket, fd: int, size: int, address: str) -> None:
         got += filled
 
 
-async def async_connect(address: str, token: bytes, wait_s: float = 10.0) -> AsyncConnection:
+async def async_connect(address: str, token: bytes, wait_s: float | None = None) -> AsyncConnection:
     """Client side of the handshake, for the node manager's loop (node to node, to the head).
 
     The caller runs `read_loop` on the result. Raises ConnectionLost if the peer cannot
     be reached, AuthenticationError if it refuses the token.
     """
+    if wait_s is None:
+        wait_s = CONFIG.connect_timeout_s
     family, addr = parse_address(address)
     try:
         if family == socket.AF_UNIX:

@@ -4,9 +4,10 @@
                                                      │
                       fd 1, 2 (pipes) ──▶ node manager ──LogLines──▶ driver
 
-A worker is forked by the node manager (worker_main never returns). Its stdout and
-stderr are pipes the node manager reads; Python-level writes are prefixed per line
-with `(task_or_class_name pid=N)`, as Ray prints them in the driver.
+A worker is forked by its node's fork server (node/forkserver.py; worker_main never
+returns). Its stdout and stderr are pipes the node manager reads; Python-level writes
+are prefixed per line with `(task_or_class_name pid=N)`, as Ray prints them in the
+driver.
 """
 
 from __future__ import annotations
@@ -465,7 +466,9 @@ class Worker:
                         entry.borrowers[caller] = entry.borrowers.get(caller, 0) + 1
             else:
                 try:
-                    cw.peer(owner).request(P.AddBorrower(oid, caller), timeout=CONFIG.request_timeout_s)
+                    cw.peer(owner).request(
+                        P.AddBorrower(oid, caller), timeout=CONFIG.request_timeout_s
+                    )
                 except Exception:
                     pass  # owner gone: the caller will see OwnerDiedError on get
         return [[oid, owner] for oid, owner in contained.items()]
@@ -486,7 +489,7 @@ def worker_main(
         import gc
         import signal
 
-        # The node manager's objects live on in this forked child, owning fd numbers
+        # The fork server's objects live on in this forked child, owning fd numbers
         # that closerange() below frees and this process reuses. Freezing them keeps
         # the garbage collector from finalising one (closing "its" fd, now ours).
         gc.freeze()

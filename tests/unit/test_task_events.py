@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from raylite import task_events as TE
+from raylite.config import CONFIG
 from raylite.exceptions import RayTaskError, TaskCancelledError
 from raylite.serialization import capture_error, dumps_inline
 
@@ -239,5 +240,5 @@ def test_error_info_names_rays_error_types():
     assert TE.error_info(dumps_inline(TaskCancelledError("ab")))[0] == "TASK_CANCELLED"
     long = RayTaskError("f", "x" * 10_000 + "\nValueError: end", ValueError("end"), 1)
     kind, message = TE.error_info(dumps_inline(long))
-    assert len(message) <= TE.MAX_ERROR_MESSAGE
+    assert len(message) <= CONFIG.task_error_chars
     assert message.endswith("ValueError: end")

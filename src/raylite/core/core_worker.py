@@ -640,7 +640,7 @@ class CoreWorker(
         return self.nm.request(P.GetClusterInfo(), timeout=CONFIG.request_timeout_s)
 
     def timeline_events(self) -> list[list[Any]]:
-        reply = self.nm.request(P.GetTimeline(), timeout=60)
+        reply = self.nm.request(P.GetTimeline(), timeout=CONFIG.timeline_timeout_s)
         return reply.events
 
     def shutdown(self) -> None:

@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..config import CONFIG
+
 log = logging.getLogger("raylite")
 
 
@@ -50,4 +52,4 @@ class Timers:
             self._stopped = True
             self._cond.notify()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=CONFIG.thread_join_timeout_s)

@@ -39,6 +39,8 @@ import urllib.parse
 from types import TracebackType
 from typing import Any
 
+from ..config import CONFIG
+
 # The tables the head uses. A name not in this set is a bug (a typo would write rows
 # that recovery never reads), so every backend rejects it.
 TABLES = frozenset({"nodes", "actors", "named_actors", "jobs", "meta"})
@@ -48,11 +50,6 @@ URL_FORMS = (
     "sqlite:///absolute/path.db, sqlite://relative/path.db, "
     "redis://host:port[/db]"
 )
-
-# Redis socket timeouts and retries bound how long one call can block the head's loop:
-# at most (1 + REDIS_RETRIES) attempts of REDIS_TIMEOUT_S each, plus short backoffs.
-REDIS_TIMEOUT_S = 2.0
-REDIS_RETRIES = 2
 
 Key = bytes | str
 
@@ -159,7 +156,10 @@ class SqliteStorage(HeadStorage):
         self._lock = threading.Lock()
         # isolation_level=None: autocommit, each statement is committed when it returns.
         self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=CONFIG.sqlite_timeout_s,
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -216,7 +216,8 @@ class RedisStorage(HeadStorage):
     Two heads sharing one Redis need different prefixes (or dbs). A dropped
     connection is reopened on the next call (redis-py's pool); a call that still
     cannot reach the server raises ConnectionError after at most about
-    (1 + REDIS_RETRIES) * REDIS_TIMEOUT_S seconds. Every command is idempotent
+    (1 + redis_retries) * redis_timeout_s seconds (config.py): those bound how long one
+    call can block the head's loop. Every command is idempotent
     (HSET, HDEL, HGET, HGETALL), so retrying one that may have been applied is safe.
     """
 
@@ -228,8 +229,10 @@ class RedisStorage(HeadStorage):
         prefix: str = "raylite:",
         *,
         password: str | None = None,
-        timeout_s: float = REDIS_TIMEOUT_S,
+        timeout_s: float | None = None,
     ) -> None:
+        if timeout_s is None:
+            timeout_s = CONFIG.redis_timeout_s
         # Imported here: the default (memory) head and every worker never need redis-py.
         import redis
         from redis.backoff import ExponentialBackoff
@@ -245,7 +248,7 @@ class RedisStorage(HeadStorage):
             password=password,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CONFIG.redis_retries),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         self._call("ping")  # fail now, with the address in the message, not at the first write

@@ -2,7 +2,8 @@
 
     manager.py       NodeManager: serving, the handler table, clients, background
                      tasks, state queries, shutdown; main() (`python -m raylite.node`)
-    pool.py          the worker pool: forking, output, reaping
+    pool.py          the worker pool: starting, output, exits, stopping
+    forkserver.py    the single-threaded process that forks and reaps the workers
     leases.py        resources and leases: requests, placement, grants, blocked leases
     store.py         the object store's accounting: segments, spilling, recycling
     transfer.py      objects between nodes: pulls and sends

@@ -48,7 +48,6 @@ HEAD_REQUESTS = (
     P.RegisterJob,
     P.RegisterDetached,
 )
-BEAT_MIN_S = 0.02  # at most one early heartbeat per this many seconds
 
 
 class ClusterLinkMixin:
@@ -246,11 +245,11 @@ class ClusterLinkMixin:
         while not self.stopping:
             # A beat every period, or sooner when resources were freed here or a request
             # waits for them (so placement elsewhere sees fresh numbers), at most one
-            # per BEAT_MIN_S.
+            # per heartbeat_min_s.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.beat_now.wait(), period)
             self.beat_now.clear()
-            await asyncio.sleep(BEAT_MIN_S)
+            await asyncio.sleep(CONFIG.heartbeat_min_s)
             conn = self.head_conn
             if conn is None or conn.closed:
                 self.head_ready.clear()

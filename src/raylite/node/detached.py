@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from .. import protocol as P
+from ..config import CONFIG
 from ..exceptions import ConnectionLost
 from ..object_ref import new_id
 from ..serialization import loads_inline
@@ -27,8 +28,6 @@ from .lease_book import Lease
 NodeManager = Any
 
 log = logging.getLogger(__name__)
-
-START_TIMEOUT_S = 60.0  # a restarted life's worker must come up within this
 
 
 class _SelfOwner:
@@ -53,9 +52,9 @@ async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
     owner = _SelfOwner(fut)
     nm.request_lease_here(Lease(new_id(), msg.shape, msg.actor_id, owner, 1, detached=True))
     try:
-        granted = await asyncio.wait_for(fut, START_TIMEOUT_S)
+        granted = await asyncio.wait_for(fut, CONFIG.detached_start_timeout_s)
     except TimeoutError:
-        granted = P.Failed(f"no worker started within {START_TIMEOUT_S:.0f} s")
+        granted = P.Failed(f"no worker started within {CONFIG.detached_start_timeout_s:.0f} s")
     if not isinstance(granted, P.LeaseGranted):
         owner.closed = True  # a request still pending is dropped
         nm.schedule()

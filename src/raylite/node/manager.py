@@ -10,21 +10,20 @@ leases (leases.py), the store's accounting (store.py), objects between nodes
 (transfer.py) and the link to the head and other nodes (cluster_link.py). On its
 node the head (head/) runs in this process too; on one machine, always.
 
-    driver / workers ──RequestLease──▶ NodeManager ──fork──▶ worker
-                     ◀─LeaseGranted──                ◀─RegisterClient─
+    driver / workers ──RequestLease──▶ NodeManager ──start──▶ fork server ──fork──▶ worker
+                     ◀─LeaseGranted──                ◀───────RegisterClient─────────────
     worker fd 1, 2 ──pipe──▶ NodeManager ──LogLines──▶ drivers
 
-Threads. The node's work runs on one asyncio event loop, and its thread forks the
-workers (a few ms: the child has every module imported already). The loop's default
-executor adds threads: asyncio.to_thread copies segments to the spill dir (store.py,
-SPILL_THREADS at once) and receives pulled objects into their files (transfer.py),
-and aiohttp, serving the dashboard in this loop, reads static files in it. A fork
-may happen while one of them runs; the child gets only the forking thread. That is
-safe because those threads only copy between files and sockets and hold no lock the
-child takes (CPython resets its import and logging locks in a forked child; no
-other lock is reset), and the worker (worker.worker_main) closes every inherited
-descriptor and never uses the parent's loop or executor. Work given to those
-threads must stay that way.
+Threads. The node's work runs on one asyncio event loop. The loop's default
+executor adds threads: asyncio.to_thread copies segments to the spill dir (store.py)
+and receives pulled objects into their files (transfer.py), and aiohttp, serving the
+dashboard in this loop, reads static files in it. So this process never forks a
+worker: a fork while one of those threads held a lock (malloc's, an import lock, one
+in a C library) could leave the child waiting on it for ever. Workers come from the
+fork server (forkserver.py), which main() forks first thing, before any thread or
+event loop exists, and which stays single-threaded; the pool (pool.py) asks it for
+each worker over a socketpair and hears from it when one exits. This process's only
+child is the fork server: its SIGCHLD means the fork server died, and stops the node.
 
 Started by `init()` with the driver holding its stdin: when the driver dies, stdin
 hits EOF and the node stops all its workers and removes its sockets and shared
@@ -52,6 +51,7 @@ from ..exceptions import ConnectionLost
 from ..object_ref import new_id
 from ..task_events import StateViews, TaskEventStore
 from ..transport import AsyncConnection, async_handshake
+from . import forkserver
 from .cluster_link import HEAD_REQUESTS, ClusterLinkMixin
 from .leases import LeasesMixin
 from .pool import PoolMixin, WorkerRec
@@ -99,6 +99,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         dashboard_host: str = "127.0.0.1",
         head_only: bool = False,
         head_node: bool = False,
+        forks: forkserver.ForkServer | None = None,
     ) -> None:
         # head_only: the head's own process (`raylite start --head`): it runs no work
         # and is no node, so killing it kills no actor. head_node: the node beside it.
@@ -116,7 +117,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.driver_addresses: dict[AsyncConnection, str] = {}
         self._init_leases(total, num_gpus)
         self._init_store(session_dir, store_dir, total, max_spill_bytes)
-        self._init_pool(prestart)
+        self._init_pool(prestart, forks)
         self._init_transfer()
         # Task records and timeline, recent worker output, the state API (task_events.py).
         self.task_events = TaskEventStore(CONFIG.max_task_events, self.node_id)
@@ -177,6 +178,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         loop = asyncio.get_running_loop()
         self.stopped = asyncio.Event()
         self._start_store()
+        self._start_pool()
         self.started_at = time.time()
         server = await asyncio.start_unix_server(self.on_client, path=self.address[5:])
         tcp_server = None
@@ -214,7 +216,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
                     self, self.dashboard_host, self.dashboard_port
                 )
             self.dashboard_url = self.dashboard.url if self.dashboard is not None else ""
-        gc.freeze()  # forked workers share these pages instead of copying them
+        gc.freeze()  # what start-up made lives as long as the node: no collector rescans
         self.run_lease_actions(self.lease_book.prestart(self.prestart))
         sys.stdout.write(f"READY {self.address} {self.tcp_address}\n")
         sys.stdout.flush()
@@ -398,7 +400,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         async def ask(address: str) -> Any:
             try:
                 peer = await self.connect_nm(address)
-                return await asyncio.wait_for(peer.request(local), 5.0)
+                return await asyncio.wait_for(peer.request(local), CONFIG.node_answer_timeout_s)
             except (ConnectionLost, OSError, TimeoutError):
                 return None  # gone or cut off: its rows are missing, not the listing
 
@@ -420,7 +422,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
 
     async def timeline(self, conn: AsyncConnection, rid: int) -> None:
         flushes = [
-            asyncio.wait_for(w.conn.request(P.FlushEvents()), 5.0)
+            asyncio.wait_for(w.conn.request(P.FlushEvents()), CONFIG.node_answer_timeout_s)
             for w in self.workers.values()
             if w.conn is not None and not w.conn.closed and w.state != "dead"
         ]
@@ -443,22 +445,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.stopping = True
         self.lease_book.stop()
         try:
-            alive = [w for w in self.workers.values() if w.pid in self.by_pid]
-            for w in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(w.pid, signal.SIGTERM)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + CONFIG.kill_grace_s
-            while self.by_pid and loop.time() < deadline:
-                self.reap()
-                await asyncio.sleep(0.005)
-            for pid in list(self.by_pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            for pid in list(self.by_pid):
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)  # noqa: ASYNC222 - just SIGKILLed: returns at once
-                self.by_pid.pop(pid, None)
+            await self.stop_workers()
             self.remove_files()
             if conn is not None:
                 conn.reply(rid, P.Ok())
@@ -473,6 +460,15 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
 
 
 def main(argv: list[str] | None = None) -> None:
+    # First, while this process has no thread: every worker is forked from it.
+    forks = forkserver.start()
+    try:
+        _main(forks, argv)
+    finally:
+        forks.close()  # it stops what workers it still has, and exits
+
+
+def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="raylite-node-manager")
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--store-dir", required=True)
@@ -511,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         dashboard_host=args.dashboard_host,
         head_only=args.head_only,
         head_node=args.head_node,
+        forks=forks,
     )
     try:
         asyncio.run(nm.serve())

@@ -1,36 +1,46 @@
-"""The worker pool of one node: forking workers, relaying their output, reaping them.
+"""The worker pool of one node: starting workers, relaying their output, reaping them.
 
 Owns this node's worker processes: a WorkerRec per worker (`workers`, by pid in
-`by_pid`), how many to start ahead (`prestart`), and recent output of every worker
-(`worker_logs`, for `raylite logs`; on the head also other nodes' workers'). Not
-which lease a worker serves nor whether it is idle (lease_book.py moves a WorkerRec's
-state, lease_id and for_request), not an actor's life (its owner decides, the head
-records).
+`by_pid`), how many to start ahead (`prestart`), the handle to the fork server
+that is their parent (`forks`), and recent output of every worker (`worker_logs`,
+for `raylite logs`; on the head also other nodes' workers'). Not which lease a
+worker serves nor whether it is idle (lease_book.py moves a WorkerRec's state,
+lease_id and for_request), not an actor's life (its owner decides, the head
+records), not the forking itself (forkserver.py).
 
-    node manager ──fork──▶ worker ──RegisterClient──▶ node manager: idle, or its lease
+    node manager ──start──▶ fork server ──fork──▶ worker ──RegisterClient──▶ node manager
     worker fd 1, 2 ──pipe──▶ on_log ──LogLines──▶ drivers here (and the head, on a cluster)
-    SIGCHLD ──▶ reap ──▶ worker_gone: its lease ends, its actor is reported PROCESS_DIED,
-                         what it owned is freed, owners hear ClientDied
+    fork server ──exited pid──▶ reap ──▶ worker_gone: its lease ends, its actor is reported
+                         PROCESS_DIED, what it owned is freed, owners hear ClientDied
 
 A worker: starting -> idle | leased, idle <-> leased, any -> dead when its process
-exits. Workers are forked from the event loop's thread (manager.py says why that is
-safe with the executor's threads about).
+exits (the fork server reports it) or its connection closes, whichever comes first.
+Workers are forked by the fork server, a single-threaded process the node manager
+forked before it had any thread (forkserver.py says why); the node manager keeps the
+read ends of each worker's stdout and stderr pipes and sends the write ends along.
+Kills go through the fork server too, so a pid is never signalled after it was reaped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import protocol as P
+from ..config import CONFIG
+from ..exceptions import ConnectionLost
 from ..object_ref import new_id
 from ..task_events import WorkerLogs
 from ..transport import AsyncConnection
+from .forkserver import ForkServer
 from .lease_book import Lease, WorkerState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -55,22 +65,30 @@ class PoolMixin:
     workers: dict[bytes, WorkerRec]
     by_pid: dict[int, WorkerRec]
     worker_logs: WorkerLogs
+    forks: ForkServer | None
+    workers_gone: asyncio.Event | None
 
-    def _init_pool(self, prestart: int) -> None:
+    def _init_pool(self, prestart: int, forks: ForkServer | None) -> None:
         self.prestart = prestart
+        self.forks = forks  # None: a node manager that starts no worker (unit tests)
         self.workers = {}
         self.by_pid = {}
         self.worker_logs = WorkerLogs()
+        self.workers_gone = None  # set by stop_workers while it waits
+
+    def _start_pool(self) -> None:
+        """In the event loop: hear the fork server's reports (exits, its own end)."""
+        if self.forks is not None:
+            asyncio.get_running_loop().add_reader(self.forks.fileno(), self.reap)
 
     def start_worker(self, for_request: Lease | None = None) -> None:
-        from ..worker import worker_main
-
+        if self.forks is None:
+            raise RuntimeError("this node manager has no fork server: it starts no worker")
         worker_id = new_id()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: becomes a worker, never returns
-            worker_main(
+        try:
+            pid = self.forks.start(
                 worker_id,
                 self.address,
                 self.token,
@@ -79,14 +97,21 @@ class PoolMixin:
                 err_w,
                 self.ip if self.cluster else None,
             )
-        os.close(out_w)
-        os.close(err_w)
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        loop = asyncio.get_running_loop()
+        if self.forks.exits:  # read while waiting for the pid: reap them next
+            loop.call_soon(self.reap)
         rec = WorkerRec(worker_id, pid, out_r, err_r, for_request=for_request)
         if for_request is not None:
             rec.actor_id = for_request.actor_id
         self.workers[worker_id] = rec
         self.by_pid[pid] = rec
-        loop = asyncio.get_running_loop()
         for fd, stream in ((out_r, "out"), (err_r, "err")):
             os.set_blocking(fd, False)
             loop.add_reader(fd, self.on_log, rec, fd, stream)
@@ -121,16 +146,46 @@ class PoolMixin:
             self.to_head(msg)
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            rec = self.by_pid.pop(pid, None)
-            if rec is not None:
-                self.worker_gone(rec, "its process exited")
+        """Workers the fork server saw exit; and the fork server, if it exited itself.
+
+        Runs when the fork server's socket is readable, on SIGCHLD (the node manager's
+        only child is the fork server) and after a start that read exits."""
+        forks = self.forks
+        if forks is None:
+            return
+        while exits := forks.take_exits():  # worker_gone may start workers: read again
+            for pid, _status in exits:
+                rec = self.by_pid.pop(pid, None)
+                if rec is not None:
+                    self.worker_gone(rec, "its process exited")
+        if not self.by_pid and self.workers_gone is not None:
+            self.workers_gone.set()
+        if forks.closed and forks.pid:
+            self.fork_server_gone(forks)
+
+    def fork_server_gone(self, forks: ForkServer) -> None:
+        """Its end closed: reap it. Unless the node is stopping, it crashed, and a node
+        that cannot start workers is broken: say so and stop (its workers die with it)."""
+        with contextlib.suppress(OSError):
+            asyncio.get_running_loop().remove_reader(forks.fileno())
+        try:
+            pid, status = os.waitpid(forks.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = forks.pid, 0
+        if pid == 0:
+            return  # its socket closed just before it exits: SIGCHLD comes next
+        forks.pid = 0  # reaped: its pid may be reused, never wait on it again
+        if self.stopping:
+            return
+        log.error(
+            "the fork server (pid %d) exited with status %s: stopping the node",
+            pid,
+            os.waitstatus_to_exitcode(status),
+        )
+        self.by_pid.clear()  # its workers are gone with it, or orphans that exit by themselves
+        if self.crashed is None:
+            self.crashed = ConnectionLost(f"the fork server (pid {pid}) exited")
+        self.begin_shutdown()
 
     def worker_gone(self, rec: WorkerRec, why: str) -> None:
         if rec.state == "dead":
@@ -159,9 +214,28 @@ class PoolMixin:
         self.run_lease_actions(actions)  # the actor lease it started for fails; schedule
 
     def kill_worker(self, rec: WorkerRec) -> None:
-        if rec.state != "dead":
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(rec.pid, signal.SIGKILL)
+        if rec.state != "dead" and self.forks is not None:
+            self.forks.kill(rec.pid, signal.SIGKILL)
+
+    async def stop_workers(self) -> None:
+        """SIGTERM every live worker, SIGKILL those left after kill_grace_s, and wait
+        until the fork server has reported each exit (worker_gone ran for each)."""
+        forks = self.forks
+        if forks is None:
+            return
+        self.workers_gone = asyncio.Event()
+        for signum, wait_s in (
+            (signal.SIGTERM, CONFIG.kill_grace_s),
+            (signal.SIGKILL, CONFIG.kill_wait_s),
+        ):
+            self.reap()
+            if not self.by_pid or forks.closed:
+                break
+            for pid in list(self.by_pid):
+                forks.kill(pid, signum)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.workers_gone.wait(), wait_s)
+        self.by_pid.clear()
 
     def kill_actor_worker(self, actor_id: bytes) -> None:
         for rec in self.workers.values():

@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..config import CONFIG
 from ..object_ref import ObjectRef
-
-POLL_S = 0.1  # how often the bar moves while nothing finishes
 
 
 def progress(
@@ -39,6 +38,7 @@ def progress(
     for r in refs:
         if not isinstance(r, ObjectRef):
             raise TypeError(f"progress() expects ObjectRefs, got {type(r).__name__}")
+    poll_s = CONFIG.progress_poll_s  # how often the bar moves while nothing finishes
     deadline = None if timeout is None else time.monotonic() + timeout
     pending = list({r.hex(): r for r in refs}.values())  # wait() wants distinct refs
     with _bar(len(pending), desc, file, tqdm_options) as bar:
@@ -46,7 +46,7 @@ def progress(
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break  # get() below raises GetTimeoutError
-            step = POLL_S if left is None else min(POLL_S, left)
+            step = poll_s if left is None else min(poll_s, left)
             ready, pending = api.wait(pending, num_returns=len(pending), timeout=step)
             if ready:
                 bar.update(len(ready))

@@ -155,7 +155,10 @@ def connect(session: str | None = None) -> Connection:
             with open(os.path.join(s, "token")) as f:
                 token = bytes.fromhex(f.read().strip())
             conn = Connection.connect(f"unix:{s}/node.sock", token, lambda *a: None, name="cli")
-            conn.request(P.RegisterClient("cli", new_id(), os.getpid(), "", None), timeout=10)
+            conn.request(
+                P.RegisterClient("cli", new_id(), os.getpid(), "", None),
+                timeout=CONFIG.request_timeout_s,
+            )
             return conn
         except Exception as exc:
             errors.append(f"{s}: {exc}")

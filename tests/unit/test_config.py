@@ -1,0 +1,47 @@
+"""config.py: every setting has a RAYLITE_* override, read by load()."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from raylite import config
+
+
+def _settings() -> list[str]:
+    return [f.name for f in fields(config.Config) if f.name != "extra"]
+
+
+@pytest.fixture(autouse=True)
+def no_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start each test from the defaults (the test run sets RAYLITE_LOCK_CHECKS)."""
+    for name in _settings():
+        monkeypatch.delenv(f"RAYLITE_{name.upper()}", raising=False)
+
+
+@pytest.mark.parametrize("name", _settings())
+def test_each_setting_is_overridden_by_its_environment_variable(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = getattr(config.Config(), name)
+    assert type(default) in (int, float), f"{name}: a setting is a number"
+    wanted = type(default)(default * 2 + 3)  # differs from the default, keeps the type
+    monkeypatch.setenv(f"RAYLITE_{name.upper()}", str(wanted))
+    loaded = config.load()
+    assert getattr(loaded, name) == wanted
+    assert type(getattr(loaded, name)) is type(default)
+    others = {n: getattr(loaded, n) for n in _settings() if n != name}
+    assert others == {n: getattr(config.Config(), n) for n in _settings() if n != name}, (
+        "one variable set more than its own setting"
+    )
+
+
+def test_without_overrides_load_gives_the_defaults() -> None:
+    assert config.load() == config.Config()
+
+
+def test_a_malformed_override_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYLITE_KILL_GRACE_S", "soon")
+    with pytest.raises(ValueError, match="soon"):
+        config.load()
