@@ -29,6 +29,7 @@ from ..config import RESOURCE_UNIT
 from ..exceptions import ConnectionLost
 from ..transport import AsyncConnection
 from .pool import WorkerRec
+from .statistics import frozen_map
 
 
 @dataclass(eq=False)
@@ -289,3 +290,8 @@ class LeasesMixin:
 
     def display(self, res: dict[str, int]) -> dict[str, float]:
         return {k: v / RESOURCE_UNIT for k, v in res.items()}
+
+    def _lease_stats(self) -> tuple[Any, Any, tuple[Any, ...], int]:
+        """(total, available, waiting shapes, granted leases), copied (for statistics)."""
+        shapes = tuple(frozen_map(s) for s in self.pending_shapes())
+        return frozen_map(self.total), frozen_map(self.available), shapes, len(self.leases)

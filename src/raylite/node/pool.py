@@ -29,6 +29,7 @@ from .. import protocol as P
 from ..object_ref import new_id
 from ..task_events import WorkerLogs
 from ..transport import AsyncConnection
+from .statistics import WorkerStat
 
 # leases.py imports this module for WorkerRec: naming it here, even for type checking, would be an import cycle.
 LeaseReq = Any
@@ -187,3 +188,19 @@ class PoolMixin:
 
     def on_kill_actor_worker(self, conn: AsyncConnection, msg: P.KillActorWorker, rid: int) -> None:
         self.kill_actor_worker(msg.actor_id)
+
+    def _worker_stats(self) -> tuple[WorkerStat, ...]:
+        """The worker table, copied (for NodeManager.statistics)."""
+        logs = self.worker_logs
+        return tuple(
+            WorkerStat(
+                w.worker_id,
+                w.pid,
+                w.state,
+                w.address,
+                w.lease_id,
+                w.actor_id,
+                logs.line_count(w.pid),
+            )
+            for w in self.workers.values()
+        )
