@@ -350,9 +350,10 @@ class Head:
         return total, avail
 
     def on_cluster_info(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
-        total, avail = self.cluster_totals()
-        nodes = [self.nm.node_dict(r) for r in self.nodes.values()]
-        conn.reply(rid, P.ClusterInfo(total, avail, nodes))
+        """`nodes()`, `cluster_resources()`: from a snapshot."""
+        stats = self.statistics()
+        nodes = [self.nm.node_dict(n) for n in stats.nodes]
+        conn.reply(rid, P.ClusterInfo(dict(stats.total), dict(stats.available), nodes))
 
     def on_node_status(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         """`raylite status`: the nodes and the head's own numbers, from a snapshot."""
