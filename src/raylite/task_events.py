@@ -4,11 +4,12 @@ Owns the task records the node manager builds from its workers' task events (a
 bounded table plus per-function/state counts that outlive it), the timeline those
 records make, and a small ring of recent output lines per worker. Not the tasks
 themselves (their owners, core_worker), not the worker pool or the actor table
-(node/pool.py, head/: `StateViews` reads those when asked).
+(node/pool.py, head/; node/listings.py answers the state requests from the
+node's statistics and these records).
 
     worker ──TaskEvents (batched: every event_flush_s, or on FlushEvents)──▶ TaskEventStore
     worker fd 1, 2 ──pipe──▶ node manager.on_log ──add()──▶ WorkerLogs (per pid ring)
-    cli, util.state ──ListState, SummarizeTasks, GetLogs──▶ StateViews ──▶ rows (dicts)
+    cli, util.state ──ListState, SummarizeTasks, GetLogs──▶ node/listings.py ──▶ rows
     api.timeline ──GetTimeline──▶ finished records ──chrome_trace()──▶ trace with flows
 
 A task event is one list, built by the worker (worker.py `_finish`, `flush_events`) in
@@ -29,17 +30,13 @@ late copy and is dropped.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
-import os
-import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from . import protocol as P
-from .config import CONFIG, RESOURCE_UNIT
+from .config import CONFIG
 
 log = logging.getLogger("raylite.task_events")
 
@@ -66,7 +63,7 @@ ACTOR_STATES = {"PENDING": "PENDING_CREATION"}  # raylite's ActorRec state -> Ra
 _EMPTY: tuple[()] = ()
 
 
-def _state(rec: list[Any]) -> str:
+def state_of(rec: list[Any]) -> str:
     if rec[END] is None:
         # No worker yet (an owner's event at submission): waiting for one.
         return RUNNING if rec[PID] else PENDING_NODE_ASSIGNMENT
@@ -171,7 +168,7 @@ class TaskEventStore:
 
     def _add(self, ev: list[Any]) -> None:
         tid = ev[TASK_ID]
-        state = _state(ev)
+        state = state_of(ev)
         if state == PENDING_NODE_ASSIGNMENT:
             if tid in self.pending or tid in self.active or tid in self.done:
                 return  # it started already: the owner's word came late
@@ -191,7 +188,7 @@ class TaskEventStore:
             table = self.done
             old = table.get(tid)
         if old is not None:
-            old_state = _state(old)
+            old_state = state_of(old)
             if state == RUNNING and (old_state == RUNNING or ev[START] <= old[END]):
                 return  # a late copy of what the record says already
             del table[tid]
@@ -293,6 +290,40 @@ class TaskEventStore:
             }
         }
 
+    def recorded(self) -> int:
+        """Records held now (running, waiting and finished)."""
+        return len(self.active) + len(self.pending) + len(self.done)
+
+    def state_totals(self) -> dict[str, int]:
+        """How many tasks are in each state (also those whose records were dropped)."""
+        out: dict[str, int] = {}
+        for by_state in self.counts.values():
+            for state, n in by_state.items():
+                out[state] = out.get(state, 0) + n
+        return out
+
+    def newest_first(self, state: str = "") -> Iterator[list[Any]]:
+        """Records in `state` (all if ""): running, then waiting, then finished newest
+        first. Lazy: a bounded listing stops early; read it before the table changes."""
+        if state in ("", RUNNING):
+            yield from list(self.active.values())  # small: one per busy worker
+        if state in ("", PENDING_NODE_ASSIGNMENT):
+            yield from reversed(list(self.pending.values()))
+        if state not in (RUNNING, PENDING_NODE_ASSIGNMENT):
+            for rec in reversed(self.done.values()):
+                if not state or state_of(rec) == state:
+                    yield rec
+
+    def find(self, task_id: bytes) -> list[Any] | None:
+        """A task's record (running, waiting or finished), or None."""
+        return self.active.get(task_id) or self.pending.get(task_id) or self.done.get(task_id)
+
+    def finished_newest_first(self) -> Iterator[list[Any]]:
+        return reversed(self.done.values())
+
+    def oldest_finished(self) -> list[Any] | None:
+        return next(iter(self.done.values()), None)
+
     def timeline_events(self) -> list[list[Any]]:
         """The finished records, oldest first (the wire form GetTimeline replies with)."""
         return list(self.done.values())
@@ -310,7 +341,7 @@ TASK_COLUMNS: dict[str, Callable[[TaskEventStore, list[Any]], Any]] = {
     "task_id": lambda s, r: r[TASK_ID].hex(),
     "attempt_number": lambda s, r: s.attempts.get(r[TASK_ID], 0),
     "name": lambda s, r: r[NAME],
-    "state": lambda s, r: _state(r),
+    "state": lambda s, r: state_of(r),
     "job_id": lambda s, r: _hex(r[JOB_ID]),
     "actor_id": lambda s, r: _hex(r[ACTOR_ID]),
     "type": lambda s, r: TASK_TYPES.get(r[KIND], "NORMAL_TASK"),
@@ -357,7 +388,7 @@ def chrome_trace(events: list[list[Any]]) -> tuple[list[dict[str, Any]], list[di
                 "worker_id": ev[WORKER_ID].hex(),
                 "worker_pid": pid,
                 "parent_task_id": _hex(ev[PARENT]),
-                "state": _state(ev),
+                "state": state_of(ev),
             },
         }
         if ev[ERROR]:
@@ -427,6 +458,13 @@ class WorkerLogs:
             seq += 1
         self.next_seq[pid] = seq
 
+    def line_count(self, pid: int) -> int:
+        """Lines kept for this worker (0 if none: it never printed, or was evicted)."""
+        return len(self.rings.get(pid, ()))
+
+    def knows(self, pid: int) -> bool:
+        return pid in self.rings
+
     def get(self, pid: int, after: int, tail: int) -> tuple[list[list[Any]], int]:
         """(lines numbered `after` and later, or the last `tail` if after <= 0; next number)."""
         ring = self.rings.get(pid)
@@ -437,275 +475,3 @@ class WorkerLogs:
             return [line for line in ring if line[0] >= after], nxt
         lines = list(ring)
         return (lines[-tail:] if tail > 0 else lines), nxt
-
-
-# --- answers to the state requests, from the node manager's records -----------------------
-class StateViews:
-    """ListState, SummarizeTasks and GetLogs, answered from what the node manager holds.
-
-    Reads the node manager's tables (workers, actors, segments, resources) only when
-    asked, so the node manager needs no code of its own for them; it registers these
-    handlers and feeds `tasks` (on_task_events) and `logs` (on_log).
-    """
-
-    def __init__(self, nm: Any, tasks: TaskEventStore, logs: WorkerLogs) -> None:
-        self.nm = nm
-        self.tasks = tasks
-        self.logs = logs
-        self.started = time.time()
-
-    async def flush_workers(self) -> None:
-        """Ask every live worker for the task events it has not sent yet."""
-        flushes = [
-            asyncio.wait_for(w.conn.request(P.FlushEvents()), CONFIG.node_answer_timeout_s)
-            for w in self.nm.workers.values()
-            if w.conn is not None and not w.conn.closed and w.state != "dead"
-        ]
-        await asyncio.gather(*flushes, return_exceptions=True)
-
-    # ----------------------------------------------------------------- handlers
-    def on_list_state(self, conn: Any, msg: P.ListState, rid: int) -> None:
-        self.nm.spawn(self._list_state(conn, msg, rid))
-
-    async def _list_state(self, conn: Any, msg: P.ListState, rid: int) -> None:
-        self.tasks.node_id = self.nm.node_id
-        if msg.kind == "tasks":
-            await self.flush_workers()
-        try:
-            if msg.kind == "tasks":
-                rows, total = self.tasks.list_tasks(msg.filters, msg.limit)
-            else:
-                lister = getattr(self, f"_{msg.kind}", None)
-                if lister is None or msg.kind.startswith("_"):
-                    raise ValueError(
-                        f"cannot list {msg.kind!r}: choose tasks, actors, objects, nodes or workers"
-                    )
-                filters = check_filters(msg.filters, _COLUMNS[msg.kind], msg.kind)
-                everything = lister()
-                picked = [r for r in everything if matches(r.get, filters)]
-                rows, total = picked[: msg.limit], len(picked)
-        except ValueError as exc:
-            conn.reply(rid, P.Failed(str(exc)))
-            return
-        except Exception as exc:  # a table changed shape: say so rather than never reply
-            log.exception("listing %s failed", msg.kind)
-            conn.reply(rid, P.Failed(f"raylite could not list {msg.kind}: {exc!r}"))
-            return
-        conn.reply(rid, P.StateList(rows, total))
-
-    def on_summarize_tasks(self, conn: Any, msg: P.SummarizeTasks, rid: int) -> None:
-        self.nm.spawn(self._summarize(conn, rid))
-
-    async def _summarize(self, conn: Any, rid: int) -> None:
-        await self.flush_workers()
-        conn.reply(rid, P.TaskSummary(self.tasks.summary()))
-
-    def on_get_logs(self, conn: Any, msg: P.GetLogs, rid: int) -> None:
-        pid, found = self._log_pid(msg)
-        if not found:
-            conn.reply(rid, P.Failed(found_nothing(msg)))
-            return
-        lines, nxt = self.logs.get(pid, msg.after, msg.tail)
-        rec = self.nm.by_pid.get(pid)
-        # Another node's worker (the head keeps their output): alive as far as we know.
-        alive = rec.state != "dead" if rec is not None else pid in self.logs.rings
-        conn.reply(rid, P.Logs(pid, lines, nxt, alive))
-
-    def _log_pid(self, msg: P.GetLogs) -> tuple[int, bool]:
-        if msg.actor_id:
-            actor = self.nm.actors.get(msg.actor_id)
-            if actor is not None and actor.pid:
-                return actor.pid, True
-            for w in self.nm.workers.values():  # starting, or never reported alive
-                if w.actor_id == msg.actor_id:
-                    return w.pid, True
-            return 0, False
-        if msg.task_id:
-            rec = self.tasks.active.get(msg.task_id) or self.tasks.done.get(msg.task_id)
-            return (rec[PID], True) if rec is not None else (0, False)
-        known = msg.pid in self.logs.rings or any(
-            w.pid == msg.pid for w in self.nm.workers.values()
-        )
-        return msg.pid, known
-
-    # ------------------------------------------------------------------ listings
-    def _node_hex(self) -> str:
-        return self.nm.node_id.hex()
-
-    def _actors(self) -> list[dict[str, Any]]:
-        nm = self.nm
-        rows = {}
-        for actor in nm.actors.values():
-            if not (actor.class_name or actor.pid or actor.state == "DEAD"):
-                continue  # only asked about (GetActorInfo), never created here
-            namespace, name = actor.name or (None, None)
-            rows[actor.actor_id] = {
-                "actor_id": actor.actor_id.hex(),
-                "class_name": actor.class_name,
-                "state": ACTOR_STATES.get(actor.state, actor.state),
-                "job_id": None,
-                "name": name or "",
-                "node_id": self._node_hex(),
-                "pid": actor.pid or None,
-                "ray_namespace": namespace,
-                "death_cause": {"message": actor.cause} if actor.state == "DEAD" else None,
-                "address": actor.address,
-            }
-        for w in nm.workers.values():  # actors whose worker starts: nobody reported them yet
-            if w.actor_id is not None and w.actor_id not in rows and w.state != "dead":
-                rows[w.actor_id] = {
-                    "actor_id": w.actor_id.hex(),
-                    "class_name": "",
-                    "state": "PENDING_CREATION",
-                    "job_id": None,
-                    "name": "",
-                    "node_id": self._node_hex(),
-                    "pid": w.pid,
-                    "ray_namespace": None,
-                    "death_cause": None,
-                    "address": w.address,
-                }
-        return list(rows.values())
-
-    def _workers(self) -> list[dict[str, Any]]:
-        nm = self.nm
-        rows = []
-        addresses = set()
-        for w in nm.workers.values():
-            addresses.add(w.address)
-            rows.append(
-                {
-                    "worker_id": w.worker_id.hex(),
-                    "is_alive": w.state != "dead",
-                    "worker_type": "WORKER",
-                    "exit_type": None if w.state != "dead" else "SYSTEM_ERROR",
-                    "node_id": self._node_hex(),
-                    "ip": "127.0.0.1",
-                    "pid": w.pid,
-                    "state": w.state.upper(),
-                    "actor_id": _hex(w.actor_id),
-                    "log_lines": len(self.logs.rings.get(w.pid, ())),
-                }
-            )
-        for address, pid in nm.client_pids.items():
-            if address in addresses or not os.path.basename(address).startswith("d-"):
-                continue
-            alive = _pid_alive(pid)
-            rows.append(
-                {
-                    "worker_id": os.path.basename(address)[2:].split(".")[0],
-                    "is_alive": alive,
-                    "worker_type": "DRIVER",
-                    "exit_type": None if alive else "INTENDED_USER_EXIT",
-                    "node_id": self._node_hex(),
-                    "ip": "127.0.0.1",
-                    "pid": pid,
-                    "state": "ALIVE" if alive else "DEAD",
-                    "actor_id": None,
-                    "log_lines": 0,
-                }
-            )
-        return rows
-
-    def _nodes(self) -> list[dict[str, Any]]:
-        nm = self.nm
-        head = getattr(nm, "head", None)
-        if head is not None and getattr(head, "nodes", None):  # the head: the cluster's view
-            return [self._node_row(nm.node_dict(r)) for r in head.nodes.values()]
-        return [
-            {
-                "node_id": self._node_hex(),
-                "node_ip": "127.0.0.1",
-                "is_head_node": True,
-                "state": "ALIVE",
-                "state_message": None,
-                "node_name": socket.gethostname(),
-                "resources_total": {k: v / RESOURCE_UNIT for k, v in nm.total.items()},
-                "resources_available": {
-                    k: max(v, 0) / RESOURCE_UNIT for k, v in nm.available.items()
-                },
-                "labels": {},
-                "start_time_ms": int(self.started * 1000),
-            }
-        ]
-
-    def _node_row(self, d: dict[str, Any]) -> dict[str, Any]:
-        """A node as the head's `nodes()` view has it, in Ray's state-API names."""
-        local = d["NodeID"] == self._node_hex()
-        return {
-            "node_id": d["NodeID"],
-            "node_ip": d.get("NodeManagerAddress", ""),
-            "is_head_node": bool(d.get("IsHead", local)),
-            "state": "ALIVE" if d.get("Alive") else "DEAD",
-            "state_message": None,
-            "node_name": d.get("NodeManagerHostname") or d.get("NodeName", ""),
-            "resources_total": dict(d.get("Resources", {})),
-            "resources_available": (
-                {k: max(v, 0) / RESOURCE_UNIT for k, v in self.nm.available.items()}
-                if local
-                else {}
-            ),
-            "labels": {},
-            "start_time_ms": int(self.started * 1000) if local else None,
-        }
-
-    def _objects(self) -> list[dict[str, Any]]:
-        """What is in this node's store (the owners' reference tables are theirs)."""
-        nm = self.nm
-        return [
-            {
-                "object_id": oid.hex(),
-                "object_size": seg.size,
-                "task_status": "FINISHED",
-                "reference_type": "PINNED_IN_MEMORY",
-                "call_site": "disabled",
-                "type": "WORKER" if "/w-" in seg.owner else "DRIVER",
-                "pid": nm.client_pids.get(seg.owner) or None,
-                "ip": "127.0.0.1",
-                "spilled": seg.spilled,
-            }
-            for oid, seg in nm.segments.items()
-        ]
-
-
-_COLUMNS = {
-    "actors": [
-        "actor_id", "class_name", "state", "job_id", "name", "node_id", "pid",
-        "ray_namespace", "death_cause", "address",
-    ],
-    "workers": [
-        "worker_id", "is_alive", "worker_type", "exit_type", "node_id", "ip", "pid",
-        "state", "actor_id", "log_lines",
-    ],
-    "nodes": [
-        "node_id", "node_ip", "is_head_node", "state", "state_message", "node_name",
-        "resources_total", "resources_available", "labels", "start_time_ms",
-    ],
-    "objects": [
-        "object_id", "object_size", "task_status", "reference_type", "call_site", "type",
-        "pid", "ip", "spilled",
-    ],
-}  # fmt: skip
-
-
-def found_nothing(msg: P.GetLogs) -> str:
-    if msg.actor_id:
-        what = f"actor {msg.actor_id.hex()}"
-    elif msg.task_id:
-        what = f"task {msg.task_id.hex()}"
-    else:
-        what = f"worker pid={msg.pid}"
-    return (
-        f"no output known for {what} on this node: check the id with "
-        "`raylite list actors` or `raylite list workers`."
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -32,6 +32,12 @@ _global: Worker | None = None
 _auto_init: Callable[[], Worker] | None = None
 
 
+def live_worker() -> Worker | None:
+    """The live core worker, or None: never starts raylite (for tools that only look)."""
+    cw = _global
+    return cw if cw is not None and not cw.closed else None
+
+
 def global_worker() -> Worker:
     """The live core worker, starting raylite (init()) on first use, as Ray does."""
     cw = _global

@@ -3,9 +3,10 @@
 Owns the dashboard's HTTP server (server.py, aiohttp in the node manager's event
 loop: no thread, no process of its own), its JSON views (views.py) and the static
 page (static/: plain HTML, JS and CSS, nothing to build). Not the data: it reads
-the node manager's tables in-process and changes nothing; no route runs code.
+snapshots (the node manager's and the head's statistics(), frozen copies) and the
+task records in-process, and changes nothing; no route runs code.
 
-    browser ──GET /api/...──▶ aiohttp (node manager's loop) ──views.*(nm)──▶ JSON
+    browser ──GET /api/...──▶ aiohttp (node manager's loop) ──views.*(snapshots)──▶ JSON
     init(include_dashboard=True) / raylite start --head
         └─▶ node manager --dashboard-port ──▶ <session_dir>/dashboard_url
 

@@ -4,8 +4,9 @@ An aiohttp application the head's node manager runs in its own event loop
 (`start_dashboard`, from NodeManager.serve). Every route is a GET of a page or of
 JSON from views.py, except POST /login, which only compares a token and sets a
 cookie: there is no way to run code, change the cluster or read a file outside
-static/. Handlers are synchronous reads of in-memory tables, bounded by views.py,
-so a request holds the loop for milliseconds.
+static/. Handlers take snapshots (nm.statistics(), nm.head_statistics(): frozen
+copies) and render them with views.py, bounded there, so a request holds the loop
+for milliseconds; they read nothing else of the node manager (Source says what).
 
     GET /?token=T ──valid──▶ 303 to / + Set-Cookie ──▶ GET / (cookie) ──▶ index.html
     GET /api/... without cookie ──▶ 401            POST /login token=T ──▶ 303 | 401
@@ -21,10 +22,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from ..head.statistics import HeadStatistics
+from ..node.statistics import NodeStatistics
+from ..task_events import TaskEventStore, WorkerLogs
 from . import DEFAULT_PORT, URL_FILE, login_token, session_cookie, views
 
 log = logging.getLogger("raylite.dashboard")
@@ -105,7 +109,25 @@ def login_page(message: str = "", status: int = 401) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html")
 
 
-def make_app(nm: Any) -> web.Application:
+class Source(Protocol):
+    """What the dashboard uses of the head's node manager: snapshots, the task records
+    and log rings (read through their queries), and its connections to other nodes.
+    A test checks the dashboard reads nothing else of it."""
+
+    token: bytes
+    ip: str
+    session_dir: str
+    task_events: TaskEventStore
+    worker_logs: WorkerLogs
+
+    def statistics(self, objects: bool = False) -> NodeStatistics: ...
+
+    def head_statistics(self) -> HeadStatistics | None: ...
+
+    async def connect_nm(self, address: str) -> Any: ...
+
+
+def make_app(nm: Source) -> web.Application:
     """The application; `nm` is the head's node manager (read, never changed)."""
     auth = Auth(nm.token)
 
@@ -169,9 +191,16 @@ def make_app(nm: Any) -> web.Application:
         except ValueError:
             raise web.HTTPBadRequest(text=f"{name} must be a number (unix seconds)")
 
+    def snapshots(objects: bool = False) -> tuple[NodeStatistics, HeadStatistics]:
+        head = nm.head_statistics()
+        if head is None:  # the dashboard is served where the head runs
+            raise web.HTTPServiceUnavailable(text="the head does not run in this process")
+        return nm.statistics(objects=objects), head
+
     async def api_cluster(request: web.Request) -> web.Response:
-        data = views.cluster(nm)
-        stores = await views.other_stores(nm)
+        node, head = snapshots()
+        data = views.cluster(node, head)
+        stores = await views.other_stores(nm.connect_nm, node, head)
         for node in data["nodes"]:
             if node["store"] is None and node["node_id"] in stores:
                 node["store"] = stores[node["node_id"]].stats
@@ -180,7 +209,7 @@ def make_app(nm: Any) -> web.Application:
     async def api_tasks(request: web.Request) -> web.Response:
         return _json(
             views.tasks(
-                nm,
+                nm.task_events,
                 state=request.query.get("state", ""),
                 func=request.query.get("func", ""),
                 limit=q(request, "limit", 100, views.MAX_LIMIT),
@@ -189,15 +218,17 @@ def make_app(nm: Any) -> web.Application:
         )
 
     async def api_task(request: web.Request) -> web.Response:
-        row = views.task(nm, request.match_info["task_id"])
+        row = views.task(nm.task_events, request.match_info["task_id"])
         if row is None:
             return _json({"error": "no such task recorded on this node"}, status=404)
         return _json(row)
 
     async def api_actors(request: web.Request) -> web.Response:
+        node, head = snapshots()
         return _json(
             views.actors(
-                nm,
+                node,
+                head,
                 state=request.query.get("state", ""),
                 limit=q(request, "limit", 100, views.MAX_LIMIT),
             )
@@ -206,19 +237,22 @@ def make_app(nm: Any) -> web.Application:
     async def api_objects(request: web.Request) -> web.Response:
         sort = "size" if request.query.get("sort") == "size" else "recent"
         limit = q(request, "limit", 100, views.MAX_LIMIT)
-        return _json(
-            views.merge_objects(
-                views.objects(nm, sort, limit), await views.other_stores(nm), sort, limit
-            )
-        )
+        node, head = snapshots(objects=True)
+        stores = await views.other_stores(nm.connect_nm, node, head)
+        return _json(views.merge_objects(views.objects(node, sort, limit), stores, sort, limit))
 
     async def api_workers(request: web.Request) -> web.Response:
-        return _json(views.workers(nm, limit=q(request, "limit", views.MAX_WORKERS, 5000)))
+        node, head = snapshots()
+        return _json(views.workers(node, head, limit=q(request, "limit", views.MAX_WORKERS, 5000)))
 
     async def api_logs(request: web.Request) -> web.Response:
         pid = q(request, "pid", 0, 1 << 31)
         out = views.logs(
-            nm, pid, after=q(request, "after", 0, 1 << 62), tail=q(request, "tail", 500, 5000)
+            nm.statistics(),
+            nm.worker_logs,
+            pid,
+            after=q(request, "after", 0, 1 << 62),
+            tail=q(request, "tail", 500, 5000),
         )
         if out is None:
             return _json({"error": f"no worker with pid {pid} on this node"}, status=404)
@@ -226,7 +260,9 @@ def make_app(nm: Any) -> web.Application:
 
     async def api_timeline(request: web.Request) -> web.Response:
         limit = q(request, "limit", views.DEFAULT_TIMELINE, views.MAX_TIMELINE)
-        return _json(views.timeline(nm, qf(request, "start"), qf(request, "end"), limit))
+        node, head = snapshots()
+        start, end = qf(request, "start"), qf(request, "end")
+        return _json(views.timeline(nm.task_events, node, head, start, end, limit))
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[AUTH] = auth
@@ -256,13 +292,13 @@ class Dashboard:
         await self.runner.cleanup()
 
 
-def _url_host(host: str, nm: Any) -> str:
+def _url_host(host: str, nm: Source) -> str:
     if host in ("", "0.0.0.0", "::"):  # every address: name one a browser here can use
         host = nm.ip if nm.ip not in ("", "0.0.0.0") else "127.0.0.1"
     return f"[{host}]" if ":" in host else host
 
 
-async def start_dashboard(nm: Any, host: str, port: int) -> Dashboard | None:
+async def start_dashboard(nm: Source, host: str, port: int) -> Dashboard | None:
     """Serve the dashboard on host:port (0: any free port); None, with a warning, if it
     cannot listen. Ray's default port, when taken, gives way to a free one."""
     app = make_app(nm)

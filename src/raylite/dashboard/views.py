@@ -1,14 +1,17 @@
-"""The dashboard's JSON answers, read in-process from the head node's tables.
+"""The dashboard's JSON answers, built from snapshots and the task records.
 
-Pure functions of the node manager's state (no HTTP here, see server.py): the
-node table and actor table (nm.head), the task records (nm.task_events), the
-store's segments (nm.segments), the worker pool and its recent output
-(nm.workers, nm.worker_logs). Every answer is bounded: lists take a `limit`
-(capped by MAX_LIMIT), counts come from the tables' own counters, and nothing
-walks more records than a listing needs, so a page polled every second costs
-the same with 100 recorded tasks as with 100,000.
+Pure functions (no HTTP here, see server.py) of the node's statistics
+(node/statistics.py: workers, resources, the store and its objects), the head's
+(head/statistics.py: nodes, actors, jobs), the task records (task_events.py's
+TaskEventStore, read through its queries) and the workers' recent output
+(WorkerLogs.get). Nothing here reads a live table of the node manager or the head,
+so a test renders every view from snapshots made by hand. Every answer is bounded:
+lists take a `limit` (capped by MAX_LIMIT), counts come from the tables' own
+counters, and nothing walks more task records than a listing needs, so a page
+polled every second costs the same with 100 recorded tasks as with 100,000.
 
-    browser ──GET /api/tasks?state=FAILED&limit=100──▶ server ──tasks(nm, ...)──▶ dict
+    browser ──GET /api/tasks?state=FAILED&limit=100──▶ server ──tasks(records, ...)──▶ dict
+    browser ──GET /api/cluster──▶ server ──cluster(nm.statistics(), head statistics)──▶ dict
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import heapq
 import itertools
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .. import protocol as P
 from .. import task_events as TE
 from ..config import RESOURCE_UNIT
+from ..head.statistics import HeadStatistics
+from ..node.statistics import NodeStatistics, StoreStat
 
 MAX_LIMIT = 1000  # rows of one listing
 MAX_TIMELINE = 10_000  # bars of one timeline answer
@@ -41,7 +46,7 @@ def _hex(b: bytes | None) -> str | None:
     return b.hex() if b else None
 
 
-def _display(res: dict[str, int]) -> dict[str, float]:
+def _display(res: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in res.items():
         if k.startswith("node:"):
@@ -59,75 +64,62 @@ def clamp(value: Any, default: int, high: int) -> int:
 
 
 # --------------------------------------------------------------------- cluster
-def cluster(nm: Any) -> dict[str, Any]:
-    head = nm.head
+def cluster(node: NodeStatistics, head: HeadStatistics) -> dict[str, Any]:
     nodes = []
-    for r in head.view():
-        total = _display(r["total"])
-        available = _display(r["available"]) if r["alive"] else {}
+    for r in head.nodes:
+        total = _display(r.total)
+        available = _display(r.available) if r.alive else {}
         used = {k: max(v - available.get(k, 0.0), 0.0) for k, v in total.items()}
-        own = r["node_id"] == nm.node_id
+        own = r.node_id == node.node_id
         nodes.append(
             {
-                "node_id": r["node_id"].hex(),
-                "address": r["address"] or r["info"].get("unix_address", ""),
-                "ip": r["ip"],
-                "hostname": r["info"].get("hostname", ""),
-                "alive": r["alive"],
-                "is_head": r["is_head"],
-                "cause": r["cause"],
+                "node_id": r.node_id.hex(),
+                "address": r.address or r.info.get("unix_address", ""),
+                "ip": r.ip,
+                "hostname": r.info.get("hostname", ""),
+                "alive": r.alive,
+                "is_head": r.is_head,
+                "cause": r.cause,
                 "total": total,
-                "used": used if r["alive"] else {},
-                "pending": len(r["pending"]),
-                "store": _store(nm) if own else None,  # others': the server asks them
-                "workers": sum(1 for w in nm.workers.values() if w.state != "dead")
-                if own
-                else None,
+                "used": used if r.alive else {},
+                "pending": len(r.pending),
+                "store": _store(node.store) if own else None,  # others': the server asks them
+                "workers": sum(1 for w in node.workers if w.alive) if own else None,
             }
         )
-    total, avail = head.cluster_totals()
-    totals = _display(total)
-    available = _display(avail)
-    counts = _task_state_totals(nm.task_events)
+    totals = _display(head.total)
+    available = _display(head.available)
     return {
         "nodes": nodes,
         "total": totals,
         "used": {k: max(v - available.get(k, 0.0), 0.0) for k, v in totals.items()},
         "byte_resources": list(BYTE_RESOURCES),
-        "store": _store(nm),
+        "store": _store(node.store),
         "head": {
-            "node_id": nm.node_id.hex(),
-            "address": nm.tcp_address or nm.address,
-            "storage": head.storage.url,
+            "node_id": node.node_id.hex(),
+            "address": node.tcp_address or node.address,
+            "storage": head.storage,
             "uptime_s": time.time() - head.started,
             "jobs": head.jobs,
-            "actors_alive": sum(1 for a in head.actors.values() if a.state == "ALIVE"),
+            "actors_alive": sum(1 for a in head.actors if a.state == "ALIVE"),
         },
-        "tasks": counts,
+        "tasks": dict(node.task_states),
         "now": time.time(),
     }
 
 
-def _store(nm: Any) -> dict[str, Any]:
+def _store(s: StoreStat) -> dict[str, Any]:
     return {
-        "used_bytes": nm.used_bytes,
-        "capacity_bytes": nm.capacity,
-        "spilled_bytes": nm.spilled_bytes,
-        "num_objects": len(nm.segments),
-        "spilled_objects": nm.spilled_total,
-        "restored_objects": nm.restored_total,
+        "used_bytes": s.used_bytes,
+        "capacity_bytes": s.capacity_bytes,
+        "spilled_bytes": s.spilled_bytes,
+        "num_objects": s.num_objects,
+        "spilled_objects": s.spilled_objects,
+        "restored_objects": s.restored_objects,
     }
 
 
 # ----------------------------------------------------------------------- tasks
-def _task_state_totals(te: TE.TaskEventStore) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for by_state in te.counts.values():
-        for state, n in by_state.items():
-            out[state] = out.get(state, 0) + n
-    return out
-
-
 def task_row(te: TE.TaskEventStore, rec: list[Any]) -> dict[str, Any]:
     error = rec[TE.ERROR]
     end = rec[TE.END]
@@ -136,7 +128,7 @@ def task_row(te: TE.TaskEventStore, rec: list[Any]) -> dict[str, Any]:
         "name": rec[TE.NAME],
         "func": rec[TE.FUNC],
         "type": TE.TASK_TYPES.get(rec[TE.KIND], "NORMAL_TASK"),
-        "state": TE._state(rec),
+        "state": TE.state_of(rec),
         "attempt": te.attempts.get(rec[TE.TASK_ID], 0),
         "pid": rec[TE.PID],
         "worker_id": _hex(rec[TE.WORKER_ID]),
@@ -152,20 +144,9 @@ def task_row(te: TE.TaskEventStore, rec: list[Any]) -> dict[str, Any]:
     }
 
 
-def _newest_first(te: TE.TaskEventStore, state: str) -> Iterator[list[Any]]:
-    """Running records first, then waiting, then finished ones newest first."""
-    if state in ("", TE.RUNNING):
-        yield from list(te.active.values())  # small: one per busy worker
-    if state in ("", TE.PENDING_NODE_ASSIGNMENT):
-        yield from reversed(list(te.pending.values()))
-    if state not in (TE.RUNNING, TE.PENDING_NODE_ASSIGNMENT):
-        yield from reversed(te.done.values())
-
-
 def tasks(
-    nm: Any, state: str = "", func: str = "", limit: int = 100, offset: int = 0
+    te: TE.TaskEventStore, state: str = "", func: str = "", limit: int = 100, offset: int = 0
 ) -> dict[str, Any]:
-    te = nm.task_events
     state = state.upper()
     functions: dict[str, dict[str, Any]] = {}
     for (name, kind), by_state in te.counts.items():
@@ -181,9 +162,7 @@ def tasks(
         if func and name != func:
             continue
         matching += by_state.get(state, 0) if state else sum(by_state.values())
-    picked: Iterable[list[Any]] = _newest_first(te, state)
-    if state in (TE.FINISHED, TE.FAILED):
-        picked = (r for r in picked if TE._state(r) == state)
+    picked: Iterable[list[Any]] = te.newest_first(state)
     if func:
         picked = (r for r in picked if r[TE.FUNC] == func)
     rows = [task_row(te, r) for r in itertools.islice(picked, offset, offset + limit)]
@@ -191,30 +170,30 @@ def tasks(
     return {
         "functions": top,
         "functions_total": len(functions),
-        "states": _task_state_totals(te),
+        "states": te.state_totals(),
         "rows": rows,
         "matching": matching,
         "offset": offset,
         "limit": limit,
-        "recorded": len(te.active) + len(te.pending) + len(te.done),
+        "recorded": te.recorded(),
         "evicted": te.evicted,
     }
 
 
-def task(nm: Any, task_id: str) -> dict[str, Any] | None:
-    te = nm.task_events
+def task(te: TE.TaskEventStore, task_id: str) -> dict[str, Any] | None:
     try:
         tid = bytes.fromhex(task_id)
     except ValueError:
         return None
-    rec = te.active.get(tid) or te.pending.get(tid) or te.done.get(tid)
+    rec = te.find(tid)
     return task_row(te, rec) if rec is not None else None
 
 
 # ---------------------------------------------------------------------- actors
-def actors(nm: Any, state: str = "", limit: int = 100) -> dict[str, Any]:
-    head = nm.head
-    addresses = {r.node_id: r.address or r.ip for r in head.nodes.values()}
+def actors(
+    node: NodeStatistics, head: HeadStatistics, state: str = "", limit: int = 100
+) -> dict[str, Any]:
+    addresses = {n.node_id: n.address or n.ip for n in head.nodes}
     rows: list[dict[str, Any]] = []
     by_state: dict[str, int] = {}
     by_class: dict[str, dict[str, int]] = {}
@@ -230,29 +209,28 @@ def actors(nm: Any, state: str = "", limit: int = 100) -> dict[str, Any]:
             rows.append(row)
 
     # Newest first: the table is in creation order.
-    for actor in reversed(head.actors.values()):
+    for actor in reversed(head.actors):
         known.add(actor.actor_id)
-        if not (actor.class_name or actor.pid or actor.state == "DEAD"):
+        if not actor.created:
             continue  # only asked about (GetActorInfo), never created
-        namespace, name = actor.name or (None, "")
         add(
             {
                 "actor_id": actor.actor_id.hex(),
                 "class_name": actor.class_name,
-                "state": TE.ACTOR_STATES.get(actor.state, actor.state),
-                "name": name,
-                "namespace": namespace,
+                "state": TE.ACTOR_STATES.get(actor.state, str(actor.state)),
+                "name": actor.name or "",
+                "namespace": actor.namespace,
                 "node_id": _hex(actor.node_id),
                 "node": addresses.get(actor.node_id, ""),
                 "pid": actor.pid or None,
                 "address": actor.address,
-                "restarts": getattr(actor, "restarts", 0),
+                "restarts": actor.restarts,
                 "restarts_left": actor.restarts_left,
                 "cause": actor.cause,
             }
         )
-    for w in nm.workers.values():  # starting here: nobody reported them yet
-        if w.actor_id is not None and w.actor_id not in known and w.state != "dead":
+    for w in node.workers:  # starting here: nobody reported them yet
+        if w.actor_id is not None and w.actor_id not in known and w.alive:
             add(
                 {
                     "actor_id": w.actor_id.hex(),
@@ -260,8 +238,8 @@ def actors(nm: Any, state: str = "", limit: int = 100) -> dict[str, Any]:
                     "state": "PENDING_CREATION",
                     "name": "",
                     "namespace": None,
-                    "node_id": nm.node_id.hex(),
-                    "node": addresses.get(nm.node_id, ""),
+                    "node_id": node.node_id.hex(),
+                    "node": addresses.get(node.node_id, ""),
                     "pid": w.pid,
                     "address": w.address,
                     "restarts": 0,
@@ -283,57 +261,61 @@ def actors(nm: Any, state: str = "", limit: int = 100) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- objects
-def _owner(nm: Any, address: str) -> tuple[str, int | None]:
-    pid = nm.client_pids.get(address)
+def _owner(node: NodeStatistics, address: str) -> tuple[str, int | None]:
+    pid = node.clients.get(address)
     kind = "driver" if os.path.basename(address).startswith("d-") else "worker"
     return (f"{kind} pid={pid}" if pid else f"{kind} {address}"), pid
 
 
-def objects(nm: Any, sort: str = "recent", limit: int = 100) -> dict[str, Any]:
-    segments = nm.segments
+def objects(node: NodeStatistics, sort: str = "recent", limit: int = 100) -> dict[str, Any]:
+    """The store's objects; `node` must carry them (statistics(objects=True))."""
+    segments = node.objects or ()
     if sort == "size":
-        chosen = heapq.nlargest(limit, segments.items(), key=lambda item: item[1].size)
+        chosen = heapq.nlargest(limit, segments, key=lambda seg: seg.size)
     else:  # least recently used last: newest first
-        chosen = list(itertools.islice(reversed(segments.items()), limit))
+        chosen = list(itertools.islice(reversed(segments), limit))
     rows = []
-    for oid, seg in chosen:
-        owner, pid = _owner(nm, seg.owner)
+    for seg in chosen:
+        owner, pid = _owner(node, seg.owner)
         rows.append(
             {
-                "object_id": oid.hex(),
+                "object_id": seg.object_id.hex(),
                 "size": seg.size,
                 "owner": owner,
                 "owner_pid": pid,
                 "spilled": seg.spilled,
-                "readers": max(seg.mapped, 0),
-                "copies": len(seg.copies),
+                "readers": seg.readers,
+                "copies": seg.copies,
             }
         )
     return {
         "rows": rows,
-        "store": _store(nm),
+        "store": _store(node.store),
         "total": len(segments),
         "sort": sort,
-        "node_id": nm.node_id.hex(),
+        "node_id": node.node_id.hex(),
     }
 
 
-async def other_stores(nm: Any, wait_s: float = 2.0) -> dict[str, Any]:
-    """Each other live node's StoreStats, by node id hex (those that answer in time)."""
-    head = nm.head
-    if head is None:
-        return {}
+async def other_stores(
+    connect: Callable[[str], Awaitable[Any]],
+    node: NodeStatistics,
+    head: HeadStatistics,
+    wait_s: float = 2.0,
+) -> dict[str, Any]:
+    """Each other live node's StoreStats, by node id hex (those that answer in time);
+    `connect` is the node manager's connect_nm."""
 
-    async def one(rec: Any) -> tuple[str, Any] | None:
+    async def one(entry: Any) -> tuple[str, Any] | None:
         try:
-            conn = await nm.connect_nm(rec.address)
+            conn = await connect(entry.address)
             reply = await asyncio.wait_for(conn.request(P.GetStoreStats()), wait_s)
         except Exception:  # unreachable or gone: shown as not reported
             return None
-        return (rec.node_id.hex(), reply) if isinstance(reply, P.StoreStats) else None
+        return (entry.node_id.hex(), reply) if isinstance(reply, P.StoreStats) else None
 
-    others = [r for r in head.nodes.values() if r.alive and r.address and r.node_id != nm.node_id]
-    found = await asyncio.gather(*(one(r) for r in others))
+    others = [n for n in head.nodes if n.alive and n.address and n.node_id != node.node_id]
+    found = await asyncio.gather(*(one(n) for n in others))
     return dict(x for x in found if x is not None)
 
 
@@ -372,35 +354,33 @@ def merge_objects(
 
 
 # ----------------------------------------------------------------- workers, logs
-def workers(nm: Any, limit: int = MAX_WORKERS) -> dict[str, Any]:
-    actor_class = {}
-    if nm.head is not None:
-        actor_class = {a.actor_id: a.class_name for a in nm.head.actors.values()}
-    rings = nm.worker_logs.rings
+def workers(
+    node: NodeStatistics, head: HeadStatistics | None, limit: int = MAX_WORKERS
+) -> dict[str, Any]:
+    actor_class = head.actor_classes() if head is not None else {}
     rows = []
-    seen = set()
-    for w in itertools.islice(reversed(nm.workers.values()), limit):
-        seen.add(w.pid)
+    for w in itertools.islice(reversed(node.workers), limit):
         rows.append(
             {
                 "pid": w.pid,
                 "worker_id": w.worker_id.hex(),
                 "kind": "worker",
                 "state": w.state.upper(),
-                "alive": w.state != "dead",
+                "alive": w.alive,
                 "actor_id": _hex(w.actor_id),
                 "actor_class": actor_class.get(w.actor_id, "") if w.actor_id else "",
-                "log_lines": len(rings.get(w.pid, ())),
+                "log_lines": w.log_lines,
             }
         )
     rows.sort(key=lambda r: (not r["alive"], r["pid"]))  # live workers first
-    return {"rows": rows, "total": len(nm.workers)}
+    return {"rows": rows, "total": len(node.workers)}
 
 
-def logs(nm: Any, pid: int, after: int = 0, tail: int = 500) -> dict[str, Any] | None:
-    wl = nm.worker_logs
-    rec = nm.by_pid.get(pid)
-    if pid not in wl.rings and rec is None and not any(w.pid == pid for w in nm.workers.values()):
+def logs(
+    node: NodeStatistics, wl: TE.WorkerLogs, pid: int, after: int = 0, tail: int = 500
+) -> dict[str, Any] | None:
+    worker = node.worker_by_pid(pid)
+    if worker is None and not wl.knows(pid):
         return None
     lines, nxt = wl.get(pid, after, tail)
     if len(lines) > tail > 0:
@@ -409,13 +389,15 @@ def logs(nm: Any, pid: int, after: int = 0, tail: int = 500) -> dict[str, Any] |
         "pid": pid,
         "lines": [[seq, stream, text] for seq, stream, text in lines],
         "next": nxt,
-        "alive": rec is not None and rec.state != "dead",
+        "alive": worker is not None and worker.alive,
     }
 
 
 # -------------------------------------------------------------------- timeline
 def timeline(
-    nm: Any,
+    te: TE.TaskEventStore,
+    node: NodeStatistics,
+    head: HeadStatistics | None,
     start: float | None = None,
     end: float | None = None,
     limit: int = DEFAULT_TIMELINE,
@@ -427,16 +409,15 @@ def timeline(
     [producer index, consumer index] pairs: an argument of the consumer that the
     producer returned, both in this answer (task_events' dependency data).
     """
-    te = nm.task_events
     now = time.time()
     lo = float("-inf") if start is None else start
     hi = float("inf") if end is None else end
     picked: list[list[Any]] = []
     truncated = False
-    for rec in list(te.active.values()):
+    for rec in te.newest_first(TE.RUNNING):
         if rec[TE.START] <= hi:
             picked.append(rec)
-    for rec in reversed(te.done.values()):
+    for rec in te.finished_newest_first():
         rec_end = rec[TE.END]
         if rec_end < lo:
             if rec_end < lo - ARRIVAL_SLACK_S:
@@ -460,18 +441,16 @@ def timeline(
                 flows.append([src, i])
     pids = {rec[TE.PID] for rec in picked}
     lanes = []
-    actor_class = {a.actor_id: a.class_name for a in nm.head.actors.values()}
-    by_pid = {w.pid: w for w in nm.workers.values()}
-    for w in nm.workers.values():
-        if w.state != "dead":
-            pids.add(w.pid)
+    actor_class = head.actor_classes() if head is not None else {}
+    by_pid = {w.pid: w for w in node.workers}
+    pids.update(w.pid for w in node.workers if w.alive)
     for pid in sorted(pids):
-        w = by_pid.get(pid)
+        lane = by_pid.get(pid)
         label = f"worker {pid}"
-        if w is not None and w.actor_id is not None and actor_class.get(w.actor_id):
-            label += f" ({actor_class[w.actor_id]})"
-        lanes.append({"pid": pid, "label": label, "alive": w is not None and w.state != "dead"})
-    oldest = next(iter(te.done.values()), None)
+        if lane is not None and lane.actor_id is not None and actor_class.get(lane.actor_id):
+            label += f" ({actor_class[lane.actor_id]})"
+        lanes.append({"pid": pid, "label": label, "alive": lane is not None and lane.alive})
+    oldest = te.oldest_finished()
     return {
         "tasks": [
             [
@@ -480,7 +459,7 @@ def timeline(
                 rec[TE.START],
                 rec[TE.END],
                 rec[TE.PID],
-                TE._state(rec),
+                TE.state_of(rec),
                 rec[TE.KIND],
                 rec[TE.ERROR][0] if rec[TE.ERROR] else None,
                 rec[TE.FUNC],
@@ -492,5 +471,5 @@ def timeline(
         "truncated": truncated,
         "first": oldest[TE.START] if oldest is not None else None,
         "now": now,
-        "node": nm.ip,
+        "node": node.ip,
     }

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -34,6 +35,7 @@ from ..core.lifecycle import transition as _transition
 from ..exceptions import InvalidTransition
 from ..scheduling import NodeView
 from . import detached
+from .statistics import ActorEntry, HeadStatistics, NodeEntry
 from .storage import HeadStorage
 
 if TYPE_CHECKING:
@@ -348,20 +350,83 @@ class Head:
         return total, avail
 
     def on_cluster_info(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
-        total, avail = self.cluster_totals()
-        nodes = [self.nm.node_dict(r) for r in self.nodes.values()]
-        conn.reply(rid, P.ClusterInfo(total, avail, nodes))
+        """`nodes()`, `cluster_resources()`: from a snapshot."""
+        stats = self.statistics()
+        nodes = [self.nm.node_dict(n) for n in stats.nodes]
+        conn.reply(rid, P.ClusterInfo(dict(stats.total), dict(stats.available), nodes))
 
     def on_node_status(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        """`raylite status`: the nodes and the head's own numbers, from a snapshot."""
+        stats = self.statistics()
         head = {
-            "node_id": self.nm.node_id.hex(),
-            "address": self.nm.tcp_address,
-            "storage": self.storage.url,
-            "uptime_s": time.time() - self.started,
-            "actors": sum(1 for a in self.actors.values() if a.state is not DEAD),
-            "jobs": self.jobs,
+            "node_id": stats.node_id.hex(),
+            "address": stats.address,
+            "storage": stats.storage,
+            "uptime_s": time.time() - stats.started,
+            "actors": sum(1 for a in stats.actors if a.state is not DEAD),
+            "jobs": stats.jobs,
         }
-        conn.reply(rid, P.NodeStatus(self.view(), head))
+        conn.reply(rid, P.NodeStatus([n.row() for n in stats.nodes], head))
+
+    def statistics(self) -> HeadStatistics:
+        """A frozen copy of the node table, the actor table, the names and the jobs."""
+        own_id = self.nm.node_id
+        nodes = []
+        total: dict[str, int] = {}
+        avail: dict[str, int] = {}
+        for r in self.nodes.values():
+            own = r.node_id == own_id
+            # The own node's numbers are the node manager's now (view() refreshes them).
+            available = self.nm.available if own else r.available
+            pending = self.nm.pending_shapes() if own else r.pending
+            nodes.append(
+                NodeEntry(
+                    r.node_id,
+                    r.address,
+                    r.ip,
+                    MappingProxyType(dict(r.total)),
+                    MappingProxyType(dict(available)),
+                    r.alive,
+                    own or bool(r.info.get("head_node")),
+                    r.cause,
+                    MappingProxyType(dict(r.info)),
+                    tuple(MappingProxyType(dict(p)) for p in pending),
+                )
+            )
+            if r.alive:
+                for k, v in r.total.items():
+                    total[k] = total.get(k, 0) + v
+                for k, v in available.items():
+                    avail[k] = avail.get(k, 0) + max(v, 0)
+        actors = tuple(
+            ActorEntry(
+                a.actor_id,
+                a.state,
+                a.class_name,
+                a.name[1] if a.name else None,
+                a.name[0] if a.name else None,
+                a.address,
+                a.pid,
+                a.node_id,
+                a.restarts,
+                a.restarts_left,
+                a.cause,
+                bool(a.owner),
+            )
+            for a in self.actors.values()
+        )
+        return HeadStatistics(
+            node_id=own_id,
+            address=self.nm.tcp_address,
+            storage=self.storage.url,
+            started=self.started,
+            jobs=self.jobs,
+            nodes=tuple(nodes),
+            actors=actors,
+            named_actors=MappingProxyType({k: a.actor_id for k, a in self.names.items()}),
+            total=MappingProxyType(total),
+            available=MappingProxyType(avail),
+        )
 
     # ------------------------------------------------------------------ actors
     def set_actor(self, actor: ActorRec, state: ActorState, cause: str = "") -> bool:

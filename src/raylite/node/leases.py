@@ -38,6 +38,7 @@ from .lease_book import (
     StartWorker,
 )
 from .pool import WorkerRec
+from .statistics import frozen_map
 
 
 class LeasesMixin:
@@ -152,3 +153,8 @@ class LeasesMixin:
 
     def display(self, res: dict[str, int]) -> dict[str, float]:
         return {k: v / RESOURCE_UNIT for k, v in res.items()}
+
+    def _lease_stats(self) -> tuple[Any, Any, tuple[Any, ...], int]:
+        """(total, available, waiting shapes, granted leases), copied (for statistics)."""
+        shapes = tuple(frozen_map(s) for s in self.pending_shapes())
+        return frozen_map(self.total), frozen_map(self.available), shapes, len(self.lease_book.leases)

@@ -2,8 +2,9 @@
 
 Owns the serving: the Unix listener (and TCP, on a cluster), the handler table (by
 message type), the registration of clients (drivers, workers, CLI tools), the
-background tasks (spawn: a task that crashes stops the node), the answers to state
-and timeline queries (from task_events.py), shutdown, and main(), which
+background tasks (spawn: a task that crashes stops the node), `statistics()` (a
+frozen NodeStatistics: what the dashboard, the state listings (listings.py) and the
+store's reply to the CLI read), routing state and timeline queries, shutdown, and main(), which
 `python -m raylite.node` runs. NodeManager is one object made of mixins, each in
 a module that says which state it owns: the worker pool (pool.py), resources and
 leases (leases.py), the store's accounting (store.py), objects between nodes
@@ -43,18 +44,22 @@ import shutil
 import signal
 import sys
 import time
+from types import MappingProxyType
 from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG
 from ..exceptions import ConnectionLost
+from ..head.statistics import HeadStatistics
 from ..object_ref import new_id
-from ..task_events import StateViews, TaskEventStore
+from ..task_events import TaskEventStore
 from ..transport import AsyncConnection, async_handshake
 from . import forkserver
 from .cluster_link import HEAD_REQUESTS, ClusterLinkMixin
 from .leases import LeasesMixin
+from .listings import Listings
 from .pool import PoolMixin, WorkerRec
+from .statistics import NodeStatistics
 from .store import StoreMixin
 from .transfer import TransferMixin
 
@@ -121,7 +126,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self._init_transfer()
         # Task records and timeline, recent worker output, the state API (task_events.py).
         self.task_events = TaskEventStore(CONFIG.max_task_events, self.node_id)
-        self.state_views = StateViews(self, self.task_events, self.worker_logs)
+        self.listings = Listings(self)
         self._init_cluster_link(ip, port, head_address, storage, node_timeout_s)
         # The web dashboard (dashboard/), served by the head only; None: off.
         self.dashboard_port = dashboard_port
@@ -148,7 +153,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             P.ShutdownNode: self.on_shutdown,
             P.ReserveObject: self.on_reserve_object,
             P.FreeObject: self.on_free_object,
-            P.GetStoreStats: self.on_store_stats,
+            P.GetStoreStats: self.on_get_store_stats,
             P.ObjectRestored: self.on_object_restored,
             P.ObjectMapped: self.on_object_mapped,
             P.ObjectUnmapped: self.on_object_unmapped,
@@ -371,9 +376,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         if self.head is None and self.cluster:
             self.forward_to_head(conn, msg, rid)
         elif isinstance(msg, P.ListState):
-            self.state_views.on_list_state(conn, msg, rid)
+            self.listings.on_list_state(conn, msg, rid)
         elif isinstance(msg, P.SummarizeTasks):
-            self.state_views.on_summarize_tasks(conn, msg, rid)
+            self.listings.on_summarize_tasks(conn, msg, rid)
         else:
             self.on_get_timeline(conn, msg, rid)
 
@@ -381,13 +386,13 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         if self.head is None and self.cluster:  # the head keeps every node's output
             self.forward_to_head(conn, msg, rid)
         else:
-            self.state_views.on_get_logs(conn, msg, rid)
+            self.listings.on_get_logs(conn, msg, rid)
 
     def on_list_state(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
         if msg.kind in ("tasks", "actors", "nodes"):  # cluster-wide, at the head
             self.on_task_query(conn, msg, rid)
         elif msg.local or not self.cluster:  # this node's own workers and store
-            self.state_views.on_list_state(conn, msg, rid)
+            self.listings.on_list_state(conn, msg, rid)
         else:
             self.spawn(self.list_everywhere(conn, msg, rid))
 
@@ -395,7 +400,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         """Objects or workers of every live node: each answers for its own, merged here."""
         mine: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         local = P.ListState(msg.kind, msg.filters, msg.limit, True)
-        self.state_views.on_list_state(_Capture(mine), local, 1)
+        self.listings.on_list_state(_Capture(mine), local, 1)
 
         async def ask(address: str) -> Any:
             try:
@@ -421,13 +426,76 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.spawn(self.timeline(conn, rid))
 
     async def timeline(self, conn: AsyncConnection, rid: int) -> None:
+        await self.flush_workers()
+        conn.reply(rid, P.Timeline(self.task_events.timeline_events()))
+
+    async def flush_workers(self) -> None:
+        """Ask every live worker for the task events it has not sent yet."""
         flushes = [
             asyncio.wait_for(w.conn.request(P.FlushEvents()), CONFIG.node_answer_timeout_s)
             for w in self.workers.values()
             if w.conn is not None and not w.conn.closed and w.state != "dead"
         ]
         await asyncio.gather(*flushes, return_exceptions=True)
-        conn.reply(rid, P.Timeline(self.task_events.timeline_events()))
+
+    # --------------------------------------------------------------- statistics
+    def statistics(self, objects: bool = False) -> NodeStatistics:
+        """A frozen copy of this node's tables; the store's segments only if `objects`."""
+        total, available, pending, leases = self._lease_stats()
+        store, segments = self._store_stats(objects)
+        te = self.task_events
+        return NodeStatistics(
+            node_id=self.node_id,
+            address=self.address,
+            tcp_address=self.tcp_address,
+            ip=self.ip,
+            started_at=self.started_at,
+            runs_head=self.head is not None,
+            total=total,
+            available=available,
+            pending=pending,
+            leases=leases,
+            workers=self._worker_stats(),
+            clients=MappingProxyType(dict(self.client_pids)),
+            drivers=tuple(self.driver_addresses.values()),
+            store=store,
+            objects=segments,
+            task_states=MappingProxyType(te.state_totals()),
+            tasks_recorded=te.recorded(),
+            tasks_evicted=te.evicted,
+        )
+
+    def head_statistics(self) -> HeadStatistics | None:
+        """The head's snapshot where it runs in this process, else None."""
+        return self.head.statistics() if self.head is not None else None
+
+    def on_get_store_stats(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        """`raylite memory`, util.state: the store's numbers and objects, from a snapshot."""
+        stats = self.statistics(objects=True)
+        s = stats.store
+        numbers = {
+            "used_bytes": s.used_bytes,
+            "capacity_bytes": s.capacity_bytes,
+            "spilled_bytes": s.spilled_bytes,
+            "spilled_objects": s.spilled_objects,
+            "num_objects": s.num_objects,
+            "store_dir": s.store_dir,
+            "spill_dir": s.spill_dir,
+            "restored_objects": s.restored_objects,
+            "recycled_bytes": s.recycled_bytes,
+            "clients": dict(stats.clients),
+        }
+        objects = [
+            {
+                "object_id": seg.object_id.hex(),
+                "size": seg.size,
+                "owner": seg.owner,
+                "owner_pid": stats.clients.get(seg.owner, 0),
+                "spilled": seg.spilled,
+            }
+            for seg in stats.objects or ()
+        ]
+        conn.reply(rid, P.StoreStats(numbers, objects))
 
     # ----------------------------------------------------------------- shutdown
     def on_shutdown(self, conn: AsyncConnection, msg: Any, rid: int) -> None:

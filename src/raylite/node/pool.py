@@ -39,6 +39,7 @@ from ..task_events import WorkerLogs
 from ..transport import AsyncConnection
 from .forkserver import ForkServer
 from .lease_book import Lease, WorkerState
+from .statistics import WorkerStat
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +245,19 @@ class PoolMixin:
 
     def on_kill_actor_worker(self, conn: AsyncConnection, msg: P.KillActorWorker, rid: int) -> None:
         self.kill_actor_worker(msg.actor_id)
+
+    def _worker_stats(self) -> tuple[WorkerStat, ...]:
+        """The worker table, copied (for NodeManager.statistics)."""
+        logs = self.worker_logs
+        return tuple(
+            WorkerStat(
+                w.worker_id,
+                w.pid,
+                w.state,
+                w.address,
+                w.lease_id,
+                w.actor_id,
+                logs.line_count(w.pid),
+            )
+            for w in self.workers.values()
+        )

@@ -28,6 +28,7 @@ from .. import protocol as P
 from ..config import CONFIG, RESOURCE_UNIT
 from ..object_store import ObjectStore
 from ..transport import AsyncConnection
+from .statistics import SegmentStat, StoreStat
 from .store_book import (
     Admit,
     Delete,
@@ -221,27 +222,22 @@ class StoreMixin:
     def free_segment(self, oid: bytes) -> None:
         self.run_store_actions(self.store_book.freed(oid))
 
-    def on_store_stats(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
-        stats = {
-            "used_bytes": self.used_bytes,
-            "capacity_bytes": self.capacity,
-            "spilled_bytes": self.spilled_bytes,
-            "spilled_objects": self.spilled_total,
-            "num_objects": len(self.segments),
-            "store_dir": self.store_dir,
-            "spill_dir": self.spill_dir,
-            "restored_objects": self.restored_total,
-            "recycled_bytes": self.store_book.warm_bytes,  # freed memory kept for the next put or pull
-            "clients": dict(self.client_pids),
-        }
-        objects = [
-            {
-                "object_id": oid.hex(),
-                "size": seg.size,
-                "owner": seg.owner,
-                "owner_pid": self.client_pids.get(seg.owner, 0),
-                "spilled": seg.spilled,
-            }
+    def _store_stats(self, objects: bool) -> tuple[StoreStat, tuple[SegmentStat, ...] | None]:
+        """The budget and counters, and the segments if `objects`, copied (for statistics)."""
+        stat = StoreStat(
+            self.used_bytes,
+            self.capacity,
+            self.spilled_bytes,
+            len(self.segments),
+            self.spilled_total,
+            self.restored_total,
+            self.store_book.warm_bytes,
+            self.store_dir,
+            self.spill_dir,
+        )
+        if not objects:
+            return stat, None
+        return stat, tuple(
+            SegmentStat(oid, seg.size, seg.owner, seg.spilled, max(seg.mapped, 0), len(seg.copies))
             for oid, seg in self.segments.items()
-        ]
-        conn.reply(rid, P.StoreStats(stats, objects))
+        )

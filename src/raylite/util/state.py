@@ -170,8 +170,7 @@ def connect(session: str | None = None) -> Connection:
 
 def _live_worker() -> Any:
     """This process's core worker if raylite runs here (never starts raylite)."""
-    cw = context._global
-    return cw if cw is not None and not cw.closed else None
+    return context.live_worker()
 
 
 def _ask(msg: Any, address: str | None, timeout: float) -> Any:
