@@ -192,7 +192,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
     reply = conn.request(
-        state.log_request(args.pid, args.actor_id, args.task_id, 0, args.tail), timeout=CONFIG.request_timeout_s
+        state.log_request(args.pid, args.actor_id, args.task_id, 0, args.tail),
+        timeout=CONFIG.request_timeout_s,
     )
     if isinstance(reply, P.Failed):
         print(f"raylite: {reply.reason}", file=sys.stderr)
@@ -203,7 +204,8 @@ def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
         nxt = reply.next_line
         time.sleep(FOLLOW_POLL_S)
         reply = conn.request(
-            state.log_request(args.pid, args.actor_id, args.task_id, nxt, 0), timeout=CONFIG.request_timeout_s
+            state.log_request(args.pid, args.actor_id, args.task_id, nxt, 0),
+            timeout=CONFIG.request_timeout_s,
         )
         if isinstance(reply, P.Failed):  # e.g. the actor's record is gone
             print(f"raylite: {reply.reason}", file=sys.stderr)
@@ -212,7 +214,8 @@ def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
             print(f"raylite: now following worker pid={reply.pid}", file=sys.stderr)
             pid = reply.pid
             reply = conn.request(
-                state.log_request(args.pid, args.actor_id, args.task_id, 1, 0), timeout=CONFIG.request_timeout_s
+                state.log_request(args.pid, args.actor_id, args.task_id, 1, 0),
+                timeout=CONFIG.request_timeout_s,
             )
         _write(reply.lines)
         if not reply.alive and not reply.lines and not args.actor_id:
@@ -221,9 +224,9 @@ def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(lines: list[list[Any]]) -> None:
+def _write(lines: list[P.NumberedLine]) -> None:
     if lines:
-        sys.stdout.write("".join(f"{text}\n" for _, _, text in lines))
+        sys.stdout.write("".join(f"{line.text}\n" for line in lines))
         sys.stdout.flush()
 
 

@@ -423,7 +423,7 @@ def node_status(address: str | None = None) -> P.NodeStatus:
             raise SystemExit("raylite status: set RAYLITE_TOKEN to the cluster's token")
     conn = Connection.connect(target, token, lambda *a: None, name="cli")
     try:
-        conn.request(P.RegisterClient("cli", new_id(), os.getpid(), "", None), timeout=10)
+        conn.request(P.RegisterClient("cli", new_id(), os.getpid(), ""), timeout=10)
         reply = conn.request(P.GetNodeStatus(), timeout=CONFIG.request_timeout_s)
     finally:
         conn.close()

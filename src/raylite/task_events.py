@@ -92,8 +92,8 @@ def _equal(actual: Any, expected: Any) -> bool:
     return str(actual).lower() == str(expected).lower()
 
 
-def check_filters(filters: Iterable[Any], columns: Iterable[str], kind: str) -> list[list[Any]]:
-    """Filters as [key, predicate, value] lists; ValueError naming what is allowed."""
+def check_filters(filters: Iterable[Any], columns: Iterable[str], kind: str) -> list[P.Filter]:
+    """The filters as Filter records; ValueError naming what is allowed."""
     allowed = set(columns)
     out = []
     for f in filters:
@@ -106,13 +106,13 @@ def check_filters(filters: Iterable[Any], columns: Iterable[str], kind: str) -> 
             )
         if pred not in ("=", "!="):
             raise ValueError(f"unsupported filter predicate {pred!r}: use '=' or '!='")
-        out.append([key, pred, value])
+        out.append(P.Filter(key, pred, value))
     return out
 
 
-def matches(get: Callable[[str], Any], filters: list[list[Any]]) -> bool:
+def matches(get: Callable[[str], Any], filters: list[P.Filter]) -> bool:
     """Whether the row whose fields `get` returns passes every filter."""
-    return all(_equal(get(key), value) == (pred == "=") for key, pred, value in filters)
+    return all(_equal(get(f.column), f.value) == (f.op == "=") for f in filters)
 
 
 MAX_ERROR_MESSAGE = 1000  # characters of a failed task's error kept in its record
@@ -257,7 +257,7 @@ class TaskEventStore:
     def row(self, rec: list[Any]) -> dict[str, Any]:
         return {k: get(self, rec) for k, get in TASK_COLUMNS.items()}
 
-    def list_tasks(self, filters: list[list[Any]], limit: int) -> tuple[list[dict[str, Any]], int]:
+    def list_tasks(self, filters: list[P.Filter], limit: int) -> tuple[list[dict[str, Any]], int]:
         """(up to `limit` rows passing the filters, how many pass in all)."""
         filters = check_filters(filters, TASK_COLUMNS, "tasks")
         rows: list[dict[str, Any]] = []
@@ -404,7 +404,7 @@ class WorkerLogs:
     def __init__(self, lines: int = 1000, workers: int = 128) -> None:
         self.lines = lines
         self.workers = workers
-        self.rings: collections.OrderedDict[int, collections.deque[list[Any]]] = (
+        self.rings: collections.OrderedDict[int, collections.deque[P.NumberedLine]] = (
             collections.OrderedDict()
         )
         self.next_seq: dict[int, int] = {}
@@ -420,18 +420,18 @@ class WorkerLogs:
             self.rings.move_to_end(pid)
         seq = self.next_seq.get(pid, 1)
         for line in text.splitlines():
-            ring.append([seq, stream, line[: self.MAX_LINE]])
+            ring.append(P.NumberedLine(seq, stream, line[: self.MAX_LINE]))
             seq += 1
         self.next_seq[pid] = seq
 
-    def get(self, pid: int, after: int, tail: int) -> tuple[list[list[Any]], int]:
+    def get(self, pid: int, after: int, tail: int) -> tuple[list[P.NumberedLine], int]:
         """(lines numbered `after` and later, or the last `tail` if after <= 0; next number)."""
         ring = self.rings.get(pid)
         nxt = self.next_seq.get(pid, 1)
         if ring is None:
             return [], nxt
         if after > 0:
-            return [line for line in ring if line[0] >= after], nxt
+            return [line for line in ring if line.number >= after], nxt
         lines = list(ring)
         return (lines[-tail:] if tail > 0 else lines), nxt
 
@@ -482,11 +482,13 @@ class StateViews:
                 picked = [r for r in everything if matches(r.get, filters)]
                 rows, total = picked[: msg.limit], len(picked)
         except ValueError as exc:
-            conn.reply(rid, P.Failed(str(exc)))
+            conn.reply(rid, P.Failed(P.FailCode.BAD_REQUEST, str(exc)))
             return
         except Exception as exc:  # a table changed shape: say so rather than never reply
             log.exception("listing %s failed", msg.kind)
-            conn.reply(rid, P.Failed(f"raylite could not list {msg.kind}: {exc!r}"))
+            conn.reply(
+                rid, P.Failed(P.FailCode.INTERNAL, f"raylite could not list {msg.kind}: {exc!r}")
+            )
             return
         conn.reply(rid, P.StateList(rows, total))
 
@@ -500,7 +502,7 @@ class StateViews:
     def on_get_logs(self, conn: Any, msg: P.GetLogs, rid: int) -> None:
         pid, found = self._log_pid(msg)
         if not found:
-            conn.reply(rid, P.Failed(found_nothing(msg)))
+            conn.reply(rid, P.Failed(P.FailCode.NOT_FOUND, found_nothing(msg)))
             return
         lines, nxt = self.logs.get(pid, msg.after, msg.tail)
         rec = self.nm.by_pid.get(pid)

@@ -119,7 +119,7 @@ class LeasesMixin:
                 return
             if where.kind == "infeasible":
                 missing = {k: v for k, v in msg.shape.items() if self.total.get(k, 0) < v}
-                conn.send(P.LeaseInfeasible(msg.lease_id, msg.shape, missing))
+                conn.send(P.LeaseInfeasible(msg.shape, missing))
         self.pending.append(req)
         self.schedule()
 
@@ -142,7 +142,7 @@ class LeasesMixin:
     def redirect(self, req: LeaseReq, where: scheduling.Placement) -> None:
         """Answer a lease request with another node (spillback) or a failure."""
         if where.kind == "fail" or where.node is None:
-            req.conn.reply(req.rid, P.Failed(where.reason))
+            req.conn.reply(req.rid, P.Failed(P.FailCode.AFFINITY_UNAVAILABLE, where.reason))
             return
         node = where.node
         # Count the resources as taken until the next view, so a burst of requests
@@ -151,7 +151,7 @@ class LeasesMixin:
         for k, v in req.shape.items():
             avail[k] = avail.get(k, 0) - v
         self.update_view(node.node_id, avail)
-        req.conn.reply(req.rid, P.LeaseSpillback(req.lease_id, node.node_id, node.address))
+        req.conn.reply(req.rid, P.LeaseSpillback(node.address))
 
     def pending_shapes(self) -> list[dict[str, int]]:
         return [r.shape for r in self.pending[:100]]
@@ -263,7 +263,7 @@ class LeasesMixin:
             if req.lease_id == msg.lease_id:
                 self.pending.remove(req)
                 self.unreserve(req)
-                conn.reply(req.rid, P.Failed("cancelled"))
+                conn.reply(req.rid, P.Failed(P.FailCode.CANCELLED, "cancelled"))
                 return
 
     def on_blocked(self, conn: AsyncConnection, msg: Any, rid: int) -> None:

@@ -107,16 +107,16 @@ class PoolMixin:
             rest = rec.partial.pop(stream, "")
             if rest:
                 self.worker_logs.add(rec.pid, stream, rest)
-                self.forward_logs([[stream, rest + "\n"]], rec.pid)
+                self.forward_logs([P.LogLine(stream, rest + "\n")], rec.pid)
             return
         text = rec.partial.get(stream, "") + data.decode("utf-8", "replace")
         head, sep, tail = text.rpartition("\n")
         rec.partial[stream] = tail
         if sep:
             self.worker_logs.add(rec.pid, stream, head)
-            self.forward_logs([[stream, head + "\n"]], rec.pid)
+            self.forward_logs([P.LogLine(stream, head + "\n")], rec.pid)
 
-    def forward_logs(self, lines: list[list[Any]], pid: int = 0) -> None:
+    def forward_logs(self, lines: list[P.LogLine], pid: int = 0) -> None:
         msg = P.LogLines(lines, pid)
         for conn in self.drivers:
             conn.send(msg)
@@ -152,7 +152,10 @@ class PoolMixin:
             self.unreserve(rec.for_request)
             req = rec.for_request
             rec.for_request = None
-            req.conn.reply(req.rid, P.Failed(f"the worker for the actor died at start ({why})"))
+            req.conn.reply(
+                req.rid,
+                P.Failed(P.FailCode.WORKER_DIED, f"the worker for the actor died at start ({why})"),
+            )
         if rec.actor_id is not None:
             cause = f"The actor's worker process (pid={rec.pid}) died: {why}."
             self.to_head(

@@ -131,10 +131,11 @@ class StoreMixin:
             room = self.spill_room()
             if size > self.capacity + room:
                 return P.Failed(
+                    P.FailCode.STORE_FULL,
                     f"Cannot put an object of {size / 2**20:.1f} MiB: it is larger than the object "
                     f"store ({self.capacity / 2**20:.1f} MiB) plus the free spill space "
                     f"({room / 2**20:.1f} MiB). Start raylite with a larger "
-                    "object_store_memory, free disk space, or split the object."
+                    "object_store_memory, free disk space, or split the object.",
                 )
             if size > self.capacity:  # never fits in memory: it lives on disk from the start
                 self.segments[oid] = Segment(size, owner, spilled=True)
