@@ -58,7 +58,7 @@ class FailCode(enum.IntEnum):
     NOT_A_WORKER = 11  # a task pushed to a process that runs none (a driver)
 
 
-_BY_TAG: dict[int, type] = {}
+_BY_TAG: dict[int, Any] = {}  # tag -> message class (with the codec's attributes)
 
 # A field's decoder: turns what msgpack gives (lists, ints) back into the field's type.
 Decoder = Callable[[Any], Any]
@@ -77,13 +77,13 @@ def message(tag: int) -> Callable[[type], type]:
             decoder = _decoder(hints[name])
             if decoder is not None:
                 decoders.append((i, decoder))
-        cls.TAG = tag
-        getter = operator.attrgetter(*names) if len(names) > 1 else None
-        cls._getter = getter
-        cls._names = tuple(names)
+        wire: Any = cls  # the codec's class attributes, set here for every message
+        wire.TAG = tag
+        wire._getter = operator.attrgetter(*names) if len(names) > 1 else None
+        wire._names = tuple(names)
         # Only fields of a record, enum or message type are decoded further; the rest
         # go to the constructor as msgpack gives them.
-        cls._decoders = tuple(decoders)
+        wire._decoders = tuple(decoders)
         _BY_TAG[tag] = cls
         return cls
 
@@ -97,10 +97,10 @@ def _decoder(hint: Any) -> Decoder | None:
     origin = typing.get_origin(hint)
     if origin is types.UnionType or origin is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        inner = _decoder(args[0]) if len(args) == 1 else None
-        if inner is None:
+        optional = _decoder(args[0]) if len(args) == 1 else None
+        if optional is None:
             return None
-        return lambda v: None if v is None else inner(v)
+        return lambda v: None if v is None else optional(v)
     if origin is list:
         (item,) = typing.get_args(hint)
         if _is_record(item):
@@ -647,15 +647,16 @@ def encode(msg: Any, request_id: int = 0) -> bytes:
         items = [cls.TAG, request_id, getattr(msg, cls._names[0])]
     else:
         items = [cls.TAG, request_id]
-    body = msgpack.packb(items, use_bin_type=True, default=nested)
+    body: bytes = msgpack.packb(items, use_bin_type=True, default=nested)
     return HEADER.pack(len(body), PROTOCOL_VERSION) + body
 
 
 def from_fields(cls: type, items: list[Any]) -> Any:
     """The message of type `cls` from its fields as msgpack decoded them (fields_of)."""
-    for i, decoder in cls._decoders:  # type: ignore[attr-defined]
+    wire: Any = cls
+    for i, decoder in wire._decoders:
         items[i] = decoder(items[i])
-    return cls(*items)
+    return wire(*items)
 
 
 def decode(body: bytes | memoryview) -> tuple[Any, int]:
@@ -664,7 +665,7 @@ def decode(body: bytes | memoryview) -> tuple[Any, int]:
         items = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
         tag, request_id = items[0], items[1]
         cls = _BY_TAG[tag]
-        decoders = cls._decoders  # type: ignore[attr-defined]
+        decoders = cls._decoders
         if decoders:
             for i, decoder in decoders:
                 items[i + 2] = decoder(items[i + 2])
