@@ -6,6 +6,13 @@ to request -request_id, 0 is one-way. Object payloads are msgpack `bin` fields
 holding pickled bytes; they are unpickled by the receiver's serialization layer, and
 only ever after the token handshake (transport.py).
 
+Fields are named all the way down: a part of a message is a record (a NamedTuple:
+Dep, TaskReturn, ...), sent as a plain msgpack array and rebuilt by one `_make` call;
+a message inside a message (a detached actor's PushTask) is sent as its fields. The
+decoder learns which fields need that from the type hints, once, at registration.
+A failed request is answered Failed(code, reason): receivers decide on the FailCode,
+the reason is for people.
+
     owner ──PushTask──▶ worker            borrower ──GetObject──▶ owner
     owner ◀──TaskDone── worker            borrower ◀─ObjectValue── owner
     any   ──RequestLease, ReturnLease, ...──▶ node manager (also the head)
