@@ -223,9 +223,9 @@ def _print_logs(conn: Connection, args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(lines: list[list[Any]]) -> None:
+def _write(lines: list[P.NumberedLine]) -> None:
     if lines:
-        sys.stdout.write("".join(f"{text}\n" for _, _, text in lines))
+        sys.stdout.write("".join(f"{line.text}\n" for line in lines))
         sys.stdout.flush()
 
 

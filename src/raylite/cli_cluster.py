@@ -424,7 +424,7 @@ def node_status(address: str | None = None) -> P.NodeStatus:
     conn = Connection.connect(target, token, lambda *a: None, name="cli")
     try:
         conn.request(
-            P.RegisterClient("cli", new_id(), os.getpid(), "", None),
+            P.RegisterClient("cli", new_id(), os.getpid(), ""),
             timeout=CONFIG.request_timeout_s,
         )
         reply = conn.request(P.GetNodeStatus(), timeout=CONFIG.request_timeout_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 def _env(name: str, default: float) -> float:
@@ -105,7 +106,7 @@ class Config:
 
 
 def load() -> Config:
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for f in fields(Config):
         if f.name == "extra":
             continue

@@ -75,17 +75,17 @@ class RayTaskError(RayError):
             return self
 
 
-_DUAL_CLASSES: dict[type, type] = {}
+_DUAL_CLASSES: dict[type, type[RayTaskError]] = {}
 
 
-def _dual_class(cause_cls: type) -> type:
+def _dual_class(cause_cls: type) -> type[RayTaskError]:
     cls = _DUAL_CLASSES.get(cause_cls)
     if cls is None:
 
         def __reduce__(self: Any) -> Any:
             return (_rebuild_dual, (self.function_name, self.traceback_str, self.cause, self.pid))
 
-        cls = type(
+        cls = type(  # a RayTaskError that is also a cause_cls
             f"RayTaskError({cause_cls.__name__})",
             (RayTaskError, cause_cls),
             {

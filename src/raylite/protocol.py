@@ -6,6 +6,13 @@ to request -request_id, 0 is one-way. Object payloads are msgpack `bin` fields
 holding pickled bytes; they are unpickled by the receiver's serialization layer, and
 only ever after the token handshake (transport.py).
 
+Fields are named all the way down: a part of a message is a record (a NamedTuple:
+Dep, TaskReturn, ...), sent as a plain msgpack array and rebuilt by one `_make` call;
+a message inside a message (a detached actor's PushTask) is sent as its fields. The
+decoder learns which fields need that from the type hints, once, at registration.
+A failed request is answered Failed(code, reason): receivers decide on the FailCode,
+the reason is for people.
+
     owner ──PushTask──▶ worker            borrower ──GetObject──▶ owner
     owner ◀──TaskDone── worker            borrower ◀─ObjectValue── owner
     any   ──RequestLease, ReturnLease, ...──▶ node manager (also the head)
@@ -13,10 +20,15 @@ only ever after the token handshake (transport.py).
 
 from __future__ import annotations
 
+import enum
 import operator
 import struct
+import sys
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import msgpack
 
@@ -26,7 +38,7 @@ PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31
 
-# Value kinds in TaskDone / ObjectValue / PushTask deps.
+# Value kinds in TaskReturn / ObjectValue / Dep.
 INLINE = 0  # data: pickled bytes
 IN_STORE = 1  # data: size in bytes; the value is in the node's shared-memory store
 ERROR = 2  # data: pickled exception
@@ -35,30 +47,139 @@ ERROR = 2  # data: pickled exception
 # `pid`) died. An event for the head's actor table to decide on, not a state.
 PROCESS_DIED = "PROCESS_DIED"
 
-_BY_TAG: dict[int, type] = {}
+
+class FailCode(enum.IntEnum):
+    """Why a request failed (`Failed.code`): what a receiver decides on. The reason
+    text beside it is for people (error messages, logs), never matched."""
+
+    INTERNAL = 1  # the answering side hit an unexpected error (a bug: see its log)
+    BAD_REQUEST = 2  # the request itself is wrong: an unknown listing, a bad filter
+    NOT_FOUND = 3  # what it names is not there: an object on that node, a worker's logs
+    CANCELLED = 4  # the requester cancelled it (a lease request)
+    TIMEOUT = 5  # it did not happen in time (a restarted detached actor's worker)
+    UNREACHABLE = 6  # the process that would answer is unreachable (the head, a node)
+    NODE_MARKED_DEAD = 7  # the head gave the node up (missed heartbeats): join as a new one
+    AFFINITY_UNAVAILABLE = 8  # hard node affinity: that node is dead or lacks the resources
+    WORKER_DIED = 9  # the worker leased for it died before it could run it
+    STORE_FULL = 10  # the object does not fit in the store plus the free spill space
+    NOT_A_WORKER = 11  # a task pushed to a process that runs none (a driver)
 
 
-def message(tag: int) -> Any:
+_BY_TAG: dict[int, Any] = {}  # tag -> message class (with the codec's attributes)
+
+# A field's decoder: turns what msgpack gives (lists, ints) back into the field's type.
+Decoder = Callable[[Any], Any]
+
+
+def message(tag: int) -> Callable[[type], type]:
     """Class decorator: registers a dataclass as a wire message under `tag`."""
 
     def register(cls: type) -> type:
         if tag in _BY_TAG:
             raise ValueError(f"duplicate message tag {tag}")
-        cls.TAG = tag  # type: ignore[attr-defined]
         names = [f.name for f in fields(cls)]
-        cls._getter = operator.attrgetter(*names) if len(names) > 1 else None  # type: ignore[attr-defined]
-        cls._names = tuple(names)  # type: ignore[attr-defined]
+        hints = typing.get_type_hints(cls, vars(sys.modules[__name__]))
+        decoders = []
+        for i, name in enumerate(names):
+            decoder = _decoder(hints[name])
+            if decoder is not None:
+                decoders.append((i, decoder))
+        wire: Any = cls  # the codec's class attributes, set here for every message
+        wire.TAG = tag
+        wire._getter = operator.attrgetter(*names) if len(names) > 1 else None
+        wire._names = tuple(names)
+        # Only fields of a record, enum or message type are decoded further; the rest
+        # go to the constructor as msgpack gives them.
+        wire._decoders = tuple(decoders)
         _BY_TAG[tag] = cls
         return cls
 
     return register
 
 
-def _msg(tag: int) -> Any:
+def _decoder(hint: Any) -> Decoder | None:
+    """How to rebuild a field of type `hint` from its msgpack form, if it needs it:
+    a record (NamedTuple) is one `_make` call, an enum one constructor call, a list of
+    records a `map`; plain types (bytes, str, int, dict, list of plain) need nothing."""
+    origin = typing.get_origin(hint)
+    if origin is types.UnionType or origin is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = _decoder(args[0]) if len(args) == 1 else None
+        if optional is None:
+            return None
+        return lambda v: None if v is None else optional(v)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if _is_record(item):
+            make = item._make
+            return lambda v: list(map(make, v))
+        inner = _decoder(item)
+        if inner is None:
+            return None
+        return lambda v: [inner(x) for x in v]
+    if _is_record(hint):
+        return typing.cast(Decoder, hint._make)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint
+    if isinstance(hint, type) and hasattr(hint, "TAG"):  # a message inside a message
+        message_type: type = hint
+        return lambda v: from_fields(message_type, v)
+    return None
+
+
+def _is_record(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields")
+
+
+def _msg(tag: int) -> Callable[[type], Any]:
     def wrap(cls: type) -> type:
         return message(tag)(dataclass(frozen=True, slots=True)(cls))
 
     return wrap
+
+
+# --- records: the named parts of messages -----------------------------------------------
+# NamedTuples: on the wire a plain msgpack array (the field order below), decoded by one
+# `_make` call each (no per-field work); read by name.
+class Dep(NamedTuple):
+    """PushTask: an argument that was an ObjectRef, resolved by the owner."""
+
+    position: int | str  # the index in args, or the keyword's name
+    kind: int  # INLINE | IN_STORE
+    data: Any  # INLINE: pickled bytes; IN_STORE: its size (or [size, node address])
+    object_id: bytes
+
+
+class TaskReturn(NamedTuple):
+    """TaskDone: one return value of the task."""
+
+    object_id: bytes
+    kind: int  # INLINE | IN_STORE | ERROR
+    data: Any  # INLINE, ERROR: pickled bytes; IN_STORE: its size (or [size, node address])
+    contained: dict[bytes, str]  # refs inside the value: object id -> its owner's address
+
+
+class LogLine(NamedTuple):
+    """LogLines: one line a worker printed."""
+
+    stream: str  # "out" | "err"
+    text: str
+
+
+class NumberedLine(NamedTuple):
+    """Logs: one line of a worker's output, numbered from its first."""
+
+    number: int
+    stream: str  # "out" | "err"
+    text: str
+
+
+class Filter(NamedTuple):
+    """ListState: keep the rows whose `column` compares so with `value`."""
+
+    column: str
+    op: str  # "=" | "!="; strings compare case-insensitively
+    value: Any
 
 
 # --- client registration (any process -> node manager) ---------------------------
@@ -68,7 +189,6 @@ class RegisterClient:
     worker_id: bytes
     pid: int
     address: str  # where this process accepts owner/borrower connections
-    job_id: bytes | None
 
 
 @_msg(2)
@@ -76,7 +196,6 @@ class ClientRegistered:
     node_id: bytes
     job_id: bytes
     store_dir: str
-    node_address: str
     info: dict[str, Any]
 
 
@@ -87,7 +206,8 @@ class Ok:
 
 @_msg(4)
 class Failed:
-    reason: str
+    code: FailCode  # what the receiver decides on
+    reason: str  # for people: what failed and what to do
 
 
 # --- leases -------------------------------------------------------------------------
@@ -115,7 +235,8 @@ class LeaseGranted:
 
 @_msg(12)
 class LeaseInfeasible:
-    lease_id: bytes
+    """Node manager -> owner, while its request waits: no node has `shape` in total."""
+
     shape: dict[str, int]
     missing: dict[str, int]
 
@@ -208,7 +329,6 @@ class KillActor:
 
 @_msg(24)
 class ActorInfo:
-    actor_id: bytes
     state: str
     address: str
     cause: str
@@ -237,17 +357,12 @@ class FlushEvents:
 
 @_msg(34)
 class LogLines:
-    lines: list[list[Any]]  # [stream ("out"|"err"), text]
+    lines: list[LogLine]
     pid: int = 0  # the worker that printed them (the head keeps every node's recent output)
 
 
 @_msg(35)
 class ShutdownNode:
-    pass
-
-
-@_msg(36)
-class Exit:
     pass
 
 
@@ -264,7 +379,7 @@ class PushTask:
     function_id: bytes
     function_blob: bytes | None  # sent once per connection, then cached by the worker
     args_blob: bytes
-    deps: list[list[Any]]  # [position (int | str), kind, data]
+    deps: list[Dep]
     return_ids: list[bytes]
     owner: str
     actor_id: bytes | None
@@ -277,10 +392,7 @@ class PushTask:
 
 @_msg(41)
 class TaskDone:
-    task_id: bytes
-    returns: list[list[Any]]  # [object_id, kind, data, [[contained id, its owner], ...]]
-    start: float
-    end: float
+    returns: list[TaskReturn]
     worker_pid: int
 
 
@@ -297,7 +409,6 @@ class GetObject:
 
 @_msg(43)
 class ObjectValue:
-    object_id: bytes
     kind: int
     data: Any
 
@@ -365,8 +476,6 @@ class StoreStats:
 class LeaseSpillback:
     """Reply to RequestLease: ask the node manager at `address` instead."""
 
-    lease_id: bytes
-    node_id: bytes
     address: str
 
 
@@ -378,14 +487,13 @@ class RegisterNode:
     total: dict[str, int]
     available: dict[str, int]
     info: dict[str, Any]  # hostname, store dir, pid, start time
-    rejoin: bool  # the node was registered before (the head restarted, or it was cut off)
 
 
 @_msg(102)
 class NodeRegistered:
-    head_node_id: bytes
-    accepted: bool
-    reason: str
+    """The head took the node in (a node it marked dead is refused: Failed,
+    NODE_MARKED_DEAD); `view` is every node, as in ClusterView."""
+
     view: list[dict[str, Any]]
 
 
@@ -422,7 +530,6 @@ class PullObject:
 
 @_msg(107)
 class ObjectStream:
-    object_id: bytes
     size: int  # this many raw bytes follow the frame
 
 
@@ -461,8 +568,9 @@ class RegisterDetached:
 
     actor_id: bytes
     owner: str  # the owner's address: the head restarts the actor once it is gone
-    push: list[Any]  # the creation PushTask's fields, the class's code included; [] if
-    # its constructor took refs, which go with the owner: it cannot be restarted then
+    # The creation task, the class's code included; None if its constructor took refs,
+    # which go with the owner: it cannot be restarted then.
+    push: PushTask | None
     shape: dict[str, int]
 
 
@@ -472,7 +580,7 @@ class StartActor:
 
     actor_id: bytes
     class_name: str
-    push: list[Any]
+    push: PushTask  # the creation task: the node sets owner and gpu_ids of its lease
     shape: dict[str, int]
     restarts_left: int
 
@@ -482,7 +590,7 @@ class StartActor:
 @_msg(90)
 class ListState:
     kind: str  # "tasks" | "actors" | "objects" | "nodes" | "workers"
-    filters: list[list[Any]]  # [column, "=" | "!=", value]; strings compare case-insensitively
+    filters: list[Filter]
     limit: int
     local: bool = False  # objects, workers: this node's only (else every node's, merged)
 
@@ -515,7 +623,7 @@ class GetLogs:
 @_msg(95)
 class Logs:
     pid: int
-    lines: list[list[Any]]  # [number, stream ("out" | "err"), text]
+    lines: list[NumberedLine]
     next_line: int  # the number the next line of this worker will get
     alive: bool
 
@@ -523,17 +631,39 @@ class Logs:
 Message = Any  # one of the classes above
 
 
+def fields_of(msg: Any) -> list[Any]:
+    """A message's fields in wire order: a message inside a message travels as this
+    (msgpack's `default` hook), and the head stores a detached actor's push so."""
+    return [getattr(msg, name) for name in type(msg)._names]
+
+
+def nested(obj: Any) -> Any:
+    """msgpack's `default` hook: a message inside other data packs as its fields."""
+    if hasattr(type(obj), "TAG"):
+        return fields_of(obj)
+    raise TypeError(f"cannot send a {type(obj).__name__} on the wire")
+
+
 def encode(msg: Any, request_id: int = 0) -> bytes:
     """Frame bytes for `msg`."""
     cls = type(msg)
     getter = cls._getter
     if getter is not None:
-        body = msgpack.packb([cls.TAG, request_id, *getter(msg)], use_bin_type=True)
+        items = [cls.TAG, request_id, *getter(msg)]
     elif cls._names:
-        body = msgpack.packb([cls.TAG, request_id, getattr(msg, cls._names[0])], use_bin_type=True)
+        items = [cls.TAG, request_id, getattr(msg, cls._names[0])]
     else:
-        body = msgpack.packb([cls.TAG, request_id], use_bin_type=True)
+        items = [cls.TAG, request_id]
+    body: bytes = msgpack.packb(items, use_bin_type=True, default=nested)
     return HEADER.pack(len(body), PROTOCOL_VERSION) + body
+
+
+def from_fields(cls: type, items: list[Any]) -> Any:
+    """The message of type `cls` from its fields as msgpack decoded them (fields_of)."""
+    wire: Any = cls
+    for i, decoder in wire._decoders:
+        items[i] = decoder(items[i])
+    return wire(*items)
 
 
 def decode(body: bytes | memoryview) -> tuple[Any, int]:
@@ -542,6 +672,10 @@ def decode(body: bytes | memoryview) -> tuple[Any, int]:
         items = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
         tag, request_id = items[0], items[1]
         cls = _BY_TAG[tag]
+        decoders = cls._decoders
+        if decoders:
+            for i, decoder in decoders:
+                items[i + 2] = decoder(items[i + 2])
         return cls(*items[2:]), request_id
     except Exception as exc:
         raise ProtocolError(f"malformed frame: {exc}") from exc
@@ -584,8 +718,7 @@ class FrameReader:
 
 @_msg(113)
 class RegisterJob:
-    driver_address: str
-    pid: int
+    pass
 
 
 @_msg(114)

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import protocol as P
 from .config import CONFIG
 
 log = logging.getLogger("raylite.task_events")
@@ -88,8 +89,8 @@ def _equal(actual: Any, expected: Any) -> bool:
     return str(actual).lower() == str(expected).lower()
 
 
-def check_filters(filters: Iterable[Any], columns: Iterable[str], kind: str) -> list[list[Any]]:
-    """Filters as [key, predicate, value] lists; ValueError naming what is allowed."""
+def check_filters(filters: Iterable[Any], columns: Iterable[str], kind: str) -> list[P.Filter]:
+    """The filters as Filter records; ValueError naming what is allowed."""
     allowed = set(columns)
     out = []
     for f in filters:
@@ -102,13 +103,13 @@ def check_filters(filters: Iterable[Any], columns: Iterable[str], kind: str) -> 
             )
         if pred not in ("=", "!="):
             raise ValueError(f"unsupported filter predicate {pred!r}: use '=' or '!='")
-        out.append([key, pred, value])
+        out.append(P.Filter(key, pred, value))
     return out
 
 
-def matches(get: Callable[[str], Any], filters: list[list[Any]]) -> bool:
+def matches(get: Callable[[str], Any], filters: list[P.Filter]) -> bool:
     """Whether the row whose fields `get` returns passes every filter."""
-    return all(_equal(get(key), value) == (pred == "=") for key, pred, value in filters)
+    return all(_equal(get(f.column), f.value) == (f.op == "=") for f in filters)
 
 
 def error_info(blob: bytes) -> list[str]:
@@ -253,7 +254,7 @@ class TaskEventStore:
     def row(self, rec: list[Any]) -> dict[str, Any]:
         return {k: get(self, rec) for k, get in TASK_COLUMNS.items()}
 
-    def list_tasks(self, filters: list[list[Any]], limit: int) -> tuple[list[dict[str, Any]], int]:
+    def list_tasks(self, filters: list[P.Filter], limit: int) -> tuple[list[dict[str, Any]], int]:
         """(up to `limit` rows passing the filters, how many pass in all)."""
         filters = check_filters(filters, TASK_COLUMNS, "tasks")
         rows: list[dict[str, Any]] = []
@@ -438,7 +439,7 @@ class WorkerLogs:
         self.lines = lines
         self.workers = workers
         self.max_line = max_line  # longer lines are cut: one runaway print must not fill the ring
-        self.rings: collections.OrderedDict[int, collections.deque[list[Any]]] = (
+        self.rings: collections.OrderedDict[int, collections.deque[P.NumberedLine]] = (
             collections.OrderedDict()
         )
         self.next_seq: dict[int, int] = {}
@@ -454,7 +455,7 @@ class WorkerLogs:
             self.rings.move_to_end(pid)
         seq = self.next_seq.get(pid, 1)
         for line in text.splitlines():
-            ring.append([seq, stream, line[: self.max_line]])
+            ring.append(P.NumberedLine(seq, stream, line[: self.max_line]))
             seq += 1
         self.next_seq[pid] = seq
 
@@ -465,13 +466,13 @@ class WorkerLogs:
     def knows(self, pid: int) -> bool:
         return pid in self.rings
 
-    def get(self, pid: int, after: int, tail: int) -> tuple[list[list[Any]], int]:
+    def get(self, pid: int, after: int, tail: int) -> tuple[list[P.NumberedLine], int]:
         """(lines numbered `after` and later, or the last `tail` if after <= 0; next number)."""
         ring = self.rings.get(pid)
         nxt = self.next_seq.get(pid, 1)
         if ring is None:
             return [], nxt
         if after > 0:
-            return [line for line in ring if line[0] >= after], nxt
+            return [line for line in ring if line.number >= after], nxt
         lines = list(ring)
         return (lines[-tail:] if tail > 0 else lines), nxt

@@ -30,7 +30,7 @@ from typing import Any
 
 from .config import CONFIG
 from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
-from .protocol import PROTOCOL_VERSION, FrameReader, decode, encode
+from .protocol import PROTOCOL_VERSION, FrameReader, ObjectStream, decode, encode
 
 log = logging.getLogger("raylite.transport")
 
@@ -435,9 +435,9 @@ def receive_stream(address: str, token: bytes, request: Any, fd: int, timeout: f
         if version != PROTOCOL_VERSION or length > 1 << 20:
             raise ProtocolError(f"bad stream header from {address}")
         answer, _ = decode(_recv_exact(sock, length))
-        size = getattr(answer, "size", None)
-        if not isinstance(size, int):
+        if not isinstance(answer, ObjectStream):
             return answer
+        size = answer.size
         os.ftruncate(fd, size)
         if hasattr(os, "splice"):
             _splice_into(sock, fd, size, timeout, address)

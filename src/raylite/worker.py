@@ -30,7 +30,6 @@ from .exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from .object_ref import ObjectRef
 from .serialization import capture_error, dumps_inline, loads_function, loads_inline, serialize
 
-_STOP = object()
 _EXIT = object()
 
 
@@ -144,8 +143,6 @@ class Worker:
         if isinstance(msg, P.FlushEvents):
             self.flush_events(conn)  # conn: self.cw may not be assigned yet
             conn.reply(rid, P.Ok())
-        elif isinstance(msg, P.Exit):
-            self.tasks.put(_STOP)
 
     # --- the loop -------------------------------------------------------------------
     def run(self) -> None:
@@ -154,8 +151,6 @@ class Worker:
                 item = self.tasks.get()
             except KeyboardInterrupt:  # a cancel() that arrived after its task ended
                 continue
-            if item is _STOP:
-                return
             if item is _EXIT:  # an async method called exit_actor()
                 self._exit_actor()
                 return
@@ -185,11 +180,11 @@ class Worker:
             )
         )
 
-    def _exit_requested(self, msg: P.PushTask) -> list[list[Any]]:
+    def _exit_requested(self, msg: P.PushTask) -> list[P.TaskReturn]:
         cause = f"The actor {self.actor_class_name} exited: it called exit_actor()."
         self.actor_dead = dumps_inline(ActorDiedError(cause, cause))
         self.exit_cause = cause
-        return [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids]
+        return [P.TaskReturn(oid, P.ERROR, self.actor_dead, {}) for oid in msg.return_ids]
 
     # --- concurrent actors: async methods on an event loop, or a thread pool ---------
     def _setup_concurrency(self, msg: P.PushTask) -> None:
@@ -256,7 +251,7 @@ class Worker:
         conn: Any,
         msg: P.PushTask,
         rid: int,
-        returns: list[list[Any]],
+        returns: list[P.TaskReturn],
         start: float,
         end: float,
     ) -> None:
@@ -268,12 +263,12 @@ class Worker:
         if cw._unmapped or cw._released:
             cw._process_released()
         try:
-            conn.reply(rid, P.TaskDone(msg.task_id, returns, start, end, self.pid))
+            conn.reply(rid, P.TaskDone(returns, self.pid))
         except Exception:
             pass  # the owner is gone; nobody wants this result
         error = None
-        if returns and returns[0][1] == P.ERROR:
-            error = task_events.error_info(returns[0][2])
+        if returns and returns[0].kind == P.ERROR:
+            error = task_events.error_info(returns[0].data)
         event = self._event(msg, start, end, error)
         with self.events_lock:
             self.events.append(event)
@@ -297,7 +292,7 @@ class Worker:
             self.cw.worker_id,
             kind,
             msg.parent_task_id,
-            [d[3] for d in msg.deps],
+            [d.object_id for d in msg.deps],
             msg.return_ids,
             msg.actor_id,
             msg.job_id,
@@ -336,20 +331,24 @@ class Worker:
         args, kwargs = loads_inline(msg.args_blob)
         if msg.deps:
             args = list(args)
-            for position, kind, data, oid in msg.deps:
-                value = self.cw._value(oid, kind, data)
-                if isinstance(position, int):
-                    args[position] = value
+            for d in msg.deps:
+                value = self.cw._value(d.object_id, d.kind, d.data)
+                if isinstance(d.position, int):
+                    args[d.position] = value
                 else:
-                    kwargs[position] = value
+                    kwargs[d.position] = value
         return fn, args, kwargs
 
-    def execute(self, msg: P.PushTask) -> tuple[list[list[Any]], float, float]:
+    def execute(self, msg: P.PushTask) -> tuple[list[P.TaskReturn], float, float]:
         cw = self.cw
         start = time.time()
         name = msg.name
         if msg.actor_id is not None and not msg.actor_creation and self.actor_dead is not None:
-            return [[oid, P.ERROR, self.actor_dead, []] for oid in msg.return_ids], start, start
+            return (
+                [P.TaskReturn(oid, P.ERROR, self.actor_dead, {}) for oid in msg.return_ids],
+                start,
+                start,
+            )
         if msg.task_id in self.cancelled:
             self.cancelled.discard(msg.task_id)
             return self._cancelled(msg), start, start
@@ -391,7 +390,7 @@ class Worker:
                 return self._cancelled(msg), start, time.time()
             returns = self._error(msg, exc, name)
             if msg.actor_creation:
-                cause = loads_inline(returns[0][2])
+                cause = loads_inline(returns[0].data)
                 self.actor_dead = dumps_inline(
                     ActorDiedError(
                         f"The actor {self.actor_class_name} died in its constructor: {cause}", cause
@@ -408,20 +407,20 @@ class Worker:
         end = time.time()
         return self._store_returns(msg, result, name), start, end
 
-    def _cancelled(self, msg: P.PushTask) -> list[list[Any]]:
+    def _cancelled(self, msg: P.PushTask) -> list[P.TaskReturn]:
         blob = dumps_inline(TaskCancelledError(msg.task_id.hex()))
-        return [[oid, P.ERROR, blob, []] for oid in msg.return_ids]
+        return [P.TaskReturn(oid, P.ERROR, blob, {}) for oid in msg.return_ids]
 
-    def _error(self, msg: P.PushTask, exc: BaseException, name: str) -> list[list[Any]]:
+    def _error(self, msg: P.PushTask, exc: BaseException, name: str) -> list[P.TaskReturn]:
         if isinstance(exc, RayTaskError):
             blob = dumps_inline(
                 RayTaskError(exc.function_name, exc.traceback_str, exc.cause, exc.pid)
             )
         else:
             blob = capture_error(exc, name, self.pid)
-        return [[oid, P.ERROR, blob, []] for oid in msg.return_ids]
+        return [P.TaskReturn(oid, P.ERROR, blob, {}) for oid in msg.return_ids]
 
-    def _store_returns(self, msg: P.PushTask, result: Any, name: str) -> list[list[Any]]:
+    def _store_returns(self, msg: P.PushTask, result: Any, name: str) -> list[P.TaskReturn]:
         ids = msg.return_ids
         n = len(ids)
         if n == 1:
@@ -439,18 +438,18 @@ class Worker:
                     f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}".rstrip()
                 )
                 return self._error(msg, err, name)
-        out = []
+        out: list[P.TaskReturn] = []
         cw = self.cw
         for oid, value in zip(ids, values, strict=True):
             try:
                 sv, refs = cw.serialize_collecting(serialize, value)
                 kind, data = cw.store_serialized(oid, sv)
-                out.append([oid, kind, data, self._lend_to_caller(refs, msg.owner)])
+                out.append(P.TaskReturn(oid, kind, data, self._lend_to_caller(refs, msg.owner)))
             except Exception as exc:
-                out.append([oid, P.ERROR, capture_error(exc, name, self.pid), []])
+                out.append(P.TaskReturn(oid, P.ERROR, capture_error(exc, name, self.pid), {}))
         return out
 
-    def _lend_to_caller(self, refs: list[Any], caller: str) -> list[list[Any]]:
+    def _lend_to_caller(self, refs: list[Any], caller: str) -> dict[bytes, str]:
         """Register the caller as a borrower of refs inside a return value, before replying."""
         contained: dict[bytes, str] = {}
         for ref in refs:
@@ -471,7 +470,7 @@ class Worker:
                     )
                 except Exception:
                     pass  # owner gone: the caller will see OwnerDiedError on get
-        return [[oid, owner] for oid, owner in contained.items()]
+        return contained
 
 
 def worker_main(

@@ -119,7 +119,7 @@ def h() -> Iterator[Harness]:
 
 def done(push: P.PushTask, value: Any = 42, kind: int = P.INLINE) -> P.TaskDone:
     data = dumps_inline(value) if kind != P.IN_STORE else value
-    return P.TaskDone(push.task_id, [[push.return_ids[0], kind, data, []]], 0.0, 0.0, 1001)
+    return P.TaskDone([P.TaskReturn(push.return_ids[0], kind, data, {})], 1001)
 
 
 def test_a_task_goes_queued_pushed_finished(h: Harness) -> None:
@@ -183,7 +183,7 @@ def test_a_task_waits_for_its_arguments(h: Harness) -> None:
     reply(done(push, 1))
     assert second.state is L.PUSHED  # the same lease runs it once its argument is there
     push2, _ = worker.take(P.PushTask)
-    assert [(d[0], d[1]) for d in push2.deps] == [(0, P.INLINE)]
+    assert [(d.position, d.kind) for d in push2.deps] == [(0, P.INLINE)]
 
 
 def test_a_failed_argument_fails_the_task_without_running_it(h: Harness) -> None:

@@ -26,6 +26,7 @@ from raylite.node.lease_book import (
     WorkerState,
     transition,
 )
+from raylite.protocol import FailCode
 from raylite.scheduling import NodeView
 
 U = RESOURCE_UNIT
@@ -190,7 +191,10 @@ def test_an_actor_worker_dying_at_start_fails_its_lease():
     b.request(req)
     w = Worker(for_request=req, actor_id=b"actor")
     actions = b.worker_died(w, "killed")
-    assert Reject(req, "the worker for the actor died at start (killed)") in actions
+    assert (
+        Reject(req, FailCode.WORKER_DIED, "the worker for the actor died at start (killed)")
+        in actions
+    )
     assert req.state is LeaseState.FAILED
     assert b.available["CPU"] == U
 
@@ -256,7 +260,7 @@ def test_cancel_a_waiting_request():
     b = book(1)
     req = lease({"CPU": 2 * U})
     b.request(req)
-    assert b.cancel(req.lease_id) == [Reject(req, "cancelled")]
+    assert b.cancel(req.lease_id) == [Reject(req, FailCode.CANCELLED, "cancelled")]
     assert req.state is LeaseState.CANCELLED
     assert b.pending == []
     assert b.cancel(req.lease_id) == []

@@ -37,8 +37,8 @@ def _holder(behaviour: str) -> tuple[str, threading.Thread, threading.Event]:
                 return
             conn.sendall(transport._ACK)
             length, _ = P.HEADER.unpack(transport._recv_exact(conn, P.HEADER.size))
-            request, rid = P.decode(transport._recv_exact(conn, length))
-            conn.sendall(P.encode(P.ObjectStream(request.object_id, len(DATA)), rid))
+            _request, rid = P.decode(transport._recv_exact(conn, length))
+            conn.sendall(P.encode(P.ObjectStream(len(DATA)), rid))
             if behaviour == "all":
                 conn.sendall(DATA)
                 return

@@ -8,6 +8,7 @@ import tracemalloc
 import msgpack
 import pytest
 
+from raylite import protocol as P
 from raylite import task_events as TE
 from raylite.config import CONFIG
 from raylite.exceptions import RayTaskError, TaskCancelledError
@@ -217,15 +218,15 @@ def test_worker_logs_keep_the_last_lines_and_number_them():
     logs.add(10, "out", "a\nb")
     logs.add(10, "err", "c\nd")
     lines, nxt = logs.get(10, after=0, tail=10)
-    assert [text for _, _, text in lines] == ["b", "c", "d"]
-    assert [stream for _, stream, _ in lines] == ["out", "err", "err"]
+    assert [line.text for line in lines] == ["b", "c", "d"]
+    assert [line.stream for line in lines] == ["out", "err", "err"]
     assert nxt == 5
-    assert logs.get(10, after=4, tail=0)[0] == [[4, "err", "d"]]
-    assert logs.get(10, after=0, tail=1)[0] == [[4, "err", "d"]]
+    assert logs.get(10, after=4, tail=0)[0] == [P.NumberedLine(4, "err", "d")]
+    assert logs.get(10, after=0, tail=1)[0] == [P.NumberedLine(4, "err", "d")]
     logs.add(11, "out", "x")
     logs.add(12, "out", "y")  # a third worker: the least recent ring goes
     assert logs.get(10, 0, 10) == ([], 1)
-    assert logs.get(12, 0, 10)[0] == [[1, "out", "y"]]
+    assert logs.get(12, 0, 10)[0] == [P.NumberedLine(1, "out", "y")]
 
 
 def test_error_info_names_rays_error_types():

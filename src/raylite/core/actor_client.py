@@ -148,7 +148,8 @@ class ActorClientMixin:
         if name is not None:
             ns = namespace if namespace is not None else self.default_namespace()
             reply = self.nm.request(
-                P.RegisterActorName(name, ns, actor_id, class_name, methods or {}), timeout=CONFIG.request_timeout_s
+                P.RegisterActorName(name, ns, actor_id, class_name, methods or {}),
+                timeout=CONFIG.request_timeout_s,
             )
             if reply.found:
                 if get_if_exists:
@@ -274,11 +275,11 @@ class ActorClientMixin:
     def _register_detached(self, spec: TaskSpec, client: ActorClient) -> None:
         """Leave with the head what it takes to restart this detached actor after we are
         gone (head/detached.py): possible only if its constructor's arguments are all inline."""
-        if any(dep[1] != P.INLINE for dep in spec.deps):
-            self._send_nm(P.RegisterDetached(client.actor_id, self.address, [], spec.shape))
+        if any(dep.kind != P.INLINE for dep in spec.deps):
+            self._send_nm(P.RegisterDetached(client.actor_id, self.address, None, spec.shape))
             return
         blob = spec.function_blob() if spec.function_blob is not None else None
-        push = [
+        push = P.PushTask(
             spec.task_id,
             spec.name,
             spec.function_id,
@@ -293,7 +294,7 @@ class ActorClientMixin:
             self.job_id,
             None,
             spec.actor_options,
-        ]
+        )
         self._send_nm(P.RegisterDetached(client.actor_id, self.address, push, spec.shape))
 
     def _actor_created(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
@@ -306,7 +307,8 @@ class ActorClientMixin:
                 "before its constructor finished.",
             )
             return
-        oid, kind, data, _ = reply.returns[0]
+        ret = reply.returns[0]
+        oid, kind, data = ret.object_id, ret.kind, ret.data
         with self.lock:
             now = client.state is not DEAD and spec.incarnation == client.incarnation
             if now:
@@ -474,13 +476,13 @@ class ActorClientMixin:
 
     def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         if isinstance(reply, P.TaskDone):
-            error = bool(reply.returns) and reply.returns[0][1] == P.ERROR
+            error = bool(reply.returns) and reply.returns[0].kind == P.ERROR
             with self.lock:
                 if spec in client.inflight:
                     client.inflight.remove(spec)
                 self._answered(spec, error)
-            for oid, kind, data, contained in reply.returns:
-                self._complete(oid, kind, data, contained)
+            for r in reply.returns:
+                self._complete(r.object_id, r.kind, r.data, r.contained)
             self._keep_lineage(spec, reply)
             with self.lock:
                 self._release_held(spec)
@@ -517,9 +519,7 @@ class ActorClientMixin:
         if client.creator and not dead:  # restarts it, or it is dead now
             self._life_ended(client, spec.incarnation, process_died(client))
         if not retry:
-            self._fail_for_good(
-                spec, dumps_inline(actor_error(client, client.dead_cause or cause))
-            )
+            self._fail_for_good(spec, dumps_inline(actor_error(client, client.dead_cause or cause)))
         if dead:
             return
         if not client.creator:

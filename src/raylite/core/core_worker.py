@@ -82,7 +82,6 @@ class CoreWorker(
         token: bytes,
         session_dir: str,
         worker_id: bytes | None = None,
-        job_id: bytes | None = None,
         log_to_driver: bool = True,
         namespace: str | None = None,
         task_handler: Callable[[Connection, P.PushTask, int], None] | None = None,
@@ -109,7 +108,8 @@ class CoreWorker(
             node_address, token, self._handle_nm, name="node-manager", on_close=self._nm_lost
         )
         reg = self.nm.request(
-            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address, job_id), timeout=CONFIG.request_timeout_s
+            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address),
+            timeout=CONFIG.request_timeout_s,
         )
         self.node_id: bytes = reg.node_id
         self.job_id: bytes = reg.job_id
@@ -177,7 +177,6 @@ class CoreWorker(
         # (cancel(recursive=True) follows them). Emptied when the task ends.
         self.children: dict[bytes, list[bytes]] = {}
         self._unmapped: collections.deque[bytes] = collections.deque()  # segments to unmap
-
 
     @property
     def current_task_id(self) -> bytes | None:
@@ -298,7 +297,9 @@ class CoreWorker(
     def _handle_inbound(self, conn: Connection, msg: Any, rid: int) -> None:
         if isinstance(msg, P.PushTask):
             if self.on_task_pushed is None:
-                conn.reply(rid, P.Failed("this process does not run tasks"))
+                conn.reply(
+                    rid, P.Failed(P.FailCode.NOT_A_WORKER, "this process does not run tasks")
+                )
             else:
                 self.on_task_pushed(conn, msg, rid)
         elif isinstance(msg, P.GetObject):
@@ -316,7 +317,7 @@ class CoreWorker(
     def _serve_object(self, conn: Connection, oid: bytes, rid: int) -> None:
         def answer(kind: int, data: Any) -> None:
             try:
-                conn.reply(rid, P.ObjectValue(oid, kind, data))
+                conn.reply(rid, P.ObjectValue(kind, data))
             except ConnectionLost:
                 pass
 
@@ -365,7 +366,9 @@ class CoreWorker(
         # On a cluster the value says which node holds it: [size, node manager address].
         return P.IN_STORE, [size, self.node_tcp] if self.node_tcp else size
 
-    def _complete(self, oid: bytes, kind: int, data: Any, contained: Any = ()) -> None:
+    def _complete(
+        self, oid: bytes, kind: int, data: Any, contained: dict[bytes, str] | None = None
+    ) -> None:
         """Record an owned object's value and run its waiters (call without lock)."""
         refs = self._adopt_contained(contained)
         with self.lock:
@@ -656,9 +659,9 @@ class CoreWorker(
         self.nm.close()
 
 
-def _print_log_lines(lines: list[list[Any]]) -> None:
-    out = [t for s, t in lines if s == "out"]
-    err = [t for s, t in lines if s == "err"]
+def _print_log_lines(lines: list[P.LogLine]) -> None:
+    out = [line.text for line in lines if line.stream == "out"]
+    err = [line.text for line in lines if line.stream == "err"]
     try:
         if out:
             sys.stdout.write("".join(out))

@@ -152,7 +152,10 @@ class LeasingMixin:
                     # (not once our own node manager is gone: nothing would answer)
                     gone = reply is None and (not nm or self.closed)
                     if sc.pending.pop(lease_id, None) is not None and sc.queue and not gone:
-                        if isinstance(reply, P.Failed) and "affinity" in reply.reason:
+                        if (
+                            isinstance(reply, P.Failed)
+                            and reply.code == P.FailCode.AFFINITY_UNAVAILABLE
+                        ):
                             self._fail_queue(sc, reply.reason)
                         else:
                             self._dispatch(sc)

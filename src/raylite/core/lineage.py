@@ -99,14 +99,14 @@ class LineageMixin:
         """A task's stored returns keep it as their lineage while they live."""
         if not spec.rebuildable or not reply.returns:
             return
-        if not spec.lineage_pinned and all(r[1] != P.IN_STORE for r in reply.returns):
+        if not spec.lineage_pinned and all(r.kind != P.IN_STORE for r in reply.returns):
             spec.rerunning = False  # small values only: the owner holds them, no lineage
             return
         with self.lock:
             spec.rerunning = False
-            for oid, kind, _, _ in reply.returns:
-                entry = self.objects.get(oid)
-                stored = entry is not None and entry.kind == P.IN_STORE == kind
+            for r in reply.returns:
+                entry = self.objects.get(r.object_id)
+                stored = entry is not None and entry.kind == P.IN_STORE == r.kind
                 if stored and entry.lineage is None:  # type: ignore[union-attr]
                     entry.lineage = spec  # type: ignore[union-attr]
                     spec.lineage_holders += 1
@@ -119,10 +119,10 @@ class LineageMixin:
     def _lost_argument(self, spec: TaskSpec, reply: P.TaskDone) -> bytes | None:
         """The id of a ref argument the worker could not fetch (lost), if that is why
         the task failed."""
-        if not spec.dep_ids or not reply.returns or reply.returns[0][1] != P.ERROR:
+        if not spec.dep_ids or not reply.returns or reply.returns[0].kind != P.ERROR:
             return None
         try:
-            err = loads_inline(reply.returns[0][2])
+            err = loads_inline(reply.returns[0].data)
         except Exception:
             return None
         cause = getattr(err, "cause", err)

@@ -147,13 +147,14 @@ class RefsMixin:
                     if oid in self.objects:
                         self._maybe_free(oid)
 
-    def _adopt_contained(self, contained: Any) -> list[ObjectRef]:
-        """Refs inside a task's return value; the worker registered our borrows already."""
+    def _adopt_contained(self, contained: dict[bytes, str] | None) -> list[ObjectRef]:
+        """Refs inside a task's return value (object id -> owner); the worker registered
+        our borrows already."""
         if not contained:
             return []
         extra = []
         with self._ref_lock:
-            for oid, owner in contained:
+            for oid, owner in contained.items():
                 if owner == self.address:
                     continue
                 if self.local_refs.get(oid) or oid in self.preregistered:
@@ -165,7 +166,7 @@ class RefsMixin:
                 self.peer(owner).send(P.RemoveBorrower(oid, self.address))
             except ConnectionLost:
                 pass
-        return [ObjectRef(oid, owner) for oid, owner in contained]
+        return [ObjectRef(oid, owner) for oid, owner in contained.items()]
 
     def _release_loop(self) -> None:
         """Free what dropped refs released even while the program makes no calls."""

@@ -165,7 +165,7 @@ class SubmissionMixin:
                         if entry is not None:
                             entry.held += 1
                             spec.held.append(ref.id)
-                spec.deps.append([position, kind, data, ref.id])
+                spec.deps.append(P.Dep(position, kind, data, ref.id))
             self._dep_resolved(spec)
 
         return cb
@@ -303,7 +303,7 @@ class SubmissionMixin:
             spec.function_id,
             blob,
             spec.args_blob,
-            [d for d in spec.deps],
+            list(spec.deps),
             spec.return_ids,
             self.address,
             spec.actor_id,
@@ -336,14 +336,14 @@ class SubmissionMixin:
             )
             self._fail_for_good(spec, dumps_inline(err), FAILED, "its worker died")
             return
-        error = bool(reply.returns) and reply.returns[0][1] == P.ERROR
+        error = bool(reply.returns) and reply.returns[0].kind == P.ERROR
         if (
             error
             and spec.retry_exceptions
             and spec.max_retries != 0
             and not spec.cancelled
             and not self.closed
-            and retryable(spec.retry_exceptions, reply.returns[0][2])
+            and retryable(spec.retry_exceptions, reply.returns[0].data)
         ):
             with self.lock:
                 if self._retry(spec, "it raised an exception it retries"):
@@ -359,8 +359,8 @@ class SubmissionMixin:
             return
         with self.lock:
             self._answered(spec, error)
-        for oid, kind, data, contained in reply.returns:
-            self._complete(oid, kind, data, contained)
+        for r in reply.returns:
+            self._complete(r.object_id, r.kind, r.data, r.contained)
         self._keep_lineage(spec, reply)
         with self.lock:
             self._release_held(spec)

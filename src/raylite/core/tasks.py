@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import protocol as P
 from ..object_ref import ObjectRef
 from ..serialization import dumps_inline, loads_inline
 from .lifecycle import TASK_TRANSITIONS, WAITING_ARGS, TaskState, transition
 
 log = logging.getLogger("raylite")
-
 
 
 class Dep:
@@ -46,7 +46,7 @@ class TaskSpec:
     retry_exceptions: Any  # bool, or a tuple of exception classes to retry
     actor_id: bytes | None = None
     actor_creation: bool = False
-    deps: list[list[Any]] = field(default_factory=list)
+    deps: list[P.Dep] = field(default_factory=list)  # ref arguments, resolved
     unresolved: int = 0
     held: list[bytes] = field(default_factory=list)
     arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends

@@ -36,6 +36,14 @@ Head = Any
 ActorRec = Any
 
 
+def restored(restart: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An actor's `restart` record as the head's storage gave it back: its push, stored
+    as the PushTask's fields (protocol.nested), a PushTask again."""
+    if restart is None:
+        return None
+    return {**restart, "push": P.from_fields(P.PushTask, list(restart["push"]))}
+
+
 def owner_gone(head: Head, address: str = "", node_id: bytes = b"") -> None:
     """A process is gone (or every process of a node): the detached actors it owned
     are the head's to restart now."""

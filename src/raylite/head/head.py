@@ -89,7 +89,7 @@ class ActorRec:
     owner: str = ""  # a detached actor's owner (RegisterDetached)
     owner_gone: bool = False  # then the head restarts it (detached.py)
     owner_node: bytes = b""  # the node its owner ran on: the owner is gone if it dies
-    restart: dict[str, Any] | None = None  # {"push": creation task fields, "shape": ...}
+    restart: dict[str, Any] | None = None  # {"push": the creation PushTask, "shape": ...}
 
     def row(self) -> dict[str, Any]:
         return {
@@ -112,7 +112,7 @@ class ActorRec:
 
 
 def _pack(row: dict[str, Any]) -> bytes:
-    return msgpack.packb(row, use_bin_type=True)
+    return msgpack.packb(row, use_bin_type=True, default=P.nested)
 
 
 def _unpack(blob: bytes) -> dict[str, Any]:
@@ -185,7 +185,7 @@ class Head:
                 owner=row.get("owner", ""),
                 owner_gone=row.get("owner_gone", False),
                 owner_node=row.get("owner_node", b""),
-                restart=row.get("restart"),
+                restart=detached.restored(row.get("restart")),
             )
             self.actors[actor.actor_id] = actor
             if actor.name is not None and actor.state is not DEAD:
@@ -245,8 +245,7 @@ class Head:
         if rec is not None and not rec.alive:
             # Marked dead (missed heartbeats): its actors may run elsewhere by now.
             conn.reply(
-                rid,
-                P.NodeRegistered(self.nm.node_id, False, f"node was marked dead: {rec.cause}", []),
+                rid, P.Failed(P.FailCode.NODE_MARKED_DEAD, f"node was marked dead: {rec.cause}")
             )
             return
         rec = NodeRec(msg.node_id, msg.address, msg.ip, msg.total, msg.available, msg.info)
@@ -257,7 +256,7 @@ class Head:
         self.save_node(rec)
         log.info("head: node %s joined at %s", msg.node_id.hex()[:8], msg.address)
         view = self.view()
-        conn.reply(rid, P.NodeRegistered(self.nm.node_id, True, "", view))
+        conn.reply(rid, P.NodeRegistered(view))
         # The others hear of it now, not at their next heartbeat: a driver that starts
         # right after a join places work on the new node at once.
         self.broadcast(P.ClusterView(view), skip=conn, local=False)
@@ -267,7 +266,7 @@ class Head:
         rec = self.nodes.get(msg.node_id)
         if rec is None or not rec.alive:
             why = rec.cause if rec is not None else "unknown node"
-            conn.reply(rid, P.Failed(f"node was marked dead: {why}"))
+            conn.reply(rid, P.Failed(P.FailCode.NODE_MARKED_DEAD, f"node was marked dead: {why}"))
             return
         rec.last_seen = time.monotonic()
         rec.available = msg.available
@@ -324,8 +323,8 @@ class Head:
 
     def on_log_lines(self, conn: AsyncConnection, msg: P.LogLines, rid: int) -> None:
         if conn is not None and msg.pid:  # another node's worker: keep it for `raylite logs`
-            for stream, text in msg.lines:
-                self.nm.worker_logs.add(msg.pid, stream, text.rstrip("\n"))
+            for line in msg.lines:
+                self.nm.worker_logs.add(msg.pid, line.stream, line.text.rstrip("\n"))
         self.broadcast(msg, skip=conn, local=conn is not None)
 
     def on_register_job(self, conn: AsyncConnection, msg: P.RegisterJob, rid: int) -> None:
@@ -445,9 +444,7 @@ class Head:
         if state in (ALIVE, DEAD):
             for conn, rid in actor.waiters:
                 if not conn.closed:
-                    conn.reply(
-                        rid, P.ActorInfo(actor.actor_id, actor.state, actor.address, actor.cause)
-                    )
+                    conn.reply(rid, P.ActorInfo(actor.state, actor.address, actor.cause))
             actor.waiters.clear()
 
     def on_register_detached(
@@ -517,7 +514,7 @@ class Head:
     def on_get_actor(self, conn: AsyncConnection, msg: P.GetActorInfo, rid: int) -> None:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
         if actor.state in (ALIVE, DEAD):
-            conn.reply(rid, P.ActorInfo(actor.actor_id, actor.state, actor.address, actor.cause))
+            conn.reply(rid, P.ActorInfo(actor.state, actor.address, actor.cause))
         else:
             actor.waiters.append((conn, rid))
 

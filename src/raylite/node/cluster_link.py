@@ -3,11 +3,12 @@
 Owns the node's cluster addresses (`ip`, `port`, `tcp_address`), the head: the Head
 itself where it runs in this process (`head`), else the connection to it
 (`head_conn`, `head_ready`), the heartbeat (`beat_now`), the last cluster view
-(`others`, `view_rows`), connections to other node managers (`nm_peers`) and those
+(`others`), connections to other node managers (`nm_peers`) and those
 kept for detached actors this node started again (`kept_actors`, node/detached.py).
 Not the head's tables (head/), not placement (leases.py, scheduling.py).
 
     node ──RegisterNode──▶ head ──NodeRegistered(view)──▶ node             join_head
+                                (or Failed NODE_MARKED_DEAD: join as a new node)
     node ──Heartbeat(available, pending)──▶ head ──ClusterView──▶ node     heartbeat_loop
     head ──NodeDied, ClientDied, LogLines──▶ node ──▶ its clients          on_head_event
     client ──head request──▶ node ──▶ head ──reply──▶ node ──▶ client      forward_to_head
@@ -64,7 +65,6 @@ class ClusterLinkMixin:
     head_ready: asyncio.Event | None
     beat_now: asyncio.Event | None  # set: heartbeat now (joined nodes)
     others: dict[bytes, scheduling.NodeView]  # other live nodes, last view
-    view_rows: list[dict[str, Any]]
     nm_peers: dict[str, AsyncConnection]  # other node managers, by address
     kept_actors: dict[bytes, Any]  # node/detached.py's connections to actors it started
 
@@ -90,7 +90,6 @@ class ClusterLinkMixin:
         self.head_ready = None
         self.beat_now = None
         self.others = {}
-        self.view_rows = []
         self.nm_peers = {}
 
     def resources_changed(self) -> None:
@@ -161,7 +160,9 @@ class ClusterLinkMixin:
                 return None
             return await conn.request(msg)
         except (ConnectionLost, TimeoutError) as exc:
-            return P.Failed(f"the head at {self.head_address} is unreachable ({exc!r})")
+            return P.Failed(
+                P.FailCode.UNREACHABLE, f"the head at {self.head_address} is unreachable ({exc!r})"
+            )
 
     def forward_to_head(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         async def forward() -> None:
@@ -193,7 +194,6 @@ class ClusterLinkMixin:
             self.tell_clients(msg)
 
     def on_cluster_view(self, rows: list[dict[str, Any]]) -> None:
-        self.view_rows = rows
         self.others = {
             r["node_id"]: scheduling.NodeView(
                 r["node_id"], r["address"], r["total"], r["available"], r["alive"]
@@ -203,7 +203,7 @@ class ClusterLinkMixin:
         }
         self.schedule()  # waiting requests may fit elsewhere now
 
-    async def join_head(self, rejoin: bool) -> None:
+    async def join_head(self) -> None:
         assert self.head_address is not None
         assert self.head_ready is not None
         conn = await async_connect(self.head_address, self.token)
@@ -217,13 +217,14 @@ class ClusterLinkMixin:
                     self.total,
                     self.available,
                     self.node_info(),
-                    rejoin,
                 )
             ),
             self.node_timeout_s,
         )
-        if not reply.accepted:
+        if isinstance(reply, P.Failed):
             conn.close()
+            if reply.code == P.FailCode.NODE_MARKED_DEAD:
+                self.marked_dead(reply.reason)  # join again, as a new node, next beat
             raise ConnectionLost(reply.reason)
         self.head_conn = conn
         self.on_cluster_view(reply.view)
@@ -254,23 +255,20 @@ class ClusterLinkMixin:
             if conn is None or conn.closed:
                 self.head_ready.clear()
                 try:
-                    await self.join_head(rejoin=True)
+                    await self.join_head()
                     log.warning("rejoined the head at %s", self.head_address)
-                except ConnectionLost as exc:
-                    if "marked dead" in str(exc):
-                        self.marked_dead(str(exc))
-                except (OSError, TimeoutError):
-                    pass
+                except (ConnectionLost, OSError, TimeoutError):
+                    pass  # unreachable, or refused (join_head saw to that): try again
                 continue
             beat = P.Heartbeat(self.node_id, dict(self.available), self.pending_shapes())
             try:
                 reply = await asyncio.wait_for(conn.request(beat), self.node_timeout_s)
             except (ConnectionLost, TimeoutError):
                 continue
-            if isinstance(reply, P.Failed):
-                self.marked_dead(reply.reason)
-            else:
+            if isinstance(reply, P.ClusterView):
                 self.on_cluster_view(reply.nodes)
+            elif isinstance(reply, P.Failed) and reply.code == P.FailCode.NODE_MARKED_DEAD:
+                self.marked_dead(reply.reason)
 
     def marked_dead(self, reason: str) -> None:
         """The head gave us up (we were cut off): our actors may live elsewhere now.

@@ -13,6 +13,7 @@ a _SelfOwner), push the creation task, keep the connection while the actor lives
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -54,28 +55,30 @@ async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
     try:
         granted = await asyncio.wait_for(fut, CONFIG.detached_start_timeout_s)
     except TimeoutError:
-        granted = P.Failed(f"no worker started within {CONFIG.detached_start_timeout_s:.0f} s")
+        granted = P.Failed(
+            P.FailCode.TIMEOUT,
+            f"no worker started within {CONFIG.detached_start_timeout_s:.0f} s",
+        )
     if not isinstance(granted, P.LeaseGranted):
         owner.closed = True  # a request still pending is dropped
         nm.schedule()
-        _report(nm, msg, "DEAD", cause=f"It could not be restarted: {granted}")
+        why = granted.reason if isinstance(granted, P.Failed) else repr(granted)
+        _report(nm, msg, "DEAD", cause=f"It could not be restarted: {why}")
         return
-    fields = list(msg.push)
-    fields[7] = nm.tcp_address  # owner: this node (clusters only: detached actors)
-    fields[10] = list(granted.gpu_ids)
+    # This node is the new life's owner (clusters only: detached actors), on its lease.
+    push = dataclasses.replace(msg.push, owner=nm.tcp_address, gpu_ids=list(granted.gpu_ids))
     try:
         conn = await async_connect(granted.address, nm.token)
         nm.spawn(conn.read_loop(lambda c, m, r: None))
-        reply = await conn.request(P.PushTask(*fields))
+        reply = await conn.request(push)
     except ConnectionLost:
         return  # the worker died: its node reports PROCESS_DIED, the head decides again
-    if isinstance(reply, P.TaskDone) and reply.returns and reply.returns[0][1] != P.ERROR:
+    done = reply.returns[0] if isinstance(reply, P.TaskDone) and reply.returns else None
+    if done is not None and done.kind != P.ERROR:
         nm.kept_actors[msg.actor_id] = conn  # the lease's owner: held while it lives
         _report(nm, msg, "ALIVE", granted.address, reply.worker_pid)
         return
-    error = "no answer"
-    if isinstance(reply, P.TaskDone) and reply.returns:
-        error = str(loads_inline(reply.returns[0][2]))
+    error = "no answer" if done is None else str(loads_inline(done.data))
     conn.close()
     _report(nm, msg, "DEAD", cause=f"The actor {msg.class_name} died in its constructor: {error}")
 

@@ -42,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 from .. import scheduling
 from ..config import CONFIG, RESOURCE_UNIT, Config
 from ..exceptions import InvalidTransition
+from ..protocol import FailCode
 from ..scheduling import NodeView, Placement
 
 log = logging.getLogger("raylite")
@@ -191,6 +192,7 @@ class Spillback:
 @dataclass(frozen=True, slots=True)
 class Reject:
     lease: Lease
+    code: FailCode
     reason: str
 
 
@@ -311,7 +313,7 @@ class LeaseBook:
             if lease.lease_id == lease_id:
                 self.pending.remove(lease)
                 transition(lease, CANCELLED, LEASE_TRANSITIONS, cause="cancel", who=lease_id)
-                return [Reject(lease, "cancelled")]
+                return [Reject(lease, FailCode.CANCELLED, "cancelled")]
         return []
 
     def worker_blocked(self, lease_id: bytes) -> list[LeaseAction]:
@@ -354,7 +356,11 @@ class LeaseBook:
             worker.for_request = None
             transition(lease, FAILED, LEASE_TRANSITIONS, cause=why, who=lease.lease_id)
             self._release(lease.shape, lease.gpu_ids, actions)
-            actions.append(Reject(lease, f"the worker for the actor died at start ({why})"))
+            actions.append(
+                Reject(
+                    lease, FailCode.WORKER_DIED, f"the worker for the actor died at start ({why})"
+                )
+            )
         self._schedule(actions)
         return actions
 
@@ -414,7 +420,7 @@ class LeaseBook:
         node = where.node
         if where.kind == "fail" or node is None:
             transition(lease, FAILED, LEASE_TRANSITIONS, cause=where.kind, who=lease.lease_id)
-            actions.append(Reject(lease, where.reason))
+            actions.append(Reject(lease, FailCode.AFFINITY_UNAVAILABLE, where.reason))
             return
         avail = dict(node.available)
         for k, v in lease.shape.items():

@@ -83,13 +83,13 @@ class LeasesMixin:
                 lease, node = action.lease, action.node
                 self.update_view(node.node_id, action.available)
                 lease.owner.reply(
-                    lease.rid, P.LeaseSpillback(lease.lease_id, node.node_id, node.address)
+                    lease.rid, P.LeaseSpillback(node.address)
                 )
             elif isinstance(action, Reject):
-                action.lease.owner.reply(action.lease.rid, P.Failed(action.reason))
+                action.lease.owner.reply(action.lease.rid, P.Failed(action.code, action.reason))
             elif isinstance(action, Infeasible):
                 lease = action.lease
-                lease.owner.send(P.LeaseInfeasible(lease.lease_id, lease.shape, action.missing))
+                lease.owner.send(P.LeaseInfeasible(lease.shape, action.missing))
 
     def on_request_lease(self, conn: AsyncConnection, msg: P.RequestLease, rid: int) -> None:
         lease = Lease(

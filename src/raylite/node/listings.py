@@ -61,11 +61,13 @@ class Listings:
                 picked = [r for r in everything if matches(r.get, filters)]
                 rows, total = picked[: msg.limit], len(picked)
         except ValueError as exc:
-            conn.reply(rid, P.Failed(str(exc)))
+            conn.reply(rid, P.Failed(P.FailCode.BAD_REQUEST, str(exc)))
             return
         except Exception as exc:  # a bug in a lister: say so rather than never reply
             log.exception("listing %s failed", msg.kind)
-            conn.reply(rid, P.Failed(f"raylite could not list {msg.kind}: {exc!r}"))
+            conn.reply(
+                rid, P.Failed(P.FailCode.INTERNAL, f"raylite could not list {msg.kind}: {exc!r}")
+            )
             return
         conn.reply(rid, P.StateList(rows, total))
 
@@ -81,7 +83,7 @@ class Listings:
         node = self.nm.statistics()
         pid, found = log_pid(msg, node, self.nm.head_statistics(), self.nm.task_events, logs)
         if not found:
-            conn.reply(rid, P.Failed(found_nothing(msg)))
+            conn.reply(rid, P.Failed(P.FailCode.NOT_FOUND, found_nothing(msg)))
             return
         lines, nxt = logs.get(pid, msg.after, msg.tail)
         worker = node.worker_by_pid(pid)

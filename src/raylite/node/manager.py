@@ -205,7 +205,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         else:
             self.head_ready = asyncio.Event()
             try:
-                await self.join_head(rejoin=False)
+                await self.join_head()
             except Exception as exc:
                 sys.stdout.write(f"FAILED cannot join the head at {self.head_address}: {exc}\n")
                 sys.stdout.flush()
@@ -315,7 +315,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.registered(conn, msg, rid, job_id)
 
     async def register_driver(self, conn: AsyncConnection, msg: P.RegisterClient, rid: int) -> None:
-        reply = await self.head_request(P.RegisterJob(msg.address, msg.pid))
+        reply = await self.head_request(P.RegisterJob())
         if not isinstance(reply, P.JobRegistered):
             conn.reply(rid, reply)
             return
@@ -332,9 +332,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             "tcp_address": self.tcp_address,
             "ip": self.ip,
         }
-        conn.reply(
-            rid, P.ClientRegistered(self.node_id, job_id, self.store_dir, self.address, info)
-        )
+        conn.reply(rid, P.ClientRegistered(self.node_id, job_id, self.store_dir, info))
         if msg.kind == "worker":  # idle now, or its actor's lease is granted
             self.run_lease_actions(self.lease_book.worker_started(conn.peer))
 

@@ -29,7 +29,6 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG
@@ -130,16 +129,16 @@ class PoolMixin:
             rest = rec.partial.pop(stream, "")
             if rest:
                 self.worker_logs.add(rec.pid, stream, rest)
-                self.forward_logs([[stream, rest + "\n"]], rec.pid)
+                self.forward_logs([P.LogLine(stream, rest + "\n")], rec.pid)
             return
         text = rec.partial.get(stream, "") + data.decode("utf-8", "replace")
         head, sep, tail = text.rpartition("\n")
         rec.partial[stream] = tail
         if sep:
             self.worker_logs.add(rec.pid, stream, head)
-            self.forward_logs([[stream, head + "\n"]], rec.pid)
+            self.forward_logs([P.LogLine(stream, head + "\n")], rec.pid)
 
-    def forward_logs(self, lines: list[list[Any]], pid: int = 0) -> None:
+    def forward_logs(self, lines: list[P.LogLine], pid: int = 0) -> None:
         msg = P.LogLines(lines, pid)
         for conn in self.drivers:
             conn.send(msg)

@@ -156,7 +156,7 @@ class StoreMixin:
                     book.admit(action)
                     return action.directory, action.prealloc
                 if isinstance(action, Refuse):
-                    return P.Failed(action.reason)
+                    return P.Failed(P.FailCode.STORE_FULL, action.reason)
                 if isinstance(action, Spill):
                     await self.spill(action.victims)
                 else:

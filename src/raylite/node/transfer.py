@@ -54,13 +54,18 @@ class TransferMixin:
                 f = open(path, "rb")  # noqa: ASYNC230 - closed below; a local file
                 break
         if f is None:
-            conn.reply(rid, P.Failed(f"object {oid.hex()} is not on node {self.tcp_address}"))
+            conn.reply(
+                rid,
+                P.Failed(
+                    P.FailCode.NOT_FOUND, f"object {oid.hex()} is not on node {self.tcp_address}"
+                ),
+            )
             return
         if msg.requester:
             seg.copies.add(msg.requester)  # type: ignore[union-attr]
         try:
             size = os.fstat(f.fileno()).st_size
-            conn.reply(rid, P.ObjectStream(oid, size))
+            conn.reply(rid, P.ObjectStream(size))
             await conn.writer.drain()
             loop = asyncio.get_running_loop()
             await loop.sendfile(conn.writer.transport, f, 0, size)
@@ -83,8 +88,8 @@ class TransferMixin:
         if fut is None:
             fut = self.fetches[oid] = asyncio.get_running_loop().create_future()
             self.spawn(self.pull(msg, fut))
-        error = await asyncio.shield(fut)
-        conn.reply(rid, P.Failed(error) if error else P.Ok())
+        failed = await asyncio.shield(fut)
+        conn.reply(rid, failed or P.Ok())
 
     async def pull(self, msg: P.FetchObject, fut: asyncio.Future[Any]) -> None:
         """Copy an object from the node that holds it into this node's store.
@@ -94,12 +99,12 @@ class TransferMixin:
         (allocating fresh tmpfs pages costs as much as the transfer itself).
         """
         oid = msg.object_id
-        error = ""
+        error: P.Failed | None = None
         tmp = ""
         try:
             where = await self.make_room(oid, msg.size, msg.owner, warm=True)
             if isinstance(where, P.Failed):
-                error = where.reason
+                error = where
                 return
             final = self.store.path(oid, where[0])
             tmp = f"{final}.pull.tmp"
@@ -108,13 +113,15 @@ class TransferMixin:
             request = P.PullObject(oid, self.tcp_address)
             reply = await asyncio.to_thread(self.receive_into, msg.address, request, tmp)
             if isinstance(reply, P.Failed):
-                error = reply.reason
+                error = reply
             else:
                 os.rename(tmp, final)  # sealed: readers see all of it or nothing
         except (ConnectionLost, OSError) as exc:
-            error = f"the node holding it ({msg.address}) is unreachable: {exc}"
+            error = P.Failed(
+                P.FailCode.UNREACHABLE, f"the node holding it ({msg.address}) is unreachable: {exc}"
+            )
         finally:
-            if error:
+            if error is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 self.free_segment(oid)

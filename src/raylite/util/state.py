@@ -156,7 +156,7 @@ def connect(session: str | None = None) -> Connection:
                 token = bytes.fromhex(f.read().strip())
             conn = Connection.connect(f"unix:{s}/node.sock", token, lambda *a: None, name="cli")
             conn.request(
-                P.RegisterClient("cli", new_id(), os.getpid(), "", None),
+                P.RegisterClient("cli", new_id(), os.getpid(), ""),
                 timeout=CONFIG.request_timeout_s,
             )
             return conn
@@ -188,8 +188,11 @@ def _ask(msg: Any, address: str | None, timeout: float) -> Any:
     return reply
 
 
-def _filters(filters: Any) -> list[list[Any]]:
-    return [list(f) for f in filters or ()]
+def _filters(filters: Any) -> list[P.Filter]:
+    for f in filters or ():
+        if len(f) != 3:
+            raise ValueError(f"a filter is (key, predicate, value), got {f!r}")
+    return [P.Filter(*f) for f in filters or ()]
 
 
 def _list(kind: str, address: str | None, filters: Any, limit: int, timeout: float) -> Any:
@@ -389,7 +392,7 @@ def get_log(
 ) -> list[str]:
     """The recent output lines of a worker (by pid), an actor or a task's worker."""
     reply = _ask(log_request(pid, actor_id, task_id, 0, tail), address, timeout)
-    return [text for _, _, text in reply.lines]
+    return [line.text for line in reply.lines]
 
 
 def log_request(
