@@ -138,7 +138,7 @@ class _HexId:
         return self.hex()
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._bytes == self._bytes  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._bytes == self._bytes
 
     def __hash__(self) -> int:
         return hash(self._bytes)

@@ -1,7 +1,7 @@
 """Receivers of Failed decide on its code, never on its text: a reason that merely
 mentions "affinity" or "marked dead" changes nothing, the code does.
 
-In-process: a core worker's lease requests answered by hand (test_core_lifecycles'
+In-process: a core worker's lease requests answered by hand (core_harness's
 Harness), a node manager joining a head that a stand-in connection plays, and the
 head's stored restart record of a detached actor.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -21,22 +20,13 @@ from raylite.exceptions import ConnectionLost, TaskUnschedulableError
 from raylite.head import detached as head_detached
 from raylite.node import cluster_link
 from raylite.node.manager import NodeManager
-from raylite.object_ref import set_hooks
 from raylite.serialization import loads_inline
 
-from .test_core_lifecycles import Harness
+from .core_harness import Harness, h
+
+__all__ = ["h"]  # the fixture, imported for pytest
 
 AFFINITY = ["NODE", "ab" * 16, False]
-
-
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    harness = Harness()
-    set_hooks(harness.cw)
-    yield harness
-    harness.cw.closed = True
-    set_hooks(None)
-    harness.cw.timers.stop()
 
 
 def _submit_with_affinity(h: Harness) -> Any:

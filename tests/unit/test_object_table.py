@@ -1,6 +1,6 @@
 """The owner's object table in-process: reference counts, borrows and lineage chains.
 
-The same stand-ins as test_core_lifecycles (a CoreWorker built from its tables, a
+The stand-ins of core_harness (a CoreWorker built from its tables, a
 recording node manager and workers the test answers for). Each test drops refs,
 reports borrows or losses, and asserts what the owner does: which segments it
 frees (FreeObject), which entries it keeps as recipes (RELEASED), and which tasks
@@ -16,7 +16,7 @@ from raylite import protocol as P
 from raylite.core import lifecycle as L
 from raylite.core.objects import RELEASED
 
-from .test_core_lifecycles import Harness, StandIn, done, h
+from .core_harness import Harness, StandIn, done, h
 
 __all__ = ["h"]  # the fixture, imported for pytest
 
