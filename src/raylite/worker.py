@@ -460,9 +460,7 @@ class Worker:
                 continue  # the caller owns it; its returned object keeps it
             if owner == cw.address:
                 with cw.lock:
-                    entry = cw.objects.get(oid)
-                    if entry is not None:
-                        entry.borrowers[caller] = entry.borrowers.get(caller, 0) + 1
+                    cw.table.borrower_added(oid, caller)
             else:
                 try:
                     cw.peer(owner).request(

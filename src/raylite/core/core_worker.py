@@ -61,7 +61,7 @@ from .actor_client import ActorClient, ActorClientMixin
 from .deferring_lock import DeferringLock
 from .leasing import Lease, LeasingMixin, SchedulingClass
 from .lineage import LineageMixin
-from .objects import PENDING, RELEASED, ObjectEntry
+from .objects import PENDING, RELEASED, ObjectEntry, ObjectTable
 from .refs import RefsMixin
 from .statistics import CoreStatistics, snapshot
 from .submission import SubmissionMixin
@@ -141,8 +141,9 @@ class CoreWorker(
         self.namespace = namespace
         self.log_to_driver = log_to_driver
         self.lock = DeferringLock(bool(CONFIG.lock_checks))
-        self.objects: dict[bytes, ObjectEntry] = {}
         self.local_refs: dict[bytes, int] = {}
+        self.table = ObjectTable(self.local_refs)  # events in, actions out (lineage._apply)
+        self.objects: dict[bytes, ObjectEntry] = self.table.entries  # read on the hot path
         self.preregistered: set[bytes] = set()  # borrows a sender registered for us
         self.borrowed_owner: dict[bytes, str] = {}  # borrowed id -> owner (while we hold it)
         self.arg_pins: dict[bytes, int] = {}  # refs held by pending tasks' arguments
@@ -328,9 +329,7 @@ class CoreWorker(
                 answer(P.ERROR, dumps_inline(err))
                 return
             if entry.kind == RELEASED:  # a rerun task reads a ref nested in its arguments
-                spec = self._take_lineage(oid, "a rebuilt task asked for it")
-                if spec is not None:
-                    self._resubmit(spec)
+                self._apply(self.table.rebuild(oid, "a rebuilt task asked for it", self.closed))
             if entry.kind is PENDING:
                 entry.waiters.append(answer)
                 return
@@ -390,7 +389,7 @@ class CoreWorker(
                 log.exception("object waiter failed")
         if oid not in self.local_refs:
             with self.lock:
-                self._maybe_free(oid)
+                self._apply(self.table.released(oid))
 
     @staticmethod
     def _elsewhere(entry: ObjectEntry, data: Any) -> bool:

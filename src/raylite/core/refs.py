@@ -2,8 +2,9 @@
 
 Owns the CoreWorker methods that count live ObjectRef instances, register and
 end borrows with owners (AddBorrower / RemoveBorrower), track the borrowers of
-owned objects, and process released refs off the `__del__` path. Not freeing
-values (lineage._maybe_free), not the objects' values (core_worker).
+owned objects (as events for the object table, objects.ObjectTable), and process
+released refs off the `__del__` path. Not what frees values (the table), not the
+objects' values (core_worker).
 
     borrower: first ref ─AddBorrower─▶ owner   last ref ─RemoveBorrower─▶ owner"""
 
@@ -89,30 +90,20 @@ class RefsMixin:
 
     def on_add_borrower(self, conn: Connection, msg: P.AddBorrower, rid: int) -> None:
         with self.lock:
-            entry = self.objects.get(msg.object_id)
-            if entry is not None:
-                entry.borrowers[msg.borrower] = entry.borrowers.get(msg.borrower, 0) + 1
+            self.table.borrower_added(msg.object_id, msg.borrower)
         conn.reply(rid, P.Ok())
 
     def on_remove_borrower(self, msg: P.RemoveBorrower) -> None:
         with self.lock:
-            entry = self.objects.get(msg.object_id)
-            if entry is None:
+            if msg.object_id not in self.objects:
                 return
-            n = entry.borrowers.get(msg.borrower, 0) - 1
-            if n > 0:
-                entry.borrowers[msg.borrower] = n
-            else:
-                entry.borrowers.pop(msg.borrower, None)
-                self._maybe_free(msg.object_id)
+            self._apply(self.table.borrower_removed(msg.object_id, msg.borrower))
         self._process_released()
 
     def _drop_borrower(self, address: str) -> None:
         """A borrower died: its borrows will never be returned."""
         with self.lock:
-            for oid, entry in list(self.objects.items()):
-                if entry.borrowers.pop(address, None):
-                    self._maybe_free(oid)
+            self._apply(self.table.borrower_died(address))
         self._process_released()
 
     def _process_released(self) -> None:
@@ -145,7 +136,7 @@ class RefsMixin:
             with self.lock:
                 for oid in to_free:
                     if oid in self.objects:
-                        self._maybe_free(oid)
+                        self._apply(self.table.released(oid))
 
     def _adopt_contained(self, contained: dict[bytes, str] | None) -> list[ObjectRef]:
         """Refs inside a task's return value (object id -> owner); the worker registered

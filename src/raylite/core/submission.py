@@ -197,8 +197,8 @@ class SubmissionMixin:
                 return
             task_transition(spec, state, cause)
             spec.rerunning = False
-            for dep in self._unpin_lineage(spec):  # a rebuild that failed for good
-                self._maybe_free(dep)
+            if spec.lineage_pinned:  # a rebuild that failed for good
+                self._apply(self.table.lineage_dropped(spec))
         if not spec.pushed:  # no worker will report it: we say how it ended
             from ..task_events import error_info
 
@@ -266,13 +266,9 @@ class SubmissionMixin:
                     else:
                         self.arg_pins.pop(ref.id, None)
             spec.arg_refs = []  # the refs' __del__ queues them for release
-        for oid in spec.held:
-            entry = self.objects.get(oid)
-            if entry is not None:
-                entry.held -= 1
-                if not entry.held and oid not in self.local_refs:
-                    self._maybe_free(oid)
-        spec.held = []
+        if spec.held:
+            self._apply(self.table.unheld(spec.held))
+            spec.held = []
 
     def _push(self, lease: Lease, spec: TaskSpec) -> None:
         lease.busy = spec
