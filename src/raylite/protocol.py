@@ -34,7 +34,7 @@ import msgpack
 
 from .exceptions import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: FailCode, named records, dropped fields (a node of 1 is refused)
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31
 

@@ -1,10 +1,10 @@
 """The lifecycles of a task and of an actor as their owner sees them.
 
-Owns the two state tables (TaskState, ActorState and the moves each allows),
-`transition()`, which checks a move against its table, and `spend_retry()`, the
-one place a task's retry budget or an actor's restart budget is spent. Pure: no
-locks, no I/O, no raylite imports beyond the error; the core worker holds its
-lock around every call. Not what a state means for the work (submission,
+Owns the two state tables (TaskState, ActorState and the moves each allows) and
+`spend_retry()`, the one place a task's retry budget or an actor's restart budget
+is spent; `transition()` (transitions.py: the one check of every lifecycle table)
+is re-exported here. Pure: no locks, no I/O; the core worker holds its lock around
+every call. Not what a state means for the work (submission,
 lineage, actor_client), not the head's actor table (head).
 
     WAITING_ARGS ──args ready──▶ QUEUED ──push──▶ PUSHED ──reply──▶ FINISHED
@@ -20,12 +20,10 @@ lineage, actor_client), not the head's actor table (head).
 from __future__ import annotations
 
 import enum
-import logging
-from typing import Protocol, TypeVar
 
-from ..exceptions import InvalidTransition
+from ..transitions import transition
 
-log = logging.getLogger("raylite")
+__all__ = ["transition"]  # the one check of every table (transitions.py), re-exported
 
 
 class TaskState(enum.StrEnum):  # a str: it is stored and sent as its name
@@ -71,30 +69,6 @@ ACTOR_TRANSITIONS: dict[ActorState, frozenset[ActorState]] = {
     RESTARTING: frozenset({ALIVE, RESTARTING, DEAD}),  # RESTARTING: died again while starting
     DEAD: frozenset(),
 }
-
-S = TypeVar("S", TaskState, ActorState)
-
-
-class Record(Protocol[S]):
-    """Anything with a lifecycle: a TaskSpec (state) or an ActorClient (state)."""
-
-    state: S
-
-
-def transition(
-    record: Record[S], new: S, table: dict[S, frozenset[S]], *, cause: str, who: bytes = b""
-) -> None:
-    """Move `record` to `new` if its table allows it, else raise InvalidTransition."""
-    old = record.state
-    if new not in table[old]:
-        raise InvalidTransition(
-            f"{type(record).__name__} {who.hex()[:12]}: {old.name} -> {new.name} ({cause}) "
-            "is not a move its lifecycle allows"
-        )
-    record.state = new
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s %s: %s -> %s (%s)", type(record).__name__, who.hex()[:12], old.name,
-                  new.name, cause)  # fmt: skip
 
 
 def spend_retry(record: object, budget: str = "max_retries") -> bool:

@@ -37,13 +37,13 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from .. import scheduling
 from ..config import CONFIG, RESOURCE_UNIT, Config
-from ..exceptions import InvalidTransition
 from ..protocol import FailCode
 from ..scheduling import NodeView, Placement
+from ..transitions import transition
 
 log = logging.getLogger("raylite")
 
@@ -90,28 +90,6 @@ WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     LEASED: frozenset({IDLE, DEAD}),
     DEAD: frozenset(),
 }
-
-S = TypeVar("S", LeaseState, WorkerState)
-
-
-class Record(Protocol[S]):
-    state: S
-
-
-def transition(
-    record: Record[S], new: S, table: dict[S, frozenset[S]], *, cause: str, who: bytes = b""
-) -> None:
-    """Move `record` to `new` if its table allows it, else raise InvalidTransition."""
-    old = record.state
-    if new not in table[old]:
-        raise InvalidTransition(
-            f"{type(record).__name__} {who.hex()[:12]}: {old.name} -> {new.name} ({cause}) "
-            "is not a move its lifecycle allows"
-        )
-    record.state = new
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s %s: %s -> %s (%s)", type(record).__name__, who.hex()[:12], old.name,
-                  new.name, cause)  # fmt: skip
 
 
 class Owner(Protocol):
