@@ -275,6 +275,16 @@ class SubmissionMixin:
         spec.lease = lease
         spec.pushed = True
         task_transition(spec, PUSHED, "pushed to a worker")
+        conn = self.peers.get(lease.address)
+        if conn is not None and not conn.closed:  # the hot path: the lease's worker is dialled
+            try:
+                conn.request_async(
+                    self._push_message(conn, spec, lease.gpu_ids),
+                    lambda reply: self._task_done(lease, spec, reply),
+                )
+            except ConnectionLost:
+                self.lock.defer(self._task_done, lease, spec, ConnectionLost("worker unreachable"))
+            return
 
         def send(conn: Connection) -> None:
             conn.request_async(
