@@ -50,7 +50,9 @@ def test_an_action_may_lock_and_defer_more() -> None:
     assert not lock.held()
 
 
-def test_a_failing_action_is_logged_and_the_rest_still_run(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_action_is_logged_and_the_rest_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     lock = DeferringLock()
     ran: list[int] = []
 

@@ -82,9 +82,7 @@ class LeasesMixin:
             elif isinstance(action, Spillback):
                 lease, node = action.lease, action.node
                 self.update_view(node.node_id, action.available)
-                lease.owner.reply(
-                    lease.rid, P.LeaseSpillback(node.address)
-                )
+                lease.owner.reply(lease.rid, P.LeaseSpillback(node.address))
             elif isinstance(action, Reject):
                 action.lease.owner.reply(action.lease.rid, P.Failed(action.code, action.reason))
             elif isinstance(action, Infeasible):
@@ -157,4 +155,9 @@ class LeasesMixin:
     def _lease_stats(self) -> tuple[Any, Any, tuple[Any, ...], int]:
         """(total, available, waiting shapes, granted leases), copied (for statistics)."""
         shapes = tuple(frozen_map(s) for s in self.pending_shapes())
-        return frozen_map(self.total), frozen_map(self.available), shapes, len(self.lease_book.leases)
+        return (
+            frozen_map(self.total),
+            frozen_map(self.available),
+            shapes,
+            len(self.lease_book.leases),
+        )
