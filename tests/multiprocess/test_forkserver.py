@@ -21,7 +21,12 @@ from pathlib import Path
 import pytest
 
 from tests._engine import raylite_only
-from tests.multiprocess.test_leaks import is_gone, wait_until_gone
+from tests.multiprocess.test_leaks import (
+    is_gone,
+    raylite_shm_entries,
+    wait_until_gone,
+    wait_until_no_new_shm,
+)
 
 pytestmark = [raylite_only, pytest.mark.timeout(90)]
 
@@ -77,6 +82,7 @@ def driver(tmp_path):
     script.write_text(DRIVER)
     env = dict(os.environ)
     env.pop("RAYLITE_TESTS_AGAINST_RAY", None)
+    shm_before = raylite_shm_entries()
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         cwd=REPO_ROOT,
@@ -95,7 +101,12 @@ def driver(tmp_path):
             pytest.fail(f"driver failed before reporting its processes:\n{err[-3000:]}")
         report = json.loads(line)
         tree.update({int(pid): t for pid, t in report["tree"].items()})
-        yield proc, report, tree
+        yield proc, report, tree, shm_before
+        # The driver dies: its node sees stdin close and stops, removing its files.
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        wait_until_gone(tree, zombie_is_gone=True)
+        wait_until_no_new_shm(shm_before)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -107,7 +118,7 @@ def driver(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
 def test_workers_are_children_of_a_single_threaded_fork_server(driver):
-    _, report, _ = driver
+    _, report, _, _ = driver
     assert report["nm_threads"] >= 2, "the node manager never ran a thread: the test proves nothing"
     assert len(report["servers"]) == 1, "the node manager's only child is the fork server"
     [server] = report["servers"]
@@ -116,18 +127,21 @@ def test_workers_are_children_of_a_single_threaded_fork_server(driver):
     assert len({pid for pid, _ in report["workers"]}) >= 2  # the actor has its own
 
 
-def test_killing_the_node_manager_leaves_no_fork_server_or_worker(driver):
-    proc, report, tree = driver
+def test_killing_the_node_manager_leaves_no_process_or_store_behind(driver):
+    proc, report, tree, shm_before = driver
     os.kill(report["nm"], signal.SIGKILL)
     # Orphans are reaped by init (the node manager, by the driver): a zombie is gone.
     wait_until_gone(tree, zombie_is_gone=True)
+    # The node manager could not remove its store: the fork server did, as it exited.
+    wait_until_no_new_shm(shm_before)
     assert proc.poll() is None  # the driver itself lives on
 
 
 def test_a_dead_fork_server_stops_its_node(driver):
-    _, report, tree = driver
+    _, report, tree, shm_before = driver
     [server] = report["servers"]
     os.kill(server, signal.SIGKILL)
     # A node that cannot start workers is broken: it stops (the node manager too is in
-    # the tree), and so do its workers.
+    # the tree), and so do its workers; the node manager removes its store.
     wait_until_gone(tree, zombie_is_gone=True)
+    wait_until_no_new_shm(shm_before)

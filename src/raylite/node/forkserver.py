@@ -25,13 +25,15 @@ have been reused by another process.
 
 Lifetime. Its end of the socketpair is its only tie to the node manager: when that
 closes (the node manager exited, however it died), it stops its workers (SIGTERM,
-then SIGKILL after kill_grace_s), reaps them and exits. It ignores SIGINT and
+then SIGKILL after kill_grace_s), reaps them, removes the node's store and session
+directories (a node manager killed by SIGKILL cannot) and exits. It ignores SIGINT and
 inherits the node manager's environment as it was at start (the node manager never
 changes os.environ), which is the environment of every worker.
 
 The messages are msgpack lists, one per datagram (SOCK_SEQPACKET keeps their edges):
 ["start", worker_id, node_address, token, session_dir, listen_ip] with the worker's
-stdout and stderr write ends passed as SCM_RIGHTS; ["kill", pid, signum]; answers
+stdout and stderr write ends passed as SCM_RIGHTS; ["kill", pid, signum];
+["remove_at_exit", [path, ...]] (the node's directories, sent once it knows them); answers
 ["started", pid] or ["failed", why] to each start, in order, and ["exited", pid,
 status] (os.waitstatus_to_exitcode) whenever a worker ends.
 """
@@ -41,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import threading
@@ -108,6 +111,12 @@ class ForkServer:
         """Signal the worker `pid` if it has not exited yet (else nothing happens)."""
         with contextlib.suppress(OSError):  # gone: so are its workers, killed on its exit
             self.sock.send(_pack("kill", pid, int(signum)))
+
+    def remove_at_exit(self, *paths: str) -> None:
+        """Directories it removes when it exits: the node's, gone with the node manager
+        however that died (a normal stop has removed them already)."""
+        with contextlib.suppress(OSError):
+            self.sock.send(_pack("remove_at_exit", list(paths)))
 
     def take_exits(self) -> list[tuple[int, int]]:
         """(pid, exit status) of the workers that ended since the last call."""
@@ -184,6 +193,7 @@ def _serve(sock: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     gc.freeze()  # workers share these pages instead of copying them
     children: set[int] = set()
+    remove_at_exit: list[str] = []
 
     def tell(*fields: Any) -> bool:
         try:
@@ -225,6 +235,9 @@ def _serve(sock: socket.socket) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(msg[1], msg[2])
             continue
+        if msg[0] == "remove_at_exit":
+            remove_at_exit = msg[1]
+            continue
         _, worker_id, node_address, token, session_dir, listen_ip = msg
         try:
             pid = os.fork()
@@ -262,3 +275,5 @@ def _serve(sock: socket.socket) -> None:
     for pid in children:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+    for path in remove_at_exit:  # its workers are gone: nothing maps a segment now
+        shutil.rmtree(path, ignore_errors=True)

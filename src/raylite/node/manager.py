@@ -553,6 +553,7 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
     parser.add_argument("--head-only", action="store_true", help="the head alone: no node")
     parser.add_argument("--head-node", action="store_true", help="the node beside the head")
     args = parser.parse_args(argv)
+    forks.remove_at_exit(args.store_dir, args.session_dir)  # also if this process is killed
     token = bytes.fromhex(sys.stdin.readline().strip())
     logging.basicConfig(level=logging.WARNING, format="(raylite node manager) %(message)s")
     nm = NodeManager(
