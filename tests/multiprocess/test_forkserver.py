@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tests._engine import raylite_only
 from tests.multiprocess.test_leaks import (
     is_gone,
     raylite_shm_entries,
+    start_driver,
     wait_until_gone,
     wait_until_no_new_shm,
 )
@@ -78,20 +77,8 @@ DRIVER = textwrap.dedent(
 
 @pytest.fixture
 def driver(tmp_path):
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER)
-    env = dict(os.environ)
-    env.pop("RAYLITE_TESTS_AGAINST_RAY", None)
     shm_before = raylite_shm_entries()
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_driver(tmp_path, DRIVER)
     tree: dict[int, float] = {}
     try:
         assert proc.stdout is not None

@@ -204,13 +204,14 @@ def _kill_survivors(procs: dict[int, float]) -> None:
                 pass
 
 
-def _start_driver(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
+def start_driver(tmp_path: Path, source: str, *args: str) -> subprocess.Popen[str]:
+    """Run `source` as a raylite driver of its own (never Ray), pipes on every stream."""
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER)
+    script.write_text(source)
     env = dict(os.environ)
     env.pop("RAYLITE_TESTS_AGAINST_RAY", None)
     return subprocess.Popen(
-        [sys.executable, str(script), mode],
+        [sys.executable, str(script), *args],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.PIPE,
@@ -233,7 +234,7 @@ def _read_children(proc: subprocess.Popen[str]) -> dict[int, float]:
 
 def test_driver_exiting_without_shutdown_leaves_nothing(tmp_path):
     shm_before = raylite_shm_entries()
-    proc = _start_driver(tmp_path, "exit")
+    proc = start_driver(tmp_path, DRIVER, "exit")
     children: dict[int, float] = {}
     try:
         children = _read_children(proc)
@@ -251,7 +252,7 @@ def test_driver_exiting_without_shutdown_leaves_nothing(tmp_path):
 
 def test_driver_killed_with_sigkill_leaves_nothing(tmp_path):
     shm_before = raylite_shm_entries()
-    proc = _start_driver(tmp_path, "block")
+    proc = start_driver(tmp_path, DRIVER, "block")
     children: dict[int, float] = {}
     try:
         children = _read_children(proc)

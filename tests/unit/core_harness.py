@@ -79,7 +79,9 @@ class Harness:
         answer(P.LeaseGranted(msg.lease_id, new_id(), address, 1000 + self.workers, []))
         return worker
 
-    def submit(self, *args: Any, max_retries: int = 1, retry_exceptions: Any = False) -> Any:
+    def submit(
+        self, *args: Any, max_retries: int = 1, retry_exceptions: Any = False, strategy: Any = None
+    ) -> Any:
         (ref,) = self.cw.submit_task(
             name="f",
             function_id=b"f" * 16,
@@ -90,6 +92,7 @@ class Harness:
             shape=CPU,
             max_retries=max_retries,
             retry_exceptions=retry_exceptions,
+            strategy=strategy,
         )
         return ref, self.cw.running[ref.id]
 

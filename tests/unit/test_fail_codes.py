@@ -29,24 +29,8 @@ __all__ = ["h"]  # the fixture, imported for pytest
 AFFINITY = ["NODE", "ab" * 16, False]
 
 
-def _submit_with_affinity(h: Harness) -> Any:
-    (ref,) = h.cw.submit_task(
-        name="f",
-        function_id=b"f" * 16,
-        function_blob=lambda: b"blob",
-        args=(),
-        kwargs={},
-        num_returns=1,
-        shape={"CPU": 10000},
-        max_retries=0,
-        retry_exceptions=False,
-        strategy=AFFINITY,
-    )
-    return ref
-
-
 def test_affinity_unavailable_fails_the_queued_tasks_with_its_reason(h: Harness) -> None:
-    ref = _submit_with_affinity(h)
+    ref, _ = h.submit(max_retries=0, strategy=AFFINITY)
     msg, answer = h.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
     assert msg.strategy == AFFINITY
     failed = threading.Event()
@@ -62,7 +46,7 @@ def test_affinity_unavailable_fails_the_queued_tasks_with_its_reason(h: Harness)
 
 
 def test_another_failure_that_mentions_affinity_asks_again(h: Harness) -> None:
-    ref = _submit_with_affinity(h)
+    ref, _ = h.submit(max_retries=0, strategy=AFFINITY)
     _, answer = h.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
     answer(P.Failed(P.FailCode.WORKER_DIED, "the worker for the affinity task died at start"))
     again, _ = h.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
