@@ -158,6 +158,7 @@ class CoreWorker(
         self._completion = itertools.count(1)
         self.classes: dict[tuple[tuple[str, int], ...], SchedulingClass] = {}
         self.leases: dict[bytes, Lease] = {}
+        self._linger_armed = False  # a timer will give back leases idle for too long
         self.actors: dict[bytes, ActorClient] = {}
         self.peers: dict[str, Connection] = {}
         self._peer_lock = threading.Lock()

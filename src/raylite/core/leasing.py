@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,13 +39,13 @@ class Lease:
         "address",
         "busy",
         "gpu_ids",
+        "idle_at",
         "lease_id",
         "nm",
         "node_id",
         "pid",
         "returned",
         "sclass",
-        "timer",
         "worker_id",
     )
 
@@ -59,7 +60,7 @@ class Lease:
         self.sclass = sclass
         self.busy: TaskSpec | None = None
         self.returned = False
-        self.timer: Any = None
+        self.idle_at = 0.0  # time.monotonic() when it last went idle
 
 
 class SchedulingClass:
@@ -226,16 +227,31 @@ class LeasingMixin:
     def _idle(self, lease: Lease) -> None:
         sc = lease.sclass
         sc.idle.append(lease)
-        token = object()
-        lease.timer = token
+        lease.idle_at = time.monotonic()
+        if not self._linger_armed:
+            self._linger_armed = True
+            self.timers.call_later(CONFIG.lease_linger_s, self._linger_over)
 
-        def linger_over() -> None:
-            with self.lock:
-                if lease.timer is token and lease.busy is None and lease in sc.idle:
-                    sc.idle.remove(lease)
-                    self._return_lease(lease)
+    def _linger_over(self) -> None:
+        """Give back the leases idle for lease_linger_s (timer thread, takes the lock).
 
-        self.timers.call_later(CONFIG.lease_linger_s, linger_over)
+        One timer serves every idle lease: it re-arms for the next to linger out, so a
+        lease going idle after each task costs a time stamp, not a timer."""
+        with self.lock:
+            now = time.monotonic()
+            linger = CONFIG.lease_linger_s
+            first = None
+            for sc in self.classes.values():
+                for lease in list(sc.idle):
+                    if lease.idle_at + linger <= now:
+                        sc.idle.remove(lease)
+                        self._return_lease(lease)
+                    elif first is None or lease.idle_at < first:
+                        first = lease.idle_at
+            if first is None:
+                self._linger_armed = False
+            else:
+                self.timers.call_later(first + linger - now, self._linger_over)
 
     def _return_lease(self, lease: Lease) -> None:
         if not lease.returned:

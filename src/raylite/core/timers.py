@@ -29,9 +29,12 @@ class Timers:
         self._thread.start()
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        entry = (time.monotonic() + delay, next(self._seq), fn)
         with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
-            self._cond.notify()
+            heapq.heappush(self._heap, entry)
+            # The thread sleeps until the earliest deadline: wake it only when that moved.
+            if self._heap[0] is entry:
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:
