@@ -3,28 +3,77 @@
 import raylite as ray
 """
 
-from . import actor, exceptions
-from .actors import ActorClass, ActorHandle, method
-from .api import (
-    available_resources,
-    cancel,
-    cluster_resources,
-    get,
-    get_actor,
-    get_gpu_ids,
-    get_runtime_context,
-    init,
-    is_initialized,
-    kill,
-    nodes,
-    put,
-    remote,
-    shutdown,
-    timeline,
-    wait,
-)
-from .object_ref import ObjectID, ObjectRef
-from .remote_function import RemoteFunction
+from typing import TYPE_CHECKING, Any
+
+# The public names, loaded on first use (PEP 562): a process that only runs a node
+# (`python -m raylite.node`) imports the package without the driver's API, which
+# halves its start-up. `import raylite as ray; ray.remote` loads it then.
+_WHERE = {
+    "ActorClass": "actors",
+    "ActorHandle": "actors",
+    "method": "actors",
+    "ObjectID": "object_ref",
+    "ObjectRef": "object_ref",
+    "RemoteFunction": "remote_function",
+    **{
+        name: "api"
+        for name in (
+            "available_resources", "cancel", "cluster_resources", "get", "get_actor",
+            "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "nodes",
+            "put", "remote", "shutdown", "timeline", "wait",
+        )
+    },
+}  # fmt: skip
+_SUBMODULES = ("actor", "exceptions")
+
+if TYPE_CHECKING:
+    from . import actor, exceptions
+    from .actors import ActorClass, ActorHandle, method
+    from .api import (
+        available_resources,
+        cancel,
+        cluster_resources,
+        get,
+        get_actor,
+        get_gpu_ids,
+        get_runtime_context,
+        init,
+        is_initialized,
+        kill,
+        nodes,
+        put,
+        remote,
+        shutdown,
+        timeline,
+        wait,
+    )
+    from .object_ref import ObjectID, ObjectRef
+    from .remote_function import RemoteFunction
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _SUBMODULES:
+        value: Any = importlib.import_module(f".{name}", __name__)
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'raylite' has no attribute {name!r}")
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def load_all() -> None:
+    """Load every public name now (a worker's fork server: each fork has them)."""
+    for name in __all__:
+        if name not in globals():
+            __getattr__(name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,6 @@ enums, messages inside messages), and every type has a receiver that finds it by
 from __future__ import annotations
 
 import ast
-import dataclasses
 import enum
 import inspect
 import textwrap
@@ -46,15 +45,15 @@ def _sample(hint: Any) -> Any:
 
 def _message(cls: type) -> Any:
     hints = typing.get_type_hints(cls)
-    return cls(**{f.name: _sample(hints[f.name]) for f in dataclasses.fields(cls)})
+    return cls(**{name: _sample(hints[name]) for name in cls._names})
 
 
 def _same_types(a: Any, b: Any, where: str) -> None:
     """`b` (decoded) has the types of `a` (sent) all the way down."""
     assert type(a) is type(b), f"{where}: {type(b).__name__}, sent {type(a).__name__}"
-    if dataclasses.is_dataclass(a):
-        for f in dataclasses.fields(a):
-            _same_types(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
+    if hasattr(type(a), "TAG"):  # a message
+        for name in type(a)._names:
+            _same_types(getattr(a, name), getattr(b, name), f"{where}.{name}")
     elif isinstance(a, list | tuple):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _same_types(x, y, f"{where}[{i}]")
@@ -137,7 +136,7 @@ def test_a_record_of_the_wrong_length_is_a_protocol_error(rec):
 
 def _hints(cls: type) -> list[Any]:
     hints = typing.get_type_hints(cls)
-    return [hints[f.name] for f in dataclasses.fields(cls)]
+    return [hints[name] for name in cls._names]
 
 
 def _records_in(hint: Any) -> list[Any]:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from ..exceptions import ObjectLostError
 from ..object_ref import ObjectRef
@@ -66,8 +67,7 @@ class ObjectEntry:
 # Actions: what the table asks its shell (the CoreWorker, lock held) to do.
 
 
-@dataclass(frozen=True, slots=True)
-class FreeSegment:
+class FreeSegment(msgspec.Struct, frozen=True):
     """Free a stored value's segment through the node that holds it (data: its IN_STORE
     value: a size, or [size, node manager address] on a cluster)."""
 
@@ -75,16 +75,14 @@ class FreeSegment:
     data: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Resubmit:
+class Resubmit(msgspec.Struct, frozen=True):
     """Run a task again to rebuild what it made: resolve its ref arguments anew. The
     arguments up its chain that must be rebuilt first come as their own Resubmits."""
 
     spec: TaskSpec
 
 
-@dataclass(frozen=True, slots=True)
-class RunWaiters:
+class RunWaiters(msgspec.Struct, frozen=True):
     """An entry became final outside a completion (an error, say): run its waiters."""
 
     object_id: bytes

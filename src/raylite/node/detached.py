@@ -13,9 +13,10 @@ a _SelfOwner), push the creation task, keep the connection while the actor lives
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from typing import Any
+
+import msgspec
 
 from .. import protocol as P
 from ..config import CONFIG
@@ -66,7 +67,7 @@ async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
         _report(nm, msg, "DEAD", cause=f"It could not be restarted: {why}")
         return
     # This node is the new life's owner (clusters only: detached actors), on its lease.
-    push = dataclasses.replace(msg.push, owner=nm.tcp_address, gpu_ids=list(granted.gpu_ids))
+    push = msgspec.structs.replace(msg.push, owner=nm.tcp_address, gpu_ids=list(granted.gpu_ids))
     try:
         conn = await async_connect(granted.address, nm.token)
         nm.spawn(conn.read_loop(lambda c, m, r: None))

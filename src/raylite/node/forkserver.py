@@ -13,11 +13,13 @@ Why a separate process. The node manager runs threads beside its event loop (the
 default executor's: spills and pulls, aiohttp's file reads). A fork copies only the
 forking thread, so a child forked while another thread held a lock (malloc's,
 logging's, an import lock, one inside a C library) could hang on it for ever. The
-fork server is forked by the node manager's main() before it starts any thread or
-event loop (start() checks this), and stays single-threaded for its whole life, so
-every fork it makes happens with no other thread about. It imports the worker module
-once at its start, so a fork costs what it did when the node manager forked: the
-child has every module it needs already, and gc.freeze() lets it share those pages.
+fork server is forked by the node's __main__.py before the node manager loads or
+starts any thread or event loop (start() checks this), and stays single-threaded for
+its whole life, so every fork it makes happens with no other thread about. It
+imports the worker module and the public API once at its start (while the node
+manager loads its own modules), so a fork costs what it did when the node manager
+forked: the child has every module it needs already, and gc.freeze() lets it share
+those pages.
 
 Kills go through it because only it knows whether a pid is still one of its
 children: it reaps in the same thread that kills, so a pid it has not reaped cannot
@@ -176,7 +178,11 @@ def _serve(sock: socket.socket) -> None:
     """The fork server's loop: requests in, forks, kills and exits out, until EOF."""
     import gc
 
+    import raylite
+
     from ..worker import worker_main  # once here, so each fork has it imported
+
+    raylite.load_all()  # and what the tasks it runs use (`ray.get` in a task)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends with its node manager only
     # Its stdin is the driver's pipe and its stdout the one `raylite start` reads

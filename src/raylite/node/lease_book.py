@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from .. import scheduling
 from ..config import CONFIG, RESOURCE_UNIT, Config
@@ -129,8 +130,7 @@ class ClusterView(Protocol):
     def other_nodes(self) -> list[NodeView]: ...
 
 
-@dataclass(eq=False, slots=True)
-class Lease:
+class Lease(msgspec.Struct, eq=False):
     """A lease from its request to its end (see the lifecycle above)."""
 
     lease_id: bytes
@@ -142,24 +142,21 @@ class Lease:
     spilled: int = 0  # times other nodes sent it on: after max_hops it waits where it is
     detached: bool = False  # a detached actor's: its owner may go, it stays
     state: LeaseState = L_PENDING
-    gpu_ids: list[int] = field(default_factory=list)
+    gpu_ids: list[int] = msgspec.field(default_factory=list)
     worker: Worker | None = None  # once granted
 
 
 # --- actions: what the shell does for the book ----------------------------------------
-@dataclass(frozen=True, slots=True)
-class StartWorker:
+class StartWorker(msgspec.Struct, frozen=True):
     lease: Lease | None  # the actor lease it is started for (WorkerRec.for_request), or the pool
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(msgspec.Struct, frozen=True):
     lease: Lease
     worker: Worker
 
 
-@dataclass(frozen=True, slots=True)
-class Spillback:
+class Spillback(msgspec.Struct, frozen=True):
     lease: Lease
     node: NodeView
     # The node's resources with this lease's taken, until its next report: a burst of
@@ -167,28 +164,24 @@ class Spillback:
     available: dict[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Reject:
+class Reject(msgspec.Struct, frozen=True):
     lease: Lease
     code: FailCode
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Infeasible:
+class Infeasible(msgspec.Struct, frozen=True):
     """A warning for the owner: no node has the resources. The request waits here."""
 
     lease: Lease
     missing: dict[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class KillWorker:
+class KillWorker(msgspec.Struct, frozen=True):
     worker: Worker
 
 
-@dataclass(frozen=True, slots=True)
-class ResourcesChanged:
+class ResourcesChanged(msgspec.Struct, frozen=True):
     """Tell the head soon: other nodes place work by this node's numbers."""
 
 

@@ -21,8 +21,8 @@ and receives pulled objects into their files (transfer.py), and aiohttp, serving
 dashboard in this loop, reads static files in it. So this process never forks a
 worker: a fork while one of those threads held a lock (malloc's, an import lock, one
 in a C library) could leave the child waiting on it for ever. Workers come from the
-fork server (forkserver.py), which main() forks first thing, before any thread or
-event loop exists, and which stays single-threaded; the pool (pool.py) asks it for
+fork server (forkserver.py), which `python -m raylite.node` (__main__.py) forks
+before this module loads, and so before any thread or event loop exists, and which stays single-threaded; the pool (pool.py) asks it for
 each worker over a socketpair and hears from it when one exits. This process's only
 child is the fork server: its SIGCHLD means the fork server died, and stops the node.
 
@@ -525,9 +525,10 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         shutil.rmtree(self.session_dir, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, forks: forkserver.ForkServer | None = None) -> None:
     # First, while this process has no thread: every worker is forked from it.
-    forks = forkserver.start()
+    if forks is None:
+        forks = forkserver.start()
     try:
         _main(forks, argv)
     finally:

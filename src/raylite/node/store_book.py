@@ -26,45 +26,41 @@ from __future__ import annotations
 
 import collections
 import os
-from dataclasses import dataclass, field
+
+import msgspec
 
 from ..config import CONFIG, Config
 
 
-@dataclass(eq=False, slots=True)
-class Segment:
+class Segment(msgspec.Struct, eq=False):
     size: int
     owner: str  # the owner's address: its objects go when it dies
     spilled: bool = False
     mapped: int = 0  # read-only mappings processes hold (its memory cannot be reused)
-    copies: set[str] = field(default_factory=set)  # node managers that pulled a copy
+    copies: set[str] = msgspec.field(default_factory=set)  # node managers that pulled a copy
     prefetched: bool = False  # spilled, and its file already asked to be read ahead
 
 
 # --- actions: what the shell does for the book ----------------------------------------
-@dataclass(frozen=True, slots=True)
-class Refuse:
+class Refuse(msgspec.Struct, frozen=True):
     """The object cannot be stored here at all: answer Failed(reason)."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Unlink:
+class Unlink(msgspec.Struct, frozen=True):
     """Remove these warm files: their memory is needed for objects."""
 
     paths: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Spill:
+class Spill(msgspec.Struct, frozen=True):
     """Copy these segments to the spill dir, then tell spill_finished for each copied."""
 
     victims: list[tuple[bytes, Segment]]
 
 
-@dataclass(frozen=True, slots=True)
-class Admit:
+class Admit(msgspec.Struct, frozen=True):
     """Room is made: call admit(), then answer with where to write and a warm file."""
 
     oid: bytes
@@ -75,31 +71,27 @@ class Admit:
     prealloc: str  # a warm file to write it in, or ""
 
 
-@dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(msgspec.Struct, frozen=True):
     """Delete the object's file (in memory or spilled)."""
 
     oid: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Recycle:
+class Recycle(msgspec.Struct, frozen=True):
     """Rename the freed object's file to `path`, kept warm; recycle_failed() if that fails."""
 
     oid: bytes
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class FreeCopies:
+class FreeCopies(msgspec.Struct, frozen=True):
     """Other nodes pulled a copy of the freed object: tell them to free it too."""
 
     oid: bytes
     nodes: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Prefetch:
+class Prefetch(msgspec.Struct, frozen=True):
     """Ask the disk to read these spilled files ahead: (object id, size)."""
 
     segments: list[tuple[bytes, int]]

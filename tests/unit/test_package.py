@@ -1,0 +1,48 @@
+"""`import raylite` is cheap: the public names load on first use (PEP 562), so a
+process that only runs a node never loads the driver's API; every name still works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run(code: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return proc.stdout.strip()
+
+
+def test_the_api_loads_on_first_use_and_every_public_name_is_there() -> None:
+    out = run(
+        "import sys, raylite\n"
+        "print('raylite.api' in sys.modules)\n"
+        "raylite.remote\n"
+        "print('raylite.api' in sys.modules)\n"
+        "missing = [n for n in raylite.__all__ if not hasattr(raylite, n)]\n"
+        "print(missing, set(raylite.__all__) <= set(dir(raylite)))\n"
+        "from raylite import *  # noqa\n"
+        "print(init is raylite.init, ObjectRef is raylite.ObjectRef, actor.ActorClass is ActorClass)\n"
+    )
+    assert out.splitlines() == ["False", "True", "[] True", "True True True"]
+
+
+def test_the_node_manager_does_not_load_the_driver_api() -> None:
+    out = run(
+        "import sys, raylite.node.manager\n"
+        "print(sorted(m for m in ('raylite.api', 'raylite.core.core_worker', 'raylite.worker')"
+        " if m in sys.modules))\n"
+    )
+    assert out == "[]"
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    out = run(
+        "import raylite\n"
+        "try:\n"
+        "    raylite.no_such_thing\n"
+        "except AttributeError as e:\n"
+        "    print(e)\n"
+    )
+    assert out == "module 'raylite' has no attribute 'no_such_thing'"
