@@ -1,7 +1,8 @@
 """The owner's lease queues in-process, dask-style: feed events, assert the actions.
 
 No core worker, no node manager: a grant is a LeaseGranted built here, time is a
-number passed in.
+number passed in. The last test runs the shell (core_harness) to check the messages
+its actions send.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from raylite.core.lease_queue import (
     Push,
 )
 from raylite.core.tasks import TaskSpec
+
+from .core_harness import Harness, StandIn, h
+
+__all__ = ["h"]  # the fixture, imported for pytest
 
 LINGER = 1.0
 CPU = {"CPU": 10000}
@@ -246,3 +251,29 @@ def test_a_refusal_asks_again_only_while_tasks_wait_and_someone_answers():
     (d,) = q.refused(sc, c.lease_id, gone=False)
     assert isinstance(d, Ask)
     assert sc.pending == {d.lease_id: ""}
+
+
+# -- the shell (leasing.py) runs the actions: the messages that go out ------------------
+
+
+def test_the_shell_follows_a_spillback_then_cancels_and_returns_there(h: Harness) -> None:
+    other = StandIn("tcp:10.0.0.2:7000")
+    h.cw.peers[other.name] = other  # type: ignore[assignment]
+    _, first = h.submit()
+    ref, _ = h.submit()
+    a, answer_a = h.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
+    b, answer_b = h.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
+    answer_a(P.LeaseSpillback(other.name))
+    again, answer_there = other.take(P.RequestLease)
+    assert (again.lease_id, again.spilled) == (a.lease_id, 1)
+    h.cw.cancel(ref, force=False)  # the second task leaves the queue
+    worker = StandIn("unix:/worker.sock")
+    h.cw.peers[worker.name] = worker  # type: ignore[assignment]
+    answer_b(P.LeaseGranted(b.lease_id, b"w", worker.name, 7, [], b"n" * 16))
+    push, _ = worker.take(P.PushTask)
+    assert push.task_id == first.task_id
+    assert [m.lease_id for m in other.of(P.CancelLease)] == [a.lease_id]  # where it waits
+    # Its grant crossed the cancel: given back through our node manager.
+    answer_there(P.LeaseGranted(a.lease_id, b"w2", "tcp:10.0.0.2:7001", 8, [], b"o" * 16))
+    (back,) = h.cw.nm.of(P.ReturnLease)  # type: ignore[attr-defined]
+    assert (back.lease_id, back.kill, back.via) == (a.lease_id, False, other.name)
