@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, list[str]]] = [
               "node.lease_book", "node.store_book"]),  # pure books: foundations only
     ("io", ["transport", "object_store", "task_events"]),
     ("refs", ["object_ref"]),
-    ("core", ["core.*"]),
+    ("core", ["core.lease_queue", "core.*"]),  # lease_queue: pure, reads tasks and ids
     # __init__ loads the public names on first use (it imports api-layer modules).
     ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__"]),
     ("head", ["head.*"]),

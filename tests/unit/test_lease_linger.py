@@ -39,14 +39,14 @@ def test_an_idle_lease_is_kept_for_its_linger_time_then_given_back(h: Harness) -
     h.cw._linger_over()  # too early: kept, and the timer is set again
     assert sc.idle == [lease]
     assert returned(h) == []
-    assert h.cw._linger_armed
+    assert h.cw.queues.linger_armed
     assert linger_timers(h) == 2
     lease.idle_at -= CONFIG.lease_linger_s
     h.cw._linger_over()
     assert sc.idle == []
     assert [(m.lease_id, m.kill) for m in returned(h)] == [(lease.lease_id, False)]
     assert lease.lease_id not in h.cw.leases
-    assert not h.cw._linger_armed  # nothing idle left: no timer set again
+    assert not h.cw.queues.linger_armed  # nothing idle left: no timer set again
 
 
 def test_a_lease_reused_before_its_linger_time_is_kept(h: Harness) -> None:
@@ -83,4 +83,4 @@ def test_only_the_leases_past_their_linger_time_go(h: Harness) -> None:
     h.cw._linger_over()
     assert sc.idle == [new]
     assert [m.lease_id for m in returned(h)] == [old.lease_id]
-    assert h.cw._linger_armed  # for the one still idle
+    assert h.cw.queues.linger_armed  # for the one still idle

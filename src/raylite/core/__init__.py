@@ -3,6 +3,7 @@
 core_worker.CoreWorker is the facade and the only owner of the lock; the other
 modules each hold one concept: context (the live worker, the current task),
 tasks, objects, refs (counting and borrowing), lineage (freeing and rebuilding),
-submission, leasing, actor_client, timers. This package's __init__ imports
-nothing, so `raylite.core.context` stays importable from below the core.
+submission, lease_queue (pure: which lease runs which task) and its shell
+leasing, actor_client, timers. This package's __init__ imports nothing, so
+`raylite.core.context` stays importable from below the core.
 """

@@ -28,7 +28,7 @@ from ..exceptions import (
 from ..object_ref import ObjectRef, new_id
 from ..serialization import dumps_inline, loads_inline
 from ..transport import Connection
-from .leasing import Lease, SchedulingClass
+from .lease_queue import Lease, SchedulingClass
 from .lifecycle import (
     ACTOR_TRANSITIONS,
     ALIVE,
@@ -270,7 +270,9 @@ class ActorClientMixin:
 
         with self.lock:
             detached = bool((spec.actor_options or {}).get("detached"))
-            self._request_lease(sc, actor_id=client.actor_id, on_grant=on_grant, detached=detached)
+            self._request_lease(
+                sc, new_id(), actor_id=client.actor_id, on_grant=on_grant, detached=detached
+            )
 
     def _register_detached(self, spec: TaskSpec, client: ActorClient) -> None:
         """Leave with the head what it takes to restart this detached actor after we are

@@ -59,7 +59,8 @@ from ..transport import Connection, Listener
 from . import context
 from .actor_client import ActorClient, ActorClientMixin
 from .deferring_lock import DeferringLock
-from .leasing import Lease, LeasingMixin, SchedulingClass
+from .lease_queue import LeaseQueues
+from .leasing import LeasingMixin
 from .lineage import LineageMixin
 from .objects import PENDING, RELEASED, ObjectEntry, ObjectTable
 from .refs import RefsMixin
@@ -156,9 +157,9 @@ class CoreWorker(
         self._events: collections.deque[Any] = collections.deque()
         self._events_scheduled = False
         self._completion = itertools.count(1)
-        self.classes: dict[tuple[tuple[str, int], ...], SchedulingClass] = {}
-        self.leases: dict[bytes, Lease] = {}
-        self._linger_armed = False  # a timer will give back leases idle for too long
+        self.queues = LeaseQueues()  # events in, actions out (leasing._lease_actions)
+        self.classes = self.queues.classes  # read by the actor client (a shape's class)
+        self.leases = self.queues.leases
         self.actors: dict[bytes, ActorClient] = {}
         self.peers: dict[str, Connection] = {}
         self._peer_lock = threading.Lock()
@@ -202,11 +203,7 @@ class CoreWorker(
             )
 
         with self.lock:
-            on_node = {
-                lease.address for lease in self.leases.values() if lease.node_id == msg.node_id
-            }
-            for sc in self.classes.values():
-                sc.idle = [lease for lease in sc.idle if lease.node_id != msg.node_id]
+            on_node = self.queues.node_died(msg.node_id)
             actors = [
                 c.address
                 for c in self.actors.values()

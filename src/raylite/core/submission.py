@@ -26,7 +26,7 @@ from ..exceptions import (
 from ..object_ref import ObjectRef, new_id
 from ..serialization import dumps_inline
 from ..transport import Connection
-from .leasing import Lease
+from .lease_queue import Lease
 from .lifecycle import (
     CANCELLED,
     FAILED,
@@ -405,9 +405,7 @@ class SubmissionMixin:
             spec.max_retries = 0
             lease = spec.lease
             if lease is None:  # not running: take it out of the queues
-                sc = self.classes.get(spec.shape_key)
-                if sc is not None and spec in sc.queue:
-                    sc.queue.remove(spec)
+                self.queues.dequeue(spec)
                 client = self.actors.get(spec.actor_id) if spec.actor_id else None
                 if client is not None and spec in client.queue:
                     client.queue.remove(spec)
