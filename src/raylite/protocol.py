@@ -9,7 +9,9 @@ only ever after the token handshake (transport.py).
 Fields are named all the way down: a part of a message is a record (a NamedTuple:
 Dep, TaskReturn, ...), sent as a plain msgpack array and rebuilt by one `_make` call;
 a message inside a message (a detached actor's PushTask) is sent as its fields. The
-decoder learns which fields need that from the type hints, once, at registration.
+decoder learns which fields need that from the type hints, once, at registration:
+a record where one may come (`str | NodeAffinity | None`) is one if it came as a list;
+a value's data (Dep, TaskReturn, ObjectValue) is a StoredAt where its kind is IN_STORE.
 A failed request is answered Failed(code, reason): receivers decide on the FailCode,
 the reason is for people.
 
@@ -26,7 +28,7 @@ import struct
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import msgpack
@@ -34,13 +36,15 @@ import msgspec
 
 from .exceptions import ProtocolError
 
-PROTOCOL_VERSION = 2  # 2: FailCode, named records, dropped fields (a node of 1 is refused)
+# 2: FailCode, named records, dropped fields. 3: NodeAffinity, StoredAt: a node of 2 would
+# read a NodeAffinity as no strategy at all (the default policy). An older node is refused.
+PROTOCOL_VERSION = 3
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31
 
 # Value kinds in TaskReturn / ObjectValue / Dep.
-INLINE = 0  # data: pickled bytes
-IN_STORE = 1  # data: size in bytes; the value is in the node's shared-memory store
+INLINE = 0  # data: pickled bytes (a list: the pickle, then its out-of-band buffers)
+IN_STORE = 1  # data: StoredAt: the value is in a node's shared-memory store
 ERROR = 2  # data: pickled exception
 
 # ActorStateChanged.state from the node that hosted the actor: its process (of life
@@ -101,10 +105,19 @@ def message(tag: int, hint_source: type | None = None) -> Callable[[type], type]
 def _decoder(hint: Any) -> Decoder | None:
     """How to rebuild a field of type `hint` from its msgpack form, if it needs it:
     a record (NamedTuple) is one `_make` call, an enum one constructor call, a list of
-    records a `map`; plain types (bytes, str, int, dict, list of plain) need nothing."""
+    records a `map`, a record or a scalar (`str | NodeAffinity | None`) a `_make` if it
+    came as a list; plain types (bytes, str, int, dict, list of plain) need nothing."""
     origin = typing.get_origin(hint)
     if origin is types.UnionType or origin is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
+        records = [a for a in args if _is_record(a)]
+        if len(records) == 1 and len(args) > 1:
+            # A record or plain scalars (str | NodeAffinity | None): only the record
+            # arrives as a list. Not with a list among them: which is which is unknown.
+            if any(typing.get_origin(a) is list or a is list for a in args):
+                return None
+            make_one = records[0]._make
+            return lambda v: make_one(v) if type(v) is list else v
         optional = _decoder(args[0]) if len(args) == 1 else None
         if optional is None:
             return None
@@ -112,14 +125,16 @@ def _decoder(hint: Any) -> Decoder | None:
     if origin is list:
         (item,) = typing.get_args(hint)
         if _is_record(item):
-            make = item._make
-            return lambda v: list(map(make, v))
+            return _records_decoder(item)
         inner = _decoder(item)
         if inner is None:
             return None
         return lambda v: [inner(x) for x in v]
     if _is_record(hint):
-        return typing.cast(Decoder, hint._make)
+        if _stored_at(hint) is None:
+            return typing.cast(Decoder, hint._make)
+        many = _records_decoder(hint)
+        return lambda v: many([v])[0]
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return hint
     if isinstance(hint, type) and hasattr(hint, "TAG"):  # a message inside a message
@@ -128,21 +143,56 @@ def _decoder(hint: Any) -> Decoder | None:
     return None
 
 
+def _records_decoder(record: Any) -> Decoder:
+    """A list of `record`s: one `_make` each; for a record holding a value (Dep,
+    TaskReturn), an IN_STORE one's data becomes its StoredAt first."""
+    make = record._make
+    stored = _stored_at(record)
+    if stored is None:
+        return lambda v: list(map(make, v))
+    kind_at, data_at = stored
+
+    def values(v: list[Any]) -> list[Any]:
+        for x in v:
+            if x[kind_at] == IN_STORE:
+                x[data_at] = StoredAt._make(x[data_at])
+        return list(map(make, v))
+
+    return values
+
+
 def _is_record(hint: Any) -> bool:
     return isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields")
+
+
+def _stored_at(record: Any) -> tuple[int, int] | None:
+    """(index of `kind`, index of `data`) of a record whose data is a StoredAt where its
+    kind is IN_STORE (Dep, TaskReturn): its decoder makes that one StoredAt first."""
+    hints = typing.get_type_hints(record, vars(sys.modules[__name__]))
+    if "kind" in hints and StoredAt in typing.get_args(hints.get("data")):
+        return record._fields.index("kind"), record._fields.index("data")
+    return None
 
 
 def _msg(tag: int) -> Callable[[type], Any]:
     """Class decorator: the class body's annotated fields become a frozen
     msgspec.Struct (built in C: cheap to define, and to construct on the hot path),
-    registered under `tag`. The class's docstring stays; it may have nothing else."""
+    registered under `tag`. The class's docstring and functions (__post_init__) stay."""
 
     def wrap(cls: type) -> type:
         body = vars(cls)
         spec = []
-        for name, hint in body.get("__annotations__", {}).items():
+        annotations = body.get("__annotations__", {})
+        for name, hint in annotations.items():
             spec.append((name, hint, body[name]) if name in body else (name, hint))
-        struct = msgspec.defstruct(cls.__name__, spec, frozen=True, module=__name__)
+        methods = {
+            name: value
+            for name, value in body.items()
+            if isinstance(value, types.FunctionType) and name not in annotations
+        }
+        struct = msgspec.defstruct(
+            cls.__name__, spec, frozen=True, module=__name__, namespace=methods
+        )
         struct.__doc__ = cls.__doc__
         struct.__qualname__ = cls.__qualname__
         return message(tag, hint_source=cls)(struct)
@@ -152,13 +202,26 @@ def _msg(tag: int) -> Callable[[type], Any]:
 
 # --- records: the named parts of messages -----------------------------------------------
 # NamedTuples: on the wire a plain msgpack array (the field order below), decoded by one
-# `_make` call each (no per-field work); read by name.
+# `_make` call each (no per-field work; a value's IN_STORE data is one more); read by name.
+class StoredAt(NamedTuple):
+    """The data of an IN_STORE value (Dep, TaskReturn, ObjectValue): where it is."""
+
+    size: int  # the segment's size in bytes
+    node: str  # the node manager that holds it (its TCP address); "": one node, no cluster
+
+
+# A value's data, by its kind: INLINE (bytes, or the pickle then its out-of-band buffers),
+# ERROR (bytes), IN_STORE (StoredAt). A record or message with `kind` and `data` gets
+# its StoredAt rebuilt where kind is IN_STORE (`_stored_at`, ObjectValue).
+ValueData = bytes | list[bytes] | StoredAt
+
+
 class Dep(NamedTuple):
     """PushTask: an argument that was an ObjectRef, resolved by the owner."""
 
     position: int | str  # the index in args, or the keyword's name
     kind: int  # INLINE | IN_STORE
-    data: Any  # INLINE: pickled bytes; IN_STORE: its size (or [size, node address])
+    data: ValueData
     object_id: bytes
 
 
@@ -167,8 +230,38 @@ class TaskReturn(NamedTuple):
 
     object_id: bytes
     kind: int  # INLINE | IN_STORE | ERROR
-    data: Any  # INLINE, ERROR: pickled bytes; IN_STORE: its size (or [size, node address])
+    data: ValueData
     contained: dict[bytes, str]  # refs inside the value: object id -> its owner's address
+
+
+class TaskEvent(NamedTuple):
+    """TaskEvents, Timeline: one attempt of a task as its worker saw it (task_events.py
+    keeps it as the task's record). A worker sends one per finished attempt and, at a
+    flush, one with end None per task still running; an owner one (pid 0) for a task
+    waiting for a worker, or ended before any worker ran it."""
+
+    name: str  # the task's name (`.options(name=...)`)
+    task_id: bytes
+    start: float  # the owner's event: when it was submitted
+    end: float | None  # None: running (or waiting for a worker, pid 0)
+    pid: int  # the worker's; 0: no worker yet
+    worker_id: bytes
+    kind: str  # "task" | "actor_task" | "actor_creation"
+    parent: bytes | None  # the task that submitted it
+    deps: Sequence[bytes]  # the objects its ref arguments name
+    returns: list[bytes]
+    actor_id: bytes | None
+    job_id: bytes
+    error: list[str] | None  # [Ray's error type, message] (task_events.error_info)
+    func: str  # its function's name, or "Class.method": summaries group by it
+    node: bytes  # the node the worker runs on (the head keeps every node's tasks)
+
+
+class NodeAffinity(NamedTuple):
+    """RequestLease.strategy: run on this node (NodeAffinitySchedulingStrategy)."""
+
+    node_id: str  # hex
+    soft: bool  # that node dead or without the resources: elsewhere (else fail)
 
 
 class LogLine(NamedTuple):
@@ -228,9 +321,8 @@ class RequestLease:
     lease_id: bytes
     shape: dict[str, int]  # resource -> units of 1/10000
     actor_id: bytes | None  # set: a dedicated worker for this actor
-    # None (hybrid: local first, then nodes with room), "SPREAD", or
-    # ["NODE", node_id hex, soft]: node affinity.
-    strategy: Any = None
+    # None (hybrid: local first, then nodes with room), "SPREAD", or node affinity.
+    strategy: str | NodeAffinity | None = None
     spilled: int = 0  # how many nodes sent it on before (spillbacks the owner followed)
     detached: bool = False  # a detached actor: it outlives the owner's connection
 
@@ -349,7 +441,7 @@ class ActorInfo:
 # --- events, logs, shutdown -----------------------------------------------------------
 @_msg(30)
 class TaskEvents:
-    events: list[list[Any]]
+    events: list[TaskEvent]
 
 
 @_msg(31)
@@ -359,7 +451,7 @@ class GetTimeline:
 
 @_msg(32)
 class Timeline:
-    events: list[list[Any]]
+    events: list[TaskEvent]  # the finished ones, oldest first
 
 
 @_msg(33)
@@ -422,7 +514,12 @@ class GetObject:
 @_msg(43)
 class ObjectValue:
     kind: int
-    data: Any
+    data: ValueData
+
+    def __post_init__(self) -> None:
+        # As in Dep and TaskReturn: an IN_STORE value's data arrives as a list.
+        if self.kind == IN_STORE and type(self.data) is list:
+            msgspec.structs.force_setattr(self, "data", StoredAt._make(self.data))  # type: ignore[arg-type]
 
 
 # --- distributed reference counting (borrower -> owner) ------------------------------

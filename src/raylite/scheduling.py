@@ -22,7 +22,8 @@ The policy is Ray's hybrid one, simplified:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from .protocol import NodeAffinity
 
 HERE = "here"
 
@@ -51,14 +52,14 @@ def fits(shape: dict[str, int], resources: dict[str, int]) -> bool:
 
 def place(
     shape: dict[str, int],
-    strategy: Any,
+    strategy: str | NodeAffinity | None,
     local: NodeView,
     others: list[NodeView],
     spread_seq: int = 0,
 ) -> Placement:
     """Decide where a lease request should be served. `others` excludes the local node."""
     alive = [n for n in others if n.alive and n.node_id != local.node_id]
-    if isinstance(strategy, (list, tuple)) and strategy and strategy[0] == "NODE":
+    if isinstance(strategy, NodeAffinity):
         return _affinity(shape, strategy, local, alive)
     if strategy == "SPREAD":
         # Round-robin over every node that has the resources, busy or not: a node's
@@ -115,9 +116,9 @@ def _hybrid(shape: dict[str, int], local: NodeView, alive: list[NodeView]) -> Pl
 
 
 def _affinity(
-    shape: dict[str, int], strategy: Any, local: NodeView, alive: list[NodeView]
+    shape: dict[str, int], strategy: NodeAffinity, local: NodeView, alive: list[NodeView]
 ) -> Placement:
-    _, node_hex, soft = strategy
+    node_hex = strategy.node_id
     target = None
     if local.node_id.hex() == node_hex:
         target = local
@@ -125,7 +126,7 @@ def _affinity(
         target = next((n for n in alive if n.node_id.hex() == node_hex), None)
     if target is not None and fits(shape, target.total):
         return Placement(None, HERE) if target is local else Placement(target, "spill")
-    if soft:
+    if strategy.soft:
         return _hybrid(shape, local, alive)
     why = "is not alive" if target is None else "does not have the resources"
     return Placement(

@@ -12,10 +12,10 @@ node's statistics and these records).
     cli, util.state ──ListState, SummarizeTasks, GetLogs──▶ node/listings.py ──▶ rows
     api.timeline ──GetTimeline──▶ finished records ──chrome_trace()──▶ trace with flows
 
-A task event is one list, built by the worker (worker.py `_finish`, `flush_events`) in
-the order of the index constants below. A worker sends one per finished attempt and,
-at a flush, one with END = None for each task it is still running. Per-task work on
-the worker stays one small list; the node manager keeps that list as the record.
+A task event is a protocol.TaskEvent record, built by the worker (worker.py `_finish`,
+`flush_events`) with one constructor call. A worker sends one per finished attempt and,
+at a flush, one with end None for each task it is still running. The node manager
+keeps the event as the task's record, its names and ids shared with other records.
 
 Task states, as Ray names them. The node sees RUNNING, FINISHED and FAILED; the
 PENDING_* states exist only at the owner (util.state adds the caller's own).
@@ -41,12 +41,7 @@ from .config import CONFIG
 
 log = logging.getLogger("raylite.task_events")
 
-# Fields of a task event (and of a record: the same list). NAME is the task's name
-# (`.options(name=...)`), FUNC its function's or "Class.method" (summaries group by it).
-# NODE: the node the worker runs on (the head keeps every node's tasks).
-(NAME, TASK_ID, START, END, PID, WORKER_ID, KIND, PARENT, DEPS, RETURNS, ACTOR_ID, JOB_ID, ERROR,
- FUNC, NODE) = range(15)  # fmt: skip
-EVENT_FIELDS = 15
+TaskEvent = P.TaskEvent  # a task's record: the last event of its last attempt
 
 RUNNING, FINISHED, FAILED = "RUNNING", "FINISHED", "FAILED"
 # Owner-side states (util.state): arguments not ready, waiting for a worker, pushed.
@@ -64,11 +59,11 @@ ACTOR_STATES = {"PENDING": "PENDING_CREATION"}  # raylite's ActorRec state -> Ra
 _EMPTY: tuple[()] = ()
 
 
-def state_of(rec: list[Any]) -> str:
-    if rec[END] is None:
+def state_of(rec: TaskEvent) -> str:
+    if rec.end is None:
         # No worker yet (an owner's event at submission): waiting for one.
-        return RUNNING if rec[PID] else PENDING_NODE_ASSIGNMENT
-    return FINISHED if rec[ERROR] is None else FAILED
+        return RUNNING if rec.pid else PENDING_NODE_ASSIGNMENT
+    return FINISHED if rec.error is None else FAILED
 
 
 def _hex(b: bytes | None) -> str | None:
@@ -142,17 +137,17 @@ class TaskEventStore:
 
     The oldest finished record goes first when the table is full; the counts per
     (function, type) and state are kept apart and survive that, so summaries stay
-    exact. A record is the event list itself, its strings and ids shared (interned):
+    exact. A record is the event itself, its strings and ids shared (interned):
     about 0.5 KB a task, under 60 MB for 100,000 finished tasks.
     """
 
     def __init__(self, capacity: int, node_id: bytes = b"") -> None:
         self.capacity = max(int(capacity), 1)
         self.node_id = node_id
-        self.active: dict[bytes, list[Any]] = {}  # task id -> RUNNING record
+        self.active: dict[bytes, TaskEvent] = {}  # task id -> RUNNING record
         # Submitted, not started (owners report these): at most `capacity`, oldest go first.
-        self.pending: collections.OrderedDict[bytes, list[Any]] = collections.OrderedDict()
-        self.done: collections.OrderedDict[bytes, list[Any]] = collections.OrderedDict()
+        self.pending: collections.OrderedDict[bytes, TaskEvent] = collections.OrderedDict()
+        self.done: collections.OrderedDict[bytes, TaskEvent] = collections.OrderedDict()
         self.attempts: dict[bytes, int] = {}  # task id -> attempt number, where > 0
         # (func_or_class_name, type) -> state -> count: the summary, never evicted.
         self.counts: dict[tuple[str, str], dict[str, int]] = {}
@@ -162,18 +157,17 @@ class TaskEventStore:
         self.max_interned = CONFIG.task_events_interned
 
     # ------------------------------------------------------------------ ingest
-    def add_events(self, events: Iterable[list[Any]]) -> None:
+    def add_events(self, events: Iterable[TaskEvent]) -> None:
         for ev in events:
-            if len(ev) == EVENT_FIELDS:
-                self._add(ev)
+            self._add(ev)
 
-    def _add(self, ev: list[Any]) -> None:
-        tid = ev[TASK_ID]
+    def _add(self, ev: TaskEvent) -> None:
+        tid = ev.task_id
         state = state_of(ev)
         if state == PENDING_NODE_ASSIGNMENT:
             if tid in self.pending or tid in self.active or tid in self.done:
                 return  # it started already: the owner's word came late
-            self._share(ev)
+            ev = self._share(ev)
             self._count(ev, state, 1)
             self.pending[tid] = ev
             while len(self.pending) > self.capacity:
@@ -183,20 +177,20 @@ class TaskEventStore:
         was_pending = self.pending.pop(tid, None)
         if was_pending is not None:
             self._count(was_pending, PENDING_NODE_ASSIGNMENT, -1)
-        table: dict[bytes, list[Any]] = self.active
+        table: dict[bytes, TaskEvent] = self.active
         old = table.get(tid)
         if old is None:
             table = self.done
             old = table.get(tid)
         if old is not None:
             old_state = state_of(old)
-            if state == RUNNING and (old_state == RUNNING or ev[START] <= old[END]):
+            if state == RUNNING and (old_state == RUNNING or ev.start <= old.end):
                 return  # a late copy of what the record says already
             del table[tid]
             self._count(old, old_state, -1)
-            if old_state != RUNNING and ev[START] > old[END]:  # the owner ran it again
+            if old_state != RUNNING and ev.start > old.end:  # the owner ran it again
                 self.attempts[tid] = self.attempts.get(tid, 0) + 1
-        self._share(ev)
+        ev = self._share(ev)
         self._count(ev, state, 1)
         if state == RUNNING:
             self.active[tid] = ev
@@ -207,22 +201,27 @@ class TaskEventStore:
             self.attempts.pop(gone, None)
             self.evicted += 1
 
-    def _share(self, ev: list[Any]) -> None:
-        """One copy of each name, kind, worker and job id, however many records hold it."""
-        shared = self._shared
-        for i in (NAME, FUNC, KIND, WORKER_ID, JOB_ID, PID):
-            v = ev[i]
-            s = shared.get(v)
-            if s is None:
-                if len(shared) < self.max_interned:
-                    shared[v] = v
-            else:
-                ev[i] = s
-        if not ev[DEPS]:
-            ev[DEPS] = _EMPTY
+    def _share(self, ev: TaskEvent) -> TaskEvent:
+        """The record of an event: one copy of each name, kind, worker, job and node id,
+        however many records hold it."""
+        one = self._one
+        return TaskEvent(
+            one(ev.name), ev.task_id, ev.start, ev.end, one(ev.pid), one(ev.worker_id),
+            one(ev.kind), ev.parent, ev.deps or _EMPTY, ev.returns, ev.actor_id,
+            one(ev.job_id), ev.error, one(ev.func), one(ev.node),
+        )  # fmt: skip
 
-    def _count(self, rec: list[Any], state: str, n: int) -> None:
-        key = (rec[FUNC], TASK_TYPES.get(rec[KIND], "NORMAL_TASK"))
+    def _one(self, v: Any) -> Any:
+        shared = self._shared
+        s = shared.get(v)
+        if s is None:
+            if len(shared) < self.max_interned:
+                shared[v] = v
+            return v
+        return s
+
+    def _count(self, rec: TaskEvent, state: str, n: int) -> None:
+        key = (rec.func, TASK_TYPES.get(rec.kind, "NORMAL_TASK"))
         by_state = self.counts.get(key)
         if by_state is None:
             by_state = self.counts[key] = {}
@@ -235,23 +234,21 @@ class TaskEventStore:
     def worker_died(self, pid: int, cause: str) -> None:
         """The tasks a dead worker was running failed (its owner may retry them)."""
         now = time.time()
-        for rec in [r for r in self.active.values() if r[PID] == pid]:
-            ev = list(rec)
-            ev[END] = max(now, ev[START])
-            ev[ERROR] = ["WORKER_DIED" if ev[KIND] == "task" else "ACTOR_DIED", cause]
-            self._add(ev)
+        for rec in [r for r in self.active.values() if r.pid == pid]:
+            error = ["WORKER_DIED" if rec.kind == "task" else "ACTOR_DIED", cause]
+            self._add(rec._replace(end=max(now, rec.start), error=error))
 
     # ----------------------------------------------------------------- queries
-    def _records(self) -> Iterable[list[Any]]:
+    def _records(self) -> Iterable[TaskEvent]:
         """Running first, then waiting, then finished, newest first."""
         yield from list(self.active.values())
         yield from reversed(list(self.pending.values()))
         yield from reversed(list(self.done.values()))
 
-    def get_field(self, rec: list[Any], key: str) -> Any:
+    def get_field(self, rec: TaskEvent, key: str) -> Any:
         return TASK_COLUMNS[key](self, rec)
 
-    def row(self, rec: list[Any]) -> dict[str, Any]:
+    def row(self, rec: TaskEvent) -> dict[str, Any]:
         return {k: get(self, rec) for k, get in TASK_COLUMNS.items()}
 
     def list_tasks(self, filters: list[P.Filter], limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -303,7 +300,7 @@ class TaskEventStore:
                 out[state] = out.get(state, 0) + n
         return out
 
-    def newest_first(self, state: str = "") -> Iterator[list[Any]]:
+    def newest_first(self, state: str = "") -> Iterator[TaskEvent]:
         """Records in `state` (all if ""): running, then waiting, then finished newest
         first. Lazy: a bounded listing stops early; read it before the table changes."""
         if state in ("", RUNNING):
@@ -315,17 +312,17 @@ class TaskEventStore:
                 if not state or state_of(rec) == state:
                     yield rec
 
-    def find(self, task_id: bytes) -> list[Any] | None:
+    def find(self, task_id: bytes) -> TaskEvent | None:
         """A task's record (running, waiting or finished), or None."""
         return self.active.get(task_id) or self.pending.get(task_id) or self.done.get(task_id)
 
-    def finished_newest_first(self) -> Iterator[list[Any]]:
+    def finished_newest_first(self) -> Iterator[TaskEvent]:
         return reversed(self.done.values())
 
-    def oldest_finished(self) -> list[Any] | None:
+    def oldest_finished(self) -> TaskEvent | None:
         return next(iter(self.done.values()), None)
 
-    def timeline_events(self) -> list[list[Any]]:
+    def timeline_events(self) -> list[TaskEvent]:
         """The finished records, oldest first (the wire form GetTimeline replies with)."""
         return list(self.done.values())
 
@@ -338,29 +335,29 @@ class TaskEventStore:
         return 520 * (len(self.done) + len(self.active))
 
 
-TASK_COLUMNS: dict[str, Callable[[TaskEventStore, list[Any]], Any]] = {
-    "task_id": lambda s, r: r[TASK_ID].hex(),
-    "attempt_number": lambda s, r: s.attempts.get(r[TASK_ID], 0),
-    "name": lambda s, r: r[NAME],
+TASK_COLUMNS: dict[str, Callable[[TaskEventStore, TaskEvent], Any]] = {
+    "task_id": lambda s, r: r.task_id.hex(),
+    "attempt_number": lambda s, r: s.attempts.get(r.task_id, 0),
+    "name": lambda s, r: r.name,
     "state": lambda s, r: state_of(r),
-    "job_id": lambda s, r: _hex(r[JOB_ID]),
-    "actor_id": lambda s, r: _hex(r[ACTOR_ID]),
-    "type": lambda s, r: TASK_TYPES.get(r[KIND], "NORMAL_TASK"),
-    "func_or_class_name": lambda s, r: r[FUNC],
-    "parent_task_id": lambda s, r: _hex(r[PARENT]),
-    "node_id": lambda s, r: _hex(r[NODE] or s.node_id),
-    "worker_id": lambda s, r: _hex(r[WORKER_ID]),
-    "worker_pid": lambda s, r: r[PID],
-    "error_type": lambda s, r: r[ERROR][0] if r[ERROR] else None,
-    "error_message": lambda s, r: r[ERROR][1] if r[ERROR] else None,
+    "job_id": lambda s, r: _hex(r.job_id),
+    "actor_id": lambda s, r: _hex(r.actor_id),
+    "type": lambda s, r: TASK_TYPES.get(r.kind, "NORMAL_TASK"),
+    "func_or_class_name": lambda s, r: r.func,
+    "parent_task_id": lambda s, r: _hex(r.parent),
+    "node_id": lambda s, r: _hex(r.node or s.node_id),
+    "worker_id": lambda s, r: _hex(r.worker_id),
+    "worker_pid": lambda s, r: r.pid,
+    "error_type": lambda s, r: r.error[0] if r.error else None,
+    "error_message": lambda s, r: r.error[1] if r.error else None,
     "language": lambda s, r: "PYTHON",
     "creation_time_ms": lambda s, r: None,
-    "start_time_ms": lambda s, r: int(r[START] * 1000),
-    "end_time_ms": lambda s, r: int(r[END] * 1000) if r[END] is not None else None,
+    "start_time_ms": lambda s, r: int(r.start * 1000),
+    "end_time_ms": lambda s, r: int(r.end * 1000) if r.end is not None else None,
 }
 
 
-def chrome_trace(events: list[list[Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def chrome_trace(events: list[TaskEvent]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(metadata, spans and flows) in Chrome's trace format, from finished task events.
 
     A span ("X") per task on its worker's row. For each argument that another task
@@ -372,31 +369,31 @@ def chrome_trace(events: list[list[Any]]) -> tuple[list[dict[str, Any]], list[di
     produced: dict[bytes, dict[str, Any]] = {}  # object id -> the span of its producer
     spans = []
     for ev in events:
-        if len(ev) < EVENT_FIELDS or ev[END] is None:
+        if ev.end is None:
             continue
-        pid = ev[PID]
-        workers.setdefault(pid, ev[WORKER_ID].hex())
+        pid = ev.pid
+        workers.setdefault(pid, ev.worker_id.hex())
         span = {
-            "cat": ev[KIND],
-            "name": ev[NAME],
+            "cat": ev.kind,
+            "name": ev.name,
             "ph": "X",
             "pid": 1,
             "tid": pid,
-            "ts": ev[START] * 1e6,
-            "dur": max(ev[END] - ev[START], 0) * 1e6,
+            "ts": ev.start * 1e6,
+            "dur": max(ev.end - ev.start, 0) * 1e6,
             "args": {
-                "task_id": ev[TASK_ID].hex(),
-                "worker_id": ev[WORKER_ID].hex(),
+                "task_id": ev.task_id.hex(),
+                "worker_id": ev.worker_id.hex(),
                 "worker_pid": pid,
-                "parent_task_id": _hex(ev[PARENT]),
+                "parent_task_id": _hex(ev.parent),
                 "state": state_of(ev),
             },
         }
-        if ev[ERROR]:
-            span["args"]["error_type"] = ev[ERROR][0]
+        if ev.error:
+            span["args"]["error_type"] = ev.error[0]
         trace.append(span)
-        spans.append((span, ev[DEPS]))
-        for oid in ev[RETURNS]:
+        spans.append((span, ev.deps))
+        for oid in ev.returns:
             produced[oid] = span
     flow_id = 0
     for span, deps in spans:

@@ -100,7 +100,7 @@ class Worker:
         self.cancelled: set[bytes] = set()  # task ids cancelled before or while running
         self.running_task: bytes | None = None
         self.display_name = "raylite::IDLE"
-        self.events: list[list[Any]] = []
+        self.events: list[P.TaskEvent] = []
         self.events_lock = threading.Lock()
         # Tasks running now (task id -> (msg, start)), and those a flush reported running.
         self.active: dict[bytes, tuple[P.PushTask, float]] = {}
@@ -277,13 +277,13 @@ class Worker:
 
     def _event(
         self, msg: P.PushTask, start: float, end: float | None, error: list[str] | None
-    ) -> list[Any]:
-        """A task event, fields in task_events' order (end None: still running)."""
+    ) -> P.TaskEvent:
+        """The task's event (end None: still running)."""
         kind = (
             "actor_creation" if msg.actor_creation else ("actor_task" if msg.actor_id else "task")
         )
         fn = self.functions.get(msg.function_id) if msg.actor_id is None else None
-        return [
+        return P.TaskEvent(
             msg.name,
             msg.task_id,
             start,
@@ -299,7 +299,7 @@ class Worker:
             error,
             getattr(fn, "__name__", msg.name),  # the function's own name (name= may differ)
             self.cw.node_id,
-        ]
+        )
 
     def _cancel(self, task_id: bytes, recursive: bool = False) -> None:
         """Runs on a reader thread: interrupt the task if it is the one running.

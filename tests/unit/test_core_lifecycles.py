@@ -131,7 +131,7 @@ def test_a_lost_stored_return_reruns_its_task(h: Harness) -> None:
     ref, spec = h.submit(max_retries=1)
     worker = h.grant()
     push, reply = worker.take(P.PushTask)
-    reply(done(push, [1 << 20, "tcp:10.0.0.2:1"], P.IN_STORE))
+    reply(done(push, P.StoredAt(1 << 20, "tcp:10.0.0.2:1"), P.IN_STORE))
     assert spec.state is L.FINISHED
     assert h.cw.objects[ref.id].lineage is spec
     h.cw._object_lost(ref.id, "its node died")
@@ -140,7 +140,7 @@ def test_a_lost_stored_return_reruns_its_task(h: Harness) -> None:
     assert spec.max_retries == 0
     assert spec.rerunning
     push, reply = worker.take(P.PushTask)
-    reply(done(push, [1 << 20, "tcp:10.0.0.3:1"], P.IN_STORE))
+    reply(done(push, P.StoredAt(1 << 20, "tcp:10.0.0.3:1"), P.IN_STORE))
     assert spec.state is L.FINISHED
     h.cw._object_lost(ref.id, "lost again")  # no retries left: it is an error now
     kind, data = h.value(ref)

@@ -26,7 +26,7 @@ from .core_harness import Harness, h
 
 __all__ = ["h"]  # the fixture, imported for pytest
 
-AFFINITY = ["NODE", "ab" * 16, False]
+AFFINITY = P.NodeAffinity("ab" * 16, soft=False)
 
 
 def test_affinity_unavailable_fails_the_queued_tasks_with_its_reason(h: Harness) -> None:

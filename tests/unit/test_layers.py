@@ -21,9 +21,9 @@ SRC = pathlib.Path(raylite.__file__).parent
 # Bottom first. A module may import modules of its own layer or of a lower one; a
 # pattern "pkg.*" covers the package's modules, including its __init__ ("pkg").
 LAYERS: list[tuple[str, list[str]]] = [
-    ("leaves", ["exceptions", "transitions", "config", "core.context", "scheduling",
-                "util.scheduling_strategies", "head.storage", "node.local", "dashboard"]),
-    ("wire", ["protocol", "serialization",
+    ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
+                "node.local", "dashboard"]),
+    ("wire", ["protocol", "serialization", "scheduling", "util.scheduling_strategies",
               "node.lease_book", "node.store_book"]),  # pure books: foundations only
     ("io", ["transport", "object_store", "task_events"]),
     ("refs", ["object_ref"]),

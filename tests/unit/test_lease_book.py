@@ -26,7 +26,7 @@ from raylite.node.lease_book import (
     WorkerState,
     transition,
 )
-from raylite.protocol import FailCode
+from raylite.protocol import FailCode, NodeAffinity
 from raylite.scheduling import NodeView
 
 U = RESOURCE_UNIT
@@ -364,7 +364,7 @@ def test_a_request_sent_here_moves_on_only_to_room_now():
 
 def test_hard_affinity_to_a_dead_node_is_rejected():
     b = book(1, view=View(others=[node(b"alive", {"CPU": U})]))
-    req = lease({"CPU": U}, strategy=["NODE", b"gone".hex(), False])
+    req = lease({"CPU": U}, strategy=NodeAffinity(b"gone".hex(), soft=False))
     (action,) = b.request(req)
     assert isinstance(action, Reject)
     assert "hard node affinity" in action.reason

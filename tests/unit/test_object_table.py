@@ -20,7 +20,7 @@ from .core_harness import Harness, StandIn, done, h
 
 __all__ = ["h"]  # the fixture, imported for pytest
 
-STORED = [1 << 20, ""]  # an IN_STORE value on the owner's own node: freed through its nm
+STORED = P.StoredAt(1 << 20, "")  # an IN_STORE value on the owner's own node: freed through its nm
 
 
 class Replies(StandIn):

@@ -28,7 +28,7 @@ from raylite.object_ref import ObjectRef, new_id
 from raylite.serialization import loads_inline
 
 OWNER = "unix:/owner.sock"
-STORED = [1 << 20, ""]  # an IN_STORE value on the owner's own node
+STORED = P.StoredAt(1 << 20, "")  # an IN_STORE value on the owner's own node
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from raylite.protocol import NodeAffinity
 from raylite.scheduling import HERE, NodeView, place
 
 U = 10_000  # one resource unit
@@ -46,13 +47,13 @@ def test_spread_round_robins_over_all_nodes_that_have_the_resources():
 
 def test_node_affinity_hard_and_soft():
     target = node(3, 0)
-    hard = ["NODE", target.node_id.hex(), False]
+    hard = NodeAffinity(target.node_id.hex(), soft=False)
     assert place({"CPU": U}, hard, node(1, 2), [target]).node == target  # waits there
-    gone = ["NODE", "ff" * 16, False]
+    gone = NodeAffinity("ff" * 16, soft=False)
     p = place({"CPU": U}, gone, node(1, 2), [target])
     assert p.kind == "fail"
     assert "affinity" in p.reason
-    assert place({"CPU": U}, ["NODE", "ff" * 16, True], node(1, 2), [target]).kind == HERE
+    assert place({"CPU": U}, NodeAffinity("ff" * 16, soft=True), node(1, 2), [target]).kind == HERE
 
 
 def test_plain_requests_keep_off_nodes_with_resources_they_do_not_need():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
-import msgpack
 import pytest
 
 from raylite import protocol as P
@@ -38,11 +37,15 @@ def event(
     func=None,
     node=b"",
 ):
-    """A task event as a worker builds it (worker.py `_event`), through msgpack like the wire."""
-    ev = [name, tid(i), start, end, pid, WORKER, kind, None, list(deps), [oid(i)], None, JOB, error]
-    ev.append(func or name)
-    ev.append(node)
-    return msgpack.unpackb(msgpack.packb(ev, use_bin_type=True), raw=False)
+    """A task event as a worker builds it (worker.py `_event`), through the wire codec."""
+    ev = P.TaskEvent(name, tid(i), start, end, pid, WORKER, kind, None, list(deps), [oid(i)],
+                     None, JOB, error, func or name, node)  # fmt: skip
+    return wire(P.TaskEvents([ev])).events[0]
+
+
+def wire(msg):
+    """`msg` as its receiver gets it: encoded, then decoded."""
+    return P.decode(P.encode(msg)[P.HEADER.size :])[0]
 
 
 def rows(store, filters=(), limit=1000):
@@ -159,13 +162,29 @@ def test_summary_counts_by_type():
 def test_100k_finished_tasks_fit_in_well_under_100_mb():
     """The head keeps at most max_task_events (100,000) records: measured on a fifth."""
     n = 20_000
+    node = b"n" * 16
     batch = [
-        ["f", tid(i), 1.0 + i, 2.0 + i, 1000 + i % 8, WORKER, "task", tid(i + n), [], [oid(i)]]
-        + [None, JOB, None, "f", b""]
+        P.TaskEvent(
+            "f",
+            tid(i),
+            1.0 + i,
+            2.0 + i,
+            1000 + i % 8,
+            WORKER,
+            "task",
+            tid(i + n),
+            [],
+            [oid(i)],
+            None,
+            JOB,
+            None,
+            "f",
+            node,
+        )
         for i in range(n)
     ]
     frames = [
-        msgpack.packb(batch[i : i + 1000], use_bin_type=True) for i in range(0, n, 1000)
+        P.encode(P.TaskEvents(batch[i : i + 1000]))[P.HEADER.size :] for i in range(0, n, 1000)
     ]  # TaskEvents bodies of 1000 events
     del batch
     gc.collect()
@@ -174,7 +193,7 @@ def test_100k_finished_tasks_fit_in_well_under_100_mb():
     try:
         before = tracemalloc.get_traced_memory()[0]
         for frame in frames:
-            store.add_events(msgpack.unpackb(frame, raw=False))
+            store.add_events(P.decode(frame)[0].events)
         gc.collect()
         used = tracemalloc.get_traced_memory()[0] - before
     finally:

@@ -212,9 +212,7 @@ class CoreWorker(
             lost = [
                 oid
                 for oid, entry in self.objects.items()
-                if entry.kind == P.IN_STORE
-                and isinstance(entry.data, list)
-                and entry.data[1] == msg.address
+                if entry.kind == P.IN_STORE and entry.data.node == msg.address
             ]
         for address, conn in list(self.peers.items()):
             if there(address) or address in on_node:
@@ -360,8 +358,8 @@ class CoreWorker(
         if isinstance(reply, P.Failed):
             raise ObjectStoreFullError(reply.reason)
         size = self.store.put(oid, sv, reply.directory, reply.prealloc)
-        # On a cluster the value says which node holds it: [size, node manager address].
-        return P.IN_STORE, [size, self.node_tcp] if self.node_tcp else size
+        # On a cluster the value says which node holds it (its node manager's address).
+        return P.IN_STORE, P.StoredAt(size, self.node_tcp)
 
     def _complete(
         self, oid: bytes, kind: int, data: Any, contained: dict[bytes, str] | None = None
@@ -390,16 +388,14 @@ class CoreWorker(
                 self._apply(self.table.released(oid))
 
     @staticmethod
-    def _elsewhere(entry: ObjectEntry, data: Any) -> bool:
+    def _elsewhere(entry: ObjectEntry, data: P.StoredAt) -> bool:
         """A rerun stored this return again, on another node than the copy in use (or
         the entry's value was released): that copy is extra."""
         if entry.kind == RELEASED:
             return True
         if entry.kind != P.IN_STORE:
             return False
-        held = entry.data[1] if isinstance(entry.data, list) else ""
-        new = data[1] if isinstance(data, list) else ""
-        return held != new
+        return entry.data.node != data.node
 
     def _when_ready(self, ref: ObjectRef, callback: Callable[[int, Any], None]) -> int:
         """Call back with (kind, data) once the value exists; returns its seq if ready now.
@@ -444,7 +440,7 @@ class CoreWorker(
         if kind == P.INLINE:
             return loads_inline(data)
         if kind == P.IN_STORE:
-            holder = data[1] if isinstance(data, list) else ""
+            holder = data.node
             if holder and holder != self.node_tcp and not self.store.contains(oid):
                 self._fetch(oid, data)
             return self.store.get(oid)
@@ -453,11 +449,11 @@ class CoreWorker(
             raise err.as_instanceof_cause()
         raise err
 
-    def _fetch(self, oid: bytes, data: list[Any]) -> None:
+    def _fetch(self, oid: bytes, data: P.StoredAt) -> None:
         """Have our node manager pull an object from the node that holds it."""
-        size, holder = data[0], data[1]
+        holder = data.node
         try:
-            reply = self.nm.request(P.FetchObject(oid, holder, size, ""), timeout=None)
+            reply = self.nm.request(P.FetchObject(oid, holder, data.size, ""), timeout=None)
         except ConnectionLost as exc:
             raise ObjectLostError(oid.hex(), f"Object {oid.hex()} is lost: {exc}") from exc
         if isinstance(reply, P.Failed):
@@ -639,7 +635,7 @@ class CoreWorker(
         self.release_idle_leases()
         return self.nm.request(P.GetClusterInfo(), timeout=CONFIG.request_timeout_s)
 
-    def timeline_events(self) -> list[list[Any]]:
+    def timeline_events(self) -> list[P.TaskEvent]:
         reply = self.nm.request(P.GetTimeline(), timeout=CONFIG.timeline_timeout_s)
         return reply.events
 

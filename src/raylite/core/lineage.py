@@ -12,7 +12,6 @@ is lost for good) are the table's. Not reference counts (refs), not submission
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from .. import protocol as P
 from ..exceptions import ObjectLostError, OwnerDiedError
@@ -125,9 +124,9 @@ class LineageMixin:
             except Exception:
                 log.exception("object waiter failed")
 
-    def _free_segment(self, oid: bytes, data: Any) -> None:
+    def _free_segment(self, oid: bytes, data: P.StoredAt) -> None:
         """Tell the node that holds an object's segment to free it (and its copies)."""
-        holder = data[1] if isinstance(data, list) else ""
+        holder = data.node
         if not holder or holder == self.node_tcp:
             self._send_nm(P.FreeObject(oid))
             return

@@ -25,7 +25,7 @@ import msgspec
 
 from ..exceptions import ObjectLostError
 from ..object_ref import ObjectRef
-from ..protocol import ERROR, IN_STORE
+from ..protocol import ERROR, IN_STORE, StoredAt
 from ..serialization import dumps_inline
 from .lifecycle import spend_retry
 from .tasks import TaskSpec, lineage_args
@@ -68,11 +68,10 @@ class ObjectEntry:
 
 
 class FreeSegment(msgspec.Struct, frozen=True):
-    """Free a stored value's segment through the node that holds it (data: its IN_STORE
-    value: a size, or [size, node manager address] on a cluster)."""
+    """Free a stored value's segment through the node that holds it."""
 
     object_id: bytes
-    data: Any
+    data: StoredAt
 
 
 class Resubmit(msgspec.Struct, frozen=True):

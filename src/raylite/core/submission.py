@@ -207,16 +207,19 @@ class SubmissionMixin:
         for oid in spec.return_ids:
             self._complete(oid, P.ERROR, error_blob)
 
-    def _event_of(self, spec: TaskSpec, end: float | None, error: Any = None) -> list[Any]:
-        """An owner's task event (task_events' fields, no worker): waiting (end None), or
-        ended here without a worker."""
+    def _event_of(
+        self, spec: TaskSpec, end: float | None, error: list[str] | None = None
+    ) -> P.TaskEvent:
+        """An owner's task event (no worker: pid 0): waiting (end None), or ended here
+        without a worker."""
         kind = (
             "actor_creation"
             if spec.actor_creation
             else ("actor_task" if spec.actor_id is not None else "task")
         )
-        return [spec.name, spec.task_id, spec.submitted, end, 0, b"", kind, spec.parent,
-                [], spec.return_ids, spec.actor_id, self.job_id, error, spec.name, self.node_id]  # fmt: skip
+        return P.TaskEvent(spec.name, spec.task_id, spec.submitted, end, 0, b"", kind, spec.parent,
+                           [], spec.return_ids, spec.actor_id, self.job_id, error, spec.name,
+                           self.node_id)  # fmt: skip
 
     def _schedule_events(self) -> None:
         if not self._events_scheduled:
@@ -234,7 +237,7 @@ class SubmissionMixin:
         waiting = 0
         while self._events:
             item = self._events.popleft()
-            if isinstance(item, list):
+            if isinstance(item, P.TaskEvent):
                 events.append(item)
             elif (
                 not item.pushed

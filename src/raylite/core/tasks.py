@@ -55,7 +55,7 @@ class TaskSpec:
     cancelled: bool = False  # raylite.cancel() asked for it: it is not retried
     incarnation: int = 0  # which life of its actor the call was sent to
     lease: Any = None  # the lease it was pushed on, while it runs
-    strategy: Any = None  # scheduling_strategy as sent to node managers
+    strategy: str | P.NodeAffinity | None = None  # scheduling_strategy as sent to node managers
     rebuildable: bool = False  # rerunning it rebuilds its value (see submit_task)
     dep_ids: list[tuple[Any, bytes, str]] = field(
         default_factory=list

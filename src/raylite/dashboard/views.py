@@ -120,24 +120,24 @@ def _store(s: StoreStat) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------- tasks
-def task_row(te: TE.TaskEventStore, rec: list[Any]) -> dict[str, Any]:
-    error = rec[TE.ERROR]
-    end = rec[TE.END]
+def task_row(te: TE.TaskEventStore, rec: TE.TaskEvent) -> dict[str, Any]:
+    error = rec.error
+    end = rec.end
     return {
-        "task_id": rec[TE.TASK_ID].hex(),
-        "name": rec[TE.NAME],
-        "func": rec[TE.FUNC],
-        "type": TE.TASK_TYPES.get(rec[TE.KIND], "NORMAL_TASK"),
+        "task_id": rec.task_id.hex(),
+        "name": rec.name,
+        "func": rec.func,
+        "type": TE.TASK_TYPES.get(rec.kind, "NORMAL_TASK"),
         "state": TE.state_of(rec),
-        "attempt": te.attempts.get(rec[TE.TASK_ID], 0),
-        "pid": rec[TE.PID],
-        "worker_id": _hex(rec[TE.WORKER_ID]),
-        "actor_id": _hex(rec[TE.ACTOR_ID]),
-        "parent_task_id": _hex(rec[TE.PARENT]),
-        "job_id": _hex(rec[TE.JOB_ID]),
-        "start": rec[TE.START],
+        "attempt": te.attempts.get(rec.task_id, 0),
+        "pid": rec.pid,
+        "worker_id": _hex(rec.worker_id),
+        "actor_id": _hex(rec.actor_id),
+        "parent_task_id": _hex(rec.parent),
+        "job_id": _hex(rec.job_id),
+        "start": rec.start,
         "end": end,
-        "duration_s": (end - rec[TE.START]) if end is not None else None,
+        "duration_s": (end - rec.start) if end is not None else None,
         "error_type": error[0] if error else None,
         # The error's text: for a task that raised, its remote traceback.
         "error": error[1] if error else None,
@@ -162,9 +162,9 @@ def tasks(
         if func and name != func:
             continue
         matching += by_state.get(state, 0) if state else sum(by_state.values())
-    picked: Iterable[list[Any]] = te.newest_first(state)
+    picked: Iterable[TE.TaskEvent] = te.newest_first(state)
     if func:
-        picked = (r for r in picked if r[TE.FUNC] == func)
+        picked = (r for r in picked if r.func == func)
     rows = [task_row(te, r) for r in itertools.islice(picked, offset, offset + limit)]
     top = heapq.nlargest(MAX_FUNCTIONS, functions.values(), key=lambda e: e["total"])
     return {
@@ -412,18 +412,18 @@ def timeline(
     now = time.time()
     lo = float("-inf") if start is None else start
     hi = float("inf") if end is None else end
-    picked: list[list[Any]] = []
+    picked: list[TE.TaskEvent] = []
     truncated = False
     for rec in te.newest_first(TE.RUNNING):
-        if rec[TE.START] <= hi:
+        if rec.start <= hi:
             picked.append(rec)
     for rec in te.finished_newest_first():
-        rec_end = rec[TE.END]
+        rec_end = rec.end
         if rec_end < lo:
             if rec_end < lo - ARRIVAL_SLACK_S:
                 break
             continue
-        if rec[TE.START] > hi:
+        if rec.start > hi:
             continue
         if len(picked) >= limit:
             truncated = True
@@ -431,15 +431,15 @@ def timeline(
         picked.append(rec)
     produced: dict[bytes, int] = {}
     for i, rec in enumerate(picked):
-        for oid in rec[TE.RETURNS]:
+        for oid in rec.returns:
             produced[oid] = i
     flows = []
     for i, rec in enumerate(picked):
-        for oid in rec[TE.DEPS]:
+        for oid in rec.deps:
             src = produced.get(oid)
             if src is not None and src != i:
                 flows.append([src, i])
-    pids = {rec[TE.PID] for rec in picked}
+    pids = {rec.pid for rec in picked}
     lanes = []
     actor_class = head.actor_classes() if head is not None else {}
     by_pid = {w.pid: w for w in node.workers}
@@ -454,22 +454,22 @@ def timeline(
     return {
         "tasks": [
             [
-                rec[TE.TASK_ID].hex(),
-                rec[TE.NAME],
-                rec[TE.START],
-                rec[TE.END],
-                rec[TE.PID],
+                rec.task_id.hex(),
+                rec.name,
+                rec.start,
+                rec.end,
+                rec.pid,
                 TE.state_of(rec),
-                rec[TE.KIND],
-                rec[TE.ERROR][0] if rec[TE.ERROR] else None,
-                rec[TE.FUNC],
+                rec.kind,
+                rec.error[0] if rec.error else None,
+                rec.func,
             ]
             for rec in picked
         ],
         "flows": flows,
         "lanes": lanes,
         "truncated": truncated,
-        "first": oldest[TE.START] if oldest is not None else None,
+        "first": oldest.start if oldest is not None else None,
         "now": now,
         "node": node.ip,
     }

@@ -42,7 +42,7 @@ import msgspec
 
 from .. import scheduling
 from ..config import CONFIG, RESOURCE_UNIT, Config
-from ..protocol import FailCode
+from ..protocol import FailCode, NodeAffinity
 from ..scheduling import NodeView, Placement
 from ..transitions import transition
 
@@ -138,7 +138,7 @@ class Lease(msgspec.Struct, eq=False):
     actor_id: bytes | None  # set: it gets a worker of its own, started for it
     owner: Owner
     rid: int  # the request's id on `owner`: the grant answers it
-    strategy: Any = None
+    strategy: str | NodeAffinity | None = None  # RequestLease.strategy
     spilled: int = 0  # times other nodes sent it on: after max_hops it waits where it is
     detached: bool = False  # a detached actor's: its owner may go, it stays
     state: LeaseState = L_PENDING

@@ -23,7 +23,7 @@ from typing import Any
 from .. import protocol as P
 from ..config import RESOURCE_UNIT
 from ..head.statistics import HeadStatistics
-from ..task_events import ACTOR_STATES, PID, check_filters, matches
+from ..task_events import ACTOR_STATES, check_filters, matches
 from .statistics import NodeStatistics
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def log_pid(
         return 0, False
     if msg.task_id:
         rec = tasks.find(msg.task_id)
-        return (rec[PID], True) if rec is not None and rec[PID] else (0, False)
+        return (rec.pid, True) if rec is not None and rec.pid else (0, False)
     return msg.pid, logs.knows(msg.pid) or node.worker_by_pid(msg.pid) is not None
 
 

@@ -1,13 +1,15 @@
 """Ray's scheduling strategy classes (`ray.util.scheduling_strategies`).
 
-A strategy travels to node managers in a plain wire form (`to_wire`): None for the
-default hybrid policy, "SPREAD", or ["NODE", node id hex, soft]. The policy itself is
-in raylite.scheduling.
+A strategy travels to node managers in its wire form (`to_wire`, RequestLease.strategy):
+None for the default hybrid policy, "SPREAD", or a NodeAffinity record. The policy
+itself is in raylite.scheduling.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ..protocol import NodeAffinity
 
 
 class NodeAffinitySchedulingStrategy:
@@ -38,14 +40,14 @@ class PlacementGroupSchedulingStrategy:
         raise NotImplementedError("Placement groups are not supported by raylite yet.")
 
 
-def to_wire(strategy: Any) -> Any:
+def to_wire(strategy: Any) -> str | NodeAffinity | None:
     """The strategy as node managers read it; TypeError for what is not a strategy."""
     if strategy in (None, "DEFAULT"):
         return None
     if strategy == "SPREAD":
         return "SPREAD"
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
-        return ["NODE", strategy.node_id, strategy.soft]
+        return NodeAffinity(strategy.node_id, strategy.soft)
     raise TypeError(
         f"scheduling_strategy={strategy!r}: use 'DEFAULT', 'SPREAD' or "
         "NodeAffinitySchedulingStrategy(node_id, soft)."
