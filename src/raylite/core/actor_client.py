@@ -52,6 +52,10 @@ from .tasks import (
 log = logging.getLogger("raylite")
 
 
+# _flush_actor_locked: the connection broke while sending; flush again.
+_RESEND: list[TaskSpec] = []
+
+
 class ActorClient:
     """This process's view of one actor: where it is and calls not yet sent."""
 
@@ -411,47 +415,55 @@ class ActorClientMixin:
 
     def _flush_actor(self, client: ActorClient) -> None:
         """Send queued calls in order, up to the first with unresolved arguments."""
-        resend = False
         with self.lock:
-            if client.state is DEAD:
-                queued = list(client.queue)
-                client.queue.clear()
-                cause = client.dead_cause
-            else:
-                queued = []
-                if client.conn is None or client.conn.closed:
-                    if client.creator and client.conn is None:
-                        return  # the lease grant flushes
-                    if client.address is None:
-                        self._resolve_actor(client)
-                        return
-                    # Dial without the lock, then flush again.
-                    self.lock.defer(self._reconnect_actor, client, client.address)
-                    return
-                conn = client.conn
-                while conn is not None and client.queue and client.queue[0].unresolved == 0:
-                    spec = client.queue.popleft()
-                    if spec.state in TASK_ENDED:
-                        continue
-                    try:
-                        client.inflight.append(spec)
-                        spec.incarnation = client.incarnation
-                        conn.request_async(
-                            self._push_message(conn, spec, []),
-                            lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
-                        )
-                        # (its reply waits for the lock we hold)
-                        spec.pushed = True
-                        task_transition(spec, PUSHED, "sent to the actor")
-                    except ConnectionLost:
-                        client.inflight.remove(spec)
-                        client.queue.appendleft(spec)
-                        resend = True  # the connection broke under us: reconnect
-                        break
-        if resend:
-            self._flush_actor(client)
+            failed = self._flush_actor_locked(client)
+        if failed is not None:
+            self._after_flush(client, failed)
+
+    def _flush_actor_locked(self, client: ActorClient) -> list[TaskSpec] | None:
+        """_flush_actor's part under the lock (held): None, or what _after_flush must do
+        without it: fail these calls (the actor is dead), or flush again (_RESEND: its
+        connection broke under us)."""
+        if client.state is DEAD:
+            queued = list(client.queue)
+            client.queue.clear()
+            return queued
+        if client.conn is None or client.conn.closed:
+            if client.creator and client.conn is None:
+                return None  # the lease grant flushes
+            if client.address is None:
+                self._resolve_actor(client)
+                return None
+            # Dial without the lock, then flush again.
+            self.lock.defer(self._reconnect_actor, client, client.address)
+            return None
+        conn = client.conn
+        while client.queue and client.queue[0].unresolved == 0:
+            spec = client.queue.popleft()
+            if spec.state in TASK_ENDED:
+                continue
+            try:
+                client.inflight.append(spec)
+                spec.incarnation = client.incarnation
+                conn.request_async(
+                    self._push_message(conn, spec, []),
+                    lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
+                )
+                # (its reply waits for the lock we hold)
+                spec.pushed = True
+                task_transition(spec, PUSHED, "sent to the actor")
+            except ConnectionLost:
+                client.inflight.remove(spec)
+                client.queue.appendleft(spec)
+                return _RESEND  # the connection broke under us: reconnect
+        return None
+
+    def _after_flush(self, client: ActorClient, failed: list[TaskSpec]) -> None:
+        if failed is _RESEND:
+            self._flush_actor(client)  # reconnects (or fails the calls, if it died meanwhile)
             return
-        for spec in queued:
+        cause = client.dead_cause
+        for spec in failed:
             self._fail_for_good(spec, dumps_inline(actor_error(client, cause)))
 
     def _reconnect_actor(self, client: ActorClient, address: str) -> None:
@@ -479,15 +491,14 @@ class ActorClientMixin:
     def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         if isinstance(reply, P.TaskDone):
             error = bool(reply.returns) and reply.returns[0].kind == P.ERROR
-            with self.lock:
+            adopted = [self._adopt_contained(r.contained) for r in reply.returns]
+            with self.lock:  # one hold: the call ends, its values are recorded
                 if spec in client.inflight:
                     client.inflight.remove(spec)
-                self._answered(spec, error)
-            for r in reply.returns:
-                self._complete(r.object_id, r.kind, r.data, r.contained)
-            self._keep_lineage(spec, reply)
-            with self.lock:
+                ready = self._record_returns(spec, error, reply.returns, adopted)
+                self._keep_lineage(spec, reply)
                 self._release_held(spec)
+            self._finish_returns(reply.returns, ready)
             return
         # The process is gone, but the actor may come back (a restart, or a borrower
         # finding it again): resend the call if it has retries, else it fails; later

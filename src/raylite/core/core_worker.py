@@ -367,25 +367,66 @@ class CoreWorker(
         """Record an owned object's value and run its waiters (call without lock)."""
         refs = self._adopt_contained(contained)
         with self.lock:
-            entry = self.objects.get(oid)
-            if entry is None or entry.kind is not PENDING:
-                if kind == P.IN_STORE and (entry is None or self._elsewhere(entry, data)):
-                    self._free_segment(oid, data)  # nobody's, or a rerun's second copy
-                return
-            entry.kind, entry.data = kind, data
-            entry.contains = refs
-            entry.seq = next(self._completion)
-            waiters, entry.waiters = entry.waiters, []
+            waiters = self._set_value(oid, kind, data, refs)
         if waiters:
-            self.lock.check_unlocked("an object's waiters")
+            self._run_waiters(waiters, kind, data)
+        if oid not in self.local_refs:
+            with self.lock:
+                self._apply(self.table.released(oid))
+
+    def _record_returns(
+        self,
+        spec: TaskSpec,
+        error: bool,
+        returns: list[P.TaskReturn],
+        adopted: list[list[ObjectRef]],
+    ) -> list[tuple[list[Callable[[int, Any], None]], int, Any]]:
+        """A task's worker sent its returns: the task ends, then each value is recorded
+        (lock held). Returns the waiters for _finish_returns, once the lock is let go;
+        `adopted` is what _adopt_contained made of each return's refs (without the lock)."""
+        self._answered(spec, error)
+        ready = []
+        for r, refs in zip(returns, adopted, strict=True):
+            waiters = self._set_value(r.object_id, r.kind, r.data, refs)
+            if waiters:
+                ready.append((waiters, r.kind, r.data))
+        return ready
+
+    def _finish_returns(
+        self,
+        returns: list[P.TaskReturn],
+        ready: list[tuple[list[Callable[[int, Any], None]], int, Any]],
+    ) -> None:
+        """Run the returns' waiters, then let go of the values no ref points to (no lock)."""
+        for waiters, kind, data in ready:
+            self._run_waiters(waiters, kind, data)
+        for r in returns:
+            if r.object_id not in self.local_refs:
+                with self.lock:
+                    self._apply(self.table.released(r.object_id))
+
+    def _set_value(
+        self, oid: bytes, kind: int, data: Any, refs: list[ObjectRef]
+    ) -> list[Callable[[int, Any], None]] | None:
+        """Record an owned object's value; its waiters, to run without the lock (lock held)."""
+        entry = self.objects.get(oid)
+        if entry is None or entry.kind is not PENDING:
+            if kind == P.IN_STORE and (entry is None or self._elsewhere(entry, data)):
+                self._free_segment(oid, data)  # nobody's, or a rerun's second copy
+            return None
+        entry.kind, entry.data = kind, data
+        entry.contains = refs
+        entry.seq = next(self._completion)
+        waiters, entry.waiters = entry.waiters, []
+        return waiters
+
+    def _run_waiters(self, waiters: list[Callable[[int, Any], None]], kind: int, data: Any) -> None:
+        self.lock.check_unlocked("an object's waiters")
         for cb in waiters:
             try:
                 cb(kind, data)
             except Exception:
                 log.exception("object waiter failed")
-        if oid not in self.local_refs:
-            with self.lock:
-                self._apply(self.table.released(oid))
 
     @staticmethod
     def _elsewhere(entry: ObjectEntry, data: P.StoredAt) -> bool:

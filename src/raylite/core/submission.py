@@ -133,20 +133,19 @@ class SubmissionMixin:
         spec.parent = self.current_task_id
         self._events.append(spec)  # reported at the next flush if it still waits
         self._schedule_events()
+        spec.unresolved = len(deps) + 1
+        client = self.actors[actor_id] if actor_id is not None and not actor_creation else None
         with self.lock:
             for oid in return_ids:
                 self.objects[oid] = ObjectEntry()
             if return_ids:
                 self.running[return_ids[0]] = spec
+            if client is not None:
+                client.queue.append(spec)
         refs = [ObjectRef(oid, self.address) for oid in return_ids]
-        parent = self.current_task_id
+        parent = spec.parent
         if parent is not None and return_ids and actor_id is None:
             self.children.setdefault(parent, []).append(return_ids[0])
-        spec.unresolved = len(deps) + 1
-        if actor_id is not None and not actor_creation:
-            client = self.actors[actor_id]
-            with self.lock:
-                client.queue.append(spec)
         for position, ref in deps:
             self._when_ready(ref, self._dep_callback(spec, position, ref))
         self._dep_resolved(spec)  # the +1 above: resolves only after all callbacks registered
@@ -182,10 +181,12 @@ class SubmissionMixin:
                 self._enqueue(spec)
                 return
             client = self.actors[spec.actor_id]
+            if not spec.actor_creation:
+                failed = self._flush_actor_locked(client)
         if spec.actor_creation:
             self._schedule_actor_creation(spec, client)
-        else:
-            self._flush_actor(client)
+        elif failed is not None:
+            self._after_flush(client, failed)
 
     def _fail_task(
         self, spec: TaskSpec, error_blob: bytes, state: TaskState = FAILED, cause: str = "failed"
@@ -366,15 +367,16 @@ class SubmissionMixin:
                 lease.busy = None
                 self._after_task(lease)
             return
+        # One hold of the lock: the task ends, its values are recorded, its lease takes
+        # the next queued task; then the values' waiters run.
+        adopted = [self._adopt_contained(r.contained) for r in reply.returns]
         with self.lock:
-            self._answered(spec, error)
-        for r in reply.returns:
-            self._complete(r.object_id, r.kind, r.data, r.contained)
-        self._keep_lineage(spec, reply)
-        with self.lock:
+            ready = self._record_returns(spec, error, reply.returns, adopted)
+            self._keep_lineage(spec, reply)
             self._release_held(spec)
             lease.busy = None
             self._after_task(lease)
+        self._finish_returns(reply.returns, ready)
 
     def _answered(self, spec: TaskSpec, error: bool) -> None:
         """Its worker sent the returns: the task has ended (lock held)."""
