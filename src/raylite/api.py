@@ -18,13 +18,10 @@ import select
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-
-import psutil
 
 from .actors import ActorClass, ActorHandle, method
 from .config import CONFIG, from_units, to_units
@@ -148,6 +145,8 @@ def init(
         _configure_logging(logging_level)
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
         gpus = num_gpus if num_gpus is not None else _detect_gpus()
+        import psutil  # here: a worker (which imports this module) never needs it
+
         mem = psutil.virtual_memory()
         if object_store_memory is None:
             object_store_memory = int(mem.available * 0.3)
@@ -238,6 +237,8 @@ def _store_root(capacity: int) -> str:
     root = default_store_root()
     free = shutil.disk_usage(root).free
     if root == "/dev/shm" and free < capacity:
+        import tempfile
+
         fallback = tempfile.gettempdir()
         log.warning(
             "/dev/shm has only %d MiB free, less than the object store's %d MiB, so the "
@@ -278,6 +279,8 @@ def new_session(prefix: str, store_root: str, token: bytes) -> tuple[str, str, s
     The token file (mode 0600) is for local tools of the same user: `raylite memory`,
     `raylite status`, drivers connecting with init(address=...).
     """
+    import tempfile  # here: a worker (which imports this module) never needs it
+
     base = os.path.join(tempfile.gettempdir(), "raylite")
     os.makedirs(base, mode=0o700, exist_ok=True)
     session_dir = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base)

@@ -21,7 +21,6 @@ import mmap
 import os
 import shutil
 import struct
-import tempfile
 from typing import Any
 
 from .exceptions import ObjectLostError
@@ -42,6 +41,8 @@ def default_store_root() -> str:
     """/dev/shm when it exists and is writable; else the temp directory."""
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         return "/dev/shm"
+    import tempfile  # here: most processes never need it
+
     return tempfile.gettempdir()
 
 

@@ -1,10 +1,12 @@
 """Unix/TCP connections, the token handshake, and request/reply over frames.
 
 Two flavours share one codec (protocol.py):
-- `Connection`: blocking sockets with one reader thread each. Drivers and workers
-  use it: a user thread sends straight from its own thread (no hop to an event loop),
-  which keeps a task round trip to two thread wake-ups.
-- `AsyncConnection`: asyncio streams, for the node manager's single event loop.
+- `Connection` (here): blocking sockets with one reader thread each. Drivers and
+  workers use it: a user thread sends straight from its own thread (no hop to an
+  event loop), which keeps a task round trip to two thread wake-ups.
+- `AsyncConnection` (transport_async.py): asyncio streams, for the node manager's
+  single event loop. Apart, so that drivers and workers never load asyncio (about 8
+  MB of each process's memory).
 
 Handshake, before anything else is read: the client sends MAGIC + 32-byte token;
 the server compares in constant time and answers one byte, or closes. Nothing is
@@ -15,7 +17,6 @@ Addresses are strings: "unix:/path/to/sock" or "tcp:HOST:PORT".
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hmac
@@ -109,6 +110,7 @@ class Connection:
         self.handler = handler
         self.on_close = on_close
         self.closed = False
+        self._broken = False  # a send failed: closed here, but reported as a peer's close
         self.peer: Any = None  # set by the owner of the connection (e.g. a worker id)
         self._send_lock = threading.Lock()
         self._pending: dict[int, _Reply] = {}
@@ -151,6 +153,14 @@ class Connection:
             with self._send_lock:
                 self.sock.sendall(data)
         except OSError as exc:
+            # Closed at once, so a caller that sends again sees it (and dials anew)
+            # instead of failing on the same socket until the reader thread notices;
+            # the reader thread still reports the close (pending replies, on_close).
+            if not self.closed:
+                self._broken = True
+                self.closed = True
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
             raise ConnectionLost(f"connection {self.name} lost: {exc}") from exc
 
     def send(self, msg: Any) -> None:
@@ -237,7 +247,7 @@ class Connection:
                 slot.event.set()  # type: ignore[union-attr]
         with contextlib.suppress(OSError):
             self.sock.close()
-        if self.on_close is not None and not was_closed:
+        if self.on_close is not None and (not was_closed or self._broken):
             try:
                 self.on_close(self)
             except Exception:
@@ -333,88 +343,6 @@ class Listener:
         self._thread.join(timeout=CONFIG.thread_join_timeout_s)
 
 
-# --- asyncio flavour (node manager) ------------------------------------------------------
-class AsyncConnection:
-    """A framed connection served by the node manager's event loop."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.closed = False
-        self.peer: Any = None
-        self._rids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-
-    def send(self, msg: Any) -> None:
-        if not self.closed and not self.writer.is_closing():
-            self.writer.write(encode(msg))
-
-    def reply(self, request_id: int, msg: Any) -> None:
-        if request_id > 0 and not self.closed and not self.writer.is_closing():
-            self.writer.write(encode(msg, -request_id))
-
-    async def request(self, msg: Any) -> Any:
-        rid = next(self._rids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        if self.closed:
-            raise ConnectionLost("connection closed")
-        self.writer.write(encode(msg, rid))
-        try:
-            return await fut
-        finally:
-            self._pending.pop(rid, None)
-
-    async def read_loop(self, handler: Callable[[AsyncConnection, Any, int], None]) -> None:
-        frames = FrameReader()
-        try:
-            while True:
-                data = await self.reader.read(1 << 18)
-                if not data:
-                    break
-                for body in frames.feed(data):
-                    msg, rid = decode(body)
-                    if rid < 0:
-                        fut = self._pending.pop(-rid, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(msg)
-                    else:
-                        handler(self, msg, rid)
-        except (OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
-            log.debug("async connection: %s", exc)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionLost("connection closed"))
-        self._pending.clear()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
-async def async_handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: bytes
-) -> bool:
-    """Server side of the handshake; False (and closed) unless the token matches."""
-    try:
-        hello = await asyncio.wait_for(
-            reader.readexactly(len(MAGIC) + TOKEN_SIZE), CONFIG.handshake_timeout_s
-        )
-    except (asyncio.IncompleteReadError, TimeoutError, OSError):
-        writer.close()
-        return False
-    if hello[:4] != MAGIC or not hmac.compare_digest(hello[4:], token):
-        writer.close()
-        return False
-    writer.write(_ACK)
-    return True
-
-
 STREAM_CHUNK = 1 << 20  # the receive buffer of a raw stream: 1 MiB (stays in cache), reused
 
 
@@ -495,31 +423,3 @@ def _copy_into(sock: socket.socket, fd: int, size: int, address: str) -> None:
         while written < filled:
             written += os.pwrite(fd, buf[written:filled], got + written)
         got += filled
-
-
-async def async_connect(address: str, token: bytes, wait_s: float | None = None) -> AsyncConnection:
-    """Client side of the handshake, for the node manager's loop (node to node, to the head).
-
-    The caller runs `read_loop` on the result. Raises ConnectionLost if the peer cannot
-    be reached, AuthenticationError if it refuses the token.
-    """
-    if wait_s is None:
-        wait_s = CONFIG.connect_timeout_s
-    family, addr = parse_address(address)
-    try:
-        if family == socket.AF_UNIX:
-            opening = asyncio.open_unix_connection(addr)
-        else:
-            opening = asyncio.open_connection(addr[0], addr[1])
-        reader, writer = await asyncio.wait_for(opening, wait_s)
-        writer.write(MAGIC + token)
-        ack = await asyncio.wait_for(reader.readexactly(1), wait_s)
-    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-        raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
-    if ack != _ACK:
-        writer.close()
-        raise AuthenticationError(f"{address} refused the cluster token")
-    sock = writer.get_extra_info("socket")
-    if sock is not None and family == socket.AF_INET:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return AsyncConnection(reader, writer)

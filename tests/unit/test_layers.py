@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                 "node.local", "dashboard"]),
     ("wire", ["protocol", "serialization", "scheduling", "util.scheduling_strategies",
               "node.lease_book", "node.store_book"]),  # pure books: foundations only
-    ("io", ["transport", "object_store", "task_events"]),
+    ("io", ["transport", "transport_async", "object_store", "task_events"]),
     ("refs", ["object_ref"]),
     ("core", ["core.lease_queue", "core.*"]),  # lease_queue: pure, reads tasks and ids
     # __init__ loads the public names on first use (it imports api-layer modules).

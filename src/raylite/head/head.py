@@ -39,7 +39,7 @@ from .statistics import ActorEntry, HeadStatistics, NodeEntry
 from .storage import HeadStorage
 
 if TYPE_CHECKING:
-    from ..transport import AsyncConnection
+    from ..transport_async import AsyncConnection
     from .node_port import NodePort
 
 log = logging.getLogger("raylite.head")

@@ -7,9 +7,15 @@ process loads the node manager's (head, store, leases), each on a core of its ow
 neither holds the other's modules and the node is ready sooner."""
 
 if __name__ == "__main__":
+    import gc
+
     from .. import object_store, protocol, serialization, task_events, transport  # noqa: F401
     from . import forkserver
 
+    # Shared pages stay shared only if neither process writes them: a collection in
+    # either would write the header of every object it visits. Frozen, these objects
+    # (the shared modules' own) are never visited again.
+    gc.freeze()
     forks = forkserver.start()
     from .manager import main
 

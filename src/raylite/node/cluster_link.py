@@ -33,7 +33,7 @@ from ..config import CONFIG
 from ..exceptions import ConnectionLost
 from ..head import Head, open_storage
 from ..object_ref import new_id
-from ..transport import AsyncConnection, async_connect
+from ..transport_async import AsyncConnection, async_connect
 from .detached import start_actor
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from ..config import CONFIG
 from ..exceptions import ConnectionLost
 from ..object_ref import new_id
 from ..serialization import loads_inline
-from ..transport import async_connect
+from ..transport_async import async_connect
 from .lease_book import Lease
 
 # manager.py imports this module (through cluster_link): naming it here, even for type checking, would be an import cycle.

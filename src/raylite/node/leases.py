@@ -24,7 +24,7 @@ from .. import protocol as P
 from .. import scheduling
 from ..config import CONFIG, RESOURCE_UNIT
 from ..exceptions import ConnectionLost
-from ..transport import AsyncConnection
+from ..transport_async import AsyncConnection
 from .lease_book import (
     Grant,
     Infeasible,

@@ -53,7 +53,7 @@ from ..exceptions import ConnectionLost
 from ..head.statistics import HeadStatistics
 from ..object_ref import new_id
 from ..task_events import TaskEventStore
-from ..transport import AsyncConnection, async_handshake
+from ..transport_async import AsyncConnection, async_handshake
 from . import forkserver
 from .cluster_link import HEAD_REQUESTS, ClusterLinkMixin
 from .leases import LeasesMixin

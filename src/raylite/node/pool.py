@@ -35,7 +35,7 @@ from ..config import CONFIG
 from ..exceptions import ConnectionLost
 from ..object_ref import new_id
 from ..task_events import WorkerLogs
-from ..transport import AsyncConnection
+from ..transport_async import AsyncConnection
 from .forkserver import ForkServer
 from .lease_book import Lease, WorkerState
 from .statistics import WorkerStat

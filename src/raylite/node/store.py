@@ -27,7 +27,7 @@ from typing import Any
 from .. import protocol as P
 from ..config import CONFIG, RESOURCE_UNIT
 from ..object_store import ObjectStore
-from ..transport import AsyncConnection
+from ..transport_async import AsyncConnection
 from .statistics import SegmentStat, StoreStat
 from .store_book import (
     Admit,

@@ -25,7 +25,8 @@ from typing import Any
 
 from .. import protocol as P
 from ..exceptions import ConnectionLost
-from ..transport import AsyncConnection, receive_stream
+from ..transport import receive_stream
+from ..transport_async import AsyncConnection
 
 log = logging.getLogger(__name__)
 

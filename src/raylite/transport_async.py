@@ -1,0 +1,135 @@
+"""The asyncio flavour of transport.py: framed connections on the node manager's loop.
+
+Owns AsyncConnection and the two ends of the token handshake for asyncio streams
+(the same bytes as transport.py's, which owns the handshake's constants, address
+parsing and the blocking flavour that drivers and workers use). Not the codec
+(protocol.py). Only the node manager and the head import it: a driver or a worker
+never loads asyncio for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from .config import CONFIG
+from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
+from .protocol import FrameReader, decode, encode
+from .transport import _ACK, MAGIC, TOKEN_SIZE, parse_address
+
+log = logging.getLogger("raylite.transport")
+
+
+class AsyncConnection:
+    """A framed connection served by the node manager's event loop."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.closed = False
+        self.peer: Any = None
+        self._rids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+
+    def send(self, msg: Any) -> None:
+        if not self.closed and not self.writer.is_closing():
+            self.writer.write(encode(msg))
+
+    def reply(self, request_id: int, msg: Any) -> None:
+        if request_id > 0 and not self.closed and not self.writer.is_closing():
+            self.writer.write(encode(msg, -request_id))
+
+    async def request(self, msg: Any) -> Any:
+        rid = next(self._rids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        if self.closed:
+            raise ConnectionLost("connection closed")
+        self.writer.write(encode(msg, rid))
+        try:
+            return await fut
+        finally:
+            self._pending.pop(rid, None)
+
+    async def read_loop(self, handler: Callable[[AsyncConnection, Any, int], None]) -> None:
+        frames = FrameReader()
+        try:
+            while True:
+                data = await self.reader.read(1 << 18)
+                if not data:
+                    break
+                for body in frames.feed(data):
+                    msg, rid = decode(body)
+                    if rid < 0:
+                        fut = self._pending.pop(-rid, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(msg)
+                    else:
+                        handler(self, msg, rid)
+        except (OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
+            log.debug("async connection: %s", exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost("connection closed"))
+        self._pending.clear()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+async def async_handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: bytes
+) -> bool:
+    """Server side of the handshake; False (and closed) unless the token matches."""
+    try:
+        hello = await asyncio.wait_for(
+            reader.readexactly(len(MAGIC) + TOKEN_SIZE), CONFIG.handshake_timeout_s
+        )
+    except (asyncio.IncompleteReadError, TimeoutError, OSError):
+        writer.close()
+        return False
+    if hello[:4] != MAGIC or not hmac.compare_digest(hello[4:], token):
+        writer.close()
+        return False
+    writer.write(_ACK)
+    return True
+
+
+async def async_connect(address: str, token: bytes, wait_s: float | None = None) -> AsyncConnection:
+    """Client side of the handshake, for the node manager's loop (node to node, to the head).
+
+    The caller runs `read_loop` on the result. Raises ConnectionLost if the peer cannot
+    be reached, AuthenticationError if it refuses the token.
+    """
+    if wait_s is None:
+        wait_s = CONFIG.connect_timeout_s
+    family, addr = parse_address(address)
+    try:
+        if family == socket.AF_UNIX:
+            opening = asyncio.open_unix_connection(addr)
+        else:
+            opening = asyncio.open_connection(addr[0], addr[1])
+        reader, writer = await asyncio.wait_for(opening, wait_s)
+        writer.write(MAGIC + token)
+        ack = await asyncio.wait_for(reader.readexactly(1), wait_s)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
+    if ack != _ACK:
+        writer.close()
+        raise AuthenticationError(f"{address} refused the cluster token")
+    sock = writer.get_extra_info("socket")
+    if sock is not None and family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return AsyncConnection(reader, writer)
