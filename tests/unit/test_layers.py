@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, list[str]]] = [
               "node.lease_book", "node.store_book"]),  # pure books: foundations only
     ("io", ["transport", "transport_async", "object_store", "task_events"]),
     ("refs", ["object_ref"]),
-    ("core", ["core.lease_queue", "core.*"]),  # lease_queue: pure, reads tasks and ids
+    # lease_queue, actor_life: pure; they read tasks and ids, actor_life lease_queue's Lease
+    ("core", ["core.lease_queue", "core.actor_life", "core.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
     ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__"]),
     ("head", ["head.*"]),

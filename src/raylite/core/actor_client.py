@@ -1,53 +1,46 @@
-"""This process's side of actors: creation, calls in order, restarts, death.
+"""This process's side of actors: creation, calls in order, and the shell of their lives.
 
-Owns ActorClient (where an actor lives, its lifecycle state and incarnation,
-calls not yet sent or not answered, the restart budget) and the CoreWorker
-methods that create actors, send their calls in submission order, restart an
-actor this process created when its process dies, and fail calls once it is
-dead. The states and their moves are lifecycle.py's ActorState table. Not the
-actor table (the head), not running the calls (worker).
+Owns the CoreWorker methods that create actors, send their calls in submission
+order and take their replies (the hot path: no state machine on it), find a
+borrowed actor through the head, and feed actor_life.ActorLives the events of an
+actor's lives (a life ended, however that was learned; constructed; located; a
+call's connection broke), then run the actions it returns once the lock is let
+go: give back a dead life's lease, tell the head, restart the constructor, fail
+calls, flush, ask the head. The record (ActorClient) and the rules of its lives
+are actor_life's. Not the actor table (the head), not running the calls (worker).
 
-    create_actor ─▶ lease ─PushTask(creation)─▶ worker ─TaskDone─▶ ALIVE
+    create_actor ─▶ lease ─PushTask(creation)─▶ worker ─TaskDone─▶ created ─▶ ALIVE
     call ─▶ client.queue ─PushTask─▶ actor's worker ─TaskDone─▶ results
-    a life ended (_life_ended) ─▶ RESTARTING (budget left) ─▶ resend retried calls
-                              └─▶ DEAD: queued calls fail with ActorDiedError"""
+    ClientDied | NodeDied | a broken call | a failed dial | kill | the head's word
+        ─▶ _life_ended ─▶ ActorLives ─▶ [KillLease, ReportState, RestartActor,
+                                        FailCalls, Flush, Resolve] ─▶ run, unlocked"""
 
 from __future__ import annotations
 
-import collections
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG
-from ..exceptions import (
-    ActorDiedError,
-    ConnectionLost,
-)
-from ..object_ref import ObjectRef, new_id
+from ..exceptions import ActorDiedError, ConnectionLost
+from ..object_ref import new_id
 from ..serialization import dumps_inline, loads_inline
 from ..transport import Connection
+from .actor_life import (
+    Action,
+    ActorClient,
+    FailCalls,
+    Flush,
+    KillLease,
+    ReportState,
+    Resolve,
+    RestartActor,
+    process_died,
+)
 from .lease_queue import Lease, SchedulingClass
-from .lifecycle import (
-    ACTOR_TRANSITIONS,
-    ALIVE,
-    DEAD,
-    FAILED,
-    FINISHED,
-    PENDING,
-    PUSHED,
-    QUEUED,
-    RESTARTING,
-    TASK_ENDED,
-    ActorState,
-    spend_retry,
-    transition,
-)
-from .tasks import (
-    TaskSpec,
-    task_transition,
-)
+from .lifecycle import DEAD, FAILED, PUSHED, TASK_ENDED
+from .tasks import TaskSpec, task_transition
 
 log = logging.getLogger("raylite")
 
@@ -56,66 +49,7 @@ log = logging.getLogger("raylite")
 _RESEND: list[TaskSpec] = []
 
 
-class ActorClient:
-    """This process's view of one actor: where it is and calls not yet sent."""
-
-    __slots__ = (
-        "actor_id",
-        "address",
-        "class_name",
-        "conn",
-        "creation_ref",
-        "creation_spec",
-        "creator",
-        "dead_cause",
-        "failed_address",
-        "incarnation",
-        "inflight",
-        "lease",
-        "queue",
-        "resolving",
-        "restarts_left",
-        "retry_buffer",
-        "state",
-    )
-
-    def __init__(self, actor_id: bytes, class_name: str, address: str | None = None) -> None:
-        self.actor_id = actor_id
-        self.class_name = class_name
-        self.address = address
-        self.conn: Connection | None = None
-        self.queue: collections.deque[TaskSpec] = collections.deque()
-        self.dead_cause: str | None = None
-        self.lease: Lease | None = None
-        self.resolving = False
-        self.creator = False
-        # lifecycle.py's table. A borrower's ALIVE: the head told it where the actor
-        # is (an address that came with the handle may be stale); RESTARTING: it asks
-        # again after a call failed.
-        self.state = PENDING
-        # Restarts (owner side): budget left (-1: unlimited), the creation task to
-        # rerun, calls sent and not answered, calls to resend after the restart.
-        self.restarts_left = 0
-        self.incarnation = 0  # which life: a word about an older one is stale
-        self.creation_spec: TaskSpec | None = None
-        self.inflight: list[TaskSpec] = []
-        self.retry_buffer: list[TaskSpec] = []
-        self.failed_address: str | None = None
-        self.creation_ref: ObjectRef | None = None
-
-
-def actor_transition(client: ActorClient, new: ActorState, cause: str) -> None:
-    transition(client, new, ACTOR_TRANSITIONS, cause=cause, who=client.actor_id)
-
-
-def process_died(client: ActorClient) -> str:
-    return (
-        f"The actor {client.class_name}'s worker process died unexpectedly "
-        "(the process crashed or was killed)."
-    )
-
-
-def actor_error(client: ActorClient, cause: str) -> ActorDiedError:
+def actor_error(client: ActorClient, cause: str | None) -> ActorDiedError:
     return ActorDiedError(
         f"The actor {client.class_name} ({client.actor_id.hex()}) is dead: {cause}", cause
     )
@@ -124,12 +58,9 @@ def actor_error(client: ActorClient, cause: str) -> ActorDiedError:
 class ActorClientMixin:
     def _actor_process_died(self, address: str) -> None:
         """An actor we created lived at `address`: restart it now, not at the next call."""
-        for client in list(self.actors.values()):
-            with self.lock:  # the check and the incarnation it saw, together
-                here = client.creator and client.address == address
-                incarnation = client.incarnation
-            if here:
-                self._life_ended(client, incarnation, process_died(client))
+        with self.lock:
+            actions = self.lives.process_died(address)
+        self._actor_actions(actions)
 
     def create_actor(
         self,
@@ -196,47 +127,56 @@ class ActorClientMixin:
         self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
         return reply
 
-    def _life_ended(self, client: ActorClient, incarnation: int, cause: str) -> None:
-        """Life `incarnation` of an actor this process created has ended: rerun its
-        constructor if restarts are left, else the actor is dead.
-
-        The one path for every way the end of a life is learned: the node's ClientDied,
-        a call whose connection broke, a failed reconnect, the constructor's push. A
-        death is often reported by several of them, possibly after the restart it asks
-        for has begun: only the first word about a given life counts.
-        """
+    def _life_ended(
+        self,
+        client: ActorClient,
+        incarnation: int | None,
+        cause: str,
+        *,
+        final: bool = False,
+        report: bool = True,
+    ) -> None:
+        """Life `incarnation` of the actor has ended (None: its current one): the one
+        path for every way that is learned (actor_life.ActorLives.life_ended)."""
         with self.lock:
-            if client.state is DEAD or incarnation != client.incarnation:
-                return
-            creation = client.creation_spec
-            restart = creation is not None and spend_retry(client, "restarts_left")
-            if restart:  # (else _actor_died fails an unfinished constructor)
-                assert creation is not None
-                if creation.state is PUSHED:
-                    task_transition(creation, FAILED, "its process died in the constructor")
-                actor_transition(client, RESTARTING, cause)
-                task_transition(creation, QUEUED, "the actor restarts")
-                client.incarnation += 1
-                client.conn, client.address = None, None
-                old, client.lease = client.lease, None
-                if old is not None:
-                    self.leases.pop(old.lease_id, None)
-                    self._return_to_nm(old, True)
-        if not restart:
-            self._actor_died(client, cause, report=True)
-            return
-        self._send_nm(
-            P.ActorStateChanged(
-                client.actor_id,
-                RESTARTING.name,
-                client.class_name,
-                "",
-                0,
-                "restarting",
-                client.restarts_left,
-            )
-        )
-        self._schedule_actor_creation(creation, client)
+            actions = self.lives.life_ended(client, incarnation, cause, final=final, report=report)
+        self._actor_actions(actions)
+
+    def _actor_actions(self, actions: list[Action]) -> None:
+        """Run what the lives asked for, in their order (no lock held)."""
+        for action in actions:
+            kind = type(action)
+            if kind is Flush:
+                self._flush_actor(action.client)
+            elif kind is FailCalls:
+                error = dumps_inline(actor_error(action.client, action.cause))
+                for spec in action.specs:
+                    self._fail_for_good(spec, error)
+                creation = action.creation
+                if creation is not None and creation.state not in TASK_ENDED:
+                    self._fail_for_good(creation, error, FAILED, "the actor died")
+            elif kind is ReportState:
+                client = action.client
+                self._send_nm(
+                    P.ActorStateChanged(
+                        client.actor_id,
+                        action.state.name,
+                        client.class_name,
+                        action.address,
+                        action.pid,
+                        action.cause,
+                        action.restarts_left,
+                    )
+                )
+            elif kind is KillLease:
+                self._return_to_nm(action.lease, True)
+            elif kind is RestartActor:
+                self._schedule_actor_creation(action.creation, action.client)
+            elif kind is Resolve:
+                with self.lock:
+                    self._resolve_actor(action.client)
+            else:
+                raise TypeError(f"not an actor action: {action!r}")
 
     def _schedule_actor_creation(self, spec: TaskSpec, client: ActorClient) -> None:
         first = client.creation_spec is None
@@ -250,7 +190,8 @@ class ActorClientMixin:
 
         def on_grant(lease: Lease | None) -> None:
             if lease is None:
-                self._actor_died(client, "the node manager could not start a worker for the actor")
+                cause = "the node manager could not start a worker for the actor"
+                self._life_ended(client, None, cause, final=True, report=False)
                 return
             with self.lock:
                 if client.state is DEAD:  # killed while its worker started
@@ -315,61 +256,11 @@ class ActorClientMixin:
             return
         ret = reply.returns[0]
         oid, kind, data = ret.object_id, ret.kind, ret.data
+        error = str(loads_inline(data)) if kind == P.ERROR else None
         with self.lock:
-            now = client.state is not DEAD and spec.incarnation == client.incarnation
-            if now:
-                task_transition(spec, FAILED if kind == P.ERROR else FINISHED, "constructed")
-                if kind != P.ERROR:
-                    actor_transition(client, ALIVE, "its constructor finished")
-                    client.queue.extendleft(reversed(client.retry_buffer))
-                    client.retry_buffer = []
-        if now and kind == P.ERROR:
-            cause = loads_inline(data)
-            self._actor_died(
-                client,
-                f"The actor {client.class_name} died in its constructor: {cause}",
-                report=True,
-            )
-        elif now:
-            self._send_nm(
-                P.ActorStateChanged(
-                    client.actor_id,
-                    ALIVE.name,
-                    client.class_name,
-                    client.address or "",
-                    reply.worker_pid,
-                    "",
-                    client.restarts_left,
-                )
-            )
-            self._flush_actor(client)
+            actions = self.lives.created(client, spec, reply.worker_pid, error)
+        self._actor_actions(actions)
         self._complete(oid, kind, data)
-
-    def _actor_died(self, client: ActorClient, cause: str, report: bool = False) -> None:
-        """The actor is dead for good: its queued calls and an unfinished constructor
-        fail with ActorDiedError."""
-        with self.lock:
-            if client.state is DEAD:
-                return
-            actor_transition(client, DEAD, cause)
-            client.dead_cause = cause
-            queued = list(client.retry_buffer) + list(client.queue)
-            client.queue.clear()
-            client.retry_buffer = []
-            creation = client.creation_spec
-            if creation is None and client.creation_ref is not None:  # args not ready yet
-                creation = self.running.get(client.creation_ref.id)
-        if report:
-            self._send_nm(
-                P.ActorStateChanged(
-                    client.actor_id, DEAD.name, client.class_name, client.address or "", 0, cause, 0
-                )
-            )
-        error = dumps_inline(actor_error(client, cause))
-        for spec in queued:
-            self._fail_for_good(spec, error)
-        if creation is not None and creation.state not in TASK_ENDED:
-            self._fail_for_good(creation, error, FAILED, "the actor died")
 
     def actor_client(self, actor_id: bytes, class_name: str, address: str | None) -> ActorClient:
         client = self.actors.get(actor_id)
@@ -394,15 +285,13 @@ class ActorClientMixin:
                     self.timers.call_later(0.05, lambda: self._retry_resolve(client))
                     return
                 with self.lock:
-                    client.address = reply.address
-                    if client.state is not ALIVE and client.state is not DEAD:
-                        actor_transition(client, ALIVE, "the head says where it is")
-                    client.queue.extendleft(reversed(client.retry_buffer))
-                    client.retry_buffer = []
-                self._flush_actor(client)
+                    actions = self.lives.located(client, reply.address)
+                self._actor_actions(actions)
             else:
                 cause = reply.cause if isinstance(reply, P.ActorInfo) else "the head is unreachable"
-                self._actor_died(client, cause or "The actor is dead.")
+                self._life_ended(
+                    client, None, cause or "The actor is dead.", final=True, report=False
+                )
 
         try:
             self.nm.request_async(P.GetActorInfo(client.actor_id), on_info)
@@ -476,17 +365,13 @@ class ActorClientMixin:
             conn = None
         with self.lock:
             if client.address != address or client.incarnation != incarnation:
-                conn = None  # it moved meanwhile: flush where it is now
-            elif conn is not None:
+                actions: list[Action] = [Flush(client)]  # it moved meanwhile: flush there
+            elif conn is None:
+                actions = self.lives.life_ended(client, incarnation, process_died(client))
+            else:
                 client.conn = conn
-            elif not client.creator:
-                client.failed_address, client.address = client.address, None
-                self._resolve_actor(client)
-                return
-        if conn is None and client.creator and client.address == address:
-            self._life_ended(client, incarnation, process_died(client))
-            return
-        self._flush_actor(client)
+                actions = [Flush(client)]
+        self._actor_actions(actions)
 
     def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         if isinstance(reply, P.TaskDone):
@@ -500,46 +385,10 @@ class ActorClientMixin:
                 self._release_held(spec)
             self._finish_returns(reply.returns, ready)
             return
-        # The process is gone, but the actor may come back (a restart, or a borrower
-        # finding it again): resend the call if it has retries, else it fails; later
-        # calls wait for the new life.
-        cause = f"The actor {client.class_name}'s process died while running this call."
+        # The process is gone, but the actor may come back (actor_life: call_lost).
         with self.lock:
-            if spec not in client.inflight:
-                # Its send failed and it was queued again (the connection's close can
-                # fail the request too): this word is about a call never made.
-                return
-            client.inflight.remove(spec)
-            dead = client.state is DEAD
-            # A call sent to a life that has since been replaced (restarted): its failure
-            # says nothing of the actor now, whatever restarts are left.
-            old_life = client.creator and spec.incarnation != client.incarnation
-            retry = (
-                not dead
-                and (not client.creator or client.restarts_left != 0 or old_life)
-                and self._retry(spec, cause)
-            )
-            if retry:
-                if old_life and client.state is ALIVE:  # the new life runs: send it there
-                    client.queue.appendleft(spec)
-                else:
-                    client.retry_buffer.append(spec)
-            if not dead and not client.creator and client.address is not None:
-                client.failed_address, client.address = client.address, None
-                client.conn = None
-                if client.state is not RESTARTING:
-                    actor_transition(client, RESTARTING, "a call's connection broke")
-        if client.creator and not dead:  # restarts it, or it is dead now
-            self._life_ended(client, spec.incarnation, process_died(client))
-        if not retry:
-            self._fail_for_good(spec, dumps_inline(actor_error(client, client.dead_cause or cause)))
-        if dead:
-            return
-        if not client.creator:
-            with self.lock:
-                self._resolve_actor(client)
-        elif old_life:
-            self._flush_actor(client)
+            actions = self.lives.call_lost(client, spec, self.closed)
+        self._actor_actions(actions)
 
     def kill_actor(self, actor_id: bytes, class_name: str, no_restart: bool = True) -> None:
         cause = f"The actor {class_name} was killed by raylite.kill()."
@@ -547,5 +396,6 @@ class ActorClientMixin:
         if not no_restart:  # kill the process; its owner restarts it if it may
             self.nm.request(P.KillActor(actor_id, cause, False), timeout=CONFIG.request_timeout_s)
             return
-        self._actor_died(client, cause)  # first: its calls must not restart it
+        # First: its calls must not restart it (the head hears of it from KillActor).
+        self._life_ended(client, None, cause, final=True, report=False)
         self.nm.request(P.KillActor(actor_id, cause, True), timeout=CONFIG.request_timeout_s)

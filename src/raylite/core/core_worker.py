@@ -57,7 +57,8 @@ from ..object_store import ObjectStore
 from ..serialization import dumps_inline, loads_inline, serialize
 from ..transport import Connection, Listener
 from . import context
-from .actor_client import ActorClient, ActorClientMixin
+from .actor_client import ActorClientMixin
+from .actor_life import ActorClient, ActorLives
 from .deferring_lock import DeferringLock
 from .lease_queue import LeaseQueues
 from .leasing import LeasingMixin
@@ -160,7 +161,8 @@ class CoreWorker(
         self.queues = LeaseQueues()  # events in, actions out (leasing._lease_actions)
         self.classes = self.queues.classes  # read by the actor client (a shape's class)
         self.leases = self.queues.leases
-        self.actors: dict[bytes, ActorClient] = {}
+        self.lives = ActorLives(self.leases, self.running)  # (actor_client._actor_actions)
+        self.actors: dict[bytes, ActorClient] = self.lives.actors
         self.peers: dict[str, Connection] = {}
         self._peer_lock = threading.Lock()
         self.closed = False

@@ -5,7 +5,7 @@ Owns the two state tables (TaskState, ActorState and the moves each allows) and
 is spent; `transition()` (transitions.py: the one check of every lifecycle table)
 is re-exported here. Pure: no locks, no I/O; the core worker holds its lock around
 every call. Not what a state means for the work (submission,
-lineage, actor_client), not the head's actor table (head).
+lineage, actor_life), not the head's actor table (head).
 
     WAITING_ARGS ──args ready──▶ QUEUED ──push──▶ PUSHED ──reply──▶ FINISHED
          │                         │                │         ╲──▶ FAILED ──retry──▶ QUEUED
