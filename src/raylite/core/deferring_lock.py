@@ -24,11 +24,12 @@ and fails a test that leaves a breach. Off, it costs one attribute read.
 
 from __future__ import annotations
 
+import _thread
 import collections
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 log = logging.getLogger("raylite")
 
@@ -36,30 +37,24 @@ log = logging.getLogger("raylite")
 breaches: list[tuple[str, str]] = []
 
 
-class _RLock(Protocol):
-    """threading.RLock as CPython has it (its C type): the ownership queries too."""
+class DeferringLock(_thread.RLock):  # type: ignore[misc]  # typeshed: final; CPython: not
+    """A reentrant lock whose holder can queue work for after its outermost release.
 
-    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
-    def release(self) -> None: ...
-    def _is_owned(self) -> bool: ...
-    def _recursion_count(self) -> int: ...
+    A subclass of the C RLock: taking it (`with lock:`, `acquire`) is the C code's,
+    with no Python frame; only the release looks at the queue."""
 
+    __slots__ = ("_checks", "_deferred", "_local")
 
-class DeferringLock:
-    """A reentrant lock whose holder can queue work for after its outermost release."""
+    if TYPE_CHECKING:  # the C type has them; typeshed does not say so
 
-    __slots__ = ("_acquire", "_checks", "_deferred", "_local", "_lock", "_release")
+        def _is_owned(self) -> bool: ...
+        def _recursion_count(self) -> int: ...
 
     def __init__(self, checks: bool = False) -> None:
-        self._lock = cast(_RLock, threading.RLock())
-        self._acquire = self._lock.acquire
-        self._release = self._lock.release
+        super().__init__()
         self._deferred: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._checks = checks
         self._local = threading.local()  # .draining: this thread runs deferred actions
-
-    def __enter__(self) -> None:
-        self._acquire()
 
     def __exit__(self, *exc: object) -> None:
         # Only the holder touches _deferred, so reading it here needs no other lock.
@@ -67,12 +62,12 @@ class DeferringLock:
         # that runs it (a loop), not to a nested one (recursion).
         if (
             self._deferred
-            and self._lock._recursion_count() == 1
+            and self._recursion_count() == 1
             and not getattr(self._local, "draining", False)
         ):
             self._drain()
         else:
-            self._release()
+            self.release()
 
     def _drain(self) -> None:
         """Let go (outermost release) and run what was deferred, until none is left."""
@@ -80,7 +75,7 @@ class DeferringLock:
         try:
             actions = collections.deque(self._deferred)
             self._deferred = []
-            self._release()
+            self.release()
             while True:
                 while actions:
                     fn, args = actions.popleft()
@@ -89,33 +84,33 @@ class DeferringLock:
                     except Exception:
                         log.exception("deferred action %r failed", fn)
                     if self._deferred:  # what it deferred runs next, before the rest
-                        self._acquire()
+                        self.acquire()
                         more, self._deferred = self._deferred, []
-                        self._release()
+                        self.release()
                         actions.extendleft(reversed(more))
-                self._acquire()
+                self.acquire()
                 if not self._deferred:
-                    self._release()
+                    self.release()
                     return
                 actions = collections.deque(self._deferred)
                 self._deferred = []
-                self._release()
+                self.release()
         finally:
             self._local.draining = False
 
     def held(self) -> bool:
         """Whether this thread holds the lock."""
-        return self._lock._is_owned()
+        return self._is_owned()
 
     def defer(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run fn(*args) now if this thread does not hold the lock, else at its release."""
-        if self._lock._is_owned():
+        if self._is_owned():
             self._deferred.append((fn, args))
         else:
             fn(*args)
 
     def check_unlocked(self, what: str) -> None:
         """Mark a place that must not run under the lock (see the module docstring)."""
-        if self._checks and self._lock._is_owned():
+        if self._checks and self._is_owned():
             breaches.append((what, threading.current_thread().name))
             raise AssertionError(f"{what} under the core worker lock")
