@@ -294,3 +294,24 @@ def test_a_constructor_still_waiting_for_its_arguments_fails_with_the_actor() ->
     client.creation_ref = Ref()  # type: ignore[assignment]
     actions = book.life_ended(client, None, "killed", final=True, report=False)
     assert actions == [FailCalls(client, [], "killed", creation)]
+
+
+def test_a_granted_worker_becomes_the_actors_home_unless_it_was_killed_meanwhile() -> None:
+    lives = ActorLives({}, {})
+    client = ActorClient(b"actor", "Counter")
+    client.creator = True
+    lives.actors[client.actor_id] = client
+    creation = task(state=L.QUEUED)
+    creation.actor_creation = True
+    grant = lease()
+    assert lives.granted(client, creation, grant) == []
+    assert (client.lease, client.address) == (grant, ADDRESS)
+    assert lives.leases[grant.lease_id] is grant
+    assert creation.state is L.PUSHED
+    # killed while the next life's worker started: that worker goes, the actor stays dead
+    lives.life_ended(client, None, "killed", final=True)
+    assert client.state is L.DEAD
+    late = lease("unix:/w2.sock")
+    assert lives.granted(client, task(state=L.QUEUED), late) == [KillLease(late)]
+    assert client.address != late.address
+    assert late.lease_id not in lives.leases

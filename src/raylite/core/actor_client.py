@@ -194,14 +194,10 @@ class ActorClientMixin:
                 self._life_ended(client, None, cause, final=True, report=False)
                 return
             with self.lock:
-                if client.state is DEAD:  # killed while its worker started
-                    self._return_to_nm(lease, True)
-                    return
-                client.lease = lease
-                client.address = lease.address
-                self.leases[lease.lease_id] = lease
-                spec.pushed = True
-                task_transition(spec, PUSHED, "pushed to the actor's worker")
+                actions = self.lives.granted(client, spec, lease)
+            if actions:  # killed while its worker started
+                self._actor_actions(actions)
+                return
             try:
                 conn = self.peer(lease.address)
                 msg = self._push_message(conn, spec, lease.gpu_ids)

@@ -49,7 +49,7 @@ from .lifecycle import (
     spend_retry,
     transition,
 )
-from .tasks import TaskSpec, task_transition
+from .tasks import TaskSpec, retry_task, task_transition
 
 if TYPE_CHECKING:
     from ..transport import Connection
@@ -257,6 +257,18 @@ class ActorLives:
         report = ReportState(client, ALIVE, client.address or "", pid, "", client.restarts_left)
         return [report, Flush(client)]
 
+    def granted(self, client: ActorClient, spec: TaskSpec, lease: Lease) -> list[Action]:
+        """The worker leased for the life that `spec` (the constructor) starts is ready:
+        the actor lives there, unless it was killed while the worker started."""
+        if client.state is DEAD:
+            return [KillLease(lease)]
+        client.lease = lease
+        client.address = lease.address
+        self.leases[lease.lease_id] = lease
+        spec.pushed = True
+        task_transition(spec, PUSHED, "pushed to the actor's worker")
+        return []
+
     def located(self, client: ActorClient, address: str) -> list[Action]:
         """The head says a borrowed actor lives at `address`: send what waits for it."""
         client.address = address
@@ -282,7 +294,7 @@ class ActorLives:
         # A call sent to a life that has since been replaced (restarted): its failure
         # says nothing of the actor now, whatever restarts are left.
         old_life = client.creator and spec.incarnation != client.incarnation
-        retry = (not client.creator or client.restarts_left != 0 or old_life) and _retry(
+        retry = (not client.creator or client.restarts_left != 0 or old_life) and retry_task(
             spec, cause, closed
         )
         if retry:
@@ -314,12 +326,3 @@ class ActorLives:
             actions.append(ReportState(client, DEAD, client.address or "", 0, cause, 0))
         actions.append(FailCalls(client, queued, cause, creation))
         return actions
-
-
-def _retry(spec: TaskSpec, cause: str, closed: bool) -> bool:
-    """submission._retry for a call: spend a retry and queue it again, or False."""
-    if spec.cancelled or closed or not spend_retry(spec):
-        return False
-    task_transition(spec, FAILED, cause)
-    task_transition(spec, QUEUED, "retry")
-    return True

@@ -35,12 +35,12 @@ from .lifecycle import (
     QUEUED,
     TASK_ENDED,
     TaskState,
-    spend_retry,
 )
 from .objects import ObjectEntry
 from .tasks import (
     DEP,
     TaskSpec,
+    retry_task,
     retryable,
     task_transition,
     unserializable_argument,
@@ -392,11 +392,7 @@ class SubmissionMixin:
     def _retry(self, spec: TaskSpec, cause: str) -> bool:
         """An attempt failed: if a retry is left, spend it and queue the task again (the
         caller enqueues it); False if it fails for good (lock held)."""
-        if spec.cancelled or self.closed or not spend_retry(spec):
-            return False
-        task_transition(spec, FAILED, cause)
-        task_transition(spec, QUEUED, "retry")
-        return True
+        return retry_task(spec, cause, self.closed)
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
         """Cancel the task that makes `ref`: dequeue it, interrupt it, or kill its worker."""

@@ -15,7 +15,15 @@ from typing import Any
 from .. import protocol as P
 from ..object_ref import ObjectRef
 from ..serialization import dumps_inline, loads_inline
-from .lifecycle import TASK_TRANSITIONS, WAITING_ARGS, TaskState, transition
+from .lifecycle import (
+    FAILED,
+    QUEUED,
+    TASK_TRANSITIONS,
+    WAITING_ARGS,
+    TaskState,
+    spend_retry,
+    transition,
+)
 
 log = logging.getLogger("raylite")
 
@@ -77,6 +85,17 @@ def task_transition(spec: TaskSpec, new: TaskState, cause: str) -> None:
         spec.state = new
         return
     transition(spec, new, TASK_TRANSITIONS, cause=cause, who=spec.task_id)  # logs or raises
+
+
+def retry_task(spec: TaskSpec, cause: str, closing: bool) -> bool:
+    """An attempt failed: spend a retry and queue the task again (FAILED, then QUEUED;
+    the caller enqueues it), or False if it fails for good: cancelled, the process is
+    closing, or no retry is left."""
+    if spec.cancelled or closing or not spend_retry(spec):
+        return False
+    task_transition(spec, FAILED, cause)
+    task_transition(spec, QUEUED, "retry")
+    return True
 
 
 def lineage_args(spec: TaskSpec) -> list[bytes]:
