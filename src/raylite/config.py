@@ -40,6 +40,9 @@ class Config:
     # 1: fail on a user callback or a dial under the core worker lock (the tests
     # turn this on; see core/deferring_lock.py).
     lock_checks: int = 0
+    # 1: log every lifecycle move (task, actor, lease, worker) at DEBUG on the "raylite"
+    # logger (transitions.py). Off, a task's common moves cost no call.
+    trace_transitions: int = 0
     # --- node leases and store (node/lease_book.py, node/store_book.py) ---
     # A lease request is sent on to another node (spillback) at most this many times,
     # then waits where it is.

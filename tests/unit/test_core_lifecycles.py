@@ -9,6 +9,7 @@ messages that come out. No process, socket or store.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -300,3 +301,32 @@ def test_statistics_is_a_frozen_copy_of_what_the_worker_owns(h: Harness) -> None
     reply(done(push, 1))
     assert {t.task_id: t.state for t in h.cw.statistics().tasks} == {second.task_id: L.PUSHED}
     assert by_id[second.task_id] is L.WAITING_ARGS  # the old snapshot did not change
+
+
+def test_moves_are_logged_only_when_traced(
+    h: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raylite.transitions import TRACE
+
+    caplog.set_level(logging.DEBUG, logger="raylite")
+
+    workers: list[StandIn] = []
+
+    def run_one() -> list[str]:
+        caplog.clear()
+        h.submit()
+        if not workers:
+            workers.append(h.grant())  # later tasks run on its lease, kept warm
+        push, reply = workers[0].take(P.PushTask)
+        reply(done(push))
+        return [
+            r.getMessage().split(": ", 1)[1] for r in caplog.records if " -> " in r.getMessage()
+        ]
+
+    assert run_one() == []  # off (RAYLITE_TRACE_TRANSITIONS unset): the hot path logs nothing
+    monkeypatch.setattr(TRACE, "on", True)
+    assert run_one() == [
+        "WAITING_ARGS -> QUEUED (its arguments are ready)",
+        "QUEUED -> PUSHED (pushed to a worker)",
+        "PUSHED -> FINISHED (its worker sent the returns)",
+    ]

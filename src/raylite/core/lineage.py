@@ -64,7 +64,7 @@ class LineageMixin:
         """A task's stored returns keep it as their lineage while they live."""
         if not spec.rebuildable or not reply.returns:
             return
-        if not spec.lineage_pinned and all(r.kind != P.IN_STORE for r in reply.returns):
+        if not spec.lineage_pinned and P.IN_STORE not in [r.kind for r in reply.returns]:
             spec.rerunning = False  # small values only: the owner holds them, no lineage
             return
         with self.lock:

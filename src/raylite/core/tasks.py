@@ -15,6 +15,7 @@ from typing import Any
 from .. import protocol as P
 from ..object_ref import ObjectRef
 from ..serialization import dumps_inline, loads_inline
+from ..transitions import TRACE
 from .lifecycle import (
     FAILED,
     QUEUED,
@@ -81,7 +82,7 @@ class TaskSpec:
 def task_transition(spec: TaskSpec, new: TaskState, cause: str) -> None:
     """transition() for a task, with the allowed move inlined: it runs up to three
     times per task on the submission path."""
-    if new in TASK_TRANSITIONS[spec.state] and not log.isEnabledFor(logging.DEBUG):
+    if new in TASK_TRANSITIONS[spec.state] and not TRACE.on:
         spec.state = new
         return
     transition(spec, new, TASK_TRANSITIONS, cause=cause, who=spec.task_id)  # logs or raises
