@@ -315,3 +315,23 @@ def test_a_granted_worker_becomes_the_actors_home_unless_it_was_killed_meanwhile
     assert lives.granted(client, task(state=L.QUEUED), late) == [KillLease(late)]
     assert client.address != late.address
     assert late.lease_id not in lives.leases
+
+
+def test_a_dead_node_ends_the_lives_of_the_actors_created_on_it() -> None:
+    book = lives()
+    here = alive(book, restarts=0)  # its lease is from node b"node", its process at ADDRESS
+    remote = ActorClient(b"remote", "Remote")  # another node's process, by its IP prefix
+    remote.creator, remote.address = True, "tcp:10.0.0.9:4000"
+    starting = ActorClient(b"starting", "Starting")  # no address yet: known by its lease
+    starting.creator, starting.lease = True, lease("tcp:10.0.0.9:4001")
+    elsewhere = ActorClient(b"elsewhere", "Elsewhere")
+    elsewhere.creator, elsewhere.address = True, "tcp:10.0.0.7:4000"
+    borrowed = ActorClient(b"borrowed", "Borrowed", "tcp:10.0.0.9:4002")  # not ours
+    for client in (remote, starting, elsewhere, borrowed):
+        book.actors[client.actor_id] = client
+    actions = book.node_died(b"node", "tcp:10.0.0.9:7000", "tcp:10.0.0.9:")
+    ended = {a.client.actor_id for a in actions if isinstance(a, ReportState)}
+    assert ended == {here.actor_id, remote.actor_id, starting.actor_id}
+    assert here.state is L.DEAD  # no restarts left
+    assert elsewhere.state is L.PENDING
+    assert borrowed.state is L.PENDING

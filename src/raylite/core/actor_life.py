@@ -240,6 +240,22 @@ class ActorLives:
                 actions += self.life_ended(client, client.incarnation, process_died(client))
         return actions
 
+    def node_died(self, node_id: bytes, address: str, prefix: str) -> list[Action]:
+        """A node is gone: each actor we created that lived on it (its process at
+        `address` or under `prefix`, "tcp:IP:", or its lease from that node) ended its
+        life there."""
+        actions: list[Action] = []
+        for client in list(self.actors.values()):
+            if not client.creator:
+                continue
+            where = client.address or ""
+            lease = client.lease
+            if (where and (where == address or (prefix and where.startswith(prefix)))) or (
+                lease is not None and lease.node_id == node_id
+            ):
+                actions += self.life_ended(client, client.incarnation, process_died(client))
+        return actions
+
     def created(
         self, client: ActorClient, spec: TaskSpec, pid: int, error: str | None
     ) -> list[Action]:

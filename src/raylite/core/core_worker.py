@@ -206,11 +206,6 @@ class CoreWorker(
 
         with self.lock:
             on_node = self.queues.node_died(msg.node_id)
-            actors = [
-                c.address
-                for c in self.actors.values()
-                if c.creator and (there(c.address) or (c.lease and c.lease.node_id == msg.node_id))
-            ]
             lost = [
                 oid
                 for oid, entry in self.objects.items()
@@ -219,9 +214,9 @@ class CoreWorker(
         for address, conn in list(self.peers.items()):
             if there(address) or address in on_node:
                 conn.close(join=False)
-        for address in actors:
-            if address:
-                self._actor_process_died(address)
+        with self.lock:
+            actions = self.lives.node_died(msg.node_id, msg.address, prefix)
+        self._actor_actions(actions)
         for oid in lost:
             self._object_lost(oid, f"its node {msg.address} died ({msg.cause})")
 
