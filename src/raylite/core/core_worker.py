@@ -383,18 +383,10 @@ class CoreWorker(
         `adopted` is what _adopt_contained made of each return's refs (without the lock)."""
         self._answered(spec, error)
         ready = []
-        objects = self.objects
         for r, refs in zip(returns, adopted, strict=True):
-            entry = objects.get(r.object_id)
-            if entry is not None and entry.kind is PENDING:  # _set_value, inlined
-                entry.kind, entry.data = r.kind, r.data
-                entry.contains = refs
-                entry.seq = next(self._completion)
-                if entry.waiters:
-                    ready.append((entry.waiters, r.kind, r.data))
-                    entry.waiters = []
-            else:
-                self._set_value(r.object_id, r.kind, r.data, refs)
+            waiters = self._set_value(r.object_id, r.kind, r.data, refs)
+            if waiters:
+                ready.append((waiters, r.kind, r.data))
         return ready
 
     def _finish_returns(
@@ -403,14 +395,8 @@ class CoreWorker(
         ready: list[tuple[list[Callable[[int, Any], None]], int, Any]],
     ) -> None:
         """Run the returns' waiters, then let go of the values no ref points to (no lock)."""
-        if ready:
-            self.lock.check_unlocked("an object's waiters")
         for waiters, kind, data in ready:
-            for cb in waiters:
-                try:
-                    cb(kind, data)
-                except Exception:
-                    log.exception("object waiter failed")
+            self._run_waiters(waiters, kind, data)
         for r in returns:
             if r.object_id not in self.local_refs:
                 with self.lock:

@@ -25,7 +25,6 @@ from ..exceptions import (
 )
 from ..object_ref import ObjectRef, new_id
 from ..serialization import dumps_inline
-from ..transitions import TRACE
 from ..transport import Connection
 from .lease_queue import Lease
 from .lifecycle import (
@@ -35,7 +34,6 @@ from .lifecycle import (
     PUSHED,
     QUEUED,
     TASK_ENDED,
-    TASK_TRANSITIONS,
     TaskState,
 )
 from .objects import ObjectEntry
@@ -178,10 +176,7 @@ class SubmissionMixin:
                 if spec.state in TASK_ENDED and not spec.unresolved:
                     self._release_held(spec)  # what the late callbacks held
                 return
-            if QUEUED in TASK_TRANSITIONS[spec.state] and not TRACE.on:  # the hot path
-                spec.state = QUEUED
-            else:
-                task_transition(spec, QUEUED, "its arguments are ready")
+            task_transition(spec, QUEUED, "its arguments are ready")
             if spec.actor_id is None:
                 self._enqueue(spec)
                 return
@@ -283,10 +278,7 @@ class SubmissionMixin:
         lease.busy = spec
         spec.lease = lease
         spec.pushed = True
-        if PUSHED in TASK_TRANSITIONS[spec.state] and not TRACE.on:  # the hot path
-            spec.state = PUSHED
-        else:
-            task_transition(spec, PUSHED, "pushed to a worker")
+        task_transition(spec, PUSHED, "pushed to a worker")
         conn = self.peers.get(lease.address)
         if conn is not None and not conn.closed:  # the hot path: the lease's worker is dialled
             try:
@@ -391,10 +383,7 @@ class SubmissionMixin:
         if spec.state in TASK_ENDED:
             return  # cancelled as the reply came: its returns are TaskCancelledError already
         if not error:
-            if FINISHED in TASK_TRANSITIONS[spec.state] and not TRACE.on:  # the hot path
-                spec.state = FINISHED
-            else:
-                task_transition(spec, FINISHED, "its worker sent the returns")
+            task_transition(spec, FINISHED, "its worker sent the returns")
         elif spec.cancelled:
             task_transition(spec, CANCELLED, "cancelled while it ran")
         else:
