@@ -1,19 +1,16 @@
-"""Every wire message type and the frame codec.
+"""Every wire message type: the records, the messages and the failure codes.
 
-A frame is: u32 body length | u8 PROTOCOL_VERSION | body, where body is the msgpack
-array [tag, request_id, field...]. request_id > 0 asks for a reply, < 0 is the reply
-to request -request_id, 0 is one-way. Object payloads are msgpack `bin` fields
-holding pickled bytes; they are unpickled by the receiver's serialization layer, and
-only ever after the token handshake (transport.py).
+Owns what travels (each message's tag and named fields, the records inside them, the
+value kinds, FailCode). Not how it travels: the frame codec (codec.py) registers,
+frames and decodes them, and this module re-exports what its callers use from there
+(encode, decode, FrameReader, PROTOCOL_VERSION, HEADER). Object payloads are msgpack
+`bin` fields holding pickled bytes; they are unpickled by the receiver's
+serialization layer, and only ever after the token handshake (transport.py).
 
-Fields are named all the way down: a part of a message is a record (a NamedTuple:
-Dep, TaskReturn, ...), sent as a plain msgpack array and rebuilt by one `_make` call;
-a message inside a message (a detached actor's PushTask) is sent as its fields. The
-decoder learns which fields need that from the type hints, once, at registration:
-a record where one may come (`str | NodeAffinity | None`) is one if it came as a list;
-a value's data (Dep, TaskReturn, ObjectValue) is a StoredAt where its kind is IN_STORE.
-A failed request is answered Failed(code, reason): receivers decide on the FailCode,
-the reason is for people.
+request_id > 0 asks for a reply, < 0 is the reply to request -request_id, 0 is
+one-way. A failed request is answered Failed(code, reason): receivers decide on the
+FailCode, the reason is for people. A value's data (Dep, TaskReturn, ObjectValue) is a
+StoredAt where its kind is IN_STORE.
 
     owner ──PushTask──▶ worker            borrower ──GetObject──▶ owner
     owner ◀──TaskDone── worker            borrower ◀─ObjectValue── owner
@@ -23,24 +20,22 @@ the reason is for people.
 from __future__ import annotations
 
 import enum
-import operator
-import struct
-import sys
-import types
-import typing
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-import msgpack
 import msgspec
 
-from .exceptions import ProtocolError
-
-# 2: FailCode, named records, dropped fields. 3: NodeAffinity, StoredAt: a node of 2 would
-# read a NodeAffinity as no strategy at all (the default policy). An older node is refused.
-PROTOCOL_VERSION = 3
-HEADER = struct.Struct("<IB")
-MAX_FRAME = 1 << 31
+from .codec import HEADER as HEADER
+from .codec import MAX_FRAME as MAX_FRAME
+from .codec import PROTOCOL_VERSION as PROTOCOL_VERSION
+from .codec import FrameReader as FrameReader
+from .codec import _msg, data_by_kind
+from .codec import decode as decode
+from .codec import encode as encode
+from .codec import fields_of as fields_of
+from .codec import from_fields as from_fields
+from .codec import message_types as message_types
+from .codec import nested as nested
 
 # Value kinds in TaskReturn / ObjectValue / Dep.
 INLINE = 0  # data: pickled bytes (a list: the pickle, then its out-of-band buffers)
@@ -69,137 +64,6 @@ class FailCode(enum.IntEnum):
     NOT_A_WORKER = 11  # a task pushed to a process that runs none (a driver)
 
 
-_BY_TAG: dict[int, Any] = {}  # tag -> message class (with the codec's attributes)
-
-# A field's decoder: turns what msgpack gives (lists, ints) back into the field's type.
-Decoder = Callable[[Any], Any]
-
-
-def message(tag: int, hint_source: type | None = None) -> Callable[[type], type]:
-    """Registers a msgspec.Struct as a wire message under `tag`; its field types are
-    read from `hint_source` (the class it was made from) if given."""
-
-    def register(cls: type) -> type:
-        if tag in _BY_TAG:
-            raise ValueError(f"duplicate message tag {tag}")
-        names = list(cls.__struct_fields__)  # type: ignore[attr-defined]
-        hints = typing.get_type_hints(hint_source or cls, vars(sys.modules[__name__]))
-        decoders = []
-        for i, name in enumerate(names):
-            decoder = _decoder(hints[name])
-            if decoder is not None:
-                decoders.append((i, decoder))
-        wire: Any = cls  # the codec's class attributes, set here for every message
-        wire.TAG = tag
-        wire._getter = operator.attrgetter(*names) if len(names) > 1 else None
-        wire._names = tuple(names)
-        # Only fields of a record, enum or message type are decoded further; the rest
-        # go to the constructor as msgpack gives them.
-        wire._decoders = tuple(decoders)
-        _BY_TAG[tag] = cls
-        return cls
-
-    return register
-
-
-def _decoder(hint: Any) -> Decoder | None:
-    """How to rebuild a field of type `hint` from its msgpack form, if it needs it:
-    a record (NamedTuple) is one `_make` call, an enum one constructor call, a list of
-    records a `map`, a record or a scalar (`str | NodeAffinity | None`) a `_make` if it
-    came as a list; plain types (bytes, str, int, dict, list of plain) need nothing."""
-    origin = typing.get_origin(hint)
-    if origin is types.UnionType or origin is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        records = [a for a in args if _is_record(a)]
-        if len(records) == 1 and len(args) > 1:
-            # A record or plain scalars (str | NodeAffinity | None): only the record
-            # arrives as a list. Not with a list among them: which is which is unknown.
-            if any(typing.get_origin(a) is list or a is list for a in args):
-                return None
-            make_one = records[0]._make
-            return lambda v: make_one(v) if type(v) is list else v
-        optional = _decoder(args[0]) if len(args) == 1 else None
-        if optional is None:
-            return None
-        return lambda v: None if v is None else optional(v)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if _is_record(item):
-            return _records_decoder(item)
-        inner = _decoder(item)
-        if inner is None:
-            return None
-        return lambda v: [inner(x) for x in v]
-    if _is_record(hint):
-        if _stored_at(hint) is None:
-            return typing.cast(Decoder, hint._make)
-        many = _records_decoder(hint)
-        return lambda v: many([v])[0]
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint
-    if isinstance(hint, type) and hasattr(hint, "TAG"):  # a message inside a message
-        message_type: type = hint
-        return lambda v: from_fields(message_type, v)
-    return None
-
-
-def _records_decoder(record: Any) -> Decoder:
-    """A list of `record`s: one `_make` each; for a record holding a value (Dep,
-    TaskReturn), an IN_STORE one's data becomes its StoredAt first."""
-    make = record._make
-    stored = _stored_at(record)
-    if stored is None:
-        return lambda v: list(map(make, v))
-    kind_at, data_at = stored
-
-    def values(v: list[Any]) -> list[Any]:
-        for x in v:
-            if x[kind_at] == IN_STORE:
-                x[data_at] = StoredAt._make(x[data_at])
-        return list(map(make, v))
-
-    return values
-
-
-def _is_record(hint: Any) -> bool:
-    return isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields")
-
-
-def _stored_at(record: Any) -> tuple[int, int] | None:
-    """(index of `kind`, index of `data`) of a record whose data is a StoredAt where its
-    kind is IN_STORE (Dep, TaskReturn): its decoder makes that one StoredAt first."""
-    hints = typing.get_type_hints(record, vars(sys.modules[__name__]))
-    if "kind" in hints and StoredAt in typing.get_args(hints.get("data")):
-        return record._fields.index("kind"), record._fields.index("data")
-    return None
-
-
-def _msg(tag: int) -> Callable[[type], Any]:
-    """Class decorator: the class body's annotated fields become a frozen
-    msgspec.Struct (built in C: cheap to define, and to construct on the hot path),
-    registered under `tag`. The class's docstring and functions (__post_init__) stay."""
-
-    def wrap(cls: type) -> type:
-        body = vars(cls)
-        spec = []
-        annotations = body.get("__annotations__", {})
-        for name, hint in annotations.items():
-            spec.append((name, hint, body[name]) if name in body else (name, hint))
-        methods = {
-            name: value
-            for name, value in body.items()
-            if isinstance(value, types.FunctionType) and name not in annotations
-        }
-        struct = msgspec.defstruct(
-            cls.__name__, spec, frozen=True, module=__name__, namespace=methods
-        )
-        struct.__doc__ = cls.__doc__
-        struct.__qualname__ = cls.__qualname__
-        return message(tag, hint_source=cls)(struct)
-
-    return wrap
-
-
 # --- records: the named parts of messages -----------------------------------------------
 # NamedTuples: on the wire a plain msgpack array (the field order below), decoded by one
 # `_make` call each (no per-field work; a value's IN_STORE data is one more); read by name.
@@ -212,7 +76,7 @@ class StoredAt(NamedTuple):
 
 # A value's data, by its kind: INLINE (bytes, or the pickle then its out-of-band buffers),
 # ERROR (bytes), IN_STORE (StoredAt). A record or message with `kind` and `data` gets
-# its StoredAt rebuilt where kind is IN_STORE (`_stored_at`, ObjectValue).
+# its StoredAt rebuilt where kind is IN_STORE (data_by_kind below, ObjectValue).
 ValueData = bytes | list[bytes] | StoredAt
 
 
@@ -232,6 +96,10 @@ class TaskReturn(NamedTuple):
     kind: int  # INLINE | IN_STORE | ERROR
     data: ValueData
     contained: dict[bytes, str]  # refs inside the value: object id -> its owner's address
+
+
+data_by_kind(Dep, IN_STORE, StoredAt)
+data_by_kind(TaskReturn, IN_STORE, StoredAt)
 
 
 class TaskEvent(NamedTuple):
@@ -738,91 +606,6 @@ class Logs:
 
 
 Message = Any  # one of the classes above
-
-
-def fields_of(msg: Any) -> list[Any]:
-    """A message's fields in wire order: a message inside a message travels as this
-    (msgpack's `default` hook), and the head stores a detached actor's push so."""
-    return [getattr(msg, name) for name in type(msg)._names]
-
-
-def nested(obj: Any) -> Any:
-    """msgpack's `default` hook: a message inside other data packs as its fields."""
-    if hasattr(type(obj), "TAG"):
-        return fields_of(obj)
-    raise TypeError(f"cannot send a {type(obj).__name__} on the wire")
-
-
-def encode(msg: Any, request_id: int = 0) -> bytes:
-    """Frame bytes for `msg`."""
-    cls = type(msg)
-    getter = cls._getter
-    if getter is not None:
-        items = [cls.TAG, request_id, *getter(msg)]
-    elif cls._names:
-        items = [cls.TAG, request_id, getattr(msg, cls._names[0])]
-    else:
-        items = [cls.TAG, request_id]
-    body: bytes = msgpack.packb(items, use_bin_type=True, default=nested)
-    return HEADER.pack(len(body), PROTOCOL_VERSION) + body
-
-
-def from_fields(cls: type, items: list[Any]) -> Any:
-    """The message of type `cls` from its fields as msgpack decoded them (fields_of)."""
-    wire: Any = cls
-    for i, decoder in wire._decoders:
-        items[i] = decoder(items[i])
-    return wire(*items)
-
-
-def decode(body: bytes | memoryview) -> tuple[Any, int]:
-    """(message, request_id) from one frame body; ProtocolError on anything malformed."""
-    try:
-        items = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
-        tag, request_id = items[0], items[1]
-        cls = _BY_TAG[tag]
-        decoders = cls._decoders
-        if decoders:
-            for i, decoder in decoders:
-                items[i + 2] = decoder(items[i + 2])
-        return cls(*items[2:]), request_id
-    except Exception as exc:
-        raise ProtocolError(f"malformed frame: {exc}") from exc
-
-
-def message_types() -> dict[int, type]:
-    return dict(_BY_TAG)
-
-
-class FrameReader:
-    """Splits a byte stream into frame bodies."""
-
-    __slots__ = ("buf",)
-    _EMPTY: ClassVar[bytes] = b""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self.buf
-        buf += data
-        out = []
-        pos = 0
-        n = len(buf)
-        while n - pos >= 5:
-            length, version = HEADER.unpack_from(buf, pos)
-            if version != PROTOCOL_VERSION:
-                raise ProtocolError(f"peer speaks protocol {version}, we speak {PROTOCOL_VERSION}")
-            if length > MAX_FRAME:
-                raise ProtocolError(f"frame of {length} bytes is too large")
-            end = pos + 5 + length
-            if end > n:
-                break
-            out.append(bytes(buf[pos + 5 : end]))
-            pos = end
-        if pos:
-            del buf[:pos]
-        return out
 
 
 @_msg(113)
