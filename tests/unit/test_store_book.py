@@ -211,3 +211,13 @@ def test_restore_reads_the_next_spilled_ones_ahead():
     assert b.restored(b"a") == [Prefetch([(b"b", 6 * MiB), (b"d", 6 * MiB)])]
     assert b.restored(b"d") == []
     assert b.restored_total == 3
+
+
+def test_owned_by_lists_what_one_owner_stored():
+    b = book()
+    put(b, b"a", MiB)
+    put(b, b"b", MiB)
+    b.segments[b"b"].owner = "other"
+    assert b.owned_by("owner") == [b"a"]
+    assert b.owned_by("other") == [b"b"]
+    assert b.owned_by("nobody") == []

@@ -49,11 +49,7 @@ log = logging.getLogger("raylite")
 class LeasingMixin:
     def _enqueue(self, spec: TaskSpec) -> None:
         """Queue a ready task for its scheduling class (lock held)."""
-        for action in self.queues.enqueue(spec):
-            if type(action) is Push:  # the hot path: an idle lease takes it
-                self._push(action.lease, action.spec)
-            else:
-                self._lease_action(action)
+        self._lease_actions(self.queues.enqueue(spec))
 
     def _after_task(self, lease: Lease) -> None:
         """A task on `lease` ended and the lease is still ours (lock held)."""

@@ -346,7 +346,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             if not self.cluster:
                 self.begin_shutdown()  # init()'s node lives as long as its driver
             elif address:  # the node outlives drivers: drop what this one owned
-                for oid in [o for o, seg in self.segments.items() if seg.owner == address]:
+                for oid in self.store_book.owned_by(address):
                     self.free_segment(oid)
                 self.tell_clients(P.ClientDied(address))
                 self.to_head(P.ClientDied(address))

@@ -204,7 +204,7 @@ class PoolMixin:
             if kept is not None:
                 kept.close()
         if rec.address:  # a dead owner's objects are lost (Ray: OwnerDiedError)
-            for oid in [o for o, seg in self.segments.items() if seg.owner == rec.address]:
+            for oid in self.store_book.owned_by(rec.address):
                 self.free_segment(oid)
             # Owners drop what the dead process borrowed from them.
             notice = P.ClientDied(rec.address)
