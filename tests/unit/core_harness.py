@@ -19,6 +19,7 @@ from raylite.object_ref import ObjectRef, new_id, set_hooks
 from raylite.serialization import dumps_inline
 
 CPU = {"CPU": 10000}
+LINGER_S = 3600.0  # the harness's lease linger time
 
 
 class StandIn:
@@ -65,6 +66,10 @@ class Harness:
         cw.address = "unix:/owner.sock"
         cw.nm = StandIn("node-manager")  # type: ignore[assignment]
         cw.node_tcp, cw.node_id, cw.job_id, cw.node_info = "", b"n" * 16, b"j" * 4, {}
+        # A lease stays warm until a test says otherwise (test_lease_linger moves its
+        # idle time stamp back): the real timer thread must not give one back because
+        # a step of the test took longer than the default 50 ms linger on a slow machine.
+        cw.queues.linger_s = LINGER_S
         self.cw = cw
         self.workers = 0
 

@@ -7,9 +7,8 @@ lease's idle time stamp back, so the tests do not wait for real time to pass.
 from __future__ import annotations
 
 from raylite import protocol as P
-from raylite.config import CONFIG
 
-from .core_harness import Harness, StandIn, done, h
+from .core_harness import LINGER_S, Harness, StandIn, done, h
 
 __all__ = ["h"]  # the fixture, imported for pytest
 
@@ -41,7 +40,7 @@ def test_an_idle_lease_is_kept_for_its_linger_time_then_given_back(h: Harness) -
     assert returned(h) == []
     assert h.cw.queues.linger_armed
     assert linger_timers(h) == 2
-    lease.idle_at -= CONFIG.lease_linger_s
+    lease.idle_at -= LINGER_S
     h.cw._linger_over()
     assert sc.idle == []
     assert [(m.lease_id, m.kill) for m in returned(h)] == [(lease.lease_id, False)]
@@ -53,7 +52,7 @@ def test_a_lease_reused_before_its_linger_time_is_kept(h: Harness) -> None:
     worker = run_one(h)
     (sc,) = h.cw.classes.values()
     (lease,) = sc.idle
-    lease.idle_at -= CONFIG.lease_linger_s  # it would be due now...
+    lease.idle_at -= LINGER_S  # it would be due now...
     run_one(h, worker)  # ...but it ran another task, which restarts its linger time
     assert sc.idle == [lease]
     h.cw._linger_over()
@@ -79,7 +78,7 @@ def test_only_the_leases_past_their_linger_time_go(h: Harness) -> None:
     reply(done(push))
     (sc,) = h.cw.classes.values()
     old, new = sorted(sc.idle, key=lambda lease: lease.address != first.name)
-    old.idle_at -= CONFIG.lease_linger_s
+    old.idle_at -= LINGER_S
     h.cw._linger_over()
     assert sc.idle == [new]
     assert [m.lease_id for m in returned(h)] == [old.lease_id]
