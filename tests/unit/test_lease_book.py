@@ -350,6 +350,42 @@ def test_hop_limit_a_request_sent_on_enough_waits_here():
     assert kinds(b.request(young)) == [Spillback]
 
 
+def test_a_request_out_of_hops_moves_on_at_a_fresh_view_to_room_there():
+    # Late views bounced it max_hops times; now this node is full, another has room.
+    view = View()
+    b = book(1, view=view, max_hops=2)
+    with_idle(b)
+    b.request(lease({"CPU": U}))
+    tired = lease({"CPU": U}, spilled=2)
+    assert b.request(tired) == []
+    view.others = [node(b"busy", {"CPU": U}, {"CPU": 0}), node(b"free", {"CPU": 2 * U})]
+    assert b.schedule() == []  # a local event: no hop
+    (action,) = b.view_refreshed()  # a heartbeat's numbers: it moves once, to the room
+    assert isinstance(action, Spillback)
+    assert (action.lease, action.node.node_id) == (tired, b"free")
+    assert b.pending == []
+
+
+def test_a_request_out_of_hops_waits_at_a_fresh_view_without_room():
+    b = book(1, view=View(others=[node(b"busy", {"CPU": 4 * U}, {"CPU": 0})]), max_hops=2)
+    with_idle(b)
+    b.request(lease({"CPU": U}))
+    tired = lease({"CPU": U}, spilled=2)
+    b.request(tired)
+    assert b.view_refreshed() == [RESOURCES_CHANGED]  # never sent to wait elsewhere
+    assert b.pending == [tired]
+
+
+def test_a_pinned_request_waits_here_even_at_a_fresh_view():
+    b = book(1, view=View(others=[node(b"free", {"CPU": 2 * U})]))
+    with_idle(b)
+    b.request(lease({"CPU": U}))
+    own = lease({"CPU": U}, pinned=True)  # the node's own (a detached actor's restart)
+    assert b.request(own) == []  # not placed: it waits for this node
+    assert b.view_refreshed() == []
+    assert b.pending == [own]
+
+
 def test_a_request_sent_here_moves_on_only_to_room_now():
     busy = node(b"busy", {"CPU": 4 * U}, {"CPU": 0})
     b = book(1, view=View(others=[busy]))

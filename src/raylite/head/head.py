@@ -274,7 +274,7 @@ class Head:
         rec.conn = conn
         conn.reply(rid, P.ClusterView(self.view()))
         if self.nm.pending:  # requests waiting here may fit on that node now
-            self.nm.schedule()
+            self.nm.view_refreshed()
 
     def on_node_disconnect(self, conn: AsyncConnection) -> None:
         """A node manager's connection closed: its process is gone (or unreachable)."""

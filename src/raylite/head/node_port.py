@@ -70,8 +70,8 @@ class NodePort(Protocol):
         """The cluster view changed (a node joined): place waiting work by it."""
         ...
 
-    def schedule(self) -> None:
-        """Try the waiting lease requests again (another node may have room now)."""
+    def view_refreshed(self) -> None:
+        """A node reported: try the waiting lease requests again (it may have room now)."""
         ...
 
     def on_head_event(self, msg: Any) -> None:

@@ -201,7 +201,7 @@ class ClusterLinkMixin:
             for r in rows
             if r["alive"] and r["node_id"] != self.node_id
         }
-        self.schedule()  # waiting requests may fit elsewhere now
+        self.view_refreshed()  # waiting requests may fit elsewhere now
 
     async def join_head(self) -> None:
         assert self.head_address is not None

@@ -27,9 +27,13 @@ Lease:  PENDING ──▶ GRANTED ⇄ BLOCKED (its task waits in get: its CPUs l
         PENDING ──▶ SPILLED | CANCELLED | FAILED;   STARTING ──▶ FAILED (its worker died)
 Worker: STARTING ──▶ IDLE ⇄ LEASED;  STARTING ──▶ LEASED (an actor's);  any ──▶ DEAD
 
-A request is sent on (spillback) at most `max_hops` times, then waits where it is; a
-SPREAD request is placed once. A lease's owner is its requester's connection: the book
-reads only its `closed`.
+A request waiting here is sent on (spillback) to a node with room. Views of other
+nodes are late, so a request can land where the room is gone: after `max_hops` such
+hops it moves on only at a fresh view (`view_refreshed`: a heartbeat's), at most once
+per view, and never to wait elsewhere, so requests cannot chase stale room around the
+cluster, nor wait at a full node while another has room. A pinned request (SPREAD's,
+placed once; the node's own) waits where it is. A lease's owner is its requester's
+connection: the book reads only its `closed`.
 """
 
 from __future__ import annotations
@@ -139,7 +143,8 @@ class Lease(msgspec.Struct, eq=False):
     owner: Owner
     rid: int  # the request's id on `owner`: the grant answers it
     strategy: str | NodeAffinity | None = None  # RequestLease.strategy
-    spilled: int = 0  # times other nodes sent it on: after max_hops it waits where it is
+    spilled: int = 0  # times nodes sent it on: after max_hops it moves on only at fresh views
+    pinned: bool = False  # placed for good: it waits where it is
     detached: bool = False  # a detached actor's: its owner may go, it stays
     state: LeaseState = L_PENDING
     gpu_ids: list[int] = msgspec.field(default_factory=list)
@@ -237,7 +242,7 @@ class LeaseBook:
     def request(self, lease: Lease) -> list[LeaseAction]:
         """An owner asks for a worker (RequestLease)."""
         actions: list[LeaseAction] = []
-        if not lease.spilled:
+        if not (lease.spilled or lease.pinned):
             where = self._place(lease)
             if where.kind == "spill" or where.kind == "fail":
                 self._redirect(lease, where, actions)
@@ -354,10 +359,17 @@ class LeaseBook:
         return actions
 
     def schedule(self) -> list[LeaseAction]:
-        """Something outside changed (the cluster view, an owner's connection closed):
-        try the waiting requests again."""
+        """Something outside changed (an owner's connection closed): try the waiting
+        requests again."""
         actions: list[LeaseAction] = []
         self._schedule(actions)
+        return actions
+
+    def view_refreshed(self) -> list[LeaseAction]:
+        """Fresh numbers from the other nodes arrived (a heartbeat's): the waiting
+        requests are tried again, and those out of hops may move to a node with room."""
+        actions: list[LeaseAction] = []
+        self._schedule(actions, fresh_view=True)
         return actions
 
     def stop(self) -> None:
@@ -382,7 +394,8 @@ class LeaseBook:
             others = [self._debited.get(n.node_id, n) for n in others]
         if lease.strategy == "SPREAD":
             self.spread_seq += 1
-            lease.spilled = self.max_hops  # placed once, round-robin: it waits where it lands
+            lease.pinned = True  # placed once, round-robin: it waits where it lands
+            lease.spilled = self.max_hops
         local = NodeView(view.node_id, view.tcp_address, self.total, self.available)
         return scheduling.place(lease.shape, lease.strategy, local, others, self.spread_seq)
 
@@ -402,7 +415,7 @@ class LeaseBook:
         transition(lease, SPILLED, LEASE_TRANSITIONS, cause="spillback", who=lease.lease_id)
         actions.append(Spillback(lease, node, avail))
 
-    def _schedule(self, actions: list[LeaseAction]) -> None:
+    def _schedule(self, actions: list[LeaseAction], fresh_view: bool = False) -> None:
         if self.stopping:
             return
         waiting_for_pool = 0
@@ -416,7 +429,8 @@ class LeaseBook:
                 continue
             shape = lease.shape
             if not all(available.get(k, 0) >= v for k, v in shape.items()):
-                if lease.spilled < self.max_hops and self.cluster:  # another node may have room
+                hops_left = lease.spilled < self.max_hops or fresh_view
+                if self.cluster and hops_left and not lease.pinned:  # another node may have room
                     where = self._place(lease)
                     # Sent here already: move on again only to a node with room now
                     # (the view that sent it may have been stale), never to wait elsewhere.

@@ -104,12 +104,16 @@ class LeasesMixin:
 
     def request_lease_here(self, lease: Lease) -> None:
         """A lease this node asks of itself (node/detached.py): placed here, never sent on."""
-        lease.spilled = self.lease_book.max_hops
+        lease.pinned = True
         self.run_lease_actions(self.lease_book.request(lease))
 
     def schedule(self) -> None:
-        """Try the waiting lease requests again (the view changed, an owner went away)."""
+        """Try the waiting lease requests again (an owner went away)."""
         self.run_lease_actions(self.lease_book.schedule())
+
+    def view_refreshed(self) -> None:
+        """Fresh numbers from the other nodes: waiting requests may move to room there."""
+        self.run_lease_actions(self.lease_book.view_refreshed())
 
     def place_shape(self, shape: dict[str, int], actor_id: bytes) -> scheduling.Placement:
         """Where a lease of `shape` for the actor would go (the head's detached restarts)."""
