@@ -15,6 +15,7 @@ from typing import Any
 from raylite import protocol as P
 from raylite.core import lifecycle as L
 from raylite.core.objects import RELEASED
+from raylite.object_ref import ObjectRef
 
 from .core_harness import Harness, StandIn, done, h
 
@@ -158,6 +159,31 @@ def test_a_lost_value_is_rebuilt_up_its_chain_in_order(h: Harness) -> None:
     assert freed(h) == [a_id, a_id]
     assert f_spec.max_retries == 0  # each rerun spent one retry
     assert g.max_retries == 0
+
+
+def test_a_rerun_waits_on_its_released_argument_before_the_lock_goes(h: Harness) -> None:
+    a, b, _ = chain(h)
+    a_id = a.id
+    del a
+    release(h)
+    with h.cw.lock:
+        h.cw._object_lost(b.id, "its node died")
+        # Another thread may finish f's rerun the moment this lock goes: g must wait on
+        # a already, or the rebuilt a, unheld, is released again before g reads it.
+        assert len(h.cw.objects[a_id].waiters) == 1
+
+
+def test_a_released_value_asked_for_is_rebuilt_not_handed_out(h: Harness) -> None:
+    a, _b, worker = chain(h)
+    a_id, a_owner = a.id, a.owner
+    del a
+    release(h)
+    assert h.cw.objects[a_id].kind == RELEASED
+    got: list[tuple[int, Any]] = []
+    h.cw._when_ready(ObjectRef(a_id, a_owner, _count=False), lambda *v: got.append(v))
+    assert got == []  # it waits for the rebuild: RELEASED has no value to give
+    assert finish(h, worker) == a_id  # f ran again
+    assert got == [(P.IN_STORE, STORED)]
 
 
 def test_dropping_the_end_of_a_chain_frees_the_whole_chain(h: Harness) -> None:

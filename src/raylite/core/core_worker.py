@@ -438,25 +438,37 @@ class CoreWorker(
     def _when_ready(self, ref: ObjectRef, callback: Callable[[int, Any], None]) -> int:
         """Call back with (kind, data) once the value exists; returns its seq if ready now.
 
-        Under the lock it only queues itself: the callback may run at once, and a
-        borrowed ref's owner may have to be dialled."""
-        if self.lock.held():
-            self.lock.defer(self._when_ready, ref, callback)
-            return 0
+        Under the lock it waits on an owned PENDING value at once (a rerun's argument:
+        released the moment its rebuild ends unless a reader waits on it), else it
+        queues itself: the callback may run at once, and a borrowed ref's owner may
+        have to be dialled. A RELEASED value (a rerun reads it) is rebuilt first."""
         oid = ref.id
+        if self.lock.held():
+            entry = self.objects.get(oid) if ref.owner == self.address else None
+            if entry is not None and entry.kind is PENDING:
+                entry.waiters.append(callback)
+            else:
+                self.lock.defer(self._when_ready, ref, callback)
+            return 0
         if ref.owner == self.address:
             with self.lock:
                 entry = self.objects.get(oid)
-                if entry is not None and entry.kind is PENDING:
-                    entry.waiters.append(callback)
-                    return 0
+                if entry is None:
+                    kind, data, seq = P.ERROR, None, 0
+                else:
+                    if entry.kind == RELEASED:
+                        why = "a rebuilt task reads it"
+                        self._apply(self.table.rebuild(oid, why, self.closed))
+                    if entry.kind is PENDING:
+                        entry.waiters.append(callback)
+                        return 0
+                    kind, data, seq = entry.kind, entry.data, entry.seq
             self.lock.check_unlocked("an object's waiter")
             if entry is None:
                 err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was already freed.")
-                callback(P.ERROR, dumps_inline(err))
-                return 0
-            callback(entry.kind, entry.data)
-            return entry.seq
+                data = dumps_inline(err)
+            callback(kind, data)
+            return seq
 
         def on_reply(reply: Any) -> None:
             if isinstance(reply, P.ObjectValue):
