@@ -175,7 +175,10 @@ def work_tasks(engine: str, quick: bool) -> None:
     ray.get([noop.remote() for _ in range(200)])
     n = 10_000
     runs = []
-    for _ in range(1 if quick else 3):
+    # The median of 7 batches: on 2 cores a batch's time is bimodal (driver, node and
+    # two workers share them), so a best-of-3 measured how often the fast mode came up
+    # more than the engine's speed (bench/tasks_batches.py shows the spread).
+    for _ in range(1 if quick else 7):
         start = time.perf_counter()
         refs = [noop.remote() for _ in range(n)]
         submitted = time.perf_counter()
@@ -184,13 +187,13 @@ def work_tasks(engine: str, quick: bool) -> None:
         runs.append((done - start, submitted - start))
         del refs
     ray.shutdown()
-    best_total, best_submit = min(runs)
+    median_total = statistics.median(t for t, _ in runs)
     emit(
         "tasks_10k_per_s",
-        n / best_total,
+        n / median_total,
         tasks=n,
         seconds=[round(t, 3) for t, _ in runs],
-        submit_seconds=round(best_submit, 3),
+        submit_seconds=round(statistics.median(s for _, s in runs), 3),
     )
 
 
