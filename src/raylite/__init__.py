@@ -56,6 +56,8 @@ def __getattr__(name: str) -> Any:
 
     if name in _SUBMODULES:
         value: Any = importlib.import_module(f".{name}", __name__)
+    elif name == "cloudpickle":  # Ray re-exports the cloudpickle it uses
+        value = importlib.import_module("cloudpickle")
     elif name in _WHERE:
         value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     else:
@@ -87,6 +89,7 @@ __all__ = [
     "actor",
     "available_resources",
     "cancel",
+    "cloudpickle",
     "cluster_resources",
     "exceptions",
     "get",

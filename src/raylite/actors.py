@@ -7,6 +7,7 @@ from typing import Any
 
 from .core import context
 from .core.lifecycle import ALIVE
+from .exceptions import PendingCallsLimitExceeded
 from .object_ref import new_id
 from .remote_function import resource_shape, strategy_of, validate_options
 from .serialization import dumps_function
@@ -31,6 +32,10 @@ def method(*args: Any, **kwargs: Any) -> Any:
     for key in kwargs:
         if key not in ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions"):
             raise ValueError(f"Invalid option {key!r} for @method.")
+        if key != "num_returns":
+            raise NotImplementedError(
+                f"@method({key}=...) is not supported by raylite yet: only num_returns is."
+            )
 
     def decorate(fn: Any) -> Any:
         n = kwargs.get("num_returns", 1)
@@ -88,6 +93,25 @@ class ActorClass:
             raise ValueError(f"An actor name must be a non-empty string, got {name!r}")
         if options.get("get_if_exists") and name is None:
             raise ValueError("get_if_exists=True needs a name= for the actor.")
+        mp = options.get("max_pending_calls")
+        if mp is not None:
+            if isinstance(mp, bool) or not isinstance(mp, int):
+                raise TypeError(
+                    "The type of keyword 'max_pending_calls' must be an int or None, "
+                    f"but received type {type(mp)}"
+                )
+            if mp < -1:
+                raise ValueError(
+                    "The keyword 'max_pending_calls' only accepts None, 0, -1 or a positive "
+                    "integer, where -1 represents infinity."
+                )
+        if options.get("concurrency_groups"):
+            raise NotImplementedError("Actor concurrency_groups are not supported by raylite yet.")
+        if options.get("allow_out_of_order_execution"):
+            raise NotImplementedError(
+                "allow_out_of_order_execution=True is not supported by raylite yet: "
+                "an actor's calls from one caller run in submission order."
+            )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -138,6 +162,7 @@ class ActorClass:
             self._methods,
             address,
             options.get("max_task_retries") or 0,
+            options.get("max_pending_calls") or -1,
         )
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
@@ -163,8 +188,10 @@ class ActorHandle:
         methods: dict[str, int],
         address: str | None,
         max_task_retries: int = 0,
+        max_pending_calls: int = -1,
     ) -> None:
         self._max_task_retries = max_task_retries
+        self._max_pending_calls = max_pending_calls  # -1: unlimited
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
@@ -197,7 +224,14 @@ class ActorHandle:
             address = client.address if client is not None and client.state is ALIVE else None
         return (
             _rebuild_handle,
-            (self._actor_id, self._class_name, self._methods, address, self._max_task_retries),
+            (
+                self._actor_id,
+                self._class_name,
+                self._methods,
+                address,
+                self._max_task_retries,
+                self._max_pending_calls,
+            ),
         )
 
 
@@ -207,15 +241,25 @@ def _rebuild_handle(
     methods: dict[str, int],
     address: str | None,
     max_task_retries: int = 0,
+    max_pending_calls: int = -1,
 ) -> ActorHandle:
-    return ActorHandle(actor_id, class_name, methods, address, max_task_retries)
+    return ActorHandle(actor_id, class_name, methods, address, max_task_retries, max_pending_calls)
 
 
 class ActorMethod:
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int) -> None:
+    def __init__(
+        self,
+        handle: ActorHandle,
+        name: str,
+        num_returns: int,
+        task_name: str | None = None,
+        max_task_retries: int | None = None,
+    ) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
+        self._task_name = task_name  # .options(name=...): the call's name in listings
+        self._max_task_retries = max_task_retries  # .options(max_task_retries=...)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -234,22 +278,46 @@ class ActorMethod:
                 "enable_task_events",
             ):
                 raise ValueError(f"Invalid option {key!r} for an actor method call.")
+        if options.get("concurrency_group") is not None:
+            raise NotImplementedError("Actor concurrency groups are not supported by raylite yet.")
+        if options.get("retry_exceptions"):
+            raise NotImplementedError(
+                "retry_exceptions on actor method calls is not supported by raylite yet."
+            )
+        if options.get("enable_task_events") is False:
+            raise NotImplementedError("enable_task_events=False is not supported by raylite yet.")
+        retries = options.get("max_task_retries", self._max_task_retries)
+        if retries is not None and (
+            isinstance(retries, bool) or not isinstance(retries, int) or retries < -1
+        ):
+            raise ValueError(f"max_task_retries must be an int >= -1, got {retries!r}")
+        name = options.get("name", self._task_name)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"The 'name' option must be a string, got {type(name).__name__}.")
         n = options.get("num_returns", self._num_returns)
-        return ActorMethod(self._handle, self._name, n)
+        return ActorMethod(self._handle, self._name, n, name, retries)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
         cw = context.global_worker()
         cw.actor_client(h._actor_id, h._class_name, h._address)
+        limit = h._max_pending_calls
+        if limit > 0 and cw.pending_actor_calls(h._actor_id) >= limit:
+            raise PendingCallsLimitExceeded(
+                f"The task {self._name} could not be submitted to {h!r} because more than "
+                f"{limit} tasks are queued on the actor. This limit can be adjusted with the "
+                "`max_pending_calls` actor option."
+            )
+        retries = self._max_task_retries
         refs = cw.submit_task(
-            name=f"{h._class_name}.{self._name}",
+            name=self._task_name or f"{h._class_name}.{self._name}",
             function_id=self._name.encode(),
             function_blob=None,
             args=args,
             kwargs=kwargs,
             num_returns=self._num_returns,
             shape={},
-            max_retries=h._max_task_retries,
+            max_retries=h._max_task_retries if retries is None else retries,
             retry_exceptions=False,
             actor_id=h._actor_id,
         )

@@ -581,6 +581,12 @@ class RuntimeContext:
         t = self._cw.current_task_id
         return TaskID(t) if t is not None else None
 
+    def get_task_name(self) -> str | None:
+        """The running task's name (its .options(name=...) if given); None in a driver."""
+        if self._cw.current_task_id is None:
+            return None
+        return self._cw.current_task_name
+
     def get_actor_id(self) -> str | None:
         a = self._cw.current_actor_id
         return a.hex() if a is not None else None

@@ -2,18 +2,27 @@
 
     RayError
     ├── RayTaskError          also an instance of the user's exception class
-    ├── RayActorError ── ActorDiedError
+    ├── RayActorError ── ActorDiedError, ActorUnavailableError
     ├── TaskCancelledError
     ├── WorkerCrashedError
     ├── ObjectStoreFullError
     ├── TaskUnschedulableError, ActorUnschedulableError   no node can ever run it
     ├── NodeDiedError
     ├── GetTimeoutError       also a TimeoutError
-    ├── ObjectLostError ── OwnerDiedError
+    ├── ObjectLostError ── OwnerDiedError, ObjectFreedError, ObjectFetchTimedOutError,
+    │                      ObjectReconstructionFailedError, ReferenceCountingAssertionError
+    ├── ActorAlreadyExistsError, ActorHandleNotFoundError   also ValueErrors
+    ├── PendingCallsLimitExceeded   an actor handle's max_pending_calls is reached
+    ├── the rest of Ray 2.60's public names (below the line "Ray's other names")
     └── RaySystemError ── RayliteInternalError ── ProtocolError, ConnectionLost,
-                                                  InvalidTransition
+                      │                           InvalidTransition, AuthenticationError
+                      └── RayChannelError ── RayChannelTimeoutError, and Ray's other
+                          system errors
 
 Every error pickles (the worker sends them to owners). Imports nothing from raylite.
+Some of Ray's names stand for conditions raylite does not have (out of disk, the
+compiled-graph channels, cross-language calls): they exist so that `except` clauses
+written for Ray import and mean the same here.
 """
 
 from __future__ import annotations
@@ -178,6 +187,41 @@ class OwnerDiedError(ObjectLostError):
         )
 
 
+class ObjectFreedError(ObjectLostError):
+    """The object's owner freed it (its refs were gone) before this read."""
+
+    def __str__(self) -> str:
+        return self.message or f"Object {self.object_ref_hex} was freed by its owner."
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Fetching a copy of the object from another node timed out."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object was lost and rebuilding it from its lineage failed."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """The object was read after reference counting let it go (a bug)."""
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor cannot answer now (it is restarting or unreachable); it may later."""
+
+
+class ActorAlreadyExistsError(ValueError, RayError):
+    """An actor with this name already exists in the namespace."""
+
+
+class ActorHandleNotFoundError(ValueError, RayError):
+    """The actor handle cannot be found (it was never created or has gone)."""
+
+
+class PendingCallsLimitExceeded(RayError):
+    """An actor handle already has `max_pending_calls` calls waiting for results."""
+
+
 class RaySystemError(RayError):
     pass
 
@@ -202,24 +246,128 @@ class AuthenticationError(RayliteInternalError):
     pass
 
 
+# --- Ray's other names ----------------------------------------------------------------
+class RayChannelError(RaySystemError):
+    """A compiled graph's channel failed (Ray's compiled graphs; not in raylite)."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """A compiled graph's channel timed out (Ray's compiled graphs; not in raylite)."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """A compiled graph has too many executions in flight (not in raylite)."""
+
+
+class RayDirectTransportError(RaySystemError):
+    """A direct tensor transport failed (not in raylite)."""
+
+
+class StreamingGeneratorReplayInconsistentError(RaySystemError):
+    """A retried streaming generator yielded other values than its first run."""
+
+
+class ObjectRefStreamEndOfStreamError(RayError):
+    """A streaming generator has no more values."""
+
+
+class AsyncioActorExit(RayError):
+    """Raised inside an async actor to exit it."""
+
+
+class ActorPlacementGroupRemoved(RayError):
+    """The placement group of the actor was removed."""
+
+
+class TaskPlacementGroupRemoved(RayError):
+    """The placement group of the task was removed."""
+
+
+class CrossLanguageError(RayError):
+    """A call across languages failed (Ray's Java/C++ workers; not in raylite)."""
+
+
+class LocalRayletDiedError(RayError):
+    """The node manager of this process died."""
+
+
+class OutOfDiskError(RayError):
+    """The node ran out of disk for spilled objects."""
+
+
+class OutOfMemoryError(RayError):
+    """The node ran out of memory and killed the worker (Ray's memory monitor)."""
+
+
+class PlasmaObjectNotAvailable(RayError):
+    """The object is not in the local store yet (Ray internal; kept for its name)."""
+
+
+class RpcError(RayError):
+    """A remote call between Ray's processes failed."""
+
+
+class RuntimeEnvSetupError(RayError):
+    """The task's or actor's runtime environment could not be set up."""
+
+
+class UnserializableException(RayError):
+    """A task raised an exception that could not be pickled; carries its traceback."""
+
+
+class UserCodeException(RayError):
+    """Raised from user code in Ray's internals (kept for its name)."""
+
+
+class OufOfBandObjectRefSerializationException(RayError):  # sic: Ray's spelling
+    """An ObjectRef was pickled out of band, where its owner cannot track it."""
+
+
 __all__ = [
+    "ActorAlreadyExistsError",
     "ActorDiedError",
+    "ActorHandleNotFoundError",
+    "ActorPlacementGroupRemoved",
+    "ActorUnavailableError",
     "ActorUnschedulableError",
+    "AsyncioActorExit",
     "AuthenticationError",
     "ConnectionLost",
+    "CrossLanguageError",
     "GetTimeoutError",
     "InvalidTransition",
+    "LocalRayletDiedError",
     "NodeDiedError",
+    "ObjectFetchTimedOutError",
+    "ObjectFreedError",
     "ObjectLostError",
+    "ObjectReconstructionFailedError",
+    "ObjectRefStreamEndOfStreamError",
     "ObjectStoreFullError",
+    "OufOfBandObjectRefSerializationException",
+    "OutOfDiskError",
+    "OutOfMemoryError",
     "OwnerDiedError",
+    "PendingCallsLimitExceeded",
+    "PlasmaObjectNotAvailable",
     "ProtocolError",
     "RayActorError",
+    "RayCgraphCapacityExceeded",
+    "RayChannelError",
+    "RayChannelTimeoutError",
+    "RayDirectTransportError",
     "RayError",
     "RaySystemError",
     "RayTaskError",
     "RayliteInternalError",
+    "ReferenceCountingAssertionError",
+    "RpcError",
+    "RuntimeEnvSetupError",
+    "StreamingGeneratorReplayInconsistentError",
     "TaskCancelledError",
+    "TaskPlacementGroupRemoved",
     "TaskUnschedulableError",
+    "UnserializableException",
+    "UserCodeException",
     "WorkerCrashedError",
 ]

@@ -49,6 +49,10 @@ class _Hooks:
     def on_ref_deserialized(self, ref: ObjectRef) -> None:
         pass
 
+    def owner_of(self, object_id: bytes) -> str:
+        """The owner's address of an id this process knows ("" if it knows none)."""
+        return ""
+
 
 _hooks: _Hooks = _Hooks()
 
@@ -59,13 +63,21 @@ def set_hooks(hooks: _Hooks | None) -> None:
 
 
 class ObjectRef:
-    """A future for an immutable object in the cluster."""
+    """A future for an immutable object in the cluster.
+
+    `ObjectRef(ref.binary())` makes a ref from an id alone, as Ray allows: it reads
+    the object if this process owns it or holds a ref to it (which names the owner).
+    """
 
     __slots__ = ("__weakref__", "_counted", "id", "owner")
 
-    def __init__(self, object_id: bytes, owner: str, *, _count: bool = True) -> None:
+    def __init__(self, object_id: bytes, owner: str | None = None, *, _count: bool = True) -> None:
+        if owner is None:  # a user's ObjectRef(binary): the id alone
+            self._counted = False  # for __del__, should the id be refused
+            _check_id(object_id)
+            owner = _hooks.owner_of(object_id)
         self.id = object_id
-        self.owner = owner  # owner's listening address
+        self.owner = owner  # owner's listening address ("": unknown)
         self._counted = _count
         if _count:
             _hooks.add_local_ref(self)
@@ -82,6 +94,35 @@ class ObjectRef:
 
     def binary(self) -> bytes:
         return self.id
+
+    @classmethod
+    def from_binary(cls, object_id: bytes) -> ObjectRef:
+        return cls(object_id)
+
+    @classmethod
+    def from_hex(cls, hex_id: str) -> ObjectRef:
+        """A ref from `ref.hex()` (Ray 2.60 raises NotImplementedError here)."""
+        if not isinstance(hex_id, str):
+            raise TypeError(f"Unsupported type: {type(hex_id)}, expected str")
+        try:
+            raw = bytes.fromhex(hex_id)
+        except ValueError:
+            raise ValueError(f"{hex_id!r} is not a hex string") from None
+        return cls(raw)
+
+    @classmethod
+    def nil(cls) -> ObjectRef:
+        return cls(NIL_ID, "", _count=False)
+
+    @classmethod
+    def from_random(cls) -> ObjectRef:
+        return cls(os.urandom(ID_SIZE), "", _count=False)
+
+    def is_nil(self) -> bool:
+        return self.id == NIL_ID
+
+    def owner_address(self) -> str:
+        return self.owner
 
     def __repr__(self) -> str:
         return f"ObjectRef({self.id.hex()})"
@@ -115,6 +156,14 @@ def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
 
 
 ObjectID = ObjectRef
+NIL_ID = b"\xff" * ID_SIZE
+
+
+def _check_id(object_id: Any) -> None:
+    if not isinstance(object_id, bytes):
+        raise TypeError(f"Unsupported type: {type(object_id)}, expected bytes")
+    if len(object_id) != ID_SIZE:
+        raise ValueError(f"ID string needs to have length {ID_SIZE}, got {len(object_id)}")
 
 
 class _HexId:

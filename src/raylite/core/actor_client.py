@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG
-from ..exceptions import ActorDiedError, ConnectionLost
+from ..exceptions import ActorAlreadyExistsError, ActorDiedError, ConnectionLost
 from ..object_ref import new_id
 from ..serialization import dumps_inline, loads_inline
 from ..transport import Connection
@@ -90,9 +90,11 @@ class ActorClientMixin:
                 if get_if_exists:
                     self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
                     return reply.actor_id, reply.address or None
-                raise ValueError(
+                raise ActorAlreadyExistsError(
                     f"The name {name!r} (namespace={ns!r}) is already taken by actor "
-                    f"{reply.actor_id.hex()}. Use get_if_exists=True, or another name."
+                    f"{reply.actor_id.hex()}. Please use a different name or get the existing "
+                    f"actor using ray.get_actor({name!r}, namespace={ns!r}), or pass "
+                    "get_if_exists=True."
                 )
         client = ActorClient(actor_id, class_name)
         client.creator = True
@@ -257,6 +259,14 @@ class ActorClientMixin:
             actions = self.lives.created(client, spec, reply.worker_pid, error)
         self._actor_actions(actions)
         self._complete(oid, kind, data)
+
+    def pending_actor_calls(self, actor_id: bytes) -> int:
+        """Calls this process made to the actor that have not ended (max_pending_calls)."""
+        client = self.actors.get(actor_id)
+        if client is None:
+            return 0
+        with self.lock:
+            return len(client.queue) + len(client.inflight)
 
     def actor_client(self, actor_id: bytes, class_name: str, address: str | None) -> ActorClient:
         client = self.actors.get(actor_id)

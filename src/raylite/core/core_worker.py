@@ -47,6 +47,7 @@ from ..config import CONFIG
 from ..exceptions import (
     ConnectionLost,
     GetTimeoutError,
+    ObjectFreedError,
     ObjectLostError,
     ObjectStoreFullError,
     OwnerDiedError,
@@ -318,7 +319,7 @@ class CoreWorker(
         with self.lock:
             entry = self.objects.get(oid)
             if entry is None:
-                err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was freed by its owner.")
+                err = ObjectFreedError(oid.hex(), f"Object {oid.hex()} was freed by its owner.")
                 answer(P.ERROR, dumps_inline(err))
                 return
             if entry.kind == RELEASED:  # a rerun task reads a ref nested in its arguments
@@ -465,10 +466,20 @@ class CoreWorker(
                     kind, data, seq = entry.kind, entry.data, entry.seq
             self.lock.check_unlocked("an object's waiter")
             if entry is None:
-                err = ObjectLostError(oid.hex(), f"Object {oid.hex()} was already freed.")
+                err = ObjectFreedError(oid.hex(), f"Object {oid.hex()} was already freed.")
                 data = dumps_inline(err)
             callback(kind, data)
             return seq
+
+        if not ref.owner:  # ObjectRef(binary) of an object this process knows nothing of
+            err = ObjectLostError(
+                oid.hex(),
+                f"Object {oid.hex()} cannot be read here: its owner is unknown. A ref made "
+                "from an id alone (ObjectRef(binary)) can be read only in the process that "
+                "owns the object or holds a ref to it.",
+            )
+            callback(P.ERROR, dumps_inline(err))
+            return 0
 
         def on_reply(reply: Any) -> None:
             if isinstance(reply, P.ObjectValue):

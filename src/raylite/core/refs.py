@@ -33,7 +33,7 @@ class RefsMixin:
         with self._ref_lock:
             n = self.local_refs.get(oid, 0)
             self.local_refs[oid] = n + 1
-            if n or ref.owner == self.address or self.closed:
+            if n or ref.owner == self.address or self.closed or not ref.owner:
                 return
             self.borrowed_owner[oid] = ref.owner
             if oid in self.preregistered:
@@ -68,6 +68,12 @@ class RefsMixin:
         except (ConnectionLost, TimeoutError):
             return
         weakref.finalize(mm, self._unmapped.append, oid)  # runs when the last view dies
+
+    def owner_of(self, object_id: bytes) -> str:
+        """The owner of an id: this process, or the owner of a ref to it held here."""
+        if object_id in self.objects:
+            return self.address
+        return self.borrowed_owner.get(object_id, "")
 
     def remove_local_ref(self, object_id: bytes) -> None:
         self._released.append(object_id)  # processed later: __del__ may run anywhere
