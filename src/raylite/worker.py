@@ -19,7 +19,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from . import protocol as P
 from . import task_events
@@ -31,6 +31,18 @@ from .object_ref import ObjectRef
 from .serialization import capture_error, dumps_inline, loads_function, loads_inline, serialize
 
 _EXIT = object()
+
+
+def _exit_process(exc: SystemExit) -> NoReturn:
+    """sys.exit() in a task or actor method ends the worker, as in Ray: the owner
+    sees the process go (a task is retried, then WorkerCrashedError; an actor dies)."""
+    code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 class PrefixedStream(io.TextIOBase):
@@ -243,6 +255,8 @@ class Worker:
             returns = self._exit_requested(msg)
             self.tasks.put(_EXIT)
         except BaseException as exc:
+            if isinstance(exc, SystemExit):
+                _exit_process(exc)
             returns = self._error(msg, exc, msg.name)
         self._finish(conn, msg, rid, returns, start, time.time())
 
@@ -385,6 +399,8 @@ class Worker:
             return returns, start, time.time()
         except BaseException as exc:
             self.running_task = None
+            if isinstance(exc, SystemExit):
+                _exit_process(exc)
             if msg.task_id in self.cancelled:
                 self.cancelled.discard(msg.task_id)
                 return self._cancelled(msg), start, time.time()
