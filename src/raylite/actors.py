@@ -135,6 +135,7 @@ class ActorClass:
 
     def _create(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
         cw = context.global_worker()
+        self._pickled()  # at the first creation, as Ray: the globals it reads are read now
         # Ray's default: an actor needs no CPU while it runs unless asked for.
         shape = resource_shape(options, 0)
         actor_id, address = cw.create_actor(

@@ -187,6 +187,8 @@ class RemoteFunction:
             except TypeError as exc:
                 raise TypeError(f"{self._name}.remote(): {exc}") from None
         cw = context.global_worker()
+        if self._blob is None:  # pickled at the first call, as Ray: globals are read now
+            self._pickled()
         refs = cw.submit_task(
             name=opts._display_name(),
             function_id=self._function_id,

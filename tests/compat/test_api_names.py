@@ -176,3 +176,29 @@ def test_an_actor_call_takes_its_name_option(ray_start):
 
     actor = Named.remote()
     assert ray.get(actor.m.options(name="custom-call-name").remote()) == "custom-call-name"
+
+
+def test_a_function_is_pickled_at_its_first_remote_call(ray_start):
+    box = {"g": 3}
+
+    @ray.remote
+    def read():
+        return box["g"]
+
+    first = read.remote()
+    box["g"] = 4  # too late: the definition (and what it closes over) went at .remote()
+    assert ray.get(first) == 3
+    assert ray.get(read.remote()) == 3
+
+
+def test_an_actor_class_is_pickled_at_its_first_creation(ray_start):
+    box = {"g": 3}
+
+    @ray.remote
+    class Reader:
+        def read(self):
+            return box["g"]
+
+    actor = Reader.remote()
+    box["g"] = 4
+    assert ray.get(actor.read.remote()) == 3
