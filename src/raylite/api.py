@@ -124,7 +124,7 @@ def init(
             _runtime = _connect(address, log_to_driver, namespace)
             core_context._global = _runtime.cw
             core_context._auto_init = _auto_init
-            atexit.register(shutdown)
+            atexit.register(_at_exit)
             return RayContext(_runtime.cw)
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None and (
@@ -174,7 +174,7 @@ def init(
         )
         core_context._global = _runtime.cw
         core_context._auto_init = _auto_init
-        atexit.register(shutdown)
+        atexit.register(_at_exit)
         context = RayContext(_runtime.cw)
         if context.dashboard_login_url:
             log.info(
@@ -375,6 +375,15 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     return buf.decode()
 
 
+def _at_exit() -> None:
+    """The interpreter exits without ray.shutdown(): let submitted tasks end (briefly)."""
+    rt = _runtime
+    if rt is not None:
+        with contextlib.suppress(Exception):
+            rt.cw.drain(CONFIG.exit_drain_s)
+    shutdown()
+
+
 def shutdown() -> None:
     """Stop the node manager and every worker; remove sockets and shared memory."""
     global _runtime
@@ -384,7 +393,7 @@ def shutdown() -> None:
             _runtime = None
             core_context._global = None
             with contextlib.suppress(Exception):
-                atexit.unregister(shutdown)
+                atexit.unregister(_at_exit)
             rt.cw.shutdown()
             return
         if rt is None or rt.proc is None:
@@ -392,7 +401,7 @@ def shutdown() -> None:
         _runtime = None
         core_context._global = None
         with contextlib.suppress(Exception):
-            atexit.unregister(shutdown)
+            atexit.unregister(_at_exit)
         cw = rt.cw
         with contextlib.suppress(Exception):
             from . import protocol as P

@@ -27,6 +27,9 @@ class Config:
     max_task_events: int = 100_000
     # Seconds the node manager waits for workers to exit on SIGTERM before SIGKILL.
     kill_grace_s: float = 1.0
+    # At interpreter exit (no ray.shutdown()), a driver lets the tasks it submitted end
+    # for at most this long first: as on Ray, a script's last fire-and-forget task runs.
+    exit_drain_s: float = 1.0
     # Seconds init() waits for the node manager to come up.
     start_timeout_s: float = 30.0
     # Node managers heartbeat to the head this often (seconds).
@@ -45,7 +48,7 @@ class Config:
     trace_transitions: int = 0
     # --- node leases and store (node/lease_book.py, node/store_book.py) ---
     # A lease request is sent on to another node (spillback) at most this many times,
-    # then waits where it is.
+    # then moves on only when a heartbeat's fresh view shows room elsewhere.
     max_hops: int = 3
     # Lease request shapes a node reports to the head per heartbeat (its demand).
     max_demand_shapes: int = 100

@@ -436,6 +436,26 @@ class CoreWorker(
             return False
         return entry.data.node != data.node
 
+    def drain(self, timeout: float) -> None:
+        """Wait, at most `timeout` s, for the tasks this process submitted to end."""
+        with self.lock:
+            ids = list(self.running)
+        if not ids:
+            return
+        left = [len(ids)]
+        done = threading.Event()
+        count = threading.Lock()
+
+        def ended(kind: int, data: Any) -> None:
+            with count:
+                left[0] -= 1
+                if not left[0]:
+                    done.set()
+
+        for oid in ids:
+            self._when_ready(ObjectRef(oid, self.address, _count=False), ended)
+        done.wait(timeout)
+
     def _when_ready(self, ref: ObjectRef, callback: Callable[[int, Any], None]) -> int:
         """Call back with (kind, data) once the value exists; returns its seq if ready now.
 
