@@ -411,11 +411,18 @@ def chrome_trace(events: list[TaskEvent]) -> tuple[list[dict[str, Any]], list[di
             arrives = {"ph": "f", "bp": "e", "tid": span["tid"], "ts": in_ts}
             trace.append({**common, **arrives, "args": {"object_id": oid.hex()}})
     trace.sort(key=lambda e: e["ts"])
-    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "Node 127.0.0.1"}}]
+    # Metadata carries a ts too (the first event's): tools that read the trace as
+    # Ray's expect one on every event, and a viewer ignores it on metadata.
+    ts = trace[0]["ts"] if trace else 0.0
+    meta = [
+        {"ph": "M", "name": "process_name", "pid": 1, "ts": ts,
+         "args": {"name": "Node 127.0.0.1"}}
+    ]  # fmt: skip
     meta += [
-        {"ph": "M", "name": "thread_name", "pid": 1, "tid": pid, "args": {"name": f"worker {pid}"}}
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": pid, "ts": ts,
+         "args": {"name": f"worker {pid}"}}
         for pid in sorted(workers)
-    ]
+    ]  # fmt: skip
     return meta, trace
 
 

@@ -146,4 +146,5 @@ def test_timeline_written_to_file_is_json(ray_start, tmp_path):
         loaded = json.load(f)
     assert isinstance(loaded, list)
     assert all(isinstance(e, dict) for e in loaded)
+    assert all("ts" in e for e in loaded), [e for e in loaded if "ts" not in e]
     assert events
