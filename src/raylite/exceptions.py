@@ -63,10 +63,15 @@ class RayTaskError(RayError):
         head = f"{type(self.cause).__name__ if self.cause else 'Error'} in {self.function_name}(){where}"
         return f"{head}\n{self.traceback_str.rstrip()}"
 
+    def argument_failed(self, function_name: str) -> RayTaskError:
+        """This error as the error of a task it was an argument of (Ray's wrapper)."""
+        tb = f"At least one of the input arguments for this task could not be computed:\n{self}"
+        return RayTaskError(function_name, tb, self.cause, self.pid)
+
     def as_instanceof_cause(self) -> RayTaskError:
         """This error, re-typed to also be an instance of the cause's class."""
         cause_cls = type(self.cause) if self.cause is not None else None
-        if cause_cls is None or issubclass(cause_cls, RayTaskError):
+        if cause_cls is None or issubclass(cause_cls, (RayTaskError, UnserializableException)):
             return self
         if not issubclass(cause_cls, Exception):
             return self
@@ -313,6 +318,16 @@ class RuntimeEnvSetupError(RayError):
 
 class UnserializableException(RayError):
     """A task raised an exception that could not be pickled; carries its traceback."""
+
+    def __init__(self, original_stack_trace: str = "") -> None:
+        self.original_stack_trace = original_stack_trace
+        super().__init__(original_stack_trace)
+
+    def __str__(self) -> str:
+        return (
+            "The task raised an exception that could not be serialized; its traceback:\n"
+            f"{self.original_stack_trace}"
+        )
 
 
 class UserCodeException(RayError):

@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from .exceptions import RayTaskError
+from .exceptions import RayTaskError, UnserializableException
 
 
 def _readonly_view(buf: pickle.PickleBuffer) -> memoryview:
@@ -160,7 +160,5 @@ def capture_error(exc: BaseException, function_name: str, pid: int) -> bytes:
     try:
         return dumps_inline(err)
     except Exception:  # the user's exception does not pickle: keep its text
-        fallback = RayTaskError(
-            function_name, tb, RuntimeError(f"{type(exc).__name__}: {exc}"), pid
-        )
+        fallback = RayTaskError(function_name, tb, UnserializableException(tb), pid)
         return dumps_inline(fallback)

@@ -45,6 +45,16 @@ def _exit_process(exc: SystemExit) -> NoReturn:
     os._exit(code or 0)
 
 
+def _label(actor: Any) -> str | None:
+    """The actor's own __repr__, which Ray uses in its output prefix; None if it has none."""
+    if type(actor).__repr__ is object.__repr__:
+        return None
+    try:
+        return repr(actor)
+    except Exception:
+        return None
+
+
 class PrefixedStream(io.TextIOBase):
     """Line-buffered text stream that prefixes each line with the running task's name."""
 
@@ -104,6 +114,7 @@ class Worker:
         self.functions: dict[bytes, Any] = {}
         self.actor: Any = None
         self.actor_class_name: str | None = None
+        self.actor_label: str | None = None  # its __repr__, if it has one: output prefixes
         self.actor_dead: bytes | None = None
         self.exit_cause: str | None = None
         self.loop: Any = None  # async actors: their event loop (own thread)
@@ -381,12 +392,13 @@ class Worker:
             self.actor_class_name = getattr(fn, "__name__", name)
         if msg.actor_id is None or msg.actor_creation:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in msg.gpu_ids)
-        self.display_name = self.actor_class_name or name
+        self.display_name = self.actor_label or self.actor_class_name or name
         self.active[msg.task_id] = (msg, start)
         try:
             self.running_task = msg.task_id
             if msg.actor_creation:
                 self.actor = fn(*args, **kwargs)
+                self.actor_label = _label(self.actor)
                 result: Any = None
             else:
                 result = fn(*args, **kwargs)

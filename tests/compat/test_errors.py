@@ -195,3 +195,44 @@ def test_unserialisable_argument_message_names_the_function(ray_start):
 
 def test_engine_still_works_after_errors(ray_start):
     assert ray.get(plus_one.remote(1)) == 2
+
+
+class _Unpicklable(Exception):
+    def __init__(self):
+        super().__init__("cannot travel xyz")
+
+    def __reduce__(self):
+        raise TypeError("this exception does not pickle")
+
+
+@ray.remote
+def raise_unpicklable():
+    raise _Unpicklable()
+
+
+def test_an_unpicklable_exception_arrives_as_a_ray_error_cause(ray_start):
+    with pytest.raises(exceptions.RayTaskError) as info:
+        ray.get(raise_unpicklable.remote())
+    err = info.value
+    assert not isinstance(err, RuntimeError)
+    assert isinstance(err.cause, exceptions.RayError)
+    assert "cannot travel xyz" in str(err)
+
+
+@ray.remote
+def fail_first():
+    raise ValueError("the first task failed xyz")
+
+
+@ray.remote
+def take(x):
+    return x
+
+
+def test_a_task_whose_argument_failed_says_so(ray_start):
+    with pytest.raises(ValueError) as info:  # still an instance of the cause's class
+        ray.get(take.remote(fail_first.remote()))
+    text = str(info.value)
+    assert "At least one of the input arguments for this task could not be computed" in text
+    assert "the first task failed xyz" in text
+    assert isinstance(info.value, exceptions.RayTaskError)

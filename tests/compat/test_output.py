@@ -109,6 +109,27 @@ def test_actor_print_is_prefixed_with_class_name(ray_start, capfd):
     captured.wait_for_line(f"(Talker pid={pid}) {text}")
 
 
+@ray.remote
+class Labelled:
+    def __init__(self, n):
+        self.n = n
+
+    def __repr__(self):
+        return f"Labelled(n={self.n})"
+
+    def say(self, text):
+        print(text, flush=True)
+        return os.getpid()
+
+
+def test_actor_print_is_prefixed_with_its_repr_when_it_has_one(ray_start, capfd):
+    captured = _Captured(capfd)
+    actor = Labelled.remote(7)
+    text = _unique("labelled says")
+    pid = ray.get(actor.say.remote(text))
+    captured.wait_for_line(f"(Labelled(n=7) pid={pid}) {text}")
+
+
 def _task_events(events, name):
     return [e for e in events if e.get("ph") == "X" and name in str(e.get("name", ""))]
 

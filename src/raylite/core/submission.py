@@ -20,11 +20,12 @@ from .. import protocol as P
 from ..config import CONFIG
 from ..exceptions import (
     ConnectionLost,
+    RayTaskError,
     TaskCancelledError,
     WorkerCrashedError,
 )
 from ..object_ref import ObjectRef, new_id
-from ..serialization import dumps_inline
+from ..serialization import dumps_inline, loads_inline
 from ..transport import Connection
 from .lease_queue import Lease
 from .lifecycle import (
@@ -156,7 +157,7 @@ class SubmissionMixin:
     ) -> Callable[[int, Any], None]:
         def cb(kind: int, data: Any) -> None:
             if kind == P.ERROR:
-                self._fail_task(spec, data)
+                self._fail_task(spec, _argument_error(data, spec.name))
             else:
                 if kind == P.IN_STORE and ref.owner == self.address:
                     with self.lock:
@@ -422,3 +423,14 @@ class SubmissionMixin:
                 self.peer(lease.address).send(P.CancelTask(spec.task_id, recursive))
             except ConnectionLost:
                 pass
+
+
+def _argument_error(blob: bytes, task_name: str) -> bytes:
+    """A task whose argument failed fails with Ray's wrapper around that error."""
+    try:
+        err = loads_inline(blob)
+    except Exception:  # its class does not load here: pass it on as it is
+        return blob
+    if not isinstance(err, RayTaskError):
+        return blob  # lost, cancelled, an actor's death: passed on as they are
+    return dumps_inline(err.argument_failed(task_name))
