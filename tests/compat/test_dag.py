@@ -124,6 +124,12 @@ def test_nothing_runs_before_execute(ray_start):
     assert ray.get(log.steps_run.remote()) == ["a", "b"]
 
 
+def test_refs_bound_as_arguments_are_resolved_as_in_remote(ray_start):
+    ref = ray.put(40)
+    assert ray.get(add.bind(ref, echo.bind(2)).execute()) == 42
+    assert ray.get(resolve_nested.bind([ref]).execute()) == [["ObjectRef", 40]]
+
+
 def test_keyword_arguments_are_resolved(ray_start):
     dag = add.bind(a=echo.bind(5), b=add.bind(1, b=1))
     assert ray.get(dag.execute()) == 7
@@ -345,6 +351,7 @@ def test_method_bind_on_a_live_handle_uses_that_actor(ray_start):
     acc = Accumulator.remote(0)
     with InputNode() as inp:
         dag = acc.inc.bind(inp)
+    assert dag.get_options()["num_returns"] == 1
     assert ray.get(dag.execute(1)) == 1
     assert ray.get(dag.execute(2)) == 3
     assert ray.get(acc.get.remote()) == 3

@@ -154,3 +154,25 @@ def test_method_options_reach_the_call():
     actor = ClassNode(Plain, (), {}, {}, _submitter=ActorRecorder("A", log))
     actor.inc.options(name="x").bind(1).execute()
     assert log[-1] == ("A#1.inc[('name', 'x')]", (1,), {})
+
+
+def test_raylite_objects_inside_a_value_are_kept_not_copied():
+    """Refs and handles in a value that also holds a node stay the same objects."""
+    log: list[Any] = []
+    kept = DAGInputData(1)  # a raylite object: stands in for a ref or a handle
+    fn("f", log, Box([kept, fn("a", log)])).execute()
+    box = log[-1][1][0]
+    assert box.item[0] is kept
+    assert box.item[1] == "a#1"
+
+
+def test_numeric_arrays_are_not_scanned_but_object_arrays_are():
+    np = pytest.importorskip("numpy")
+    log: list[Any] = []
+    numbers = np.arange(3)
+    node = fn("f", log, numbers)
+    assert node._nested_args == (False,)
+    holder = np.empty(1, dtype=object)
+    holder[0] = fn("a", log)
+    fn("g", log, holder).execute()
+    assert list(log[-1][1][0]) == ["a#1"]

@@ -147,8 +147,10 @@ class ClassMethodNode(DAGNode):
         if self._is_class_method_output:
             return args[0][args[1]]  # (the call's refs, this output's index)
         method = getattr(other[PARENT_CLASS_NODE_KEY], self._method_name)
-        if self._bound_options:
-            method = method.options(**self._bound_options)
+        # Ray's options of a bound call list unset ones too (None, ""): pass the set ones.
+        options = {k: v for k, v in self._bound_options.items() if v is not None and v != ""}
+        if options:
+            method = method.options(**options)
         return method.remote(*args, **kwargs)
 
     def get_method_name(self) -> str:
@@ -182,7 +184,13 @@ def bind_actor_method(
         method_name,
         args,
         kwargs,
-        {"num_returns": num_returns},
+        # Ray's shape for a call bound on a handle, unset options included.
+        {
+            "name": "",
+            "num_returns": num_returns,
+            "concurrency_group": None,
+            "_generator_backpressure_num_objects": None,
+        },
         other_args_to_resolve={PARENT_CLASS_NODE_KEY: handle, PREV_CLASS_METHOD_CALL_KEY: None},
     )
     if num_returns <= 1:
