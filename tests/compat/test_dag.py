@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 
 import pytest
 
@@ -144,6 +145,15 @@ def test_nodes_nested_in_containers_arrive_as_refs(ray_start):
     ]
     assert ray.get(resolve_nested.bind({"x": one}).execute()) == {"x": ["ObjectRef", 1]}
     assert ray.get(resolve_nested.bind(Holder(two)).execute()) == ["Holder", "ObjectRef", 2]
+
+
+@ray.remote
+def run_a_dag_inside(x):
+    return ray.get(add.bind(echo.bind(x), 1).execute())
+
+
+def test_a_task_can_build_and_run_a_dag(ray_start):
+    assert ray.get(run_a_dag_inside.remote(4)) == 5
 
 
 def test_options_bind_runs_with_the_options(ray_start):
@@ -347,6 +357,22 @@ def test_a_class_node_as_an_argument_is_a_handle_in_the_task(ray_start):
     assert ray.get(call_it.bind(Accumulator.bind(41)).execute()) == ["ActorHandle", 42]
 
 
+@ray.remote
+class Outer:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def inc(self, x):
+        return ray.get(self.inner.inc.remote(x))
+
+
+def test_a_class_node_can_construct_another(ray_start):
+    outer = Outer.bind(Accumulator.bind(10))
+    outer.inc.bind(2)
+    dag = outer.inc.bind(3)
+    assert ray.get(dag.execute()) == 15
+
+
 def test_method_bind_on_a_live_handle_uses_that_actor(ray_start):
     acc = Accumulator.remote(0)
     with InputNode() as inp:
@@ -410,3 +436,12 @@ def test_compiled_graphs_are_not_supported(ray_start):
     """raylite has no Compiled Graphs: it says so instead of running something else."""
     with pytest.raises(NotImplementedError, match="Compiled Graphs"):
         echo.bind(1).experimental_compile()
+
+
+@raylite_only
+def test_execute_is_not_deprecated(ray_start):
+    """Ray 2.60 warns that DAGNode.execute() is deprecated (a RayDeprecationWarning on
+    each call); raylite keeps execute() as its DAG API and does not warn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ray.get(echo.bind(1).execute()) == 1
