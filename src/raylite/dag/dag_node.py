@@ -114,6 +114,13 @@ def _replace(value: Any, values: dict[int, Any]) -> Any:
     return _Rebuilder(buffer.getvalue(), made, scanner.kept).load()
 
 
+def _value(bound: Any, nested: bool, values: dict[int, Any]) -> Any:
+    """What a bound value is in this run: a node's result, rebuilt, or itself."""
+    if isinstance(bound, DAGNode):
+        return values[id(bound)]
+    return _replace(bound, values) if nested else bound
+
+
 def _scan(value: Any, upstream: list[DAGNode]) -> bool:
     """Add the nodes `value` is or holds to `upstream`; True if it holds some inside."""
     if isinstance(value, DAGNode):
@@ -217,14 +224,14 @@ class DAGNode:
         for node in order:
             values[id(node)] = node._execute_impl(
                 tuple(
-                    values[id(a)] if isinstance(a, DAGNode) else _replace(a, values) if nested else a
+                    _value(a, nested, values)
                     for a, nested in zip(node._bound_args, node._nested_args, strict=True)
                 ),
                 node._resolved("kw", node._bound_kwargs, values),
                 node._resolved("other", node._bound_other_args_to_resolve, values),
                 args,
                 kwargs,
-            )  # fmt: skip
+            )
         if _ray_cache_refs:
             self.cache_from_last_execute = {n._stable_uuid: values[id(n)] for n in order}
         return values[id(self)]
@@ -234,17 +241,11 @@ class DAGNode:
     ) -> dict[str, Any]:
         if not table:
             return table
-        return {
-            key: values[id(v)]
-            if isinstance(v, DAGNode)
-            else _replace(v, values)
-            if (where, key) in self._nested_keys
-            else v
-            for key, v in table.items()
-        }
+        nested = self._nested_keys
+        return {key: _value(v, (where, key) in nested, values) for key, v in table.items()}
 
     def _walk_order(self) -> list[DAGNode]:
-        """Every node of the DAG, each after the nodes it uses, first-bound first.
+        """Every node of the DAG, each after the nodes it uses (in argument order).
 
         The whole DAG is checked before anything is submitted: a bad InputNode
         fails the call with no task started.
