@@ -24,10 +24,11 @@ _WHERE = {
         )
     },
 }  # fmt: skip
-_SUBMODULES = ("actor", "exceptions")
+_SUBMODULES = ("actor", "dag", "exceptions")
 
 if TYPE_CHECKING:
     from . import actor, exceptions
+    from . import dag as dag  # `raylite.dag`, as `import ray.dag` (not in __all__: nor in Ray's)
     from .actors import ActorClass, ActorHandle, method
     from .api import (
         available_resources,

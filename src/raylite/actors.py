@@ -167,7 +167,10 @@ class ActorClass:
         )
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
+        """A DAG node that makes this actor on each `dag.execute()` (raylite.dag)."""
+        from .dag.class_node import ClassNode
+
+        return ClassNode(self._cls, args, kwargs, self._options, _submitter=self)
 
 
 class _ActorOptions:
@@ -177,6 +180,11 @@ class _ActorOptions:
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._actor_class._create(args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        from .dag.class_node import ClassNode
+
+        return ClassNode(self._actor_class._cls, args, kwargs, self._options, _submitter=self)
 
 
 class ActorHandle:
@@ -297,6 +305,12 @@ class ActorMethod:
             raise TypeError(f"The 'name' option must be a string, got {type(name).__name__}.")
         n = options.get("num_returns", self._num_returns)
         return ActorMethod(self._handle, self._name, n, name, retries)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node that calls this method on `dag.execute()` (raylite.dag)."""
+        from .dag.class_node import bind_actor_method
+
+        return bind_actor_method(self._handle, self._name, self._num_returns, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle

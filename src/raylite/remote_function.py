@@ -215,7 +215,10 @@ class RemoteFunction:
         return _BoundOptions(self, {**self._options, **options})
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
+        """A DAG node that runs this task on `dag.execute()` (raylite.dag)."""
+        from .dag.function_node import FunctionNode
+
+        return FunctionNode(self._function, args, kwargs, self._options, _submitter=self)
 
     def __reduce__(self) -> Any:
         return (RemoteFunction, (self._function, self._options))
@@ -234,6 +237,11 @@ class _BoundOptions:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn._submit(args, kwargs, self)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        from .dag.function_node import FunctionNode
+
+        return FunctionNode(self._fn._function, args, kwargs, self._options, _submitter=self)
 
     def options(self, **options: Any) -> _BoundOptions:
         validate_options(options, "task")

@@ -29,6 +29,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("refs", ["object_ref"]),
     # lease_queue, actor_life: pure; they read tasks and ids, actor_life lease_queue's Lease
     ("core", ["core.lease_queue", "core.actor_life", "core.*"]),
+    # Ray DAGs: nodes call .remote() on what they were bound from, importing none of it;
+    # remote_function and actors import dag to build the nodes (.bind).
+    ("dag", ["dag.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
     ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__"]),
     ("head", ["head.*"]),
