@@ -310,7 +310,15 @@ class ActorMethod:
         """A DAG node that calls this method on `dag.execute()` (raylite.dag)."""
         from .dag.class_node import bind_actor_method
 
-        return bind_actor_method(self._handle, self._name, self._num_returns, args, kwargs)
+        return bind_actor_method(
+            self._handle,
+            self._name,
+            self._num_returns,
+            args,
+            kwargs,
+            self._task_name or "",
+            self._max_task_retries,
+        )
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle

@@ -445,3 +445,14 @@ def test_execute_is_not_deprecated(ray_start):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ray.get(echo.bind(1).execute()) == 1
+
+
+def test_a_call_bound_with_a_name_runs_under_that_name(ray_start):
+    @ray.remote
+    class Namer:
+        def m(self):
+            return ray.get_runtime_context().get_task_name()
+
+    actor = Namer.remote()
+    node = actor.m.options(name="bound-call-name").bind()
+    assert ray.get(node.execute()) == "bound-call-name"

@@ -177,20 +177,29 @@ class ClassMethodNode(DAGNode):
 
 
 def bind_actor_method(
-    handle: Any, method_name: str, num_returns: int, args: Any, kwargs: dict[str, Any]
+    handle: Any,
+    method_name: str,
+    num_returns: int,
+    args: Any,
+    kwargs: dict[str, Any],
+    name: str = "",
+    max_task_retries: int | None = None,
 ) -> ClassMethodNode | tuple[ClassMethodNode, ...]:
     """`handle.method.bind(...)`: one node, or one per return when num_returns > 1."""
+    # Ray's shape for a call bound on a handle, unset options included.
+    options: dict[str, Any] = {
+        "name": name,
+        "num_returns": num_returns,
+        "concurrency_group": None,
+        "_generator_backpressure_num_objects": None,
+    }
+    if max_task_retries is not None:
+        options["max_task_retries"] = max_task_retries
     node = ClassMethodNode(
         method_name,
         args,
         kwargs,
-        # Ray's shape for a call bound on a handle, unset options included.
-        {
-            "name": "",
-            "num_returns": num_returns,
-            "concurrency_group": None,
-            "_generator_backpressure_num_objects": None,
-        },
+        options,
         other_args_to_resolve={PARENT_CLASS_NODE_KEY: handle, PREV_CLASS_METHOD_CALL_KEY: None},
     )
     if num_returns <= 1:
