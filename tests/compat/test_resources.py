@@ -174,3 +174,20 @@ def test_infeasible_request_warns_at_once_naming_the_resource(ray_start, capfd, 
     )
     ready, _ = ray.wait([ref], timeout=0)
     assert ready == []
+
+
+@ray.remote(num_gpus=0.5)
+class HalfGpuUser:
+    def gpus(self):
+        return ray.get_gpu_ids()
+
+
+@pytest.mark.ray_init(num_cpus=4, num_gpus=2)
+def test_half_gpu_actors_pack_two_per_gpu(ray_fresh):
+    actors = []
+    for _ in range(4):  # one by one: each placed after the one before
+        actor = HalfGpuUser.remote()
+        ray.get(actor.gpus.remote())
+        actors.append(actor)
+    ids = [ray.get(a.gpus.remote()) for a in actors]
+    assert [[int(i) for i in g] for g in ids] == [[0], [0], [1], [1]]

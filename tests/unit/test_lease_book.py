@@ -248,12 +248,43 @@ def test_gpu_ids_are_assigned_and_given_back():
     b.request(one)
     b.request(two)
     assert (one.gpu_ids, two.gpu_ids) == ([0], [1])
-    assert b.free_gpus == []
+    assert b.gpu_free == {0: 0, 1: 0}
     b.lease_returned(one.lease_id, kill=False)
-    assert b.free_gpus == [0]
+    assert b.gpu_free == {0: U, 1: 0}
     half = lease({"GPU": U // 2})
     b.request(half)
     assert half.gpu_ids == [0]
+
+
+def test_gpu_shares_pack_onto_the_first_gpu_with_room():
+    b = book(8, gpus=2)
+    with_idle(b, 5)
+    halves = [lease({"GPU": U // 2}) for _ in range(4)]
+    for h in halves:
+        b.request(h)
+    assert [h.gpu_ids for h in halves] == [[0], [0], [1], [1]]  # as Ray: 0, 0, 1, 1
+    b.lease_returned(halves[1].lease_id, kill=False)
+    assert b.gpu_free == {0: U // 2, 1: 0}
+    # Half a GPU is free in all, but no whole GPU: a whole request waits.
+    whole = lease({"GPU": U})
+    b.request(whole)
+    assert whole.state is LeaseState.PENDING
+    b.lease_returned(halves[0].lease_id, kill=False)  # GPU 0 is whole again
+    assert whole.gpu_ids == [0]
+
+
+def test_a_share_waits_when_no_single_gpu_has_room_for_it():
+    b = book(8, gpus=2)
+    with_idle(b, 4)
+    small = [lease({"GPU": 3 * U // 5}) for _ in range(2)]  # 0.6 on each GPU
+    for s in small:
+        b.request(s)
+    assert [s.gpu_ids for s in small] == [[0], [1]]
+    half = lease({"GPU": U // 2})  # 0.8 free in all, 0.4 on each: it does not fit
+    b.request(half)
+    assert half.state is LeaseState.PENDING
+    b.lease_returned(small[1].lease_id, kill=False)
+    assert half.gpu_ids == [1]
 
 
 def test_cancel_a_waiting_request():

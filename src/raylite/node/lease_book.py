@@ -1,6 +1,6 @@
 """The lease book: one node's resources, lease requests, leases and workers, as data.
 
-Owns the node's resources (`total`, `available`, `free_gpus`; in units of
+Owns the node's resources (`total`, `available`, `gpu_free` per GPU; in units of
 config.RESOURCE_UNIT), the lease requests waiting here (`pending`), the granted
 leases (`leases`), the idle workers (`idle`), how many pool workers are starting
 (`starting`), and the lease and worker lifecycles below. Pure: events in, actions
@@ -224,7 +224,9 @@ class LeaseBook:
     ) -> None:
         self.total = dict(total)
         self.available = dict(total)
-        self.free_gpus = list(range(num_gpus))  # sorted
+        # Each GPU's free share (units): a fractional request packs onto the first GPU
+        # with room for it, as Ray does (0.5, 0.5 -> GPU 0, 0); a whole one takes whole GPUs.
+        self.gpu_free = dict.fromkeys(range(num_gpus), RESOURCE_UNIT)
         self.pending: list[Lease] = []
         self.leases: dict[bytes, Lease] = {}
         self.idle: list[Worker] = []
@@ -428,7 +430,9 @@ class LeaseBook:
                            who=lease.lease_id)  # fmt: skip
                 continue
             shape = lease.shape
-            if not all(available.get(k, 0) >= v for k, v in shape.items()):
+            if not all(available.get(k, 0) >= v for k, v in shape.items()) or (
+                "GPU" in shape and not self._gpus_fit(shape["GPU"])
+            ):
                 hops_left = lease.spilled < self.max_hops or fresh_view
                 if self.cluster and hops_left and not lease.pinned:  # another node may have room
                     where = self._place(lease)
@@ -504,12 +508,25 @@ class LeaseBook:
         available = self.available
         for k, v in shape.items():
             available[k] = available.get(k, 0) - v
-        gpus = shape.get("GPU", 0)
-        if not gpus:
+        units = shape.get("GPU", 0)
+        if not units:
             return []
-        n = -(-gpus // RESOURCE_UNIT)
-        ids, self.free_gpus = self.free_gpus[:n], self.free_gpus[n:]
+        free = self.gpu_free
+        if units < RESOURCE_UNIT:  # a share of one GPU: the first with room (packing)
+            gpu = next(i for i in sorted(free) if free[i] >= units)
+            free[gpu] -= units
+            return [gpu]
+        ids = [i for i in sorted(free) if free[i] == RESOURCE_UNIT][: -(-units // RESOURCE_UNIT)]
+        for i in ids:
+            free[i] = 0
         return ids
+
+    def _gpus_fit(self, units: int) -> bool:
+        """A share fits on one GPU with room; whole GPUs must be wholly free."""
+        free = self.gpu_free.values()
+        if units < RESOURCE_UNIT:
+            return any(v >= units for v in free)
+        return sum(v == RESOURCE_UNIT for v in free) >= -(-units // RESOURCE_UNIT)
 
     def _release(
         self, shape: dict[str, int], gpu_ids: list[int], actions: list[LeaseAction]
@@ -518,5 +535,8 @@ class LeaseBook:
         for k, v in shape.items():
             available[k] = available.get(k, 0) + v
         if gpu_ids:
-            self.free_gpus = sorted(set(self.free_gpus) | set(gpu_ids))
+            units = shape.get("GPU", 0)
+            share = units if units < RESOURCE_UNIT else RESOURCE_UNIT
+            for i in gpu_ids:
+                self.gpu_free[i] = min(self.gpu_free[i] + share, RESOURCE_UNIT)
         actions.append(RESOURCES_CHANGED)
