@@ -24,7 +24,8 @@ _WHERE = {
         )
     },
 }  # fmt: skip
-_SUBMODULES = ("actor", "exceptions")
+# `ray.util.as_completed` works after `import ray`: util is loaded on first use too.
+_SUBMODULES = ("actor", "exceptions", "util")
 
 if TYPE_CHECKING:
     from . import actor, exceptions
