@@ -78,6 +78,19 @@ def test_list_named_actors_in_this_namespace_and_all(ray_start, gate):
     ray.kill(starting)
 
 
+@pytest.mark.ray_init(num_cpus=2)
+def test_list_named_actors_in_the_anonymous_namespace(ray_start):
+    actor = Named.options(name="anonymous-listed").remote()
+    ray.get(actor.ping.remote())
+    namespace = ray.get_runtime_context().namespace
+    assert isinstance(namespace, str)
+    assert namespace  # a job without a namespace has an anonymous one
+    assert "anonymous-listed" in ray.util.list_named_actors()
+    entry = {"name": "anonymous-listed", "namespace": namespace}
+    assert entry in ray.util.list_named_actors(all_namespaces=True)
+    ray.kill(actor)
+
+
 # --- get_node_ip_address ----------------------------------------------------------------------
 def test_get_node_ip_address_is_this_nodes(ray_start):
     ip = ray.util.get_node_ip_address()

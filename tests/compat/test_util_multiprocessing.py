@@ -55,6 +55,10 @@ def record_pid(dirname):
         f.write("started")
 
 
+def fail_to_start():
+    raise RuntimeError("init failed")
+
+
 def kwargs_echo(a, b, *, c=None, d=None):
     return (a, b, c, d)
 
@@ -116,6 +120,11 @@ def test_initializer_runs_in_every_process_before_the_pool_returns(ray_start, tm
         started = sorted(int(name) for name in os.listdir(tmp_path))
         assert len(started) == 2
         assert sorted(set(p.map(pid, range(2)))) == started
+
+
+def test_a_failing_initializer_fails_the_pool(ray_start):
+    with pytest.raises(exceptions.RayActorError, match="init failed"):
+        Pool(processes=1, initializer=fail_to_start)
 
 
 def test_apply_passes_args_and_kwargs(pool):

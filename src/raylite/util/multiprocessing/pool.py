@@ -228,7 +228,7 @@ class Pool:
         items = list(iterable)
         if chunksize is None:
             chunksize = max(1, _chunksize_for(len(items), len(self._actors)))
-        refs = []
+        refs: list[Any] = []
         for start in range(0, len(items), chunksize):
             chunk = [(tuple(x) if star else (x,), None) for x in items[start : start + chunksize]]
             refs.append(self._run_batch(len(refs) % len(self._actors), func, chunk))
@@ -251,7 +251,8 @@ class Pool:
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> list[Any]:
         """`[func(x) for x in iterable]`, computed by the pool's actors."""
-        return self._map_async(func, iterable, chunksize).get()
+        results: list[Any] = self._map_async(func, iterable, chunksize).get()
+        return results
 
     def map_async(
         self,
@@ -268,7 +269,8 @@ class Pool:
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> list[Any]:
         """`[func(*args) for args in iterable]`, computed by the pool's actors."""
-        return self._map_async(func, iterable, chunksize, star=True).get()
+        results: list[Any] = self._map_async(func, iterable, chunksize, star=True).get()
+        return results
 
     def starmap_async(
         self,
