@@ -26,7 +26,7 @@ class Named:
 
 @ray.remote
 def node_ip():
-    return ray.util.get_node_ip_address()
+    return ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
 
 
 @ray.remote
@@ -93,9 +93,11 @@ def test_list_named_actors_in_the_anonymous_namespace(ray_start):
 
 # --- get_node_ip_address ----------------------------------------------------------------------
 def test_get_node_ip_address_is_this_nodes(ray_start):
-    ip = ray.util.get_node_ip_address()
-    assert ip == ray.nodes()[0]["NodeManagerAddress"]
-    assert ray.get(node_ip.remote()) == ip
+    address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    here = ray.get_runtime_context().get_node_id()
+    assert ray.util.get_node_ip_address() == address[here]
+    ip, node_id = ray.get(node_ip.remote())  # in a task: the node it runs on
+    assert ip == address[node_id]
 
 
 # --- accelerators -------------------------------------------------------------------------
