@@ -24,7 +24,8 @@ _WHERE = {
         )
     },
 }  # fmt: skip
-_SUBMODULES = ("actor", "dag", "exceptions")
+# `ray.util.as_completed` and `ray.dag` work after `import ray`: loaded on first use too.
+_SUBMODULES = ("actor", "dag", "exceptions", "util")
 
 if TYPE_CHECKING:
     from . import actor, exceptions

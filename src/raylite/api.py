@@ -620,8 +620,9 @@ class RuntimeContext:
         return WorkerID(self._cw.worker_id)
 
     @property
-    def namespace(self) -> str | None:
-        return self._cw.namespace
+    def namespace(self) -> str:
+        """The job's namespace; without one given to init(), its anonymous one (as Ray)."""
+        return self._cw.default_namespace()
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         return {"GPU": [str(g) for g in self._cw.current_gpu_ids]}

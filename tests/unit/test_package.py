@@ -46,3 +46,16 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
         "    print(e)\n"
     )
     assert out == "module 'raylite' has no attribute 'no_such_thing'"
+
+
+def test_raylite_util_loads_its_names_on_first_use() -> None:
+    # The CLI imports util.state and the driver util.scheduling_strategies: neither may
+    # pull in the driver's API through util's __init__; `raylite.util.x` still works.
+    out = run(
+        "import sys, raylite.util.state, raylite.util.scheduling_strategies\n"
+        "print('raylite.api' in sys.modules)\n"
+        "import raylite\n"
+        "missing = [n for n in raylite.util.__all__ if not hasattr(raylite.util, n)]\n"
+        "print(missing, raylite.util.accelerators.NVIDIA_H100)\n"
+    )
+    assert out.splitlines() == ["False", "[] H100"]

@@ -1,6 +1,61 @@
-"""Utilities on top of the core API: ActorPool, a progress bar, state listings (util.state)."""
+"""Utilities on top of the core API (Ray's `ray.util`): ActorPool, as_completed,
+map_unordered, list_named_actors, get_node_ip_address, inspect_serializability, the
+accelerator names, a progress bar; state listings in util.state, and Pool in
+util.multiprocessing (imported on its own, as in Ray).
 
-from .actor_pool import ActorPool
-from .progress_bar import progress
+The names load on first use (PEP 562), as raylite's own do: the CLI and a node import
+util.state or util.scheduling_strategies, which runs this file, and must not pull in
+the driver's API with it.
+"""
 
-__all__ = ["ActorPool", "progress"]
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "ActorPool": "actor_pool",
+    "as_completed": "helpers",
+    "get_node_ip_address": "cluster_info",
+    "inspect_serializability": "check_serialize",
+    "list_named_actors": "cluster_info",
+    "map_unordered": "helpers",
+    "progress": "progress_bar",
+}
+_SUBMODULES = ("accelerators", "multiprocessing", "state")
+
+if TYPE_CHECKING:
+    from . import accelerators as accelerators
+    from . import multiprocessing as multiprocessing
+    from . import state as state
+    from .actor_pool import ActorPool
+    from .check_serialize import inspect_serializability
+    from .cluster_info import get_node_ip_address, list_named_actors
+    from .helpers import as_completed, map_unordered
+    from .progress_bar import progress
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _SUBMODULES:
+        value: Any = importlib.import_module(f".{name}", __name__)
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'raylite.util' has no attribute {name!r}")
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = [
+    "ActorPool",
+    "accelerators",
+    "as_completed",
+    "get_node_ip_address",
+    "inspect_serializability",
+    "list_named_actors",
+    "map_unordered",
+    "progress",
+]
