@@ -104,7 +104,26 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
         raise NotImplementedError("Placement groups are not supported by raylite yet.")
     if options.get("runtime_env"):
         raise NotImplementedError("runtime_env is not supported by raylite yet.")
+    at = options.get("accelerator_type")
+    if at is not None and (not isinstance(at, str) or not at):
+        raise TypeError(f"accelerator_type must be a non-empty string, got {at!r}")
+    # Accepted by Ray, not done here yet: an error, never a silent no-op.
+    for key, unset in _NOT_YET.items():
+        if key in options and options[key] not in unset:
+            raise NotImplementedError(f"The {key!r} option is not supported by raylite yet.")
     return options
+
+
+_NOT_YET: dict[str, tuple[Any, ...]] = {
+    "object_store_memory": (None, 0),
+    "placement_group_bundle_index": (None, -1),
+    "placement_group_capture_child_tasks": (None, False),
+    "label_selector": (None, {}),
+    "_labels": (None, {}),
+    "_metadata": (None, {}),
+    "enable_task_events": (None, True),
+    "max_calls": (None, 0),
+}
 
 
 def strategy_of(options: dict[str, Any]) -> Any:
@@ -127,6 +146,8 @@ def resource_shape(options: dict[str, Any], default_cpus: float) -> dict[str, in
     for k, v in (options.get("resources") or {}).items():
         if v:
             shape[k] = to_units(v)
+    if options.get("accelerator_type"):  # Ray's constraint: a node that has that type
+        shape[f"accelerator_type:{options['accelerator_type']}"] = to_units(0.001)
     return shape
 
 

@@ -202,3 +202,17 @@ def test_an_actor_class_is_pickled_at_its_first_creation(ray_start):
     actor = Reader.remote()
     box["g"] = 4
     assert ray.get(actor.read.remote()) == 3
+
+
+@raylite_only  # Ray does these; raylite refuses them instead of ignoring them
+@pytest.mark.parametrize(
+    "option",
+    [{"max_calls": 2}, {"label_selector": {"a": "b"}}, {"enable_task_events": False}],
+)
+def test_options_raylite_does_not_do_yet_raise(ray_start, option):
+    @ray.remote
+    def f():
+        return 1
+
+    with pytest.raises(NotImplementedError, match=next(iter(option))):
+        f.options(**option).remote()

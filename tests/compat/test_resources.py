@@ -191,3 +191,17 @@ def test_half_gpu_actors_pack_two_per_gpu(ray_fresh):
         actors.append(actor)
     ids = [ray.get(a.gpus.remote()) for a in actors]
     assert [[int(i) for i in g] for g in ids] == [[0], [0], [1], [1]]
+
+
+@ray.remote(accelerator_type="V100")
+def on_a_v100():
+    return "ran"
+
+
+@pytest.mark.ray_init(num_cpus=2, resources={"accelerator_type:V100": 1})
+def test_accelerator_type_needs_a_node_of_that_type(ray_fresh):
+    assert ray.get(on_a_v100.remote(), timeout=60) == "ran"
+    elsewhere = on_a_v100.options(accelerator_type="A100").remote()
+    ready, _ = ray.wait([elsewhere], timeout=1.0)
+    assert ready == []  # no node has an A100: it waits, as on Ray
+    ray.cancel(elsewhere, force=True)
