@@ -360,6 +360,7 @@ class PushTask:
     job_id: bytes
     parent_task_id: bytes | None
     actor_options: dict[str, Any] | None  # actor creation: max_concurrency etc.
+    namespace: str | None = None  # the job's (init's namespace=); None: its anonymous one
 
 
 @_msg(41)

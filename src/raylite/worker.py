@@ -387,6 +387,7 @@ class Worker:
         cw.job_id = msg.job_id
         if msg.actor_id is None or msg.actor_creation:
             cw.current_gpu_ids = list(msg.gpu_ids)
+            cw.namespace = msg.namespace  # the job's: named actors here are looked up in it
         if msg.actor_creation:
             cw.current_actor_id = msg.actor_id
             self.actor_class_name = getattr(fn, "__name__", name)

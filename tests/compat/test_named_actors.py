@@ -114,3 +114,28 @@ def test_future_and_await(ray_start):
         )
 
     assert asyncio.run(main()) == (10, [0, 2, 4])
+
+
+@ray.remote
+def named_actors_seen_from_a_task():
+    return sorted(ray.util.list_named_actors())
+
+
+@ray.remote
+def namespace_of_a_task():
+    return ray.get_runtime_context().namespace
+
+
+@ray.remote
+def lookup_from_task(name):
+    return ray.get(ray.get_actor(name).incr.remote())  # no namespace=: the job's
+
+
+def test_a_task_runs_in_its_drivers_namespace(ray_start):
+    keeper = Counter.options(name="seen-from-a-task").remote()
+    try:
+        assert ray.get(namespace_of_a_task.remote()) == "tests"
+        assert "seen-from-a-task" in ray.get(named_actors_seen_from_a_task.remote())
+        assert ray.get(lookup_from_task.remote("seen-from-a-task")) == 1
+    finally:
+        ray.kill(keeper)

@@ -239,6 +239,7 @@ class ActorClientMixin:
             self.job_id,
             None,
             spec.actor_options,
+            self.namespace,
         )
         self._send_nm(P.RegisterDetached(client.actor_id, self.address, push, spec.shape))
 

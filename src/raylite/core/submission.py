@@ -323,6 +323,7 @@ class SubmissionMixin:
             self.job_id,
             self.current_task_id,
             spec.actor_options,
+            self.namespace,
         )
 
     def _task_done(self, lease: Lease, spec: TaskSpec, reply: Any) -> None:
