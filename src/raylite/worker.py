@@ -121,6 +121,7 @@ class Worker:
         self.semaphore: Any = None
         self.pool: Any = None  # threaded actors (max_concurrency > 1)
         self.cancelled: set[bytes] = set()  # task ids cancelled before or while running
+        self.coroutines: dict[bytes, Any] = {}  # async actor calls running: their asyncio tasks
         self.running_task: bytes | None = None
         self.display_name = "raylite::IDLE"
         self.events: list[P.TaskEvent] = []
@@ -254,10 +255,15 @@ class Worker:
         self._finish(conn, msg, rid, returns, start, end)
 
     async def _run_async(self, conn: Any, msg: P.PushTask, rid: int) -> None:
+        import asyncio  # loaded already: this worker runs an event loop
+
         start = time.time()
         self.active[msg.task_id] = (msg, start)
         self.cw.current_task_id = msg.task_id  # this asyncio task's own context
+        self.coroutines[msg.task_id] = asyncio.current_task()
         try:
+            if msg.task_id in self.cancelled:  # cancelled before it started
+                raise asyncio.CancelledError
             fn, args, kwargs = self._resolve(msg)
             async with self.semaphore:
                 result = await fn(*args, **kwargs)
@@ -268,7 +274,13 @@ class Worker:
         except BaseException as exc:
             if isinstance(exc, SystemExit):
                 _exit_process(exc)
+            if isinstance(exc, asyncio.CancelledError) and msg.task_id in self.cancelled:
+                # As Ray: a RayTaskError that is also a TaskCancelledError.
+                exc = TaskCancelledError(msg.task_id.hex())
             returns = self._error(msg, exc, msg.name)
+        finally:
+            self.coroutines.pop(msg.task_id, None)
+            self.cancelled.discard(msg.task_id)
         self._finish(conn, msg, rid, returns, start, time.time())
 
     def _finish(
@@ -336,7 +348,11 @@ class Worker:
             for child in list(self.cw.children.get(task_id, ())):
                 self.cw.cancel(ObjectRef(child, self.cw.address), False, True)
         self.cancelled.add(task_id)
-        if self.running_task == task_id:
+        running = self.coroutines.get(task_id)
+        if running is not None:  # an async actor's call: CancelledError in the coroutine
+            self.loop.call_soon_threadsafe(running.cancel)
+            return
+        if self.running_task == task_id and self.actor is None:
             # A real SIGINT to the main thread: it also breaks a blocking sleep or read,
             # and the task sees KeyboardInterrupt, as in Ray.
             import signal
@@ -434,6 +450,11 @@ class Worker:
             if msg.actor_id is None:
                 self.display_name = "raylite::IDLE"
         end = time.time()
+        if msg.actor_id is not None and msg.task_id in self.cancelled:
+            # A sync actor call cancelled while it ran: it ran to its end (Ray does not
+            # interrupt those), but its caller gets TaskCancelledError, as on Ray.
+            self.cancelled.discard(msg.task_id)
+            return self._cancelled(msg), start, end
         return self._store_returns(msg, result, name), start, end
 
     def _cancelled(self, msg: P.PushTask) -> list[P.TaskReturn]:

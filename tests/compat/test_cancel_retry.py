@@ -160,3 +160,75 @@ def test_non_recursive_cancel_lets_the_child_finish(ray_start, tmp_path):
         ray.get(ref, timeout=30)
     _wait_file(tmp_path / "child-finished")
     assert not (tmp_path / "child-interrupted").exists()
+
+
+@ray.remote
+class AsyncWaiter:
+    def __init__(self):
+        self.seen = None
+
+    async def wait_long(self, started):
+        import asyncio
+        import os
+
+        os.close(os.open(started, os.O_CREAT | os.O_WRONLY))  # the call runs now
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.seen = "cancelled"
+            raise
+        return "finished"
+
+    async def what_was_seen(self):
+        return self.seen
+
+
+def test_cancel_of_a_running_async_actor_call(ray_start, tmp_path):
+    from tests._engine import exceptions, wait_for_path
+
+    actor = AsyncWaiter.remote()
+    started = tmp_path / "started"
+    ref = actor.wait_long.remote(str(started))
+    wait_for_path(started)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError) as info:
+        ray.get(ref, timeout=30)
+    assert isinstance(info.value, exceptions.RayTaskError)  # Ray: both at once
+    assert ray.get(actor.what_was_seen.remote(), timeout=30) == "cancelled"
+
+
+@ray.remote
+class SyncWorker:
+    def work(self, started, release, done):
+        from pathlib import Path
+
+        from tests._engine import wait_for_path
+
+        Path(started).touch()
+        wait_for_path(release)
+        Path(done).touch()
+        return "finished"
+
+    def ping(self):
+        return "pong"
+
+
+def test_cancel_of_a_running_sync_actor_call_lets_it_finish(ray_start, tmp_path):
+    from tests._engine import exceptions, wait_for_path
+
+    actor = SyncWorker.remote()
+    started, release, done = (str(tmp_path / n) for n in ("started", "release", "done"))
+    running = actor.work.remote(started, release, done)
+    queued = actor.ping.remote()
+    wait_for_path(started)
+    ray.cancel(running)
+    ray.cancel(queued)
+    (tmp_path / "release").touch()
+    # Ray does not interrupt a sync actor's running call: it ends, but its caller
+    # gets TaskCancelledError; the queued call is cancelled before it runs.
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(running, timeout=30)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued, timeout=30)
+    wait_for_path(done)
+    assert ray.get(actor.ping.remote(), timeout=30) == "pong"

@@ -11,6 +11,7 @@ events. Not leases (leasing), not actor calls (actor_client).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -407,11 +408,18 @@ class SubmissionMixin:
             spec.cancelled = True
             spec.max_retries = 0
             lease = spec.lease
+            sent_to = None  # an actor call the actor has: the actor cancels it
             if lease is None:  # not running: take it out of the queues
                 self.queues.dequeue(spec)
                 client = self.actors.get(spec.actor_id) if spec.actor_id else None
                 if client is not None and spec in client.queue:
                     client.queue.remove(spec)
+                elif client is not None and spec in client.inflight:
+                    sent_to = client.conn
+        if sent_to is not None:
+            with contextlib.suppress(ConnectionLost):
+                sent_to.send(P.CancelTask(spec.task_id, recursive))
+            return
         if lease is None:
             if spec.actor_id is None or spec.unresolved or client is not None:
                 err = dumps_inline(TaskCancelledError(spec.task_id.hex()))
