@@ -350,7 +350,7 @@ class PushTask:
     name: str
     function_id: bytes
     function_blob: bytes | None  # sent once per connection, then cached by the worker
-    args_blob: bytes
+    args_blob: bytes | list[bytes]  # a list: the pickle, then its out-of-band buffers
     deps: list[Dep]
     return_ids: list[bytes]
     owner: str

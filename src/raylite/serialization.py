@@ -92,8 +92,28 @@ def serialize(value: Any) -> SerializedValue:
 
 
 def dumps_inline(value: Any) -> bytes:
-    """A plain pickle (functions, classes, exceptions, argument tuples)."""
+    """A plain pickle (functions, classes, exceptions)."""
     return cloudpickle.dumps(value, protocol=5)
+
+
+def dumps_args(value: Any) -> bytes | list[bytes]:
+    """A task's arguments: the pickle, and its out-of-band buffers if it has any (a list).
+
+    Unpickled from bytes, those buffers make read-only arrays in the task, as Ray's
+    (loads_inline); most argument tuples have none and stay one bytes object.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    meta = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    if not buffers:
+        return meta
+    try:
+        return [meta, *(b.raw().tobytes() for b in buffers)]
+    except BufferError:  # not contiguous: let pickle copy it in-band
+        return cloudpickle.dumps(value, protocol=5)
+
+
+def blob_size(blob: bytes | list[bytes]) -> int:
+    return len(blob) if isinstance(blob, bytes) else sum(len(b) for b in blob)
 
 
 def dumps_function(obj: Any) -> bytes:

@@ -26,7 +26,7 @@ from ..exceptions import (
     WorkerCrashedError,
 )
 from ..object_ref import ObjectRef, new_id
-from ..serialization import dumps_inline, loads_inline
+from ..serialization import blob_size, dumps_args, dumps_inline, loads_inline
 from ..transport import Connection
 from .lease_queue import Lease
 from .lifecycle import (
@@ -56,6 +56,7 @@ class SubmissionMixin:
         self, spec: TaskSpec, args: tuple, kwargs: dict, name: str
     ) -> list[tuple[Any, ObjectRef]]:
         """Pickle the arguments; top-level refs become placeholders resolved by position."""
+        given = args, kwargs
         deps: list[tuple[Any, ObjectRef]] = []
         if any(isinstance(a, ObjectRef) for a in args):
             plain = []
@@ -73,9 +74,15 @@ class SubmissionMixin:
                     deps.append((k, v))
                     kwargs[k] = DEP
         try:
-            spec.args_blob, nested = self.serialize_collecting(dumps_inline, (args, kwargs))
+            spec.args_blob, nested = self.serialize_collecting(dumps_args, (args, kwargs))
         except Exception as exc:
             raise unserializable_argument(args, kwargs, name, exc) from exc
+        if blob_size(spec.args_blob) > CONFIG.inline_threshold:
+            # As Ray: an argument too large to travel in the push goes to the store once,
+            # and the task reads it from there (zero-copy; arrays read-only).
+            stored = self._store_large_arguments(*given)
+            if stored is not None:
+                return self._prepare(spec, *stored, name)
         spec.arg_refs = nested + [ref for _, ref in deps]
         if spec.arg_refs:
             with self._ref_lock:
@@ -152,6 +159,15 @@ class SubmissionMixin:
             self._when_ready(ref, self._dep_callback(spec, position, ref))
         self._dep_resolved(spec)  # the +1 above: resolves only after all callbacks registered
         return refs
+
+    def _store_large_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """The arguments with each large one put in the store (a ref in its place);
+        None if none is large by itself (many small ones travel inline)."""
+        if not any(_large(a) for a in (*args, *kwargs.values())):
+            return None
+        args = tuple(self.put(a) if _large(a) else a for a in args)
+        kwargs = {k: self.put(v) if _large(v) else v for k, v in kwargs.items()}
+        return args, kwargs
 
     def _dep_callback(
         self, spec: TaskSpec, position: Any, ref: ObjectRef
@@ -432,6 +448,18 @@ class SubmissionMixin:
                 self.peer(lease.address).send(P.CancelTask(spec.task_id, recursive))
             except ConnectionLost:
                 pass
+
+
+def _large(value: Any) -> bool:
+    """An argument over the inline limit (arrays and byte strings by their size)."""
+    if isinstance(value, ObjectRef) or value is DEP:
+        return False
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes > CONFIG.inline_threshold
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value) > CONFIG.inline_threshold
+    return blob_size(dumps_args(value)) > CONFIG.inline_threshold
 
 
 def _argument_error(blob: bytes, task_name: str) -> bytes:

@@ -47,7 +47,7 @@ class TaskSpec:
     name: str
     function_id: bytes
     function_blob: Callable[[], bytes] | None
-    args_blob: bytes
+    args_blob: bytes | list[bytes]
     return_ids: list[bytes]
     shape: dict[str, int]
     shape_key: tuple[tuple[str, int], ...]
