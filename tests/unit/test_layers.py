@@ -23,7 +23,7 @@ SRC = pathlib.Path(raylite.__file__).parent
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
                 "node.local", "dashboard"]),
-    ("wire", ["codec", "protocol", "serialization", "scheduling", "util.scheduling_strategies",
+    ("wire", ["codec", "protocol", "serialization", "metric_values", "scheduling", "util.scheduling_strategies",
               "node.lease_book", "node.store_book"]),  # pure books: foundations only
     ("io", ["transport", "transport_async", "object_store", "task_events"]),
     ("refs", ["object_ref"]),
