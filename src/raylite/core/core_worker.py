@@ -740,8 +740,20 @@ class CoreWorker(
         self.nm.close()
 
 
+_TQDM_MAGIC = "__ray_tqdm_magic_token__"  # experimental.tqdm_ray's state lines
+
+
 def _print_log_lines(lines: list[P.LogLine]) -> None:
     out = [line.text for line in lines if line.stream == "out"]
+    if any(_TQDM_MAGIC in text for text in out):  # progress bars of tasks: drawn, not printed
+        from ..experimental import tqdm_ray
+
+        out = [
+            line
+            for text in out
+            for line in text.splitlines(keepends=True)
+            if not tqdm_ray.process_output_line(line)
+        ]
     err = [line.text for line in lines if line.stream == "err"]
     try:
         if out:
