@@ -43,12 +43,13 @@ _print = builtins.print
 _DIM_CYAN, _RESET = "\x1b[2m\x1b[36m", "\x1b[0m"
 
 
-def _where() -> tuple[str, int, bool]:
-    """(ip, pid, in a worker) of this process."""
+def _where() -> tuple[str, int, bool, str]:
+    """(ip, pid, in a worker, node id) of this process."""
     cw = context.live_worker()
     address = str(getattr(cw, "address", "") or "")
     ip = address.split(":")[1] if address.startswith("tcp:") else "127.0.0.1"
-    return ip, os.getpid(), getattr(cw, "mode", None) == "worker"
+    node = getattr(cw, "node_id", b"") or b""
+    return ip, os.getpid(), getattr(cw, "mode", None) == "worker", node.hex()
 
 
 def safe_print(*args: Any, **kwargs: Any) -> None:
@@ -87,7 +88,7 @@ class tqdm:  # lower case: Ray's name
         self._desc = desc or ""
         self._total = total
         self._unit = unit or "it"
-        self._ip, self._pid, _ = _where()
+        self._ip, self._pid, _, self._node = _where()
         self._pos = position or 0
         self._uuid = uuid.uuid4().hex
         self._x = 0
@@ -153,6 +154,7 @@ class tqdm:  # lower case: Ray's name
             "pid": self._pid,
             "uuid": self._uuid,
             "closed": self._closed,
+            "node": self._node,  # raylite's: a worker on the driver's node gets no ip
         }
 
     def __iter__(self) -> Iterator[Any]:
@@ -244,7 +246,7 @@ class _BarManager:
     """The driver's bars, placed so that those of different processes do not collide."""
 
     def __init__(self) -> None:
-        self.ip, self.pid, _ = _where()
+        self.ip, self.pid, _, self.node = _where()
         self.bar_groups: dict[tuple[str, int], _BarGroup] = {}
         self.in_hidden_state = False
         self.lock = threading.RLock()
@@ -258,7 +260,7 @@ class _BarManager:
             self._process_state_update_locked(state)
 
     def _process_state_update_locked(self, state: ProgressBarState) -> None:
-        if state["ip"] == self.ip:
+        if state["ip"] == self.ip or (self.node and state.get("node") == self.node):
             prefix = "" if state["pid"] == self.pid else f"(pid={state['pid']}) "
         else:
             prefix = f"(pid={state['pid']}, ip={state['ip']}) "
