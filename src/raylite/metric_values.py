@@ -48,9 +48,16 @@ class ProcessMetrics:
         self.on_dirty: Callable[[], None] | None = None  # set by the core worker
         self.source = ""
 
-    def declare(self, kind: str, name: str, description: str, boundaries: Sequence[float]) -> None:
+    def declare(self, kind: str, name: str, description: str, boundaries: Sequence[float]) -> bool:
+        """Whether metrics of this name and kind can record here: a name keeps the kind
+        (and a histogram the boundaries) it was first declared with in this process."""
+        bounds = tuple(float(b) for b in boundaries)
         with self.lock:
-            self.meta[name] = (kind, description, tuple(float(b) for b in boundaries))
+            known = self.meta.get(name)
+            if known is not None and (known[0], known[2]) != (kind, bounds):
+                return False
+            self.meta[name] = (kind, description, bounds)
+            return True
 
     def record(self, name: str, tags: dict[str, str], value: float) -> None:
         key = (name, tuple(sorted(tags.items())))
@@ -114,8 +121,8 @@ class MetricsTable:
     def merge(self, records: list[Record]) -> None:
         for source, kind, name, description, boundaries, tags, value in records:
             known = self.meta.get(name)
-            if known is not None and known[0] != kind:
-                continue  # one name, two kinds: the first declared wins (Ray's exporter too)
+            if known is not None and (known[0], known[2]) != (kind, tuple(boundaries)):
+                continue  # declared otherwise by another process: the first one seen wins
             self.meta[name] = (kind, description, tuple(boundaries))
             key = (name, tuple(tuple(pair) for pair in tags))
             per_source = self.values.setdefault(key, {})

@@ -63,3 +63,19 @@ def test_the_table_adds_processes_and_keeps_the_latest_gauge():
 
 def test_an_empty_table_serves_nothing():
     assert MetricsTable().prometheus_text() == ""
+
+
+def test_a_name_keeps_its_first_kind_and_boundaries():
+    p = _process("a")
+    assert not p.declare(GAUGE, "reqs", "", ())
+    assert not p.declare(HISTOGRAM, "lat", "", (1,))
+    assert p.declare(HISTOGRAM, "lat", "again", (0.5, 2.0))
+    table = MetricsTable()
+    p.record("lat", {}, 1)
+    table.merge(p.drain())
+    other = ProcessMetrics()
+    other.source = "b"
+    other.declare(HISTOGRAM, "lat", "", (3,))
+    other.record("lat", {}, 1)
+    table.merge(other.drain())  # other boundaries: not mixed in
+    assert "ray_lat_count 1" in table.prometheus_text().splitlines()

@@ -65,8 +65,17 @@ class Metric:
             )
 
     def _declare(self, boundaries: list[float] | tuple[float, ...] = ()) -> None:
-        if not self._discard_metric:
-            metric_values.PROCESS.declare(self._kind, self._name, self._description, boundaries)
+        if self._discard_metric:
+            return
+        if not metric_values.PROCESS.declare(self._kind, self._name, self._description, boundaries):
+            warnings.warn(
+                f"Metric {self._name} was declared before in this process as another kind "
+                "or with other boundaries: this one will be discarded and its data will "
+                "not be collected or published. Give it another name.",
+                UserWarning,
+                stacklevel=3,
+            )
+            self._discard_metric = True
 
     def set_default_tags(self, default_tags: dict[str, str]) -> Metric:
         """Set default tags of metrics; returns the metric itself."""
