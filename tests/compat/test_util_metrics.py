@@ -200,3 +200,17 @@ def test_metrics_without_the_token_is_refused(ray_start):
         assert resp.status == 401
     finally:
         conn.close()
+
+
+@raylite_only  # Ray 2.60 accepts the second declaration silently (checked by running it)
+def test_a_name_redeclared_as_another_kind_warns_and_records_nothing(ray_start):
+    Counter("compat_metric_redeclared").inc()
+    with pytest.warns(UserWarning, match="declared before in this process as another kind"):
+        gauge = Gauge("compat_metric_redeclared")
+    gauge.set(3)  # discarded, not an error
+    Histogram("compat_metric_rehist", boundaries=[1.0])
+    with pytest.warns(UserWarning, match="or with other boundaries"):
+        Histogram("compat_metric_rehist", boundaries=[2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Histogram("compat_metric_rehist", boundaries=[1.0]).observe(0.5)  # same shape: fine
