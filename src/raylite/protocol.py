@@ -310,6 +310,7 @@ class ActorInfo:
 @_msg(30)
 class TaskEvents:
     events: list[TaskEvent]
+    metrics: list[Any] | None = None  # metric_values records changed since the last report
 
 
 @_msg(31)

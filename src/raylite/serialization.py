@@ -77,6 +77,23 @@ class SerializedValue:
         return [self.meta, *(b.tobytes() for b in self.buffers)]
 
 
+def register_serializer(cls: type, serializer: Any, deserializer: Any) -> None:
+    """util.register_serializer: pickle instances of `cls` (exactly that class, not its
+    subclasses) as `deserializer(serializer(obj))`. In this process only, as Ray: the
+    deserializer travels by value inside each payload, so a receiver needs no
+    registration; a worker that returns or puts such values registers it itself."""
+
+    def reducer(obj: Any) -> tuple[Any, tuple[Any]]:
+        return deserializer, (serializer(obj),)
+
+    cloudpickle.CloudPickler.dispatch_table[cls] = reducer
+
+
+def deregister_serializer(cls: type) -> None:
+    """util.deregister_serializer: no effect if `cls` has no registered serializer."""
+    cloudpickle.CloudPickler.dispatch_table.pop(cls, None)
+
+
 def serialize(value: Any) -> SerializedValue:
     buffers: list[pickle.PickleBuffer] = []
     f = io.BytesIO()

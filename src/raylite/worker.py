@@ -21,8 +21,8 @@ import threading
 import time
 from typing import Any, NoReturn
 
+from . import metric_values, task_events
 from . import protocol as P
-from . import task_events
 from .actors import ActorExitRequest
 from .config import CONFIG
 from .core.core_worker import CoreWorker
@@ -160,8 +160,9 @@ class Worker:
                     if task_id not in self.reported:
                         self.reported.add(task_id)
                         events.append(self._event(msg, start, None, None))
-        if events:
-            (conn or self.cw.nm).send(P.TaskEvents(events))
+        metrics = metric_values.PROCESS.drain()
+        if events or metrics:
+            (conn or self.cw.nm).send(P.TaskEvents(events, metrics))
 
     def _nm_message(self, conn: Any, msg: Any, rid: int) -> None:
         if isinstance(msg, P.FlushEvents):

@@ -305,7 +305,7 @@ def test_the_timeline_draws_bars_and_arrows_for_a_tree_reduce(page, dash):
 
 # --- plain HTTP ------------------------------------------------------------------------------
 def test_requests_without_the_token_are_refused(dash):
-    for path in ("/", "/api/cluster", "/api/tasks", "/api/timeline", "/static/app.js"):
+    for path in ("/", "/api/cluster", "/api/tasks", "/api/timeline", "/static/app.js", "/metrics"):
         status, _, _ = request(dash, "GET", path)
         assert status == 401, path
     status, _, body = request(dash, "GET", "/api/tasks", headers={"Cookie": "raylite_dashboard=x"})
@@ -337,10 +337,32 @@ def test_requests_without_the_token_are_refused(dash):
     assert headers["Location"] == "/api/tasks?limit=5"
 
 
+def test_metrics_serves_a_tasks_counter_in_prometheus_text(dash):
+    from raylite.util.metrics import Counter
+
+    @ray.remote
+    def dash_counted(n):
+        Counter("dash_test_calls", description="calls", tag_keys=("k",)).inc(n, tags={"k": "v"})
+
+    ray.get([dash_counted.remote(2), dash_counted.remote(3)])
+    bearer = {"Authorization": f"Bearer {dash.token}"}
+
+    def scraped():
+        status, headers, body = request(dash, "GET", "/metrics", headers=bearer)
+        assert status == 200
+        assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        return body if 'ray_dash_test_calls_total{k="v"} 5.0' in body.splitlines() else None
+
+    body = wait_for(scraped, timeout=30, message="the tasks' counts at /metrics")
+    assert "# TYPE ray_dash_test_calls counter" in body
+    status, _, _ = request(dash, "GET", "/metrics", headers={"Cookie": login_cookie(dash)})
+    assert status == 200
+
+
 def test_no_route_but_login_takes_a_post(dash):
     cookie = {"Cookie": login_cookie(dash)}
     paths = ["/", "/api/cluster", "/api/tasks", "/api/actors", "/api/objects", "/api/workers"]
-    paths += ["/api/logs", "/api/timeline", "/api/tasks/00", "/static/app.js"]
+    paths += ["/api/logs", "/api/timeline", "/api/tasks/00", "/static/app.js", "/metrics"]
     for path in paths:
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             status, _, _ = request(dash, method, path, headers=cookie, body=b"")

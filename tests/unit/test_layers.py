@@ -23,9 +23,10 @@ SRC = pathlib.Path(raylite.__file__).parent
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
                 "node.local", "dashboard"]),
-    ("wire", ["codec", "protocol", "serialization", "scheduling", "util.scheduling_strategies",
+    ("wire", ["codec", "protocol", "serialization", "metric_values", "scheduling", "util.scheduling_strategies",
               "node.lease_book", "node.store_book"]),  # pure books: foundations only
-    ("io", ["transport", "transport_async", "object_store", "task_events"]),
+    ("io", ["transport", "transport_async", "object_store", "task_events",
+            "experimental.*"]),  # tqdm_ray: the driver's output printer draws its bars
     ("refs", ["object_ref"]),
     # lease_queue, actor_life: pure; they read tasks and ids, actor_life lease_queue's Lease
     ("core", ["core.lease_queue", "core.actor_life", "core.*"]),

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import metric_values
 from .. import object_ref as _object_ref
 from .. import protocol as P
 from ..config import CONFIG
@@ -168,6 +169,10 @@ class CoreWorker(
         self._peer_lock = threading.Lock()
         self.closed = False
         self.timers = Timers()
+        # util.metrics: the first change after a report asks for the next event flush.
+        metric_values.PROCESS.on_dirty = self._schedule_events
+        if metric_values.PROCESS.dirty:  # recorded before init, or after a shutdown
+            self._schedule_events()
         # Execution context, set by the worker loop around each task. The task id is
         # per thread and per asyncio task (a context variable): threaded and async
         # actors run several calls at once.
@@ -723,6 +728,8 @@ class CoreWorker(
     def shutdown(self) -> None:
         """Stop talking; the node manager (driver's) is stopped by the caller."""
         self.closed = True
+        if metric_values.PROCESS.on_dirty == self._schedule_events:
+            metric_values.PROCESS.on_dirty = None
         _object_ref.set_hooks(None)
         self.store.close()
         self.timers.stop()
@@ -733,8 +740,20 @@ class CoreWorker(
         self.nm.close()
 
 
+_TQDM_MAGIC = "__ray_tqdm_magic_token__"  # experimental.tqdm_ray's state lines
+
+
 def _print_log_lines(lines: list[P.LogLine]) -> None:
     out = [line.text for line in lines if line.stream == "out"]
+    if any(_TQDM_MAGIC in text for text in out):  # progress bars of tasks: drawn, not printed
+        from ..experimental import tqdm_ray
+
+        out = [
+            line
+            for text in out
+            for line in text.splitlines(keepends=True)
+            if not tqdm_ray.process_output_line(line)
+        ]
     err = [line.text for line in lines if line.stream == "err"]
     try:
         if out:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import metric_values
 from .. import protocol as P
 from ..config import CONFIG
 from ..exceptions import (
@@ -265,8 +266,9 @@ class SubmissionMixin:
             ):
                 waiting += 1
                 events.append(self._event_of(item, None))
-        if events and not self.closed:
-            self._send_nm(P.TaskEvents(events))
+        metrics = metric_values.PROCESS.drain()
+        if (events or metrics) and not self.closed:
+            self._send_nm(P.TaskEvents(events, metrics))
 
     def _fail_for_good(
         self, spec: TaskSpec, error_blob: bytes, state: TaskState = FAILED, cause: str = "failed"

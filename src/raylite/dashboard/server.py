@@ -1,8 +1,8 @@
 """The dashboard's HTTP server: routes, the token check, static files.
 
 An aiohttp application the head's node manager runs in its own event loop
-(`start_dashboard`, from NodeManager.serve). Every route is a GET of a page or of
-JSON from views.py, except POST /login, which only compares a token and sets a
+(`start_dashboard`, from NodeManager.serve). Every route is a GET of a page, of
+JSON from views.py or of /metrics (util.metrics in Prometheus text), except POST /login, which only compares a token and sets a
 cookie: there is no way to run code, change the cluster or read a file outside
 static/. Handlers take snapshots (nm.statistics(), nm.head_statistics(): frozen
 copies) and render them with views.py, bounded there, so a request holds the loop
@@ -96,6 +96,7 @@ class Auth:
         )
 
 
+PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
 AUTH = web.AppKey("auth", Auth)
 
 
@@ -123,6 +124,8 @@ class Source(Protocol):
     def statistics(self, objects: bool = False) -> NodeStatistics: ...
 
     def head_statistics(self) -> HeadStatistics | None: ...
+
+    def metrics_text(self) -> str: ...
 
     async def connect_nm(self, address: str) -> Any: ...
 
@@ -154,7 +157,7 @@ def make_app(nm: Source) -> web.Application:
             auth.set_cookie(response)
             return response
         if not auth.request_ok(request):
-            if path.startswith("/api/"):
+            if path.startswith("/api/") or path == "/metrics":
                 return _json({"error": "unauthorized: log in at /login"}, status=401)
             return login_page()
         try:
@@ -264,6 +267,11 @@ def make_app(nm: Source) -> web.Application:
         start, end = qf(request, "start"), qf(request, "end")
         return _json(views.timeline(nm.task_events, node, head, start, end, limit))
 
+    async def metrics(request: web.Request) -> web.Response:
+        # util.metrics of every process, Prometheus' text format (a scraper sends the
+        # token as "Authorization: Bearer <token>").
+        return web.Response(body=nm.metrics_text().encode(), headers={"Content-Type": PROM_TYPE})
+
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[AUTH] = auth
     app.router.add_get("/", index)
@@ -277,6 +285,7 @@ def make_app(nm: Source) -> web.Application:
     app.router.add_get("/api/workers", api_workers)
     app.router.add_get("/api/logs", api_logs)
     app.router.add_get("/api/timeline", api_timeline)
+    app.router.add_get("/metrics", metrics)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
     return app
 

@@ -51,6 +51,7 @@ from .. import protocol as P
 from ..config import CONFIG
 from ..exceptions import ConnectionLost
 from ..head.statistics import HeadStatistics
+from ..metric_values import MetricsTable
 from ..object_ref import new_id
 from ..task_events import TaskEventStore
 from ..transport_async import AsyncConnection, async_handshake
@@ -126,6 +127,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self._init_transfer()
         # Task records and timeline, recent worker output, the state API (task_events.py).
         self.task_events = TaskEventStore(CONFIG.max_task_events, self.node_id)
+        self.metrics = MetricsTable()  # util.metrics of every process (the head's: cluster)
         self.listings = Listings(self)
         self._init_cluster_link(ip, port, head_address, storage, node_timeout_s)
         # The web dashboard (dashboard/), served by the head only; None: off.
@@ -368,6 +370,8 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             self.to_head(msg)  # the head keeps the cluster's task table (events say the node)
         else:
             self.task_events.add_events(msg.events)
+            if msg.metrics:
+                self.metrics.merge(msg.metrics)
 
     def on_task_query(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         """Task and actor listings, summaries and the timeline: the head's, on a cluster."""
@@ -462,6 +466,10 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             tasks_recorded=te.recorded(),
             tasks_evicted=te.evicted,
         )
+
+    def metrics_text(self) -> str:
+        """util.metrics values reported here, in Prometheus text (the dashboard's /metrics)."""
+        return self.metrics.prometheus_text()
 
     def head_statistics(self) -> HeadStatistics | None:
         """The head's snapshot where it runs in this process, else None."""

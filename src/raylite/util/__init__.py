@@ -1,7 +1,7 @@
 """Utilities on top of the core API (Ray's `ray.util`): ActorPool, as_completed,
 map_unordered, list_named_actors, get_node_ip_address, inspect_serializability, the
-accelerator names, a progress bar; state listings in util.state, and Pool in
-util.multiprocessing (imported on its own, as in Ray).
+accelerator names, custom serializers, a progress bar; state listings in util.state,
+metrics in util.metrics, and Pool in util.multiprocessing (imported on its own, as in Ray).
 
 The names load on first use (PEP 562), as raylite's own do: the CLI and a node import
 util.state or util.scheduling_strategies, which runs this file, and must not pull in
@@ -18,11 +18,14 @@ _WHERE = {
     "list_named_actors": "cluster_info",
     "map_unordered": "helpers",
     "progress": "progress_bar",
+    "register_serializer": "serialization",
+    "deregister_serializer": "serialization",
 }
-_SUBMODULES = ("accelerators", "multiprocessing", "state")
+_SUBMODULES = ("accelerators", "metrics", "multiprocessing", "state")
 
 if TYPE_CHECKING:
     from . import accelerators as accelerators
+    from . import metrics as metrics
     from . import multiprocessing as multiprocessing
     from . import state as state
     from .actor_pool import ActorPool
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from .cluster_info import get_node_ip_address, list_named_actors
     from .helpers import as_completed, map_unordered
     from .progress_bar import progress
+    from .serialization import deregister_serializer, register_serializer
 
 
 def __getattr__(name: str) -> Any:
@@ -53,9 +57,12 @@ __all__ = [
     "ActorPool",
     "accelerators",
     "as_completed",
+    "deregister_serializer",
     "get_node_ip_address",
     "inspect_serializability",
     "list_named_actors",
     "map_unordered",
+    "metrics",
     "progress",
+    "register_serializer",
 ]

@@ -1,0 +1,1 @@
+"""ray.experimental: APIs Ray marks experimental (tqdm_ray: progress bars from tasks)."""
