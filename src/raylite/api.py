@@ -40,14 +40,25 @@ _INIT_OPTIONS = {
     "dashboard_port",
     "include_webui",
     "configure_logging",
-    "runtime_env",
-    "_temp_dir",
     "_system_config",
-    "local_mode",
-    "job_config",
     "logging_format",
-    "_memory",
-    "_node_ip_address",
+}
+# Ray's init() arguments raylite does not do yet: set, they raise (never ignored).
+_INIT_NOT_YET = {
+    "local_mode": " (deprecated in Ray too: run the tasks on a 1-CPU init instead)",
+    "job_config": "",
+    "runtime_env": "",
+    "_temp_dir": " (sessions live under /tmp/raylite)",
+    "_memory": "",
+    "_node_ip_address": " (raylite start --node-ip-address for a cluster node)",
+    "_metrics_export_port": " (the dashboard serves metrics at /metrics)",
+    "labels": "",
+    "logging_config": "",
+    "enable_resource_isolation": "",
+    "cgroup_path": "",
+    "system_reserved_cpu": "",
+    "system_reserved_memory": "",
+    "proxy_server_url": "",
 }
 
 
@@ -90,9 +101,13 @@ def init(
 ) -> RayContext:
     """Start raylite on this machine: a node manager and a pool of workers."""
     global _runtime
-    unknown = set(kwargs) - _INIT_OPTIONS
+    unknown = set(kwargs) - _INIT_OPTIONS - set(_INIT_NOT_YET)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    for key, why in _INIT_NOT_YET.items():
+        if kwargs.get(key) not in (None, False, {}, [], ""):
+            raise NotImplementedError(f"init({key}=...) is not supported by raylite yet{why}.")
+    log_format = kwargs.get("logging_format")
     with _init_lock:
         if _runtime is not None:
             if ignore_reinit_error:
@@ -120,7 +135,8 @@ def init(
                     f"When connecting to an existing cluster, {', '.join(given)} must not be "
                     "provided: the nodes were started with their resources (raylite start)."
                 )
-            _configure_logging(logging_level)
+            if kwargs.get("configure_logging", True):
+                _configure_logging(logging_level, log_format)
             _runtime = _connect(address, log_to_driver, namespace)
             core_context._global = _runtime.cw
             core_context._auto_init = _auto_init
@@ -142,7 +158,8 @@ def init(
                     )
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                     raise ValueError(f"resources[{k!r}] must be a non-negative number, got {v!r}")
-        _configure_logging(logging_level)
+        if kwargs.get("configure_logging", True):
+            _configure_logging(logging_level, log_format)
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
         gpus = num_gpus if num_gpus is not None else _detect_gpus()
         import psutil  # here: a worker (which imports this module) never needs it
@@ -253,12 +270,14 @@ def _store_root(capacity: int) -> str:
     return root
 
 
-def _configure_logging(level: int | str) -> None:
+def _configure_logging(level: int | str, fmt: str | None = None) -> None:
     logger = logging.getLogger("raylite")
     logger.setLevel(level)
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(fmt or "%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         logger.addHandler(handler)
         logger.propagate = False
 

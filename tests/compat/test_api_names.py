@@ -216,3 +216,14 @@ def test_options_raylite_does_not_do_yet_raise(ray_start, option):
 
     with pytest.raises(NotImplementedError, match=next(iter(option))):
         f.options(**option).remote()
+
+
+@raylite_only  # Ray does these; raylite refuses them instead of ignoring them
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"local_mode": True}, {"_temp_dir": "/tmp/elsewhere"}, {"_metrics_export_port": 8080}],
+)
+def test_init_arguments_raylite_does_not_do_yet_raise(no_engine, kwargs):
+    with pytest.raises(NotImplementedError, match=next(iter(kwargs))):
+        ray.init(num_cpus=1, **kwargs)
+    assert not ray.is_initialized()
