@@ -623,12 +623,60 @@ class RuntimeContext:
     def namespace(self) -> str | None:
         return self._cw.namespace
 
-    def get_accelerator_ids(self) -> dict[str, list[str]]:
-        return {"GPU": [str(g) for g in self._cw.current_gpu_ids]}
+    def get_actor_name(self) -> str | None:
+        """The actor's name ("" if it has none); None outside an actor."""
+        if self._cw.current_actor_id is None:
+            return None
+        return self._cw.actor_options.get("name") or ""
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the actor this runs in."""
+        cw = self._cw
+        if cw.current_actor_id is None:
+            raise RuntimeError("This method is only available in an actor.")
+        from .actors import _method_table
+
+        cls = type(cw.actor_instance)
+        return ActorHandle(
+            cw.current_actor_id,
+            cls.__name__,
+            _method_table(cls),
+            cw.address,
+            cw.actor_options.get("max_task_retries") or 0,
+        )
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        """Whether this actor has been restarted (this is not its first life)."""
+        if self._cw.current_actor_id is None:
+            raise AssertionError("This method should't be called inside Ray tasks.")
+        return bool(self._cw.actor_options.get("reconstructed"))
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        return {"GPU": [str(g) for g in self._cw.current_gpu_ids]}
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        """The resources reserved for this actor (its creation options: {} by default)."""
+        cw = self._cw
+        if cw.mode != "worker":
+            raise RuntimeError("This method is only available when the process is a worker.")
+        if cw.current_actor_id is None:
+            raise NotImplementedError(
+                "get_assigned_resources() in a task is not supported by raylite yet: "
+                "only in an actor."
+            )
+        shape = cw.actor_options.get("shape") or {}
+        return {k: from_units(v) for k, v in shape.items()}
+
+    def is_canceled(self) -> bool:
+        """Whether raylite.cancel() was called on the running task or actor call."""
+        cw = self._cw
+        if cw.mode != "worker":
+            raise RuntimeError("This method is only available when the process is a worker.")
+        if cw.actor_is_async:
+            raise RuntimeError("This method is not supported in an async actor.")
+        return cw.current_task_id in cw.cancelled_tasks
 
     def get(self) -> dict[str, Any]:
         return {

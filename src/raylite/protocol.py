@@ -274,7 +274,7 @@ class RegisterActorName:
     namespace: str
     actor_id: bytes
     class_name: str
-    methods: dict[str, int]
+    methods: dict[str, Any]  # actors.MethodTable: num_returns, or [n, retries, retry_exceptions]
 
 
 @_msg(27)
@@ -288,7 +288,7 @@ class NamedActor:
     found: bool  # RegisterActorName: the name was taken already; GetNamedActor: it exists
     actor_id: bytes
     class_name: str
-    methods: dict[str, int]
+    methods: dict[str, Any]  # actors.MethodTable: num_returns, or [n, retries, retry_exceptions]
     address: str
 
 

@@ -33,6 +33,11 @@ from .serialization import capture_error, dumps_inline, loads_function, loads_in
 _EXIT = object()
 
 
+def _ready() -> bool:
+    """actor.__ray_ready__.remote(): True once the actor is constructed."""
+    return True
+
+
 def _exit_process(exc: SystemExit) -> NoReturn:
     """sys.exit() in a task or actor method ends the worker, as in Ray: the owner
     sees the process go (a task is retried, then WorkerCrashedError; an actor dies)."""
@@ -120,6 +125,10 @@ class Worker:
         self.loop: Any = None  # async actors: their event loop (own thread)
         self.semaphore: Any = None
         self.pool: Any = None  # threaded actors (max_concurrency > 1)
+        # Actors with concurrency groups: group name ("" the default) -> a thread pool,
+        # or (event loop, semaphore) for an async actor; and each method's own group.
+        self.groups: dict[str, Any] | None = None
+        self.method_groups: dict[str, str] = {}
         self.cancelled: set[bytes] = set()  # task ids cancelled before or while running
         self.running_task: bytes | None = None
         self.display_name = "raylite::IDLE"
@@ -139,6 +148,7 @@ class Worker:
             nm_handler=self._nm_message,
         )
         self.cw.on_cancel_task = self._cancel
+        self.cw.cancelled_tasks = self.cancelled  # RuntimeContext.is_canceled() reads it
         self.pid = os.getpid()
         self._schedule_flush()
 
@@ -214,7 +224,10 @@ class Worker:
         options = msg.actor_options or {}
         cls = type(self.actor)
         is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls, callable))
-        if is_async:
+        self.cw.actor_is_async = is_async
+        if options.get("concurrency_groups"):
+            self._setup_groups(cls, is_async, options)
+        elif is_async:
             import asyncio
 
             self.loop = asyncio.new_event_loop()
@@ -229,6 +242,53 @@ class Worker:
             self.pool = ThreadPoolExecutor(
                 options["max_concurrency"], thread_name_prefix="raylite-actor"
             )
+
+    def _setup_groups(self, cls: type, is_async: bool, options: dict[str, Any]) -> None:
+        """One executor per concurrency group, as Ray: an async actor's group is an event
+        loop on its own thread limited by a semaphore, a sync actor's a thread pool; the
+        default group ("") has max_concurrency (1000 async, 1 sync)."""
+        from .actors import concurrency_groups_of
+
+        self.method_groups = concurrency_groups_of(cls)
+        default = options.get("max_concurrency") or (1000 if is_async else 1)
+        sizes = {"": default, **options["concurrency_groups"]}
+        groups: dict[str, Any] = {}
+        for name, size in sizes.items():
+            label = name or "default"
+            if is_async:
+                import asyncio
+
+                loop = asyncio.new_event_loop()
+                groups[name] = (loop, asyncio.Semaphore(size))
+                threading.Thread(
+                    target=loop.run_forever, name=f"raylite-actor-{label}", daemon=True
+                ).start()
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                groups[name] = ThreadPoolExecutor(size, thread_name_prefix=f"raylite-{label}")
+        self.groups = groups
+
+    def _run_in_group(self, conn: Any, msg: P.PushTask, rid: int) -> None:
+        """Run an actor call in its concurrency group: the one its .options() named
+        (after a NUL in its method id), else its method's, else the default."""
+        groups = self.groups
+        assert groups is not None
+        method, _, named = msg.function_id.decode().partition("\0")
+        group = groups.get(named or self.method_groups.get(method, ""))
+        if group is None:  # not a group of this actor: the default fails it (_resolve)
+            group = groups[""]
+        if isinstance(group, tuple):
+            import asyncio
+
+            loop, semaphore = group
+            fn = getattr(self.actor, method, None)
+            if inspect.iscoroutinefunction(fn):
+                asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid, semaphore), loop)
+            else:
+                loop.call_soon_threadsafe(self._run_threaded, conn, msg, rid)
+        else:
+            group.submit(self._run_threaded, conn, msg, rid)
 
     def _concurrent(self, item: Any) -> bool:
         """Run an actor call off the main loop if the actor is async or threaded."""
@@ -247,19 +307,22 @@ class Worker:
         if self.pool is not None:
             self.pool.submit(self._run_threaded, conn, msg, rid)
             return True
+        if self.groups is not None:
+            self._run_in_group(conn, msg, rid)
+            return True
         return False
 
     def _run_threaded(self, conn: Any, msg: P.PushTask, rid: int) -> None:
         returns, start, end = self.execute(msg)
         self._finish(conn, msg, rid, returns, start, end)
 
-    async def _run_async(self, conn: Any, msg: P.PushTask, rid: int) -> None:
+    async def _run_async(self, conn: Any, msg: P.PushTask, rid: int, semaphore: Any = None) -> None:
         start = time.time()
         self.active[msg.task_id] = (msg, start)
         self.cw.current_task_id = msg.task_id  # this asyncio task's own context
         try:
             fn, args, kwargs = self._resolve(msg)
-            async with self.semaphore:
+            async with semaphore or self.semaphore:
                 result = await fn(*args, **kwargs)
             returns = self._store_returns(msg, result, msg.name)
         except ActorExitRequest:
@@ -299,6 +362,8 @@ class Worker:
             self.events.append(event)
             self.active.pop(msg.task_id, None)
             self.reported.discard(msg.task_id)
+        if self.cancelled:
+            self.cancelled.discard(msg.task_id)
 
     def _event(
         self, msg: P.PushTask, start: float, end: float | None, error: list[str] | None
@@ -336,7 +401,8 @@ class Worker:
             for child in list(self.cw.children.get(task_id, ())):
                 self.cw.cancel(ObjectRef(child, self.cw.address), False, True)
         self.cancelled.add(task_id)
-        if self.running_task == task_id:
+        # An actor's call is not interrupted, as in Ray: it may poll is_canceled().
+        if self.running_task == task_id and self.actor is None:
             # A real SIGINT to the main thread: it also breaks a blocking sleep or read,
             # and the task sees KeyboardInterrupt, as in Ray.
             import signal
@@ -346,7 +412,10 @@ class Worker:
     def _resolve(self, msg: P.PushTask) -> tuple[Any, Any, dict[str, Any]]:
         """The callable and the arguments of a pushed task, dependencies filled in."""
         if msg.actor_id is not None and not msg.actor_creation:
-            fn = getattr(self.actor, msg.function_id.decode())
+            try:
+                fn = getattr(self.actor, msg.function_id.decode())
+            except AttributeError:
+                fn = self._special_method(msg.function_id.decode())
         else:
             fn = self.functions.get(msg.function_id)
             if fn is None:
@@ -363,6 +432,19 @@ class Worker:
                 else:
                     kwargs[d.position] = value
         return fn, args, kwargs
+
+    def _special_method(self, name: str) -> Any:
+        """An actor call that names no plain method: __ray_ready__, or a method with the
+        concurrency group its .options() named (after a NUL)."""
+        if name == "__ray_ready__":
+            return _ready
+        name, _, group = name.partition("\0")
+        if group and (self.groups is None or group not in self.groups):
+            raise ValueError(
+                f"The actor {self.actor_class_name} has no concurrency group {group!r}: "
+                "define it in @remote(concurrency_groups={...})."
+            )
+        return getattr(self.actor, name)
 
     def execute(self, msg: P.PushTask) -> tuple[list[P.TaskReturn], float, float]:
         cw = self.cw
@@ -389,6 +471,7 @@ class Worker:
             cw.current_gpu_ids = list(msg.gpu_ids)
         if msg.actor_creation:
             cw.current_actor_id = msg.actor_id
+            cw.actor_options = msg.actor_options or {}
             self.actor_class_name = getattr(fn, "__name__", name)
         if msg.actor_id is None or msg.actor_creation:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in msg.gpu_ids)
@@ -397,7 +480,7 @@ class Worker:
         try:
             self.running_task = msg.task_id
             if msg.actor_creation:
-                self.actor = fn(*args, **kwargs)
+                self.actor = cw.actor_instance = fn(*args, **kwargs)
                 self.actor_label = _label(self.actor)
                 result: Any = None
             else:

@@ -11,6 +11,7 @@ events. Not leases (leasing), not actor calls (actor_client).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -411,6 +412,10 @@ class SubmissionMixin:
                 client = self.actors.get(spec.actor_id) if spec.actor_id else None
                 if client is not None and spec in client.queue:
                     client.queue.remove(spec)
+                elif client is not None and spec in client.inflight and client.conn is not None:
+                    # Sent: the actor is told (is_canceled()), its call is not interrupted.
+                    with contextlib.suppress(ConnectionLost):
+                        client.conn.send(P.CancelTask(spec.task_id, recursive))
         if lease is None:
             if spec.actor_id is None or spec.unresolved or client is not None:
                 err = dumps_inline(TaskCancelledError(spec.task_id.hex()))
