@@ -244,7 +244,6 @@ class ActorClass:
                 "detached": options.get("lifetime") == "detached",
                 "concurrency_groups": groups or None,
                 "name": options.get("name"),
-                "shape": shape,
             },
         )
         return ActorHandle(

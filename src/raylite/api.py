@@ -657,17 +657,17 @@ class RuntimeContext:
         return {"GPU": [str(g) for g in self._cw.current_gpu_ids]}
 
     def get_assigned_resources(self) -> dict[str, float]:
-        """The resources reserved for this actor (its creation options: {} by default)."""
+        """The resources reserved for this worker: its task's or actor's (an actor's
+        default is {}, a task's {"CPU": 1.0}). Asks the node manager."""
+        from . import protocol as P
+
         cw = self._cw
         if cw.mode != "worker":
             raise RuntimeError("This method is only available when the process is a worker.")
-        if cw.current_actor_id is None:
-            raise NotImplementedError(
-                "get_assigned_resources() in a task is not supported by raylite yet: "
-                "only in an actor."
-            )
-        shape = cw.actor_options.get("shape") or {}
-        return {k: from_units(v) for k, v in shape.items()}
+        reply = cw.nm.request(
+            P.GetAssignedResources(cw.worker_id), timeout=CONFIG.request_timeout_s
+        )
+        return {k: from_units(v) for k, v in reply.shape.items()}
 
     def is_canceled(self) -> bool:
         """Whether raylite.cancel() was called on the running task or actor call."""

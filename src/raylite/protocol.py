@@ -437,6 +437,19 @@ class ObjectUnmapped:
     object_id: bytes
 
 
+@_msg(120)
+class GetAssignedResources:
+    """Worker -> its node manager: the resources of the lease it runs under
+    (RuntimeContext.get_assigned_resources; asked only then, never per task)."""
+
+    worker_id: bytes
+
+
+@_msg(121)
+class AssignedResources:
+    shape: dict[str, int]  # in units of 1/10000; {} when the worker holds no lease
+
+
 @_msg(63)
 class GetStoreStats:
     pass

@@ -233,8 +233,9 @@ def test_call_options_override_the_method(ray_start):
 
 
 def test_named_actor_handle_keeps_method_options(ray_start):
-    Flaky.options(name="flaky-apis").remote()
+    owner_handle = Flaky.options(name="flaky-apis").remote()  # keeps the actor alive
     a = ray.get_actor("flaky-apis")
+    assert a == owner_handle
     assert ray.get(a.twice_then_ok.remote(), timeout=WAIT) == 3
     ray.kill(a)
 
@@ -308,15 +309,24 @@ def task_context():
         ctx.current_actor  # noqa: B018
     except RuntimeError as exc:
         actor = str(exc)
-    return ctx.get_actor_name(), actor, ctx.is_canceled(), ctx.get_accelerator_ids()["GPU"]
+    return (
+        ctx.get_actor_name(),
+        actor,
+        ctx.is_canceled(),
+        ctx.get_accelerator_ids()["GPU"],
+        ctx.get_assigned_resources(),
+    )
 
 
 def test_task_context(ray_start):
-    name, actor, cancelled, gpus = ray.get(task_context.remote(), timeout=WAIT)
+    name, actor, cancelled, gpus, resources = ray.get(task_context.remote(), timeout=WAIT)
     assert name is None
     assert "only available in an actor" in actor
     assert cancelled is False
     assert gpus == []
+    assert resources == {"CPU": 1.0}
+    *_, resources = ray.get(task_context.options(num_cpus=0.5).remote(), timeout=WAIT)
+    assert resources == {"CPU": 0.5}
 
 
 def test_driver_context(ray_start):
@@ -326,6 +336,8 @@ def test_driver_context(ray_start):
         ctx.current_actor  # noqa: B018
     with pytest.raises(RuntimeError, match="only available when the process is a worker"):
         ctx.is_canceled()
+    with pytest.raises((AssertionError, RuntimeError), match="only available when the process"):
+        ctx.get_assigned_resources()
 
 
 def test_current_actor_is_a_handle_to_itself(ray_start):
