@@ -1,4 +1,10 @@
-"""ActorClass, ActorHandle, and actor method calls."""
+"""ActorClass, ActorHandle, and actor method calls.
+
+Owns the caller's side of an actor: its options and checks, its method table (each
+method's num_returns and @method call options, carried in handles), and a call's
+options (name, retries, retry_exceptions, concurrency group). Not where calls run or
+how concurrency groups execute (worker.py), nor call delivery (core/actor_client.py).
+"""
 
 from __future__ import annotations
 
@@ -297,9 +303,9 @@ class ActorHandle:
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods")
-        if name == "__ray_ready__" and methods is not None:
-            return ActorMethod(self, name, 1)  # True once the actor is constructed (worker)
         if methods is None or name not in methods:
+            if name == "__ray_ready__" and methods is not None:
+                return ActorMethod(self, name, 1)  # True once the actor is constructed
             raise AttributeError(
                 f"'{self.__dict__.get('_class_name', 'Actor')}' actor has no method '{name}'"
             )

@@ -8,6 +8,11 @@ A worker is forked by its node's fork server (node/forkserver.py; worker_main ne
 returns). Its stdout and stderr are pipes the node manager reads; Python-level writes
 are prefixed per line with `(task_or_class_name pid=N)`, as Ray prints them in the
 driver.
+
+An actor's calls run on the main thread one at a time; an async actor's on its event
+loop thread, a threaded one's (max_concurrency > 1) on a pool; an actor with
+concurrency groups has one executor per group (a loop or a pool) and each call goes
+to its group's.
 """
 
 from __future__ import annotations
