@@ -47,6 +47,13 @@ class Threaded:
     def default(self):
         return threading.current_thread().ident
 
+    def default_pair(self):
+        try:
+            self.small.wait()
+        except threading.BrokenBarrierError:
+            return "alone"
+        return "together"
+
     def blocked(self):
         return self.gate.wait(WAIT)
 
@@ -61,6 +68,13 @@ def test_sync_actor_runs_a_group_concurrently_up_to_its_size(ray_start):
     assert idents[0] != idents[1]
     # A group of 1 runs one call at a time: neither call finds the other in its barrier.
     assert ray.get([a.one.remote(), a.one.remote()], timeout=WAIT) == ["alone", "alone"]
+
+
+def test_the_default_group_has_max_concurrency(ray_start):
+    one = Threaded.remote()  # max_concurrency 1: its calls never meet
+    assert ray.get([one.default_pair.remote() for _ in range(2)], timeout=WAIT) == ["alone"] * 2
+    two = Threaded.options(max_concurrency=2).remote()
+    assert ray.get([two.default_pair.remote() for _ in range(2)], timeout=WAIT) == ["together"] * 2
 
 
 def test_sync_actor_groups_do_not_wait_for_each_other(ray_start):
