@@ -568,6 +568,10 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     return trace
 
 
+# Ray 2.60's accelerator kinds besides GPU (get_accelerator_ids() keys).
+_OTHER_ACCELERATORS = ("TPU", "neuron_cores", "HPU", "NPU", "RBLN", "FURIOSA", "MBLT", "TTNPU")
+
+
 class RuntimeContext:
     """What `get_runtime_context()` returns: ids of the current job, task, actor, node."""
 
@@ -654,7 +658,11 @@ class RuntimeContext:
         return bool(self._cw.actor_options.get("reconstructed"))
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
-        return {"GPU": [str(g) for g in self._cw.current_gpu_ids]}
+        """The visible accelerator ids by kind, as Ray 2.60 lists them: raylite assigns
+        GPUs only; the other kinds are listed, empty."""
+        ids: dict[str, list[str]] = {kind: [] for kind in _OTHER_ACCELERATORS}
+        ids["GPU"] = [str(g) for g in self._cw.current_gpu_ids]
+        return ids
 
     def get_assigned_resources(self) -> dict[str, float]:
         """The resources reserved for this worker: its task's or actor's (an actor's

@@ -309,6 +309,7 @@ def test_actor_name_and_resources(ray_start):
     assert name == "ctx-apis"
     assert resources == {}
     assert accelerators["GPU"] == []
+    assert accelerators["TPU"] == accelerators["neuron_cores"] == []
     b = Context.options(num_cpus=1).remote()
     name, resources, _ = ray.get(b.info.remote(), timeout=WAIT)
     assert name == ""
