@@ -1,4 +1,10 @@
-"""ActorClass, ActorHandle, and actor method calls."""
+"""ActorClass, ActorHandle, and actor method calls.
+
+Owns the caller's side of an actor: its options and checks, its method table (each
+method's num_returns and @method call options, carried in handles), and a call's
+options (name, retries, retry_exceptions, concurrency group). Not where calls run or
+how concurrency groups execute (worker.py), nor call delivery (core/actor_client.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from .core.lifecycle import ALIVE
 from .exceptions import PendingCallsLimitExceeded
 from .object_ref import new_id
 from .remote_function import resource_shape, strategy_of, validate_options
-from .serialization import dumps_function
+from .serialization import dumps_function, dumps_inline, loads_inline
 
 
 class ActorExitRequest(SystemExit):
@@ -25,36 +31,114 @@ def exit_actor() -> None:
     raise ActorExitRequest(0)
 
 
+_METHOD_OPTIONS = ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions")
+
+
 def method(*args: Any, **kwargs: Any) -> Any:
-    """`@method(num_returns=N)` on an actor method, as `ray.method`."""
+    """`@method(num_returns=, concurrency_group=, max_task_retries=, retry_exceptions=)` on
+    an actor method, as `ray.method`: that method's defaults for every call."""
     if args:
         raise TypeError("Use @raylite.method(num_returns=...) with keyword arguments only.")
     for key in kwargs:
-        if key not in ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions"):
-            raise ValueError(f"Invalid option {key!r} for @method.")
-        if key != "num_returns":
-            raise NotImplementedError(
-                f"@method({key}=...) is not supported by raylite yet: only num_returns is."
+        if key not in _METHOD_OPTIONS:
+            raise ValueError(
+                f"Unexpected keyword argument to @method: {key!r}. The supported keyword "
+                f"arguments are {list(_METHOD_OPTIONS)}."
             )
+    n = kwargs.get("num_returns", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
+    group = kwargs.get("concurrency_group")
+    if group is not None and (not isinstance(group, str) or not group):
+        raise TypeError(f"concurrency_group must be a non-empty string, got {group!r}")
+    retries = _check_retries(kwargs.get("max_task_retries"))
+    retry_exceptions = _check_retry_exceptions(kwargs.get("retry_exceptions", False))
 
     def decorate(fn: Any) -> Any:
-        n = kwargs.get("num_returns", 1)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
         fn.__raylite_num_returns__ = n
+        if group is not None:
+            fn.__raylite_concurrency_group__ = group
+        if retries is not None or retry_exceptions:
+            fn.__raylite_call_options__ = (retries, retry_exceptions)
         return fn
 
     return decorate
 
 
-def _method_table(cls: type) -> dict[str, int]:
-    table = {}
+def _check_retries(retries: Any) -> int | None:
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or retries < -1
+    ):
+        raise ValueError(f"max_task_retries must be an int >= -1, got {retries!r}")
+    return retries
+
+
+def _check_retry_exceptions(retry: Any) -> bool | tuple[type, ...]:
+    """retry_exceptions: a bool, or a list of exception classes (as for tasks)."""
+    if isinstance(retry, bool):
+        return retry
+    if isinstance(retry, list | tuple) and all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in retry
+    ):
+        return tuple(retry)
+    raise TypeError(
+        f"retry_exceptions must be a bool or a list of exception classes, got {retry!r}"
+    )
+
+
+# A method table maps each method name to its num_returns (an int: a plain method, the
+# hot path), or to [num_returns, max_task_retries, retry_exceptions] for a method whose
+# @method set call options; retry_exceptions is a bool or the pickled tuple of classes
+# (the table travels in handles and, msgpacked, through the head for named actors).
+MethodTable = dict[str, Any]
+
+
+def _method_table(cls: type) -> MethodTable:
+    table: MethodTable = {}
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name != "__call__":
             continue
         if callable(member):
-            table[name] = getattr(member, "__raylite_num_returns__", 1)
+            n = getattr(member, "__raylite_num_returns__", 1)
+            call = getattr(member, "__raylite_call_options__", None)
+            if call is None:
+                table[name] = n
+            else:
+                retries, retry = call
+                table[name] = [
+                    n,
+                    retries,
+                    retry if isinstance(retry, bool) else dumps_inline(retry),
+                ]
     return table
+
+
+def concurrency_groups_of(cls: type) -> dict[str, str]:
+    """Each method's @method(concurrency_group=...), for those that name one."""
+    groups = {}
+    for name, member in inspect.getmembers(cls):
+        group = getattr(member, "__raylite_concurrency_group__", None)
+        if group is not None:
+            groups[name] = group
+    return groups
+
+
+def _check_groups(groups: Any) -> None:
+    if groups is None:
+        return
+    if not isinstance(groups, dict):
+        raise TypeError(
+            "concurrency_groups must be a dict of group name to its max concurrency, "
+            f"got {type(groups).__name__}"
+        )
+    for name, size in groups.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"A concurrency group's name must be a non-empty string, got {name!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(
+                f"The max concurrency of concurrency group {name!r} must be an int >= 1, "
+                f"got {size!r}"
+            )
 
 
 class ActorClass:
@@ -105,8 +189,7 @@ class ActorClass:
                     "The keyword 'max_pending_calls' only accepts None, 0, -1 or a positive "
                     "integer, where -1 represents infinity."
                 )
-        if options.get("concurrency_groups"):
-            raise NotImplementedError("Actor concurrency_groups are not supported by raylite yet.")
+        _check_groups(options.get("concurrency_groups"))
         if options.get("allow_out_of_order_execution"):
             raise NotImplementedError(
                 "allow_out_of_order_execution=True is not supported by raylite yet: "
@@ -129,11 +212,21 @@ class ActorClass:
 
     def options(self, **options: Any) -> _ActorOptions:
         validate_options(options, "actor")
+        if "concurrency_groups" in options:  # as Ray: only on the class
+            raise ValueError("Setting 'concurrency_groups' is not supported in '.options()'.")
         merged = {**self._options, **options}
         self._check(merged)
         return _ActorOptions(self, merged)
 
     def _create(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
+        groups = options.get("concurrency_groups") or {}
+        for method_name, group in concurrency_groups_of(self._cls).items():
+            if group not in groups:
+                raise ValueError(
+                    f"The method {self._cls.__name__}.{method_name} is in concurrency group "
+                    f"{group!r}, which the actor does not define: add it to "
+                    "@remote(concurrency_groups={...})."
+                )
         cw = context.global_worker()
         self._pickled()  # at the first creation, as Ray: the globals it reads are read now
         # Ray's default: an actor needs no CPU while it runs unless asked for.
@@ -155,6 +248,8 @@ class ActorClass:
                 "max_restarts": options.get("max_restarts") or 0,
                 "max_task_retries": options.get("max_task_retries") or 0,
                 "detached": options.get("lifetime") == "detached",
+                "concurrency_groups": groups or None,
+                "name": options.get("name"),
             },
         )
         return ActorHandle(
@@ -194,7 +289,7 @@ class ActorHandle:
         self,
         actor_id: bytes,
         class_name: str,
-        methods: dict[str, int],
+        methods: MethodTable,
         address: str | None,
         max_task_retries: int = 0,
         max_pending_calls: int = -1,
@@ -209,10 +304,18 @@ class ActorHandle:
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods")
         if methods is None or name not in methods:
+            if name == "__ray_ready__" and methods is not None:
+                return ActorMethod(self, name, 1)  # True once the actor is constructed
             raise AttributeError(
                 f"'{self.__dict__.get('_class_name', 'Actor')}' actor has no method '{name}'"
             )
-        return ActorMethod(self, name, methods[name])
+        spec = methods[name]
+        if type(spec) is int:
+            return ActorMethod(self, name, spec)
+        n, retries, retry = spec
+        return ActorMethod(
+            self, name, n, None, retries, retry if isinstance(retry, bool) else loads_inline(retry)
+        )
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -247,7 +350,7 @@ class ActorHandle:
 def _rebuild_handle(
     actor_id: bytes,
     class_name: str,
-    methods: dict[str, int],
+    methods: MethodTable,
     address: str | None,
     max_task_retries: int = 0,
     max_pending_calls: int = -1,
@@ -263,12 +366,18 @@ class ActorMethod:
         num_returns: int,
         task_name: str | None = None,
         max_task_retries: int | None = None,
+        retry_exceptions: bool | tuple[type, ...] = False,
+        concurrency_group: str | None = None,
     ) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
         self._task_name = task_name  # .options(name=...): the call's name in listings
         self._max_task_retries = max_task_retries  # .options(max_task_retries=...)
+        self._retry_exceptions = retry_exceptions
+        # .options(concurrency_group=...): the worker reads the group after a NUL in the
+        # method's id (worker.py); a call without it runs in the method's own group.
+        self._group = concurrency_group
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -287,29 +396,30 @@ class ActorMethod:
                 "enable_task_events",
             ):
                 raise ValueError(f"Invalid option {key!r} for an actor method call.")
-        if options.get("concurrency_group") is not None:
-            raise NotImplementedError("Actor concurrency groups are not supported by raylite yet.")
-        if options.get("retry_exceptions"):
-            raise NotImplementedError(
-                "retry_exceptions on actor method calls is not supported by raylite yet."
-            )
+        group = options.get("concurrency_group", self._group)
+        if group is not None and (not isinstance(group, str) or not group):
+            raise TypeError(f"concurrency_group must be a non-empty string, got {group!r}")
+        retry = self._retry_exceptions
+        if "retry_exceptions" in options:
+            retry = _check_retry_exceptions(options["retry_exceptions"])
         if options.get("enable_task_events") is False:
             raise NotImplementedError("enable_task_events=False is not supported by raylite yet.")
-        retries = options.get("max_task_retries", self._max_task_retries)
-        if retries is not None and (
-            isinstance(retries, bool) or not isinstance(retries, int) or retries < -1
-        ):
-            raise ValueError(f"max_task_retries must be an int >= -1, got {retries!r}")
+        retries = _check_retries(options.get("max_task_retries", self._max_task_retries))
         name = options.get("name", self._task_name)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"The 'name' option must be a string, got {type(name).__name__}.")
         n = options.get("num_returns", self._num_returns)
-        return ActorMethod(self._handle, self._name, n, name, retries)
+        return ActorMethod(self._handle, self._name, n, name, retries, retry, group)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """A DAG node that calls this method on `dag.execute()` (raylite.dag)."""
         from .dag.class_node import bind_actor_method
 
+        if self._group is not None or self._retry_exceptions != self._default_retry():
+            raise NotImplementedError(
+                "A bound actor call's .options(concurrency_group=, retry_exceptions=) is not "
+                "supported by raylite yet: call .remote() instead."
+            )
         return bind_actor_method(
             self._handle,
             self._name,
@@ -319,6 +429,10 @@ class ActorMethod:
             self._task_name or "",
             self._max_task_retries,
         )
+
+    def _default_retry(self) -> Any:
+        """The method's own retry_exceptions (its @method), which a bound call keeps."""
+        return getattr(self._handle, self._name)._retry_exceptions
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
@@ -332,16 +446,17 @@ class ActorMethod:
                 "`max_pending_calls` actor option."
             )
         retries = self._max_task_retries
+        group = self._group
         refs = cw.submit_task(
             name=self._task_name or f"{h._class_name}.{self._name}",
-            function_id=self._name.encode(),
+            function_id=self._name.encode() if group is None else f"{self._name}\0{group}".encode(),
             function_blob=None,
             args=args,
             kwargs=kwargs,
             num_returns=self._num_returns,
             shape={},
             max_retries=h._max_task_retries if retries is None else retries,
-            retry_exceptions=False,
+            retry_exceptions=self._retry_exceptions,
             actor_id=h._actor_id,
         )
         if self._num_returns == 1:

@@ -587,6 +587,10 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     return trace
 
 
+# Ray 2.60's accelerator kinds besides GPU (get_accelerator_ids() keys).
+_OTHER_ACCELERATORS = ("TPU", "neuron_cores", "HPU", "NPU", "RBLN", "FURIOSA", "MBLT", "TTNPU")
+
+
 class RuntimeContext:
     """What `get_runtime_context()` returns: ids of the current job, task, actor, node."""
 
@@ -643,12 +647,64 @@ class RuntimeContext:
         """The job's namespace; without one given to init(), its anonymous one (as Ray)."""
         return self._cw.default_namespace()
 
-    def get_accelerator_ids(self) -> dict[str, list[str]]:
-        return {"GPU": [str(g) for g in self._cw.current_gpu_ids]}
+    def get_actor_name(self) -> str | None:
+        """The actor's name ("" if it has none); None outside an actor."""
+        if self._cw.current_actor_id is None:
+            return None
+        return self._cw.actor_options.get("name") or ""
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the actor this runs in."""
+        cw = self._cw
+        if cw.current_actor_id is None:
+            raise RuntimeError("This method is only available in an actor.")
+        from .actors import _method_table
+
+        cls = type(cw.actor_instance)
+        return ActorHandle(
+            cw.current_actor_id,
+            cls.__name__,
+            _method_table(cls),
+            cw.address,
+            cw.actor_options.get("max_task_retries") or 0,
+        )
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        """Whether this actor has been restarted (this is not its first life)."""
+        if self._cw.current_actor_id is None:
+            raise AssertionError("This method should't be called inside Ray tasks.")
+        return bool(self._cw.actor_options.get("reconstructed"))
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """The visible accelerator ids by kind, as Ray 2.60 lists them: raylite assigns
+        GPUs only; the other kinds are listed, empty."""
+        ids: dict[str, list[str]] = {kind: [] for kind in _OTHER_ACCELERATORS}
+        ids["GPU"] = [str(g) for g in self._cw.current_gpu_ids]
+        return ids
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        """The resources reserved for this worker: its task's or actor's (an actor's
+        default is {}, a task's {"CPU": 1.0}). Asks the node manager."""
+        from . import protocol as P
+
+        cw = self._cw
+        if cw.mode != "worker":
+            raise RuntimeError("This method is only available when the process is a worker.")
+        reply = cw.nm.request(
+            P.GetAssignedResources(cw.worker_id), timeout=CONFIG.request_timeout_s
+        )
+        return {k: from_units(v) for k, v in reply.shape.items()}
+
+    def is_canceled(self) -> bool:
+        """Whether raylite.cancel() was called on the running task or actor call."""
+        cw = self._cw
+        if cw.mode != "worker":
+            raise RuntimeError("This method is only available when the process is a worker.")
+        if cw.actor_is_async:
+            raise RuntimeError("This method is not supported in an async actor.")
+        return cw.current_task_id in cw.cancelled_tasks
 
     def get(self) -> dict[str, Any]:
         return {

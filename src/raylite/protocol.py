@@ -274,7 +274,7 @@ class RegisterActorName:
     namespace: str
     actor_id: bytes
     class_name: str
-    methods: dict[str, int]
+    methods: dict[str, Any]  # actors.MethodTable: num_returns, or [n, retries, retry_exceptions]
 
 
 @_msg(27)
@@ -288,7 +288,7 @@ class NamedActor:
     found: bool  # RegisterActorName: the name was taken already; GetNamedActor: it exists
     actor_id: bytes
     class_name: str
-    methods: dict[str, int]
+    methods: dict[str, Any]  # actors.MethodTable: num_returns, or [n, retries, retry_exceptions]
     address: str
 
 
@@ -437,6 +437,19 @@ class ObjectMapped:
 @_msg(67)
 class ObjectUnmapped:
     object_id: bytes
+
+
+@_msg(120)
+class GetAssignedResources:
+    """Worker -> its node manager: the resources of the lease it runs under
+    (RuntimeContext.get_assigned_resources; asked only then, never per task)."""
+
+    worker_id: bytes
+
+
+@_msg(121)
+class AssignedResources:
+    shape: dict[str, int]  # in units of 1/10000; {} when the worker holds no lease
 
 
 @_msg(63)

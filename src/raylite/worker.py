@@ -8,6 +8,11 @@ A worker is forked by its node's fork server (node/forkserver.py; worker_main ne
 returns). Its stdout and stderr are pipes the node manager reads; Python-level writes
 are prefixed per line with `(task_or_class_name pid=N)`, as Ray prints them in the
 driver.
+
+An actor's calls run on the main thread one at a time; an async actor's on its event
+loop thread, a threaded one's (max_concurrency > 1) on a pool; an actor with
+concurrency groups has one executor per group (a loop or a pool) and each call goes
+to its group's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ from .object_ref import ObjectRef
 from .serialization import capture_error, dumps_inline, loads_function, loads_inline, serialize
 
 _EXIT = object()
+
+
+def _ready() -> bool:
+    """actor.__ray_ready__.remote(): True once the actor is constructed."""
+    return True
 
 
 def _exit_process(exc: SystemExit) -> NoReturn:
@@ -120,6 +130,10 @@ class Worker:
         self.loop: Any = None  # async actors: their event loop (own thread)
         self.semaphore: Any = None
         self.pool: Any = None  # threaded actors (max_concurrency > 1)
+        # Actors with concurrency groups: group name ("" the default) -> a thread pool,
+        # or (event loop, semaphore) for an async actor; and each method's own group.
+        self.groups: dict[str, Any] | None = None
+        self.method_groups: dict[str, str] = {}
         self.cancelled: set[bytes] = set()  # task ids cancelled before or while running
         self.coroutines: dict[bytes, Any] = {}  # async actor calls running: their asyncio tasks
         self.running_task: bytes | None = None
@@ -140,6 +154,7 @@ class Worker:
             nm_handler=self._nm_message,
         )
         self.cw.on_cancel_task = self._cancel
+        self.cw.cancelled_tasks = self.cancelled  # RuntimeContext.is_canceled() reads it
         self.pid = os.getpid()
         self._schedule_flush()
 
@@ -216,7 +231,10 @@ class Worker:
         options = msg.actor_options or {}
         cls = type(self.actor)
         is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls, callable))
-        if is_async:
+        self.cw.actor_is_async = is_async
+        if options.get("concurrency_groups"):
+            self._setup_groups(cls, is_async, options)
+        elif is_async:
             import asyncio
 
             self.loop = asyncio.new_event_loop()
@@ -231,6 +249,53 @@ class Worker:
             self.pool = ThreadPoolExecutor(
                 options["max_concurrency"], thread_name_prefix="raylite-actor"
             )
+
+    def _setup_groups(self, cls: type, is_async: bool, options: dict[str, Any]) -> None:
+        """One executor per concurrency group, as Ray: an async actor's group is an event
+        loop on its own thread limited by a semaphore, a sync actor's a thread pool; the
+        default group ("") has max_concurrency (1000 async, 1 sync)."""
+        from .actors import concurrency_groups_of
+
+        self.method_groups = concurrency_groups_of(cls)
+        default = options.get("max_concurrency") or (1000 if is_async else 1)
+        sizes = {"": default, **options["concurrency_groups"]}
+        groups: dict[str, Any] = {}
+        for name, size in sizes.items():
+            label = name or "default"
+            if is_async:
+                import asyncio
+
+                loop = asyncio.new_event_loop()
+                groups[name] = (loop, asyncio.Semaphore(size))
+                threading.Thread(
+                    target=loop.run_forever, name=f"raylite-actor-{label}", daemon=True
+                ).start()
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                groups[name] = ThreadPoolExecutor(size, thread_name_prefix=f"raylite-{label}")
+        self.groups = groups
+
+    def _run_in_group(self, conn: Any, msg: P.PushTask, rid: int) -> None:
+        """Run an actor call in its concurrency group: the one its .options() named
+        (after a NUL in its method id), else its method's, else the default."""
+        groups = self.groups
+        assert groups is not None
+        method, _, named = msg.function_id.decode().partition("\0")
+        group = groups.get(named or self.method_groups.get(method, ""))
+        if group is None:  # not a group of this actor: the default fails it (_resolve)
+            group = groups[""]
+        if isinstance(group, tuple):
+            import asyncio
+
+            loop, semaphore = group
+            fn = getattr(self.actor, method, None)
+            if inspect.iscoroutinefunction(fn):
+                asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid, semaphore), loop)
+            else:
+                loop.call_soon_threadsafe(self._run_threaded, conn, msg, rid)
+        else:
+            group.submit(self._run_threaded, conn, msg, rid)
 
     def _concurrent(self, item: Any) -> bool:
         """Run an actor call off the main loop if the actor is async or threaded."""
@@ -249,13 +314,16 @@ class Worker:
         if self.pool is not None:
             self.pool.submit(self._run_threaded, conn, msg, rid)
             return True
+        if self.groups is not None:
+            self._run_in_group(conn, msg, rid)
+            return True
         return False
 
     def _run_threaded(self, conn: Any, msg: P.PushTask, rid: int) -> None:
         returns, start, end = self.execute(msg)
         self._finish(conn, msg, rid, returns, start, end)
 
-    async def _run_async(self, conn: Any, msg: P.PushTask, rid: int) -> None:
+    async def _run_async(self, conn: Any, msg: P.PushTask, rid: int, semaphore: Any = None) -> None:
         import asyncio  # loaded already: this worker runs an event loop
 
         start = time.time()
@@ -266,7 +334,7 @@ class Worker:
             if msg.task_id in self.cancelled:  # cancelled before it started
                 raise asyncio.CancelledError
             fn, args, kwargs = self._resolve(msg)
-            async with self.semaphore:
+            async with semaphore or self.semaphore:
                 result = await fn(*args, **kwargs)
             returns = self._store_returns(msg, result, msg.name)
         except ActorExitRequest:
@@ -312,6 +380,8 @@ class Worker:
             self.events.append(event)
             self.active.pop(msg.task_id, None)
             self.reported.discard(msg.task_id)
+        if self.cancelled:
+            self.cancelled.discard(msg.task_id)
 
     def _event(
         self, msg: P.PushTask, start: float, end: float | None, error: list[str] | None
@@ -351,8 +421,9 @@ class Worker:
         self.cancelled.add(task_id)
         running = self.coroutines.get(task_id)
         if running is not None:  # an async actor's call: CancelledError in the coroutine
-            self.loop.call_soon_threadsafe(running.cancel)
+            running.get_loop().call_soon_threadsafe(running.cancel)
             return
+        # A sync actor's call is not interrupted, as in Ray: it may poll is_canceled().
         if self.running_task == task_id and self.actor is None:
             # A real SIGINT to the main thread: it also breaks a blocking sleep or read,
             # and the task sees KeyboardInterrupt, as in Ray.
@@ -363,7 +434,10 @@ class Worker:
     def _resolve(self, msg: P.PushTask) -> tuple[Any, Any, dict[str, Any]]:
         """The callable and the arguments of a pushed task, dependencies filled in."""
         if msg.actor_id is not None and not msg.actor_creation:
-            fn = getattr(self.actor, msg.function_id.decode())
+            try:
+                fn = getattr(self.actor, msg.function_id.decode())
+            except AttributeError:
+                fn = self._special_method(msg.function_id.decode())
         else:
             fn = self.functions.get(msg.function_id)
             if fn is None:
@@ -380,6 +454,19 @@ class Worker:
                 else:
                     kwargs[d.position] = value
         return fn, args, kwargs
+
+    def _special_method(self, name: str) -> Any:
+        """An actor call that names no plain method: __ray_ready__, or a method with the
+        concurrency group its .options() named (after a NUL)."""
+        if name == "__ray_ready__":
+            return _ready
+        name, _, group = name.partition("\0")
+        if group and (self.groups is None or group not in self.groups):
+            raise ValueError(
+                f"The actor {self.actor_class_name} has no concurrency group {group!r}: "
+                "define it in @remote(concurrency_groups={...})."
+            )
+        return getattr(self.actor, name)
 
     def execute(self, msg: P.PushTask) -> tuple[list[P.TaskReturn], float, float]:
         cw = self.cw
@@ -407,6 +494,7 @@ class Worker:
             cw.namespace = msg.namespace  # the job's: named actors here are looked up in it
         if msg.actor_creation:
             cw.current_actor_id = msg.actor_id
+            cw.actor_options = msg.actor_options or {}
             self.actor_class_name = getattr(fn, "__name__", name)
         if msg.actor_id is None or msg.actor_creation:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in msg.gpu_ids)
@@ -415,7 +503,7 @@ class Worker:
         try:
             self.running_task = msg.task_id
             if msg.actor_creation:
-                self.actor = fn(*args, **kwargs)
+                self.actor = cw.actor_instance = fn(*args, **kwargs)
                 self.actor_label = _label(self.actor)
                 result: Any = None
             else:

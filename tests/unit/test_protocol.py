@@ -307,6 +307,7 @@ def test_every_message_type_has_a_receiver():
         P.ObjectValue,
         P.ObjectReserved,
         P.StoreStats,
+        P.AssignedResources,
         P.NamedActor,
         P.LeaseSpillback,
         P.ObjectStream,

@@ -40,7 +40,7 @@ from .actor_life import (
 )
 from .lease_queue import Lease, SchedulingClass
 from .lifecycle import DEAD, FAILED, PUSHED, TASK_ENDED
-from .tasks import TaskSpec, task_transition
+from .tasks import TaskSpec, retry_task, retryable, task_transition
 
 log = logging.getLogger("raylite")
 
@@ -73,7 +73,7 @@ class ActorClientMixin:
         shape: dict[str, int],
         name: str | None = None,
         namespace: str | None = None,
-        methods: dict[str, int] | None = None,
+        methods: dict[str, Any] | None = None,
         get_if_exists: bool = False,
         actor_options: dict[str, Any] | None = None,
         strategy: Any = None,
@@ -185,6 +185,9 @@ class ActorClientMixin:
         client.creation_spec = spec
         spec.incarnation = client.incarnation
         options = spec.actor_options or {}
+        if client.incarnation and not options.get("reconstructed"):
+            # A new life: was_current_actor_reconstructed is True in it.
+            spec.actor_options = options = {**options, "reconstructed": True}
         if first and options.get("detached") and client.restarts_left and self.node_tcp:
             self._register_detached(spec, client)
         key = tuple(sorted(spec.shape.items()))
@@ -383,6 +386,8 @@ class ActorClientMixin:
     def _actor_task_done(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         if isinstance(reply, P.TaskDone):
             error = bool(reply.returns) and reply.returns[0].kind == P.ERROR
+            if error and spec.retry_exceptions and self._retry_call(client, spec, reply):
+                return
             adopted = [self._adopt_contained(r.contained) for r in reply.returns]
             with self.lock:  # one hold: the call ends, its values are recorded
                 if spec in client.inflight:
@@ -396,6 +401,21 @@ class ActorClientMixin:
         with self.lock:
             actions = self.lives.call_lost(client, spec, self.closed)
         self._actor_actions(actions)
+
+    def _retry_call(self, client: ActorClient, spec: TaskSpec, reply: P.TaskDone) -> bool:
+        """A call with retry_exceptions raised: if the error is one it retries and a
+        retry is left (max_task_retries), send it again, ahead of later calls."""
+        if spec.max_retries == 0 or not retryable(spec.retry_exceptions, reply.returns[0].data):
+            return False
+        with self.lock:
+            if spec not in client.inflight or not retry_task(
+                spec, "it raised an exception it retries", self.closed
+            ):
+                return False
+            client.inflight.remove(spec)
+            client.queue.appendleft(spec)
+        self._flush_actor(client)
+        return True
 
     def kill_actor(self, actor_id: bytes, class_name: str, no_restart: bool = True) -> None:
         cause = f"The actor {class_name} was killed by raylite.kill()."

@@ -179,6 +179,13 @@ class CoreWorker(
         self.current_actor_id: bytes | None = None
         self.current_gpu_ids: list[int] = []
         self.current_task_name: str | None = None
+        # An actor's worker: its creation options (name, shape, reconstructed, ...), and
+        # whether it is async; the task ids cancelled before or while running (a worker
+        # fills them; RuntimeContext reads them).
+        self.actor_options: dict[str, Any] = {}
+        self.actor_instance: Any = None
+        self.actor_is_async = False
+        self.cancelled_tasks: set[bytes] = set()
         self.blocked_depth = 0
         # Set before registering: the node manager may lease us out at once.
         self.on_task_pushed = task_handler

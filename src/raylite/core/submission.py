@@ -432,7 +432,8 @@ class SubmissionMixin:
                 client = self.actors.get(spec.actor_id) if spec.actor_id else None
                 if client is not None and spec in client.queue:
                     client.queue.remove(spec)
-                elif client is not None and spec in client.inflight:
+                elif client is not None and spec in client.inflight and client.conn is not None:
+                    # Sent: the actor cancels it (an async call) or marks it (a sync one).
                     sent_to = client.conn
         if sent_to is not None:
             with contextlib.suppress(ConnectionLost):

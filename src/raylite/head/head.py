@@ -83,7 +83,7 @@ class ActorRec:
     waiters: list[tuple[AsyncConnection, int]] = field(default_factory=list)
     name: tuple[str, str] | None = None  # (namespace, name) for a named actor
     restarts_left: int = 0
-    methods: dict[str, int] = field(default_factory=dict)
+    methods: dict[str, Any] = field(default_factory=dict)
     node_id: bytes = b""
     restarts: int = 0  # times its process died and its owner was to restart it
     owner: str = ""  # a detached actor's owner (RegisterDetached)

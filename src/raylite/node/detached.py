@@ -67,7 +67,12 @@ async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
         _report(nm, msg, "DEAD", cause=f"It could not be restarted: {why}")
         return
     # This node is the new life's owner (clusters only: detached actors), on its lease.
-    push = msgspec.structs.replace(msg.push, owner=nm.tcp_address, gpu_ids=list(granted.gpu_ids))
+    push = msgspec.structs.replace(
+        msg.push,
+        owner=nm.tcp_address,
+        gpu_ids=list(granted.gpu_ids),
+        actor_options={**(msg.push.actor_options or {}), "reconstructed": True},
+    )
     try:
         conn = await async_connect(granted.address, nm.token)
         nm.spawn(conn.read_loop(lambda c, m, r: None))

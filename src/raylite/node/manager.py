@@ -156,6 +156,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             P.ReserveObject: self.on_reserve_object,
             P.FreeObject: self.on_free_object,
             P.GetStoreStats: self.on_get_store_stats,
+            P.GetAssignedResources: self.on_get_assigned_resources,
             P.ObjectRestored: self.on_object_restored,
             P.ObjectMapped: self.on_object_mapped,
             P.ObjectUnmapped: self.on_object_unmapped,
@@ -474,6 +475,13 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
     def head_statistics(self) -> HeadStatistics | None:
         """The head's snapshot where it runs in this process, else None."""
         return self.head.statistics() if self.head is not None else None
+
+    def on_get_assigned_resources(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
+        """A worker's RuntimeContext.get_assigned_resources(): its lease's shape."""
+        worker = self.workers.get(msg.worker_id)
+        lease_id = worker.lease_id if worker is not None else None
+        lease = self.lease_book.leases.get(lease_id) if lease_id is not None else None
+        conn.reply(rid, P.AssignedResources(dict(lease.shape) if lease is not None else {}))
 
     def on_get_store_stats(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         """`raylite memory`, util.state: the store's numbers and objects, from a snapshot."""
