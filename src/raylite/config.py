@@ -30,6 +30,9 @@ class Config:
     # At interpreter exit (no ray.shutdown()), a driver lets the tasks it submitted end
     # for at most this long first: as on Ray, a script's last fire-and-forget task runs.
     exit_drain_s: float = 1.0
+    # A lease request waiting this long for resources others hold gets its owner a
+    # warning naming them (a tree of actors waiting on work it has no CPU for hangs).
+    pending_warn_s: float = 5.0
     # Seconds init() waits for the node manager to come up.
     start_timeout_s: float = 30.0
     # Node managers heartbeat to the head this often (seconds).

@@ -213,6 +213,16 @@ class LeaseInfeasible:
     missing: dict[str, int]
 
 
+@_msg(122)
+class LeaseWaiting:
+    """Node manager -> owner, once: its request has waited pending_warn_s for resources
+    that granted leases hold (`holders`, described); `total`: the node's, for display."""
+
+    shape: dict[str, int]
+    total: dict[str, float]
+    holders: str
+
+
 @_msg(13)
 class CancelLease:
     lease_id: bytes

@@ -482,3 +482,26 @@ def test_invalid_transition_raises():
     with pytest.raises(InvalidTransition, match="RETURNED -> GRANTED"):
         transition(req, LeaseState.GRANTED, LEASE_TRANSITIONS, cause="late", who=req.lease_id)
     assert req.state is LeaseState.RETURNED
+
+
+def test_a_request_waiting_long_on_held_resources_is_reported_once_with_its_holders():
+    b = book(1)
+    holder = lease({"CPU": U}, actor_id=b"\x0a" * 16)
+    (start,) = b.request(holder)
+    assert start == StartWorker(holder)
+    b.worker_started(Worker(for_request=holder))  # the actor's own worker registered
+    assert holder.state is LeaseState.GRANTED
+    waiting = lease({"CPU": U}, waiting_since=100.0)
+    b.request(waiting)
+    assert b.waiting_long(now=101.0, after=5.0) == []  # not long yet
+    ((which, holders),) = b.waiting_long(now=106.0, after=5.0)
+    assert which is waiting
+    assert holders == "1 actor(s) (0a0a0a0a0a0a)"
+    assert b.waiting_long(now=120.0, after=5.0) == []  # once
+
+
+def test_a_request_waiting_for_a_worker_to_start_is_not_reported():
+    b = book(2)
+    req = lease({"CPU": U}, waiting_since=0.0)
+    b.request(req)  # resources free, no idle worker: one is starting
+    assert b.waiting_long(now=100.0, after=5.0) == []

@@ -293,6 +293,8 @@ class CoreWorker(
                 _print_log_lines(msg.lines)
         elif isinstance(msg, P.LeaseInfeasible):
             self._warn_infeasible(msg)
+        elif isinstance(msg, P.LeaseWaiting):
+            self._warn_waiting(msg)
         elif isinstance(msg, P.ClientDied):
             self._drop_borrower(msg.address)
             self._actor_process_died(msg.address)

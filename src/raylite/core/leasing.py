@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
-from ..config import from_units
+from ..config import CONFIG, from_units
 from ..exceptions import (
     ConnectionLost,
     TaskUnschedulableError,
@@ -179,6 +179,17 @@ class LeasingMixin:
             f"No node in the cluster has enough of: {missing}. "
             f"The cluster has {self.node_info.get('total_display', {})}. The task or actor stays "
             "pending until a node with these resources joins; check its resource options.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _warn_waiting(self, msg: P.LeaseWaiting) -> None:
+        shape = {k: from_units(v) for k, v in msg.shape.items()}
+        print(
+            f"Warning: a task or actor has waited {CONFIG.pending_warn_s:g} s for {shape}; "
+            f"the node has {msg.total} and all of it that this needs is held by "
+            f"{msg.holders}. If those wait (ray.get) on this work, nothing will run: give "
+            "actors that only wait num_cpus=0, or run on more CPUs.",
             file=sys.stderr,
             flush=True,
         )

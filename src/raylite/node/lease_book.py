@@ -149,6 +149,8 @@ class Lease(msgspec.Struct, eq=False):
     state: LeaseState = L_PENDING
     gpu_ids: list[int] = msgspec.field(default_factory=list)
     worker: Worker | None = None  # once granted
+    waiting_since: float = 0.0  # when it reached this node (the shell's clock)
+    warned: bool = False  # its owner was told it waits on resources others hold
 
 
 # --- actions: what the shell does for the book ----------------------------------------
@@ -382,6 +384,40 @@ class LeaseBook:
     def place_shape(self, shape: dict[str, int], actor_id: bytes) -> Placement:
         """Where a lease of `shape` for the actor would go (the head's detached restarts)."""
         return self._place(Lease(b"", shape, actor_id, _Nobody(), 0))
+
+    def waiting_long(self, now: float, after: float) -> list[tuple[Lease, str]]:
+        """Requests waiting here over `after` s for resources granted leases hold (each
+        once), with who holds them: a tree of actors that wait on work they cannot get
+        hangs in silence otherwise."""
+        out: list[tuple[Lease, str]] = []
+        available = self.available
+        for lease in self.pending:
+            if lease.warned or now - lease.waiting_since < after:
+                continue
+            short = [k for k, v in lease.shape.items() if available.get(k, 0) < v]
+            if not short:
+                continue  # it waits for a worker to start, not for resources
+            lease.warned = True
+            out.append((lease, self._holders(short)))
+        return out
+
+    def _holders(self, kinds: list[str]) -> str:
+        actors: list[str] = []
+        tasks = 0
+        for held in self.leases.values():
+            if not any(self._held(held).get(k, 0) for k in kinds):
+                continue
+            if held.actor_id is not None:
+                actors.append(held.actor_id.hex()[:12])
+            else:
+                tasks += 1
+        parts = []
+        if actors:
+            shown = ", ".join(actors[:5]) + (", ..." if len(actors) > 5 else "")
+            parts.append(f"{len(actors)} actor(s) ({shown})")
+        if tasks:
+            parts.append(f"{tasks} task(s)")
+        return " and ".join(parts) or "nothing granted here (requests ahead of it)"
 
     def pending_shapes(self, limit: int) -> list[dict[str, int]]:
         return [r.shape for r in self.pending[:limit]]

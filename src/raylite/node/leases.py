@@ -17,7 +17,9 @@ early heartbeat. Not the decisions (the book's), not the placement policy
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from typing import Any
 
 from .. import protocol as P
@@ -99,6 +101,7 @@ class LeasesMixin:
             strategy=msg.strategy,
             spilled=int(msg.spilled),
             detached=msg.detached,
+            waiting_since=time.monotonic(),
         )
         self.run_lease_actions(self.lease_book.request(lease))
 
@@ -152,6 +155,16 @@ class LeasesMixin:
         rec = conn.peer
         if isinstance(rec, WorkerRec) and rec.lease_id:
             self.lease_book.worker_unblocked(rec.lease_id)
+
+    async def waiting_watch_loop(self) -> None:
+        """Once a second: tell the owners of requests that wait long on resources held
+        here (LeaseWaiting), once each."""
+        after = CONFIG.pending_warn_s
+        while True:
+            await asyncio.sleep(min(1.0, after))
+            for lease, holders in self.lease_book.waiting_long(time.monotonic(), after):
+                with contextlib.suppress(ConnectionLost, OSError):
+                    lease.owner.send(P.LeaseWaiting(lease.shape, self.display(self.total), holders))
 
     def display(self, res: dict[str, int]) -> dict[str, float]:
         return {k: v / RESOURCE_UNIT for k, v in res.items()}

@@ -214,6 +214,8 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
                 sys.stdout.flush()
                 return
             self.spawn(self.heartbeat_loop())
+        if not self.head_only:
+            self.spawn(self.waiting_watch_loop())
         if self.head is not None and self.dashboard_port is not None:
             try:
                 from ..dashboard.server import start_dashboard
