@@ -82,6 +82,9 @@ METRICS = [
     Metric("put_vs_memcpy", "put", "x", "higher", "raylite >= 0.5", "raylite", 0.5),
     Metric("get_100mb_ms", "get", "ms", "lower", "raylite < 1 ms", "raylite", 1.0),
     Metric("small_put_get_per_s", "small", "ops/s", "higher", "ratio >= 2", "ratio", 2.0),
+    # A task with a numpy array argument passed by value (no put): 100 MB and 400 MB.
+    Metric("arg_100mb_s", "args", "s", "lower", "ratio < 2", "ratio", 2.0),
+    Metric("arg_400mb_s", "args", "s", "lower", "ratio < 2", "ratio", 2.0),
     Metric("spill_write_mbps", "spill", "MB/s", "higher", "raylite >= 500", "raylite", 500.0),
     Metric("restore_read_mbps", "spill", "MB/s", "higher", "raylite >= 500", "raylite", 500.0),
 ]
@@ -170,6 +173,31 @@ def work_get(engine: str, quick: bool) -> None:
     )
 
 
+def work_args(engine: str, quick: bool) -> None:
+    import numpy as np
+
+    ray = importlib.import_module(engine)
+    core.engine_init(ray, num_cpus=2)
+
+    @ray.remote
+    def total(a: Any) -> float:
+        return float(a[:: 1 << 12].sum())
+
+    ray.get(total.remote(np.ones(1000)))
+    for mb in (100, 400):
+        array = np.ones(mb * MB // 8)
+        times = []
+        for _ in range(1 if quick else 3):
+            start = time.perf_counter()
+            got = ray.get(total.remote(array))  # by value: the engine moves it
+            times.append(time.perf_counter() - start)
+            if got != float(array[:: 1 << 12].sum()):
+                raise AssertionError("the task saw another array")
+        del array
+        emit(f"arg_{mb}mb_s", statistics.median(times), seconds=[round(t, 3) for t in times])
+    ray.shutdown()
+
+
 def work_small(engine: str, quick: bool) -> None:
     ray = importlib.import_module(engine)
     core.engine_init(ray, num_cpus=2)
@@ -231,7 +259,13 @@ def work_spill(engine: str, quick: bool) -> None:
     emit("restore_read_mbps", total / MB / read_s, **detail)
 
 
-WORKERS = {"put": work_put, "get": work_get, "small": work_small, "spill": work_spill}
+WORKERS = {
+    "put": work_put,
+    "get": work_get,
+    "small": work_small,
+    "args": work_args,
+    "spill": work_spill,
+}
 
 
 SUITE = core.Suite(

@@ -113,20 +113,27 @@ def dumps_inline(value: Any) -> bytes:
     return cloudpickle.dumps(value, protocol=5)
 
 
-def dumps_args(value: Any) -> bytes | list[bytes]:
-    """A task's arguments: the pickle, and its out-of-band buffers if it has any (a list).
+def pickle_args(value: Any) -> tuple[bytes, list[memoryview]]:
+    """A task's arguments: the pickle and its out-of-band buffers (views, not copied)."""
+    buffers: list[pickle.PickleBuffer] = []
+    meta = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    try:
+        return meta, [b.raw() for b in buffers]
+    except BufferError:  # not contiguous: let pickle copy it in-band
+        return cloudpickle.dumps(value, protocol=5), []
+
+
+def args_blob(meta: bytes, views: list[memoryview]) -> bytes | list[bytes]:
+    """What a push carries: the pickle, then its buffers if it has any (a list).
 
     Unpickled from bytes, those buffers make read-only arrays in the task, as Ray's
     (loads_inline); most argument tuples have none and stay one bytes object.
     """
-    buffers: list[pickle.PickleBuffer] = []
-    meta = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    if not buffers:
-        return meta
-    try:
-        return [meta, *(b.raw().tobytes() for b in buffers)]
-    except BufferError:  # not contiguous: let pickle copy it in-band
-        return cloudpickle.dumps(value, protocol=5)
+    return meta if not views else [meta, *(v.tobytes() for v in views)]
+
+
+def dumps_args(value: Any) -> bytes | list[bytes]:
+    return args_blob(*pickle_args(value))
 
 
 def blob_size(blob: bytes | list[bytes]) -> int:

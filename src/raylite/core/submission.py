@@ -27,7 +27,14 @@ from ..exceptions import (
     WorkerCrashedError,
 )
 from ..object_ref import ObjectRef, new_id
-from ..serialization import blob_size, dumps_args, dumps_inline, loads_inline
+from ..serialization import (
+    args_blob,
+    blob_size,
+    dumps_args,
+    dumps_inline,
+    loads_inline,
+    pickle_args,
+)
 from ..transport import Connection
 from .lease_queue import Lease
 from .lifecycle import (
@@ -75,15 +82,16 @@ class SubmissionMixin:
                     deps.append((k, v))
                     kwargs[k] = DEP
         try:
-            spec.args_blob, nested = self.serialize_collecting(dumps_args, (args, kwargs))
+            (meta, views), nested = self.serialize_collecting(pickle_args, (args, kwargs))
         except Exception as exc:
             raise unserializable_argument(args, kwargs, name, exc) from exc
-        if blob_size(spec.args_blob) > CONFIG.inline_threshold:
+        if len(meta) + sum(v.nbytes for v in views) > CONFIG.inline_threshold:
             # As Ray: an argument too large to travel in the push goes to the store once,
             # and the task reads it from there (zero-copy; arrays read-only).
             stored = self._store_large_arguments(*given)
             if stored is not None:
                 return self._prepare(spec, *stored, name)
+        spec.args_blob = args_blob(meta, views)
         spec.arg_refs = nested + [ref for _, ref in deps]
         if spec.arg_refs:
             with self._ref_lock:
