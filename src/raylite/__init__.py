@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "ActorClass": "actors",
     "ActorHandle": "actors",
+    "DynamicObjectRefGenerator": "object_ref_generator",
     "method": "actors",
     "ObjectID": "object_ref",
     "ObjectRef": "object_ref",
+    "ObjectRefGenerator": "object_ref_generator",
     "RemoteFunction": "remote_function",
     **{
         name: "api"
@@ -24,7 +26,7 @@ _WHERE = {
         )
     },
 }  # fmt: skip
-_SUBMODULES = ("actor", "exceptions")
+_SUBMODULES = ("_raylet", "actor", "exceptions")
 
 if TYPE_CHECKING:
     from . import actor, exceptions
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
         wait,
     )
     from .object_ref import ObjectID, ObjectRef
+    from .object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
     from .remote_function import RemoteFunction
 
 
@@ -80,8 +83,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "ObjectID",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "__version__",
     "actor",

@@ -5,10 +5,21 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from . import protocol as P
 from .core import context
+from .core.generators import method_code, method_mode
 from .core.lifecycle import ALIVE
 from .object_ref import new_id
-from .remote_function import resource_shape, strategy_of, validate_options
+from .object_ref_generator import generator_result
+from .remote_function import (
+    check_backpressure,
+    check_num_returns,
+    generator_mode,
+    is_generator_function,
+    resource_shape,
+    strategy_of,
+    validate_options,
+)
 from .serialization import dumps_function
 
 
@@ -29,14 +40,27 @@ def method(*args: Any, **kwargs: Any) -> Any:
     if args:
         raise TypeError("Use @raylite.method(num_returns=...) with keyword arguments only.")
     for key in kwargs:
-        if key not in ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions"):
+        if key not in (
+            "num_returns",
+            "concurrency_group",
+            "max_task_retries",
+            "retry_exceptions",
+            "_generator_backpressure_num_objects",
+        ):
             raise ValueError(f"Invalid option {key!r} for @method.")
 
     def decorate(fn: Any) -> Any:
-        n = kwargs.get("num_returns", 1)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        n = kwargs.get("num_returns")
+        if n not in (None, "streaming", "dynamic") and (
+            isinstance(n, bool) or not isinstance(n, int) or n < 0
+        ):
             raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
-        fn.__raylite_num_returns__ = n
+        backpressure = kwargs.get("_generator_backpressure_num_objects")
+        check_backpressure(backpressure)
+        # Its method table entry (core/generators.py: a generator method's is a code).
+        fn.__raylite_num_returns__ = method_code(
+            *generator_mode(is_generator_function(fn), n, backpressure)
+        )
         return fn
 
     return decorate
@@ -48,7 +72,10 @@ def _method_table(cls: type) -> dict[str, int]:
         if name.startswith("__") and name != "__call__":
             continue
         if callable(member):
-            table[name] = getattr(member, "__raylite_num_returns__", 1)
+            code = getattr(member, "__raylite_num_returns__", None)
+            if code is None:
+                code = method_code(*generator_mode(is_generator_function(member), None, None))
+            table[name] = code
     return table
 
 
@@ -66,7 +93,10 @@ class ActorClass:
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
         self.__doc__ = cls.__doc__
-        if any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls)):
+        if any(
+            inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+            for _, m in inspect.getmembers(cls)
+        ):
             self._async = True
         else:
             self._async = False
@@ -232,29 +262,55 @@ class ActorMethod:
                 "max_task_retries",
                 "retry_exceptions",
                 "enable_task_events",
+                "_generator_backpressure_num_objects",
             ):
                 raise ValueError(f"Invalid option {key!r} for an actor method call.")
-        n = options.get("num_returns", self._num_returns)
-        return ActorMethod(self._handle, self._name, n)
+        code = self._num_returns
+        if "num_returns" in options or "_generator_backpressure_num_objects" in options:
+            code = method_options(code, options)
+        return ActorMethod(self._handle, self._name, code)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
         cw = context.global_worker()
         cw.actor_client(h._actor_id, h._class_name, h._address)
+        n, generator = self._num_returns, None
+        if n < 0:  # a generator method (core/generators.py)
+            n, generator = method_mode(n)
         refs = cw.submit_task(
             name=f"{h._class_name}.{self._name}",
             function_id=self._name.encode(),
             function_blob=None,
             args=args,
             kwargs=kwargs,
-            num_returns=self._num_returns,
+            num_returns=n,
             shape={},
             max_retries=h._max_task_retries,
             retry_exceptions=False,
             actor_id=h._actor_id,
+            generator=generator,
         )
-        if self._num_returns == 1:
+        if generator is not None and generator[0] != P.GENERATOR_FIXED:
+            return generator_result(cw, refs, generator[0])
+        if n == 1:
             return refs[0]
-        if self._num_returns == 0:
+        if n == 0:
             return None
         return refs
+
+
+def method_options(code: int, options: dict[str, Any]) -> int:
+    """A method's table entry with `.options(num_returns=, _generator_backpressure_num_objects=)`."""
+    n, generator = method_mode(code)
+    num_returns: Any = n
+    backpressure = None
+    if generator is not None and generator[0] == P.GENERATOR_STREAMING:
+        num_returns, backpressure = "streaming", generator[1]
+    elif generator is not None and generator[0] == P.GENERATOR_DYNAMIC:
+        num_returns = "dynamic"
+    num_returns = options.get("num_returns", num_returns)
+    if num_returns is not None:
+        check_num_returns(num_returns)
+    backpressure = options.get("_generator_backpressure_num_objects", backpressure)
+    check_backpressure(backpressure)
+    return method_code(*generator_mode(generator is not None, num_returns, backpressure))

@@ -7,7 +7,8 @@
 A worker is forked by its node's fork server (node/forkserver.py; worker_main never
 returns). Its stdout and stderr are pipes the node manager reads; Python-level writes
 are prefixed per line with `(task_or_class_name pid=N)`, as Ray prints them in the
-driver.
+driver. A generator function's body runs in worker_generators (its yields go to the
+owner one by one: GeneratorItem).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from typing import Any
 
 from . import protocol as P
-from . import task_events
+from . import task_events, worker_generators
 from .actors import ActorExitRequest
 from .config import CONFIG
 from .core.core_worker import CoreWorker
@@ -157,7 +158,7 @@ class Worker:
             conn, msg, rid = item
             if msg.actor_id is not None and not msg.actor_creation and self._concurrent(item):
                 continue
-            returns, start, end = self.execute(msg)
+            returns, start, end = self.execute(msg, conn)
             if msg.actor_creation and self.actor is not None:
                 self._setup_concurrency(msg)
             self._finish(conn, msg, rid, returns, start, end)
@@ -190,7 +191,10 @@ class Worker:
     def _setup_concurrency(self, msg: P.PushTask) -> None:
         options = msg.actor_options or {}
         cls = type(self.actor)
-        is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls, callable))
+        is_async = any(
+            inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+            for _, m in inspect.getmembers(cls, callable)
+        )
         if is_async:
             import asyncio
 
@@ -216,7 +220,9 @@ class Worker:
             import asyncio
 
             fn = getattr(self.actor, msg.function_id.decode(), None)
-            if inspect.iscoroutinefunction(fn):
+            if inspect.iscoroutinefunction(fn) or (
+                msg.generator and inspect.isasyncgenfunction(fn)
+            ):
                 asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid), self.loop)
             else:  # sync methods of an async actor run on its loop too, as in Ray
                 self.loop.call_soon_threadsafe(self._run_threaded, conn, msg, rid)
@@ -227,7 +233,7 @@ class Worker:
         return False
 
     def _run_threaded(self, conn: Any, msg: P.PushTask, rid: int) -> None:
-        returns, start, end = self.execute(msg)
+        returns, start, end = self.execute(msg, conn)
         self._finish(conn, msg, rid, returns, start, end)
 
     async def _run_async(self, conn: Any, msg: P.PushTask, rid: int) -> None:
@@ -237,8 +243,13 @@ class Worker:
         try:
             fn, args, kwargs = self._resolve(msg)
             async with self.semaphore:
-                result = await fn(*args, **kwargs)
-            returns = self._store_returns(msg, result, msg.name)
+                if msg.generator:  # an async generator method
+                    returns = await worker_generators.run_async(
+                        self, conn, msg, fn(*args, **kwargs)
+                    )
+                else:
+                    result = await fn(*args, **kwargs)
+                    returns = self._store_returns(msg, result, msg.name)
         except ActorExitRequest:
             returns = self._exit_requested(msg)
             self.tasks.put(_EXIT)
@@ -339,7 +350,8 @@ class Worker:
                     kwargs[d.position] = value
         return fn, args, kwargs
 
-    def execute(self, msg: P.PushTask) -> tuple[list[P.TaskReturn], float, float]:
+    def execute(self, msg: P.PushTask, conn: Any = None) -> tuple[list[P.TaskReturn], float, float]:
+        """Run a pushed task; `conn`, the owner's connection, takes a generator's items."""
         cw = self.cw
         start = time.time()
         name = msg.name
@@ -376,6 +388,10 @@ class Worker:
                 result: Any = None
             else:
                 result = fn(*args, **kwargs)
+                if msg.generator:  # its body runs here, cancellable (worker_generators)
+                    returns = worker_generators.run(self, conn, msg, result)
+                    self.running_task = None
+                    return returns, start, time.time()
             self.running_task = None
         except ActorExitRequest:
             self.running_task = None

@@ -30,7 +30,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # lease_queue, actor_life: pure; they read tasks and ids, actor_life lease_queue's Lease
     ("core", ["core.lease_queue", "core.actor_life", "core.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
-    ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__"]),
+    ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__",
+             "object_ref_generator", "worker_generators", "_raylet"]),
     ("head", ["head.*"]),
     ("node", ["node.*", "dashboard.*"]),
     ("tools", ["cli", "cli_cluster", "util.*"]),
