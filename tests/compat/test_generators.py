@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from tests._engine import exceptions, ray, wait_for, wait_for_path
+from tests._engine import exceptions, ray, raylite_only, wait_for, wait_for_path
 
 RAY_INIT = {"num_cpus": 2}
 
@@ -576,3 +576,92 @@ def test_streaming_and_dynamic_need_a_generator_function(ray_start):
             @ray.remote(num_returns=num_returns)
             def plain():
                 return 1
+
+
+# --- more failures, actors, memory -----------------------------------------------------
+
+
+@ray.remote
+class Gated:
+    def items(self, gate):
+        yield "before"
+        wait_for_path(gate)
+        yield "after"
+
+    def ping(self):
+        return "pong"
+
+
+def test_killing_the_actor_mid_stream_ends_it_with_the_actors_death(ray_start, tmp_path):
+    a = Gated.remote()
+    gen = a.items.remote(str(tmp_path / "never"))
+    assert ray.get(next(gen), timeout=60) == "before"
+    ray.kill(a)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(next(gen), timeout=60)
+    for _ in range(3):
+        with pytest.raises(StopIteration):
+            next(gen)
+
+
+def test_a_threaded_actors_generators(ray_start):
+    @ray.remote(max_concurrency=4)
+    class Threaded:
+        def items(self, n):
+            for i in range(n):  # noqa: UP028 (`yield from` a range fails on Ray 2.60)
+                yield i
+
+    t = Threaded.remote()
+    gens = [t.items.remote(3) for _ in range(3)]
+    assert [[ray.get(r) for r in g] for g in gens] == [[0, 1, 2]] * 3
+
+
+def test_a_dynamic_actor_method(ray_start):
+    p = Producer.remote()
+    ref = p.items.options(num_returns="dynamic").remote(3)
+    assert [ray.get(r) for r in ray.get(ref)] == [0, 1, 2]
+
+
+@ray.remote(_generator_backpressure_num_objects=1, max_retries=0)
+def held_forever(marker):
+    try:
+        for i in range(100):  # noqa: UP028 (`yield from` a range fails on Ray 2.60)
+            yield i
+    finally:
+        open(marker, "w").close()
+
+
+def test_cancel_stops_a_generator_held_back_by_backpressure(ray_start, tmp_path):
+    marker = tmp_path / "stopped"
+    gen = held_forever.remote(str(marker))
+    assert ray.get(next(gen), timeout=60) == 0
+    ray.wait([gen], timeout=60)  # item 1 came: the body waits for the reader
+    ray.cancel(gen)
+    wait_for(marker.exists, timeout=60, message="the generator's finally block")
+    refs = list(gen)  # what came before the cancel, then its error
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(refs[-1], timeout=60)
+
+
+@raylite_only
+def test_unread_items_are_freed_with_their_generator(ray_start):
+    """raylite internals: once the generator and the refs taken from it are gone, the
+    owner holds no entry of its items or its generator ref, nor its stream."""
+    from raylite.core import context
+
+    cw = context.global_worker()
+    cw._process_released()
+    before = set(cw.objects)
+    gen = count.remote(10)
+    first = next(gen)
+    assert ray.get(first) == 0
+    ray.get(gen.completed(), timeout=60)
+    assert len(set(cw.objects) - before) == 11  # the items and the generator ref
+    generator_id = gen.completed().id
+    del gen, first
+
+    def freed():
+        cw._process_released()
+        return generator_id not in cw.streams and set(cw.objects) <= before
+
+    wait_for(freed, timeout=60, message="the stream and its items to go")
