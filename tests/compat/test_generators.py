@@ -665,3 +665,24 @@ def test_unread_items_are_freed_with_their_generator(ray_start):
         return generator_id not in cw.streams and set(cw.objects) <= before
 
     wait_for(freed, timeout=60, message="the stream and its items to go")
+
+
+def test_a_taken_ref_outlives_its_generator(ray_start):
+    gen = count.remote(3)
+    first = next(gen)
+    del gen
+    assert ray.get(first, timeout=60) == 0
+
+
+@ray.remote
+def total(generator_value):
+    """A task handed a dynamic task's value reads the items it lists."""
+    return sum(ray.get(list(generator_value)))
+
+
+def test_a_dynamic_value_passed_to_a_task(ray_start):
+    ref = dynamic.remote(4)
+    assert ray.get(total.remote(ref), timeout=60) == 100 + 101 + 102 + 103
+    gen = ray.get(ref)
+    assert len(list(gen)) == 4
+    assert list(gen) == []  # iterating hands each ref out once, as in Ray
