@@ -144,6 +144,9 @@ async def run_async(worker: Worker, conn: Any, msg: P.PushTask, agen: Any) -> li
                     _too_many(msg)
                     break
                 values.append(value)
+        except ActorExitRequest:
+            await _aclose(agen)
+            raise
         except BaseException as exc:
             await _aclose(agen)
             return _fixed_returns(worker, msg, values, exc)
@@ -170,6 +173,9 @@ async def run_async(worker: Worker, conn: Any, msg: P.PushTask, agen: Any) -> li
             else:
                 conn.send(P.GeneratorItem(generator_id, index, item))
             index += 1
+    except ActorExitRequest:
+        await _aclose(agen)
+        raise
     except BaseException as exc:
         await _aclose(agen)
         return _failed(worker, conn, msg, exc, index)
