@@ -474,7 +474,8 @@ def wait(
     timeout: float | None = None,
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """Split refs into (ready, not ready) once num_returns are ready or timeout passes."""
+    """Split refs into (ready, not ready) once num_returns are ready or timeout passes.
+    An ObjectRefGenerator among them is ready once next() on it would not wait."""
     if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)) or not isinstance(
         object_refs, (list, tuple)
     ):

@@ -686,3 +686,13 @@ def test_a_dynamic_value_passed_to_a_task(ray_start):
     gen = ray.get(ref)
     assert len(list(gen)) == 4
     assert list(gen) == []  # iterating hands each ref out once, as in Ray
+
+
+def test_a_named_actors_generator_method_through_get_actor(ray_start):
+    created = Producer.options(name="generator-producer").remote()  # a handle keeps it
+    p = ray.get_actor("generator-producer")
+    gen = p.items.remote(2)
+    assert isinstance(gen, ray.ObjectRefGenerator)
+    assert [ray.get(r) for r in gen] == [0, 1]
+    assert ray.get(p.pair.remote()) == ["a", "b"]
+    ray.kill(created)
