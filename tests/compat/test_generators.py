@@ -696,3 +696,28 @@ def test_a_named_actors_generator_method_through_get_actor(ray_start):
     assert [ray.get(r) for r in gen] == [0, 1]
     assert ray.get(p.pair.remote()) == ["a", "b"]
     ray.kill(created)
+
+
+@ray.remote
+class Caller:
+    def start(self, marker, fail):
+        gen = held_forever.remote(marker)
+        first = ray.get(next(gen))
+        if fail:
+            raise ValueError("the caller failed")
+        return first
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_held_back_generator_goes_on_once_its_caller_lets_go(ray_start, tmp_path, fail):
+    """The caller's generator is gone when its method returns or raises: its task is no
+    longer held back and runs to its end."""
+    marker = tmp_path / "ended"
+    c = Caller.remote()
+    ref = c.start.remote(str(marker), fail)
+    if fail:
+        with pytest.raises(ValueError, match="the caller failed"):
+            ray.get(ref, timeout=60)
+    else:
+        assert ray.get(ref, timeout=60) == 0
+    wait_for(marker.exists, timeout=60, message="the generator to run to its end")
