@@ -721,3 +721,28 @@ def test_a_held_back_generator_goes_on_once_its_caller_lets_go(ray_start, tmp_pa
     else:
         assert ray.get(ref, timeout=60) == 0
     wait_for(marker.exists, timeout=60, message="the generator to run to its end")
+
+
+@ray.remote(max_retries=2)
+def big_items(counter, n):
+    with open(counter, "a") as f:
+        f.write("run\n")
+    for i in range(n):
+        yield np.full(1_000_000, i, dtype=np.int64)  # 8 MB: in the store
+
+
+@raylite_only
+def test_a_lost_streamed_item_is_rebuilt_by_running_the_generator_again(ray_start, tmp_path):
+    """raylite internals: a copy is lost by unlinking its segment (as test_lineage)."""
+    from raylite.util.state import store_stats
+
+    counter = tmp_path / "runs"
+    gen = big_items.remote(str(counter), 2)
+    refs = list(gen)
+    assert [int(ray.get(r)[0]) for r in refs] == [0, 1]
+    os.unlink(os.path.join(store_stats()["store_dir"], refs[0].hex()))
+    value = ray.get(refs[0], timeout=60)
+    assert value.shape == (1_000_000,)
+    assert int(value[-1]) == 0
+    assert counter.read_text().split() == ["run", "run"]
+    assert int(ray.get(refs[1])[-1]) == 1

@@ -11,7 +11,12 @@ import pytest
 
 from raylite import protocol as P
 from raylite.core.generators import END, FAILED, ITEM, item_id
-from raylite.exceptions import ConnectionLost, GetTimeoutError, WorkerCrashedError
+from raylite.exceptions import (
+    ConnectionLost,
+    GetTimeoutError,
+    ObjectLostError,
+    WorkerCrashedError,
+)
 from raylite.object_ref import ObjectRef
 from raylite.serialization import dumps_inline
 
@@ -32,7 +37,9 @@ class Answering(StandIn):
         self.answered.append(rid)
 
 
-def submit_generator(h: Harness, mode: int = P.GENERATOR_STREAMING, backpressure: int = -1) -> Any:
+def submit_generator(
+    h: Harness, mode: int = P.GENERATOR_STREAMING, backpressure: int = -1, max_retries: int = 0
+) -> Any:
     (ref,) = h.cw.submit_task(
         name="gen",
         function_id=b"g" * 16,
@@ -41,7 +48,7 @@ def submit_generator(h: Harness, mode: int = P.GENERATOR_STREAMING, backpressure
         kwargs={},
         num_returns=1,
         shape=CPU,
-        max_retries=0,
+        max_retries=max_retries,
         retry_exceptions=False,
         generator=(mode, backpressure),
     )
@@ -49,7 +56,9 @@ def submit_generator(h: Harness, mode: int = P.GENERATOR_STREAMING, backpressure
     push, answer = worker.take(P.PushTask)
     assert push.generator == mode
     assert push.backpressure == backpressure
-    return SimpleNamespace(ref=ref, stream=h.cw.streams[ref.id], push=push, answer=answer)
+    return SimpleNamespace(
+        ref=ref, stream=h.cw.streams[ref.id], push=push, answer=answer, worker=worker
+    )
 
 
 def item(push: P.PushTask, index: int, value: object) -> P.GeneratorItem:
@@ -160,3 +169,45 @@ def test_next_times_out_while_nothing_came(h: Harness) -> None:
     g = submit_generator(h)
     with pytest.raises(GetTimeoutError):
         h.cw.stream_next(g.stream, timeout=0.01)
+
+
+def stored(push: P.PushTask, index: int) -> P.GeneratorItem:
+    """An item in the store (its segment is not there: the harness has no store)."""
+    oid = item_id(push.task_id, index)
+    return P.GeneratorItem(
+        push.return_ids[0], index, P.TaskReturn(oid, P.IN_STORE, P.StoredAt(100, ""), {})
+    )
+
+
+def test_a_lost_stored_item_is_rebuilt_by_running_the_generator_again(h: Harness) -> None:
+    g = submit_generator(h, max_retries=1)
+    conn = Answering("w")
+    h.cw._generator_item(conn, stored(g.push, 0), 0)
+    h.cw._generator_item(conn, stored(g.push, 1), 0)
+    g.answer(done(g.push, None))
+    _, first = h.cw.stream_next(g.stream, timeout=1)
+    oid = first.id
+    assert h.cw.objects[oid].lineage is not None  # the task is kept as its lineage
+    h.cw._object_lost(oid, "its node died")
+    assert h.value(first)[0] is None  # pending: the generator runs again
+    rerun, answer = g.worker.take(P.PushTask)
+    assert rerun.task_id == g.push.task_id
+    h.cw._generator_item(conn, stored(rerun, 0), 0)
+    h.cw._generator_item(conn, stored(rerun, 1), 0)
+    answer(done(rerun, None))
+    assert h.value(first) == (P.IN_STORE, P.StoredAt(100, ""))
+    # The unread item is as it was (the rerun's copy is the same segment: kept).
+    _, second = h.cw.stream_next(g.stream, timeout=1)
+    assert h.value(second) == (P.IN_STORE, P.StoredAt(100, ""))
+    assert h.cw.stream_next(g.stream, timeout=1) == (END, None)
+    assert not h.cw.nm.of(P.FreeObject)  # type: ignore[attr-defined]
+
+
+def test_a_lost_item_of_a_task_without_retries_is_lost(h: Harness) -> None:
+    g = submit_generator(h, max_retries=0)
+    h.cw._generator_item(Answering("w"), stored(g.push, 0), 0)
+    g.answer(done(g.push, None))
+    _, first = h.cw.stream_next(g.stream, timeout=1)
+    h.cw._object_lost(first.id, "its node died")
+    with pytest.raises(ObjectLostError):
+        h.cw.get([first], timeout=1)

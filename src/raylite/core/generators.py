@@ -226,6 +226,7 @@ class GeneratorsMixin:
         item = msg.item
         refs = self._adopt_contained(item.contained) if item.contained else []
         waiters: list[Callable[[], None]] = []
+        pending = None
         answer = rid > 0
         with self.lock:
             stream = self.streams.get(msg.generator_id)
@@ -234,13 +235,15 @@ class GeneratorsMixin:
                 self._set_value(item.object_id, item.kind, item.data, refs)
                 waiters = stream.arrived(msg.index, ObjectRef(item.object_id, self.address))
             else:  # a rerun's repeat, or nobody reads it: freed unless it is the copy in use
-                self._set_value(item.object_id, item.kind, item.data, refs)
+                pending = self._set_value(item.object_id, item.kind, item.data, refs)
             if answer and stream is not None and not stream.may_go_on(msg.index):
                 stream.owe(msg.index, (conn, rid))
                 answer = False
         if answer:
             _answer([(conn, rid)])
         _run(waiters)
+        if pending:  # (an entry that waited for this value: none today, items have no lineage)
+            self._run_waiters(pending, item.kind, item.data)
 
     def _error_item(self: Any, spec: TaskSpec, returns: list[P.TaskReturn]) -> list[P.TaskReturn]:
         """A streaming task raised, and will not be retried: as in Ray, its exception is
@@ -268,6 +271,22 @@ class GeneratorsMixin:
         _answer(acks)
         _run(waiters)
         del items  # a dynamic task's items: its return value holds them now
+
+    def _stored_items(self: Any, spec: TaskSpec) -> list[P.TaskReturn]:
+        """A streaming or dynamic task's items in the store, still there as it ends: they
+        keep it as their lineage, as stored returns do (lineage._keep_lineage), so a lost
+        one is rebuilt by running the generator again (its other items come again and
+        are dropped, or fill an entry that waits for them) (lock held)."""
+        stream = self.streams.get(spec.return_ids[0])
+        if stream is None:
+            return []
+        kept = []
+        for index in range(stream.received):
+            oid = item_id(spec.task_id, index)
+            entry = self.objects.get(oid)
+            if entry is not None and entry.kind == P.IN_STORE and entry.lineage is None:
+                kept.append(P.TaskReturn(oid, P.IN_STORE, entry.data, {}))
+        return kept
 
     def drop_stream(self: Any, stream: Stream) -> None:
         """Its ObjectRefGenerator is gone: unread items go, the worker is not held back."""
