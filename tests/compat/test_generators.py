@@ -746,3 +746,16 @@ def test_a_lost_streamed_item_is_rebuilt_by_running_the_generator_again(ray_star
     assert int(value[-1]) == 0
     assert counter.read_text().split() == ["run", "run"]
     assert int(ray.get(refs[1])[-1]) == 1
+
+
+def test_cancel_a_queued_generator_task(ray_start, tmp_path):
+    gate = tmp_path / "gate"
+    blockers = [value_after.remote(str(gate), i) for i in range(2)]  # hold both CPUs
+    gen = count.remote(3)
+    ray.cancel(gen)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(next(gen), timeout=60)
+    with pytest.raises(StopIteration):
+        next(gen)
+    gate.touch()
+    assert ray.get(blockers, timeout=60) == [0, 1]
