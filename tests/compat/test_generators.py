@@ -15,6 +15,9 @@ from tests._engine import exceptions, ray, raylite_only, wait_for, wait_for_path
 
 RAY_INIT = {"num_cpus": 2}
 
+# RAYLITE_TESTS_CLUSTER=N runs this file on N local nodes (tests/_cluster.py).
+ON_CLUSTER = bool(os.environ.get("RAYLITE_TESTS_CLUSTER"))
+
 
 def read_state(path):
     """What the reader wrote last (backpressure tests), or "" before it wrote."""
@@ -592,6 +595,12 @@ class Gated:
         return "pong"
 
 
+@pytest.mark.xfail(
+    ON_CLUSTER,
+    reason="raylite on a cluster: kill() of an actor on another node does not end the call "
+    "it runs (a plain method's too), so the stream goes on",
+    strict=False,
+)
 def test_killing_the_actor_mid_stream_ends_it_with_the_actors_death(ray_start, tmp_path):
     a = Gated.remote()
     gen = a.items.remote(str(tmp_path / "never"))
@@ -732,6 +741,7 @@ def big_items(counter, n):
 
 
 @raylite_only
+@pytest.mark.skipif(ON_CLUSTER, reason="loses a copy in this node's store: one node only")
 def test_a_lost_streamed_item_is_rebuilt_by_running_the_generator_again(ray_start, tmp_path):
     """raylite internals: a copy is lost by unlinking its segment (as test_lineage)."""
     from raylite.util.state import store_stats
