@@ -13,6 +13,10 @@ refs). Not the owner's side (core/generators.py), not the task loop (worker.py).
             ◀── the returns for TaskDone: the generator ref's value (None, the
                 DynamicObjectRefGenerator or the error), or fixed: the N values
 
+A streaming task's own exception goes back as its generator ref's error: the owner
+retries it (retry_exceptions) or makes it the next item, as Ray shows it
+(core/generators: _error_item). A dynamic task's is its last item, from here.
+
 A cancel interrupts the body (KeyboardInterrupt, worker._cancel) or the wait for the
 owner's answer; the generator is closed either way, so its `finally` blocks run.
 """

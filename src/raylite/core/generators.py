@@ -11,13 +11,16 @@ classes (object_ref_generator), not running the generator (worker_generators).
             an owned entry, its ref kept by the Stream until next() hands it out
             (backpressure: a request, answered once the reader is near enough)
     worker: the end ──TaskDone(generator ref: None | the error)──▶ the Stream ends
+            (the task's own exception, not retried, becomes its last item: _error_item)
     next(gen) ─▶ the next item's ref | the generator ref, once, if the task failed
-              | StopIteration
+              otherwise (cancelled, its worker or actor died) | StopIteration
 
 The items are owned by the caller like any return. Their ids are derived from the
 task id and the index (item_id), so an attempt that runs again after its worker died
 or it raised an exception it retries yields the same ids, and the owner ignores the
-items it has already (their index is below `received`).
+items it has already (their index is below `received`). That is also how a lost
+stored item is rebuilt: the items still in the store when the task ends keep it as
+their lineage (_stored_items), and its rerun fills the entry that waits.
 """
 
 from __future__ import annotations
