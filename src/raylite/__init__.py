@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "ActorClass": "actors",
     "ActorHandle": "actors",
+    "DynamicObjectRefGenerator": "object_ref_generator",
     "method": "actors",
     "ObjectID": "object_ref",
     "ObjectRef": "object_ref",
+    "ObjectRefGenerator": "object_ref_generator",
     "RemoteFunction": "remote_function",
     **{
         name: "api"
@@ -25,7 +27,7 @@ _WHERE = {
     },
 }  # fmt: skip
 # `ray.util.as_completed` and `ray.dag` work after `import ray`: loaded on first use too.
-_SUBMODULES = ("actor", "dag", "exceptions", "util")
+_SUBMODULES = ("_raylet", "actor", "dag", "exceptions", "util")
 
 if TYPE_CHECKING:
     from . import actor, exceptions
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
         wait,
     )
     from .object_ref import ObjectID, ObjectRef
+    from .object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
     from .remote_function import RemoteFunction
 
 
@@ -84,8 +87,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "ObjectID",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "__version__",
     "actor",

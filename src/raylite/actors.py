@@ -11,11 +11,22 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from . import protocol as P
 from .core import context
+from .core.generators import method_code, method_mode
 from .core.lifecycle import ALIVE
 from .exceptions import PendingCallsLimitExceeded
 from .object_ref import new_id
-from .remote_function import resource_shape, strategy_of, validate_options
+from .object_ref_generator import generator_result
+from .remote_function import (
+    check_backpressure,
+    check_num_returns,
+    generator_mode,
+    is_generator_function,
+    resource_shape,
+    strategy_of,
+    validate_options,
+)
 from .serialization import dumps_function, dumps_inline, loads_inline
 
 
@@ -31,7 +42,13 @@ def exit_actor() -> None:
     raise ActorExitRequest(0)
 
 
-_METHOD_OPTIONS = ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions")
+_METHOD_OPTIONS = (
+    "num_returns",
+    "concurrency_group",
+    "max_task_retries",
+    "retry_exceptions",
+    "_generator_backpressure_num_objects",
+)
 
 
 def method(*args: Any, **kwargs: Any) -> Any:
@@ -45,9 +62,13 @@ def method(*args: Any, **kwargs: Any) -> Any:
                 f"Unexpected keyword argument to @method: {key!r}. The supported keyword "
                 f"arguments are {list(_METHOD_OPTIONS)}."
             )
-    n = kwargs.get("num_returns", 1)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    n = kwargs.get("num_returns")
+    if n not in (None, "streaming", "dynamic") and (
+        isinstance(n, bool) or not isinstance(n, int) or n < 0
+    ):
         raise ValueError(f"num_returns must be an int >= 0, got {n!r}")
+    backpressure = kwargs.get("_generator_backpressure_num_objects")
+    check_backpressure(backpressure)
     group = kwargs.get("concurrency_group")
     if group is not None and (not isinstance(group, str) or not group):
         raise TypeError(f"concurrency_group must be a non-empty string, got {group!r}")
@@ -55,7 +76,10 @@ def method(*args: Any, **kwargs: Any) -> Any:
     retry_exceptions = _check_retry_exceptions(kwargs.get("retry_exceptions", False))
 
     def decorate(fn: Any) -> Any:
-        fn.__raylite_num_returns__ = n
+        # Its method table entry (core/generators.py: a generator method's is a code).
+        fn.__raylite_num_returns__ = method_code(
+            *generator_mode(is_generator_function(fn), n, backpressure)
+        )
         if group is not None:
             fn.__raylite_concurrency_group__ = group
         if retries is not None or retry_exceptions:
@@ -99,7 +123,9 @@ def _method_table(cls: type) -> MethodTable:
         if name.startswith("__") and name != "__call__":
             continue
         if callable(member):
-            n = getattr(member, "__raylite_num_returns__", 1)
+            n = getattr(member, "__raylite_num_returns__", None)
+            if n is None:  # num_returns, or a generator method's code (core/generators.py)
+                n = method_code(*generator_mode(is_generator_function(member), None, None))
             call = getattr(member, "__raylite_call_options__", None)
             if call is None:
                 table[name] = n
@@ -394,6 +420,7 @@ class ActorMethod:
                 "max_task_retries",
                 "retry_exceptions",
                 "enable_task_events",
+                "_generator_backpressure_num_objects",
             ):
                 raise ValueError(f"Invalid option {key!r} for an actor method call.")
         group = options.get("concurrency_group", self._group)
@@ -408,13 +435,19 @@ class ActorMethod:
         name = options.get("name", self._task_name)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"The 'name' option must be a string, got {type(name).__name__}.")
-        n = options.get("num_returns", self._num_returns)
+        n = self._num_returns
+        if "num_returns" in options or "_generator_backpressure_num_objects" in options:
+            n = method_options(n, options)
         return ActorMethod(self._handle, self._name, n, name, retries, retry, group)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """A DAG node that calls this method on `dag.execute()` (raylite.dag)."""
         from .dag.class_node import bind_actor_method
 
+        if self._num_returns < 0:
+            raise NotImplementedError(
+                "Binding a generator actor method in a DAG is not supported by raylite yet."
+            )
         if self._group is not None or self._retry_exceptions != self._default_retry():
             raise NotImplementedError(
                 "A bound actor call's .options(concurrency_group=, retry_exceptions=) is not "
@@ -447,20 +480,43 @@ class ActorMethod:
             )
         retries = self._max_task_retries
         group = self._group
+        n, generator = self._num_returns, None
+        if n < 0:  # a generator method (core/generators.py)
+            n, generator = method_mode(n)
         refs = cw.submit_task(
             name=self._task_name or f"{h._class_name}.{self._name}",
             function_id=self._name.encode() if group is None else f"{self._name}\0{group}".encode(),
             function_blob=None,
             args=args,
             kwargs=kwargs,
-            num_returns=self._num_returns,
+            num_returns=n,
             shape={},
             max_retries=h._max_task_retries if retries is None else retries,
             retry_exceptions=self._retry_exceptions,
             actor_id=h._actor_id,
+            generator=generator,
         )
-        if self._num_returns == 1:
+        if generator is not None and generator[0] != P.GENERATOR_FIXED:
+            return generator_result(cw, refs, generator[0])
+        if n == 1:
             return refs[0]
-        if self._num_returns == 0:
+        if n == 0:
             return None
         return refs
+
+
+def method_options(code: int, options: dict[str, Any]) -> int:
+    """A method's table entry with `.options(num_returns=, _generator_backpressure_num_objects=)`."""
+    n, generator = method_mode(code)
+    num_returns: Any = n
+    backpressure = None
+    if generator is not None and generator[0] == P.GENERATOR_STREAMING:
+        num_returns, backpressure = "streaming", generator[1]
+    elif generator is not None and generator[0] == P.GENERATOR_DYNAMIC:
+        num_returns = "dynamic"
+    num_returns = options.get("num_returns", num_returns)
+    if num_returns is not None:
+        check_num_returns(num_returns)
+    backpressure = options.get("_generator_backpressure_num_objects", backpressure)
+    check_backpressure(backpressure)
+    return method_code(*generator_mode(generator is not None, num_returns, backpressure))

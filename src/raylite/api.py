@@ -29,6 +29,7 @@ from .core import context as core_context
 from .core.core_worker import CoreWorker
 from .exceptions import RaySystemError
 from .object_ref import ActorID, JobID, NodeID, ObjectRef, TaskID, WorkerID
+from .object_ref_generator import ObjectRefGenerator, wait_with_generators
 from .object_store import default_store_root
 from .remote_function import RemoteFunction
 
@@ -486,6 +487,8 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
                     f"got a list containing {type(r).__name__}."
                 )
         return cw.get(list(object_refs), timeout)
+    if isinstance(object_refs, ObjectRefGenerator):
+        return object_refs  # as Ray does: its refs come from iterating it
     raise ValueError(
         "'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
         f"got {type(object_refs).__name__}."
@@ -499,12 +502,20 @@ def wait(
     timeout: float | None = None,
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """Split refs into (ready, not ready) once num_returns are ready or timeout passes."""
-    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+    """Split refs into (ready, not ready) once num_returns are ready or timeout passes.
+    An ObjectRefGenerator among them is ready once next() on it would not wait."""
+    if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)) or not isinstance(
+        object_refs, (list, tuple)
+    ):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs)}")
+    generators = False
     for r in object_refs:
         if not isinstance(r, ObjectRef):
-            raise TypeError(f"wait() expected a list of ObjectRef, got list containing {type(r)}")
+            if not isinstance(r, ObjectRefGenerator):
+                raise TypeError(
+                    f"wait() expected a list of ObjectRef, got list containing {type(r)}"
+                )
+            generators = True
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns}.")
     if num_returns > len(object_refs):
@@ -515,6 +526,8 @@ def wait(
         raise ValueError("Wait requires a list of unique object refs.")
     if timeout is not None and timeout < 0:
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    if generators:  # ready: next() would not wait
+        return wait_with_generators(_worker(), list(object_refs), num_returns, timeout)
     return _worker().wait(list(object_refs), num_returns, timeout)
 
 
@@ -533,6 +546,8 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     (KeyboardInterrupt in its worker) or, with force=True, its worker is killed.
     `get` then raises TaskCancelledError. recursive=True (Ray's default) also cancels
     the tasks it submitted, and theirs."""
+    if isinstance(object_ref, ObjectRefGenerator):  # its task: it stops at once
+        object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(
             "raylite.cancel() only supports ObjectRefs; for actors, try raylite.kill(). "

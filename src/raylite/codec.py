@@ -31,6 +31,8 @@ from .exceptions import ProtocolError
 
 # 2: FailCode, named records, dropped fields. 3: NodeAffinity, StoredAt: a node of 2 would
 # read a NodeAffinity as no strategy at all (the default policy). An older node is refused.
+# 4: PushTask.namespace, .generator and .backpressure, GeneratorItem (generator tasks),
+#    LeaseWaiting.
 PROTOCOL_VERSION = 4
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31

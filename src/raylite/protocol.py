@@ -14,6 +14,7 @@ StoredAt where its kind is IN_STORE.
 
     owner ──PushTask──▶ worker            borrower ──GetObject──▶ owner
     owner ◀──TaskDone── worker            borrower ◀─ObjectValue── owner
+    owner ◀─GeneratorItem─ worker (each yield of a generator task, before its TaskDone)
     any   ──RequestLease, ReturnLease, ...──▶ node manager (also the head)
 """
 
@@ -41,6 +42,12 @@ from .codec import nested as nested
 INLINE = 0  # data: pickled bytes (a list: the pickle, then its out-of-band buffers)
 IN_STORE = 1  # data: StoredAt: the value is in a node's shared-memory store
 ERROR = 2  # data: pickled exception
+
+# PushTask.generator: how the worker runs a generator function's body (0: not a
+# generator task; the worker then returns what the function returns).
+GENERATOR_FIXED = 1  # num_returns=N: the first N yields are the N returns
+GENERATOR_STREAMING = 2  # each yield goes to the owner at once (GeneratorItem)
+GENERATOR_DYNAMIC = 3  # as streaming; the one return lists the items' refs
 
 # ActorStateChanged.state from the node that hosted the actor: its process (of life
 # `pid`) died. An event for the head's actor table to decide on, not a state.
@@ -372,12 +379,27 @@ class PushTask:
     parent_task_id: bytes | None
     actor_options: dict[str, Any] | None  # actor creation: max_concurrency etc.
     namespace: str | None = None  # the job's (init's namespace=); None: its anonymous one
+    generator: int = 0  # GENERATOR_FIXED | _STREAMING | _DYNAMIC; 0: a plain function
+    # Streaming: the worker waits, after a yield, while this many items are unread
+    # (each item is then a request, answered once it may go on); <= 0: it never waits.
+    backpressure: int = -1
 
 
 @_msg(41)
 class TaskDone:
     returns: list[TaskReturn]
     worker_pid: int
+
+
+@_msg(45)
+class GeneratorItem:
+    """Worker -> owner, on the connection its PushTask came on, before its TaskDone:
+    the value a generator task yielded `index`-th (streaming, dynamic). A request
+    (answered Ok) when the task has backpressure: the worker waits for the answer."""
+
+    generator_id: bytes  # the task's generator ref (its one return id): the owner's Stream
+    index: int
+    item: TaskReturn  # its object id is item_id(task_id, index) (core/generators.py)
 
 
 @_msg(44)

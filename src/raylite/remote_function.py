@@ -7,9 +7,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from . import protocol as P
 from .config import to_units
 from .core import context
 from .object_ref import ObjectRef, new_id
+from .object_ref_generator import generator_result
 from .serialization import dumps_function
 
 _COMMON = {
@@ -30,7 +32,13 @@ _COMMON = {
     "enable_task_events",
     "_labels",
 }
-TASK_OPTIONS = _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls"}
+TASK_OPTIONS = _COMMON | {
+    "num_returns",
+    "max_retries",
+    "retry_exceptions",
+    "max_calls",
+    "_generator_backpressure_num_objects",
+}
 ACTOR_OPTIONS = _COMMON | {
     "max_restarts",
     "max_task_retries",
@@ -80,16 +88,10 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
             if not isinstance(k, str):
                 raise TypeError(f"Resource names must be strings, got {k!r}.")
             _number(f"resources[{k!r}]", v)
-    if "num_returns" in options:
-        n = options["num_returns"]
-        if n in ("dynamic", "streaming"):
-            raise NotImplementedError(
-                f"num_returns={n!r} (generators) is not supported by raylite yet."
-            )
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"The 'num_returns' option must be an int, got {type(n).__name__}.")
-        if n < 0:
-            raise ValueError(f"The 'num_returns' option must be >= 0, got {n}.")
+    if options.get("num_returns") is not None:
+        check_num_returns(options["num_returns"])
+    if "_generator_backpressure_num_objects" in options:
+        check_backpressure(options["_generator_backpressure_num_objects"])
     mr = options.get("max_retries")
     if mr is not None:
         if isinstance(mr, bool) or not isinstance(mr, int):
@@ -126,6 +128,62 @@ _NOT_YET: dict[str, tuple[Any, ...]] = {
 }
 
 
+def check_num_returns(n: Any) -> None:
+    """An int >= 0, or "streaming" / "dynamic" (for generator functions only: checked
+    where the function is known, generator_mode)."""
+    if n in ("dynamic", "streaming"):
+        return
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(
+            "The 'num_returns' option must be an int, 'streaming' or 'dynamic', "
+            f"got {type(n).__name__}."
+        )
+    if n < 0:
+        raise ValueError(f"The 'num_returns' option must be >= 0, got {n}.")
+
+
+def check_backpressure(n: Any) -> None:
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(
+            f"The '_generator_backpressure_num_objects' option must be an int, got {type(n).__name__}."
+        )
+    if n == 0:
+        raise ValueError(
+            "_generator_backpressure_num_objects=0 is not allowed. Use a value > 0. If the "
+            "value is equal to 1, the behavior is identical to Python generator (generator "
+            "1 object whenever `next` is called). Use -1 to disable this feature."
+        )
+
+
+def generator_mode(
+    is_generator: bool, num_returns: Any, backpressure: Any
+) -> tuple[int, tuple[int, int] | None]:
+    """(num_returns to submit, submit_task's `generator`) of a function or method.
+
+    A generator function streams by default (Ray 2.x); "dynamic" is the older API; an
+    int makes its yields the returns."""
+    if not is_generator:
+        if num_returns in ("streaming", "dynamic"):
+            raise ValueError(
+                f"num_returns='{num_returns}' can only be used with generator functions "
+                "(functions that use 'yield'). The decorated function is not a generator "
+                "function."
+            )
+        return (1 if num_returns is None else num_returns), None
+    bp = backpressure if backpressure is not None and backpressure > 0 else -1
+    if num_returns in (None, "streaming"):
+        return 1, (P.GENERATOR_STREAMING, bp)
+    if num_returns == "dynamic":
+        return 1, (P.GENERATOR_DYNAMIC, -1)
+    return num_returns, (P.GENERATOR_FIXED, -1)
+
+
+def is_generator_function(fn: Any) -> bool:
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
 def strategy_of(options: dict[str, Any]) -> Any:
     from .util.scheduling_strategies import to_wire
 
@@ -160,6 +218,7 @@ class RemoteFunction:
         self._function_id = new_id()
         self._blob: bytes | None = None
         self._name = getattr(function, "__name__", "task")
+        self._is_generator = is_generator_function(function)
         try:
             self._signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):  # builtins without a signature
@@ -168,7 +227,11 @@ class RemoteFunction:
         functools.update_wrapper(self, function)
 
     def _setup(self, options: dict[str, Any]) -> None:
-        self._num_returns = options.get("num_returns", 1)
+        self._num_returns, self._generator = generator_mode(
+            self._is_generator,
+            options.get("num_returns"),
+            options.get("_generator_backpressure_num_objects"),
+        )
         self._shape = resource_shape(options, 1)
         self._strategy = strategy_of(options)
         retries = options.get("max_retries")
@@ -221,7 +284,10 @@ class RemoteFunction:
             max_retries=opts._max_retries,
             retry_exceptions=opts._retry_exceptions,
             strategy=opts._strategy,
+            generator=opts._generator,
         )
+        if opts._generator is not None and opts._generator[0] != P.GENERATOR_FIXED:
+            return generator_result(cw, refs, opts._generator[0])
         if opts._num_returns == 1:
             return refs[0]
         if opts._num_returns == 0:
@@ -251,6 +317,7 @@ class _BoundOptions:
     def __init__(self, fn: RemoteFunction, options: dict[str, Any]) -> None:
         self._fn = fn
         self._options = options
+        self._is_generator = fn._is_generator
         RemoteFunction._setup(self, options)  # type: ignore[arg-type]
 
     def _display_name(self) -> str:

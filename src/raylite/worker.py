@@ -12,7 +12,8 @@ driver.
 An actor's calls run on the main thread one at a time; an async actor's on its event
 loop thread, a threaded one's (max_concurrency > 1) on a pool; an actor with
 concurrency groups has one executor per group (a loop or a pool) and each call goes
-to its group's.
+to its group's. A generator function's body runs in worker_generators (its yields go to
+the owner one by one: GeneratorItem).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import threading
 import time
 from typing import Any, NoReturn
 
-from . import metric_values, task_events
+from . import metric_values, task_events, worker_generators
 from . import protocol as P
 from .actors import ActorExitRequest
 from .config import CONFIG
@@ -197,7 +198,7 @@ class Worker:
             conn, msg, rid = item
             if msg.actor_id is not None and not msg.actor_creation and self._concurrent(item):
                 continue
-            returns, start, end = self.execute(msg)
+            returns, start, end = self.execute(msg, conn)
             if msg.actor_creation and self.actor is not None:
                 self._setup_concurrency(msg)
             self._finish(conn, msg, rid, returns, start, end)
@@ -230,7 +231,10 @@ class Worker:
     def _setup_concurrency(self, msg: P.PushTask) -> None:
         options = msg.actor_options or {}
         cls = type(self.actor)
-        is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls, callable))
+        is_async = any(
+            inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+            for _, m in inspect.getmembers(cls, callable)
+        )
         self.cw.actor_is_async = is_async
         if options.get("concurrency_groups"):
             self._setup_groups(cls, is_async, options)
@@ -290,7 +294,9 @@ class Worker:
 
             loop, semaphore = group
             fn = getattr(self.actor, method, None)
-            if inspect.iscoroutinefunction(fn):
+            if inspect.iscoroutinefunction(fn) or (
+                msg.generator and inspect.isasyncgenfunction(fn)
+            ):
                 asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid, semaphore), loop)
             else:
                 loop.call_soon_threadsafe(self._run_threaded, conn, msg, rid)
@@ -306,7 +312,9 @@ class Worker:
             import asyncio
 
             fn = getattr(self.actor, msg.function_id.decode(), None)
-            if inspect.iscoroutinefunction(fn):
+            if inspect.iscoroutinefunction(fn) or (
+                msg.generator and inspect.isasyncgenfunction(fn)
+            ):
                 asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid), self.loop)
             else:  # sync methods of an async actor run on its loop too, as in Ray
                 self.loop.call_soon_threadsafe(self._run_threaded, conn, msg, rid)
@@ -320,7 +328,7 @@ class Worker:
         return False
 
     def _run_threaded(self, conn: Any, msg: P.PushTask, rid: int) -> None:
-        returns, start, end = self.execute(msg)
+        returns, start, end = self.execute(msg, conn)
         self._finish(conn, msg, rid, returns, start, end)
 
     async def _run_async(self, conn: Any, msg: P.PushTask, rid: int, semaphore: Any = None) -> None:
@@ -335,8 +343,13 @@ class Worker:
                 raise asyncio.CancelledError
             fn, args, kwargs = self._resolve(msg)
             async with semaphore or self.semaphore:
-                result = await fn(*args, **kwargs)
-            returns = self._store_returns(msg, result, msg.name)
+                if msg.generator:  # an async generator method
+                    returns = await worker_generators.run_async(
+                        self, conn, msg, fn(*args, **kwargs)
+                    )
+                else:
+                    result = await fn(*args, **kwargs)
+                    returns = self._store_returns(msg, result, msg.name)
         except ActorExitRequest:
             returns = self._exit_requested(msg)
             self.tasks.put(_EXIT)
@@ -468,7 +481,8 @@ class Worker:
             )
         return getattr(self.actor, name)
 
-    def execute(self, msg: P.PushTask) -> tuple[list[P.TaskReturn], float, float]:
+    def execute(self, msg: P.PushTask, conn: Any = None) -> tuple[list[P.TaskReturn], float, float]:
+        """Run a pushed task; `conn`, the owner's connection, takes a generator's items."""
         cw = self.cw
         start = time.time()
         name = msg.name
@@ -508,6 +522,10 @@ class Worker:
                 result: Any = None
             else:
                 result = fn(*args, **kwargs)
+                if msg.generator:  # its body runs here, cancellable (worker_generators)
+                    returns = worker_generators.run(self, conn, msg, result)
+                    self.running_task = None
+                    return returns, start, time.time()
             self.running_task = None
         except ActorExitRequest:
             self.running_task = None

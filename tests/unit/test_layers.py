@@ -34,7 +34,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # remote_function and actors import dag to build the nodes (.bind).
     ("dag", ["dag.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
-    ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__"]),
+    ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__",
+             "object_ref_generator", "worker_generators", "_raylet"]),
     ("head", ["head.*"]),
     ("node", ["node.*", "dashboard.*"]),
     ("tools", ["cli", "cli_cluster", "util.*"]),

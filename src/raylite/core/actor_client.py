@@ -388,14 +388,17 @@ class ActorClientMixin:
             error = bool(reply.returns) and reply.returns[0].kind == P.ERROR
             if error and spec.retry_exceptions and self._retry_call(client, spec, reply):
                 return
-            adopted = [self._adopt_contained(r.contained) for r in reply.returns]
+            returns = reply.returns
+            if error and spec.generator == P.GENERATOR_STREAMING:
+                returns = self._error_item(spec, returns)  # the exception is its next item
+            adopted = [self._adopt_contained(r.contained) for r in returns]
             with self.lock:  # one hold: the call ends, its values are recorded
                 if spec in client.inflight:
                     client.inflight.remove(spec)
-                ready = self._record_returns(spec, error, reply.returns, adopted)
+                ready = self._record_returns(spec, error, returns, adopted)
                 self._keep_lineage(spec, reply)
                 self._release_held(spec)
-            self._finish_returns(reply.returns, ready)
+            self._finish_returns(returns, ready)
             return
         # The process is gone, but the actor may come back (actor_life: call_lost).
         with self.lock:

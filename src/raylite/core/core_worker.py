@@ -62,6 +62,7 @@ from . import context
 from .actor_client import ActorClientMixin
 from .actor_life import ActorClient, ActorLives
 from .deferring_lock import DeferringLock
+from .generators import GeneratorsMixin, Stream
 from .lease_queue import LeaseQueues
 from .leasing import LeasingMixin
 from .lineage import LineageMixin
@@ -76,7 +77,13 @@ log = logging.getLogger("raylite")
 
 
 class CoreWorker(
-    RefsMixin, LineageMixin, SubmissionMixin, LeasingMixin, ActorClientMixin, _object_ref._Hooks
+    RefsMixin,
+    LineageMixin,
+    SubmissionMixin,
+    LeasingMixin,
+    ActorClientMixin,
+    GeneratorsMixin,
+    _object_ref._Hooks,
 ):
     def __init__(
         self,
@@ -152,6 +159,7 @@ class CoreWorker(
         self.borrowed_owner: dict[bytes, str] = {}  # borrowed id -> owner (while we hold it)
         self.arg_pins: dict[bytes, int] = {}  # refs held by pending tasks' arguments
         self.running: dict[bytes, TaskSpec] = {}  # first return id -> unfinished task
+        self.streams: dict[bytes, Stream] = {}  # generator tasks: generator id -> its items
         self._collecting = threading.local()
         self._ref_lock = threading.Lock()
         self._released: collections.deque[bytes] = collections.deque()
@@ -320,6 +328,8 @@ class CoreWorker(
             self.on_add_borrower(conn, msg, rid)
         elif isinstance(msg, P.RemoveBorrower):
             self.on_remove_borrower(msg)
+        elif isinstance(msg, P.GeneratorItem):
+            self._generator_item(conn, msg, rid)
         else:
             log.warning("unexpected message %s", type(msg).__name__)
 
@@ -653,9 +663,15 @@ class CoreWorker(
                 self.nm.send(P.NotifyUnblocked())
 
     def wait(
-        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
-    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self,
+        refs: list[Any],
+        num_returns: int,
+        timeout: float | None,
+        when_ready: Callable[[Any, Callable[[int, Any], None]], int] | None = None,
+    ) -> tuple[list[Any], list[Any]]:
+        """`when_ready`: _when_ready for what is not an ObjectRef (a generator)."""
         self._process_released()
+        when_ready = when_ready or self._when_ready
         order: list[tuple[int, int]] = []  # (seq, index)
         cond = threading.Condition()
         arrivals = itertools.count(1 << 40)  # after anything ready at call time
@@ -671,7 +687,7 @@ class CoreWorker(
             return cb
 
         for i, ref in enumerate(refs):
-            seq = self._when_ready(ref, make_cb(i))
+            seq = when_ready(ref, make_cb(i))
             if seq:
                 with cond:
                     for k, (_, j) in enumerate(order):

@@ -64,11 +64,15 @@ class LineageMixin:
         """A task's stored returns keep it as their lineage while they live."""
         if not spec.rebuildable or not reply.returns:
             return
-        if not spec.lineage_pinned and P.IN_STORE not in [r.kind for r in reply.returns]:
+        returns = reply.returns
+        if spec.generator > P.GENERATOR_FIXED:  # and its stored items (core/generators.py)
+            with self.lock:
+                returns = returns + self._stored_items(spec)
+        if not spec.lineage_pinned and P.IN_STORE not in [r.kind for r in returns]:
             spec.rerunning = False  # small values only: the owner holds them, no lineage
             return
         with self.lock:
-            self._apply(self.table.keep_lineage(spec, reply.returns, self.address))
+            self._apply(self.table.keep_lineage(spec, returns, self.address))
 
     def _lost_argument(self, spec: TaskSpec, reply: P.TaskDone) -> bytes | None:
         """The id of a ref argument the worker could not fetch (lost), if that is why

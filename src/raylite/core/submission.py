@@ -115,7 +115,11 @@ class SubmissionMixin:
         actor_creation: bool = False,
         actor_options: dict[str, Any] | None = None,
         strategy: Any = None,
+        generator: tuple[int, int] | None = None,
     ) -> list[ObjectRef]:
+        """`generator`: (PushTask.generator, backpressure) of a generator function; a
+        streaming or dynamic one's single return is its generator ref, its items come
+        into a Stream (core/generators.py)."""
         self._process_released()
         task_id = new_id()
         return_ids = [new_id() for _ in range(num_returns)]
@@ -138,6 +142,8 @@ class SubmissionMixin:
             actor_options=actor_options,
             strategy=strategy,
         )
+        if generator is not None:
+            spec.generator, spec.backpressure = generator
         deps = self._prepare(spec, args, kwargs, name)
         spec.dep_ids = [(position, ref.id, ref.owner) for position, ref in deps]
         if len(spec.arg_refs) > len(deps):  # the worker gets these itself when it runs
@@ -161,6 +167,8 @@ class SubmissionMixin:
             if client is not None:
                 client.queue.append(spec)
         refs = [ObjectRef(oid, self.address) for oid in return_ids]
+        if generator is not None and generator[0] != P.GENERATOR_FIXED:
+            self._open_stream(spec)  # before it can be pushed: its items may come at once
         parent = spec.parent
         if parent is not None and return_ids and actor_id is None:
             self.children.setdefault(parent, []).append(return_ids[0])
@@ -351,6 +359,8 @@ class SubmissionMixin:
             self.current_task_id,
             spec.actor_options,
             self.namespace,
+            spec.generator,
+            spec.backpressure,
         )
 
     def _task_done(self, lease: Lease, spec: TaskSpec, reply: Any) -> None:
@@ -396,16 +406,19 @@ class SubmissionMixin:
                 lease.busy = None
                 self._after_task(lease)
             return
+        returns = reply.returns
+        if error and spec.generator == P.GENERATOR_STREAMING:
+            returns = self._error_item(spec, returns)  # the exception is its next item
         # One hold of the lock: the task ends, its values are recorded, its lease takes
         # the next queued task; then the values' waiters run.
-        adopted = [self._adopt_contained(r.contained) for r in reply.returns]
+        adopted = [self._adopt_contained(r.contained) for r in returns]
         with self.lock:
-            ready = self._record_returns(spec, error, reply.returns, adopted)
+            ready = self._record_returns(spec, error, returns, adopted)
             self._keep_lineage(spec, reply)
             self._release_held(spec)
             lease.busy = None
             self._after_task(lease)
-        self._finish_returns(reply.returns, ready)
+        self._finish_returns(returns, ready)
 
     def _answered(self, spec: TaskSpec, error: bool) -> None:
         """Its worker sent the returns: the task has ended (lock held)."""

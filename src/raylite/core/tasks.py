@@ -77,6 +77,8 @@ class TaskSpec:
     pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
     submitted: float = 0.0  # time.time() at submission
     parent: bytes | None = None  # the task that submitted it
+    generator: int = 0  # PushTask.generator: how its worker runs a generator function
+    backpressure: int = -1  # PushTask.backpressure (streaming generators)
 
 
 def task_transition(spec: TaskSpec, new: TaskState, cause: str) -> None:
