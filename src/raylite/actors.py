@@ -255,9 +255,12 @@ class ActorClass:
                 )
         cw = context.global_worker()
         self._pickled()  # at the first creation, as Ray: the globals it reads are read now
-        # Ray's default: an actor needs no CPU while it runs unless asked for.
-        shape = resource_shape(options, 0)
-        actor_id, address = cw.create_actor(
+        # Ray's defaults: an actor that asks for nothing (or only memory) holds no CPU
+        # while it lives; one that asks for a GPU or a custom resource but says no
+        # num_cpus holds 1 CPU too.
+        asks = options.get("num_gpus") is not None or bool(options.get("resources"))
+        shape = resource_shape(options, 1 if asks else 0)
+        actor_id, address, ref = cw.create_actor(
             class_name=self._cls.__name__,
             function_id=self._class_id,
             function_blob=self._pickled,
@@ -285,6 +288,7 @@ class ActorClass:
             address,
             options.get("max_task_retries") or 0,
             options.get("max_pending_calls") or -1,
+            ref,
         )
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
@@ -319,7 +323,12 @@ class ActorHandle:
         address: str | None,
         max_task_retries: int = 0,
         max_pending_calls: int = -1,
+        ref: Any = None,
     ) -> None:
+        # The creation's ObjectRef (owned by the creator): each handle, here or pickled
+        # elsewhere, holds it, so the actor ends when the last handle goes (as in Ray).
+        # None: a handle from get_actor or get_if_exists, which does not keep it alive.
+        self._ref = ref
         self._max_task_retries = max_task_retries
         self._max_pending_calls = max_pending_calls  # -1: unlimited
         self._actor_id = actor_id
@@ -369,6 +378,7 @@ class ActorHandle:
                 address,
                 self._max_task_retries,
                 self._max_pending_calls,
+                self._ref,
             ),
         )
 
@@ -380,8 +390,11 @@ def _rebuild_handle(
     address: str | None,
     max_task_retries: int = 0,
     max_pending_calls: int = -1,
+    ref: Any = None,
 ) -> ActorHandle:
-    return ActorHandle(actor_id, class_name, methods, address, max_task_retries, max_pending_calls)
+    return ActorHandle(
+        actor_id, class_name, methods, address, max_task_retries, max_pending_calls, ref
+    )
 
 
 class ActorMethod:

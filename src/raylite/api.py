@@ -560,8 +560,15 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of a live named actor; ValueError if there is none by that name."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"Please supply a non-empty string name, got {name!r}.")
-    info = _worker().named_actor(name, namespace)
-    return ActorHandle(info.actor_id, info.class_name, info.methods, info.address or None)
+    cw = _worker()
+    info = cw.named_actor(name, namespace)
+    return ActorHandle(
+        info.actor_id,
+        info.class_name,
+        info.methods,
+        info.address or None,
+        ref=cw.creation_ref_of(info.actor_id),
+    )
 
 
 def get_gpu_ids() -> list[int]:

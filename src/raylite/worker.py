@@ -128,6 +128,7 @@ class Worker:
         self.actor_label: str | None = None  # its __repr__, if it has one: output prefixes
         self.actor_dead: bytes | None = None
         self.exit_cause: str | None = None
+        self.exit_reason: str | None = None  # why an actor exits (exit_actor, or no handle)
         self.loop: Any = None  # async actors: their event loop (own thread)
         self.semaphore: Any = None
         self.pool: Any = None  # threaded actors (max_concurrency > 1)
@@ -222,7 +223,8 @@ class Worker:
         )
 
     def _exit_requested(self, msg: P.PushTask) -> list[P.TaskReturn]:
-        cause = f"The actor {self.actor_class_name} exited: it called exit_actor()."
+        why = self.exit_reason or "it called exit_actor()"
+        cause = f"The actor {self.actor_class_name} exited: {why}."
         self.actor_dead = dumps_inline(ActorDiedError(cause, cause))
         self.exit_cause = cause
         return [P.TaskReturn(oid, P.ERROR, self.actor_dead, {}) for oid in msg.return_ids]
@@ -473,6 +475,8 @@ class Worker:
         concurrency group its .options() named (after a NUL)."""
         if name == "__ray_ready__":
             return _ready
+        if name == "__ray_terminate__":  # its owner: no handle is left (after its calls)
+            return self._terminate
         name, _, group = name.partition("\0")
         if group and (self.groups is None or group not in self.groups):
             raise ValueError(
@@ -480,6 +484,10 @@ class Worker:
                 "define it in @remote(concurrency_groups={...})."
             )
         return getattr(self.actor, name)
+
+    def _terminate(self) -> None:
+        self.exit_reason = "all references to it were removed (its handles went out of scope)"
+        raise ActorExitRequest(0)
 
     def execute(self, msg: P.PushTask, conn: Any = None) -> tuple[list[P.TaskReturn], float, float]:
         """Run a pushed task; `conn`, the owner's connection, takes a generator's items."""

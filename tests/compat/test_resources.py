@@ -205,3 +205,42 @@ def test_accelerator_type_needs_a_node_of_that_type(ray_fresh):
     ready, _ = ray.wait([elsewhere], timeout=1.0)
     assert ready == []  # no node has an A100: it waits, as on Ray
     ray.cancel(elsewhere, force=True)
+
+
+@ray.remote(num_gpus=0.5)
+class HalfGpu:
+    def ready(self):
+        return True
+
+
+@ray.remote(resources={"Custom1": 0.5})
+class SomeCustom:
+    def ready(self):
+        return True
+
+
+@ray.remote
+class Plain:
+    def ready(self):
+        return True
+
+
+@pytest.mark.parametrize("cls", [HalfGpu, SomeCustom], ids=["num_gpus", "resources"])
+@pytest.mark.ray_init(num_cpus=1, num_gpus=2, resources={"Custom1": 2})
+def test_an_actor_asking_for_a_gpu_or_custom_resource_holds_a_cpu_too(ray_fresh, cls):
+    # Ray: once any resource but memory is asked for, the actor holds 1 CPU (unless
+    # num_cpus says otherwise) for its lifetime, so a second one waits on a 1-CPU node.
+    first = cls.remote()
+    assert ray.get(first.ready.remote(), timeout=60)
+    second = cls.remote()
+    ready, _ = ray.wait([second.ready.remote()], timeout=1.5)
+    assert ready == [], "the second actor started: the first holds no CPU"
+    ray.kill(first)
+    assert ray.get(second.ready.remote(), timeout=60)
+
+
+@pytest.mark.ray_init(num_cpus=1, num_gpus=2)
+def test_plain_actors_and_num_cpus_0_gpu_actors_hold_no_cpu(ray_fresh):
+    plain = [Plain.remote() for _ in range(3)]
+    gpu = [HalfGpu.options(num_cpus=0).remote() for _ in range(2)]
+    assert ray.get([a.ready.remote() for a in plain + gpu], timeout=60) == [True] * 5

@@ -157,8 +157,11 @@ def test_a_move_the_table_does_not_allow_raises(h: Harness) -> None:
 
 
 # --- actors ---------------------------------------------------------------------------
+_HANDLES: list[Any] = []  # the actors' handle refs: an actor with none left ends
+
+
 def create(h: Harness, max_restarts: int) -> Any:
-    actor_id, _ = h.cw.create_actor(
+    actor_id, _, ref = h.cw.create_actor(
         class_name="Counter",
         function_id=b"c" * 16,
         function_blob=lambda: b"blob",
@@ -167,6 +170,7 @@ def create(h: Harness, max_restarts: int) -> Any:
         shape=CPU,
         actor_options={"max_restarts": max_restarts},
     )
+    _HANDLES.append(ref)
     return h.cw.actors[actor_id]
 
 

@@ -17,6 +17,7 @@ are actor_life's. Not the actor table (the head), not running the calls (worker)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from .. import protocol as P
 from ..config import CONFIG
 from ..exceptions import ActorAlreadyExistsError, ActorDiedError, ConnectionLost
-from ..object_ref import new_id
+from ..object_ref import ObjectRef, new_id
 from ..serialization import dumps_inline, loads_inline
 from ..transport import Connection
 from .actor_life import (
@@ -89,7 +90,7 @@ class ActorClientMixin:
             if reply.found:
                 if get_if_exists:
                     self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
-                    return reply.actor_id, reply.address or None
+                    return reply.actor_id, reply.address or None, None
                 raise ActorAlreadyExistsError(
                     f"The name {name!r} (namespace={ns!r}) is already taken by actor "
                     f"{reply.actor_id.hex()}. Please use a different name or get the existing "
@@ -115,8 +116,44 @@ class ActorClientMixin:
             actor_options=actor_options,
             strategy=strategy,
         )
-        client.creation_ref = refs[0]
-        return actor_id, None
+        # The handle holds the counted ref: when no handle is left anywhere (borrowers
+        # included), the table says HandlesGone and the actor ends, as in Ray.
+        client.creation_ref = ObjectRef(refs[0].id, refs[0].owner, _count=False)
+        if not (actor_options or {}).get("detached"):
+            with self.lock:
+                self.creation_of[refs[0].id] = actor_id
+                self.table.watched.add(refs[0].id)
+        return actor_id, None, refs[0]
+
+    def creation_ref_of(self, actor_id: bytes) -> ObjectRef | None:
+        """A counted ref to the creation of an actor this process created and whose
+        handles keep it alive (get_actor here gives a handle that counts too)."""
+        client = self.actors.get(actor_id)
+        ref = client.creation_ref if client is not None else None
+        if ref is None or ref.id not in self.creation_of:
+            return None
+        return ObjectRef(ref.id, ref.owner)
+
+    def _actor_handles_gone(self, creation_id: bytes) -> None:
+        """No handle to an actor this process created is left: it ends once the calls
+        made to it ran (a last call, as Ray's __ray_terminate__); not a detached one."""
+        actor_id = self.creation_of.pop(creation_id, None)
+        client = self.actors.get(actor_id) if actor_id is not None else None
+        if actor_id is None or client is None or self.closed or client.state is DEAD:
+            return
+        with contextlib.suppress(ConnectionLost):
+            self.submit_task(
+                name=f"{client.class_name}.__ray_terminate__",
+                function_id=b"__ray_terminate__",
+                function_blob=None,
+                args=(),
+                kwargs={},
+                num_returns=0,
+                shape={},
+                max_retries=0,
+                retry_exceptions=False,
+                actor_id=actor_id,
+            )
 
     def default_namespace(self) -> str:
         return self.namespace if self.namespace is not None else f"anonymous-{self.job_id.hex()}"
@@ -420,8 +457,10 @@ class ActorClientMixin:
         self._flush_actor(client)
         return True
 
-    def kill_actor(self, actor_id: bytes, class_name: str, no_restart: bool = True) -> None:
-        cause = f"The actor {class_name} was killed by raylite.kill()."
+    def kill_actor(
+        self, actor_id: bytes, class_name: str, no_restart: bool = True, cause: str = ""
+    ) -> None:
+        cause = cause or f"The actor {class_name} was killed by raylite.kill()."
         client = self.actor_client(actor_id, class_name, None)
         if not no_restart:  # kill the process; its owner restarts it if it may
             self.nm.request(P.KillActor(actor_id, cause, False), timeout=CONFIG.request_timeout_s)

@@ -173,6 +173,7 @@ class CoreWorker(
         self.leases = self.queues.leases
         self.lives = ActorLives(self.leases, self.running)  # (actor_client._actor_actions)
         self.actors: dict[bytes, ActorClient] = self.lives.actors
+        self.creation_of: dict[bytes, bytes] = {}  # creation return id -> actor (handles)
         self.peers: dict[str, Connection] = {}
         self._peer_lock = threading.Lock()
         self.closed = False

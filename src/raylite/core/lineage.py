@@ -18,7 +18,7 @@ from ..exceptions import ObjectLostError, OwnerDiedError
 from ..object_ref import ObjectRef
 from ..serialization import loads_inline
 from .lifecycle import FAILED, WAITING_ARGS, spend_retry
-from .objects import PENDING, Action, FreeSegment, Resubmit
+from .objects import PENDING, Action, FreeSegment, HandlesGone, Resubmit
 from .tasks import TaskSpec, task_transition
 
 log = logging.getLogger("raylite")
@@ -33,6 +33,11 @@ class LineageMixin:
                 self._free_segment(action.object_id, action.data)
             elif type(action) is Resubmit:
                 self._resubmit(action.spec)
+            elif type(action) is HandlesGone:
+                # On the timer thread: ending the actor asks the node manager, which a
+                # reader thread (where the lock may be let go) must not wait on.
+                oid = action.object_id
+                self.timers.call_later(0, lambda oid=oid: self._actor_handles_gone(oid))
             else:
                 self.lock.defer(self._complete_waiters, action.object_id)
 

@@ -87,7 +87,14 @@ class RunWaiters(msgspec.Struct, frozen=True):
     object_id: bytes
 
 
-Action = FreeSegment | Resubmit | RunWaiters
+class HandlesGone(msgspec.Struct, frozen=True):
+    """A watched entry (an actor's creation return, which its handles hold) is gone:
+    no handle to that actor is left anywhere."""
+
+    object_id: bytes
+
+
+Action = FreeSegment | Resubmit | RunWaiters | HandlesGone
 
 
 class ObjectTable:
@@ -99,11 +106,12 @@ class ObjectTable:
     release loop. `local_refs` is the shell's count of live local refs, read only.
     """
 
-    __slots__ = ("entries", "local_refs")
+    __slots__ = ("entries", "local_refs", "watched")
 
     def __init__(self, local_refs: Mapping[bytes, int]) -> None:
         self.entries: dict[bytes, ObjectEntry] = {}
         self.local_refs = local_refs
+        self.watched: set[bytes] = set()  # entries whose end is told (HandlesGone)
 
     # -- references --------------------------------------------------------------
 
@@ -265,6 +273,9 @@ class ObjectTable:
                 if entry.kind != IN_STORE:
                     continue  # released, or a small value kept as it is
             del self.entries[oid]
+            if oid in self.watched:
+                self.watched.discard(oid)
+                actions.append(HandlesGone(oid))
             if entry.kind == IN_STORE:
                 actions.append(FreeSegment(oid, entry.data))
             entry.contains = []  # their __del__ queues them on the shell's release queue
