@@ -132,14 +132,6 @@ def args_blob(meta: bytes, views: list[memoryview]) -> bytes | list[bytes]:
     return meta if not views else [meta, *(v.tobytes() for v in views)]
 
 
-def dumps_args(value: Any) -> bytes | list[bytes]:
-    return args_blob(*pickle_args(value))
-
-
-def blob_size(blob: bytes | list[bytes]) -> int:
-    return len(blob) if isinstance(blob, bytes) else sum(len(b) for b in blob)
-
-
 def dumps_function(obj: Any) -> bytes:
     """Pickle a remote function or actor class, with the file it was defined in.
 

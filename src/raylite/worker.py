@@ -56,6 +56,12 @@ def _exit_process(exc: SystemExit) -> NoReturn:
     os._exit(code or 0)
 
 
+def _awaitable(fn: Any, msg: P.PushTask) -> bool:
+    """An async actor's call that runs as a coroutine (an async def, or an async
+    generator method); other calls of an async actor run on its loop as plain calls."""
+    return inspect.iscoroutinefunction(fn) or bool(msg.generator and inspect.isasyncgenfunction(fn))
+
+
 def _label(actor: Any) -> str | None:
     """The actor's own __repr__, which Ray uses in its output prefix; None if it has none."""
     if type(actor).__repr__ is object.__repr__:
@@ -296,9 +302,7 @@ class Worker:
 
             loop, semaphore = group
             fn = getattr(self.actor, method, None)
-            if inspect.iscoroutinefunction(fn) or (
-                msg.generator and inspect.isasyncgenfunction(fn)
-            ):
+            if _awaitable(fn, msg):
                 asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid, semaphore), loop)
             else:
                 loop.call_soon_threadsafe(self._run_threaded, conn, msg, rid)
@@ -314,9 +318,7 @@ class Worker:
             import asyncio
 
             fn = getattr(self.actor, msg.function_id.decode(), None)
-            if inspect.iscoroutinefunction(fn) or (
-                msg.generator and inspect.isasyncgenfunction(fn)
-            ):
+            if _awaitable(fn, msg):
                 asyncio.run_coroutine_threadsafe(self._run_async(conn, msg, rid), self.loop)
             else:  # sync methods of an async actor run on its loop too, as in Ray
                 self.loop.call_soon_threadsafe(self._run_threaded, conn, msg, rid)

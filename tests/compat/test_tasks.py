@@ -281,3 +281,18 @@ def test_task_blocked_in_get_gives_its_cpu_back(ray_start):
     # One CPU: each level waits in get() for a child that needs the CPU the parent
     # holds. Only works if a task blocked in get releases its CPU.
     assert ray.get(recurse.remote(3), timeout=50) == 3
+
+
+@ray.remote
+def sizes(value, *, extra=None):
+    return type(value).__name__, len(value), None if extra is None else len(extra)
+
+
+def test_large_arguments_of_every_kind_arrive_whole(ray_start):
+    # Over the inline limit each goes through the store (raylite, as Ray): bytes, a
+    # plain list (measured by pickling it) and a keyword argument.
+    big_bytes = b"x" * (1 << 20)
+    big_list = list(range(200_000))
+    assert ray.get(sizes.remote(big_bytes)) == ("bytes", 1 << 20, None)
+    assert ray.get(sizes.remote(big_list, extra=big_bytes)) == ("list", 200_000, 1 << 20)
+    assert ray.get(sizes.remote([1, 2], extra=big_list)) == ("list", 2, 200_000)

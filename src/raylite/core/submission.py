@@ -29,8 +29,6 @@ from ..exceptions import (
 from ..object_ref import ObjectRef, new_id
 from ..serialization import (
     args_blob,
-    blob_size,
-    dumps_args,
     dumps_inline,
     loads_inline,
     pickle_args,
@@ -85,7 +83,7 @@ class SubmissionMixin:
             (meta, views), nested = self.serialize_collecting(pickle_args, (args, kwargs))
         except Exception as exc:
             raise unserializable_argument(args, kwargs, name, exc) from exc
-        if len(meta) + sum(v.nbytes for v in views) > CONFIG.inline_threshold:
+        if _size(meta, views) > CONFIG.inline_threshold:
             # As Ray: an argument too large to travel in the push goes to the store once,
             # and the task reads it from there (zero-copy; arrays read-only).
             stored = self._store_large_arguments(*given)
@@ -180,10 +178,12 @@ class SubmissionMixin:
     def _store_large_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         """The arguments with each large one put in the store (a ref in its place);
         None if none is large by itself (many small ones travel inline)."""
-        if not any(_large(a) for a in (*args, *kwargs.values())):
+        big_args = [_large(a) for a in args]  # each measured once (it may pickle it)
+        big_kwargs = {k: _large(v) for k, v in kwargs.items()}
+        if not any(big_args) and not any(big_kwargs.values()):
             return None
-        args = tuple(self.put(a) if _large(a) else a for a in args)
-        kwargs = {k: self.put(v) if _large(v) else v for k, v in kwargs.items()}
+        args = tuple(self.put(a) if big else a for a, big in zip(args, big_args, strict=True))
+        kwargs = {k: self.put(v) if big_kwargs[k] else v for k, v in kwargs.items()}
         return args, kwargs
 
     def _dep_callback(
@@ -483,7 +483,11 @@ def _large(value: Any) -> bool:
         return nbytes > CONFIG.inline_threshold
     if isinstance(value, (bytes, bytearray, str)):
         return len(value) > CONFIG.inline_threshold
-    return blob_size(dumps_args(value)) > CONFIG.inline_threshold
+    return _size(*pickle_args(value)) > CONFIG.inline_threshold  # buffers measured, not copied
+
+
+def _size(meta: bytes, views: list[memoryview]) -> int:
+    return len(meta) + sum(v.nbytes for v in views)
 
 
 def _argument_error(blob: bytes, task_name: str) -> bytes:
