@@ -80,8 +80,6 @@ class Config:
     node_answer_timeout_s: float = 5.0
     # Seconds a driver waits for timeline(): every worker of the cluster flushes first.
     timeline_timeout_s: float = 60.0
-    # A restarted detached actor's worker must come up within this many seconds.
-    detached_start_timeout_s: float = 60.0
     # At most one early heartbeat (freed resources, waiting requests) per this many seconds.
     heartbeat_min_s: float = 0.02
     # Connecting to a node, the head or another process gives up after this long.

@@ -598,13 +598,31 @@ class RegisterDetached:
     shape: dict[str, int]
 
 
+@_msg(119)
+class CreateDetached:
+    """Creator -> head (request, Ok): create this detached actor, whose constructor
+    takes no refs, and restart it as its owner (head/detached.py), so that it does not
+    depend on its creator staying alive, as on Ray. The creator then finds it through
+    the head, as a borrower does."""
+
+    actor_id: bytes
+    creator: str  # the creating process's address (for the record)
+    class_name: str
+    push: PushTask  # the creation task, the class's code included
+    shape: dict[str, int]
+    restarts_left: int  # max_restarts (-1: unlimited)
+
+
 @_msg(116)
 class StartActor:
-    """Head -> a node: start a life of a detached actor whose owner is gone."""
+    """Head -> a node: start a life of a detached actor: its creation (CreateDetached),
+    or a restart once its owner is gone."""
 
     actor_id: bytes
     class_name: str
-    push: PushTask  # the creation task: the node sets owner and gpu_ids of its lease
+    # The creation task as the node runs it (actor_options' "reconstructed" set for a
+    # restart): the node sets owner and gpu_ids of its lease.
+    push: PushTask
     shape: dict[str, int]
     restarts_left: int
 

@@ -776,6 +776,49 @@ def test_detached_actor_is_restarted_by_the_head_once_its_owner_is_gone(cluster)
     assert "(name released)" in second["by_ref"], second
 
 
+def test_detached_actor_outlives_a_creator_killed_right_after_remote(cluster):
+    # The head creates it (CreateDetached): the creator hands it over before .remote()
+    # returns, so dying at once loses nothing; its constructor runs after the creator
+    # is gone, on the node with the resource it asks for.
+    _three(cluster)
+    cluster.driver(
+        "h2",
+        """
+        ray.init(address="auto", namespace="keep")
+
+        @ray.remote(resources={"h3": 0.1}, max_restarts=1)
+        class Keeper:
+            def __init__(self):
+                time.sleep(1)  # the creator is long gone when this returns
+                self.calls = 0
+
+            def where(self):
+                self.calls += 1
+                return os.environ["TESTNET_HOST"], os.getpid(), self.calls
+
+        Keeper.options(name="orphan", lifetime="detached").remote()
+        print(json.dumps({}), flush=True)
+        os._exit(0)
+        """,
+    )
+    use = """
+        ray.init(address="auto", namespace="keep")
+        keeper = ray.get_actor("orphan")
+        host, pid, calls = ray.get(keeper.where.remote(), timeout=60)
+        print(json.dumps({"host": host, "pid": pid, "calls": calls}))
+        ray.shutdown()
+        """
+    first = cluster.driver("h1", use)
+    assert (first["host"], first["calls"]) == ("h3", 1)
+    import os
+    import signal
+
+    os.kill(first["pid"], signal.SIGKILL)  # the head restarts it (its creator is gone)
+    again = cluster.driver("h1", use)
+    assert (again["host"], again["calls"]) == ("h3", 1)
+    assert again["pid"] != first["pid"]
+
+
 def test_detached_actor_whose_owner_died_with_its_node_is_restarted_elsewhere(cluster):
     _three(cluster)
     prog = """

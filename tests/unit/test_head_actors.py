@@ -38,11 +38,15 @@ class Node:
     def on_head_event(self, msg: Any) -> None:
         pass
 
+    def kill_actor_worker(self, actor_id: bytes) -> None:
+        pass
+
 
 class Asker:
     """A connection waiting for an answer."""
 
     closed = False
+    peer = None  # a driver of the head's own node, not another node
 
     def __init__(self) -> None:
         self.replies: list[tuple[int, Any]] = []
@@ -138,3 +142,62 @@ def test_a_restarted_head_loads_the_table_with_its_states(head: Head) -> None:
     actor = again.actors[ACTOR]
     assert actor.state is RESTARTING
     assert actor.restarts == 1
+
+
+class StartingNode(Node):
+    """The head's own node, which runs work: it is where a detached actor starts."""
+
+    def __init__(self) -> None:
+        self.started: list[P.StartActor] = []
+        self.killed: list[bytes] = []
+
+    def place_shape(self, shape: dict[str, int], actor_id: bytes) -> Any:
+        from raylite.scheduling import HERE, Placement
+
+        return Placement(None, HERE)
+
+    def start_detached_actor(self, msg: P.StartActor) -> None:
+        self.started.append(msg)
+
+    def kill_actor_worker(self, actor_id: bytes) -> None:
+        self.killed.append(actor_id)
+
+
+def _create(head: Head, restarts: int) -> None:
+    push = P.PushTask(
+        b"t" * 16, "Counter.__init__", b"f" * 16, b"code", b"args", [], [b"r" * 16],
+        "unix:/creator", ACTOR, True, [], b"j" * 4, None, {"detached": True}, "ns",
+    )  # fmt: skip
+    msg = P.CreateDetached(ACTOR, "unix:/creator", "Counter", push, {"CPU": 10000}, restarts)
+    asker = Asker()
+    head.on_create_detached(asker, msg, 3)  # type: ignore[arg-type]
+    assert asker.replies == [(3, P.Ok())]  # the creator may go now
+
+
+def test_the_head_creates_a_detached_actor_and_owns_its_restarts() -> None:
+    node = StartingNode()
+    head = Head(node, MemoryStorage(), node_timeout_s=10.0)  # type: ignore[arg-type]
+    _create(head, restarts=1)
+    (first,) = node.started
+    assert head.actors[ACTOR].state is PENDING
+    assert not (first.push.actor_options or {}).get("reconstructed")  # a first life
+    report(head, "ALIVE", pid=101, restarts_left=1)
+    died = P.ActorStateChanged(ACTOR, P.PROCESS_DIED, "", "", 101, "", 0)
+    head.on_actor_state(Asker(), died, 0)  # type: ignore[arg-type]
+    assert head.actors[ACTOR].state is RESTARTING  # by the head: no owner does it
+    second = node.started[1]
+    assert second.push.actor_options["reconstructed"] is True
+    assert second.restarts_left == 0
+
+
+def test_a_detached_actor_killed_while_it_starts_has_that_life_ended() -> None:
+    node = StartingNode()
+    head = Head(node, MemoryStorage(), node_timeout_s=10.0)  # type: ignore[arg-type]
+    _create(head, restarts=0)
+    kill = P.KillActor(ACTOR, "killed", True)
+    head.on_kill_actor(Asker(), kill, 4)  # type: ignore[arg-type]
+    assert head.actors[ACTOR].state is DEAD
+    node.killed.clear()
+    report(head, "ALIVE", pid=102)  # its node had started it meanwhile
+    assert head.actors[ACTOR].state is DEAD
+    assert node.killed == [ACTOR]  # the worker it started is killed, not left running

@@ -183,6 +183,9 @@ def test_a_message_inside_a_message_decodes_as_that_message():
     assert start.push == push
     # A detached actor that cannot be restarted registers no push.
     assert _round_trip(P.RegisterDetached(b"a" * 16, "unix:/o", None, {})).push is None
+    create = _round_trip(P.CreateDetached(b"a" * 16, "unix:/o", "A", push, {"CPU": 10000}, -1))
+    assert create.push == push
+    assert create.restarts_left == -1
 
 
 @pytest.mark.parametrize("code", list(P.FailCode), ids=lambda c: c.name)

@@ -40,10 +40,12 @@ from .actor_life import (
     process_died,
 )
 from .lease_queue import Lease, SchedulingClass
-from .lifecycle import DEAD, FAILED, PUSHED, TASK_ENDED
+from .lifecycle import DEAD, FAILED, FINISHED, PUSHED, TASK_ENDED
 from .tasks import TaskSpec, retry_task, retryable, task_transition
 
 log = logging.getLogger("raylite")
+
+_NONE = dumps_inline(None)  # the value of an actor's creation
 
 
 # _flush_actor_locked: the connection broke while sending; flush again.
@@ -225,8 +227,12 @@ class ActorClientMixin:
         if client.incarnation and not options.get("reconstructed"):
             # A new life: was_current_actor_reconstructed is True in it.
             spec.actor_options = options = {**options, "reconstructed": True}
-        if first and options.get("detached") and client.restarts_left and self.node_tcp:
-            self._register_detached(spec, client)
+        if first and options.get("detached") and self.node_tcp:
+            if spec.strategy is None and all(dep.kind == P.INLINE for dep in spec.deps):
+                self._create_by_head(spec, client)
+                return
+            if client.restarts_left:
+                self._register_detached(spec, client)
         key = tuple(sorted(spec.shape.items()))
         sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
 
@@ -257,14 +263,49 @@ class ActorClientMixin:
                 sc, new_id(), actor_id=client.actor_id, on_grant=on_grant, detached=detached
             )
 
+    def _create_by_head(self, spec: TaskSpec, client: ActorClient) -> None:
+        """Hand a detached actor's creation to the head (head/detached.py): it must not
+        depend on this process staying alive, as on Ray. Without arguments to wait for,
+        this runs in the caller's thread and the head has it before `.remote()` returns.
+        From then on this process finds the actor through the head, as a borrower."""
+        msg = P.CreateDetached(
+            client.actor_id,
+            self.address,
+            client.class_name,
+            self._detached_push(spec),
+            spec.shape,
+            client.restarts_left,
+        )
+        with self.lock:
+            client.creator = False
+            spec.pushed = True  # its worker reports the creation's event
+            task_transition(spec, PUSHED, "handed to the head")
+        try:
+            if spec.dep_ids:  # its arguments came in a reader thread: do not block it
+                self.nm.send(msg)
+            else:
+                self.nm.request(msg, timeout=CONFIG.request_timeout_s)
+        except (ConnectionLost, TimeoutError) as exc:
+            cause = f"The detached actor {client.class_name} could not be created: {exc}"
+            self._life_ended(client, None, cause, final=True, report=False)
+            return
+        with self.lock:
+            self._resolve_actor(client)
+
     def _register_detached(self, spec: TaskSpec, client: ActorClient) -> None:
         """Leave with the head what it takes to restart this detached actor after we are
         gone (head/detached.py): possible only if its constructor's arguments are all inline."""
         if any(dep.kind != P.INLINE for dep in spec.deps):
             self._send_nm(P.RegisterDetached(client.actor_id, self.address, None, spec.shape))
             return
+        self._send_nm(
+            P.RegisterDetached(client.actor_id, self.address, self._detached_push(spec), spec.shape)
+        )
+
+    def _detached_push(self, spec: TaskSpec) -> P.PushTask:
+        """The creation task of a detached actor as the head keeps it (its args inline)."""
         blob = spec.function_blob() if spec.function_blob is not None else None
-        push = P.PushTask(
+        return P.PushTask(
             spec.task_id,
             spec.name,
             spec.function_id,
@@ -281,7 +322,6 @@ class ActorClientMixin:
             spec.actor_options,
             self.namespace,
         )
-        self._send_nm(P.RegisterDetached(client.actor_id, self.address, push, spec.shape))
 
     def _actor_created(self, client: ActorClient, spec: TaskSpec, reply: Any) -> None:
         """The constructor's push was answered, or its connection broke."""
@@ -333,6 +373,13 @@ class ActorClientMixin:
                     return
                 with self.lock:
                     actions = self.lives.located(client, reply.address)
+                    creation = client.creation_spec  # one the head created for us
+                    if creation is not None and creation.state not in TASK_ENDED:
+                        task_transition(creation, FINISHED, "the head says it is alive")
+                    else:
+                        creation = None
+                if creation is not None:
+                    self._complete(creation.return_ids[0], P.INLINE, _NONE)
                 self._actor_actions(actions)
             else:
                 cause = reply.cause if isinstance(reply, P.ActorInfo) else "the head is unreachable"

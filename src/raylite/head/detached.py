@@ -18,13 +18,22 @@ the new life to the head, as an owner would; callers find it through the head.
     actor's node ──ActorStateChanged(PROCESS_DIED)──▶ head ──StartActor──▶ a node
     that node: lease ─▶ worker ─PushTask─▶ TaskDone ─▶ ActorStateChanged(ALIVE)──▶ head
 
-A detached actor whose constructor took refs is not registered: those objects were
-its owner's and are gone with it; it ends DEAD with that cause.
+A detached actor whose constructor takes no refs (and has no scheduling strategy)
+is created by the head from the start (CreateDetached, `create`): its creator hands
+over the creation task before `.remote()` returns and finds the actor through the
+head like a borrower, so killing the creator right after does not end the actor, as
+on Ray. The head owns all its lives then (owner_gone from the start).
+
+A detached actor whose constructor took refs is created by its creator and, if it
+may restart, registered: those objects are its owner's and go with it; once the
+owner is gone it is not restarted and ends DEAD with that cause.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import msgspec
 
 from .. import protocol as P
 from .. import scheduling
@@ -76,6 +85,18 @@ def process_died(head: Head, actor: ActorRec, cause: str) -> bool:
     return True
 
 
+def create(head: Head, actor: ActorRec, msg: P.CreateDetached, owner_node: bytes) -> None:
+    """A creator hands over a detached actor (CreateDetached): the head starts its
+    first life and owns the later ones."""
+    actor.class_name = msg.class_name
+    actor.owner, actor.owner_node, actor.owner_gone = msg.creator, owner_node, True
+    actor.restarts_left = msg.restarts_left
+    actor.restart = {"push": msg.push, "shape": msg.shape}
+    head.save_actor(actor)
+    if actor.state is not DEAD:  # killed before it got here: nothing to start
+        _start(head, actor, msg.push, "")
+
+
 def restart(head: Head, actor: ActorRec, cause: str) -> None:
     if actor.restart is None or not actor.restarts_left:
         head.set_actor(actor, DEAD, cause)
@@ -84,12 +105,17 @@ def restart(head: Head, actor: ActorRec, cause: str) -> None:
         actor.restarts_left -= 1
     actor.restarts += 1
     head.set_actor(actor, RESTARTING, cause)
+    push = actor.restart["push"]
+    options = {**(push.actor_options or {}), "reconstructed": True}
+    _start(head, actor, msgspec.structs.replace(push, actor_options=options), cause)
+
+
+def _start(head: Head, actor: ActorRec, push: P.PushTask, cause: str) -> None:
+    """Pick a node for a life of the actor and send it StartActor."""
     nm = head.nm
     shape = actor.restart["shape"]
     where = nm.place_shape(shape, actor.actor_id)
-    msg = P.StartActor(
-        actor.actor_id, actor.class_name, actor.restart["push"], shape, actor.restarts_left
-    )
+    msg = P.StartActor(actor.actor_id, actor.class_name, push, shape, actor.restarts_left)
     if where.kind == "here" and nm.head_only:  # the head runs no work: another node
         fits = [v for v in nm.other_nodes() if scheduling.fits(shape, v.available)]
         fits = fits or [v for v in nm.other_nodes() if scheduling.fits(shape, v.total)]
@@ -100,6 +126,7 @@ def restart(head: Head, actor: ActorRec, cause: str) -> None:
         return
     rec = head.nodes.get(where.node.node_id) if where.node is not None else None
     if rec is None or rec.conn is None or rec.conn.closed:
-        head.set_actor(actor, DEAD, f"{cause} No node can run it again: {where.reason}")
+        why = f"No node can run it: {where.reason}"
+        head.set_actor(actor, DEAD, f"{cause} {why}" if cause else why)
         return
     rec.conn.send(msg)

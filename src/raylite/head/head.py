@@ -142,6 +142,7 @@ class Head:
             P.GetNamedActor: self.on_get_named,
             P.ClientDied: self.on_client_died,
             P.RegisterDetached: self.on_register_detached,
+            P.CreateDetached: self.on_create_detached,
             P.LogLines: self.on_log_lines,
         }
         self.load()
@@ -457,6 +458,14 @@ class Head:
         actor.restart = {"push": msg.push, "shape": msg.shape} if msg.push else None
         self.save_actor(actor)
 
+    def on_create_detached(self, conn: AsyncConnection, msg: P.CreateDetached, rid: int) -> None:
+        actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
+        node = conn.peer if conn is not None else None  # forwarded by a node, or ours
+        owner_node = node.node_id if isinstance(node, NodeRec) else self.nm.node_id
+        detached.create(self, actor, msg, owner_node)
+        if conn is not None and rid:
+            conn.reply(rid, P.Ok())
+
     def actor_process_died(self, actor: ActorRec, cause: str) -> None:
         """The event: the process of the actor's current life died (from its node, or
         its node died). The head restarts a detached actor whose owner is gone; else
@@ -470,6 +479,8 @@ class Head:
     def on_actor_state(self, conn: AsyncConnection, msg: P.ActorStateChanged, rid: int) -> None:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))
         if actor.state is DEAD:
+            if msg.state == "ALIVE":  # killed while a node started it: end that life too
+                self.kill_worker_of(actor, self.node_of(msg.address))
             return
         if msg.state == P.PROCESS_DIED:  # an event from the node that hosted it
             if msg.pid and actor.pid and msg.pid != actor.pid:
@@ -501,15 +512,19 @@ class Head:
             actor.restarts_left = 0
             if actor.state is not DEAD:
                 self.set_actor(actor, DEAD, msg.cause)
-        kill = P.KillActorWorker(msg.actor_id)
-        for rec in self.nodes.values():  # the node it lives on, or all if unknown
-            if actor.node_id and rec.node_id != actor.node_id:
-                continue
-            if rec.node_id == self.nm.node_id:
-                self.nm.kill_actor_worker(msg.actor_id)
-            elif rec.alive and rec.conn is not None and not rec.conn.closed:
-                rec.conn.send(kill)
+        self.kill_worker_of(actor, actor.node_id)
         conn.reply(rid, P.Ok())
+
+    def kill_worker_of(self, actor: ActorRec, node_id: bytes) -> None:
+        """Kill the worker process hosting the actor on its node (all nodes if unknown)."""
+        if not node_id or node_id == self.nm.node_id:
+            self.nm.kill_actor_worker(actor.actor_id)
+        kill = P.KillActorWorker(actor.actor_id)
+        for rec in self.nodes.values():
+            if rec.node_id == self.nm.node_id or (node_id and rec.node_id != node_id):
+                continue
+            if rec.alive and rec.conn is not None and not rec.conn.closed:
+                rec.conn.send(kill)
 
     def on_get_actor(self, conn: AsyncConnection, msg: P.GetActorInfo, rid: int) -> None:
         actor = self.actors.setdefault(msg.actor_id, ActorRec(msg.actor_id))

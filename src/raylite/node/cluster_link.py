@@ -48,6 +48,7 @@ HEAD_REQUESTS = (
     P.GetNamedActor,
     P.RegisterJob,
     P.RegisterDetached,
+    P.CreateDetached,
 )
 
 

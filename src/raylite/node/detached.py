@@ -1,7 +1,8 @@
-"""Detached actors, the node's half: start a new life of one the head restarts.
+"""Detached actors, the node's half: start a life of one the head creates or restarts.
 
-The head's half (head/detached.py) decides that the head, not the owner, restarts a
-detached actor whose owner is gone, and picks the node. That node gets StartActor
+The head's half (head/detached.py) decides that the head, not the owner, creates a
+detached actor (CreateDetached) or restarts one whose owner is gone, and picks the
+node. That node gets StartActor
 and does what an owner would: lease itself a worker (a Lease whose connection is
 a _SelfOwner), push the creation task, keep the connection while the actor lives
 (`kept_actors`, cluster_link.py) and report the new life to the head. Owns no state.
@@ -19,7 +20,6 @@ from typing import Any
 import msgspec
 
 from .. import protocol as P
-from ..config import CONFIG
 from ..exceptions import ConnectionLost
 from ..object_ref import new_id
 from ..serialization import loads_inline
@@ -53,26 +53,17 @@ async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     owner = _SelfOwner(fut)
     nm.request_lease_here(Lease(new_id(), msg.shape, msg.actor_id, owner, 1, detached=True))
-    try:
-        granted = await asyncio.wait_for(fut, CONFIG.detached_start_timeout_s)
-    except TimeoutError:
-        granted = P.Failed(
-            P.FailCode.TIMEOUT,
-            f"no worker started within {CONFIG.detached_start_timeout_s:.0f} s",
-        )
+    # It waits for resources as any actor's creation does (a pinned lease, warned
+    # about by the lease book if it waits long); a worker that cannot start fails it.
+    granted = await fut
     if not isinstance(granted, P.LeaseGranted):
         owner.closed = True  # a request still pending is dropped
         nm.schedule()
         why = granted.reason if isinstance(granted, P.Failed) else repr(granted)
-        _report(nm, msg, "DEAD", cause=f"It could not be restarted: {why}")
+        _report(nm, msg, "DEAD", cause=f"It could not be started: {why}")
         return
-    # This node is the new life's owner (clusters only: detached actors), on its lease.
-    push = msgspec.structs.replace(
-        msg.push,
-        owner=nm.tcp_address,
-        gpu_ids=list(granted.gpu_ids),
-        actor_options={**(msg.push.actor_options or {}), "reconstructed": True},
-    )
+    # This node is the life's owner (clusters only: detached actors), on its lease.
+    push = msgspec.structs.replace(msg.push, owner=nm.tcp_address, gpu_ids=list(granted.gpu_ids))
     try:
         conn = await async_connect(granted.address, nm.token)
         nm.spawn(conn.read_loop(lambda c, m, r: None))
@@ -92,7 +83,7 @@ async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
 def _report(
     nm: NodeManager, msg: P.StartActor, state: str, address: str = "", pid: int = 0, cause: str = ""
 ) -> None:
-    log.info("detached actor %s restarted by the head: %s", msg.actor_id.hex()[:12], state)
+    log.info("detached actor %s started by the head: %s", msg.actor_id.hex()[:12], state)
     restarts_left = msg.restarts_left if state == "ALIVE" else 0
     nm.to_head(
         P.ActorStateChanged(msg.actor_id, state, msg.class_name, address, pid, cause, restarts_left)
