@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import init_options
 from .actors import ActorClass, ActorHandle, method
 from .config import CONFIG, from_units, to_units
 from .core import context as core_context
@@ -43,23 +44,24 @@ _INIT_OPTIONS = {
     "configure_logging",
     "_system_config",
     "logging_format",
+    # init_options.py's
+    "local_mode",
+    "job_config",
+    "_temp_dir",
+    "_memory",
+    "_node_ip_address",
+    "_metrics_export_port",
+    "labels",
+    "logging_config",
+    "enable_resource_isolation",
+    "cgroup_path",
+    "system_reserved_cpu",
+    "system_reserved_memory",
+    "proxy_server_url",
 }
 # Ray's init() arguments raylite does not do yet: set, they raise (never ignored).
 _INIT_NOT_YET = {
-    "local_mode": " (deprecated in Ray too: run the tasks on a 1-CPU init instead)",
-    "job_config": "",
     "runtime_env": "",
-    "_temp_dir": " (sessions live under /tmp/raylite)",
-    "_memory": "",
-    "_node_ip_address": " (raylite start --node-ip-address for a cluster node)",
-    "_metrics_export_port": " (the dashboard serves metrics at /metrics)",
-    "labels": "",
-    "logging_config": "",
-    "enable_resource_isolation": "",
-    "cgroup_path": "",
-    "system_reserved_cpu": "",
-    "system_reserved_memory": "",
-    "proxy_server_url": "",
 }
 
 
@@ -108,6 +110,10 @@ def init(
     for key, why in _INIT_NOT_YET.items():
         if kwargs.get(key) not in (None, False, {}, [], ""):
             raise NotImplementedError(f"init({key}=...) is not supported by raylite yet{why}.")
+    given_address = address if address is not None else os.environ.get("RAYLITE_ADDRESS")
+    opts = init_options.check(kwargs, connecting=given_address not in (None, "", "local"))
+    if namespace is None:
+        namespace = opts.namespace
     log_format = kwargs.get("logging_format")
     with _init_lock:
         if _runtime is not None:
@@ -139,6 +145,8 @@ def init(
             if kwargs.get("configure_logging", True):
                 _configure_logging(logging_level, log_format)
             _runtime = _connect(address, log_to_driver, namespace)
+            if opts.default_detached:
+                _runtime.cw.default_actor_lifetime = "detached"
             core_context._global = _runtime.cw
             core_context._auto_init = _auto_init
             atexit.register(_at_exit)
@@ -161,6 +169,8 @@ def init(
                     raise ValueError(f"resources[{k!r}] must be a non-negative number, got {v!r}")
         if kwargs.get("configure_logging", True):
             _configure_logging(logging_level, log_format)
+        if opts.logging_config is not None:
+            opts.logging_config._apply()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
         gpus = num_gpus if num_gpus is not None else _detect_gpus()
         import psutil  # here: a worker (which imports this module) never needs it
@@ -171,9 +181,9 @@ def init(
         store_root = _store_root(object_store_memory)
         total = {
             "CPU": to_units(cpus),
-            "memory": to_units(int(mem.available * 0.7)),
+            "memory": to_units(int(mem.available * 0.7) if opts.memory is None else opts.memory),
             "object_store_memory": to_units(object_store_memory),
-            "node:127.0.0.1": to_units(1),
+            f"node:{opts.node_ip or '127.0.0.1'}": to_units(1),
         }
         if gpus:
             total["GPU"] = to_units(gpus)
@@ -188,12 +198,17 @@ def init(
             log_to_driver,
             namespace,
             system_config,
-            _dashboard_args(kwargs),
+            [*_dashboard_args(kwargs), *opts.node_flags()],
+            opts,
         )
         core_context._global = _runtime.cw
         core_context._auto_init = _auto_init
         atexit.register(_at_exit)
         context = RayContext(_runtime.cw)
+        if opts.metrics_port is not None:  # as Ray's address_info shows it
+            context["metrics_export_port"] = context.address_info["metrics_export_port"] = (
+                opts.metrics_port
+            )
         if context.dashboard_login_url:
             log.info(
                 "Started a local raylite instance. View the dashboard at %s",
@@ -293,15 +308,18 @@ def _detect_gpus() -> int:
         return 0
 
 
-def new_session(prefix: str, store_root: str, token: bytes) -> tuple[str, str, str]:
-    """(session dir, store dir, token file) for a node about to start on this machine.
+def new_session(
+    prefix: str, store_root: str, token: bytes, temp_dir: str | None = None
+) -> tuple[str, str, str]:
+    """(session dir, store dir, token file) for a node about to start on this machine;
+    under `temp_dir` if given (init(_temp_dir=...)), else the system's temp dir.
 
     The token file (mode 0600) is for local tools of the same user: `raylite memory`,
     `raylite status`, drivers connecting with init(address=...).
     """
     import tempfile  # here: a worker (which imports this module) never needs it
 
-    base = os.path.join(tempfile.gettempdir(), "raylite")
+    base = temp_dir or os.path.join(tempfile.gettempdir(), "raylite")
     os.makedirs(base, mode=0o700, exist_ok=True)
     session_dir = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base)
     store_dir = tempfile.mkdtemp(prefix=f"raylite-{os.path.basename(session_dir)}-", dir=store_root)
@@ -342,14 +360,22 @@ def _start_local(
     namespace: str | None,
     system_config: dict[str, Any],
     extra: list[str] | tuple[str, ...] = (),
+    opts: init_options.InitOptions | None = None,
 ) -> _Runtime:
     token = os.urandom(32)
-    session_dir, store_dir, _ = new_session("s", store_root, token)
+    temp_dir = opts.temp_dir if opts is not None else None
+    session_dir, store_dir, _ = new_session("s", store_root, token, temp_dir)
     cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, *extra)
     if system_config.get("max_spill_bytes") is not None:
         cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
+    env = opts.worker_env() if opts is not None else {}
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, close_fds=True
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+        env={**os.environ, **env} if env else None,
     )
     try:
         assert proc.stdin is not None
@@ -368,6 +394,8 @@ def _start_local(
             log_to_driver=log_to_driver,
             namespace=namespace,
         )
+        if opts is not None and opts.default_detached:
+            cw.default_actor_lifetime = "detached"
     except BaseException:
         proc.kill()
         proc.wait()
@@ -652,6 +680,14 @@ class RuntimeContext:
 
     def get_node_id(self) -> str:
         return self._cw.node_id.hex()
+
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this process runs on (ray.io/node-id and the user's)."""
+        node = self._cw.node_id.hex()
+        for n in self._cw.cluster_info().nodes:
+            if n["NodeID"] == node:
+                return dict(n.get("Labels") or {})
+        return {}
 
     @property
     def node_id(self) -> NodeID:

@@ -227,7 +227,9 @@ class ActorClientMixin:
             spec.actor_options = options = {**options, "reconstructed": True}
         if first and options.get("detached") and client.restarts_left and self.node_tcp:
             self._register_detached(spec, client)
-        key = tuple(sorted(spec.shape.items()))
+        # Its key has the strategy (a label_selector too): a class of the same shape with
+        # another strategy must not be the one that asks for its lease.
+        key = spec.shape_key
         sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
 
         def on_grant(lease: Lease | None) -> None:

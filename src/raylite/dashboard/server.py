@@ -339,3 +339,24 @@ async def start_dashboard(nm: Source, host: str, port: int) -> Dashboard | None:
         f.write(url + "\n")
     os.rename(path + ".tmp", path)  # readers see the whole URL or no file
     return Dashboard(runner, url)
+
+
+async def start_metrics_server(nm: Source, host: str, port: int) -> Dashboard | None:
+    """Serve only GET /metrics (util.metrics, Prometheus text) on host:port, without the
+    token, as Ray's metrics export port (init(_metrics_export_port=...)) is scraped; None,
+    with a warning, if it cannot listen."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=nm.metrics_text().encode(), headers={"Content-Type": PROM_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        log.warning("the metrics export port %s:%d cannot listen (%s)", host, port, exc)
+        return None
+    return Dashboard(runner, f"http://{_url_host(host, nm)}:{port}/metrics")
