@@ -141,6 +141,11 @@ def check_task_labels(labels: Any) -> None:
     spec in Ray 2.60, which schedules by none of them): a dict, as Ray checks."""
     if not isinstance(labels, dict):
         raise _not_dict("_labels", labels)
+    for key, value in labels.items():
+        if not isinstance(key, str):
+            raise ValueError(f"Label key must be string, but got {type(key)}")
+        if not isinstance(value, str):
+            raise ValueError(f"Label value must be string, but got {type(value)}")
 
 
 def parse_selector(selector: dict[str, str]) -> tuple[Condition, ...]:
