@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests._engine import ray, raylite_only
+from tests._engine import ray, raylite_only, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -219,3 +219,37 @@ def test_logging_config_reaches_the_workers(no_engine):
         ray.shutdown()
         root.setLevel(before[0])
         root.handlers[:] = before[1]
+
+
+def test_job_config_default_actor_lifetime_detached(no_engine):
+    """An actor that names no lifetime gets the job's default: with "detached" it stays
+    when its last handle goes, while an explicitly non-detached one ends."""
+    from importlib import import_module
+
+    job_config = import_module(f"{ray.__name__}.job_config")
+    ray.init(num_cpus=1, job_config=job_config.JobConfig(default_actor_lifetime="detached"))
+    try:
+
+        @ray.remote(num_cpus=0)
+        class Keeper:
+            def pid(self):
+                return os.getpid()
+
+        kept = Keeper.options(name="kept-by-default").remote()
+        gone = Keeper.options(name="ends", lifetime="non_detached").remote()
+        pid = ray.get(kept.pid.remote(), timeout=60)
+        ray.get(gone.pid.remote(), timeout=60)
+        del kept, gone
+
+        def ended() -> bool:
+            try:
+                ray.get_actor("ends")
+            except ValueError:
+                return True
+            return False
+
+        wait_for(ended, 60, "the non-detached actor to end")
+        assert ray.get(ray.get_actor("kept-by-default").pid.remote(), timeout=60) == pid
+        ray.kill(ray.get_actor("kept-by-default"))
+    finally:
+        ray.shutdown()
