@@ -7,7 +7,7 @@ import pytest
 from raylite import labels
 from raylite.node.lease_book import Grant, Infeasible, LeaseState, Reject, Spillback
 from raylite.scheduling import NodeView
-from tests.unit.test_lease_book import U, Owner, View, book, kinds, lease, with_idle
+from tests.unit.test_lease_book import Owner, U, View, book, kinds, lease, with_idle
 
 NODE = {"zone": "a", "tier": "gold"}
 
@@ -77,7 +77,8 @@ def test_a_selector_no_node_matches_waits_apart_and_is_never_granted_here():
     assert b.pending == []
     assert b.unmatched == [req]
     assert b.schedule() == []
-    assert b.cancel(req.lease_id) and b.unmatched == []
+    assert b.cancel(req.lease_id)
+    assert b.unmatched == []
     assert req.state is LeaseState.CANCELLED
 
 
