@@ -216,6 +216,10 @@ def init(
             )
         elif "--dashboard-port" in _dashboard_args(kwargs):
             log.warning("the dashboard did not start: the node manager's warning above says why")
+        if opts.proxy_server_url and not context.dashboard_url:
+            log.warning(
+                "proxy_server_url is for the dashboard, which is off: include_dashboard=True"
+            )
         return context
 
 

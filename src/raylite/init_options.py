@@ -4,7 +4,8 @@ and turned into what the node manager and the workers are started with.
 Owns what each of Ray's less common init() arguments does here: `labels` (node labels,
 labels.py), `_memory` (the `memory` resource), `_temp_dir` (where the session lives),
 `_node_ip_address` (the node's address and `node:IP` resource), `_metrics_export_port`
-(Prometheus text at /metrics there), `logging_config` and `job_config` (their fields:
+(Prometheus text at /metrics there), `proxy_server_url` (the dashboard asks that server
+first, as Ray's does a history server), `logging_config` and `job_config` (their fields:
 job_config.py), `local_mode` and the resource isolation arguments (refused as Ray
 refuses them here). Not starting anything (api.py), not the node's flags' meaning
 (node/manager.py).
@@ -42,6 +43,7 @@ class InitOptions:
     default_detached: bool = False  # job_config.default_actor_lifetime == "detached"
     sys_path: list[str] = field(default_factory=list)  # job_config.code_search_path
     metadata: dict[str, str] = field(default_factory=dict)
+    proxy_server_url: str | None = None  # the dashboard asks it first (a history server)
 
     def node_flags(self) -> list[str]:
         flags: list[str] = []
@@ -51,6 +53,8 @@ class InitOptions:
             flags += ["--metrics-export-port", str(self.metrics_port)]
         if self.node_ip is not None:
             flags += ["--ip", self.node_ip]
+        if self.proxy_server_url is not None:
+            flags += ["--proxy-server-url", self.proxy_server_url]
         return flags
 
     def worker_env(self) -> dict[str, str]:
@@ -80,11 +84,11 @@ def check(kwargs: dict[str, Any], connecting: bool) -> InitOptions:
         opts.logging_config = lc
     if kwargs.get("job_config") is not None:
         _take_job_config(kwargs["job_config"], opts)
-    if kwargs.get("proxy_server_url"):
-        raise NotImplementedError(
-            "init(proxy_server_url=...) is not supported by raylite: its dashboard has no "
-            "backend API of Ray's (/api/...) to redirect to a history server."
-        )
+    proxy = kwargs.get("proxy_server_url")
+    if proxy:
+        if not isinstance(proxy, str) or not proxy.startswith(("http://", "https://")):
+            raise ValueError(f"proxy_server_url must be an http(s) URL, got {proxy!r}")
+        opts.proxy_server_url = proxy
     labels = kwargs.get("labels")
     mem = kwargs.get("_memory")
     temp = kwargs.get("_temp_dir")
@@ -93,6 +97,11 @@ def check(kwargs: dict[str, Any], connecting: bool) -> InitOptions:
     if connecting:
         if labels is not None:
             raise ValueError("When connecting to an existing cluster, labels must not be provided.")
+        if opts.proxy_server_url is not None:
+            raise ValueError(
+                "When connecting to an existing cluster, proxy_server_url must not be "
+                "provided: the head's dashboard is started with `raylite start`."
+            )
         given = [k for k in ("_memory", "_temp_dir", "_node_ip_address", "_metrics_export_port")
                  if kwargs.get(k) is not None]  # fmt: skip
         if given:

@@ -253,3 +253,55 @@ def test_job_config_default_actor_lifetime_detached(no_engine):
         ray.kill(ray.get_actor("kept-by-default"))
     finally:
         ray.shutdown()
+
+
+@raylite_only  # Ray's dashboard is not in the minimal install here
+def test_the_dashboard_asks_the_proxy_server_first(no_engine):
+    import http.server
+    import threading
+    import urllib.error
+    import urllib.parse
+
+    seen: list[dict[str, str]] = []
+
+    class History(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            status, body = (
+                (200, b'{"from": "history"}') if self.path == "/api/cluster" else (404, b"no")
+            )
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), History)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ctx = ray.init(
+            num_cpus=1,
+            include_dashboard=True,
+            dashboard_port=0,
+            proxy_server_url=f"http://127.0.0.1:{server.server_port}",
+        )
+        token = urllib.parse.parse_qs(urllib.parse.urlparse(ctx.dashboard_login_url).query)[
+            "token"
+        ][0]
+
+        def get(path: str) -> bytes:
+            req = urllib.request.Request(
+                f"http://{ctx.dashboard_url}{path}", headers={"Authorization": f"Bearer {token}"}
+            )
+            return urllib.request.urlopen(req, timeout=30).read()
+
+        assert json.loads(get("/api/cluster")) == {"from": "history"}
+        assert "from" not in json.loads(get("/api/tasks"))  # a 404 there: answered here
+        assert all("Authorization" not in h and "authorization" not in h for h in seen)
+    finally:
+        ray.shutdown()
+        server.shutdown()
+        thread.join(timeout=10)

@@ -109,6 +109,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         forks: forkserver.ForkServer | None = None,
         labels: dict[str, str] | None = None,
         metrics_export_port: int | None = None,
+        proxy_server_url: str | None = None,
     ) -> None:
         # head_only: the head's own process (`raylite start --head`): it runs no work
         # and is no node, so killing it kills no actor. head_node: the node beside it.
@@ -129,6 +130,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.lease_book.labels = {NODE_ID_LABEL: self.node_id.hex(), **(labels or {})}
         self.metrics_export_port = metrics_export_port  # init(_metrics_export_port=): /metrics
         self.metrics_server: Any = None
+        self.proxy_server_url = proxy_server_url  # the dashboard asks it first
         self._init_store(session_dir, store_dir, total, max_spill_bytes)
         self._init_pool(prestart, forks)
         self._init_transfer()
@@ -230,7 +232,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
                 log.warning("the dashboard cannot start (%s); reinstall raylite to get it", exc)
             else:
                 self.dashboard = await start_dashboard(
-                    self, self.dashboard_host, self.dashboard_port
+                    self, self.dashboard_host, self.dashboard_port, self.proxy_server_url
                 )
             self.dashboard_url = self.dashboard.url if self.dashboard is not None else ""
         if self.metrics_export_port is not None:
@@ -588,6 +590,7 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
     parser.add_argument("--head-node", action="store_true", help="the node beside the head")
     parser.add_argument("--labels", default=None, help="JSON: the node's labels")
     parser.add_argument("--metrics-export-port", type=int, default=None, help="serve /metrics")
+    parser.add_argument("--proxy-server-url", default=None, help="the dashboard asks it first")
     args = parser.parse_args(argv)
     forks.remove_at_exit(args.store_dir, args.session_dir)  # also if this process is killed
     token = bytes.fromhex(sys.stdin.readline().strip())
@@ -613,6 +616,7 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
         forks=forks,
         labels=json.loads(args.labels) if args.labels else None,
         metrics_export_port=args.metrics_export_port,
+        proxy_server_url=args.proxy_server_url,
     )
     try:
         asyncio.run(nm.serve())
