@@ -3,9 +3,10 @@
 Owns the record and its setters. What init() does with each field is init_options.py's:
 ray_namespace (the job's namespace unless init(namespace=) names one),
 default_actor_lifetime ("detached": actors outlive the driver unless they say
-otherwise), code_search_path (added to every worker's sys.path), metadata (kept with
-the job), py_logging_config (as init(logging_config=)); runtime_env and jvm_options
-raise NotImplementedError there.
+otherwise), code_search_path (added to every worker's sys.path), py_logging_config
+(as init(logging_config=)); runtime_env and jvm_options raise NotImplementedError
+there. metadata is taken and kept with the driver's options (init_options.InitOptions):
+Ray shows it only in its job submission list, which raylite does not have.
 """
 
 from __future__ import annotations
