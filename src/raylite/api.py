@@ -14,12 +14,9 @@ import contextlib
 import json
 import logging
 import os
-import select
 import shutil
 import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +26,7 @@ from .config import CONFIG, from_units, to_units
 from .core import context as core_context
 from .core.core_worker import CoreWorker
 from .exceptions import RaySystemError
+from .node_start import detect_gpus, new_session, node_manager_command, read_line
 from .object_ref import ActorID, JobID, NodeID, ObjectRef, TaskID, WorkerID
 from .object_ref_generator import ObjectRefGenerator, wait_with_generators
 from .object_store import default_store_root
@@ -172,7 +170,7 @@ def init(
         if opts.logging_config is not None:
             opts.logging_config._apply()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
-        gpus = num_gpus if num_gpus is not None else _detect_gpus()
+        gpus = num_gpus if num_gpus is not None else detect_gpus()
         import psutil  # here: a worker (which imports this module) never needs it
 
         mem = psutil.virtual_memory()
@@ -302,59 +300,6 @@ def _configure_logging(level: int | str, fmt: str | None = None) -> None:
         logger.propagate = False
 
 
-def _detect_gpus() -> int:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([g for g in visible.split(",") if g.strip()])
-    try:
-        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
-    except OSError:
-        return 0
-
-
-def new_session(
-    prefix: str, store_root: str, token: bytes, temp_dir: str | None = None
-) -> tuple[str, str, str]:
-    """(session dir, store dir, token file) for a node about to start on this machine;
-    under `temp_dir` if given (init(_temp_dir=...)), else the system's temp dir.
-
-    The token file (mode 0600) is for local tools of the same user: `raylite memory`,
-    `raylite status`, drivers connecting with init(address=...).
-    """
-    import tempfile  # here: a worker (which imports this module) never needs it
-
-    base = temp_dir or os.path.join(tempfile.gettempdir(), "raylite")
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    session_dir = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base)
-    store_dir = tempfile.mkdtemp(prefix=f"raylite-{os.path.basename(session_dir)}-", dir=store_root)
-    token_file = os.path.join(session_dir, "token")
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, token.hex().encode())
-    os.close(fd)
-    return session_dir, store_dir, token_file
-
-
-def node_manager_command(
-    session_dir: str, store_dir: str, total: dict[str, int], gpus: int, cpus: int, *extra: str
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "raylite.node",
-        "--session-dir",
-        session_dir,
-        "--store-dir",
-        store_dir,
-        "--resources",
-        json.dumps(total),
-        "--num-gpus",
-        str(gpus),
-        "--prestart",
-        str(min(cpus, 64)),
-        *extra,
-    ]
-
-
 def _start_local(
     total: dict[str, int],
     gpus: int,
@@ -386,7 +331,7 @@ def _start_local(
         assert proc.stdout is not None
         proc.stdin.write(token.hex().encode() + b"\n")
         proc.stdin.flush()
-        line = _read_line(proc, CONFIG.start_timeout_s)
+        line = read_line(proc, CONFIG.start_timeout_s)
         if not line.startswith("READY "):
             raise RaySystemError(f"the node manager failed to start (exit code {proc.poll()})")
         node_address = line.split(" ", 1)[1].strip()
@@ -407,24 +352,6 @@ def _start_local(
         shutil.rmtree(store_dir, ignore_errors=True)
         raise
     return _Runtime(cw, proc, session_dir, store_dir)
-
-
-def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise RaySystemError("the node manager did not start in time")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-    return buf.decode()
 
 
 def _at_exit() -> None:

@@ -292,7 +292,8 @@ def _spawn(
     head: str | None,
 ) -> dict[str, Any]:
     """Start a node manager (or the head alone) and wait until it says READY."""
-    from .api import _store_root, new_session, node_manager_command
+    from .api import _store_root
+    from .node_start import new_session, node_manager_command
 
     store_root = _store_root(total["object_store_memory"] // RESOURCE_UNIT)
     session_dir, store_dir, token_file = new_session("n", store_root, token)
@@ -374,10 +375,10 @@ def _absolute_storage(url: str) -> str:
 
 
 def _ready_line(proc: subprocess.Popen[bytes]) -> str:
-    from .api import _read_line
+    from .node_start import read_line
 
     try:
-        return _read_line(proc, CONFIG.start_timeout_s)
+        return read_line(proc, CONFIG.start_timeout_s)
     except Exception as exc:
         return f"FAILED {exc}"
 

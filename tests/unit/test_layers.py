@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("dag", ["dag.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
     ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__",
-             "init_options", "logging_config", "job_config",
+             "init_options", "logging_config", "job_config", "node_start",
              "object_ref_generator", "worker_generators", "_raylet"]),
     ("head", ["head.*"]),
     ("node", ["node.*", "dashboard.*"]),
