@@ -103,3 +103,14 @@ def test_task_labels_option(ray_start):
         where.options(_labels="team=x").remote()
     with pytest.raises(ValueError, match="Label value must be string"):
         where.options(_labels={"team": 1}).remote()
+
+
+def test_an_actor_no_node_matches_stays_pending(ray_start):
+    actor = Pinger.options(label_selector={"zone": "nowhere"}).remote()
+    call = actor.ping.remote()
+    ready, pending = ray.wait([call], timeout=1.5)
+    assert ready == []
+    assert pending == [call]
+    ray.kill(actor)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(call, timeout=30)
