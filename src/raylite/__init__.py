@@ -12,6 +12,7 @@ _WHERE = {
     "ActorClass": "actors",
     "ActorHandle": "actors",
     "DynamicObjectRefGenerator": "object_ref_generator",
+    "LoggingConfig": "logging_config",
     "method": "actors",
     "ObjectID": "object_ref",
     "ObjectRef": "object_ref",
@@ -27,10 +28,10 @@ _WHERE = {
     },
 }  # fmt: skip
 # `ray.util.as_completed` and `ray.dag` work after `import ray`: loaded on first use too.
-_SUBMODULES = ("_raylet", "actor", "dag", "exceptions", "util")
+_SUBMODULES = ("_raylet", "actor", "dag", "exceptions", "job_config", "util")
 
 if TYPE_CHECKING:
-    from . import actor, exceptions
+    from . import actor, exceptions, job_config
     from . import dag as dag  # `raylite.dag`, as `import ray.dag` (not in __all__: nor in Ray's)
     from .actors import ActorClass, ActorHandle, method
     from .api import (
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         timeline,
         wait,
     )
+    from .logging_config import LoggingConfig
     from .object_ref import ObjectID, ObjectRef
     from .object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
     from .remote_function import RemoteFunction
@@ -88,6 +90,7 @@ __all__ = [
     "ActorClass",
     "ActorHandle",
     "DynamicObjectRefGenerator",
+    "LoggingConfig",
     "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",
@@ -105,6 +108,7 @@ __all__ = [
     "get_runtime_context",
     "init",
     "is_initialized",
+    "job_config",
     "kill",
     "method",
     "nodes",

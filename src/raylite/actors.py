@@ -276,7 +276,7 @@ class ActorClass:
                 "max_concurrency": options.get("max_concurrency"),
                 "max_restarts": options.get("max_restarts") or 0,
                 "max_task_retries": options.get("max_task_retries") or 0,
-                "detached": options.get("lifetime") == "detached",
+                "detached": (options.get("lifetime") or cw.default_actor_lifetime) == "detached",
                 "concurrency_groups": groups or None,
                 "name": options.get("name"),
             },

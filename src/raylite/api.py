@@ -14,20 +14,19 @@ import contextlib
 import json
 import logging
 import os
-import select
 import shutil
 import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import init_options
 from .actors import ActorClass, ActorHandle, method
 from .config import CONFIG, from_units, to_units
 from .core import context as core_context
 from .core.core_worker import CoreWorker
 from .exceptions import RaySystemError
+from .node_start import detect_gpus, new_session, node_manager_command, read_line
 from .object_ref import ActorID, JobID, NodeID, ObjectRef, TaskID, WorkerID
 from .object_ref_generator import ObjectRefGenerator, wait_with_generators
 from .object_store import default_store_root
@@ -43,23 +42,24 @@ _INIT_OPTIONS = {
     "configure_logging",
     "_system_config",
     "logging_format",
+    # init_options.py's
+    "local_mode",
+    "job_config",
+    "_temp_dir",
+    "_memory",
+    "_node_ip_address",
+    "_metrics_export_port",
+    "labels",
+    "logging_config",
+    "enable_resource_isolation",
+    "cgroup_path",
+    "system_reserved_cpu",
+    "system_reserved_memory",
+    "proxy_server_url",
 }
 # Ray's init() arguments raylite does not do yet: set, they raise (never ignored).
 _INIT_NOT_YET = {
-    "local_mode": " (deprecated in Ray too: run the tasks on a 1-CPU init instead)",
-    "job_config": "",
     "runtime_env": "",
-    "_temp_dir": " (sessions live under /tmp/raylite)",
-    "_memory": "",
-    "_node_ip_address": " (raylite start --node-ip-address for a cluster node)",
-    "_metrics_export_port": " (the dashboard serves metrics at /metrics)",
-    "labels": "",
-    "logging_config": "",
-    "enable_resource_isolation": "",
-    "cgroup_path": "",
-    "system_reserved_cpu": "",
-    "system_reserved_memory": "",
-    "proxy_server_url": "",
 }
 
 
@@ -108,6 +108,10 @@ def init(
     for key, why in _INIT_NOT_YET.items():
         if kwargs.get(key) not in (None, False, {}, [], ""):
             raise NotImplementedError(f"init({key}=...) is not supported by raylite yet{why}.")
+    given_address = address if address is not None else os.environ.get("RAYLITE_ADDRESS")
+    opts = init_options.check(kwargs, connecting=given_address not in (None, "", "local"))
+    if namespace is None:
+        namespace = opts.namespace
     log_format = kwargs.get("logging_format")
     with _init_lock:
         if _runtime is not None:
@@ -139,6 +143,8 @@ def init(
             if kwargs.get("configure_logging", True):
                 _configure_logging(logging_level, log_format)
             _runtime = _connect(address, log_to_driver, namespace)
+            if opts.default_detached:
+                _runtime.cw.default_actor_lifetime = "detached"
             core_context._global = _runtime.cw
             core_context._auto_init = _auto_init
             atexit.register(_at_exit)
@@ -161,8 +167,10 @@ def init(
                     raise ValueError(f"resources[{k!r}] must be a non-negative number, got {v!r}")
         if kwargs.get("configure_logging", True):
             _configure_logging(logging_level, log_format)
+        if opts.logging_config is not None:
+            opts.logging_config._apply()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
-        gpus = num_gpus if num_gpus is not None else _detect_gpus()
+        gpus = num_gpus if num_gpus is not None else detect_gpus()
         import psutil  # here: a worker (which imports this module) never needs it
 
         mem = psutil.virtual_memory()
@@ -171,9 +179,9 @@ def init(
         store_root = _store_root(object_store_memory)
         total = {
             "CPU": to_units(cpus),
-            "memory": to_units(int(mem.available * 0.7)),
+            "memory": to_units(int(mem.available * 0.7) if opts.memory is None else opts.memory),
             "object_store_memory": to_units(object_store_memory),
-            "node:127.0.0.1": to_units(1),
+            f"node:{opts.node_ip or '127.0.0.1'}": to_units(1),
         }
         if gpus:
             total["GPU"] = to_units(gpus)
@@ -188,12 +196,17 @@ def init(
             log_to_driver,
             namespace,
             system_config,
-            _dashboard_args(kwargs),
+            [*_dashboard_args(kwargs), *opts.node_flags()],
+            opts,
         )
         core_context._global = _runtime.cw
         core_context._auto_init = _auto_init
         atexit.register(_at_exit)
         context = RayContext(_runtime.cw)
+        if opts.metrics_port is not None:  # as Ray's address_info shows it
+            context["metrics_export_port"] = context.address_info["metrics_export_port"] = (
+                opts.metrics_port
+            )
         if context.dashboard_login_url:
             log.info(
                 "Started a local raylite instance. View the dashboard at %s",
@@ -201,6 +214,10 @@ def init(
             )
         elif "--dashboard-port" in _dashboard_args(kwargs):
             log.warning("the dashboard did not start: the node manager's warning above says why")
+        if opts.proxy_server_url and not context.dashboard_url:
+            log.warning(
+                "proxy_server_url is for the dashboard, which is off: include_dashboard=True"
+            )
         return context
 
 
@@ -283,56 +300,6 @@ def _configure_logging(level: int | str, fmt: str | None = None) -> None:
         logger.propagate = False
 
 
-def _detect_gpus() -> int:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([g for g in visible.split(",") if g.strip()])
-    try:
-        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
-    except OSError:
-        return 0
-
-
-def new_session(prefix: str, store_root: str, token: bytes) -> tuple[str, str, str]:
-    """(session dir, store dir, token file) for a node about to start on this machine.
-
-    The token file (mode 0600) is for local tools of the same user: `raylite memory`,
-    `raylite status`, drivers connecting with init(address=...).
-    """
-    import tempfile  # here: a worker (which imports this module) never needs it
-
-    base = os.path.join(tempfile.gettempdir(), "raylite")
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    session_dir = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base)
-    store_dir = tempfile.mkdtemp(prefix=f"raylite-{os.path.basename(session_dir)}-", dir=store_root)
-    token_file = os.path.join(session_dir, "token")
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, token.hex().encode())
-    os.close(fd)
-    return session_dir, store_dir, token_file
-
-
-def node_manager_command(
-    session_dir: str, store_dir: str, total: dict[str, int], gpus: int, cpus: int, *extra: str
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "raylite.node",
-        "--session-dir",
-        session_dir,
-        "--store-dir",
-        store_dir,
-        "--resources",
-        json.dumps(total),
-        "--num-gpus",
-        str(gpus),
-        "--prestart",
-        str(min(cpus, 64)),
-        *extra,
-    ]
-
-
 def _start_local(
     total: dict[str, int],
     gpus: int,
@@ -342,21 +309,29 @@ def _start_local(
     namespace: str | None,
     system_config: dict[str, Any],
     extra: list[str] | tuple[str, ...] = (),
+    opts: init_options.InitOptions | None = None,
 ) -> _Runtime:
     token = os.urandom(32)
-    session_dir, store_dir, _ = new_session("s", store_root, token)
+    temp_dir = opts.temp_dir if opts is not None else None
+    session_dir, store_dir, _ = new_session("s", store_root, token, temp_dir)
     cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, *extra)
     if system_config.get("max_spill_bytes") is not None:
         cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
+    env = opts.worker_env() if opts is not None else {}
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, close_fds=True
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+        env={**os.environ, **env} if env else None,
     )
     try:
         assert proc.stdin is not None
         assert proc.stdout is not None
         proc.stdin.write(token.hex().encode() + b"\n")
         proc.stdin.flush()
-        line = _read_line(proc, CONFIG.start_timeout_s)
+        line = read_line(proc, CONFIG.start_timeout_s)
         if not line.startswith("READY "):
             raise RaySystemError(f"the node manager failed to start (exit code {proc.poll()})")
         node_address = line.split(" ", 1)[1].strip()
@@ -368,6 +343,8 @@ def _start_local(
             log_to_driver=log_to_driver,
             namespace=namespace,
         )
+        if opts is not None and opts.default_detached:
+            cw.default_actor_lifetime = "detached"
     except BaseException:
         proc.kill()
         proc.wait()
@@ -375,24 +352,6 @@ def _start_local(
         shutil.rmtree(store_dir, ignore_errors=True)
         raise
     return _Runtime(cw, proc, session_dir, store_dir)
-
-
-def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise RaySystemError("the node manager did not start in time")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-    return buf.decode()
 
 
 def _at_exit() -> None:
@@ -652,6 +611,14 @@ class RuntimeContext:
 
     def get_node_id(self) -> str:
         return self._cw.node_id.hex()
+
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this process runs on (ray.io/node-id and the user's)."""
+        node = self._cw.node_id.hex()
+        for n in self._cw.cluster_info().nodes:
+            if n["NodeID"] == node:
+                return dict(n.get("Labels") or {})
+        return {}
 
     @property
     def node_id(self) -> NodeID:

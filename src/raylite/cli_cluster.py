@@ -1,6 +1,7 @@
 """`raylite start`, `raylite stop`, `raylite status`: the cluster's command line.
 
     raylite start --head [--port=6380] [--num-cpus=N] [--num-gpus=N] [--resources=JSON]
+                  [--labels=zone=a,tier=gold]
                   [--node-ip-address=IP] [--storage=redis://H:P | sqlite:///PATH] [--block]
                   [--dashboard-port=8265] [--dashboard-host=127.0.0.1] [--include-dashboard=false]
     raylite start --address=HOST:PORT [--token-file=F] [resource options] [--block]
@@ -40,6 +41,7 @@ import psutil
 from . import dashboard
 from . import protocol as P
 from .config import CONFIG, RESOURCE_UNIT, to_units
+from .labels import parse_labels_flag
 from .node import local
 from .object_ref import new_id
 from .transport import Connection
@@ -57,6 +59,9 @@ def add_commands(sub: Any) -> None:
     start.add_argument("--num-cpus", type=int, default=None)
     start.add_argument("--num-gpus", type=int, default=None)
     start.add_argument("--resources", default=None, help="custom resources, JSON: '{\"a\": 1}'")
+    start.add_argument(
+        "--labels", default=None, help="the node's labels, as Ray's: 'zone=a,tier=gold'"
+    )
     start.add_argument("--object-store-memory", type=int, default=None)
     start.add_argument("--node-ip-address", default=None, help="address to listen on")
     start.add_argument("--storage", default=None, help="head storage: sqlite:///PATH, redis://H:P")
@@ -172,6 +177,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     token = _token(args, head)
     total, gpus, cpus = _resources(args)
     total[f"node:{ip}"] = to_units(1)
+    labels: list[str] = []
+    if args.labels:
+        try:
+            labels = ["--labels", json.dumps(parse_labels_flag(args.labels))]
+        except ValueError as exc:
+            raise SystemExit(f"raylite start: --labels: {exc}") from None
     extra = []
     if args.node_timeout_s is not None:
         extra += ["--node-timeout-s", str(args.node_timeout_s)]
@@ -207,7 +218,7 @@ def cmd_start(args: argparse.Namespace) -> int:
                 total,
                 gpus,
                 cpus,
-                node_cmd + extra,
+                node_cmd + extra + labels,
                 head=head or started[0]["tcp_address"],
             )
         except SystemExit:
@@ -281,7 +292,8 @@ def _spawn(
     head: str | None,
 ) -> dict[str, Any]:
     """Start a node manager (or the head alone) and wait until it says READY."""
-    from .api import _store_root, new_session, node_manager_command
+    from .api import _store_root
+    from .node_start import new_session, node_manager_command
 
     store_root = _store_root(total["object_store_memory"] // RESOURCE_UNIT)
     session_dir, store_dir, token_file = new_session("n", store_root, token)
@@ -363,10 +375,10 @@ def _absolute_storage(url: str) -> str:
 
 
 def _ready_line(proc: subprocess.Popen[bytes]) -> str:
-    from .api import _read_line
+    from .node_start import read_line
 
     try:
-        return _read_line(proc, CONFIG.start_timeout_s)
+        return read_line(proc, CONFIG.start_timeout_s)
     except Exception as exc:
         return f"FAILED {exc}"
 

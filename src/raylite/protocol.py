@@ -200,6 +200,8 @@ class RequestLease:
     strategy: str | NodeAffinity | None = None
     spilled: int = 0  # how many nodes sent it on before (spillbacks the owner followed)
     detached: bool = False  # a detached actor: it outlives the owner's connection
+    # Ray's label_selector (labels.py): only nodes whose labels match may serve it.
+    label_selector: dict[str, str] | None = None
 
 
 @_msg(11)
@@ -218,6 +220,7 @@ class LeaseInfeasible:
 
     shape: dict[str, int]
     missing: dict[str, int]
+    label_selector: dict[str, str] | None = None  # set: no node's labels match it
 
 
 @_msg(122)

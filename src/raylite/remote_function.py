@@ -106,6 +106,14 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
         raise NotImplementedError("Placement groups are not supported by raylite yet.")
     if options.get("runtime_env"):
         raise NotImplementedError("runtime_env is not supported by raylite yet.")
+    if options.get("label_selector") is not None:
+        from .labels import check_selector
+
+        check_selector(options["label_selector"])
+    if options.get("_labels") is not None:
+        from .labels import check_task_labels
+
+        check_task_labels(options["_labels"])
     at = options.get("accelerator_type")
     if at is not None and (not isinstance(at, str) or not at):
         raise TypeError(f"accelerator_type must be a non-empty string, got {at!r}")
@@ -120,8 +128,6 @@ _NOT_YET: dict[str, tuple[Any, ...]] = {
     "object_store_memory": (None, 0),
     "placement_group_bundle_index": (None, -1),
     "placement_group_capture_child_tasks": (None, False),
-    "label_selector": (None, {}),
-    "_labels": (None, {}),
     "_metadata": (None, {}),
     "enable_task_events": (None, True),
     "max_calls": (None, 0),
@@ -185,9 +191,17 @@ def is_generator_function(fn: Any) -> bool:
 
 
 def strategy_of(options: dict[str, Any]) -> Any:
+    """The strategy as the core keeps it: its wire form, or that and the
+    label_selector (labels.Selected), computed once per options."""
     from .util.scheduling_strategies import to_wire
 
-    return to_wire(options.get("scheduling_strategy"))
+    strategy = to_wire(options.get("scheduling_strategy"))
+    selector = options.get("label_selector")
+    if selector:
+        from .labels import Selected
+
+        return Selected(strategy, tuple(selector.items()))
+    return strategy
 
 
 def resource_shape(options: dict[str, Any], default_cpus: float) -> dict[str, int]:

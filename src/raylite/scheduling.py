@@ -21,7 +21,7 @@ The policy is Ray's hybrid one, simplified:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .protocol import NodeAffinity
 
@@ -35,6 +35,7 @@ class NodeView:
     total: dict[str, int]
     available: dict[str, int]
     alive: bool = True
+    labels: dict[str, str] = field(default_factory=dict)  # labels.py's selectors read them
 
 
 @dataclass(frozen=True, slots=True)

@@ -677,6 +677,9 @@ def worker_main(
         from . import api
 
         api._set_worker_runtime(worker.cw)
+        from .init_options import setup_worker
+
+        setup_worker()  # the job's logging_config and code search path, if it has them
         worker.run()
     except BaseException:
         import traceback

@@ -23,7 +23,7 @@ SRC = pathlib.Path(raylite.__file__).parent
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
                 "node.local", "dashboard"]),
-    ("wire", ["codec", "protocol", "serialization", "metric_values", "scheduling", "util.scheduling_strategies",
+    ("wire", ["codec", "protocol", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
               "node.lease_book", "node.store_book"]),  # pure books: foundations only
     ("io", ["transport", "transport_async", "object_store", "task_events",
             "experimental.*"]),  # tqdm_ray: the driver's output printer draws its bars
@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("dag", ["dag.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
     ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__",
+             "init_options", "logging_config", "job_config", "node_start",
              "object_ref_generator", "worker_generators", "_raylet"]),
     ("head", ["head.*"]),
     ("node", ["node.*", "dashboard.*"]),

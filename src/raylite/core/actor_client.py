@@ -233,7 +233,9 @@ class ActorClientMixin:
                 return
             if client.restarts_left:
                 self._register_detached(spec, client)
-        key = tuple(sorted(spec.shape.items()))
+        # Its key has the strategy (a label_selector too): a class of the same shape with
+        # another strategy must not be the one that asks for its lease.
+        key = spec.shape_key
         sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
 
         def on_grant(lease: Lease | None) -> None:

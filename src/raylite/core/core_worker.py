@@ -85,6 +85,10 @@ class CoreWorker(
     GeneratorsMixin,
     _object_ref._Hooks,
 ):
+    # The job's default actor lifetime (init(job_config=JobConfig(default_actor_lifetime=
+    # "detached"))): an actor that names none gets it.
+    default_actor_lifetime = "non_detached"
+
     def __init__(
         self,
         *,

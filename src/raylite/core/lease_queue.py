@@ -33,6 +33,7 @@ import msgspec
 
 from .. import protocol as P
 from ..config import CONFIG, Config
+from ..labels import Selected
 from ..object_ref import new_id
 from .tasks import TaskSpec
 
@@ -73,11 +74,15 @@ class Lease:
 class SchedulingClass:
     """Queued tasks of one resource shape and the worker leases serving them."""
 
-    __slots__ = ("idle", "key", "pending", "queue", "shape", "strategy")
+    __slots__ = ("idle", "key", "label_selector", "pending", "queue", "shape", "strategy")
 
     def __init__(self, key: ShapeKey, strategy: Any = None) -> None:
         self.key = key
         self.shape: dict[str, int] = dict(k for k in key if k[0] != "@strategy")
+        self.label_selector: dict[str, str] | None = None  # RequestLease.label_selector
+        if type(strategy) is Selected:
+            self.label_selector = dict(strategy.selector)
+            strategy = strategy.strategy
         self.strategy = strategy
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.idle: list[Lease] = []

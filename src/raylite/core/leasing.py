@@ -146,7 +146,9 @@ class LeasingMixin:
                 self._lease_actions(self.queues.granted(lease, time.monotonic()))
 
         def ask(nm: str, spilled: int) -> None:
-            msg = P.RequestLease(lease_id, sc.shape, actor_id, sc.strategy, spilled, detached)
+            msg = P.RequestLease(
+                lease_id, sc.shape, actor_id, sc.strategy, spilled, detached, sc.label_selector
+            )
 
             def send(conn: Connection) -> None:
                 conn.request_async(msg, lambda reply: answered(reply, nm))
@@ -173,6 +175,16 @@ class LeasingMixin:
 
     def _warn_infeasible(self, msg: P.LeaseInfeasible) -> None:
         shape = {k: from_units(v) for k, v in msg.shape.items()}
+        if msg.label_selector is not None:
+            print(
+                f"Warning: The following request cannot be scheduled right now: {shape} with "
+                f"label_selector={msg.label_selector}. No node in the cluster has labels that "
+                "match it (ray.nodes() lists each node's 'Labels'). The task or actor stays "
+                "pending until such a node joins.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         missing = ", ".join(f"{k!r} (requested {from_units(v):g})" for k, v in msg.missing.items())
         print(
             f"Warning: The following resource request cannot be scheduled right now: {shape}. "

@@ -130,8 +130,50 @@ class Source(Protocol):
     async def connect_nm(self, address: str) -> Any: ...
 
 
-def make_app(nm: Source) -> web.Application:
-    """The application; `nm` is the head's node manager (read, never changed)."""
+# Never sent on to a proxy server (init(proxy_server_url=...)): the hop-by-hop headers
+# Ray drops, and this cluster's credentials.
+_NOT_PROXIED = {
+    "content-encoding", "content-length", "host", "connection", "keep-alive", "te",
+    "trailers", "upgrade", "proxy-authenticate", "proxy-authorization",
+    "transfer-encoding", "authorization", "cookie",
+}  # fmt: skip
+_NOT_PROXIED_PATHS = ("/api/gcs_healthz", "/usage_stats_enabled", "/api/healthz", "/login")
+
+
+async def _proxied(request: web.Request, proxy_url: str) -> web.Response | None:
+    """The proxy server's answer to `request` (Ray's proxy_server_url: a history
+    server answers for the dashboard); None where it answers 404 or fails: the
+    dashboard's own handler answers then."""
+    import aiohttp
+
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_PROXIED}
+    headers.setdefault("Content-Type", "application/json")
+    url = f"{proxy_url.rstrip('/')}{request.rel_url}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.request(
+                request.method, url, headers=headers, data=await request.read()
+            ) as resp,
+        ):
+            body = await resp.read()
+            if resp.status == 404:
+                log.warning("proxy server: %s answered 404, falling back", url)
+                return None
+            kept = {
+                k: v
+                for k, v in resp.headers.items()
+                if k.lower() not in ("transfer-encoding", "content-encoding", "content-length")
+            }
+            return web.Response(body=body, status=resp.status, headers=kept)
+    except Exception as exc:
+        log.warning("proxy server %s failed (%s); falling back", url, exc)
+        return None
+
+
+def make_app(nm: Source, proxy_url: str | None = None) -> web.Application:
+    """The application; `nm` is the head's node manager (read, never changed).
+    `proxy_url`: requests (once authenticated) go there first (Ray's proxy_server_url)."""
     auth = Auth(nm.token)
 
     @web.middleware
@@ -160,6 +202,10 @@ def make_app(nm: Source) -> web.Application:
             if path.startswith("/api/") or path == "/metrics":
                 return _json({"error": "unauthorized: log in at /login"}, status=401)
             return login_page()
+        if proxy_url and not path.startswith(_NOT_PROXIED_PATHS):
+            answer = await _proxied(request, proxy_url)
+            if answer is not None:
+                return answer
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -307,10 +353,12 @@ def _url_host(host: str, nm: Source) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def start_dashboard(nm: Source, host: str, port: int) -> Dashboard | None:
+async def start_dashboard(
+    nm: Source, host: str, port: int, proxy_url: str | None = None
+) -> Dashboard | None:
     """Serve the dashboard on host:port (0: any free port); None, with a warning, if it
     cannot listen. Ray's default port, when taken, gives way to a free one."""
-    app = make_app(nm)
+    app = make_app(nm, proxy_url)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     for attempt in (port, 0):
@@ -339,3 +387,24 @@ async def start_dashboard(nm: Source, host: str, port: int) -> Dashboard | None:
         f.write(url + "\n")
     os.rename(path + ".tmp", path)  # readers see the whole URL or no file
     return Dashboard(runner, url)
+
+
+async def start_metrics_server(nm: Source, host: str, port: int) -> Dashboard | None:
+    """Serve only GET /metrics (util.metrics, Prometheus text) on host:port, without the
+    token, as Ray's metrics export port (init(_metrics_export_port=...)) is scraped; None,
+    with a warning, if it cannot listen."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=nm.metrics_text().encode(), headers={"Content-Type": PROM_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        log.warning("the metrics export port %s:%d cannot listen (%s)", host, port, exc)
+        return None
+    return Dashboard(runner, f"http://{_url_host(host, nm)}:{port}/metrics")

@@ -237,7 +237,9 @@ class Head:
 
     def node_views(self) -> list[NodeView]:
         return [
-            NodeView(r.node_id, r.address, r.total, r.available, r.alive)
+            NodeView(
+                r.node_id, r.address, r.total, r.available, r.alive, r.info.get("labels") or {}
+            )
             for r in self.nodes.values()
         ]
 

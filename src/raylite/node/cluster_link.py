@@ -59,6 +59,8 @@ class ClusterLinkMixin:
     ip: str
     port: int | None
     tcp_address: str
+    lease_book: Any  # leases.py's: node_info sends its labels
+    metrics_export_port: int | None
     head_address: str | None
     node_timeout_s: float
     head: Head | None
@@ -111,7 +113,7 @@ class ClusterLinkMixin:
         elif node_id in self.others:
             old = self.others[node_id]
             self.others[node_id] = scheduling.NodeView(
-                old.node_id, old.address, old.total, available, old.alive
+                old.node_id, old.address, old.total, available, old.alive, old.labels
             )
 
     def node_info(self) -> dict[str, Any]:
@@ -123,6 +125,8 @@ class ClusterLinkMixin:
             "start_time": self.started_at,
             "unix_address": self.address,
             "head_node": self.head_node or (self.head is not None and not self.head_only),
+            "labels": self.lease_book.labels,
+            "metrics_export_port": self.metrics_export_port,
         }
 
     def node_dict(self, rec: Any) -> dict[str, Any]:
@@ -138,6 +142,8 @@ class ClusterLinkMixin:
             "ObjectStoreSocketName": rec.info.get("store_dir", ""),
             "RayletSocketName": rec.address or rec.info.get("unix_address", ""),
             "Resources": self.display(rec.total) if rec.alive else {},
+            "Labels": dict(rec.info.get("labels") or {}),
+            "MetricsExportPort": rec.info.get("metrics_export_port") or 0,
             "IsHead": rec.node_id == self.node_id if self.head is not None else False,
             "alive": rec.alive,
         }
@@ -197,7 +203,12 @@ class ClusterLinkMixin:
     def on_cluster_view(self, rows: list[dict[str, Any]]) -> None:
         self.others = {
             r["node_id"]: scheduling.NodeView(
-                r["node_id"], r["address"], r["total"], r["available"], r["alive"]
+                r["node_id"],
+                r["address"],
+                r["total"],
+                r["available"],
+                r["alive"],
+                (r.get("info") or {}).get("labels") or {},
             )
             for r in rows
             if r["alive"] and r["node_id"] != self.node_id

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .. import scheduling
+from .. import labels, scheduling
 from ..config import CONFIG, RESOURCE_UNIT, Config
 from ..protocol import FailCode, NodeAffinity
 from ..scheduling import NodeView, Placement
@@ -151,6 +151,10 @@ class Lease(msgspec.Struct, eq=False):
     worker: Worker | None = None  # once granted
     waiting_since: float = 0.0  # when it reached this node (the shell's clock)
     warned: bool = False  # its owner was told it waits on resources others hold
+    # RequestLease.label_selector (None for nearly every request: no cost for them);
+    # its parsed conditions once the book has it.
+    label_selector: dict[str, str] | None = None
+    conditions: tuple[labels.Condition, ...] = ()
 
 
 # --- actions: what the shell does for the book ----------------------------------------
@@ -178,7 +182,8 @@ class Reject(msgspec.Struct, frozen=True):
 
 
 class Infeasible(msgspec.Struct, frozen=True):
-    """A warning for the owner: no node has the resources. The request waits here."""
+    """A warning for the owner: no node has the resources (or, `missing` empty, no
+    node's labels match its label_selector). The request waits here."""
 
     lease: Lease
     missing: dict[str, int]
@@ -230,6 +235,10 @@ class LeaseBook:
         # with room for it, as Ray does (0.5, 0.5 -> GPU 0, 0); a whole one takes whole GPUs.
         self.gpu_free = dict.fromkeys(range(num_gpus), RESOURCE_UNIT)
         self.pending: list[Lease] = []
+        # This node's labels (the shell sets them: ray.io/node-id and the user's), and
+        # the requests whose label_selector no node matches: they wait for one to join.
+        self.labels: dict[str, str] = {}
+        self.unmatched: list[Lease] = []
         self.leases: dict[bytes, Lease] = {}
         self.idle: list[Worker] = []
         self.starting = 0  # pool workers asked for (StartWorker(None)), not registered yet
@@ -246,11 +255,21 @@ class LeaseBook:
     def request(self, lease: Lease) -> list[LeaseAction]:
         """An owner asks for a worker (RequestLease)."""
         actions: list[LeaseAction] = []
+        if lease.label_selector is not None:
+            lease.conditions = labels.parse_selector(lease.label_selector)
         if not (lease.spilled or lease.pinned):
             where = self._place(lease)
             if where.kind == "spill" or where.kind == "fail":
                 self._redirect(lease, where, actions)
                 self._debited.clear()
+                return actions
+            if (
+                where.kind == "infeasible"
+                and lease.conditions
+                and not labels.matches(lease.conditions, self.labels)
+            ):
+                self.unmatched.append(lease)  # never granted here: it waits for a node
+                actions.append(Infeasible(lease, {}))
                 return actions
             if where.kind == "infeasible":
                 missing = {k: v for k, v in lease.shape.items() if self.total.get(k, 0) < v}
@@ -289,9 +308,9 @@ class LeaseBook:
 
     def cancel(self, lease_id: bytes) -> list[LeaseAction]:
         """The owner no longer wants a request that still waits here."""
-        for lease in self.pending:
+        for lease in (*self.pending, *self.unmatched):
             if lease.lease_id == lease_id:
-                self.pending.remove(lease)
+                (self.pending if lease in self.pending else self.unmatched).remove(lease)
                 transition(lease, CANCELLED, LEASE_TRANSITIONS, cause="cancel", who=lease_id)
                 return [Reject(lease, FailCode.CANCELLED, "cancelled")]
         return []
@@ -356,6 +375,8 @@ class LeaseBook:
             else:
                 still.append(lease)
         self.pending = still
+        if self.unmatched:
+            self.unmatched = [r for r in self.unmatched if r.owner is not owner]
         for lease in self.leases.values():
             if lease.owner is owner and not lease.detached and lease.worker is not None:
                 actions.append(KillWorker(lease.worker))
@@ -373,6 +394,8 @@ class LeaseBook:
         """Fresh numbers from the other nodes arrived (a heartbeat's): the waiting
         requests are tried again, and those out of hops may move to a node with room."""
         actions: list[LeaseAction] = []
+        if self.unmatched:  # a node with matching labels may have joined
+            self._place_unmatched(actions)
         self._schedule(actions, fresh_view=True)
         return actions
 
@@ -424,6 +447,8 @@ class LeaseBook:
 
     # --------------------------------------------------------------- internals
     def _place(self, lease: Lease) -> Placement:
+        if lease.conditions:
+            return self._place_labeled(lease)
         view = self.view
         others = view.other_nodes()
         if not others and lease.strategy is None:  # one node: no choice
@@ -437,6 +462,36 @@ class LeaseBook:
         local = NodeView(view.node_id, view.tcp_address, self.total, self.available)
         return scheduling.place(lease.shape, lease.strategy, local, others, self.spread_seq)
 
+    def _place_labeled(self, lease: Lease) -> Placement:
+        others = self.view.other_nodes()
+        if self._debited:
+            others = [self._debited.get(n.node_id, n) for n in others]
+        if lease.strategy == "SPREAD":
+            self.spread_seq += 1
+            lease.pinned = True
+            lease.spilled = self.max_hops
+        view = self.view
+        local = NodeView(
+            view.node_id, view.tcp_address, self.total, self.available, True, self.labels
+        )
+        return labels.place_labeled(
+            lease.shape, lease.strategy, lease.conditions, local, others, self.spread_seq
+        )
+
+    def _place_unmatched(self, actions: list[LeaseAction]) -> None:
+        still = []
+        for lease in self.unmatched:
+            if lease.owner.closed:
+                transition(lease, CANCELLED, LEASE_TRANSITIONS, cause="owner gone",
+                           who=lease.lease_id)  # fmt: skip
+                continue
+            where = self._place(lease)
+            if where.kind in ("spill", "fail"):
+                self._redirect(lease, where, actions)
+            else:
+                still.append(lease)
+        self.unmatched = still
+
     def _redirect(self, lease: Lease, where: Placement, actions: list[LeaseAction]) -> None:
         """Answer a request with another node (spillback) or a failure."""
         node = where.node
@@ -448,7 +503,7 @@ class LeaseBook:
         for k, v in lease.shape.items():
             avail[k] = avail.get(k, 0) - v
         self._debited[node.node_id] = NodeView(
-            node.node_id, node.address, node.total, avail, node.alive
+            node.node_id, node.address, node.total, avail, node.alive, node.labels
         )
         transition(lease, SPILLED, LEASE_TRANSITIONS, cause="spillback", who=lease.lease_id)
         actions.append(Spillback(lease, node, avail))

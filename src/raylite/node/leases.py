@@ -89,7 +89,9 @@ class LeasesMixin:
                 action.lease.owner.reply(action.lease.rid, P.Failed(action.code, action.reason))
             elif isinstance(action, Infeasible):
                 lease = action.lease
-                lease.owner.send(P.LeaseInfeasible(lease.shape, action.missing))
+                lease.owner.send(
+                    P.LeaseInfeasible(lease.shape, action.missing, lease.label_selector)
+                )
 
     def on_request_lease(self, conn: AsyncConnection, msg: P.RequestLease, rid: int) -> None:
         lease = Lease(
@@ -102,6 +104,7 @@ class LeasesMixin:
             spilled=int(msg.spilled),
             detached=msg.detached,
             waiting_since=time.monotonic(),
+            label_selector=msg.label_selector,
         )
         self.run_lease_actions(self.lease_book.request(lease))
 

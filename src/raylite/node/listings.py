@@ -235,7 +235,7 @@ def node_rows(
                     if n.alive
                     else {},
                     "resources_available": _units(node.available) if own else {},
-                    "labels": {},
+                    "labels": dict(n.info.get("labels") or {}),
                     "start_time_ms": int(started * 1000) if own else None,
                 }
             )

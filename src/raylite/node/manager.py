@@ -51,6 +51,7 @@ from .. import protocol as P
 from ..config import CONFIG
 from ..exceptions import ConnectionLost
 from ..head.statistics import HeadStatistics
+from ..labels import NODE_ID_LABEL
 from ..metric_values import MetricsTable
 from ..object_ref import new_id
 from ..task_events import TaskEventStore
@@ -106,6 +107,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         head_only: bool = False,
         head_node: bool = False,
         forks: forkserver.ForkServer | None = None,
+        labels: dict[str, str] | None = None,
+        metrics_export_port: int | None = None,
+        proxy_server_url: str | None = None,
     ) -> None:
         # head_only: the head's own process (`raylite start --head`): it runs no work
         # and is no node, so killing it kills no actor. head_node: the node beside it.
@@ -122,6 +126,11 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.drivers: set[AsyncConnection] = set()
         self.driver_addresses: dict[AsyncConnection, str] = {}
         self._init_leases(total, num_gpus)
+        # Ray's default label, then the user's (init(labels=...), raylite start --labels).
+        self.lease_book.labels = {NODE_ID_LABEL: self.node_id.hex(), **(labels or {})}
+        self.metrics_export_port = metrics_export_port  # init(_metrics_export_port=): /metrics
+        self.metrics_server: Any = None
+        self.proxy_server_url = proxy_server_url  # the dashboard asks it first
         self._init_store(session_dir, store_dir, total, max_spill_bytes)
         self._init_pool(prestart, forks)
         self._init_transfer()
@@ -223,9 +232,15 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
                 log.warning("the dashboard cannot start (%s); reinstall raylite to get it", exc)
             else:
                 self.dashboard = await start_dashboard(
-                    self, self.dashboard_host, self.dashboard_port
+                    self, self.dashboard_host, self.dashboard_port, self.proxy_server_url
                 )
             self.dashboard_url = self.dashboard.url if self.dashboard is not None else ""
+        if self.metrics_export_port is not None:
+            from ..dashboard.server import start_metrics_server
+
+            self.metrics_server = await start_metrics_server(
+                self, self.ip, self.metrics_export_port
+            )
         gc.freeze()  # what start-up made lives as long as the node: no collector rescans
         self.run_lease_actions(self.lease_book.prestart(self.prestart))
         sys.stdout.write(f"READY {self.address} {self.tcp_address}\n")
@@ -240,6 +255,8 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         await self.stopped.wait()
         if self.dashboard is not None:
             await self.dashboard.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         server.close()
         if tcp_server is not None:
             tcp_server.close()
@@ -571,6 +588,9 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
     parser.add_argument("--dashboard-host", default="127.0.0.1", help="address it listens on")
     parser.add_argument("--head-only", action="store_true", help="the head alone: no node")
     parser.add_argument("--head-node", action="store_true", help="the node beside the head")
+    parser.add_argument("--labels", default=None, help="JSON: the node's labels")
+    parser.add_argument("--metrics-export-port", type=int, default=None, help="serve /metrics")
+    parser.add_argument("--proxy-server-url", default=None, help="the dashboard asks it first")
     args = parser.parse_args(argv)
     forks.remove_at_exit(args.store_dir, args.session_dir)  # also if this process is killed
     token = bytes.fromhex(sys.stdin.readline().strip())
@@ -594,6 +614,9 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
         head_only=args.head_only,
         head_node=args.head_node,
         forks=forks,
+        labels=json.loads(args.labels) if args.labels else None,
+        metrics_export_port=args.metrics_export_port,
+        proxy_server_url=args.proxy_server_url,
     )
     try:
         asyncio.run(nm.serve())
