@@ -63,8 +63,12 @@ def _dial(address: str, token: bytes, timeout: float) -> socket.socket:
         sock.settimeout(timeout)
         sock.connect(addr)
         sock.sendall(MAGIC + token)
-        if _recv_exact(sock, 1) != _ACK:
-            raise AuthenticationError(f"{address} refused the cluster token")
+        try:
+            ack = _recv_exact(sock, 1)
+        except (ConnectionLost, ConnectionResetError):
+            ack = b""  # it read the token and hung up: what a refusal looks like
+        if ack != _ACK:
+            raise AuthenticationError(refused(address))
     except OSError as exc:
         sock.close()
         raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
@@ -72,6 +76,13 @@ def _dial(address: str, token: bytes, timeout: float) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def refused(address: str) -> str:
+    """What a client is told when a peer closes on its token: the server says nothing
+    before the token is proven, so a close right after it is the refusal."""
+    where = address[4:] if address.startswith("tcp:") else address
+    return f"the cluster at {where} refused the token; check RAYLITE_TOKEN"
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any
 from .config import CONFIG
 from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
 from .protocol import FrameReader, decode, encode
-from .transport import _ACK, MAGIC, TOKEN_SIZE, parse_address
+from .transport import _ACK, MAGIC, TOKEN_SIZE, parse_address, refused
 
 log = logging.getLogger("raylite.transport")
 
@@ -122,13 +122,19 @@ async def async_connect(address: str, token: bytes, wait_s: float | None = None)
         else:
             opening = asyncio.open_connection(addr[0], addr[1])
         reader, writer = await asyncio.wait_for(opening, wait_s)
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
+    try:
         writer.write(MAGIC + token)
         ack = await asyncio.wait_for(reader.readexactly(1), wait_s)
-    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+    except (asyncio.IncompleteReadError, ConnectionResetError):
+        ack = b""  # it read the token and hung up: what a refusal looks like
+    except (OSError, TimeoutError) as exc:
+        writer.close()
         raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
     if ack != _ACK:
         writer.close()
-        raise AuthenticationError(f"{address} refused the cluster token")
+        raise AuthenticationError(refused(address))
     sock = writer.get_extra_info("socket")
     if sock is not None and family == socket.AF_INET:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

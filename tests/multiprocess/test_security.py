@@ -88,3 +88,47 @@ def test_random_bytes_crash_nothing(cluster):
     # Everything still works afterwards.
     assert ray.get([add.remote(i, 1) for i in range(20)]) == list(range(1, 21))
     assert ray.cluster_resources()["CPU"] == 2.0
+
+
+def test_a_wrong_token_is_named_as_such_to_the_client(cluster):
+    # The server still says nothing before the token is proven: the client reads the
+    # close right after its token as the refusal, and says which knob to check.
+    from raylite.exceptions import AuthenticationError
+    from raylite.transport import Connection
+
+    with pytest.raises(AuthenticationError, match=r"refused the token; check RAYLITE_TOKEN"):
+        Connection.connect(cluster.node_address, b"x" * 32, lambda *a: None, timeout=10)
+
+
+def test_a_node_joining_with_a_wrong_token_is_told_so(no_engine, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "RAYLITE_TOKEN": "a" * 64}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = [sys.executable, "-m", "raylite.cli", "start"]
+    head = subprocess.Popen(
+        [*start, "--head", "--port", str(port), "--include-dashboard", "false", "--block"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert head.stdout is not None
+        assert re.search(r"started at", head.stdout.readline())
+        joiner = subprocess.run(
+            [*start, "--address", f"127.0.0.1:{port}"],
+            env={**env, "RAYLITE_TOKEN": "b" * 64},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert joiner.returncode != 0
+        said = joiner.stdout + joiner.stderr
+        assert f"the cluster at 127.0.0.1:{port} refused the token; check RAYLITE_TOKEN" in said
+    finally:
+        head.terminate()
+        assert head.wait(30) == 0
