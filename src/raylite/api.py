@@ -23,10 +23,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import object_ref as _object_ref
 from .actors import ActorClass, ActorHandle, method
 from .config import CONFIG, from_units, to_units
 from .core import context as core_context
 from .core.core_worker import CoreWorker
+from .core.tasks import short_repr
 from .exceptions import RaySystemError
 from .object_ref import ActorID, JobID, NodeID, ObjectRef, TaskID, WorkerID
 from .object_ref_generator import ObjectRefGenerator, wait_with_generators
@@ -109,6 +111,8 @@ def init(
         if kwargs.get(key) not in (None, False, {}, [], ""):
             raise NotImplementedError(f"init({key}=...) is not supported by raylite yet{why}.")
     log_format = kwargs.get("logging_format")
+    if core_context.FORKED_FROM is not None:
+        raise core_context.fork_error()
     with _init_lock:
         if _runtime is not None:
             if ignore_reinit_error:
@@ -142,6 +146,7 @@ def init(
             core_context._global = _runtime.cw
             core_context._auto_init = _auto_init
             atexit.register(_at_exit)
+            _watch_forks()
             return RayContext(_runtime.cw)
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None and (
@@ -193,6 +198,7 @@ def init(
         core_context._global = _runtime.cw
         core_context._auto_init = _auto_init
         atexit.register(_at_exit)
+        _watch_forks()
         context = RayContext(_runtime.cw)
         if context.dashboard_login_url:
             log.info(
@@ -395,6 +401,33 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     return buf.decode()
 
 
+_fork_hook = False
+
+
+def _watch_forks() -> None:
+    """Once a driver has a session, a child it forks refuses every call (at once, saying
+    why) instead of hanging on the parent's sockets (os.register_at_fork, from init())."""
+    global _fork_hook
+    if not _fork_hook:
+        _fork_hook = True
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _after_fork_in_child() -> None:
+    """In the child of a fork: the session, its threads and its sockets stay the parent's.
+    Nothing here may write on them: refs stop counting, the exit hook goes (it would stop
+    the parent's node), and the lock is new (another thread may have held it)."""
+    global _runtime, _init_lock
+    _init_lock = threading.RLock()
+    if _runtime is None or core_context._global is not _runtime.cw:
+        return
+    _runtime = None
+    core_context.forked_from(os.getppid())
+    _object_ref.set_hooks(None)
+    with contextlib.suppress(Exception):
+        atexit.unregister(_at_exit)
+
+
 def _at_exit() -> None:
     """The interpreter exits without ray.shutdown(): let submitted tasks end (briefly)."""
     rt = _runtime
@@ -415,6 +448,7 @@ def shutdown() -> None:
             with contextlib.suppress(Exception):
                 atexit.unregister(_at_exit)
             rt.cw.shutdown()
+            core_context.session_ended(rt.cw.address, None)
             return
         if rt is None or rt.proc is None:
             return
@@ -428,6 +462,7 @@ def shutdown() -> None:
 
             cw.nm.request(P.ShutdownNode(), timeout=CONFIG.shutdown_timeout_s)
         cw.shutdown()
+        core_context.session_ended(cw.address, rt.session_dir)
         proc = rt.proc
         with contextlib.suppress(Exception):
             proc.stdin.close()  # type: ignore[union-attr]
@@ -478,14 +513,19 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
     cw = _worker()
     if isinstance(object_refs, ObjectRef):
+        if core_context.PAST_OWNERS:
+            core_context.check_session((object_refs,), "get")
         return cw.get([object_refs], timeout)[0]
     if isinstance(object_refs, (list, tuple)):
         for r in object_refs:
-            if not isinstance(r, ObjectRef):
-                raise ValueError(
-                    "'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
-                    f"got a list containing {type(r).__name__}."
+            if not isinstance(r, ObjectRef):  # TypeError, as Ray: the list is fine, not r
+                raise TypeError(
+                    f"Attempting to call `get` on the value {short_repr(r)}, which is not "
+                    "an ObjectRef: 'object_refs' must either be an ObjectRef or a list of "
+                    "ObjectRefs."
                 )
+        if core_context.PAST_OWNERS:
+            core_context.check_session(object_refs, "get")
         return cw.get(list(object_refs), timeout)
     if isinstance(object_refs, ObjectRefGenerator):
         return object_refs  # as Ray does: its refs come from iterating it
@@ -526,9 +566,12 @@ def wait(
         raise ValueError("Wait requires a list of unique object refs.")
     if timeout is not None and timeout < 0:
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    cw = _worker()
+    if core_context.PAST_OWNERS:
+        core_context.check_session((r for r in object_refs if isinstance(r, ObjectRef)), "wait")
     if generators:  # ready: next() would not wait
-        return wait_with_generators(_worker(), list(object_refs), num_returns, timeout)
-    return _worker().wait(list(object_refs), num_returns, timeout)
+        return wait_with_generators(cw, list(object_refs), num_returns, timeout)
+    return cw.wait(list(object_refs), num_returns, timeout)
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
@@ -558,8 +601,10 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of a live named actor; ValueError if there is none by that name."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"Please supply a non-empty string name, got {name!r}.")
+    if not isinstance(name, str):  # TypeError, as Ray
+        raise TypeError(f"get_actor() takes the actor's name as a str, got {type(name).__name__}.")
+    if not name:
+        raise ValueError("Please supply a non-empty string name to get_actor.")
     cw = _worker()
     info = cw.named_actor(name, namespace)
     return ActorHandle(

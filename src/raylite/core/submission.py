@@ -34,6 +34,7 @@ from ..serialization import (
     pickle_args,
 )
 from ..transport import Connection
+from . import context
 from .lease_queue import Lease
 from .lifecycle import (
     CANCELLED,
@@ -91,6 +92,8 @@ class SubmissionMixin:
                 return self._prepare(spec, *stored, name)
         spec.args_blob = args_blob(meta, views)
         spec.arg_refs = nested + [ref for _, ref in deps]
+        if context.PAST_OWNERS:  # a ref of a session shutdown() ended: Ray's ValueError
+            context.check_session(spec.arg_refs, f"an argument of {name}")
         if spec.arg_refs:
             with self._ref_lock:
                 for ref in spec.arg_refs:
