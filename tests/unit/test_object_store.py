@@ -52,6 +52,19 @@ def test_buffers_are_aligned_and_segment_sealed_atomically(store, tmp_path):
     assert big.ctypes.data % 64 == 0
 
 
+def test_short_writes_of_the_pickle_are_finished(store, monkeypatch):
+    """One pwrite writes at most ~2 GiB on Linux: a 2.5 GB bytes value's in-band pickle
+    came back cut short (zeros after 2 GiB). Here every pwrite writes 4 KiB at most."""
+    real = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, off: real(fd, bytes(data)[:4096], off))
+    payload = os.urandom(100_000)  # bytes pickle in-band: all of it is the meta
+    oid = new_id()
+    store.put(oid, serialize([payload, np.arange(5_000)]))
+    out = store.get(oid)
+    assert out[0] == payload
+    np.testing.assert_array_equal(out[1], np.arange(5_000))
+
+
 def test_inline_values_round_trip():
     value = {"x": np.arange(10), "y": "text", "z": b"bytes"}
     out = loads_inline(serialize(value).inline())
