@@ -556,6 +556,8 @@ def wait(
                     f"wait() expected a list of ObjectRef, got list containing {type(r)}"
                 )
             generators = True
+    if not object_refs:  # as Ray: nothing to wait for, whatever num_returns says
+        return [], []
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns}.")
     if num_returns > len(object_refs):
@@ -601,10 +603,12 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of a live named actor; ValueError if there is none by that name."""
-    if not isinstance(name, str):  # TypeError, as Ray
+    if not name:  # None or "": ValueError, another type TypeError, as Ray
+        raise ValueError(f"Please supply a non-empty string name to get_actor, got {name!r}.")
+    if not isinstance(name, str):
         raise TypeError(f"get_actor() takes the actor's name as a str, got {type(name).__name__}.")
-    if not name:
-        raise ValueError("Please supply a non-empty string name to get_actor.")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}.")
     cw = _worker()
     info = cw.named_actor(name, namespace)
     return ActorHandle(

@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from .exceptions import RayTaskError, UnserializableException
+from .exceptions import MessageTooLargeError, RayTaskError, UnserializableException
 
 
 def _readonly_view(buf: pickle.PickleBuffer) -> memoryview:
@@ -132,6 +132,11 @@ def args_blob(meta: bytes, views: list[memoryview]) -> bytes | list[bytes]:
     return meta if not views else [meta, *(v.tobytes() for v in views)]
 
 
+# A pickled function or class travels in the first task message to each worker: half
+# of codec.MAX_FRAME (2 GiB), the other half being the arguments' (submission).
+MAX_FUNCTION_SIZE = 1 << 30
+
+
 def dumps_function(obj: Any) -> bytes:
     """Pickle a remote function or actor class, with the file it was defined in.
 
@@ -144,7 +149,16 @@ def dumps_function(obj: Any) -> bytes:
     if not filename:
         with contextlib.suppress(TypeError, OSError):
             filename = inspect.getsourcefile(obj) or ""
-    return cloudpickle.dumps((obj, filename), protocol=5)
+    blob = cloudpickle.dumps((obj, filename), protocol=5)
+    if len(blob) > MAX_FUNCTION_SIZE:
+        name = getattr(obj, "__qualname__", type(obj).__name__)
+        raise MessageTooLargeError(
+            f"The remote function or actor class {name} pickles to {len(blob)} bytes, over "
+            f"the {MAX_FUNCTION_SIZE} a task message carries: its definition captures a "
+            "large object (a global or a closure's variable). put() that object and pass "
+            "the ref, or create it inside the function."
+        )
+    return blob
 
 
 def loads_function(blob: bytes) -> Any:

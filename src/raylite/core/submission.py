@@ -19,9 +19,11 @@ from typing import Any
 
 from .. import metric_values
 from .. import protocol as P
+from ..codec import MAX_FRAME
 from ..config import CONFIG
 from ..exceptions import (
     ConnectionLost,
+    MessageTooLargeError,
     RayTaskError,
     TaskCancelledError,
     WorkerCrashedError,
@@ -90,6 +92,13 @@ class SubmissionMixin:
             stored = self._store_large_arguments(*given)
             if stored is not None:
                 return self._prepare(spec, *stored, name)
+            if _size(meta, views) > MAX_ARGS_SIZE:  # many arguments, none large alone
+                raise MessageTooLargeError(
+                    f"The arguments of a call to {name} pickle to {_size(meta, views)} bytes "
+                    f"together, over the {MAX_ARGS_SIZE} a task message carries (each is "
+                    "small, so none went to the object store alone). Pass them in fewer, "
+                    "larger values, or put() them and pass the refs."
+                )
         spec.args_blob = args_blob(meta, views)
         spec.arg_refs = nested + [ref for _, ref in deps]
         if context.PAST_OWNERS:  # a ref of a session shutdown() ended: Ray's ValueError
@@ -487,6 +496,11 @@ def _large(value: Any) -> bool:
     if isinstance(value, (bytes, bytearray, str)):
         return len(value) > CONFIG.inline_threshold
     return _size(*pickle_args(value)) > CONFIG.inline_threshold  # buffers measured, not copied
+
+
+# What a task's inline arguments may weigh: half a frame (the function, pickled once
+# per connection, may take the other half: serialization.MAX_FUNCTION_SIZE).
+MAX_ARGS_SIZE = MAX_FRAME // 2
 
 
 def _size(meta: bytes, views: list[memoryview]) -> int:
