@@ -101,9 +101,9 @@ class SubmissionMixin:
                 )
         spec.args_blob = args_blob(meta, views)
         spec.arg_refs = nested + [ref for _, ref in deps]
-        if context.PAST_OWNERS:  # a ref of a session shutdown() ended: Ray's ValueError
-            context.check_session(spec.arg_refs, f"an argument of {name}")
         if spec.arg_refs:
+            if context.PAST_OWNERS:  # a ref of a session shutdown() ended: Ray's ValueError
+                context.check_session(spec.arg_refs, f"an argument of {name}")
             with self._ref_lock:
                 for ref in spec.arg_refs:
                     self.arg_pins[ref.id] = self.arg_pins.get(ref.id, 0) + 1
