@@ -209,6 +209,24 @@ def test_an_actor_argument_nested_too_deep_raises_the_pickling_error(ray_start):
     still_works()
 
 
+def test_a_return_value_or_exception_nested_too_deep(ray_start):
+    @ray.remote
+    def returns_deep():
+        return _nested(5000)
+
+    @ray.remote
+    def raises_deep():
+        raise ValueError(_nested(5000))
+
+    with pytest.raises(exceptions.RayTaskError) as info:
+        ray.get(returns_deep.remote(), timeout=60)
+    assert isinstance(info.value, pickle.PicklingError)
+    with pytest.raises(exceptions.RayTaskError) as info:
+        ray.get(raises_deep.remote(), timeout=60)
+    assert len(str(info.value)) < 20_000  # no repr of 5,000 levels
+    still_works()
+
+
 def test_a_return_value_that_does_not_pickle(ray_start):
     @ray.remote
     def returns_a_lock():
