@@ -94,6 +94,20 @@ def session_ended(address: str, session_dir: str | None) -> None:
     PAST_OWNERS.add(address)
     if session_dir:
         _past_prefixes = (*_past_prefixes, f"unix:{session_dir.rstrip('/')}/")
+    _verdicts.clear()
+
+
+# owner address -> from an ended session? (a get of 100,000 refs has a few owners)
+_verdicts: dict[str, bool] = {}
+
+
+def _stale(owner: str) -> bool:
+    verdict = _verdicts.get(owner)
+    if verdict is None:
+        verdict = owner in PAST_OWNERS or owner.startswith(_past_prefixes)
+        if len(_verdicts) < 4096:
+            _verdicts[owner] = verdict
+    return verdict
 
 
 def check_session(refs: Iterable[Any], what: str) -> None:
@@ -101,7 +115,7 @@ def check_session(refs: Iterable[Any], what: str) -> None:
     only while PAST_OWNERS is not empty)."""
     for ref in refs:
         owner = ref.owner
-        if owner in PAST_OWNERS or (_past_prefixes and owner.startswith(_past_prefixes)):
+        if _stale(owner):
             raise ValueError(
                 f"{what}: object {ref.hex()} is not part of the current session: its owner "
                 f"({owner}) belonged to a session that shutdown() ended, and objects do "
