@@ -363,6 +363,19 @@ def test_a_function_over_the_message_limit_fails_at_its_first_call(ray_start, mo
     still_works()
 
 
+def test_large_bytes_values_come_back_as_bytes(ray_start):
+    big = bytes(range(256)) * 8192  # 2 MiB
+
+    @ray.remote
+    def echo(value):
+        return value, type(value).__name__
+
+    for value in (big, [big, 1], {"k": big}):
+        assert ray.get(ray.put(value), timeout=60) == value
+        assert ray.get(echo.remote(value), timeout=60) == (value, type(value).__name__)
+    assert type(ray.get(ray.put(big), timeout=60)) is bytes
+
+
 # --- many threads -----------------------------------------------------------------------
 
 
