@@ -2,10 +2,11 @@
 
 Owns `_global` (the live core worker, set by api.init and cleared by shutdown),
 `_auto_init` (how to start one on first use, as Ray's implicit init does),
-CURRENT_TASK, whether this process is a child forked from a driver (FORKED_FROM:
-then every call raises at once), and what remains of the sessions this process ended (PAST_OWNERS: a ref
-they owned is refused with Ray's ValueError, not looked for). Not the worker itself (core_worker). Imports nothing of raylite, so
-object_ref and every layer above can reach the core worker without importing it."""
+CURRENT_TASK, whether this process is a child forked from a driver (FORKED_FROM: then
+every call raises at once), and what remains of the sessions this process ended
+(PAST_OWNERS: a ref they owned is refused with Ray's ValueError, not looked for). Not
+the worker itself (core_worker). Imports nothing of raylite, so object_ref and every
+layer above can reach the core worker without importing it."""
 
 from __future__ import annotations
 
