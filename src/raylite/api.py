@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import init_options
+from . import object_ref as _object_ref
 from .actors import ActorClass, ActorHandle, method
 from .config import CONFIG, from_units, to_units
 from .core import context as core_context
 from .core.core_worker import CoreWorker
+from .core.tasks import short_repr
 from .exceptions import RaySystemError
 from .node_start import detect_gpus, new_session, node_manager_command, read_line
 from .object_ref import ActorID, JobID, NodeID, ObjectRef, TaskID, WorkerID
@@ -113,6 +115,8 @@ def init(
     if namespace is None:
         namespace = opts.namespace
     log_format = kwargs.get("logging_format")
+    if core_context.FORKED_FROM is not None:
+        raise core_context.fork_error()
     with _init_lock:
         if _runtime is not None:
             if ignore_reinit_error:
@@ -148,6 +152,7 @@ def init(
             core_context._global = _runtime.cw
             core_context._auto_init = _auto_init
             atexit.register(_at_exit)
+            _watch_forks()
             return RayContext(_runtime.cw)
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None and (
@@ -202,6 +207,7 @@ def init(
         core_context._global = _runtime.cw
         core_context._auto_init = _auto_init
         atexit.register(_at_exit)
+        _watch_forks()
         context = RayContext(_runtime.cw)
         if opts.metrics_port is not None:  # as Ray's address_info shows it
             context["metrics_export_port"] = context.address_info["metrics_export_port"] = (
@@ -354,6 +360,33 @@ def _start_local(
     return _Runtime(cw, proc, session_dir, store_dir)
 
 
+_fork_hook = False
+
+
+def _watch_forks() -> None:
+    """Once a driver has a session, a child it forks refuses every call (at once, saying
+    why) instead of hanging on the parent's sockets (os.register_at_fork, from init())."""
+    global _fork_hook
+    if not _fork_hook:
+        _fork_hook = True
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _after_fork_in_child() -> None:
+    """In the child of a fork: the session, its threads and its sockets stay the parent's.
+    Nothing here may write on them: refs stop counting, the exit hook goes (it would stop
+    the parent's node), and the lock is new (another thread may have held it)."""
+    global _runtime, _init_lock
+    _init_lock = threading.RLock()
+    if _runtime is None or core_context._global is not _runtime.cw:
+        return
+    _runtime = None
+    core_context.forked_from(os.getppid())
+    _object_ref.set_hooks(None)
+    with contextlib.suppress(Exception):
+        atexit.unregister(_at_exit)
+
+
 def _at_exit() -> None:
     """The interpreter exits without ray.shutdown(): let submitted tasks end (briefly)."""
     rt = _runtime
@@ -374,6 +407,7 @@ def shutdown() -> None:
             with contextlib.suppress(Exception):
                 atexit.unregister(_at_exit)
             rt.cw.shutdown()
+            core_context.session_ended(rt.cw.address, None)
             return
         if rt is None or rt.proc is None:
             return
@@ -387,6 +421,7 @@ def shutdown() -> None:
 
             cw.nm.request(P.ShutdownNode(), timeout=CONFIG.shutdown_timeout_s)
         cw.shutdown()
+        core_context.session_ended(cw.address, rt.session_dir)
         proc = rt.proc
         with contextlib.suppress(Exception):
             proc.stdin.close()  # type: ignore[union-attr]
@@ -437,14 +472,19 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
     cw = _worker()
     if isinstance(object_refs, ObjectRef):
+        if core_context.PAST_OWNERS:
+            core_context.check_session((object_refs,), "get")
         return cw.get([object_refs], timeout)[0]
     if isinstance(object_refs, (list, tuple)):
         for r in object_refs:
-            if not isinstance(r, ObjectRef):
-                raise ValueError(
-                    "'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
-                    f"got a list containing {type(r).__name__}."
+            if not isinstance(r, ObjectRef):  # TypeError, as Ray: the list is fine, not r
+                raise TypeError(
+                    f"Attempting to call `get` on the value {short_repr(r)}, which is not "
+                    "an ObjectRef: 'object_refs' must either be an ObjectRef or a list of "
+                    "ObjectRefs."
                 )
+        if core_context.PAST_OWNERS:
+            core_context.check_session(object_refs, "get")
         return cw.get(list(object_refs), timeout)
     if isinstance(object_refs, ObjectRefGenerator):
         return object_refs  # as Ray does: its refs come from iterating it
@@ -475,6 +515,8 @@ def wait(
                     f"wait() expected a list of ObjectRef, got list containing {type(r)}"
                 )
             generators = True
+    if not object_refs:  # as Ray: nothing to wait for, whatever num_returns says
+        return [], []
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns}.")
     if num_returns > len(object_refs):
@@ -485,9 +527,12 @@ def wait(
         raise ValueError("Wait requires a list of unique object refs.")
     if timeout is not None and timeout < 0:
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    cw = _worker()
+    if core_context.PAST_OWNERS:
+        core_context.check_session((r for r in object_refs if isinstance(r, ObjectRef)), "wait")
     if generators:  # ready: next() would not wait
-        return wait_with_generators(_worker(), list(object_refs), num_returns, timeout)
-    return _worker().wait(list(object_refs), num_returns, timeout)
+        return wait_with_generators(cw, list(object_refs), num_returns, timeout)
+    return cw.wait(list(object_refs), num_returns, timeout)
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
@@ -517,8 +562,12 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of a live named actor; ValueError if there is none by that name."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"Please supply a non-empty string name, got {name!r}.")
+    if not name:  # None or "": ValueError, another type TypeError, as Ray
+        raise ValueError(f"Please supply a non-empty string name to get_actor, got {name!r}.")
+    if not isinstance(name, str):
+        raise TypeError(f"get_actor() takes the actor's name as a str, got {type(name).__name__}.")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}.")
     cw = _worker()
     info = cw.named_actor(name, namespace)
     return ActorHandle(

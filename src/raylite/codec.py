@@ -5,7 +5,9 @@ decorator that makes a message class (a frozen msgspec.Struct) and the field
 decoders derived from its type hints. Not the messages themselves (protocol.py,
 which defines every one with `_msg` and re-exports what callers use from here).
 
-A frame is: u32 body length | u8 PROTOCOL_VERSION | body, where body is the msgpack
+A frame is: u32 body length | u8 PROTOCOL_VERSION | body (at most MAX_FRAME bytes: the
+sender refuses a larger one with MessageTooLargeError, which fails that call and leaves
+the connection up; a receiver drops a peer that sends one), where body is the msgpack
 array [tag, request_id, field...]. Fields are named all the way down: a part of a
 message is a record (a NamedTuple), sent as a plain msgpack array and rebuilt by one
 `_make` call; a message inside a message is sent as its fields. The decoder learns
@@ -27,7 +29,7 @@ from typing import Any, ClassVar
 import msgpack
 import msgspec
 
-from .exceptions import ProtocolError
+from .exceptions import MessageTooLargeError, ProtocolError
 
 # 2: FailCode, named records, dropped fields. 3: NodeAffinity, StoredAt: a node of 2 would
 # read a NodeAffinity as no strategy at all (the default policy). An older node is refused.
@@ -196,8 +198,24 @@ def encode(msg: Any, request_id: int = 0) -> bytes:
         items = [cls.TAG, request_id, getattr(msg, cls._names[0])]
     else:
         items = [cls.TAG, request_id]
-    body: bytes = msgpack.packb(items, use_bin_type=True, default=nested)
+    try:
+        body: bytes = msgpack.packb(items, use_bin_type=True, default=nested)
+    except ValueError as exc:  # a field over msgpack's 4 GiB
+        if "too large" not in str(exc):
+            raise
+        raise MessageTooLargeError(_too_large(cls, -1)) from exc
+    if len(body) > MAX_FRAME:  # refused here: the receiver would drop the connection
+        raise MessageTooLargeError(_too_large(cls, len(body)))
     return HEADER.pack(len(body), PROTOCOL_VERSION) + body
+
+
+def _too_large(cls: type, size: int) -> str:
+    what = f"{size} bytes" if size >= 0 else "over 4 GiB"
+    return (
+        f"A {cls.__name__} message of {what} is over the {MAX_FRAME} bytes a message may "
+        "carry: it was not sent. Pass large values through the object store (put()) "
+        "instead of inside one message."
+    )
 
 
 def from_fields(cls: type, items: list[Any]) -> Any:

@@ -16,6 +16,7 @@
     ├── the rest of Ray 2.60's public names (below the line "Ray's other names")
     └── RaySystemError ── RayliteInternalError ── ProtocolError, ConnectionLost,
                       │                           InvalidTransition, AuthenticationError
+                      │        ProtocolError ── MessageTooLargeError   also a ValueError
                       └── RayChannelError ── RayChannelTimeoutError, and Ray's other
                           system errors
 
@@ -241,6 +242,11 @@ class ProtocolError(RayliteInternalError):
 
 class ConnectionLost(RayliteInternalError):
     pass
+
+
+class MessageTooLargeError(ProtocolError, ValueError):
+    """A message over the frame limit (2 GiB): its sender refuses it, so the call that
+    made it fails and the connection stays up (the receiver would drop it)."""
 
 
 class InvalidTransition(RayliteInternalError):

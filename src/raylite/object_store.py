@@ -121,7 +121,8 @@ class ObjectStore:
             else:
                 os.ftruncate(fd, total)
                 os.pwrite(fd, bytes(header), 0)
-                os.pwrite(fd, meta, meta_off)
+                # In a loop: one pwrite writes at most ~2 GiB (a large bytes value's pickle).
+                _pwrite_all(fd, memoryview(meta), meta_off)
                 for (off, _), b in zip(entries, buffers, strict=True):
                     _pwrite_all(fd, b, off)
         except BaseException:

@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from .exceptions import RayTaskError, UnserializableException
+from .exceptions import MessageTooLargeError, RayTaskError, UnserializableException
 
 
 def _readonly_view(buf: pickle.PickleBuffer) -> memoryview:
@@ -31,9 +31,9 @@ def _readonly_view(buf: pickle.PickleBuffer) -> memoryview:
 class _ReadOnlyBuffer:
     """A bytearray or memoryview to send out of band and rebuild as a read-only view.
 
-    The C pickler handles bytearray before any hook sees it, so `serialize` wraps
-    such buffers itself: at the top level and directly inside a small dict, list or
-    tuple (deeper ones still travel, as copies).
+    The C pickler handles bytearray (and bytes) before any hook sees it, so `serialize`
+    wraps such buffers itself: at the top level and directly inside a small dict, list
+    or tuple (deeper ones still travel, as copies).
     """
 
     __slots__ = ("buf",)
@@ -45,19 +45,46 @@ class _ReadOnlyBuffer:
         return _readonly_view, (pickle.PickleBuffer(self.buf),)
 
 
+class _LargeBytes:
+    """A large bytes value to send out of band and rebuild as bytes (one copy, on read).
+
+    In band, pickle copies it into the stream first, which grows by reallocation: a
+    2.2 GB bytes argument took 8 s to pickle before it was written to the store.
+    """
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+
+    def __reduce__(self) -> Any:
+        return bytes, (pickle.PickleBuffer(self.buf),)
+
+
+LARGE_BYTES = 1 << 20  # smaller bytes values travel in the pickle stream
+
+
 def _is_buffer(obj: Any) -> bool:
     t = type(obj)
-    return t is bytearray or (t is memoryview and obj.contiguous)
+    return (
+        t is bytearray
+        or (t is memoryview and obj.contiguous)
+        or (t is bytes and len(obj) >= LARGE_BYTES)
+    )
+
+
+def _wrap(obj: Any) -> Any:
+    return _LargeBytes(obj) if type(obj) is bytes else _ReadOnlyBuffer(obj)
 
 
 def _wrap_buffers(value: Any) -> Any:
     if _is_buffer(value):
-        return _ReadOnlyBuffer(value)
+        return _wrap(value)
     t = type(value)
     if t in (list, tuple) and len(value) <= 64 and any(_is_buffer(v) for v in value):
-        return t(_ReadOnlyBuffer(v) if _is_buffer(v) else v for v in value)
+        return t(_wrap(v) if _is_buffer(v) else v for v in value)
     if t is dict and len(value) <= 64 and any(_is_buffer(v) for v in value.values()):
-        return {k: _ReadOnlyBuffer(v) if _is_buffer(v) else v for k, v in value.items()}
+        return {k: _wrap(v) if _is_buffer(v) else v for k, v in value.items()}
     return value
 
 
@@ -132,6 +159,11 @@ def args_blob(meta: bytes, views: list[memoryview]) -> bytes | list[bytes]:
     return meta if not views else [meta, *(v.tobytes() for v in views)]
 
 
+# A pickled function or class travels in the first task message to each worker: half
+# of codec.MAX_FRAME (2 GiB), the other half being the arguments' (submission).
+MAX_FUNCTION_SIZE = 1 << 30
+
+
 def dumps_function(obj: Any) -> bytes:
     """Pickle a remote function or actor class, with the file it was defined in.
 
@@ -144,7 +176,16 @@ def dumps_function(obj: Any) -> bytes:
     if not filename:
         with contextlib.suppress(TypeError, OSError):
             filename = inspect.getsourcefile(obj) or ""
-    return cloudpickle.dumps((obj, filename), protocol=5)
+    blob = cloudpickle.dumps((obj, filename), protocol=5)
+    if len(blob) > MAX_FUNCTION_SIZE:
+        name = getattr(obj, "__qualname__", type(obj).__name__)
+        raise MessageTooLargeError(
+            f"The remote function or actor class {name} pickles to {len(blob)} bytes, over "
+            f"the {MAX_FUNCTION_SIZE} a task message carries: its definition captures a "
+            "large object (a global or a closure's variable). put() that object and pass "
+            "the ref, or create it inside the function."
+        )
+    return blob
 
 
 def loads_function(blob: bytes) -> Any:

@@ -18,6 +18,7 @@ the owner one by one: GeneratorItem).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import os
@@ -32,7 +33,12 @@ from . import protocol as P
 from .actors import ActorExitRequest
 from .config import CONFIG
 from .core.core_worker import CoreWorker
-from .exceptions import ActorDiedError, RayTaskError, TaskCancelledError
+from .exceptions import (
+    ActorDiedError,
+    MessageTooLargeError,
+    RayTaskError,
+    TaskCancelledError,
+)
 from .object_ref import ObjectRef
 from .serialization import capture_error, dumps_inline, loads_function, loads_inline, serialize
 
@@ -387,6 +393,10 @@ class Worker:
             cw._process_released()
         try:
             conn.reply(rid, P.TaskDone(returns, self.pid))
+        except MessageTooLargeError as exc:  # an error's text over 2 GiB: say so instead
+            returns = self._error(msg, exc, msg.name)
+            with contextlib.suppress(Exception):
+                conn.reply(rid, P.TaskDone(returns, self.pid))
         except Exception:
             pass  # the owner is gone; nobody wants this result
         error = None

@@ -64,6 +64,7 @@ class Harness:
             nm_handler=None,
         )
         cw.address = "unix:/owner.sock"
+        cw.node_address = "unix:/node.sock"
         cw.nm = StandIn("node-manager")  # type: ignore[assignment]
         cw.node_tcp, cw.node_id, cw.job_id, cw.node_info = "", b"n" * 16, b"j" * 4, {}
         # A lease stays warm until a test says otherwise (test_lease_linger moves its

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 
 from raylite import protocol as P
-from raylite.exceptions import ConnectionLost, TaskUnschedulableError
+from raylite.exceptions import ConnectionLost, NodeDiedError, TaskUnschedulableError
 from raylite.head import detached as head_detached
 from raylite.node import cluster_link
 from raylite.node.manager import NodeManager
@@ -52,6 +52,25 @@ def test_another_failure_that_mentions_affinity_asks_again(h: Harness) -> None:
     again, _ = h.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
     assert again.strategy == AFFINITY
     assert h.cw.objects[ref.id].kind is not P.ERROR  # still pending
+
+
+def test_a_lost_node_manager_fails_the_queued_tasks_once(h: Harness) -> None:
+    """The connection to our node manager closed with a lease request pending (it
+    answers ConnectionLost): nothing reconnects, so the queued tasks fail with
+    NodeDiedError instead of waiting forever, and nothing is asked again."""
+    refs = [h.submit(max_retries=0)[0] for _ in range(3)]
+    failed = threading.Event()
+    h.cw._when_ready(refs[-1], lambda kind, data: failed.set())
+    for _, answer in list(h.cw.nm.requests):  # type: ignore[attr-defined]
+        answer(ConnectionLost("connection node-manager closed"))
+    assert failed.wait(10)
+    for ref in refs:
+        kind, data = h.value(ref)
+        assert kind == P.ERROR
+        err = loads_inline(data)
+        assert isinstance(err, NodeDiedError)
+        assert "node manager" in str(err)
+    assert not h.cw.nm.of(P.RequestLease)  # type: ignore[attr-defined]
 
 
 class _Head:

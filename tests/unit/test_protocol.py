@@ -246,6 +246,23 @@ def test_wrong_protocol_version_is_refused():
         P.FrameReader().feed(bytes(frame))
 
 
+def test_a_message_over_the_frame_limit_is_refused_by_its_sender(monkeypatch):
+    """The receiver drops a peer that sends a frame over MAX_FRAME (it did, and the
+    owner retried the task, sending it again): the sender refuses it instead, so only
+    the call that made it fails. A ValueError too, as the caller passed too much."""
+    from raylite import codec
+    from raylite.exceptions import MessageTooLargeError
+
+    monkeypatch.setattr(codec, "MAX_FRAME", 1000)
+    P.encode(P.GetObject(b"x" * 16))  # small ones pass
+    with pytest.raises(MessageTooLargeError, match="GetObject message of") as info:
+        P.encode(P.GetObject(b"x" * 2000))
+    assert isinstance(info.value, ValueError)
+    header = codec.HEADER.pack(2000, P.PROTOCOL_VERSION)
+    with pytest.raises(ProtocolError, match="too large"):  # and a receiver refuses one
+        P.FrameReader().feed(header + b"\0" * 10)
+
+
 @pytest.mark.parametrize("junk", [b"\xc1", b"\x92\x7f\x01", b"\x93\xcc\xff\x00\x00", b""])
 def test_malformed_bodies_raise_protocol_error(junk):
     with pytest.raises(ProtocolError):

@@ -533,12 +533,17 @@ class CoreWorker(
         def on_reply(reply: Any) -> None:
             if isinstance(reply, P.ObjectValue):
                 callback(reply.kind, reply.data)
-            else:
-                err = OwnerDiedError(
-                    oid.hex(),
-                    f"Object {oid.hex()} is lost: its owner ({ref.owner}) died or is unreachable.",
-                )
-                callback(P.ERROR, dumps_inline(err))
+                return
+            err: Exception = OwnerDiedError(
+                oid.hex(),
+                f"Object {oid.hex()} is lost: its owner ({ref.owner}) died or is unreachable.",
+            )
+            if context.PAST_OWNERS:  # a ref of a session shutdown() ended (await, future)
+                try:
+                    context.check_session((ref,), "reading an object")
+                except ValueError as stale:
+                    err = stale
+            callback(P.ERROR, dumps_inline(err))
 
         try:
             self.peer(ref.owner).request_async(P.GetObject(oid), on_reply)

@@ -26,6 +26,7 @@ from .. import protocol as P
 from ..config import CONFIG, from_units
 from ..exceptions import (
     ConnectionLost,
+    NodeDiedError,
     TaskUnschedulableError,
 )
 from ..serialization import dumps_inline
@@ -127,16 +128,22 @@ class LeasingMixin:
                     return
                 with self.lock:  # refused, or the node went away: ask again if needed
                     # (not once our own node manager is gone: nothing would answer)
-                    gone = reply is None and (not nm or self.closed)
+                    lost = reply is None or isinstance(reply, ConnectionLost)
+                    gone = lost and (not nm or self.closed)
                     unplaceable = (
                         reply.reason
                         if isinstance(reply, P.Failed)
                         and reply.code == P.FailCode.AFFINITY_UNAVAILABLE
                         else None
                     )
-                    self._lease_actions(
-                        self.queues.refused(sc, lease_id, gone=gone, unplaceable=unplaceable)
-                    )
+                    actions = self.queues.refused(sc, lease_id, gone=gone, unplaceable=unplaceable)
+                    if gone and not self.closed:
+                        # Our node manager is gone and nothing reconnects: fail what
+                        # waits for this shape once, rather than leave it queued forever.
+                        specs = self.queues.fail_queue(sc)
+                        if specs:
+                            self._fail_queue(specs, self._nm_gone_reason(), NodeDiedError)
+                    self._lease_actions(actions)
                 return
             lease = Lease(reply, sc, nm)
             if on_grant is not None:
@@ -163,15 +170,28 @@ class LeasingMixin:
 
         ask("", 0)
 
-    def _fail_queue(self, specs: list[TaskSpec], reason: str) -> None:
-        """Tasks that can never be placed (hard affinity to a dead node): fail them (lock held)."""
-        err = dumps_inline(TaskUnschedulableError(reason))
+    def _fail_queue(
+        self,
+        specs: list[TaskSpec],
+        reason: str,
+        error: type[Exception] = TaskUnschedulableError,
+    ) -> None:
+        """Tasks that can never be placed (hard affinity to a dead node, our node
+        manager gone): fail them with error(reason) (lock held)."""
+        err = dumps_inline(error(reason))
 
         def fail() -> None:
             for spec in specs:
                 self._fail_for_good(spec, err)
 
         self.timers.call_later(0, fail)  # not under the lock: waiters run callbacks
+
+    def _nm_gone_reason(self) -> str:
+        return (
+            f"The connection to this process's node manager ({self.node_address}) was lost, "
+            "so no task can be scheduled: the node died or was stopped. Call shutdown() "
+            "and init() to start again."
+        )
 
     def _warn_infeasible(self, msg: P.LeaseInfeasible) -> None:
         shape = {k: from_units(v) for k, v in msg.shape.items()}

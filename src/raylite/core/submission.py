@@ -19,9 +19,11 @@ from typing import Any
 
 from .. import metric_values
 from .. import protocol as P
+from ..codec import MAX_FRAME
 from ..config import CONFIG
 from ..exceptions import (
     ConnectionLost,
+    MessageTooLargeError,
     RayTaskError,
     TaskCancelledError,
     WorkerCrashedError,
@@ -34,6 +36,7 @@ from ..serialization import (
     pickle_args,
 )
 from ..transport import Connection
+from . import context
 from .lease_queue import Lease
 from .lifecycle import (
     CANCELLED,
@@ -89,9 +92,18 @@ class SubmissionMixin:
             stored = self._store_large_arguments(*given)
             if stored is not None:
                 return self._prepare(spec, *stored, name)
+            if _size(meta, views) > MAX_ARGS_SIZE:  # many arguments, none large alone
+                raise MessageTooLargeError(
+                    f"The arguments of a call to {name} pickle to {_size(meta, views)} bytes "
+                    f"together, over the {MAX_ARGS_SIZE} a task message carries (each is "
+                    "small, so none went to the object store alone). Pass them in fewer, "
+                    "larger values, or put() them and pass the refs."
+                )
         spec.args_blob = args_blob(meta, views)
         spec.arg_refs = nested + [ref for _, ref in deps]
         if spec.arg_refs:
+            if context.PAST_OWNERS:  # a ref of a session shutdown() ended: Ray's ValueError
+                context.check_session(spec.arg_refs, f"an argument of {name}")
             with self._ref_lock:
                 for ref in spec.arg_refs:
                     self.arg_pins[ref.id] = self.arg_pins.get(ref.id, 0) + 1
@@ -484,6 +496,11 @@ def _large(value: Any) -> bool:
     if isinstance(value, (bytes, bytearray, str)):
         return len(value) > CONFIG.inline_threshold
     return _size(*pickle_args(value)) > CONFIG.inline_threshold  # buffers measured, not copied
+
+
+# What a task's inline arguments may weigh: half a frame (the function, pickled once
+# per connection, may take the other half: serialization.MAX_FUNCTION_SIZE).
+MAX_ARGS_SIZE = MAX_FRAME // 2
 
 
 def _size(meta: bytes, views: list[memoryview]) -> int:

@@ -8,6 +8,8 @@ leases (leasing)."""
 from __future__ import annotations
 
 import logging
+import pickle
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,23 +117,44 @@ def retryable(retry: Any, error_blob: bytes) -> bool:
     return isinstance(cause, retry)
 
 
-def unserializable_argument(args: tuple, kwargs: dict, name: str, exc: Exception) -> TypeError:
+def unserializable_argument(args: tuple, kwargs: dict, name: str, exc: Exception) -> Exception:
+    """The error `.remote()` raises for arguments that do not pickle: of the pickling
+    error's class (TypeError for most objects, PicklingError for one nested too deep,
+    as `put` raises), naming the call and the first culprit in a bounded repr (a
+    value nested thousands deep would make repr() itself raise RecursionError)."""
     culprit = None
     for i, a in enumerate(args):
         try:
             dumps_inline(a)
         except Exception:
-            culprit = f"argument {i} ({a!r})"
+            culprit = f"argument {i} ({short_repr(a)})"
             break
     else:
         for k, v in kwargs.items():
             try:
                 dumps_inline(v)
             except Exception:
-                culprit = f"keyword argument {k!r} ({v!r})"
+                culprit = f"keyword argument {k!r} ({short_repr(v)})"
                 break
     what = culprit or "the arguments"
-    return TypeError(
-        f"Could not serialize {what} for a call to {name}: {type(exc).__name__}: {exc}. "
+    text = (
+        f"Could not serialize {what} for a call to {name}: {type(exc).__name__}: "
+        f"{str(exc).rstrip('.')}. "
         "Pass a value that pickles (or create it inside the task)."
     )
+    if isinstance(exc, (pickle.PicklingError, RecursionError)):
+        return pickle.PicklingError(text)
+    return TypeError(text)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 4
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def short_repr(value: Any) -> str:
+    """repr() for error messages: bounded in depth and length, and never raising."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # a __repr__ that raises (or recurses) itself
+        return f"<{type(value).__name__} object>"
