@@ -13,6 +13,7 @@ _WHERE = {
     "ActorHandle": "actors",
     "DynamicObjectRefGenerator": "object_ref_generator",
     "LoggingConfig": "logging_config",
+    "install_as_ray": "ray_alias",  # raylite's own: `import ray` gives raylite from then on
     "method": "actors",
     "ObjectID": "object_ref",
     "ObjectRef": "object_ref",
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from .logging_config import LoggingConfig
     from .object_ref import ObjectID, ObjectRef
     from .object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
+    from .ray_alias import install_as_ray as install_as_ray  # raylite's own: not in __all__
     from .remote_function import RemoteFunction
 
 

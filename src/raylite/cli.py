@@ -284,8 +284,26 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("--session", help=session_help)
     logs.set_defaults(func=cmd_logs)
 
+    run = sub.add_parser(
+        "run",
+        help="run an unmodified Ray program on raylite (`import ray` gives raylite)",
+        description="Run SCRIPT (or, with -m, MODULE) as __main__ with `import ray` and "
+        "every ray.X answered by raylite.",
+    )
+    run.add_argument("-m", dest="module", action="store_true", help="TARGET is a module")
+    run.add_argument("target", metavar="SCRIPT|MODULE")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the program's own arguments")
+    run.set_defaults(func=cmd_run)
+
     args = parser.parse_args(argv)
     return int(args.func(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .ray_alias import run
+
+    run(args.target, args.args, module=args.module)
+    return 0
 
 
 if __name__ == "__main__":

@@ -690,6 +690,9 @@ def worker_main(
         from .init_options import setup_worker
 
         setup_worker()  # the job's logging_config and code search path, if it has them
+        from .ray_alias import install_fallback
+
+        install_fallback()  # `import ray` in user code gives raylite where Ray is absent
         worker.run()
     except BaseException:
         import traceback
