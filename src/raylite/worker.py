@@ -159,6 +159,7 @@ class Worker:
         self.display_name = "raylite::IDLE"
         self.events: list[P.TaskEvent] = []
         self.events_lock = threading.Lock()
+        self.flush_lock = threading.Lock()
         # Tasks running now (task id -> (msg, start)), and those a flush reported running.
         self.active: dict[bytes, tuple[P.PushTask, float]] = {}
         self.reported: set[bytes] = set()
@@ -187,17 +188,21 @@ class Worker:
             self._schedule_flush()
 
     def flush_events(self, conn: Any = None) -> None:
-        with self.events_lock:
-            events, self.events = self.events, []
-            if len(self.reported) < len(self.active):  # tell the node what runs now, once
-                for task_id, (msg, start) in list(self.active.items()):
-                    if task_id not in self.reported:
-                        self.reported.add(task_id)
-                        if not task_events_off(msg.actor_options):
-                            events.append(self._event(msg, start, None, None))
-        metrics = metric_values.PROCESS.drain()
-        if events or metrics:
-            (conn or self.cw.nm).send(P.TaskEvents(events, metrics))
+        # One flush at a time, from taking the events to sending them: a flush that
+        # returns has sent everything recorded before it (a worker about to exit relies
+        # on it, while the periodic one may be running on the timer thread).
+        with self.flush_lock:
+            with self.events_lock:
+                events, self.events = self.events, []
+                if len(self.reported) < len(self.active):  # tell the node what runs now, once
+                    for task_id, (msg, start) in list(self.active.items()):
+                        if task_id not in self.reported:
+                            self.reported.add(task_id)
+                            if not task_events_off(msg.actor_options):
+                                events.append(self._event(msg, start, None, None))
+            metrics = metric_values.PROCESS.drain()
+            if events or metrics:
+                (conn or self.cw.nm).send(P.TaskEvents(events, metrics))
 
     def _nm_message(self, conn: Any, msg: Any, rid: int) -> None:
         if isinstance(msg, P.FlushEvents):
