@@ -399,7 +399,7 @@ class ActorHandle:
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods")
-        if methods is None or name not in methods or name == HANDLE_OPTIONS:
+        if methods is None or name not in methods:
             if name == "__ray_ready__" and methods is not None:
                 return ActorMethod(self, name, 1)  # True once the actor is constructed
             raise AttributeError(
@@ -408,6 +408,8 @@ class ActorHandle:
         spec = methods[name]
         if type(spec) is int:
             return ActorMethod(self, name, spec)
+        if type(spec) is dict:  # HANDLE_OPTIONS: not a method
+            raise AttributeError(f"'{self._class_name}' actor has no method {name!r}")
         n, retries, retry, *quiet = spec  # quiet: [False], enable_task_events=False
         method = ActorMethod(
             self, name, n, None, retries, retry if isinstance(retry, bool) else loads_inline(retry)
