@@ -4,7 +4,10 @@ object_store_memory, _metadata, and actor methods bound in DAGs with options.
 Ordering is proven with gate files (a call whose argument waits on a file that only
 the test writes), never with sleeps. Task events are read from the timeline, which
 both engines serve without a dashboard: a call that makes none is checked absent once
-a later call of the same worker has shown up.
+a call made after it (on the same actor, for actors) has shown up there.
+
+Run against Ray with RAY_ADDRESS=local where another Ray cluster runs on the machine
+(its ray.init() would join that one instead of starting its own).
 """
 
 from __future__ import annotations
