@@ -12,6 +12,7 @@ import inspect
 from typing import Any
 
 from . import protocol as P
+from .config import to_units
 from .core import context
 from .core.generators import method_code, method_mode
 from .core.lifecycle import ALIVE
@@ -19,6 +20,7 @@ from .exceptions import PendingCallsLimitExceeded
 from .object_ref import new_id
 from .object_ref_generator import generator_result
 from .remote_function import (
+    QUIET,
     check_backpressure,
     check_num_returns,
     generator_mode,
@@ -48,12 +50,14 @@ _METHOD_OPTIONS = (
     "max_task_retries",
     "retry_exceptions",
     "_generator_backpressure_num_objects",
+    "enable_task_events",
 )
 
 
 def method(*args: Any, **kwargs: Any) -> Any:
-    """`@method(num_returns=, concurrency_group=, max_task_retries=, retry_exceptions=)` on
-    an actor method, as `ray.method`: that method's defaults for every call."""
+    """`@method(num_returns=, concurrency_group=, max_task_retries=, retry_exceptions=,
+    enable_task_events=)` on an actor method, as `ray.method`: that method's defaults for
+    every call."""
     if args:
         raise TypeError("Use @raylite.method(num_returns=...) with keyword arguments only.")
     for key in kwargs:
@@ -74,6 +78,9 @@ def method(*args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"concurrency_group must be a non-empty string, got {group!r}")
     retries = _check_retries(kwargs.get("max_task_retries"))
     retry_exceptions = _check_retry_exceptions(kwargs.get("retry_exceptions", False))
+    task_events = kwargs.get("enable_task_events")  # None: the actor's
+    if task_events is not None:
+        _check_task_events(task_events)
 
     def decorate(fn: Any) -> Any:
         # Its method table entry (core/generators.py: a generator method's is a code).
@@ -84,6 +91,8 @@ def method(*args: Any, **kwargs: Any) -> Any:
             fn.__raylite_concurrency_group__ = group
         if retries is not None or retry_exceptions:
             fn.__raylite_call_options__ = (retries, retry_exceptions)
+        if task_events is not None:
+            fn.__raylite_task_events__ = task_events
         return fn
 
     return decorate
@@ -95,6 +104,15 @@ def _check_retries(retries: Any) -> int | None:
     ):
         raise ValueError(f"max_task_retries must be an int >= -1, got {retries!r}")
     return retries
+
+
+def _check_task_events(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(
+            "The type of keyword 'enable_task_events' must be <class 'bool'>, but received "
+            f"type {type(value)}"
+        )
+    return value
 
 
 def _check_retry_exceptions(retry: Any) -> bool | tuple[type, ...]:
@@ -112,12 +130,18 @@ def _check_retry_exceptions(retry: Any) -> bool | tuple[type, ...]:
 
 # A method table maps each method name to its num_returns (an int: a plain method, the
 # hot path), or to [num_returns, max_task_retries, retry_exceptions] for a method whose
-# @method set call options; retry_exceptions is a bool or the pickled tuple of classes
-# (the table travels in handles and, msgpacked, through the head for named actors).
+# @method set call options, with a fourth item False where its calls make no task
+# events (enable_task_events=False, the method's or its actor's); retry_exceptions is
+# a bool or the pickled tuple of classes. Under the key HANDLE_OPTIONS (no method has
+# that name), what every handle of the actor must know: {"out_of_order": True} for an
+# actor that runs its calls out of order. The table travels in handles and, msgpacked,
+# through the head for named actors.
 MethodTable = dict[str, Any]
+HANDLE_OPTIONS = "\0handle"
 
 
-def _method_table(cls: type) -> MethodTable:
+def _method_table(cls: type, task_events: bool = True) -> MethodTable:
+    """`task_events`: the actor's enable_task_events (its methods' @method overrides it)."""
     table: MethodTable = {}
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name != "__call__":
@@ -127,15 +151,15 @@ def _method_table(cls: type) -> MethodTable:
             if n is None:  # num_returns, or a generator method's code (core/generators.py)
                 n = method_code(*generator_mode(is_generator_function(member), None, None))
             call = getattr(member, "__raylite_call_options__", None)
-            if call is None:
+            events = getattr(member, "__raylite_task_events__", task_events)
+            if call is None and events:
                 table[name] = n
-            else:
-                retries, retry = call
-                table[name] = [
-                    n,
-                    retries,
-                    retry if isinstance(retry, bool) else dumps_inline(retry),
-                ]
+                continue
+            retries, retry = call or (None, False)
+            entry = [n, retries, retry if isinstance(retry, bool) else dumps_inline(retry)]
+            if not events:
+                entry.append(False)
+            table[name] = entry
     return table
 
 
@@ -216,11 +240,32 @@ class ActorClass:
                     "integer, where -1 represents infinity."
                 )
         _check_groups(options.get("concurrency_groups"))
-        if options.get("allow_out_of_order_execution"):
-            raise NotImplementedError(
-                "allow_out_of_order_execution=True is not supported by raylite yet: "
-                "an actor's calls from one caller run in submission order."
+        ooo = options.get("allow_out_of_order_execution")
+        if ooo is not None and not isinstance(ooo, bool):
+            raise TypeError(
+                "The type of keyword 'allow_out_of_order_execution' must be (<class 'bool'>, "
+                f"<class 'NoneType'>), but received type {type(ooo)}"
             )
+
+    def _out_of_order(self, options: dict[str, Any]) -> bool:
+        """allow_out_of_order_execution, as Ray: by default True for an async or threaded
+        actor (whose calls overlap anyway), which cannot be told False."""
+        ooo = options.get("allow_out_of_order_execution")
+        threaded = (options.get("max_concurrency") or 1) > 1
+        if ooo is None:
+            return self._async or threaded
+        if not ooo and self._async:
+            raise ValueError(
+                "If you're using async actors, Ray can't execute actor tasks in order. "
+                "Set `allow_out_of_order_execution=True` to allow out-of-order execution."
+            )
+        if not ooo and threaded:
+            raise ValueError(
+                "If you're using multi-threaded actors, Ray can't execute actor tasks in "
+                "order. Set `allow_out_of_order_execution=True` to allow out-of-order "
+                "execution."
+            )
+        return ooo
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -253,6 +298,13 @@ class ActorClass:
                     f"{group!r}, which the actor does not define: add it to "
                     "@remote(concurrency_groups={...})."
                 )
+        out_of_order = self._out_of_order(options)
+        methods = self._methods
+        task_events = options.get("enable_task_events", True)
+        if not task_events:  # its calls make none either, but where @method says so
+            methods = _method_table(self._cls, task_events=False)
+        if out_of_order:
+            methods = {**methods, HANDLE_OPTIONS: {"out_of_order": True}}
         cw = context.global_worker()
         self._pickled()  # at the first creation, as Ray: the globals it reads are read now
         # Ray's defaults: an actor that asks for nothing (or only memory) holds no CPU
@@ -260,6 +312,20 @@ class ActorClass:
         # num_cpus holds 1 CPU too.
         asks = options.get("num_gpus") is not None or bool(options.get("resources"))
         shape = resource_shape(options, 1 if asks else 0)
+        if options.get("object_store_memory"):
+            # As Ray: a demand on the node's object_store_memory resource (it reserves
+            # no store memory; Ray deprecates it, validate_options warns).
+            shape["object_store_memory"] = to_units(options["object_store_memory"])
+        actor_options: dict[str, Any] = {
+            "max_concurrency": options.get("max_concurrency"),
+            "max_restarts": options.get("max_restarts") or 0,
+            "max_task_retries": options.get("max_task_retries") or 0,
+            "detached": (options.get("lifetime") or cw.default_actor_lifetime) == "detached",
+            "concurrency_groups": groups or None,
+            "name": options.get("name"),
+        }
+        if not task_events:  # its creation makes no event (core/tasks.task_events_off)
+            actor_options["task_events"] = False
         actor_id, address, ref = cw.create_actor(
             class_name=self._cls.__name__,
             function_id=self._class_id,
@@ -269,22 +335,15 @@ class ActorClass:
             shape=shape,
             name=options.get("name"),
             namespace=options.get("namespace"),
-            methods=self._methods,
+            methods=methods,
             get_if_exists=bool(options.get("get_if_exists")),
             strategy=strategy_of(options),
-            actor_options={
-                "max_concurrency": options.get("max_concurrency"),
-                "max_restarts": options.get("max_restarts") or 0,
-                "max_task_retries": options.get("max_task_retries") or 0,
-                "detached": (options.get("lifetime") or cw.default_actor_lifetime) == "detached",
-                "concurrency_groups": groups or None,
-                "name": options.get("name"),
-            },
+            actor_options=actor_options,
         )
         return ActorHandle(
             actor_id,
             self._cls.__name__,
-            self._methods,
+            methods,
             address,
             options.get("max_task_retries") or 0,
             options.get("max_pending_calls") or -1,
@@ -335,6 +394,8 @@ class ActorHandle:
         self._class_name = class_name
         self._methods = methods
         self._address = address
+        handle_options = methods.get(HANDLE_OPTIONS)
+        self._out_of_order = bool(handle_options and handle_options.get("out_of_order"))
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods")
@@ -347,10 +408,15 @@ class ActorHandle:
         spec = methods[name]
         if type(spec) is int:
             return ActorMethod(self, name, spec)
-        n, retries, retry = spec
-        return ActorMethod(
+        if type(spec) is dict:  # HANDLE_OPTIONS: not a method
+            raise AttributeError(f"'{self._class_name}' actor has no method {name!r}")
+        n, retries, retry, *quiet = spec  # quiet: [False], enable_task_events=False
+        method = ActorMethod(
             self, name, n, None, retries, retry if isinstance(retry, bool) else loads_inline(retry)
         )
+        if quiet:
+            method._task_options = QUIET
+        return method
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -398,6 +464,10 @@ def _rebuild_handle(
 
 
 class ActorMethod:
+    # The call's own options on the wire: QUIET for enable_task_events=False (set on
+    # the few calls that have it; core/tasks.task_events_off), else None.
+    _task_options: dict[str, Any] | None = None
+
     def __init__(
         self,
         handle: ActorHandle,
@@ -442,8 +512,9 @@ class ActorMethod:
         retry = self._retry_exceptions
         if "retry_exceptions" in options:
             retry = _check_retry_exceptions(options["retry_exceptions"])
-        if options.get("enable_task_events") is False:
-            raise NotImplementedError("enable_task_events=False is not supported by raylite yet.")
+        task_events = self._task_options is None
+        if "enable_task_events" in options:
+            task_events = _check_task_events(options["enable_task_events"])
         retries = _check_retries(options.get("max_task_retries", self._max_task_retries))
         name = options.get("name", self._task_name)
         if name is not None and not isinstance(name, str):
@@ -451,39 +522,53 @@ class ActorMethod:
         n = self._num_returns
         if "num_returns" in options or "_generator_backpressure_num_objects" in options:
             n = method_options(n, options)
-        return ActorMethod(self._handle, self._name, n, name, retries, retry, group)
+        method = ActorMethod(self._handle, self._name, n, name, retries, retry, group)
+        if not task_events:
+            method._task_options = QUIET
+        return method
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
-        """A DAG node that calls this method on `dag.execute()` (raylite.dag)."""
+        """A DAG node that calls this method on `dag.execute()` (raylite.dag).
+
+        Its options are Ray's for a bound call (name, num_returns, concurrency_group,
+        _generator_backpressure_num_objects), with those of this call's .options()
+        that Ray's bind does not take (max_task_retries, retry_exceptions,
+        enable_task_events) where they differ from the method's own: execute()
+        passes them all to .options() and calls .remote(), so a generator method's
+        node gives an ObjectRefGenerator, as one bound on Actor.bind() does in Ray.
+        """
         from .dag.class_node import bind_actor_method
 
-        if self._num_returns < 0:
-            raise NotImplementedError(
-                "Binding a generator actor method in a DAG is not supported by raylite yet."
-            )
-        if self._group is not None or self._retry_exceptions != self._default_retry():
-            raise NotImplementedError(
-                "A bound actor call's .options(concurrency_group=, retry_exceptions=) is not "
-                "supported by raylite yet: call .remote() instead."
-            )
-        return bind_actor_method(
-            self._handle,
-            self._name,
-            self._num_returns,
-            args,
-            kwargs,
-            self._task_name or "",
-            self._max_task_retries,
-        )
-
-    def _default_retry(self) -> Any:
-        """The method's own retry_exceptions (its @method), which a bound call keeps."""
-        return getattr(self._handle, self._name)._retry_exceptions
+        n, generator = method_mode(self._num_returns)
+        num_returns: Any = n
+        backpressure = None
+        if generator is not None and generator[0] == P.GENERATOR_STREAMING:
+            num_returns = "streaming"
+            backpressure = generator[1] if generator[1] > 0 else None
+        elif generator is not None and generator[0] == P.GENERATOR_DYNAMIC:
+            num_returns = "dynamic"
+        options: dict[str, Any] = {
+            "name": self._task_name or "",
+            "num_returns": num_returns,
+            "concurrency_group": self._group,
+            "_generator_backpressure_num_objects": backpressure,
+        }
+        own = getattr(self._handle, self._name)  # the method's defaults (its @method)
+        if self._max_task_retries != own._max_task_retries:
+            options["max_task_retries"] = self._max_task_retries
+        if self._retry_exceptions != own._retry_exceptions:
+            options["retry_exceptions"] = self._retry_exceptions
+        if self._task_options is not own._task_options:
+            options["enable_task_events"] = self._task_options is None
+        outputs = n if generator is None or generator[0] == P.GENERATOR_FIXED else 1
+        return bind_actor_method(self._handle, self._name, outputs, args, kwargs, options)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
         cw = context.global_worker()
-        cw.actor_client(h._actor_id, h._class_name, h._address)
+        client = cw.actor_client(h._actor_id, h._class_name, h._address)
+        if h._out_of_order:  # allow_out_of_order_execution (actor_client's flush)
+            client.out_of_order = True
         limit = h._max_pending_calls
         if limit > 0 and cw.pending_actor_calls(h._actor_id) >= limit:
             raise PendingCallsLimitExceeded(
@@ -508,6 +593,7 @@ class ActorMethod:
             retry_exceptions=self._retry_exceptions,
             actor_id=h._actor_id,
             generator=generator,
+            actor_options=self._task_options,
         )
         if generator is not None and generator[0] != P.GENERATOR_FIXED:
             return generator_result(cw, refs, generator[0])

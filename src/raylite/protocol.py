@@ -380,7 +380,9 @@ class PushTask:
     gpu_ids: list[int]
     job_id: bytes
     parent_task_id: bytes | None
-    actor_options: dict[str, Any] | None  # actor creation: max_concurrency etc.
+    # An actor creation's: max_concurrency etc.; another task's own options, if any
+    # ({"task_events": False}: enable_task_events=False); None for most.
+    actor_options: dict[str, Any] | None
     namespace: str | None = None  # the job's (init's namespace=); None: its anonymous one
     generator: int = 0  # GENERATOR_FIXED | _STREAMING | _DYNAMIC; 0: a plain function
     # Streaming: the worker waits, after a yield, while this many items are unread
@@ -392,6 +394,9 @@ class PushTask:
 class TaskDone:
     returns: list[TaskReturn]
     worker_pid: int
+    # The worker exits after this reply (a function's max_calls): its owner gives the
+    # lease back with kill, so the node never hands the worker out again.
+    worker_exiting: bool = False
 
 
 @_msg(45)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,6 @@ _COMMON = {
     "placement_group_bundle_index",
     "placement_group_capture_child_tasks",
     "label_selector",
-    "_metadata",
     "name",
     "enable_task_events",
     "_labels",
@@ -117,6 +117,36 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
     at = options.get("accelerator_type")
     if at is not None and (not isinstance(at, str) or not at):
         raise TypeError(f"accelerator_type must be a non-empty string, got {at!r}")
+    ete = options.get("enable_task_events", True)
+    if not isinstance(ete, bool):  # as Ray: a bool, None included
+        raise TypeError(
+            "The type of keyword 'enable_task_events' must be <class 'bool'>, but received "
+            f"type {type(ete)}"
+        )
+    osm = options.get("object_store_memory")
+    if osm is not None:
+        if isinstance(osm, bool) or not isinstance(osm, int):
+            raise TypeError(
+                "The type of keyword 'object_store_memory' must be an int or None, but "
+                f"received type {type(osm)}"
+            )
+        if kind == "task":  # Ray's own answer: only actors take it
+            raise ValueError("Setting 'object_store_memory' is not implemented for tasks")
+        if osm < 0:
+            raise ValueError(
+                "The keyword 'object_store_memory' only accepts None, 0 or a positive integer."
+            )
+    if kind == "actor" and "object_store_memory" in options:
+        warnings.warn(  # Ray's words; it is still a demand on the node (actors.py)
+            "Setting 'object_store_memory' for actors is deprecated since it doesn't "
+            "actually reserve the required object store memory. Use object spilling "
+            "that's enabled by default instead to bypass the object store memory size "
+            "limitation.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    if "max_calls" in options:
+        check_max_calls(options["max_calls"])
     # Accepted by Ray, not done here yet: an error, never a silent no-op.
     for key, unset in _NOT_YET.items():
         if key in options and options[key] not in unset:
@@ -124,14 +154,27 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
     return options
 
 
+# Placement groups' (issue 9) and labels' options, done elsewhere.
 _NOT_YET: dict[str, tuple[Any, ...]] = {
-    "object_store_memory": (None, 0),
     "placement_group_bundle_index": (None, -1),
     "placement_group_capture_child_tasks": (None, False),
-    "_metadata": (None, {}),
-    "enable_task_events": (None, True),
-    "max_calls": (None, 0),
 }
+
+
+QUIET = {"task_events": False}  # enable_task_events=False (never changed in place)
+
+
+def check_max_calls(n: Any) -> None:
+    """max_calls: how many times one worker process runs the function before it exits
+    (0: no limit), as Ray; only on the function itself, not in .options()."""
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(
+            f"The type of keyword 'max_calls' must be an int or None, but received type {type(n)}"
+        )
+    if n < 0:
+        raise ValueError("The keyword 'max_calls' only accepts None, 0 or a positive integer.")
 
 
 def check_num_returns(n: Any) -> None:
@@ -237,6 +280,12 @@ class RemoteFunction:
             self._signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):  # builtins without a signature
             self._signature = None
+        # max_calls: as Ray, a GPU function's worker exits after each call by default
+        # (the GPU memory its libraries hold goes with the process).
+        max_calls = self._options.get("max_calls")
+        if max_calls is None and (self._options.get("num_gpus") or 0) > 0:
+            max_calls = 1
+        self._max_calls: int = max_calls or 0
         self._setup(self._options)
         functools.update_wrapper(self, function)
 
@@ -248,6 +297,8 @@ class RemoteFunction:
         )
         self._shape = resource_shape(options, 1)
         self._strategy = strategy_of(options)
+        # The task's own options on the wire (core/tasks.task_events_off); None: none.
+        self._task_options = None if options.get("enable_task_events", True) else QUIET
         retries = options.get("max_retries")
         self._max_retries = DEFAULT_MAX_RETRIES if retries is None else retries
         retry = options.get("retry_exceptions", False)
@@ -272,7 +323,7 @@ class RemoteFunction:
 
     def _pickled(self) -> bytes:
         if self._blob is None:
-            self._blob = dumps_function(self._function)
+            self._blob = dumps_function(self._function, self._max_calls)
         return self._blob
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -299,6 +350,7 @@ class RemoteFunction:
             retry_exceptions=opts._retry_exceptions,
             strategy=opts._strategy,
             generator=opts._generator,
+            actor_options=opts._task_options,
         )
         if opts._generator is not None and opts._generator[0] != P.GENERATOR_FIXED:
             return generator_result(cw, refs, opts._generator[0])
@@ -312,6 +364,7 @@ class RemoteFunction:
         return self._options.get("name") or self._name
 
     def options(self, **options: Any) -> _BoundOptions:
+        _no_max_calls(options)
         validate_options(options, "task")
         return _BoundOptions(self, {**self._options, **options})
 
@@ -346,8 +399,14 @@ class _BoundOptions:
         return FunctionNode(self._fn._function, args, kwargs, self._options, _submitter=self)
 
     def options(self, **options: Any) -> _BoundOptions:
+        _no_max_calls(options)
         validate_options(options, "task")
         return _BoundOptions(self._fn, {**self._options, **options})
+
+
+def _no_max_calls(options: dict[str, Any]) -> None:
+    if "max_calls" in options:  # as Ray: a property of the function's workers
+        raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
 
 
 __all__ = ["ObjectRef", "RemoteFunction", "resource_shape", "validate_options"]

@@ -164,19 +164,22 @@ def args_blob(meta: bytes, views: list[memoryview]) -> bytes | list[bytes]:
 MAX_FUNCTION_SIZE = 1 << 30
 
 
-def dumps_function(obj: Any) -> bytes:
+def dumps_function(obj: Any, max_calls: int = 0) -> bytes:
     """Pickle a remote function or actor class, with the file it was defined in.
 
     cloudpickle (3.1.3 on) writes "<dynamic-code>" as the file name of code it pickles
     by value, which takes the source lines out of remote tracebacks. The file name
-    travels beside the pickle and `loads_function` puts it back.
+    travels beside the pickle and `loads_function` puts it back. A function's
+    max_calls (the worker exits after running it that many times) travels with it too:
+    a worker gets the blob once, whoever leased it.
     """
     code = getattr(obj, "__code__", None)
     filename = code.co_filename if code is not None else ""
     if not filename:
         with contextlib.suppress(TypeError, OSError):
             filename = inspect.getsourcefile(obj) or ""
-    blob = cloudpickle.dumps((obj, filename), protocol=5)
+    value = (obj, filename, max_calls) if max_calls else (obj, filename)
+    blob = cloudpickle.dumps(value, protocol=5)
     if len(blob) > MAX_FUNCTION_SIZE:
         name = getattr(obj, "__qualname__", type(obj).__name__)
         raise MessageTooLargeError(
@@ -189,7 +192,12 @@ def dumps_function(obj: Any) -> bytes:
 
 
 def loads_function(blob: bytes) -> Any:
-    obj, filename = pickle.loads(blob)
+    return loads_function_limited(blob)[0]
+
+
+def loads_function_limited(blob: bytes) -> tuple[Any, int]:
+    """The function or class of a dumps_function blob, and its max_calls (0: none)."""
+    obj, filename, *limit = pickle.loads(blob)
     if filename:
         if isinstance(obj, type):
             for value in vars(obj).values():
@@ -200,7 +208,7 @@ def loads_function(blob: bytes) -> Any:
                         _restore_filename(accessor, filename)
         else:
             _restore_filename(obj, filename)
-    return obj
+    return obj, (limit[0] if limit else 0)
 
 
 def _restore_filename(fn: Any, filename: str) -> None:

@@ -12,8 +12,9 @@ node's statistics and these records).
     cli, util.state ──ListState, SummarizeTasks, GetLogs──▶ node/listings.py ──▶ rows
     api.timeline ──GetTimeline──▶ finished records ──chrome_trace()──▶ trace with flows
 
-A task event is a protocol.TaskEvent record, built by the worker (worker.py `_finish`,
-`flush_events`) with one constructor call. A worker sends one per finished attempt and,
+A task event is a protocol.TaskEvent record, built by the worker (worker.py `_record`,
+`flush_events`) with one constructor call; a task with enable_task_events=False makes
+none, at its worker or its owner (core/tasks.task_events_off). A worker sends one per finished attempt and,
 at a flush, one with end None for each task it is still running. The node manager
 keeps the event as the task's record, its names and ids shared with other records.
 

@@ -33,6 +33,7 @@ from . import protocol as P
 from .actors import ActorExitRequest
 from .config import CONFIG
 from .core.core_worker import CoreWorker
+from .core.tasks import task_events_off
 from .exceptions import (
     ActorDiedError,
     MessageTooLargeError,
@@ -40,7 +41,13 @@ from .exceptions import (
     TaskCancelledError,
 )
 from .object_ref import ObjectRef
-from .serialization import capture_error, dumps_inline, loads_function, loads_inline, serialize
+from .serialization import (
+    capture_error,
+    dumps_inline,
+    loads_function_limited,
+    loads_inline,
+    serialize,
+)
 
 _EXIT = object()
 
@@ -135,6 +142,9 @@ class Worker:
     ) -> None:
         self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.functions: dict[bytes, Any] = {}
+        # max_calls: calls left of each function that has a limit (the worker exits
+        # once one reaches 0); empty in most workers, so a task costs one truth test.
+        self.calls_left: dict[bytes, int] = {}
         self.actor: Any = None
         self.actor_class_name: str | None = None
         self.actor_label: str | None = None  # its __repr__, if it has one: output prefixes
@@ -154,6 +164,7 @@ class Worker:
         self.display_name = "raylite::IDLE"
         self.events: list[P.TaskEvent] = []
         self.events_lock = threading.Lock()
+        self.flush_lock = threading.Lock()
         # Tasks running now (task id -> (msg, start)), and those a flush reported running.
         self.active: dict[bytes, tuple[P.PushTask, float]] = {}
         self.reported: set[bytes] = set()
@@ -182,16 +193,21 @@ class Worker:
             self._schedule_flush()
 
     def flush_events(self, conn: Any = None) -> None:
-        with self.events_lock:
-            events, self.events = self.events, []
-            if len(self.reported) < len(self.active):  # tell the node what runs now, once
-                for task_id, (msg, start) in list(self.active.items()):
-                    if task_id not in self.reported:
-                        self.reported.add(task_id)
-                        events.append(self._event(msg, start, None, None))
-        metrics = metric_values.PROCESS.drain()
-        if events or metrics:
-            (conn or self.cw.nm).send(P.TaskEvents(events, metrics))
+        # One flush at a time, from taking the events to sending them: a flush that
+        # returns has sent everything recorded before it (a worker about to exit relies
+        # on it, while the periodic one may be running on the timer thread).
+        with self.flush_lock:
+            with self.events_lock:
+                events, self.events = self.events, []
+                if len(self.reported) < len(self.active):  # tell the node what runs now, once
+                    for task_id, (msg, start) in list(self.active.items()):
+                        if task_id not in self.reported:
+                            self.reported.add(task_id)
+                            if not task_events_off(msg.actor_options):
+                                events.append(self._event(msg, start, None, None))
+            metrics = metric_values.PROCESS.drain()
+            if events or metrics:
+                (conn or self.cw.nm).send(P.TaskEvents(events, metrics))
 
     def _nm_message(self, conn: Any, msg: Any, rid: int) -> None:
         if isinstance(msg, P.FlushEvents):
@@ -214,10 +230,41 @@ class Worker:
             returns, start, end = self.execute(msg, conn)
             if msg.actor_creation and self.actor is not None:
                 self._setup_concurrency(msg)
+            if self.calls_left and self._last_call(msg):
+                self._finish_and_exit(conn, msg, rid, returns, start, end)
+                return
             self._finish(conn, msg, rid, returns, start, end)
             if self.exit_cause is not None:
                 self._exit_actor()
                 return
+
+    def _last_call(self, msg: P.PushTask) -> bool:
+        """Count a call of a function with max_calls: True if it was its last here."""
+        left = self.calls_left.get(msg.function_id)
+        if left is None or msg.actor_id is not None:
+            return False
+        self.calls_left[msg.function_id] = left - 1
+        return left <= 1
+
+    def _finish_and_exit(
+        self,
+        conn: Any,
+        msg: P.PushTask,
+        rid: int,
+        returns: list[P.TaskReturn],
+        start: float,
+        end: float,
+    ) -> None:
+        """The function's max_calls-th call here: its event goes to the node first, then
+        the reply says the worker exits (its owner gives the lease back, killing it, so
+        the node never hands it out again), and then the process ends (worker_main)."""
+        cw = self.cw
+        if cw._unmapped or cw._released:
+            cw._process_released()
+        self._record(msg, returns, start, end)
+        self.flush_events()
+        with contextlib.suppress(Exception):  # the owner is gone: nobody wants it
+            conn.reply(rid, P.TaskDone(returns, self.pid, True))
 
     def _exit_actor(self) -> None:
         """exit_actor() was called: tell the head why, then the process ends."""
@@ -399,14 +446,27 @@ class Worker:
                 conn.reply(rid, P.TaskDone(returns, self.pid))
         except Exception:
             pass  # the owner is gone; nobody wants this result
-        error = None
-        if returns and returns[0].kind == P.ERROR:
-            error = task_events.error_info(returns[0].data)
-        event = self._event(msg, start, end, error)
-        with self.events_lock:
-            self.events.append(event)
-            self.active.pop(msg.task_id, None)
-            self.reported.discard(msg.task_id)
+        self._record(msg, returns, start, end)
+
+    def _record(
+        self, msg: P.PushTask, returns: list[P.TaskReturn], start: float, end: float
+    ) -> None:
+        """The task's event, sent at the next flush (none for enable_task_events=False:
+        core/tasks.task_events_off); the task is no longer running."""
+        options = msg.actor_options
+        if options is not None and task_events_off(options):
+            with self.events_lock:
+                self.active.pop(msg.task_id, None)
+                self.reported.discard(msg.task_id)
+        else:
+            error = None
+            if returns and returns[0].kind == P.ERROR:
+                error = task_events.error_info(returns[0].data)
+            event = self._event(msg, start, end, error)
+            with self.events_lock:
+                self.events.append(event)
+                self.active.pop(msg.task_id, None)
+                self.reported.discard(msg.task_id)
         if self.cancelled:
             self.cancelled.discard(msg.task_id)
 
@@ -470,7 +530,10 @@ class Worker:
             if fn is None:
                 if msg.function_blob is None:
                     raise RuntimeError(f"worker has no code for {msg.name}")
-                fn = self.functions[msg.function_id] = loads_function(msg.function_blob)
+                fn, limit = loads_function_limited(msg.function_blob)
+                self.functions[msg.function_id] = fn
+                if limit:
+                    self.calls_left[msg.function_id] = limit
         args, kwargs = loads_inline(msg.args_blob)
         if msg.deps:
             args = list(args)

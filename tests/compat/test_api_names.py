@@ -207,7 +207,7 @@ def test_an_actor_class_is_pickled_at_its_first_creation(ray_start):
 @raylite_only  # Ray does these; raylite refuses them instead of ignoring them
 @pytest.mark.parametrize(
     "option",
-    [{"max_calls": 2}, {"label_selector": {"a": "b"}}, {"enable_task_events": False}],
+    [{"label_selector": {"a": "b"}}],
 )
 def test_options_raylite_does_not_do_yet_raise(ray_start, option):
     @ray.remote

@@ -143,6 +143,15 @@ class ActorClientMixin:
         client = self.actors.get(actor_id) if actor_id is not None else None
         if actor_id is None or client is None or self.closed or client.state is DEAD:
             return
+        with self.lock:
+            if client.queue or client.inflight:  # after them (_actor_task_done)
+                client.end_when_idle = True
+                return
+        self._terminate_actor(client)
+
+    def _terminate_actor(self, client: ActorClient) -> None:
+        """Send the actor its last call, __ray_terminate__ (as Ray's): it ends after it."""
+        client.end_when_idle = False
         with contextlib.suppress(ConnectionLost):
             self.submit_task(
                 name=f"{client.class_name}.__ray_terminate__",
@@ -154,7 +163,7 @@ class ActorClientMixin:
                 shape={},
                 max_retries=0,
                 retry_exceptions=False,
-                actor_id=actor_id,
+                actor_id=client.actor_id,
             )
 
     def default_namespace(self) -> str:
@@ -408,7 +417,11 @@ class ActorClientMixin:
     def _flush_actor_locked(self, client: ActorClient) -> list[TaskSpec] | None:
         """_flush_actor's part under the lock (held): None, or what _after_flush must do
         without it: fail these calls (the actor is dead), or flush again (_RESEND: its
-        connection broke under us)."""
+        connection broke under us).
+
+        Calls go in submission order, up to the first whose arguments are not ready;
+        for an actor with allow_out_of_order_execution, every call whose arguments are
+        ready goes, whatever waits before it (as Ray's out-of-order submit queue)."""
         if client.state is DEAD:
             queued = list(client.queue)
             client.queue.clear()
@@ -441,6 +454,31 @@ class ActorClientMixin:
                 client.inflight.remove(spec)
                 client.queue.appendleft(spec)
                 return _RESEND  # the connection broke under us: reconnect
+        if client.out_of_order and client.queue:
+            return self._send_ready_calls(client, conn)
+        return None
+
+    def _send_ready_calls(self, client: ActorClient, conn: Connection) -> list[TaskSpec] | None:
+        """An out-of-order actor: send each queued call whose arguments are ready, in
+        submission order among them (lock held; as _flush_actor_locked)."""
+        ready = [spec for spec in client.queue if spec.unresolved == 0]
+        for spec in ready:
+            client.queue.remove(spec)
+            if spec.state in TASK_ENDED:
+                continue
+            try:
+                client.inflight.append(spec)
+                spec.incarnation = client.incarnation
+                conn.request_async(
+                    self._push_message(conn, spec, []),
+                    lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
+                )
+                spec.pushed = True
+                task_transition(spec, PUSHED, "sent to the actor")
+            except ConnectionLost:
+                client.inflight.remove(spec)
+                client.queue.appendleft(spec)
+                return _RESEND
         return None
 
     def _after_flush(self, client: ActorClient, failed: list[TaskSpec]) -> None:
@@ -484,7 +522,10 @@ class ActorClientMixin:
                 ready = self._record_returns(spec, error, returns, adopted)
                 self._keep_lineage(spec, reply)
                 self._release_held(spec)
+                last = client.end_when_idle and not client.inflight and not client.queue
             self._finish_returns(returns, ready)
+            if last:  # no handle is left, and this was its last call
+                self._terminate_actor(client)
             return
         # The process is gone, but the actor may come back (actor_life: call_lost).
         with self.lock:

@@ -67,10 +67,12 @@ class ActorClient:
         "creation_spec",
         "creator",
         "dead_cause",
+        "end_when_idle",
         "failed_address",
         "incarnation",
         "inflight",
         "lease",
+        "out_of_order",
         "queue",
         "resolving",
         "restarts_left",
@@ -101,6 +103,12 @@ class ActorClient:
         self.retry_buffer: list[TaskSpec] = []
         self.failed_address: str | None = None
         self.creation_ref: ObjectRef | None = None
+        # allow_out_of_order_execution: a call goes once its arguments are ready, not
+        # after the calls made before it (actor_client._flush_actor_locked).
+        self.out_of_order = False
+        # No handle is left but calls are: the actor ends once they have (a call that
+        # raised may be retried after the others were sent; actor_client).
+        self.end_when_idle = False
 
 
 def actor_transition(client: ActorClient, new: ActorState, cause: str) -> None:

@@ -19,6 +19,7 @@ node's side of a lease (node/lease_book).
                                            | GiveBack(other shapes' idle leases)
     granted ──▶ Push + dispatch | idle (ArmLinger) | GiveBack (cancelled meanwhile)
     task_ended ──▶ Push(lease, next queued task) | idle (ArmLinger if none is set)
+    lease_gone (its worker exits) ──▶ Ask (tasks wait) | nothing
     refused ──▶ dispatch (ask again) | FailQueue (hard affinity)
     queue empty ──▶ Cancel(each pending request, at the node it waits on)
     linger_over(now) ──▶ GiveBack(each lease idle past its linger) | ArmLinger(next)
@@ -181,6 +182,16 @@ class LeaseQueues:
             return None
         self.linger_armed = True
         return ArmLinger(self.linger_s)
+
+    def lease_gone(self, lease: Lease) -> list[Action]:
+        """A task on `lease` ended and its worker exits (max_calls): the lease is no
+        longer ours (the shell gives it back); its class asks for another if tasks wait."""
+        lease.returned = True
+        self.leases.pop(lease.lease_id, None)
+        actions: list[Action] = []
+        if lease.sclass.queue:
+            self._dispatch(lease.sclass, actions)
+        return actions
 
     def dequeue(self, spec: TaskSpec) -> None:
         """A queued task was cancelled: it leaves its class's queue (if it is there)."""

@@ -60,6 +60,13 @@ class LeasingMixin:
         elif action is not None:
             self._lease_action(action)
 
+    def _lease_exits(self, lease: Lease) -> None:
+        """A task on `lease` ended and its worker exits now (max_calls): give the lease
+        back, killing the worker so its node never hands it out again, and lease another
+        for the tasks that wait (lock held)."""
+        self._return_to_nm(lease, True)
+        self._lease_actions(self.queues.lease_gone(lease))
+
     def _lease_actions(self, actions: list[Action]) -> None:
         """Run what the queues asked for, in their order (lock held)."""
         for action in actions:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .lifecycle import TASK_ENDED, TaskState
 from .objects import PENDING, RELEASED
+from .tasks import task_events_off
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class OwnedTask:
     state: TaskState
     actor_id: bytes | None
     actor_creation: bool
+    task_events: bool = True  # False: enable_task_events=False, listed nowhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,14 @@ def snapshot(cw: Any) -> CoreStatistics:
         if spec.state in TASK_ENDED or entry is None or entry.kind is not PENDING:
             continue  # ended (an actor's creation task stays in `running` for restarts)
         tasks.append(
-            OwnedTask(spec.task_id, spec.name, spec.state, spec.actor_id, spec.actor_creation)
+            OwnedTask(
+                spec.task_id,
+                spec.name,
+                spec.state,
+                spec.actor_id,
+                spec.actor_creation,
+                not task_events_off(spec.actor_options),
+            )
         )
     objects = [
         OwnedObject(

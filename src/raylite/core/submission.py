@@ -53,6 +53,7 @@ from .tasks import (
     TaskSpec,
     retry_task,
     retryable,
+    task_events_off,
     task_transition,
     unserializable_argument,
 )
@@ -165,8 +166,9 @@ class SubmissionMixin:
         spec.rebuildable = not actor_creation and num_returns >= 1 and max_retries != 0
         spec.submitted = time.time()
         spec.parent = self.current_task_id
-        self._events.append(spec)  # reported at the next flush if it still waits
-        self._schedule_events()
+        if actor_options is None or not task_events_off(actor_options):
+            self._events.append(spec)  # reported at the next flush if it still waits
+            self._schedule_events()
         spec.unresolved = len(deps) + 1
         client = self.actors[actor_id] if actor_id is not None and not actor_creation else None
         with self.lock:
@@ -247,7 +249,8 @@ class SubmissionMixin:
             spec.rerunning = False
             if spec.lineage_pinned:  # a rebuild that failed for good
                 self._apply(self.table.lineage_dropped(spec))
-        if not spec.pushed:  # no worker will report it: we say how it ended
+        if not spec.pushed and not task_events_off(spec.actor_options):
+            # No worker will report it: we say how it ended.
             from ..task_events import error_info
 
             self._events.append(self._event_of(spec, time.time(), error_info(error_blob)))
@@ -397,6 +400,9 @@ class SubmissionMixin:
             )
             self._fail_for_good(spec, dumps_inline(err), FAILED, "its worker died")
             return
+        # The lease's next step once the task is done: run the next queued task, or,
+        # where its worker exits now (max_calls), give it back and lease another.
+        after = self._lease_exits if reply.worker_exiting else self._after_task
         error = bool(reply.returns) and reply.returns[0].kind == P.ERROR
         if (
             error
@@ -410,13 +416,13 @@ class SubmissionMixin:
                 if self._retry(spec, "it raised an exception it retries"):
                     lease.busy = None
                     self._enqueue(spec)
-                    self._after_task(lease)
+                    after(lease)
                     return
         lost = self._lost_argument(spec, reply) if error else None
         if lost is not None and self._rebuild_argument(spec, lost):
             with self.lock:
                 lease.busy = None
-                self._after_task(lease)
+                after(lease)
             return
         returns = reply.returns
         if error and spec.generator == P.GENERATOR_STREAMING:
@@ -429,7 +435,7 @@ class SubmissionMixin:
             self._keep_lineage(spec, reply)
             self._release_held(spec)
             lease.busy = None
-            self._after_task(lease)
+            after(lease)
         self._finish_returns(returns, ready)
 
     def _answered(self, spec: TaskSpec, error: bool) -> None:

@@ -61,6 +61,8 @@ class TaskSpec:
     unresolved: int = 0
     held: list[bytes] = field(default_factory=list)
     arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends
+    # An actor creation's options; another task's or call's own, where it has any
+    # ({"task_events": False}: task_events_off); None for most.
     actor_options: dict[str, Any] | None = None
     state: TaskState = WAITING_ARGS  # lifecycle.py's table; move it with task_transition
     cancelled: bool = False  # raylite.cancel() asked for it: it is not retried
@@ -81,6 +83,13 @@ class TaskSpec:
     parent: bytes | None = None  # the task that submitted it
     generator: int = 0  # PushTask.generator: how its worker runs a generator function
     backpressure: int = -1  # PushTask.backpressure (streaming generators)
+
+
+def task_events_off(options: dict[str, Any] | None) -> bool:
+    """enable_task_events=False: a task (or actor call, or creation) whose TaskSpec and
+    PushTask carry {"task_events": False} in their options (None for most tasks) makes
+    no task event, at its owner or its worker: it is in no listing or timeline."""
+    return options is not None and options.get("task_events") is False
 
 
 def task_transition(spec: TaskSpec, new: TaskState, cause: str) -> None:

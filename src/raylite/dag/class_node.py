@@ -182,19 +182,11 @@ def bind_actor_method(
     num_returns: int,
     args: Any,
     kwargs: dict[str, Any],
-    name: str = "",
-    max_task_retries: int | None = None,
+    options: dict[str, Any],
 ) -> ClassMethodNode | tuple[ClassMethodNode, ...]:
-    """`handle.method.bind(...)`: one node, or one per return when num_returns > 1."""
-    # Ray's shape for a call bound on a handle, unset options included.
-    options: dict[str, Any] = {
-        "name": name,
-        "num_returns": num_returns,
-        "concurrency_group": None,
-        "_generator_backpressure_num_objects": None,
-    }
-    if max_task_retries is not None:
-        options["max_task_retries"] = max_task_retries
+    """`handle.method.bind(...)`: one node, or one per return when num_returns > 1 (a
+    generator method's stream counts as one). `options`: the call's, in Ray's shape for
+    a call bound on a handle, unset ones included (actors.ActorMethod.bind)."""
     node = ClassMethodNode(
         method_name,
         args,

@@ -249,6 +249,8 @@ def _pending_rows(cw: Any) -> list[dict[str, Any]]:
     parent = stats.current_task_id.hex() if stats.current_task_id else None
     rows = []
     for task in stats.tasks:
+        if not task.task_events:
+            continue  # enable_task_events=False
         call = task.actor_id is not None and not task.actor_creation
         if task.state is WAITING_ARGS:
             state = TE.PENDING_ARGS_AVAIL
