@@ -202,28 +202,3 @@ def test_an_actor_class_is_pickled_at_its_first_creation(ray_start):
     actor = Reader.remote()
     box["g"] = 4
     assert ray.get(actor.read.remote()) == 3
-
-
-@raylite_only  # Ray does these; raylite refuses them instead of ignoring them
-@pytest.mark.parametrize(
-    "option",
-    [{"label_selector": {"a": "b"}}],
-)
-def test_options_raylite_does_not_do_yet_raise(ray_start, option):
-    @ray.remote
-    def f():
-        return 1
-
-    with pytest.raises(NotImplementedError, match=next(iter(option))):
-        f.options(**option).remote()
-
-
-@raylite_only  # Ray does these; raylite refuses them instead of ignoring them
-@pytest.mark.parametrize(
-    "kwargs",
-    [{"local_mode": True}, {"_temp_dir": "/tmp/elsewhere"}, {"_metrics_export_port": 8080}],
-)
-def test_init_arguments_raylite_does_not_do_yet_raise(no_engine, kwargs):
-    with pytest.raises(NotImplementedError, match=next(iter(kwargs))):
-        ray.init(num_cpus=1, **kwargs)
-    assert not ray.is_initialized()
