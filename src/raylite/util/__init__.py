@@ -1,4 +1,5 @@
-"""Utilities on top of the core API (Ray's `ray.util`): ActorPool, as_completed,
+"""Utilities on top of the core API (Ray's `ray.util`): ActorPool, Executor (raylite's
+concurrent.futures executor), as_completed,
 map_unordered, list_named_actors, get_node_ip_address, inspect_serializability, the
 accelerator names, custom serializers, a progress bar; state listings in util.state,
 metrics in util.metrics, and Pool in util.multiprocessing (imported on its own, as in Ray).
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "ActorPool": "actor_pool",
+    "Executor": "executor",
     "as_completed": "helpers",
     "get_node_ip_address": "cluster_info",
     "inspect_serializability": "check_serialize",
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .actor_pool import ActorPool
     from .check_serialize import inspect_serializability
     from .cluster_info import get_node_ip_address, list_named_actors
+    from .executor import Executor
     from .helpers import as_completed, map_unordered
     from .progress_bar import progress
     from .serialization import deregister_serializer, register_serializer
@@ -55,6 +58,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ActorPool",
+    "Executor",
     "accelerators",
     "as_completed",
     "deregister_serializer",
