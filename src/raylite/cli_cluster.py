@@ -433,7 +433,7 @@ def node_status(address: str | None = None) -> P.NodeStatus:
                 token = local.read_token(node["token_file"])
         if not token:
             raise SystemExit("raylite status: set RAYLITE_TOKEN to the cluster's token")
-    conn = Connection.connect(target, token, lambda *a: None, name="cli")
+    conn = Connection.connect(target, token, lambda *a: None, name="cli", cluster=True)
     try:
         conn.request(
             P.RegisterClient("cli", new_id(), os.getpid(), ""),

@@ -51,11 +51,13 @@ def parse_address(address: str) -> tuple[int, Any]:
     raise ValueError(f"bad address {address!r}: want 'unix:PATH' or 'tcp:HOST:PORT'")
 
 
-def _dial(address: str, token: bytes, timeout: float) -> socket.socket:
+def _dial(address: str, token: bytes, timeout: float, cluster: bool = False) -> socket.socket:
     """A connected socket that passed the token handshake (client side).
 
     Raises ConnectionLost if the peer cannot be reached, AuthenticationError if it
-    refuses the token.
+    refuses the token. A server closes on a wrong token without a word, as a process
+    that is exiting does: `cluster` (a node or a head, dialled to join it) reads that
+    close as the refusal; a peer process (an owner, a worker) is taken to be gone.
     """
     family, addr = parse_address(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -66,6 +68,8 @@ def _dial(address: str, token: bytes, timeout: float) -> socket.socket:
         try:
             ack = _recv_exact(sock, 1)
         except (ConnectionLost, ConnectionResetError):
+            if not cluster:
+                raise ConnectionLost(f"{address} closed during the handshake") from None
             ack = b""  # it read the token and hung up: what a refusal looks like
         if ack != _ACK:
             raise AuthenticationError(refused(address))
@@ -145,8 +149,11 @@ class Connection:
         name: str = "",
         on_close: Callable[[Connection], None] | None = None,
         timeout: float | None = None,
+        cluster: bool = False,
     ) -> Connection:
-        sock = _dial(address, token, CONFIG.connect_timeout_s if timeout is None else timeout)
+        """`cluster`: the peer is a node manager or head (see _dial)."""
+        wait = CONFIG.connect_timeout_s if timeout is None else timeout
+        sock = _dial(address, token, wait, cluster)
         try:
             sock.settimeout(None)
             if sock.family == socket.AF_INET:

@@ -107,11 +107,14 @@ async def async_handshake(
     return True
 
 
-async def async_connect(address: str, token: bytes, wait_s: float | None = None) -> AsyncConnection:
+async def async_connect(
+    address: str, token: bytes, wait_s: float | None = None, cluster: bool = False
+) -> AsyncConnection:
     """Client side of the handshake, for the node manager's loop (node to node, to the head).
 
     The caller runs `read_loop` on the result. Raises ConnectionLost if the peer cannot
-    be reached, AuthenticationError if it refuses the token.
+    be reached, AuthenticationError if it refuses the token (`cluster`: a close right
+    after the token counts as that, transport._dial).
     """
     if wait_s is None:
         wait_s = CONFIG.connect_timeout_s
@@ -127,7 +130,10 @@ async def async_connect(address: str, token: bytes, wait_s: float | None = None)
     try:
         writer.write(MAGIC + token)
         ack = await asyncio.wait_for(reader.readexactly(1), wait_s)
-    except (asyncio.IncompleteReadError, ConnectionResetError):
+    except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+        if not cluster:
+            writer.close()
+            raise ConnectionLost(f"{address} closed during the handshake") from exc
         ack = b""  # it read the token and hung up: what a refusal looks like
     except (OSError, TimeoutError) as exc:
         writer.close()

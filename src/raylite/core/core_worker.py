@@ -120,7 +120,12 @@ class CoreWorker(
         self.listener = Listener(address, token, self._handle_inbound)
         self.address = self.listener.address
         self.nm = Connection.connect(
-            node_address, token, self._handle_nm, name="node-manager", on_close=self._nm_lost
+            node_address,
+            token,
+            self._handle_nm,
+            name="node-manager",
+            on_close=self._nm_lost,
+            cluster=True,
         )
         reg = self.nm.request(
             P.RegisterClient(mode, self.worker_id, os.getpid(), self.address),

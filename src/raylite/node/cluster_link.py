@@ -218,7 +218,7 @@ class ClusterLinkMixin:
     async def join_head(self) -> None:
         assert self.head_address is not None
         assert self.head_ready is not None
-        conn = await async_connect(self.head_address, self.token)
+        conn = await async_connect(self.head_address, self.token, cluster=True)
         self.spawn(self.read_peer(conn))
         reply = await asyncio.wait_for(
             conn.request(
