@@ -19,10 +19,15 @@ from .exceptions import PendingCallsLimitExceeded
 from .object_ref import new_id
 from .object_ref_generator import generator_result
 from .remote_function import (
+    CURRENT,
+    NEVER,
     check_backpressure,
     check_num_returns,
     generator_mode,
+    in_group,
     is_generator_function,
+    placed,
+    placement_of,
     resource_shape,
     strategy_of,
     validate_options,
@@ -260,6 +265,14 @@ class ActorClass:
         # num_cpus holds 1 CPU too.
         asks = options.get("num_gpus") is not None or bool(options.get("resources"))
         shape = resource_shape(options, 1 if asks else 0)
+        name = self._cls.__name__
+        pg, capture = placement_of(options, name, actor=True)
+        if pg is None and cw.placement_group is not None and capture != NEVER:
+            ctx = cw.placement_group
+            if capture == CURRENT or ctx[2]:  # created in a group that captures children
+                pg = placed(ctx[0], ctx[3], -1, True, options, name, True)
+        if pg is not None:
+            shape = in_group(shape, pg)
         actor_id, address, ref = cw.create_actor(
             class_name=self._cls.__name__,
             function_id=self._class_id,
@@ -279,6 +292,7 @@ class ActorClass:
                 "detached": options.get("lifetime") == "detached",
                 "concurrency_groups": groups or None,
                 "name": options.get("name"),
+                "placement_group": pg,
             },
         )
         return ActorHandle(

@@ -33,7 +33,8 @@ from .exceptions import ProtocolError
 # read a NodeAffinity as no strategy at all (the default policy). An older node is refused.
 # 4: PushTask.namespace, .generator and .backpressure, GeneratorItem (generator tasks),
 #    LeaseWaiting.
-PROTOCOL_VERSION = 4
+# 5: placement groups (CreatePlacementGroup ... CancelBundles, FailCode.PG_REMOVED).
+PROTOCOL_VERSION = 5
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31
 

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from . import bundles
 from . import protocol as P
 from .config import to_units
 from .core import context
@@ -102,8 +103,6 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
         from .util.scheduling_strategies import to_wire
 
         to_wire(options["scheduling_strategy"])  # TypeError for what is not a strategy
-    if options.get("placement_group") not in (None, "default"):
-        raise NotImplementedError("Placement groups are not supported by raylite yet.")
     if options.get("runtime_env"):
         raise NotImplementedError("runtime_env is not supported by raylite yet.")
     at = options.get("accelerator_type")
@@ -118,14 +117,104 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
 
 _NOT_YET: dict[str, tuple[Any, ...]] = {
     "object_store_memory": (None, 0),
-    "placement_group_bundle_index": (None, -1),
-    "placement_group_capture_child_tasks": (None, False),
     "label_selector": (None, {}),
     "_labels": (None, {}),
     "_metadata": (None, {}),
     "enable_task_events": (None, True),
     "max_calls": (None, 0),
 }
+
+
+# --- placement groups ------------------------------------------------------------------
+# A task or actor placed in a group: PushTask.actor_options["placement_group"] carries
+# [group id, bundle index, capture child tasks, bundles] to the worker (its
+# get_current_placement_group() and its children's capture); its resource shape is
+# renamed to the bundle's (bundles.py).
+NEVER, INHERIT, CURRENT = 0, 1, 2  # capture modes of options without a group of their own
+
+
+def placement_of(
+    options: dict[str, Any], what: str, actor: bool = False
+) -> tuple[list[Any] | None, int]:
+    """(the group context, or None; the capture mode when None) of these options, with
+    Ray's checks of the bundle index and of the shape against the bundles."""
+    from .util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = options.get("scheduling_strategy")
+    pg = options.get("placement_group", "default")
+    index = options.get("placement_group_bundle_index", -1)
+    if index is None:
+        index = -1
+    capture = options.get("placement_group_capture_child_tasks")
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        pg = strategy.placement_group
+        index = strategy.placement_group_bundle_index
+        capture = strategy.placement_group_capture_child_tasks
+    elif strategy is not None:
+        return None, NEVER  # "DEFAULT", "SPREAD", node affinity: no group, no capture
+    if pg == "default":
+        if capture is False:
+            return None, NEVER
+        if index != -1:
+            raise ValueError("If placement group is not set, the value of bundle index must be -1.")
+        return None, CURRENT if capture else INHERIT
+    if not pg or pg.is_empty:
+        if index != -1:
+            raise ValueError("If placement group is not set, the value of bundle index must be -1.")
+        return None, NEVER
+    specs = pg.bundle_specs
+    return placed(pg.id.binary(), specs, index, bool(capture), options, what, actor), NEVER
+
+
+def placed(
+    pg_id: bytes,
+    specs: list[dict[str, float]],
+    index: Any,
+    capture: bool,
+    options: dict[str, Any],
+    what: str,
+    actor: bool,
+) -> list[Any]:
+    """The context of a task or actor in bundle `index` of the group, checked."""
+    if isinstance(index, bool) or not isinstance(index, int) or not -1 <= index < len(specs):
+        raise ValueError(
+            f"placement group bundle index {index} is invalid. Valid placement group "
+            f"indexes: 0-{len(specs)}"
+        )
+    asked: dict[str, Any] = {}
+    cpus = options.get("num_cpus")
+    if cpus is None and not actor:
+        cpus = 1
+    if cpus:
+        asked["CPU"] = cpus
+    if options.get("num_gpus"):
+        asked["GPU"] = options["num_gpus"]
+    if options.get("memory"):
+        asked["memory"] = options["memory"]
+    for k, v in (options.get("resources") or {}).items():
+        if v:
+            asked[k] = v
+
+    def fits(shape: dict[str, Any]) -> bool:
+        return any(all(b.get(k, 0) >= v for k, v in shape.items()) for b in specs)
+
+    if not fits(asked):
+        raise ValueError(
+            f"Cannot schedule {what} with the placement group because the resource request "
+            f"{asked} cannot fit into any bundles for the placement group, {specs}."
+        )
+    if actor and options.get("num_cpus") is None and not fits({**asked, "CPU": 1}):
+        raise ValueError(
+            f"Cannot schedule {what} with the placement group because the actor requires "
+            "1 CPU for creation, but it cannot fit into any bundles for the placement "
+            f"group, {specs}. Consider creating a placement group with CPU resources."
+        )
+    return [pg_id, index, capture, specs]
+
+
+def in_group(shape: dict[str, int], ctx: list[Any]) -> dict[str, int]:
+    """The shape a task or actor of `shape` asks for in its bundle."""
+    return bundles.task_shape(shape, ctx[0].hex(), ctx[1])
 
 
 def check_num_returns(n: Any) -> None:
@@ -234,6 +323,12 @@ class RemoteFunction:
         )
         self._shape = resource_shape(options, 1)
         self._strategy = strategy_of(options)
+        # A placement group: the shape is the bundle's; the worker learns the group.
+        name = getattr(getattr(self, "_fn", self), "_name", "task")
+        pg, self._capture = placement_of(options, name)
+        self._pg = {"placement_group": pg} if pg is not None else None
+        if pg is not None:
+            self._shape = in_group(self._shape, pg)
         retries = options.get("max_retries")
         self._max_retries = DEFAULT_MAX_RETRIES if retries is None else retries
         retry = options.get("retry_exceptions", False)
@@ -273,6 +368,8 @@ class RemoteFunction:
         cw = context.global_worker()
         if self._blob is None:  # pickled at the first call, as Ray: globals are read now
             self._pickled()
+        if cw.placement_group is not None and opts._capture:  # in a group: children too?
+            opts = self._captured(opts, cw.placement_group)
         refs = cw.submit_task(
             name=opts._display_name(),
             function_id=self._function_id,
@@ -285,6 +382,7 @@ class RemoteFunction:
             retry_exceptions=opts._retry_exceptions,
             strategy=opts._strategy,
             generator=opts._generator,
+            actor_options=opts._pg,
         )
         if opts._generator is not None and opts._generator[0] != P.GENERATOR_FIXED:
             return generator_result(cw, refs, opts._generator[0])
@@ -296,6 +394,17 @@ class RemoteFunction:
 
     def _display_name(self) -> str:
         return self._options.get("name") or self._name
+
+    def _captured(self, opts: Any, ctx: list[Any]) -> Any:
+        """`opts` placed in the current task's group (any bundle), if it captures its
+        children (or the options asked for it: capture=True without a group)."""
+        if opts._capture == INHERIT and not ctx[2]:
+            return opts
+        placed_ctx = placed(ctx[0], ctx[3], -1, True, opts._options, self._name, False)
+        bound = _BoundOptions(self, opts._options)
+        bound._pg = {"placement_group": placed_ctx}
+        bound._shape = in_group(resource_shape(opts._options, 1), placed_ctx)
+        return bound
 
     def options(self, **options: Any) -> _BoundOptions:
         validate_options(options, "task")

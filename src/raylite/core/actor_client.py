@@ -230,9 +230,9 @@ class ActorClientMixin:
         key = tuple(sorted(spec.shape.items()))
         sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
 
-        def on_grant(lease: Lease | None) -> None:
+        def on_grant(lease: Lease | None, why: str) -> None:
             if lease is None:
-                cause = "the node manager could not start a worker for the actor"
+                cause = why or "the node manager could not start a worker for the actor"
                 self._life_ended(client, None, cause, final=True, report=False)
                 return
             with self.lock:

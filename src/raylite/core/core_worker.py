@@ -192,6 +192,9 @@ class CoreWorker(
         # whether it is async; the task ids cancelled before or while running (a worker
         # fills them; RuntimeContext reads them).
         self.actor_options: dict[str, Any] = {}
+        # The placement group the current task or actor runs in: [id, bundle index,
+        # capture child tasks, bundles] (remote_function.placement_of), or None.
+        self.placement_group: list[Any] | None = None
         self.actor_instance: Any = None
         self.actor_is_async = False
         self.cancelled_tasks: set[bytes] = set()
@@ -742,6 +745,23 @@ class CoreWorker(
 
         self._when_ready(ref, done)
         return fut
+
+    def answer_later(self, msg: Any, value: Callable[[Any], Any]) -> ObjectRef:
+        """A ref this process owns, whose value is `value(reply)` once the node manager
+        answers `msg` (an exception it returns is the error): pg.ready()."""
+        oid = new_id()
+        with self.lock:
+            self.objects[oid] = ObjectEntry()
+
+        def answered(reply: Any) -> None:
+            result = value(reply)
+            if isinstance(result, BaseException):
+                self._complete(oid, P.ERROR, dumps_inline(result))
+            else:
+                self._complete(oid, *self.store_serialized(oid, serialize(result)))
+
+        self.nm.request_async(msg, answered)
+        return ObjectRef(oid, self.address)
 
     def cluster_info(self) -> P.ClusterInfo:
         self.release_idle_leases()

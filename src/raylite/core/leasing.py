@@ -26,6 +26,7 @@ from .. import protocol as P
 from ..config import CONFIG, from_units
 from ..exceptions import (
     ConnectionLost,
+    TaskPlacementGroupRemoved,
     TaskUnschedulableError,
 )
 from ..serialization import dumps_inline
@@ -79,7 +80,7 @@ class LeasingMixin:
         elif kind is ArmLinger:
             self.timers.call_later(action.delay, self._linger_over)
         elif kind is FailQueue:
-            self._fail_queue(action.specs, action.reason)
+            self._fail_queue(action.specs, action.reason, action.group_removed)
         else:
             raise TypeError(f"not a lease action: {action!r}")
 
@@ -103,13 +104,13 @@ class LeasingMixin:
         sc: SchedulingClass,
         lease_id: bytes,
         actor_id: bytes | None = None,
-        on_grant: Callable[[Lease | None], None] | None = None,
+        on_grant: Callable[[Lease | None, str], None] | None = None,
         detached: bool = False,
     ) -> None:
         """Ask our node manager for a worker; follow it to another node if it says so.
 
         A task lease (no on_grant) is the queues' (lease_id pending in `sc`): its
-        answers are their events. An actor's lease goes to on_grant (None: refused)."""
+        answers are their events. An actor's lease goes to on_grant (None: refused, and why)."""
         hops = [0]
 
         def answered(reply: Any, nm: str) -> None:
@@ -123,24 +124,30 @@ class LeasingMixin:
                 return
             if not isinstance(reply, P.LeaseGranted):
                 if on_grant is not None:
-                    on_grant(None)
+                    on_grant(None, reply.reason if isinstance(reply, P.Failed) else "")
                     return
                 with self.lock:  # refused, or the node went away: ask again if needed
                     # (not once our own node manager is gone: nothing would answer)
                     gone = reply is None and (not nm or self.closed)
+                    code = reply.code if isinstance(reply, P.Failed) else None
                     unplaceable = (
                         reply.reason
-                        if isinstance(reply, P.Failed)
-                        and reply.code == P.FailCode.AFFINITY_UNAVAILABLE
+                        if code in (P.FailCode.AFFINITY_UNAVAILABLE, P.FailCode.PG_REMOVED)
                         else None
                     )
                     self._lease_actions(
-                        self.queues.refused(sc, lease_id, gone=gone, unplaceable=unplaceable)
+                        self.queues.refused(
+                            sc,
+                            lease_id,
+                            gone=gone,
+                            unplaceable=unplaceable,
+                            group_removed=code == P.FailCode.PG_REMOVED,
+                        )
                     )
                 return
             lease = Lease(reply, sc, nm)
             if on_grant is not None:
-                on_grant(lease)
+                on_grant(lease, "")
                 return
             with self.lock:
                 self._lease_actions(self.queues.granted(lease, time.monotonic()))
@@ -161,9 +168,11 @@ class LeasingMixin:
 
         ask("", 0)
 
-    def _fail_queue(self, specs: list[TaskSpec], reason: str) -> None:
-        """Tasks that can never be placed (hard affinity to a dead node): fail them (lock held)."""
-        err = dumps_inline(TaskUnschedulableError(reason))
+    def _fail_queue(self, specs: list[TaskSpec], reason: str, group_removed: bool) -> None:
+        """Tasks that can never be placed (hard affinity to a dead node, a removed
+        placement group): fail them (lock held)."""
+        error = TaskPlacementGroupRemoved() if group_removed else TaskUnschedulableError(reason)
+        err = dumps_inline(error)
 
         def fail() -> None:
             for spec in specs:

@@ -35,6 +35,7 @@ from ..core.lifecycle import transition as _transition
 from ..exceptions import InvalidTransition
 from ..scheduling import NodeView
 from . import detached
+from .pg_service import PlacementGroupService
 from .statistics import ActorEntry, HeadStatistics, NodeEntry
 from .storage import HeadStorage
 
@@ -144,6 +145,8 @@ class Head:
             P.RegisterDetached: self.on_register_detached,
             P.LogLines: self.on_log_lines,
         }
+        self.pgs = PlacementGroupService(self)  # placement groups (pg_service.py)
+        self.handlers.update(self.pgs.handlers)
         self.load()
 
     # ------------------------------------------------------------------ storage
@@ -261,6 +264,7 @@ class Head:
         # right after a join places work on the new node at once.
         self.broadcast(P.ClusterView(view), skip=conn, local=False)
         self.nm.on_cluster_view(view)
+        self.pgs.kick()  # waiting placement groups may fit on it
 
     def on_heartbeat(self, conn: AsyncConnection, msg: P.Heartbeat, rid: int) -> None:
         rec = self.nodes.get(msg.node_id)
@@ -273,6 +277,7 @@ class Head:
         rec.pending = msg.pending
         rec.conn = conn
         conn.reply(rid, P.ClusterView(self.view()))
+        self.pgs.kick()  # (only when a group waits)
         if self.nm.pending:  # requests waiting here may fit on that node now
             self.nm.view_refreshed()
 
@@ -303,6 +308,7 @@ class Head:
             if actor.node_id == rec.node_id and actor.state in (ALIVE, PENDING):
                 self.actor_process_died(actor, f"its node {rec.address} died ({cause})")
         self.broadcast(P.NodeDied(rec.node_id, rec.address, rec.ip, cause))
+        self.pgs.node_died(rec.node_id)  # its bundles are placed again
         if rec.conn is not None:
             rec.conn.close()
 
@@ -320,6 +326,7 @@ class Head:
     def on_client_died(self, conn: AsyncConnection, msg: P.ClientDied, rid: int) -> None:
         self.broadcast(msg, skip=conn, local=conn is not None)
         detached.owner_gone(self, msg.address)
+        self.pgs.client_died(msg.address)  # its placement groups go with it
 
     def on_log_lines(self, conn: AsyncConnection, msg: P.LogLines, rid: int) -> None:
         if conn is not None and msg.pid:  # another node's worker: keep it for `raylite logs`
@@ -425,6 +432,7 @@ class Head:
             named_actors=MappingProxyType({k: a.actor_id for k, a in self.names.items()}),
             total=MappingProxyType(total),
             available=MappingProxyType(avail),
+            placement_groups=self.pgs.statistics(),
         )
 
     # ------------------------------------------------------------------ actors

@@ -27,6 +27,8 @@ import os
 import socket
 from typing import Any
 
+import msgspec
+
 from .. import protocol as P
 from .. import scheduling
 from ..config import CONFIG
@@ -48,6 +50,9 @@ HEAD_REQUESTS = (
     P.GetNamedActor,
     P.RegisterJob,
     P.RegisterDetached,
+    P.RemovePlacementGroup,
+    P.WaitPlacementGroup,
+    P.GetPlacementGroups,
 )
 
 
@@ -96,6 +101,8 @@ class ClusterLinkMixin:
         """Tell the head soon (not at the next period): others place work by our numbers."""
         if self.beat_now is not None:
             self.beat_now.set()
+        elif self.head is not None:  # placement groups that wait may fit now
+            self.head.pgs.kick()
 
     def other_nodes(self) -> list[scheduling.NodeView]:
         if self.head is not None:
@@ -171,6 +178,22 @@ class ClusterLinkMixin:
                 conn.reply(rid, reply)
 
         self.spawn(forward())
+
+    def on_create_placement_group(
+        self, conn: AsyncConnection, msg: P.CreatePlacementGroup, rid: int
+    ) -> None:
+        """A client creates a placement group: this node names its creator (the group
+        goes with it unless detached), then the head decides."""
+        peer = conn.peer
+        # A worker (pool.WorkerRec), a driver; or another node that forwards (it named
+        # the creator already).
+        owner = peer.address if hasattr(peer, "worker_id") else self.driver_addresses.get(conn, "")
+        if owner and not msg.owner:
+            msg = msgspec.structs.replace(msg, owner=owner)
+        if self.head is not None:
+            self.head.pgs.on_create(conn, msg, rid)
+        else:
+            self.forward_to_head(conn, msg, rid)
 
     def on_head_view(self, conn: AsyncConnection, msg: P.ClusterView, rid: int) -> None:
         if self.head is None:

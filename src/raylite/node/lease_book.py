@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .. import scheduling
+from .. import bundles, scheduling
 from ..config import CONFIG, RESOURCE_UNIT, Config
 from ..protocol import FailCode, NodeAffinity
 from ..scheduling import NodeView, Placement
@@ -197,6 +197,7 @@ RESOURCES_CHANGED = ResourcesChanged()
 LeaseAction = StartWorker | Grant | Spillback | Reject | Infeasible | KillWorker | ResourcesChanged
 
 _HERE = Placement(None, scheduling.HERE)
+_PG_REMOVED = "The placement group corresponding to this task has been removed."
 _INFEASIBLE = Placement(None, "infeasible")
 
 
@@ -241,6 +242,9 @@ class LeaseBook:
         # Spillbacks of the event being handled: placement sees them at once, the
         # shell applies them to the view (Spillback.available) when it runs the actions.
         self._debited: dict[bytes, NodeView] = {}
+        # Placement groups removed (hex ids; bundle_book.py adds them): a request for
+        # one fails, checked only for requests no node can serve (never the hot path).
+        self.removed_groups: set[str] = set()
 
     # ------------------------------------------------------------------ events
     def request(self, lease: Lease) -> list[LeaseAction]:
@@ -253,8 +257,16 @@ class LeaseBook:
                 self._debited.clear()
                 return actions
             if where.kind == "infeasible":
-                missing = {k: v for k, v in lease.shape.items() if self.total.get(k, 0) < v}
-                actions.append(Infeasible(lease, missing))
+                group = bundles.group_of(lease.shape)
+                if group is None:
+                    missing = {k: v for k, v in lease.shape.items() if self.total.get(k, 0) < v}
+                    actions.append(Infeasible(lease, missing))
+                elif group in self.removed_groups:
+                    transition(lease, FAILED, LEASE_TRANSITIONS, cause="group removed",
+                               who=lease.lease_id)  # fmt: skip
+                    actions.append(Reject(lease, FailCode.PG_REMOVED, _PG_REMOVED))
+                    return actions
+                # else its group is not placed yet (or again): it waits, unannounced
         self.pending.append(lease)
         self._schedule(actions)
         return actions
@@ -556,6 +568,17 @@ class LeaseBook:
         for i in ids:
             free[i] = 0
         return ids
+
+    def fits_now(self, shape: dict[str, int]) -> bool:
+        """The node has `shape` free now (a bundle's prepare, bundle_book.py)."""
+        available = self.available
+        return all(available.get(k, 0) >= v for k, v in shape.items()) and (
+            "GPU" not in shape or self._gpus_fit(shape["GPU"])
+        )
+
+    def give_back(self, shape: dict[str, int], gpu_ids: list[int]) -> None:
+        """Resources held outside a lease (a bundle's) come back; the caller schedules."""
+        self._release(shape, gpu_ids, [])
 
     def _gpus_fit(self, units: int) -> bool:
         """A share fits on one GPU with room; whole GPUs must be wholly free."""

@@ -164,6 +164,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             P.FetchObject: self.on_fetch_object,
             P.KillActorWorker: self.on_kill_actor_worker,
             P.StartActor: self.on_start_actor,
+            P.PrepareBundles: self.on_prepare_bundles,
+            P.CommitBundles: self.on_commit_bundles,
+            P.CancelBundles: self.on_cancel_bundles,
             P.NodeDied: self.on_head_message,
             P.ClusterView: self.on_head_view,
         }
@@ -172,7 +175,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             self.handlers[kind] = self.forward_to_head
         if self.head is not None:
             self.handlers.update(self.head.handlers)
-        else:  # what the head sends us
+        # Its creator is named here, where the connection is known (then the head's).
+        self.handlers[P.CreatePlacementGroup] = self.on_create_placement_group
+        if self.head is None:  # what the head sends us
             self.handlers[P.ClientDied] = self.on_head_message
             self.handlers[P.LogLines] = self.on_head_message
 
