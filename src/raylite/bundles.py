@@ -13,7 +13,8 @@ has free CPUs. Pure names and arithmetic; not the group's lifecycle
 
     bundle {"CPU": 1} of G, index 0 ──commit──▶ node: CPU -1,
         CPU_group_0_G +1, CPU_group_G +1, bundle_group_0_G, bundle_group_G
-    task num_cpus=1 in (G, 0) ──▶ {"CPU_group_0_G": 1, "bundle_group_0_G": sliver}
+    task num_cpus=1 in (G, 0) ──▶ {"CPU_group_0_G": 1, "CPU_group_G": 1,
+                                   "bundle_group_0_G", "bundle_group_G": a sliver each}
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def is_group_resource(name: str) -> bool:
 def task_shape(shape: dict[str, int], pg_hex: str, index: int) -> dict[str, int]:
     """What a task of `shape` asks for, placed in bundle `index` of group `pg_hex`
     (-1: any of its bundles)."""
-    suffix = f"{GROUP}{pg_hex}" if index < 0 else f"{GROUP}{index}_{pg_hex}"
-    out = {f"{k}{suffix}": v for k, v in shape.items() if v}
-    out[f"{BUNDLE}{suffix}"] = SLIVER
+    # The wildcard always (what the group has here in all), the bundle's own too when
+    # one is named: both stay true however tasks of either kind come and go (Ray's).
+    wild = f"{GROUP}{pg_hex}"
+    out = {f"{k}{wild}": v for k, v in shape.items() if v}
+    out[f"{BUNDLE}{wild}"] = SLIVER
+    if index >= 0:
+        own = f"{GROUP}{index}_{pg_hex}"
+        out.update({f"{k}{own}": v for k, v in shape.items() if v})
+        out[f"{BUNDLE}{own}"] = SLIVER
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -146,6 +147,8 @@ def placement_of(
     if index is None:
         index = -1
     capture = options.get("placement_group_capture_child_tasks")
+    if not isinstance(strategy, PlacementGroupSchedulingStrategy):
+        _warn_deprecated(pg, index, capture)
     if isinstance(strategy, PlacementGroupSchedulingStrategy):
         pg = strategy.placement_group
         index = strategy.placement_group_bundle_index
@@ -164,6 +167,20 @@ def placement_of(
         return None, NEVER
     specs = pg.bundle_specs
     return placed(pg.id.binary(), specs, index, bool(capture), options, what, actor), NEVER
+
+
+def _warn_deprecated(pg: Any, index: int, capture: Any) -> None:
+    """Ray's warnings for the options older than PlacementGroupSchedulingStrategy."""
+    use = "Use scheduling_strategy=PlacementGroupSchedulingStrategy(...) instead."
+    for name, used in (
+        ("placement_group", pg != "default"),
+        ("placement_group_bundle_index", index != -1),
+        ("placement_group_capture_child_tasks", bool(capture)),
+    ):
+        if used:
+            warnings.warn(
+                f"{name} parameter is deprecated. {use}", DeprecationWarning, stacklevel=5
+            )
 
 
 def placed(
