@@ -371,6 +371,16 @@ class Head:
             "uptime_s": time.time() - stats.started,
             "actors": sum(1 for a in stats.actors if a.state is not DEAD),
             "jobs": stats.jobs,
+            "placement_groups": [
+                {
+                    "pg_id": pg["pg_id"].hex(),
+                    "name": pg["name"],
+                    "state": pg["state"],
+                    "strategy": pg["strategy"],
+                    "bundles": pg["bundles"],
+                }
+                for pg in stats.placement_groups
+            ],
         }
         conn.reply(rid, P.NodeStatus([n.row() for n in stats.nodes], head))
 

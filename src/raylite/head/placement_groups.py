@@ -81,7 +81,7 @@ class PGRec:
             "pg_id": self.pg_id,
             "name": self.name,
             "namespace": self.namespace,
-            "bundles": self.bundles,
+            "bundles": [dict(b) for b in self.bundles],
             "strategy": self.strategy,
             "state": str(self.state),
             "nodes": {i: n for i, n in self.nodes.items()},

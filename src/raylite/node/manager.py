@@ -399,7 +399,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             self.listings.on_get_logs(conn, msg, rid)
 
     def on_list_state(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
-        if msg.kind in ("tasks", "actors", "nodes"):  # cluster-wide, at the head
+        if msg.kind in ("tasks", "actors", "nodes", "placement_groups"):  # at the head
             self.on_task_query(conn, msg, rid)
         elif msg.local or not self.cluster:  # this node's own workers and store
             self.listings.on_list_state(conn, msg, rid)
