@@ -491,7 +491,8 @@ def test_cli_and_state_api_list_placement_groups(ray_start):
         listed = json.loads(cli("list", "placement-groups", "--format", "json").stdout)
         assert name in {p["name"] for p in listed}
         table = cli("list", "placement-groups", "--name", name).stdout
-        assert pg.id.hex() in table and "STRICT_PACK" in table
+        assert pg.id.hex() in table
+        assert "STRICT_PACK" in table
     finally:
         pgs.remove_placement_group(pg)
     removed = json.loads(
