@@ -66,6 +66,66 @@ def group_of(shape: dict[str, int]) -> str | None:
     return None
 
 
+# --- GPU ids of bundles ---------------------------------------------------------------
+# A committed bundle with GPUs holds GPU ids of its node (node/bundle_book.py takes them
+# at prepare). A task placed in it gets ids from those, as a task outside any group gets
+# them from the node's: the lease book keeps `group_gpus`, bundle resource name ->
+# {GPU id: units free}, and calls these two for shapes without a plain "GPU".
+GPU_GROUP = "GPU" + GROUP
+
+
+class BundleGpus(list[int]):
+    """GPU ids taken from a bundle's; remembers which bundle, to give them back."""
+
+    bundle = ""
+
+
+def take_gpus(group_gpus: dict[str, dict[int, int]], shape: dict[str, int]) -> list[int]:
+    """GPU ids for a lease of `shape` from its bundle's (any of the group's bundles here
+    for a wildcard), packing shares as the node does; [] if it asks no GPU."""
+    keys = [k for k in shape if k.startswith(GPU_GROUP)]
+    if not keys:
+        return []
+    units = shape[keys[0]]
+    own = [k for k in keys if k in group_gpus]
+    if own:
+        candidates = own
+    else:  # the wildcard: a bundle of that group with room
+        suffix = "_" + keys[0].rpartition("_")[2]
+        candidates = [k for k in group_gpus if k.endswith(suffix)]
+    whole = -(-units // RESOURCE_UNIT)
+    for key in candidates:
+        free = group_gpus[key]
+        if units < RESOURCE_UNIT:
+            gpu = next((i for i in sorted(free) if free[i] >= units), None)
+            if gpu is None:
+                continue
+            free[gpu] -= units
+            ids = BundleGpus([gpu])
+        else:
+            chosen = [i for i in sorted(free) if free[i] == RESOURCE_UNIT][:whole]
+            if len(chosen) < whole:
+                continue
+            for i in chosen:
+                free[i] = 0
+            ids = BundleGpus(chosen)
+        ids.bundle = key
+        return ids
+    return []  # the units fit (the book counted them) but not as whole GPUs: none named
+
+
+def give_gpus(group_gpus: dict[str, dict[int, int]], shape: dict[str, int], ids: list[int]) -> None:
+    """A lease's GPU ids go back to its bundle (nothing if the bundle is gone)."""
+    free = group_gpus.get(getattr(ids, "bundle", ""))
+    if free is None:
+        return
+    units = next((v for k, v in shape.items() if k.startswith(GPU_GROUP)), 0)
+    share = units if units < RESOURCE_UNIT else RESOURCE_UNIT
+    for i in ids:
+        if i in free:
+            free[i] += share
+
+
 def visible(resources: dict[str, float]) -> dict[str, float]:
     """Without the groups' names, as Ray's cluster_resources() shows them."""
     return {k: v for k, v in resources.items() if GROUP not in k}

@@ -198,13 +198,11 @@ def placed(
             f"placement group bundle index {index} is invalid. Valid placement group "
             f"indexes: 0-{len(specs)}"
         )
-    for key in ("num_gpus", "accelerator_type"):
-        if options.get(key):
-            raise NotImplementedError(
-                f"{key} for a task or actor in a placement group is not supported by raylite "
-                "yet (the bundle's GPU ids are not handed to it); reserve the GPUs with the "
-                "group and run GPU work outside it, or ask without a group."
-            )
+    if options.get("accelerator_type"):
+        raise NotImplementedError(
+            "accelerator_type for a task or actor in a placement group is not supported by "
+            "raylite yet; put the accelerator in the group's bundles (e.g. {'GPU': 1})."
+        )
     asked: dict[str, Any] = {}
     cpus = options.get("num_cpus")
     if cpus is None and not actor:

@@ -11,7 +11,7 @@ import pytest
 
 from tests._engine import exceptions, ray, raylite_only, wait_for, wait_for_path
 
-RAY_INIT = {"num_cpus": 4}
+RAY_INIT = {"num_cpus": 4, "num_gpus": 2}
 
 PGS = importlib.import_module(f"{ray.__name__}.util.placement_group")
 S = importlib.import_module(
@@ -277,3 +277,29 @@ def test_wait_on_a_removed_group_raises(groups):
     wait_for(lambda: placement_group_table(pg)["state"] == "REMOVED", 30, "REMOVED")
     with pytest.raises(Exception, match="does not exist"):
         pg.wait(1)
+
+
+@ray.remote
+def gpu_ids():
+    return ray.get_gpu_ids()
+
+
+def test_a_task_in_a_gpu_bundle_gets_that_bundles_gpu(groups):
+    pg = groups([{"CPU": 1, "GPU": 1}, {"CPU": 1, "GPU": 1}], strategy="STRICT_PACK")
+    assert pg.wait(30)
+    assert ray.available_resources().get("GPU", 0) == 0
+    ids = [
+        ray.get(
+            gpu_ids.options(
+                num_gpus=1, scheduling_strategy=S(pg, placement_group_bundle_index=i)
+            ).remote(),
+            timeout=30,
+        )
+        for i in (0, 1)
+    ]
+    assert sorted(int(g) for one in ids for g in one) == [0, 1]  # each bundle its own GPU
+    halves = ray.get(
+        [gpu_ids.options(num_gpus=0.5, scheduling_strategy=S(pg)).remote() for _ in range(2)],
+        timeout=30,
+    )
+    assert all(len(h) == 1 for h in halves)

@@ -292,3 +292,24 @@ def test_every_strategy_places_a_group_that_fits(strategy):
     plan = place_bundles({0: cpu(1), 1: cpu(1)}, strategy, nodes(2, 2))
     assert plan is not None
     assert set(plan) == {0, 1}
+
+
+def test_a_task_in_a_gpu_bundle_gets_the_bundles_gpu_ids_and_gives_them_back():
+    b = book(cpus=4, gpus=2)
+    bb = BundleBook(b)
+    with_idle(b, 3)
+    assert bb.prepare(PG, 1, {0: {"GPU": U}, 1: {"GPU": U}})
+    bb.commit(PG, [0, 1])
+    assert b.gpu_free == {0: 0, 1: 0}
+    first = lease(B.task_shape({"GPU": U}, PG.hex(), 1))
+    (grant,) = [a for a in b.request(first) if isinstance(a, Grant)]
+    assert first.gpu_ids == [1]  # bundle 1's GPU
+    half = lease(B.task_shape({"GPU": U // 2}, PG.hex(), -1))
+    b.request(half)
+    assert half.gpu_ids == [0]  # the wildcard: a bundle with room
+    b.lease_returned(first.lease_id, False)
+    assert b.group_gpus[f"GPU_group_1_{PG.hex()}"] == {1: U}
+    bb.cancel(PG, [], 0, removed=True)
+    assert b.gpu_free == {0: U, 1: U}
+    assert not b.group_gpus
+    assert grant is not None

@@ -19,6 +19,7 @@ Pure: events in, lease actions out. Not the group's lifecycle or the choice of n
 from __future__ import annotations
 
 from .. import bundles as B
+from ..config import RESOURCE_UNIT
 from ..protocol import FailCode
 from ..transitions import transition
 from .lease_book import (
@@ -66,10 +67,17 @@ class BundleBook:
             _, shape, gpus = entry
             self.committed[(pg_id, index)] = (shape, gpus)
             adds[index] = shape
-        names = B.node_resources(adds, pg_id.hex())
+        pg_hex = pg_id.hex()
+        names = B.node_resources(adds, pg_hex)
         for k, v in names.items():
             book.total[k] = book.total.get(k, 0) + v
             book.available[k] = book.available.get(k, 0) + v
+        for index, shape in adds.items():  # its GPU ids, for the tasks placed in it
+            gpus = self.committed[(pg_id, index)][1]
+            if gpus:
+                units = shape.get("GPU", 0)
+                share = units if units < RESOURCE_UNIT else RESOURCE_UNIT
+                book.group_gpus[f"{B.GPU_GROUP}{index}_{pg_hex}"] = dict.fromkeys(gpus, share)
         return book.schedule()
 
     def cancel(
@@ -104,6 +112,7 @@ class BundleBook:
                     book.total[k] = left
             for i in drop:
                 shape, gpus = self.committed.pop((pg_id, i))
+                book.group_gpus.pop(f"{B.GPU_GROUP}{i}_{pg_hex}", None)
                 book.give_back(shape, gpus)
         if removed:
             actions.extend(self._fail_waiting(pg_hex))

@@ -245,6 +245,9 @@ class LeaseBook:
         # Placement groups removed (hex ids; bundle_book.py adds them): a request for
         # one fails, checked only for requests no node can serve (never the hot path).
         self.removed_groups: set[str] = set()
+        # GPU ids of committed bundles (bundles.take_gpus): bundle's GPU resource name
+        # -> {GPU id: units free}.
+        self.group_gpus: dict[str, dict[int, int]] = {}
 
     # ------------------------------------------------------------------ events
     def request(self, lease: Lease) -> list[LeaseAction]:
@@ -406,6 +409,8 @@ class LeaseBook:
         for lease in self.pending:
             if lease.warned or now - lease.waiting_since < after:
                 continue
+            if bundles.group_of(lease.shape) is not None:
+                continue  # tasks queue on their bundle by design: no hang to warn of
             short = [k for k, v in lease.shape.items() if available.get(k, 0) < v]
             if not short:
                 continue  # it waits for a worker to start, not for resources
@@ -557,8 +562,8 @@ class LeaseBook:
         for k, v in shape.items():
             available[k] = available.get(k, 0) - v
         units = shape.get("GPU", 0)
-        if not units:
-            return []
+        if not units:  # in a placement group: the bundle's GPUs, if it asks some
+            return bundles.take_gpus(self.group_gpus, shape) if self.group_gpus else []
         free = self.gpu_free
         if units < RESOURCE_UNIT:  # a share of one GPU: the first with room (packing)
             gpu = next(i for i in sorted(free) if free[i] >= units)
@@ -595,6 +600,10 @@ class LeaseBook:
             available[k] = available.get(k, 0) + v
         if gpu_ids:
             units = shape.get("GPU", 0)
+            if not units:  # a placement group's: back to its bundle
+                bundles.give_gpus(self.group_gpus, shape, gpu_ids)
+                actions.append(RESOURCES_CHANGED)
+                return
             share = units if units < RESOURCE_UNIT else RESOURCE_UNIT
             for i in gpu_ids:
                 self.gpu_free[i] = min(self.gpu_free[i] + share, RESOURCE_UNIT)
