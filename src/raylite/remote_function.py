@@ -132,6 +132,10 @@ _NOT_YET: dict[str, tuple[Any, ...]] = {
 # get_current_placement_group() and its children's capture); its resource shape is
 # renamed to the bundle's (bundles.py).
 NEVER, INHERIT, CURRENT = 0, 1, 2  # capture modes of options without a group of their own
+_PG_KEYS = frozenset(
+    {"scheduling_strategy", "placement_group", "placement_group_bundle_index",
+     "placement_group_capture_child_tasks"}
+)  # fmt: skip
 
 
 def placement_of(
@@ -346,8 +350,11 @@ class RemoteFunction:
         self._shape = resource_shape(options, 1)
         self._strategy = strategy_of(options)
         # A placement group: the shape is the bundle's; the worker learns the group.
-        name = getattr(getattr(self, "_fn", self), "_name", "task")
-        pg, self._capture = placement_of(options, name)
+        if _PG_KEYS.isdisjoint(options):  # no group named: only a parent's to capture
+            pg, self._capture = None, INHERIT
+        else:
+            name = getattr(getattr(self, "_fn", self), "_name", "task")
+            pg, self._capture = placement_of(options, name)
         self._pg = {"placement_group": pg} if pg is not None else None
         if pg is not None:
             self._shape = in_group(self._shape, pg)

@@ -21,6 +21,7 @@ from raylite.head.placement_groups import (
     Prepare,
     Removed,
     place_bundles,
+    restored,
 )
 from raylite.node.bundle_book import BundleBook
 from raylite.node.lease_book import Grant, KillWorker, LeaseState, Reject
@@ -313,3 +314,32 @@ def test_a_task_in_a_gpu_bundle_gets_the_bundles_gpu_ids_and_gives_them_back():
     assert b.gpu_free == {0: U, 1: U}
     assert not b.group_gpus
     assert grant is not None
+
+
+def test_the_table_forgets_the_oldest_removed_groups():
+    table = PlacementGroupTable(keep_removed=2)
+    ids = [bytes([i]) * 16 for i in range(4)]
+    for pg_id in ids:
+        table.create(PGRec(pg_id, [cpu(1)], "PACK"))
+        table.remove(pg_id)
+    assert list(table.groups) == ids[2:]
+    assert not table.waiting()
+
+
+def test_a_groups_row_brings_it_back_as_it_was():
+    import msgpack
+
+    table = PlacementGroupTable()
+    ns = nodes(2, 2)
+    pg = group("SPREAD", 1, 1, name="g", namespace="ns", owner="drv")
+    _created(table, pg, ns)
+    waiting = PGRec(b"W" * 16, [cpu(8)], "PACK")
+    table.create(waiting)
+    again = PlacementGroupTable()
+    for rec in (pg, waiting):
+        blob = msgpack.packb(rec.row(), use_bin_type=True)
+        again.create(restored(msgpack.unpackb(blob, raw=False, strict_map_key=False)))
+    back = again.groups[pg.pg_id]
+    assert (back.state, back.nodes, back.bundles) == (CREATED, pg.nodes, pg.bundles)
+    assert again.named("ns", "g") is back
+    assert list(again.waiting_groups) == [waiting.pg_id]

@@ -193,12 +193,14 @@ class Head:
             self.actors[actor.actor_id] = actor
             if actor.name is not None and actor.state is not DEAD:
                 self.names[actor.name] = actor
-        if self.nodes or self.actors:
+        groups = self.pgs.load()
+        if self.nodes or self.actors or groups:
             log.warning(
-                "head: restored %d node(s), %d actor(s), %d job(s) from %s",
+                "head: restored %d node(s), %d actor(s), %d job(s), %d placement group(s) from %s",
                 len(self.nodes),
                 len(self.actors),
                 self.jobs,
+                groups,
                 self.storage.url,
             )
 

@@ -1,6 +1,7 @@
 """Placement groups, the head's shell: requests in, the table's actions sent to nodes.
 
-Owns the PlacementGroupTable (placement_groups.py: the decisions), the requests
+Owns the PlacementGroupTable (placement_groups.py: the decisions) and its rows in the
+head's storage (a head started again on it finds its groups), the requests
 waiting for a group (`waiters`: WaitPlacementGroup until created, removed or timed
 out) and the running of the table's actions: PrepareBundles to each chosen node
 (its reply is the table's `prepared` event; no reply counts as no), CommitBundles,
@@ -27,6 +28,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from .. import bundles as B
 from .. import protocol as P
 from ..config import CONFIG, from_units
@@ -42,6 +45,7 @@ from .placement_groups import (
     PlacementGroupTable,
     Prepare,
     Removed,
+    restored,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +69,7 @@ class PlacementGroupService:
 
     def __init__(self, head: Head) -> None:
         self.head = head
+        self.storage = head.storage
         self.table = PlacementGroupTable()
         self.waiters: dict[bytes, list[tuple[Any, int, asyncio.TimerHandle | None]]] = {}
         self._kicked = False
@@ -74,6 +79,22 @@ class PlacementGroupService:
             P.WaitPlacementGroup: self.on_wait,
             P.GetPlacementGroups: self.on_get,
         }
+
+    # ------------------------------------------------------------------ storage
+    def load(self) -> int:
+        """The groups of a head started again on the same storage (their nodes rejoin
+        with the bundles they hold; a node that does not is marked dead, and its
+        bundles are placed again)."""
+        for blob in self.storage.scan("placement_groups").values():
+            self.table.create(restored(msgpack.unpackb(blob, raw=False, strict_map_key=False)))
+        return len(self.table.groups)
+
+    def save(self, pg: PGRec) -> None:
+        blob = msgpack.packb(pg.row(), use_bin_type=True)
+        self.storage.put("placement_groups", pg.pg_id, blob)
+        forgotten, self.table.forgotten = self.table.forgotten, []
+        for pg_id in forgotten:  # the oldest removed ones, no longer shown
+            self.storage.delete("placement_groups", pg_id)
 
     # ------------------------------------------------------------------ requests
     def on_create(self, conn: AsyncConnection, msg: P.CreatePlacementGroup, rid: int) -> None:
@@ -100,6 +121,7 @@ class PlacementGroupService:
             created_at=time.time(),
         )
         self.table.create(pg)
+        self.save(pg)
         actions = self.table.schedule(self.views(), time.time())
         conn.reply(rid, P.PlacementGroupCreated(not any(
             isinstance(a, Infeasible) and a.pg is pg for a in actions
@@ -160,8 +182,11 @@ class PlacementGroupService:
         asyncio.get_running_loop().call_soon(run)
 
     def node_died(self, node_id: bytes) -> None:
+        moved = [g for g in self.table.groups.values() if node_id in g.nodes.values()]
         self.run(self.table.node_died(node_id))
         self.run(self.table.owner_gone(node_id=node_id))
+        for pg in moved:
+            self.save(pg)
         self.kick()
 
     def client_died(self, address: str) -> None:
@@ -177,6 +202,8 @@ class PlacementGroupService:
     # ------------------------------------------------------------------ actions
     def run(self, actions: list[PGAction]) -> None:
         for action in actions:
+            if isinstance(action, (Created, Removed)):
+                self.save(action.pg)
             if isinstance(action, Prepare):
                 self.prepare(action)
             elif isinstance(action, Commit):

@@ -53,6 +53,7 @@ PG_TRANSITIONS: dict[PGState, frozenset[PGState]] = {
 }
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+KEEP_REMOVED = 1000  # removed groups the table still shows (then forgotten, oldest first)
 
 
 @dataclass(eq=False)
@@ -91,6 +92,25 @@ class PGRec:
             "created_at": self.created_at,
             "placed_at": self.placed_at,
         }
+
+
+def restored(row: dict[str, Any]) -> PGRec:
+    """A group as the head's storage gave its row back (a head started again): no
+    prepare is in flight any more; a CREATED group's nodes still hold its bundles."""
+    return PGRec(
+        row["pg_id"],
+        [dict(b) for b in row["bundles"]],
+        row["strategy"],
+        row["name"],
+        row["namespace"],
+        row["detached"],
+        row["owner"],
+        state=PGState(row["state"]),
+        nodes={int(i): n for i, n in row["nodes"].items()},
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        placed_at=row["placed_at"],
+    )
 
 
 # --- actions: what the shell does ----------------------------------------------------
@@ -208,16 +228,28 @@ def place_bundles(
 class PlacementGroupTable:
     """Every group of the cluster; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_removed: int = KEEP_REMOVED) -> None:
         self.groups: dict[bytes, PGRec] = {}
         self.names: dict[tuple[str, str], PGRec] = {}
+        # PENDING and RESCHEDULING groups, oldest first: what schedule() tries. The
+        # shell asks whether any waits at every resource change, so it is kept, not found.
+        self.waiting_groups: dict[bytes, PGRec] = {}
+        self.removed: list[bytes] = []  # removed groups still shown, oldest first
+        self.forgotten: list[bytes] = []  # removed groups dropped since the shell looked
+        self.keep_removed = keep_removed
 
     def waiting(self) -> bool:
         """Some group waits for resources (the shell then schedules on changes)."""
-        return any(g.state in (PENDING, RESCHEDULING) for g in self.groups.values())
+        return bool(self.waiting_groups)
 
     def create(self, pg: PGRec) -> None:
+        """A new group, or one restored from storage in the state it had."""
         self.groups[pg.pg_id] = pg
+        if pg.state is REMOVED:
+            self.removed.append(pg.pg_id)
+            return
+        if pg.state in (PENDING, RESCHEDULING):
+            self.waiting_groups[pg.pg_id] = pg
         if pg.name:
             self.names[(pg.namespace, pg.name)] = pg
 
@@ -234,8 +266,8 @@ class PlacementGroupTable:
             for n in nodes
             if n.alive
         ]
-        for pg in list(self.groups.values()):
-            if pg.state not in (PENDING, RESCHEDULING) or pg.attempt:
+        for pg in list(self.waiting_groups.values()):
+            if pg.attempt:
                 continue
             missing = {i: b for i, b in enumerate(pg.bundles) if i not in pg.nodes}
             plan = place_bundles(missing, pg.strategy, views, pg.nodes)
@@ -292,6 +324,7 @@ class PlacementGroupTable:
         pg.prepared = set()
         pg.placed_at = now
         transition(pg, CREATED, PG_TRANSITIONS, cause="all bundles committed", who=pg.pg_id)
+        self.waiting_groups.pop(pg.pg_id, None)
         actions.append(Created(pg))
         return actions
 
@@ -301,6 +334,12 @@ class PlacementGroupTable:
             return []
         transition(pg, REMOVED, PG_TRANSITIONS, cause=cause, who=pg_id)
         pg.cause = cause
+        self.waiting_groups.pop(pg_id, None)
+        self.removed.append(pg_id)
+        while len(self.removed) > self.keep_removed:  # the table shows the recent ones
+            old = self.removed.pop(0)
+            self.groups.pop(old, None)
+            self.forgotten.append(old)
         pg.attempt = 0
         pg.preparing = {}
         if pg.name and self.names.get((pg.namespace, pg.name)) is pg:
@@ -329,6 +368,7 @@ class PlacementGroupTable:
                     del pg.nodes[i]
             if pg.state is CREATED:
                 transition(pg, RESCHEDULING, PG_TRANSITIONS, cause="its node died", who=pg.pg_id)
+                self.waiting_groups[pg.pg_id] = pg
         return actions
 
     def owner_gone(self, address: str = "", node_id: bytes = b"") -> list[PGAction]:

@@ -98,7 +98,9 @@ class BundleBook:
         }
         pg_hex = pg_id.hex()
         if removed:
-            book.removed_groups.add(pg_hex)
+            book.removed_groups[pg_hex] = None
+            if len(book.removed_groups) > KEEP_REMOVED:
+                del book.removed_groups[next(iter(book.removed_groups))]
         if drop:
             gone = B.node_resources({i: self.committed[(pg_id, i)][0] for i in drop}, pg_hex)
             actions.extend(self._end_users(gone, removed))
@@ -154,4 +156,5 @@ class BundleBook:
         return actions
 
 
+KEEP_REMOVED = 10_000  # removed groups a request for fails at once (older ones: it waits)
 _REMOVED = "The placement group corresponding to this task has been removed."

@@ -244,7 +244,7 @@ class LeaseBook:
         self._debited: dict[bytes, NodeView] = {}
         # Placement groups removed (hex ids; bundle_book.py adds them): a request for
         # one fails, checked only for requests no node can serve (never the hot path).
-        self.removed_groups: set[str] = set()
+        self.removed_groups: dict[str, None] = {}  # (an ordered set: the oldest go first)
         # GPU ids of committed bundles (bundles.take_gpus): bundle's GPU resource name
         # -> {GPU id: units free}.
         self.group_gpus: dict[str, dict[int, int]] = {}
