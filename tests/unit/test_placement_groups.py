@@ -343,3 +343,24 @@ def test_a_groups_row_brings_it_back_as_it_was():
     assert (back.state, back.nodes, back.bundles) == (CREATED, pg.nodes, pg.bundles)
     assert again.named("ns", "g") is back
     assert list(again.waiting_groups) == [waiting.pg_id]
+
+
+def test_raylite_status_counts_groups_and_shows_the_waiting_ones(capsys):
+    from raylite.cli_cluster import _print_groups
+
+    _print_groups(
+        [
+            {"pg_id": "ab" * 16, "name": "", "state": "CREATED", "strategy": "PACK",
+             "bundles": [cpu(1)]},
+            {"pg_id": "cd" * 16, "name": "big", "state": "PENDING", "strategy": "STRICT_SPREAD",
+             "bundles": [cpu(1), cpu(1)]},
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Placement groups: 1 created, 1 pending"
+    assert (
+        out[1] == '  cdcdcdcdcdcdcdcd \'big\' STRICT_SPREAD [{"CPU": 1.0}, {"CPU": 1.0}]: pending'
+    )
+    assert len(out) == 2
+    _print_groups([])
+    assert capsys.readouterr().out == "Placement groups: none\n"
