@@ -80,6 +80,13 @@ def test_ready_resolves_to_the_group_and_wait_says_true(groups):
     assert len(ready) == 1
 
 
+def test_ready_of_groups_made_and_removed_in_a_loop(ray_start):
+    for _ in range(20):  # the answer may come before ready() returns its ref
+        pg = placement_group([{"CPU": 1}])
+        assert ray.get(pg.ready(), timeout=30) == pg
+        remove_placement_group(pg)
+
+
 @pytest.mark.parametrize("strategy", ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
 def test_each_strategy_places_a_group_one_node_can_hold(groups, strategy):
     bundles = [{"CPU": 1}] if strategy == "STRICT_SPREAD" else [{"CPU": 1}, {"CPU": 1}]

@@ -3,6 +3,8 @@ and the resource names (bundles.py). Events in, actions asserted."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from raylite import bundles as B
@@ -28,6 +30,7 @@ from raylite.node.lease_book import Grant, KillWorker, LeaseState, Reject
 from raylite.protocol import FailCode
 from raylite.scheduling import NodeView
 
+from .core_harness import Harness, StandIn, h  # noqa: F401 - h: the fixture
 from .test_lease_book import book, lease, with_idle
 
 U = RESOURCE_UNIT
@@ -364,3 +367,41 @@ def test_raylite_status_counts_groups_and_shows_the_waiting_ones(capsys):
     assert len(out) == 2
     _print_groups([])
     assert capsys.readouterr().out == "Placement groups: none\n"
+
+
+# --- the owner's side (core_harness: a core worker without processes) -----------------
+
+
+class _AnswersAtOnce(StandIn):
+    """A node manager whose reply arrives before request_async returns."""
+
+    def __init__(self, reply: object) -> None:
+        super().__init__("node-manager")
+        self.reply = reply
+
+    def request_async(self, msg: object, callback: Any) -> None:
+        callback(self.reply)
+
+
+def test_ready_survives_an_answer_that_comes_before_its_ref(h: Harness) -> None:  # noqa: F811
+    from raylite import protocol as P
+
+    h.cw.nm = _AnswersAtOnce(P.PlacementGroupReady(True))
+    ref = h.cw.answer_later(P.WaitPlacementGroup(PG, -1.0), lambda reply: "the group")
+    assert h.cw.get([ref], timeout=5) == ["the group"]
+    h.cw.nm = _AnswersAtOnce(P.Failed(P.FailCode.NOT_FOUND, "gone"))
+    ref = h.cw.answer_later(P.WaitPlacementGroup(PG, -1.0), lambda reply: ValueError(reply.reason))
+    with pytest.raises(ValueError, match="gone"):
+        h.cw.get([ref], timeout=5)
+
+
+def test_tasks_of_a_removed_group_fail_with_rays_error(h: Harness) -> None:  # noqa: F811
+    from raylite import protocol as P
+    from raylite.exceptions import TaskPlacementGroupRemoved
+
+    ref, _ = h.submit()
+    msg, answer = h.cw.nm.take(P.RequestLease)
+    answer(P.Failed(P.FailCode.PG_REMOVED, "The placement group ... has been removed."))
+    with pytest.raises(TaskPlacementGroupRemoved):
+        h.cw.get([ref], timeout=5)
+    assert msg.shape == {"CPU": U}

@@ -752,6 +752,8 @@ class CoreWorker(
         oid = new_id()
         with self.lock:
             self.objects[oid] = ObjectEntry()
+        # The ref first: a reply that came before it would find no ref and free the value.
+        ref = ObjectRef(oid, self.address)
 
         def answered(reply: Any) -> None:
             result = value(reply)
@@ -761,7 +763,7 @@ class CoreWorker(
                 self._complete(oid, *self.store_serialized(oid, serialize(result)))
 
         self.nm.request_async(msg, answered)
-        return ObjectRef(oid, self.address)
+        return ref
 
     def cluster_info(self) -> P.ClusterInfo:
         self.release_idle_leases()
