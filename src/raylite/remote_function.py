@@ -1,4 +1,9 @@
-"""RemoteFunction, .options(), .remote(), and option checking shared with actors."""
+"""RemoteFunction, .options(), .remote(), and option checking shared with actors.
+
+Also where a task or actor is put in a placement group (placement_of, placed): Ray's
+checks of the bundle index and shape, the shape renamed to the bundle's resources
+(bundles.py), and the group passed to the worker, whose children it captures if asked.
+"""
 
 from __future__ import annotations
 

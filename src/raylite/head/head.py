@@ -2,8 +2,9 @@
 
 Owns the node table (addresses, resources, liveness), the actor table and its
 names, and the job counter, and writes them through to a HeadStorage so a head
-started again on the same storage finds the cluster as it was. Not leases or
-workers (node/), not placement (scheduling), not objects (their owners).
+started again on the same storage finds the cluster as it was; placement groups
+through its PlacementGroupService (`pgs`, pg_service.py). Not leases or workers
+(node/), not placement (scheduling), not objects (their owners).
 
     node manager ──RegisterNode, Heartbeat──▶ Head ──ClusterView──▶ node manager
     node manager ──ActorStateChanged, GetActorInfo, RegisterActorName...──▶ Head

@@ -12,6 +12,7 @@ Not the head's tables (head/), not placement (leases.py, scheduling.py).
     node ──Heartbeat(available, pending)──▶ head ──ClusterView──▶ node     heartbeat_loop
     head ──NodeDied, ClientDied, LogLines──▶ node ──▶ its clients          on_head_event
     client ──head request──▶ node ──▶ head ──reply──▶ node ──▶ client      forward_to_head
+    client ──CreatePlacementGroup──▶ node (names the creator) ──▶ head
 
 A message for the head is a call where the head runs in this process and a message
 elsewhere (to_head, head_request). A node the head gave up (it missed heartbeats:

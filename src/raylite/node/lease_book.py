@@ -10,6 +10,10 @@ Spillback, Reject). Not the placement policy (scheduling.py), not the processes
 (pool.py's WorkerRec carries the fields this book moves: state, lease_id,
 for_request), not the view of the other nodes: the book reads it through `view`
 (the NodeManager: the head's table on the head node, the last ClusterView elsewhere).
+Placement groups' bundles are resources here like any other (bundles.py's names,
+added and taken away by bundle_book.py); the book also keeps the GPU ids of those
+bundles (`group_gpus`) and the groups removed (`removed_groups`: a request for one
+fails), and does not announce as infeasible a request for a group not placed yet.
 
     request ──place: here──▶ pending ──schedule──▶ Grant(lease, an idle worker)
        │                                      ├──▶ StartWorker(lease): an actor's own worker

@@ -13,6 +13,8 @@ early heartbeat. Not the decisions (the book's), not the placement policy
     owner ──ReturnLease──▶ book.lease_returned: the worker is idle again (an actor's killed)
     owner ──CancelLease──▶ book.cancel ──Failed("cancelled")──▶ owner
     worker ──NotifyBlocked / NotifyUnblocked──▶ its lease's CPUs lent back / taken again
+    head ──PrepareBundles / CommitBundles / CancelBundles──▶ the BundleBook
+                                        (`bundle_book`, bundle_book.py: placement groups)
 """
 
 from __future__ import annotations
