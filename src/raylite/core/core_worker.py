@@ -68,6 +68,7 @@ from .leasing import LeasingMixin
 from .lineage import LineageMixin
 from .objects import PENDING, RELEASED, ObjectEntry, ObjectTable
 from .refs import RefsMixin
+from .replies import RepliesMixin
 from .statistics import CoreStatistics, snapshot
 from .submission import SubmissionMixin
 from .tasks import TaskSpec
@@ -83,6 +84,7 @@ class CoreWorker(
     LeasingMixin,
     ActorClientMixin,
     GeneratorsMixin,
+    RepliesMixin,
     _object_ref._Hooks,
 ):
     def __init__(
@@ -745,25 +747,6 @@ class CoreWorker(
 
         self._when_ready(ref, done)
         return fut
-
-    def answer_later(self, msg: Any, value: Callable[[Any], Any]) -> ObjectRef:
-        """A ref this process owns, whose value is `value(reply)` once the node manager
-        answers `msg` (an exception it returns is the error): pg.ready()."""
-        oid = new_id()
-        with self.lock:
-            self.objects[oid] = ObjectEntry()
-        # The ref first: a reply that came before it would find no ref and free the value.
-        ref = ObjectRef(oid, self.address)
-
-        def answered(reply: Any) -> None:
-            result = value(reply)
-            if isinstance(result, BaseException):
-                self._complete(oid, P.ERROR, dumps_inline(result))
-            else:
-                self._complete(oid, *self.store_serialized(oid, serialize(result)))
-
-        self.nm.request_async(msg, answered)
-        return ref
 
     def cluster_info(self) -> P.ClusterInfo:
         self.release_idle_leases()
