@@ -658,7 +658,7 @@ Message = Any  # one of the classes above
 
 @_msg(113)
 class RegisterJob:
-    pass
+    driver: str = ""  # the driver's address: the job ends when it goes (placement groups)
 
 
 @_msg(114)
@@ -679,7 +679,10 @@ class CreatePlacementGroup:
     name: str
     namespace: str
     detached: bool
-    owner: str  # the creator's address: the group goes with it unless detached
+    # The creator's address, set by its node for a driver or a detached actor's worker:
+    # the group goes with that process (unless detached); else ("") with its job.
+    owner: str
+    job_id: bytes = b""
 
 
 @_msg(131)

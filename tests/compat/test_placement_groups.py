@@ -311,3 +311,34 @@ def test_a_task_in_a_gpu_bundle_gets_that_bundles_gpu(groups):
         timeout=30,
     )
     assert all(len(h) == 1 for h in halves)
+
+
+@ray.remote
+def make_group():
+    pg = placement_group([{"CPU": 1}], name="compat-pg-made-in-a-task")
+    assert pg.wait(30)
+    return os.getpid()
+
+
+def test_a_group_made_in_a_task_outlives_the_tasks_worker(groups):
+    import signal
+
+    pid = ray.get(make_group.remote(), timeout=60)
+    pg = get_placement_group("compat-pg-made-in-a-task")
+    try:
+        os.kill(pid, signal.SIGKILL)  # the worker that made it dies: the job goes on
+        wait_for(lambda: not _alive(pid), 30, "the worker gone")
+        assert pg.wait(5)
+        ready, _ = ray.wait([current.options(scheduling_strategy=S(pg)).remote()], timeout=30)
+        assert ready
+        assert placement_group_table(pg)["state"] == "CREATED"
+    finally:
+        remove_placement_group(pg)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

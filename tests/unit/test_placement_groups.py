@@ -405,3 +405,13 @@ def test_tasks_of_a_removed_group_fail_with_rays_error(h: Harness) -> None:  # n
     with pytest.raises(TaskPlacementGroupRemoved):
         h.cw.get([ref], timeout=5)
     assert msg.shape == {"CPU": U}
+
+
+def test_a_group_made_in_a_task_goes_with_its_job_not_with_the_worker():
+    table = PlacementGroupTable()
+    in_task = PGRec(b"T" * 16, [cpu(1)], "PACK", owner="", owner_node=b"n", job=b"j1")
+    table.create(in_task)
+    assert table.owner_gone(address="worker") == []
+    assert table.owner_gone(node_id=b"n") == []  # the job goes on where its driver is
+    assert table.owner_gone(job=b"j2") == []
+    assert table.owner_gone(job=b"j1") == [Removed(in_task)]

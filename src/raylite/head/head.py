@@ -130,6 +130,7 @@ class Head:
         self.actors: dict[bytes, ActorRec] = {}
         self.names: dict[tuple[str, str], ActorRec] = {}
         self.jobs = 0
+        self.job_drivers: dict[str, bytes] = {}  # a driver's address -> its job id
         self.started = time.time()
         self.handlers: dict[type, Any] = {
             P.RegisterNode: self.on_register_node,
@@ -330,6 +331,9 @@ class Head:
         self.broadcast(msg, skip=conn, local=conn is not None)
         detached.owner_gone(self, msg.address)
         self.pgs.client_died(msg.address)  # its placement groups go with it
+        job = self.job_drivers.pop(msg.address, None)
+        if job is not None:  # a driver: its job ended, and its groups with it
+            self.pgs.job_finished(job)
 
     def on_log_lines(self, conn: AsyncConnection, msg: P.LogLines, rid: int) -> None:
         if conn is not None and msg.pid:  # another node's worker: keep it for `raylite logs`
@@ -338,12 +342,15 @@ class Head:
         self.broadcast(msg, skip=conn, local=conn is not None)
 
     def on_register_job(self, conn: AsyncConnection, msg: P.RegisterJob, rid: int) -> None:
-        conn.reply(rid, P.JobRegistered(self.new_job()))
+        conn.reply(rid, P.JobRegistered(self.new_job(msg.driver)))
 
-    def new_job(self) -> bytes:
+    def new_job(self, driver: str = "") -> bytes:
         self.jobs += 1
         self.storage.put("meta", "jobs", str(self.jobs).encode())
-        return self.jobs.to_bytes(4, "little")
+        job_id = self.jobs.to_bytes(4, "little")
+        if driver:
+            self.job_drivers[driver] = job_id
+        return job_id
 
     def cluster_totals(self) -> tuple[dict[str, int], dict[str, int]]:
         total: dict[str, int] = {}

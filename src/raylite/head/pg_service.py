@@ -118,6 +118,7 @@ class PlacementGroupService:
             msg.detached,
             msg.owner,
             getattr(node, "node_id", self.head.nm.node_id),
+            job=msg.job_id,
             created_at=time.time(),
         )
         self.table.create(pg)
@@ -191,6 +192,9 @@ class PlacementGroupService:
 
     def client_died(self, address: str) -> None:
         self.run(self.table.owner_gone(address=address))
+
+    def job_finished(self, job_id: bytes) -> None:
+        self.run(self.table.owner_gone(job=job_id))
 
     def views(self) -> list[Any]:
         head = self.head

@@ -64,8 +64,9 @@ class PGRec:
     name: str = ""
     namespace: str = ""
     detached: bool = False
-    owner: str = ""  # its creator's address: it goes with it unless detached
+    owner: str = ""  # its creator's address ("": its job's): it goes with it unless detached
     owner_node: bytes = b""
+    job: bytes = b""  # the job it was made in: it goes when the job ends (Ray's scope)
     state: PGState = PENDING
     nodes: dict[int, bytes] = field(default_factory=dict)  # bundle index -> node (placed)
     attempt: int = 0  # the prepare in flight (0: none)
@@ -88,6 +89,8 @@ class PGRec:
             "nodes": {i: n for i, n in self.nodes.items()},
             "detached": self.detached,
             "owner": self.owner,
+            "owner_node": self.owner_node,
+            "job": self.job,
             "attempts": self.attempts,
             "created_at": self.created_at,
             "placed_at": self.placed_at,
@@ -105,6 +108,8 @@ def restored(row: dict[str, Any]) -> PGRec:
         row["namespace"],
         row["detached"],
         row["owner"],
+        row.get("owner_node", b""),
+        row.get("job", b""),
         state=PGState(row["state"]),
         nodes={int(i): n for i, n in row["nodes"].items()},
         attempts=row["attempts"],
@@ -371,13 +376,19 @@ class PlacementGroupTable:
                 self.waiting_groups[pg.pg_id] = pg
         return actions
 
-    def owner_gone(self, address: str = "", node_id: bytes = b"") -> list[PGAction]:
-        """The creator of groups is gone (a process, or every process of a node): its
-        groups that are not detached go with it."""
+    def owner_gone(
+        self, address: str = "", node_id: bytes = b"", job: bytes = b""
+    ) -> list[PGAction]:
+        """What groups are scoped to is gone: their creator's process (a driver, a
+        detached actor), every process of a node, or their job. Detached groups stay."""
         actions: list[PGAction] = []
         for pg in list(self.groups.values()):
             if pg.detached or pg.state is REMOVED:
                 continue
-            if (address and pg.owner == address) or (node_id and pg.owner_node == node_id):
+            if pg.owner:
+                gone = (address and pg.owner == address) or (node_id and pg.owner_node == node_id)
+            else:
+                gone = bool(job) and pg.job == job
+            if gone:
                 actions.extend(self.remove(pg.pg_id, "its creator is gone"))
         return actions

@@ -186,9 +186,14 @@ class ClusterLinkMixin:
         """A client creates a placement group: this node names its creator (the group
         goes with it unless detached), then the head decides."""
         peer = conn.peer
-        # A worker (pool.WorkerRec), a driver; or another node that forwards (it named
-        # the creator already).
-        owner = peer.address if hasattr(peer, "worker_id") else self.driver_addresses.get(conn, "")
+        # A driver's group goes with it, a detached actor's with that actor; any other
+        # worker's with its job (""), as Ray scopes them. Another node that forwards
+        # named the creator already.
+        if hasattr(peer, "worker_id"):  # a worker (pool.WorkerRec)
+            lease = self.lease_book.leases.get(peer.lease_id or b"")
+            owner = peer.address if lease is not None and lease.detached else ""
+        else:
+            owner = self.driver_addresses.get(conn, "")
         if owner and not msg.owner:
             msg = msgspec.structs.replace(msg, owner=owner)
         if self.head is not None:

@@ -321,11 +321,11 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             if self.head is None:  # job ids are the cluster's: the head hands them out
                 self.spawn(self.register_driver(conn, msg, rid))
                 return
-            job_id = self.head.new_job()
+            job_id = self.head.new_job(msg.address)
         self.registered(conn, msg, rid, job_id)
 
     async def register_driver(self, conn: AsyncConnection, msg: P.RegisterClient, rid: int) -> None:
-        reply = await self.head_request(P.RegisterJob())
+        reply = await self.head_request(P.RegisterJob(msg.address))
         if not isinstance(reply, P.JobRegistered):
             conn.reply(rid, reply)
             return

@@ -117,10 +117,14 @@ def _row(pg_id: bytes) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def _namespace() -> str:
+def _runtime() -> Any:
     from ..api import get_runtime_context
 
-    return get_runtime_context().namespace
+    return get_runtime_context()
+
+
+def _namespace() -> str:
+    return str(_runtime().namespace)
 
 
 def validate_placement_group(
@@ -225,6 +229,7 @@ def placement_group(
             _namespace(),
             lifetime == "detached",
             "",  # the creator: its node manager says who (it knows the connection)
+            bytes.fromhex(_runtime().get_job_id()),
         ),
         CONFIG.request_timeout_s,
     )
