@@ -20,11 +20,16 @@ from .exceptions import PendingCallsLimitExceeded
 from .object_ref import new_id
 from .object_ref_generator import generator_result
 from .remote_function import (
+    CURRENT,
+    NEVER,
     QUIET,
     check_backpressure,
     check_num_returns,
     generator_mode,
+    in_group,
     is_generator_function,
+    placed,
+    placement_of,
     resource_shape,
     strategy_of,
     validate_options,
@@ -316,6 +321,14 @@ class ActorClass:
             # As Ray: a demand on the node's object_store_memory resource (it reserves
             # no store memory; Ray deprecates it, validate_options warns).
             shape["object_store_memory"] = to_units(options["object_store_memory"])
+        name = self._cls.__name__
+        pg, capture = placement_of(options, name, actor=True)
+        if pg is None and cw.placement_group is not None and capture != NEVER:
+            ctx = cw.placement_group
+            if capture == CURRENT or ctx[2]:  # created in a group that captures children
+                pg = placed(ctx[0], ctx[3], -1, True, options, name, True)
+        if pg is not None:
+            shape = in_group(shape, pg)
         actor_options: dict[str, Any] = {
             "max_concurrency": options.get("max_concurrency"),
             "max_restarts": options.get("max_restarts") or 0,
@@ -323,6 +336,7 @@ class ActorClass:
             "detached": (options.get("lifetime") or cw.default_actor_lifetime) == "detached",
             "concurrency_groups": groups or None,
             "name": options.get("name"),
+            "placement_group": pg,
         }
         if not task_events:  # its creation makes no event (core/tasks.task_events_off)
             actor_options["task_events"] = False

@@ -23,6 +23,7 @@ from typing import Any
 from . import init_options
 from . import object_ref as _object_ref
 from .actors import ActorClass, ActorHandle, method
+from .bundles import is_group_resource
 from .config import CONFIG, from_units, to_units
 from .core import context as core_context
 from .core.core_worker import CoreWorker
@@ -588,7 +589,12 @@ def get_gpu_ids() -> list[int]:
 def _resources(which: str) -> dict[str, float]:
     info = _worker().cluster_info()
     units = info.total if which == "total" else info.available
-    return {k: from_units(v) for k, v in units.items() if which == "total" or v > 0}
+    # Without placement groups' renamed resources (bundles.py), as Ray shows them.
+    return {
+        k: from_units(v)
+        for k, v in units.items()
+        if (which == "total" or v > 0) and not is_group_resource(k)
+    }
 
 
 def cluster_resources() -> dict[str, float]:
@@ -684,6 +690,11 @@ class RuntimeContext:
     def namespace(self) -> str:
         """The job's namespace; without one given to init(), its anonymous one (as Ray)."""
         return self._cw.default_namespace()
+
+    def get_placement_group_id(self) -> str | None:
+        """The placement group (hex id) the current task or actor runs in, or None."""
+        pg = self._cw.placement_group
+        return pg[0].hex() if pg is not None else None
 
     def get_actor_name(self) -> str | None:
         """The actor's name ("" if it has none); None outside an actor."""

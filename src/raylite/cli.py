@@ -1,7 +1,7 @@
 """raylite's command line: memory, list, summary, logs (more commands come with clusters).
 
     raylite memory                              objects in the store, like `ray memory`
-    raylite list tasks|actors|objects|nodes|workers [--state S] [--name N]
+    raylite list tasks|actors|objects|nodes|workers|placement-groups [--state S] [--name N]
                  [--filter "col=value"]... [--limit N] [--format table|json] [--detail]
     raylite summary tasks|actors [--format table|json]
     raylite logs [--pid N | --actor-id ID | --task-id ID] [--tail N] [--follow]
@@ -25,10 +25,18 @@ from .exceptions import ConnectionLost
 from .transport import Connection
 from .util import state
 
-KINDS = ("tasks", "actors", "objects", "nodes", "workers")
+KINDS = ("tasks", "actors", "objects", "nodes", "workers", "placement-groups")
 # What --name and --state filter on, per kind (None: the option does not apply).
-NAME_COLUMN = {"tasks": "name", "actors": "class_name", "nodes": "node_name"}
-STATE_COLUMN = {"tasks": "state", "actors": "state", "nodes": "state", "workers": "state"}
+NAME_COLUMN = {
+    "tasks": "name",
+    "actors": "class_name",
+    "nodes": "node_name",
+    "placement-groups": "name",
+}
+STATE_COLUMN = {
+    "tasks": "state", "actors": "state", "nodes": "state", "workers": "state",
+    "placement-groups": "state",
+}  # fmt: skip
 # The table's columns without --detail (with it: every field).
 TABLE_COLUMNS = {
     "tasks": ["task_id", "name", "state", "type", "worker_pid", "actor_id", "error_type"],
@@ -36,6 +44,7 @@ TABLE_COLUMNS = {
     "objects": ["object_id", "object_size", "type", "pid", "reference_type", "spilled"],
     "nodes": ["node_id", "node_ip", "is_head_node", "state", "node_name", "resources_total"],
     "workers": ["worker_id", "worker_type", "is_alive", "pid", "state", "actor_id"],
+    "placement-groups": ["placement_group_id", "name", "state", "strategy", "bundles"],
 }
 LISTERS = {
     "tasks": state.list_tasks,
@@ -43,6 +52,7 @@ LISTERS = {
     "objects": state.list_objects,
     "nodes": state.list_nodes,
     "workers": state.list_workers,
+    "placement-groups": state.list_placement_groups,
 }
 
 
@@ -253,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     mem.add_argument("--session", help=session_help)
     mem.set_defaults(func=cmd_memory)
 
-    lst = sub.add_parser("list", help="list tasks, actors, objects, nodes or workers")
+    lst = sub.add_parser(
+        "list", help="list tasks, actors, objects, nodes, workers or placement groups"
+    )
     lst.add_argument("kind", choices=KINDS)
     lst.add_argument(
         "--filter",

@@ -40,6 +40,7 @@ import psutil
 
 from . import dashboard
 from . import protocol as P
+from .bundles import is_group_resource
 from .config import CONFIG, RESOURCE_UNIT, to_units
 from .labels import parse_labels_flag
 from .node import local
@@ -476,7 +477,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             avail[k] = avail.get(k, 0) + max(v, 0)
     print("Resources (used / total):")
     for k in sorted(total):
-        if k.startswith("node:"):
+        if k.startswith("node:") or is_group_resource(k):
             continue
         used, tot = (total[k] - avail.get(k, 0)) / RESOURCE_UNIT, total[k] / RESOURCE_UNIT
         if k in ("memory", "object_store_memory"):
@@ -489,7 +490,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  (no resource demands)")
     for shape in pending[:20]:
         print("  " + json.dumps({k: v / RESOURCE_UNIT for k, v in shape.items()}))
+    _print_groups(status.head.get("placement_groups", []))
     return 0
+
+
+def _print_groups(groups: list[dict[str, Any]]) -> None:
+    """Placement groups: how many in each state, and the bundles of those that wait."""
+    counts: dict[str, int] = {}
+    for pg in groups:
+        counts[pg["state"]] = counts.get(pg["state"], 0) + 1
+    shown = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "none"
+    print(f"Placement groups: {shown}")
+    for pg in groups:
+        if pg["state"] in ("PENDING", "RESCHEDULING"):
+            bundles = [{k: v / RESOURCE_UNIT for k, v in b.items()} for b in pg["bundles"]]
+            name = f" {pg['name']!r}" if pg["name"] else ""
+            print(
+                f"  {pg['pg_id'][:16]}{name} {pg['strategy']} {json.dumps(bundles)}: {pg['state'].lower()}"
+            )
 
 
 def _jsonable(value: Any) -> Any:

@@ -35,6 +35,8 @@ from .exceptions import MessageTooLargeError, ProtocolError
 # read a NodeAffinity as no strategy at all (the default policy). An older node is refused.
 # 4: PushTask.namespace, .generator and .backpressure, GeneratorItem (generator tasks),
 #    LeaseWaiting.
+# 5: placement groups (CreatePlacementGroup ... CancelBundles, FailCode.PG_REMOVED);
+#    CreateDetached (the head creates detached actors); TaskDone.worker_exiting.
 PROTOCOL_VERSION = 5
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31

@@ -289,9 +289,15 @@ class AsyncioActorExit(RayError):
 class ActorPlacementGroupRemoved(RayError):
     """The placement group of the actor was removed."""
 
+    def __str__(self) -> str:
+        return "The placement group corresponding to this Actor has been removed."
+
 
 class TaskPlacementGroupRemoved(RayError):
     """The placement group of the task was removed."""
+
+    def __str__(self) -> str:
+        return "The placement group corresponding to this task has been removed."
 
 
 class CrossLanguageError(RayError):

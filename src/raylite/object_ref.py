@@ -211,3 +211,14 @@ class JobID(_HexId):
 
 class WorkerID(_HexId):
     __slots__ = ()
+
+
+class PlacementGroupID(_HexId):
+    __slots__ = ()
+
+    @classmethod
+    def nil(cls) -> PlacementGroupID:
+        return cls(NIL_ID)
+
+    def is_nil(self) -> bool:
+        return self._bytes == NIL_ID

@@ -69,6 +69,7 @@ class FailCode(enum.IntEnum):
     WORKER_DIED = 9  # the worker leased for it died before it could run it
     STORE_FULL = 10  # the object does not fit in the store plus the free spill space
     NOT_A_WORKER = 11  # a task pushed to a process that runs none (a driver)
+    PG_REMOVED = 12  # the placement group the request is for was removed
 
 
 # --- records: the named parts of messages -----------------------------------------------
@@ -683,9 +684,100 @@ Message = Any  # one of the classes above
 
 @_msg(113)
 class RegisterJob:
-    pass
+    driver: str = ""  # the driver's address: the job ends when it goes (placement groups)
 
 
 @_msg(114)
 class JobRegistered:
     job_id: bytes
+
+
+# --- placement groups (head/pg_service.py; node/bundle_book.py reserves) ---------------
+# Tags 130-139. Bundles are in resource units; a group's id is 16 bytes.
+@_msg(130)
+class CreatePlacementGroup:
+    """Driver or worker -> head (through its node): a new group; answered
+    PlacementGroupCreated, or Failed(BAD_REQUEST) when its name is taken."""
+
+    pg_id: bytes
+    bundles: list[dict[str, int]]
+    strategy: str  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    name: str
+    namespace: str
+    detached: bool
+    # The creator's address, set by its node for a driver or a detached actor's worker:
+    # the group goes with that process (unless detached); else ("") with its job.
+    owner: str
+    job_id: bytes = b""
+
+
+@_msg(131)
+class RemovePlacementGroup:
+    """-> head: remove the group; its bundles are freed on every node before the Ok."""
+
+    pg_id: bytes
+
+
+@_msg(132)
+class WaitPlacementGroup:
+    """-> head: answered PlacementGroupReady once the group is created, or at the
+    timeout (ready False); Failed(NOT_FOUND) if it is removed or unknown."""
+
+    pg_id: bytes
+    timeout_s: float
+
+
+@_msg(133)
+class PlacementGroupReady:
+    ready: bool
+
+
+@_msg(134)
+class GetPlacementGroups:
+    """-> head: the rows of one group (pg_id), of a name in a namespace, or all."""
+
+    pg_id: bytes | None
+    name: str
+    namespace: str
+
+
+@_msg(135)
+class PlacementGroupRows:
+    rows: list[dict[str, Any]]  # PGRec.row() each
+
+
+@_msg(136)
+class PrepareBundles:
+    """Head -> node: reserve these bundles (index -> shape), all or none; Ok or Failed."""
+
+    pg_id: bytes
+    attempt: int
+    bundles: dict[int, dict[str, int]]
+
+
+@_msg(137)
+class CommitBundles:
+    """Head -> node: the prepared bundles become the group's resources there."""
+
+    pg_id: bytes
+    indices: list[int]
+
+
+@_msg(138)
+class CancelBundles:
+    """Head -> node: give back the bundles of prepare `attempt`, or (attempt 0) the
+    committed `indices`; `removed`: the whole group is gone (every node: fail what
+    waits for it, kill what runs in it)."""
+
+    pg_id: bytes
+    indices: list[int]
+    attempt: int
+    removed: bool
+
+
+@_msg(139)
+class PlacementGroupCreated:
+    """The head's answer to CreatePlacementGroup: `feasible` False when no set of the
+    cluster's nodes can ever hold it (the creator warns; it stays pending)."""
+
+    feasible: bool

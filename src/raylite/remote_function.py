@@ -1,4 +1,9 @@
-"""RemoteFunction, .options(), .remote(), and option checking shared with actors."""
+"""RemoteFunction, .options(), .remote(), and option checking shared with actors.
+
+Also where a task or actor is put in a placement group (placement_of, placed): Ray's
+checks of the bundle index and shape, the shape renamed to the bundle's resources
+(bundles.py), and the group passed to the worker, whose children it captures if asked.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from . import bundles
 from . import protocol as P
 from .config import to_units
 from .core import context
@@ -102,8 +108,6 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
         from .util.scheduling_strategies import to_wire
 
         to_wire(options["scheduling_strategy"])  # TypeError for what is not a strategy
-    if options.get("placement_group") not in (None, "default"):
-        raise NotImplementedError("Placement groups are not supported by raylite yet.")
     if options.get("runtime_env"):
         raise NotImplementedError("runtime_env is not supported by raylite yet.")
     if options.get("label_selector") is not None:
@@ -147,18 +151,7 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
         )
     if "max_calls" in options:
         check_max_calls(options["max_calls"])
-    # Accepted by Ray, not done here yet: an error, never a silent no-op.
-    for key, unset in _NOT_YET.items():
-        if key in options and options[key] not in unset:
-            raise NotImplementedError(f"The {key!r} option is not supported by raylite yet.")
     return options
-
-
-# Placement groups' (issue 9) and labels' options, done elsewhere.
-_NOT_YET: dict[str, tuple[Any, ...]] = {
-    "placement_group_bundle_index": (None, -1),
-    "placement_group_capture_child_tasks": (None, False),
-}
 
 
 QUIET = {"task_events": False}  # enable_task_events=False (never changed in place)
@@ -175,6 +168,123 @@ def check_max_calls(n: Any) -> None:
         )
     if n < 0:
         raise ValueError("The keyword 'max_calls' only accepts None, 0 or a positive integer.")
+
+
+# --- placement groups ------------------------------------------------------------------
+# A task or actor placed in a group: PushTask.actor_options["placement_group"] carries
+# [group id, bundle index, capture child tasks, bundles] to the worker (its
+# get_current_placement_group() and its children's capture); its resource shape is
+# renamed to the bundle's (bundles.py).
+NEVER, INHERIT, CURRENT = 0, 1, 2  # capture modes of options without a group of their own
+_PG_KEYS = frozenset(
+    {"scheduling_strategy", "placement_group", "placement_group_bundle_index",
+     "placement_group_capture_child_tasks"}
+)  # fmt: skip
+
+
+def placement_of(
+    options: dict[str, Any], what: str, actor: bool = False
+) -> tuple[list[Any] | None, int]:
+    """(the group context, or None; the capture mode when None) of these options, with
+    Ray's checks of the bundle index and of the shape against the bundles."""
+    from .util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = options.get("scheduling_strategy")
+    pg = options.get("placement_group", "default")
+    index = options.get("placement_group_bundle_index", -1)
+    if index is None:
+        index = -1
+    capture = options.get("placement_group_capture_child_tasks")
+    if not isinstance(strategy, PlacementGroupSchedulingStrategy):
+        _warn_deprecated(pg, index, capture)
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        pg = strategy.placement_group
+        index = strategy.placement_group_bundle_index
+        capture = strategy.placement_group_capture_child_tasks
+    elif strategy is not None:
+        return None, NEVER  # "DEFAULT", "SPREAD", node affinity: no group, no capture
+    if pg == "default":
+        if capture is False:
+            return None, NEVER
+        if index != -1:
+            raise ValueError("If placement group is not set, the value of bundle index must be -1.")
+        return None, CURRENT if capture else INHERIT
+    if not pg or pg.is_empty:
+        if index != -1:
+            raise ValueError("If placement group is not set, the value of bundle index must be -1.")
+        return None, NEVER
+    specs = pg.bundle_specs
+    return placed(pg.id.binary(), specs, index, bool(capture), options, what, actor), NEVER
+
+
+def _warn_deprecated(pg: Any, index: int, capture: Any) -> None:
+    """Ray's warnings for the options older than PlacementGroupSchedulingStrategy."""
+    use = "Use scheduling_strategy=PlacementGroupSchedulingStrategy(...) instead."
+    for name, used in (
+        ("placement_group", pg != "default"),
+        ("placement_group_bundle_index", index != -1),
+        ("placement_group_capture_child_tasks", bool(capture)),
+    ):
+        if used:
+            warnings.warn(
+                f"{name} parameter is deprecated. {use}", DeprecationWarning, stacklevel=5
+            )
+
+
+def placed(
+    pg_id: bytes,
+    specs: list[dict[str, float]],
+    index: Any,
+    capture: bool,
+    options: dict[str, Any],
+    what: str,
+    actor: bool,
+) -> list[Any]:
+    """The context of a task or actor in bundle `index` of the group, checked."""
+    if isinstance(index, bool) or not isinstance(index, int) or not -1 <= index < len(specs):
+        raise ValueError(
+            f"placement group bundle index {index} is invalid. Valid placement group "
+            f"indexes: 0-{len(specs)}"
+        )
+    if options.get("accelerator_type"):
+        raise NotImplementedError(
+            "accelerator_type for a task or actor in a placement group is not supported by "
+            "raylite yet; put the accelerator in the group's bundles (e.g. {'GPU': 1})."
+        )
+    asked: dict[str, Any] = {}
+    cpus = options.get("num_cpus")
+    if cpus is None and not actor:
+        cpus = 1
+    if cpus:
+        asked["CPU"] = cpus
+    if options.get("num_gpus"):
+        asked["GPU"] = options["num_gpus"]
+    if options.get("memory"):
+        asked["memory"] = options["memory"]
+    for k, v in (options.get("resources") or {}).items():
+        if v:
+            asked[k] = v
+
+    def fits(shape: dict[str, Any]) -> bool:
+        return any(all(b.get(k, 0) >= v for k, v in shape.items()) for b in specs)
+
+    if not fits(asked):
+        raise ValueError(
+            f"Cannot schedule {what} with the placement group because the resource request "
+            f"{asked} cannot fit into any bundles for the placement group, {specs}."
+        )
+    if actor and options.get("num_cpus") is None and not fits({**asked, "CPU": 1}):
+        raise ValueError(
+            f"Cannot schedule {what} with the placement group because the actor requires "
+            "1 CPU for creation, but it cannot fit into any bundles for the placement "
+            f"group, {specs}. Consider creating a placement group with CPU resources."
+        )
+    return [pg_id, index, capture, specs]
+
+
+def in_group(shape: dict[str, int], ctx: list[Any]) -> dict[str, int]:
+    """The shape a task or actor of `shape` asks for in its bundle."""
+    return bundles.task_shape(shape, ctx[0].hex(), ctx[1])
 
 
 def check_num_returns(n: Any) -> None:
@@ -297,8 +407,19 @@ class RemoteFunction:
         )
         self._shape = resource_shape(options, 1)
         self._strategy = strategy_of(options)
-        # The task's own options on the wire (core/tasks.task_events_off); None: none.
-        self._task_options = None if options.get("enable_task_events", True) else QUIET
+        # The task's own options on the wire (core/tasks.task_events_off, a placement
+        # group's context for the worker); None: none.
+        task_options: dict[str, Any] = {} if options.get("enable_task_events", True) else {**QUIET}
+        # A placement group: the shape is the bundle's; the worker learns the group.
+        if _PG_KEYS.isdisjoint(options):  # no group named: only a parent's to capture
+            pg, self._capture = None, INHERIT
+        else:
+            name = getattr(getattr(self, "_fn", self), "_name", "task")
+            pg, self._capture = placement_of(options, name)
+        if pg is not None:
+            task_options["placement_group"] = pg
+            self._shape = in_group(self._shape, pg)
+        self._task_options = task_options or None
         retries = options.get("max_retries")
         self._max_retries = DEFAULT_MAX_RETRIES if retries is None else retries
         retry = options.get("retry_exceptions", False)
@@ -338,6 +459,8 @@ class RemoteFunction:
         cw = context.global_worker()
         if self._blob is None:  # pickled at the first call, as Ray: globals are read now
             self._pickled()
+        if cw.placement_group is not None and opts._capture:  # in a group: children too?
+            opts = self._captured(opts, cw.placement_group)
         refs = cw.submit_task(
             name=opts._display_name(),
             function_id=self._function_id,
@@ -362,6 +485,17 @@ class RemoteFunction:
 
     def _display_name(self) -> str:
         return self._options.get("name") or self._name
+
+    def _captured(self, opts: Any, ctx: list[Any]) -> Any:
+        """`opts` placed in the current task's group (any bundle), if it captures its
+        children (or the options asked for it: capture=True without a group)."""
+        if opts._capture == INHERIT and not ctx[2]:
+            return opts
+        placed_ctx = placed(ctx[0], ctx[3], -1, True, opts._options, self._name, False)
+        bound = _BoundOptions(self, opts._options)
+        bound._task_options = {**(opts._task_options or {}), "placement_group": placed_ctx}
+        bound._shape = in_group(resource_shape(opts._options, 1), placed_ctx)
+        return bound
 
     def options(self, **options: Any) -> _BoundOptions:
         _no_max_calls(options)

@@ -588,6 +588,8 @@ class Worker:
         cw.job_id = msg.job_id
         if msg.actor_id is None or msg.actor_creation:
             cw.current_gpu_ids = list(msg.gpu_ids)
+            options = msg.actor_options  # a task's: only its placement group, if any
+            cw.placement_group = options and options.get("placement_group")
             cw.namespace = msg.namespace  # the job's: named actors here are looked up in it
         if msg.actor_creation:
             cw.current_actor_id = msg.actor_id

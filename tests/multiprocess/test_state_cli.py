@@ -475,3 +475,27 @@ def test_cli_lists_tasks_that_wait_for_a_worker(ray_start, tmp_path):
         lambda ts: len(ts) == 3 and all(t.state == "FINISHED" for t in ts),
         "the queued tasks finished",
     )
+
+
+@raylite_only  # raylite's command line; Ray's list_placement_groups needs its dashboard
+def test_cli_and_state_api_list_placement_groups(ray_start):
+    pgs = importlib.import_module(f"{ray.__name__}.util.placement_group")
+    name = _unique("pg")
+    pg = pgs.placement_group([{"CPU": 1}], strategy="STRICT_PACK", name=name)
+    try:
+        assert pg.wait(WAIT_S)
+        (row,) = [p for p in state().list_placement_groups() if p.name == name]
+        assert row.placement_group_id == pg.id.hex()
+        assert row.state == "CREATED"
+        assert row.bundles[0]["unit_resources"] == {"CPU": 1.0}
+        listed = json.loads(cli("list", "placement-groups", "--format", "json").stdout)
+        assert name in {p["name"] for p in listed}
+        table = cli("list", "placement-groups", "--name", name).stdout
+        assert pg.id.hex() in table
+        assert "STRICT_PACK" in table
+    finally:
+        pgs.remove_placement_group(pg)
+    removed = json.loads(
+        cli("list", "placement-groups", "--state", "REMOVED", "--format", "json").stdout
+    )
+    assert pg.id.hex() in {p["placement_group_id"] for p in removed}

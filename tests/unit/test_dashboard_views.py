@@ -10,6 +10,7 @@ from raylite import task_events as TE
 from raylite.core.lifecycle import ALIVE, DEAD, PENDING, RESTARTING
 from raylite.dashboard import views
 from tests.unit.snapshots import (
+    CPU,
     NODE,
     OTHER,
     actor,
@@ -173,3 +174,27 @@ def test_merge_objects_sums_every_nodes_store():
     assert [(r["size"], r["node_id"]) for r in out["rows"]] == [(99, OTHER.hex()), (10, NODE.hex())]
     assert out["total"] == 2
     assert out["store"]["used_bytes"] == 105
+
+
+def test_placement_group_view_and_listing_render_from_snapshots():
+    import dataclasses
+
+    from raylite.head.placement_groups import PGRec
+    from raylite.node.listings import placement_group_rows
+
+    placed = PGRec(b"a" * 16, [{"CPU": CPU}, {"CPU": CPU // 2}], "SPREAD", name="g")
+    placed.state = placed.state.CREATED
+    placed.nodes = {0: NODE, 1: NODE}
+    waiting = PGRec(b"b" * 16, [{"CPU": 64 * CPU}], "STRICT_PACK")
+    head = dataclasses.replace(head_stats(), placement_groups=(placed.row(), waiting.row()))
+    out = views.placement_groups(head)
+    assert out["states"] == {"CREATED": 1, "PENDING": 1}
+    assert [r["placement_group_id"] for r in out["rows"]] == [(b"b" * 16).hex(), (b"a" * 16).hex()]
+    bundles = out["rows"][1]["bundles"]
+    assert bundles[1] == {"resources": {"CPU": 0.5}, "node_id": NODE.hex(), "node": "127.0.0.1"}
+    assert out["rows"][0]["bundles"][0]["node_id"] is None
+    rows = placement_group_rows(node_stats(), head, 0.0)
+    assert rows[0]["name"] == "g"
+    assert rows[0]["state"] == "CREATED"
+    assert rows[0]["bundles"][0]["unit_resources"] == {"CPU": 1.0}
+    assert rows[1]["bundles"][0]["node_id"] is None

@@ -99,7 +99,7 @@ def _join(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, answer: Any) -> tuple[
     join_head raised or None)."""
     head = _Head(answer)
 
-    async def connect(address: str, token: bytes) -> _Head:
+    async def connect(address: str, token: bytes, **kwargs: object) -> _Head:
         return head
 
     monkeypatch.setattr(cluster_link, "async_connect", connect)

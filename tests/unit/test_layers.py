@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
                 "node.local", "dashboard", "ray_alias"]),
     ("wire", ["codec", "protocol", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
-              "node.lease_book", "node.store_book"]),  # pure books: foundations only
+              "bundles", "node.lease_book", "node.bundle_book", "node.store_book"]),  # pure books: foundations only
     ("io", ["transport", "transport_async", "object_store", "task_events",
             "experimental.*"]),  # tqdm_ray: the driver's output printer draws its bars
     ("refs", ["object_ref"]),

@@ -337,6 +337,9 @@ def test_every_message_type_has_a_receiver():
         P.StateList,
         P.TaskSummary,
         P.Logs,
+        P.PlacementGroupCreated,
+        P.PlacementGroupReady,
+        P.PlacementGroupRows,
     }
     handled = by_node_manager | by_core_worker
     assert not only_replies & handled, "a reply with a handler: take it out of only_replies"

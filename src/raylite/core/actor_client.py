@@ -237,7 +237,8 @@ class ActorClientMixin:
             # A new life: was_current_actor_reconstructed is True in it.
             spec.actor_options = options = {**options, "reconstructed": True}
         if first and options.get("detached") and self.node_tcp:
-            if spec.strategy is None and all(dep.kind == P.INLINE for dep in spec.deps):
+            inline = all(dep.kind == P.INLINE for dep in spec.deps)
+            if spec.strategy is None and inline and not options.get("placement_group"):
                 self._create_by_head(spec, client)
                 return
             if client.restarts_left:
@@ -247,9 +248,9 @@ class ActorClientMixin:
         key = spec.shape_key
         sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
 
-        def on_grant(lease: Lease | None) -> None:
+        def on_grant(lease: Lease | None, why: str) -> None:
             if lease is None:
-                cause = "the node manager could not start a worker for the actor"
+                cause = why or "the node manager could not start a worker for the actor"
                 self._life_ended(client, None, cause, final=True, report=False)
                 return
             with self.lock:

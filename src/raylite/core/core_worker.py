@@ -68,6 +68,7 @@ from .leasing import LeasingMixin
 from .lineage import LineageMixin
 from .objects import PENDING, RELEASED, ObjectEntry, ObjectTable
 from .refs import RefsMixin
+from .replies import RepliesMixin
 from .statistics import CoreStatistics, snapshot
 from .submission import SubmissionMixin
 from .tasks import TaskSpec
@@ -83,6 +84,7 @@ class CoreWorker(
     LeasingMixin,
     ActorClientMixin,
     GeneratorsMixin,
+    RepliesMixin,
     _object_ref._Hooks,
 ):
     # The job's default actor lifetime (init(job_config=JobConfig(default_actor_lifetime=
@@ -201,6 +203,9 @@ class CoreWorker(
         # whether it is async; the task ids cancelled before or while running (a worker
         # fills them; RuntimeContext reads them).
         self.actor_options: dict[str, Any] = {}
+        # The placement group the current task or actor runs in: [id, bundle index,
+        # capture child tasks, bundles] (remote_function.placement_of), or None.
+        self.placement_group: list[Any] | None = None
         self.actor_instance: Any = None
         self.actor_is_async = False
         self.cancelled_tasks: set[bytes] = set()

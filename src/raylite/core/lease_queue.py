@@ -130,10 +130,12 @@ class ArmLinger(msgspec.Struct, frozen=True):
 
 
 class FailQueue(msgspec.Struct, frozen=True):
-    """These tasks can never be placed: fail them with TaskUnschedulableError(reason)."""
+    """These tasks can never be placed: fail them with TaskUnschedulableError(reason),
+    or TaskPlacementGroupRemoved (`group_removed`: their placement group is gone)."""
 
     specs: list[TaskSpec]
     reason: str
+    group_removed: bool = False
 
 
 Action = Push | Ask | Cancel | GiveBack | ArmLinger | FailQueue
@@ -232,7 +234,13 @@ class LeaseQueues:
         return True
 
     def refused(
-        self, sc: SchedulingClass, lease_id: bytes, *, gone: bool, unplaceable: str | None = None
+        self,
+        sc: SchedulingClass,
+        lease_id: bytes,
+        *,
+        gone: bool,
+        unplaceable: str | None = None,
+        group_removed: bool = False,
     ) -> list[Action]:
         """The request failed: ask again if tasks still wait, unless nothing would
         answer (`gone`: our node manager is gone), or fail them if they can never be
@@ -240,7 +248,7 @@ class LeaseQueues:
         actions: list[Action] = []
         if sc.pending.pop(lease_id, None) is not None and sc.queue and not gone:
             if unplaceable is not None:
-                actions.append(FailQueue(self.fail_queue(sc), unplaceable))
+                actions.append(FailQueue(self.fail_queue(sc), unplaceable, group_removed))
             else:
                 self._dispatch(sc, actions)
         return actions

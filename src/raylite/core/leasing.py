@@ -27,6 +27,7 @@ from ..config import CONFIG, from_units
 from ..exceptions import (
     ConnectionLost,
     NodeDiedError,
+    TaskPlacementGroupRemoved,
     TaskUnschedulableError,
 )
 from ..serialization import dumps_inline
@@ -87,7 +88,8 @@ class LeasingMixin:
         elif kind is ArmLinger:
             self.timers.call_later(action.delay, self._linger_over)
         elif kind is FailQueue:
-            self._fail_queue(action.specs, action.reason)
+            error = TaskPlacementGroupRemoved if action.group_removed else TaskUnschedulableError
+            self._fail_queue(action.specs, action.reason, error)
         else:
             raise TypeError(f"not a lease action: {action!r}")
 
@@ -111,13 +113,13 @@ class LeasingMixin:
         sc: SchedulingClass,
         lease_id: bytes,
         actor_id: bytes | None = None,
-        on_grant: Callable[[Lease | None], None] | None = None,
+        on_grant: Callable[[Lease | None, str], None] | None = None,
         detached: bool = False,
     ) -> None:
         """Ask our node manager for a worker; follow it to another node if it says so.
 
         A task lease (no on_grant) is the queues' (lease_id pending in `sc`): its
-        answers are their events. An actor's lease goes to on_grant (None: refused)."""
+        answers are their events. An actor's lease goes to on_grant (None: refused, and why)."""
         hops = [0]
 
         def answered(reply: Any, nm: str) -> None:
@@ -131,19 +133,25 @@ class LeasingMixin:
                 return
             if not isinstance(reply, P.LeaseGranted):
                 if on_grant is not None:
-                    on_grant(None)
+                    on_grant(None, reply.reason if isinstance(reply, P.Failed) else "")
                     return
                 with self.lock:  # refused, or the node went away: ask again if needed
                     # (not once our own node manager is gone: nothing would answer)
                     lost = reply is None or isinstance(reply, ConnectionLost)
                     gone = lost and (not nm or self.closed)
+                    code = reply.code if isinstance(reply, P.Failed) else None
                     unplaceable = (
                         reply.reason
-                        if isinstance(reply, P.Failed)
-                        and reply.code == P.FailCode.AFFINITY_UNAVAILABLE
+                        if code in (P.FailCode.AFFINITY_UNAVAILABLE, P.FailCode.PG_REMOVED)
                         else None
                     )
-                    actions = self.queues.refused(sc, lease_id, gone=gone, unplaceable=unplaceable)
+                    actions = self.queues.refused(
+                        sc,
+                        lease_id,
+                        gone=gone,
+                        unplaceable=unplaceable,
+                        group_removed=code == P.FailCode.PG_REMOVED,
+                    )
                     if gone and not self.closed:
                         # Our node manager is gone and nothing reconnects: fail what
                         # waits for this shape once, rather than leave it queued forever.
@@ -154,7 +162,7 @@ class LeasingMixin:
                 return
             lease = Lease(reply, sc, nm)
             if on_grant is not None:
-                on_grant(lease)
+                on_grant(lease, "")
                 return
             with self.lock:
                 self._lease_actions(self.queues.granted(lease, time.monotonic()))
@@ -184,7 +192,8 @@ class LeasingMixin:
         error: type[Exception] = TaskUnschedulableError,
     ) -> None:
         """Tasks that can never be placed (hard affinity to a dead node, our node
-        manager gone): fail them with error(reason) (lock held)."""
+        manager gone, a removed placement group): fail them with error(reason) (lock
+        held)."""
         err = dumps_inline(error(reason))
 
         def fail() -> None:

@@ -283,6 +283,10 @@ def make_app(nm: Source, proxy_url: str | None = None) -> web.Application:
             )
         )
 
+    async def api_placement_groups(request: web.Request) -> web.Response:
+        _, head = snapshots()
+        return _json(views.placement_groups(head, limit=q(request, "limit", 100, views.MAX_LIMIT)))
+
     async def api_objects(request: web.Request) -> web.Response:
         sort = "size" if request.query.get("sort") == "size" else "recent"
         limit = q(request, "limit", 100, views.MAX_LIMIT)
@@ -327,6 +331,7 @@ def make_app(nm: Source, proxy_url: str | None = None) -> web.Application:
     app.router.add_get("/api/tasks", api_tasks)
     app.router.add_get("/api/tasks/{task_id}", api_task)
     app.router.add_get("/api/actors", api_actors)
+    app.router.add_get("/api/placement_groups", api_placement_groups)
     app.router.add_get("/api/objects", api_objects)
     app.router.add_get("/api/workers", api_workers)
     app.router.add_get("/api/logs", api_logs)

@@ -261,6 +261,37 @@ def actors(
 
 
 # --------------------------------------------------------------------- objects
+# ----------------------------------------------------------- placement groups
+def placement_groups(head: HeadStatistics, limit: int = 100) -> dict[str, Any]:
+    """The head's placement groups, newest first, with each bundle's node."""
+    addresses = {n.node_id: n.address or n.ip for n in head.nodes}
+    by_state: dict[str, int] = {}
+    rows = []
+    for pg in reversed(head.placement_groups):
+        by_state[pg["state"]] = by_state.get(pg["state"], 0) + 1
+        if len(rows) >= limit:
+            continue
+        nodes = pg["nodes"]
+        rows.append(
+            {
+                "placement_group_id": pg["pg_id"].hex(),
+                "name": pg["name"],
+                "state": pg["state"],
+                "strategy": pg["strategy"],
+                "detached": pg["detached"],
+                "bundles": [
+                    {
+                        "resources": _display(b),
+                        "node_id": _hex(nodes.get(i)),
+                        "node": addresses.get(nodes.get(i, b""), ""),
+                    }
+                    for i, b in enumerate(pg["bundles"])
+                ],
+            }
+        )
+    return {"rows": rows, "states": by_state, "total": sum(by_state.values())}
+
+
 def _owner(node: NodeStatistics, address: str) -> tuple[str, int | None]:
     pid = node.clients.get(address)
     kind = "driver" if os.path.basename(address).startswith("d-") else "worker"

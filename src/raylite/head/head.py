@@ -2,8 +2,9 @@
 
 Owns the node table (addresses, resources, liveness), the actor table and its
 names, and the job counter, and writes them through to a HeadStorage so a head
-started again on the same storage finds the cluster as it was. Not leases or
-workers (node/), not placement (scheduling), not objects (their owners).
+started again on the same storage finds the cluster as it was; placement groups
+through its PlacementGroupService (`pgs`, pg_service.py). Not leases or workers
+(node/), not placement (scheduling), not objects (their owners).
 
     node manager ──RegisterNode, Heartbeat──▶ Head ──ClusterView──▶ node manager
     node manager ──ActorStateChanged, GetActorInfo, RegisterActorName...──▶ Head
@@ -35,6 +36,7 @@ from ..core.lifecycle import transition as _transition
 from ..exceptions import InvalidTransition
 from ..scheduling import NodeView
 from . import detached
+from .pg_service import PlacementGroupService
 from .statistics import ActorEntry, HeadStatistics, NodeEntry
 from .storage import HeadStorage
 
@@ -128,6 +130,7 @@ class Head:
         self.actors: dict[bytes, ActorRec] = {}
         self.names: dict[tuple[str, str], ActorRec] = {}
         self.jobs = 0
+        self.job_drivers: dict[str, bytes] = {}  # a driver's address -> its job id
         self.started = time.time()
         self.handlers: dict[type, Any] = {
             P.RegisterNode: self.on_register_node,
@@ -145,6 +148,8 @@ class Head:
             P.CreateDetached: self.on_create_detached,
             P.LogLines: self.on_log_lines,
         }
+        self.pgs = PlacementGroupService(self)  # placement groups (pg_service.py)
+        self.handlers.update(self.pgs.handlers)
         self.load()
 
     # ------------------------------------------------------------------ storage
@@ -191,12 +196,14 @@ class Head:
             self.actors[actor.actor_id] = actor
             if actor.name is not None and actor.state is not DEAD:
                 self.names[actor.name] = actor
-        if self.nodes or self.actors:
+        groups = self.pgs.load()
+        if self.nodes or self.actors or groups:
             log.warning(
-                "head: restored %d node(s), %d actor(s), %d job(s) from %s",
+                "head: restored %d node(s), %d actor(s), %d job(s), %d placement group(s) from %s",
                 len(self.nodes),
                 len(self.actors),
                 self.jobs,
+                groups,
                 self.storage.url,
             )
 
@@ -264,6 +271,7 @@ class Head:
         # right after a join places work on the new node at once.
         self.broadcast(P.ClusterView(view), skip=conn, local=False)
         self.nm.on_cluster_view(view)
+        self.pgs.kick()  # waiting placement groups may fit on it
 
     def on_heartbeat(self, conn: AsyncConnection, msg: P.Heartbeat, rid: int) -> None:
         rec = self.nodes.get(msg.node_id)
@@ -276,6 +284,7 @@ class Head:
         rec.pending = msg.pending
         rec.conn = conn
         conn.reply(rid, P.ClusterView(self.view()))
+        self.pgs.kick()  # (only when a group waits)
         if self.nm.pending:  # requests waiting here may fit on that node now
             self.nm.view_refreshed()
 
@@ -306,6 +315,7 @@ class Head:
             if actor.node_id == rec.node_id and actor.state in (ALIVE, PENDING):
                 self.actor_process_died(actor, f"its node {rec.address} died ({cause})")
         self.broadcast(P.NodeDied(rec.node_id, rec.address, rec.ip, cause))
+        self.pgs.node_died(rec.node_id)  # its bundles are placed again
         if rec.conn is not None:
             rec.conn.close()
 
@@ -323,6 +333,10 @@ class Head:
     def on_client_died(self, conn: AsyncConnection, msg: P.ClientDied, rid: int) -> None:
         self.broadcast(msg, skip=conn, local=conn is not None)
         detached.owner_gone(self, msg.address)
+        self.pgs.client_died(msg.address)  # its placement groups go with it
+        job = self.job_drivers.pop(msg.address, None)
+        if job is not None:  # a driver: its job ended, and its groups with it
+            self.pgs.job_finished(job)
 
     def on_log_lines(self, conn: AsyncConnection, msg: P.LogLines, rid: int) -> None:
         if conn is not None and msg.pid:  # another node's worker: keep it for `raylite logs`
@@ -331,12 +345,15 @@ class Head:
         self.broadcast(msg, skip=conn, local=conn is not None)
 
     def on_register_job(self, conn: AsyncConnection, msg: P.RegisterJob, rid: int) -> None:
-        conn.reply(rid, P.JobRegistered(self.new_job()))
+        conn.reply(rid, P.JobRegistered(self.new_job(msg.driver)))
 
-    def new_job(self) -> bytes:
+    def new_job(self, driver: str = "") -> bytes:
         self.jobs += 1
         self.storage.put("meta", "jobs", str(self.jobs).encode())
-        return self.jobs.to_bytes(4, "little")
+        job_id = self.jobs.to_bytes(4, "little")
+        if driver:
+            self.job_drivers[driver] = job_id
+        return job_id
 
     def cluster_totals(self) -> tuple[dict[str, int], dict[str, int]]:
         total: dict[str, int] = {}
@@ -367,6 +384,16 @@ class Head:
             "uptime_s": time.time() - stats.started,
             "actors": sum(1 for a in stats.actors if a.state is not DEAD),
             "jobs": stats.jobs,
+            "placement_groups": [
+                {
+                    "pg_id": pg["pg_id"].hex(),
+                    "name": pg["name"],
+                    "state": pg["state"],
+                    "strategy": pg["strategy"],
+                    "bundles": pg["bundles"],
+                }
+                for pg in stats.placement_groups
+            ],
         }
         conn.reply(rid, P.NodeStatus([n.row() for n in stats.nodes], head))
 
@@ -428,6 +455,7 @@ class Head:
             named_actors=MappingProxyType({k: a.actor_id for k, a in self.names.items()}),
             total=MappingProxyType(total),
             available=MappingProxyType(avail),
+            placement_groups=self.pgs.statistics(),
         )
 
     # ------------------------------------------------------------------ actors

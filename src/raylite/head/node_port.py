@@ -90,6 +90,24 @@ class NodePort(Protocol):
         """Where the node would place a lease of `shape` for the actor (here, spill...)."""
         ...
 
+    def spawn(self, coro: Any) -> None:
+        """Run `coro` in the background, owned by the node."""
+        ...
+
+    def prepare_bundles(
+        self, pg_id: bytes, attempt: int, bundles: dict[int, dict[str, int]]
+    ) -> bool:
+        """Reserve a placement group's bundles here, all or none (node/bundle_book.py)."""
+        ...
+
+    def commit_bundles(self, pg_id: bytes, indices: list[int]) -> None:
+        """The reserved bundles become the group's resources here."""
+        ...
+
+    def cancel_bundles(self, pg_id: bytes, indices: list[int], attempt: int, removed: bool) -> None:
+        """Give back bundles reserved or committed here (removed: all of the group's)."""
+        ...
+
     def start_detached_actor(self, msg: P.StartActor) -> None:
         """Start a new life of a detached actor on this node (in the background)."""
         ...

@@ -86,6 +86,8 @@ class HeadStatistics:
     named_actors: Mapping[tuple[str, str], bytes]  # (namespace, name) -> actor id
     total: Mapping[str, int]  # summed over live nodes
     available: Mapping[str, int]
+    # Placement groups: PGRec.row() each (head/placement_groups.py).
+    placement_groups: tuple[Mapping[str, Any], ...] = ()
 
     def actor_classes(self) -> dict[bytes, str]:
         return {a.actor_id: a.class_name for a in self.actors}

@@ -12,6 +12,7 @@ Not the head's tables (head/), not placement (leases.py, scheduling.py).
     node ──Heartbeat(available, pending)──▶ head ──ClusterView──▶ node     heartbeat_loop
     head ──NodeDied, ClientDied, LogLines──▶ node ──▶ its clients          on_head_event
     client ──head request──▶ node ──▶ head ──reply──▶ node ──▶ client      forward_to_head
+    client ──CreatePlacementGroup──▶ node (names the creator) ──▶ head
 
 A message for the head is a call where the head runs in this process and a message
 elsewhere (to_head, head_request). A node the head gave up (it missed heartbeats:
@@ -26,6 +27,8 @@ import logging
 import os
 import socket
 from typing import Any
+
+import msgspec
 
 from .. import protocol as P
 from .. import scheduling
@@ -49,6 +52,9 @@ HEAD_REQUESTS = (
     P.RegisterJob,
     P.RegisterDetached,
     P.CreateDetached,
+    P.RemovePlacementGroup,
+    P.WaitPlacementGroup,
+    P.GetPlacementGroups,
 )
 
 
@@ -99,6 +105,8 @@ class ClusterLinkMixin:
         """Tell the head soon (not at the next period): others place work by our numbers."""
         if self.beat_now is not None:
             self.beat_now.set()
+        elif self.head is not None:  # placement groups that wait may fit now
+            self.head.pgs.kick()
 
     def other_nodes(self) -> list[scheduling.NodeView]:
         if self.head is not None:
@@ -178,6 +186,27 @@ class ClusterLinkMixin:
                 conn.reply(rid, reply)
 
         self.spawn(forward())
+
+    def on_create_placement_group(
+        self, conn: AsyncConnection, msg: P.CreatePlacementGroup, rid: int
+    ) -> None:
+        """A client creates a placement group: this node names its creator (the group
+        goes with it unless detached), then the head decides."""
+        peer = conn.peer
+        # A driver's group goes with it, a detached actor's with that actor; any other
+        # worker's with its job (""), as Ray scopes them. Another node that forwards
+        # named the creator already.
+        if hasattr(peer, "worker_id"):  # a worker (pool.WorkerRec)
+            lease = self.lease_book.leases.get(peer.lease_id or b"")
+            owner = peer.address if lease is not None and lease.detached else ""
+        else:
+            owner = self.driver_addresses.get(conn, "")
+        if owner and not msg.owner:
+            msg = msgspec.structs.replace(msg, owner=owner)
+        if self.head is not None:
+            self.head.pgs.on_create(conn, msg, rid)
+        else:
+            self.forward_to_head(conn, msg, rid)
 
     def on_head_view(self, conn: AsyncConnection, msg: P.ClusterView, rid: int) -> None:
         if self.head is None:

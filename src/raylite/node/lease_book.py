@@ -10,6 +10,10 @@ Spillback, Reject). Not the placement policy (scheduling.py), not the processes
 (pool.py's WorkerRec carries the fields this book moves: state, lease_id,
 for_request), not the view of the other nodes: the book reads it through `view`
 (the NodeManager: the head's table on the head node, the last ClusterView elsewhere).
+Placement groups' bundles are resources here like any other (bundles.py's names,
+added and taken away by bundle_book.py); the book also keeps the GPU ids of those
+bundles (`group_gpus`) and the groups removed (`removed_groups`: a request for one
+fails), and does not announce as infeasible a request for a group not placed yet.
 
     request ──place: here──▶ pending ──schedule──▶ Grant(lease, an idle worker)
        │                                      ├──▶ StartWorker(lease): an actor's own worker
@@ -44,7 +48,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .. import labels, scheduling
+from .. import bundles, labels, scheduling
 from ..config import CONFIG, RESOURCE_UNIT, Config
 from ..protocol import FailCode, NodeAffinity
 from ..scheduling import NodeView, Placement
@@ -202,6 +206,7 @@ RESOURCES_CHANGED = ResourcesChanged()
 LeaseAction = StartWorker | Grant | Spillback | Reject | Infeasible | KillWorker | ResourcesChanged
 
 _HERE = Placement(None, scheduling.HERE)
+_PG_REMOVED = "The placement group corresponding to this task has been removed."
 _INFEASIBLE = Placement(None, "infeasible")
 
 
@@ -250,6 +255,12 @@ class LeaseBook:
         # Spillbacks of the event being handled: placement sees them at once, the
         # shell applies them to the view (Spillback.available) when it runs the actions.
         self._debited: dict[bytes, NodeView] = {}
+        # Placement groups removed (hex ids; bundle_book.py adds them): a request for
+        # one fails, checked only for requests no node can serve (never the hot path).
+        self.removed_groups: dict[str, None] = {}  # (an ordered set: the oldest go first)
+        # GPU ids of committed bundles (bundles.take_gpus): bundle's GPU resource name
+        # -> {GPU id: units free}.
+        self.group_gpus: dict[str, dict[int, int]] = {}
 
     # ------------------------------------------------------------------ events
     def request(self, lease: Lease) -> list[LeaseAction]:
@@ -272,8 +283,16 @@ class LeaseBook:
                 actions.append(Infeasible(lease, {}))
                 return actions
             if where.kind == "infeasible":
-                missing = {k: v for k, v in lease.shape.items() if self.total.get(k, 0) < v}
-                actions.append(Infeasible(lease, missing))
+                group = bundles.group_of(lease.shape)
+                if group is None:
+                    missing = {k: v for k, v in lease.shape.items() if self.total.get(k, 0) < v}
+                    actions.append(Infeasible(lease, missing))
+                elif group in self.removed_groups:
+                    transition(lease, FAILED, LEASE_TRANSITIONS, cause="group removed",
+                               who=lease.lease_id)  # fmt: skip
+                    actions.append(Reject(lease, FailCode.PG_REMOVED, _PG_REMOVED))
+                    return actions
+                # else its group is not placed yet (or again): it waits, unannounced
         self.pending.append(lease)
         self._schedule(actions)
         return actions
@@ -417,6 +436,8 @@ class LeaseBook:
         for lease in self.pending:
             if lease.warned or now - lease.waiting_since < after:
                 continue
+            if bundles.group_of(lease.shape) is not None:
+                continue  # tasks queue on their bundle by design: no hang to warn of
             short = [k for k, v in lease.shape.items() if available.get(k, 0) < v]
             if not short:
                 continue  # it waits for a worker to start, not for resources
@@ -600,8 +621,8 @@ class LeaseBook:
         for k, v in shape.items():
             available[k] = available.get(k, 0) - v
         units = shape.get("GPU", 0)
-        if not units:
-            return []
+        if not units:  # in a placement group: the bundle's GPUs, if it asks some
+            return bundles.take_gpus(self.group_gpus, shape) if self.group_gpus else []
         free = self.gpu_free
         if units < RESOURCE_UNIT:  # a share of one GPU: the first with room (packing)
             gpu = next(i for i in sorted(free) if free[i] >= units)
@@ -611,6 +632,17 @@ class LeaseBook:
         for i in ids:
             free[i] = 0
         return ids
+
+    def fits_now(self, shape: dict[str, int]) -> bool:
+        """The node has `shape` free now (a bundle's prepare, bundle_book.py)."""
+        available = self.available
+        return all(available.get(k, 0) >= v for k, v in shape.items()) and (
+            "GPU" not in shape or self._gpus_fit(shape["GPU"])
+        )
+
+    def give_back(self, shape: dict[str, int], gpu_ids: list[int]) -> None:
+        """Resources held outside a lease (a bundle's) come back; the caller schedules."""
+        self._release(shape, gpu_ids, [])
 
     def _gpus_fit(self, units: int) -> bool:
         """A share fits on one GPU with room; whole GPUs must be wholly free."""
@@ -627,6 +659,10 @@ class LeaseBook:
             available[k] = available.get(k, 0) + v
         if gpu_ids:
             units = shape.get("GPU", 0)
+            if not units:  # a placement group's: back to its bundle
+                bundles.give_gpus(self.group_gpus, shape, gpu_ids)
+                actions.append(RESOURCES_CHANGED)
+                return
             share = units if units < RESOURCE_UNIT else RESOURCE_UNIT
             for i in gpu_ids:
                 self.gpu_free[i] = min(self.gpu_free[i] + share, RESOURCE_UNIT)

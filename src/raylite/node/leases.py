@@ -13,6 +13,8 @@ early heartbeat. Not the decisions (the book's), not the placement policy
     owner ──ReturnLease──▶ book.lease_returned: the worker is idle again (an actor's killed)
     owner ──CancelLease──▶ book.cancel ──Failed("cancelled")──▶ owner
     worker ──NotifyBlocked / NotifyUnblocked──▶ its lease's CPUs lent back / taken again
+    head ──PrepareBundles / CommitBundles / CancelBundles──▶ the BundleBook
+                                        (`bundle_book`, bundle_book.py: placement groups)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .. import scheduling
 from ..config import CONFIG, RESOURCE_UNIT
 from ..exceptions import ConnectionLost
 from ..transport_async import AsyncConnection
+from .bundle_book import BundleBook
 from .lease_book import (
     Grant,
     Infeasible,
@@ -50,6 +53,7 @@ class LeasesMixin:
 
     def _init_leases(self, total: dict[str, int], num_gpus: int) -> None:
         self.lease_book = LeaseBook(total, num_gpus, self, cluster=self.cluster)  # type: ignore[arg-type]
+        self.bundle_book = BundleBook(self.lease_book)  # placement groups' bundles here
 
     # What the head (head/node_port.py), the heartbeat and the state views read.
     @property
@@ -145,6 +149,32 @@ class LeasesMixin:
                 (await self.connect_nm(msg.via)).send(forward)
 
         self.spawn(send())
+
+    # Placement groups: the head's two phases (head/pg_service.py), this node's half.
+    def prepare_bundles(
+        self, pg_id: bytes, attempt: int, bundles: dict[int, dict[str, int]]
+    ) -> bool:
+        ok = self.bundle_book.prepare(pg_id, attempt, bundles)
+        if ok:
+            self.resources_changed()
+        return ok
+
+    def commit_bundles(self, pg_id: bytes, indices: list[int]) -> None:
+        self.run_lease_actions(self.bundle_book.commit(pg_id, indices))
+        self.resources_changed()
+
+    def cancel_bundles(self, pg_id: bytes, indices: list[int], attempt: int, removed: bool) -> None:
+        self.run_lease_actions(self.bundle_book.cancel(pg_id, indices, attempt, removed))
+
+    def on_prepare_bundles(self, conn: AsyncConnection, msg: P.PrepareBundles, rid: int) -> None:
+        ok = self.prepare_bundles(msg.pg_id, msg.attempt, msg.bundles)
+        conn.reply(rid, P.Ok() if ok else P.Failed(P.FailCode.BAD_REQUEST, "no room now"))
+
+    def on_commit_bundles(self, conn: AsyncConnection, msg: P.CommitBundles, rid: int) -> None:
+        self.commit_bundles(msg.pg_id, msg.indices)
+
+    def on_cancel_bundles(self, conn: AsyncConnection, msg: P.CancelBundles, rid: int) -> None:
+        self.cancel_bundles(msg.pg_id, msg.indices, msg.attempt, msg.removed)
 
     def on_cancel_lease(self, conn: AsyncConnection, msg: P.CancelLease, rid: int) -> None:
         self.run_lease_actions(self.lease_book.cancel(msg.lease_id))

@@ -53,7 +53,8 @@ class Listings:
                 lister = LISTERS.get(msg.kind)
                 if lister is None:
                     raise ValueError(
-                        f"cannot list {msg.kind!r}: choose tasks, actors, objects, nodes or workers"
+                        f"cannot list {msg.kind!r}: choose tasks, actors, objects, nodes, workers "
+                        "or placement_groups"
                     )
                 filters = check_filters(msg.filters, COLUMNS[msg.kind], msg.kind)
                 node = self.nm.statistics(objects=msg.kind == "objects")
@@ -276,14 +277,50 @@ def object_rows(
     ]
 
 
+def placement_group_rows(
+    node: NodeStatistics, head: HeadStatistics | None, started: float
+) -> list[dict[str, Any]]:
+    """The head's placement groups, as Ray's list_placement_groups() shows them."""
+    if head is None:
+        return []
+    return [placement_group_row(pg) for pg in head.placement_groups]
+
+
+def placement_group_row(pg: Any) -> dict[str, Any]:
+    pg_hex = pg["pg_id"].hex()
+    nodes = pg["nodes"]
+    return {
+        "placement_group_id": pg_hex,
+        "name": pg["name"],
+        "creator_job_id": None,
+        "state": pg["state"],
+        "strategy": pg["strategy"],
+        "bundles": [
+            {
+                "bundle_id": f"{pg_hex}_{i}",
+                "node_id": nodes[i].hex() if i in nodes else None,
+                "unit_resources": {k: v / RESOURCE_UNIT for k, v in b.items()},
+            }
+            for i, b in enumerate(pg["bundles"])
+        ],
+        "is_detached": pg["detached"],
+        "stats": {"scheduling_attempt": pg["attempts"]},
+    }
+
+
 LISTERS: dict[str, Callable[[NodeStatistics, HeadStatistics | None, float], list[Any]]] = {
     "actors": actor_rows,
+    "placement_groups": placement_group_rows,
     "workers": worker_rows,
     "nodes": node_rows,
     "objects": object_rows,
 }
 
 COLUMNS = {
+    "placement_groups": [
+        "placement_group_id", "name", "creator_job_id", "state", "strategy", "bundles",
+        "is_detached", "stats",
+    ],
     "actors": [
         "actor_id", "class_name", "state", "job_id", "name", "node_id", "pid",
         "ray_namespace", "death_cause", "address",

@@ -173,6 +173,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             P.FetchObject: self.on_fetch_object,
             P.KillActorWorker: self.on_kill_actor_worker,
             P.StartActor: self.on_start_actor,
+            P.PrepareBundles: self.on_prepare_bundles,
+            P.CommitBundles: self.on_commit_bundles,
+            P.CancelBundles: self.on_cancel_bundles,
             P.NodeDied: self.on_head_message,
             P.ClusterView: self.on_head_view,
         }
@@ -181,7 +184,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             self.handlers[kind] = self.forward_to_head
         if self.head is not None:
             self.handlers.update(self.head.handlers)
-        else:  # what the head sends us
+        # Its creator is named here, where the connection is known (then the head's).
+        self.handlers[P.CreatePlacementGroup] = self.on_create_placement_group
+        if self.head is None:  # what the head sends us
             self.handlers[P.ClientDied] = self.on_head_message
             self.handlers[P.LogLines] = self.on_head_message
 
@@ -333,11 +338,11 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             if self.head is None:  # job ids are the cluster's: the head hands them out
                 self.spawn(self.register_driver(conn, msg, rid))
                 return
-            job_id = self.head.new_job()
+            job_id = self.head.new_job(msg.address)
         self.registered(conn, msg, rid, job_id)
 
     async def register_driver(self, conn: AsyncConnection, msg: P.RegisterClient, rid: int) -> None:
-        reply = await self.head_request(P.RegisterJob())
+        reply = await self.head_request(P.RegisterJob(msg.address))
         if not isinstance(reply, P.JobRegistered):
             conn.reply(rid, reply)
             return
@@ -411,7 +416,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             self.listings.on_get_logs(conn, msg, rid)
 
     def on_list_state(self, conn: AsyncConnection, msg: P.ListState, rid: int) -> None:
-        if msg.kind in ("tasks", "actors", "nodes"):  # cluster-wide, at the head
+        if msg.kind in ("tasks", "actors", "nodes", "placement_groups"):  # at the head
             self.on_task_query(conn, msg, rid)
         elif msg.local or not self.cluster:  # this node's own workers and store
             self.listings.on_list_state(conn, msg, rid)

@@ -211,6 +211,8 @@ class PoolMixin:
             self.tell_clients(notice, skip=rec.conn)
             if self.cluster:  # and owners on other nodes
                 self.to_head(notice)
+            elif self.head is not None:  # one machine: its placement groups go with it
+                self.head.pgs.client_died(rec.address)
         self.run_lease_actions(actions)  # the actor lease it started for fails; schedule
 
     def kill_worker(self, rec: WorkerRec) -> None:

@@ -39,6 +39,19 @@ if TYPE_CHECKING:
     from .serialization import deregister_serializer, register_serializer
 
 
+# Eager, as Ray's: `raylite.util.placement_group` is the function, not its module (a
+# lazy load would leave the submodule bound under that name). The module imports
+# only light parts of raylite at the top.
+from .placement_group import (  # noqa: E402
+    PlacementGroup,
+    get_current_placement_group,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+
+
 def __getattr__(name: str) -> Any:
     import importlib
 
@@ -59,14 +72,20 @@ def __dir__() -> list[str]:
 __all__ = [
     "ActorPool",
     "Executor",
+    "PlacementGroup",
     "accelerators",
     "as_completed",
     "deregister_serializer",
+    "get_current_placement_group",
     "get_node_ip_address",
+    "get_placement_group",
     "inspect_serializability",
     "list_named_actors",
     "map_unordered",
     "metrics",
+    "placement_group",
+    "placement_group_table",
     "progress",
     "register_serializer",
+    "remove_placement_group",
 ]

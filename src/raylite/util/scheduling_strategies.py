@@ -1,8 +1,9 @@
 """Ray's scheduling strategy classes (`ray.util.scheduling_strategies`).
 
 A strategy travels to node managers in its wire form (`to_wire`, RequestLease.strategy):
-None for the default hybrid policy, "SPREAD", or a NodeAffinity record. The policy
-itself is in raylite.scheduling.
+None for the default hybrid policy, "SPREAD", or a NodeAffinity record; a placement
+group's is None too, its bundle being in the task's resource shape (bundles.py). The
+policy itself is in raylite.scheduling.
 """
 
 from __future__ import annotations
@@ -36,8 +37,25 @@ class NodeAffinitySchedulingStrategy:
 
 
 class PlacementGroupSchedulingStrategy:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("Placement groups are not supported by raylite yet.")
+    """Run in a placement group: in bundle `placement_group_bundle_index` (-1: any of
+    its bundles), on that bundle's resources only; `placement_group_capture_child_tasks`:
+    the tasks and actors it starts run in the group too (remote_function.placement_of)."""
+
+    def __init__(
+        self,
+        placement_group: Any,
+        placement_group_bundle_index: int = -1,
+        placement_group_capture_child_tasks: bool | None = None,
+    ) -> None:
+        self.placement_group = placement_group
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+    def __repr__(self) -> str:
+        return (
+            f"PlacementGroupSchedulingStrategy({self.placement_group!r}, "
+            f"{self.placement_group_bundle_index}, {self.placement_group_capture_child_tasks})"
+        )
 
 
 def to_wire(strategy: Any) -> str | NodeAffinity | None:
@@ -48,6 +66,8 @@ def to_wire(strategy: Any) -> str | NodeAffinity | None:
         return "SPREAD"
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         return NodeAffinity(strategy.node_id, strategy.soft)
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        return None  # its task's shape names the bundle's resources (bundles.py)
     raise TypeError(
         f"scheduling_strategy={strategy!r}: use 'DEFAULT', 'SPREAD' or "
         "NodeAffinitySchedulingStrategy(node_id, soft)."

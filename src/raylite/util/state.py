@@ -1,4 +1,4 @@
-"""What is in the cluster, for people: tasks, actors, objects, nodes, workers.
+"""What is in the cluster, for people: tasks, actors, objects, nodes, workers, placement groups.
 
 Shaped like Ray's state API (`ray.util.state`): `list_tasks()` and friends return
 records (`TaskState`, ...) with Ray's field names, readable as attributes or as
@@ -88,6 +88,20 @@ class ActorState(StateSchema):
     ray_namespace: str | None = None
     death_cause: dict[str, Any] | None = None
     address: str = ""  # raylite: where its worker accepts calls
+
+
+@dataclass
+class PlacementGroupState(StateSchema):
+    placement_group_id: str
+    name: str = ""
+    creator_job_id: str | None = None
+    state: str = ""  # PENDING, CREATED, REMOVED, RESCHEDULING
+    strategy: str = ""  # raylite: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
+    bundles: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # bundle_id, node_id, unit_resources
+    is_detached: bool = False
+    stats: dict[str, Any] | None = None
 
 
 @dataclass
@@ -355,6 +369,20 @@ def summarize_actors(
         entry = per_class.setdefault(a.class_name, {"class_name": a.class_name, "state_counts": {}})
         entry["state_counts"][a.state] = entry["state_counts"].get(a.state, 0) + 1
     return {"cluster": {"summary": per_class, "total_actors": len(actors), "summary_by": "class"}}
+
+
+def list_placement_groups(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = DEFAULT_LIMIT,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[PlacementGroupState]:
+    """The cluster's placement groups (the head's table), removed ones included."""
+    reply = _list("placement_groups", address, filters, limit, timeout)
+    return [PlacementGroupState.from_row(r) for r in reply.rows]
 
 
 def list_nodes(

@@ -182,6 +182,20 @@ async function renderActors() {
       el("td", { class: "cause" }, a.cause || ""))));
 }
 
+// --------------------------------------------------------- placement groups
+async function renderGroups() {
+  const d = await api("/api/placement_groups?limit=500");
+  document.getElementById("group-states").replaceChildren(
+    card("placement groups", d.total),
+    ...Object.entries(d.states).map(([s, n]) => card(s.toLowerCase(), n)));
+  fill(document.querySelector("#group-rows tbody"), d.rows.map((g) =>
+    el("tr", { class: g.state === "REMOVED" ? "dead" : "" },
+      el("td", { class: "mono" }, short(g.placement_group_id)), el("td", {}, g.name || ""),
+      stateCell(g.state), el("td", {}, g.strategy),
+      el("td", { class: "mono" }, g.bundles.map((b) =>
+        `${JSON.stringify(b.resources)} @ ${b.node || short(b.node_id || "") || "-"}`).join("; ")))));
+}
+
 // ------------------------------------------------------------------ objects
 async function renderObjects() {
   const sort = document.getElementById("object-sort").value;
@@ -237,7 +251,7 @@ async function renderTimeline() {
 }
 
 // ---------------------------------------------------------------- the loop
-const RENDER = { cluster: renderCluster, tasks: renderTasks, actors: renderActors,
+const RENDER = { cluster: renderCluster, tasks: renderTasks, actors: renderActors, groups: renderGroups,
   objects: renderObjects, logs: renderLogs, timeline: renderTimeline };
 
 async function refresh() {
