@@ -43,7 +43,9 @@ from ..config import CONFIG
 
 # The tables the head uses. A name not in this set is a bug (a typo would write rows
 # that recovery never reads), so every backend rejects it.
-TABLES = frozenset({"nodes", "actors", "named_actors", "jobs", "meta"})
+TABLES = frozenset(
+    {"nodes", "actors", "named_actors", "jobs", "meta", "job_submissions", "job_logs"}
+)
 
 URL_FORMS = (
     "memory (the default: None, '' or 'memory'), "

@@ -144,6 +144,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.dashboard_host = dashboard_host
         self.dashboard: Any = None
         self.dashboard_url = ""  # http://HOST:PORT once it listens (also <session>/dashboard_url)
+        # Submitted jobs (job_supervisor.py): the head of a `raylite start` cluster runs
+        # their drivers; None elsewhere (the job API then says so).
+        self.jobs: Any = None
         self.started_at = 0.0
         self.stopping = False
         self.stopped: asyncio.Event | None = None
@@ -225,6 +228,8 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             self.spawn(self.heartbeat_loop())
         if not self.head_only:
             self.spawn(self.waiting_watch_loop())
+        if self.head is not None and self.cluster:
+            self.start_jobs()
         if self.head is not None and self.dashboard_port is not None:
             try:
                 from ..dashboard.server import start_dashboard
@@ -260,6 +265,22 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         server.close()
         if tcp_server is not None:
             tcp_server.close()
+
+    def start_jobs(self) -> None:
+        """The job table on the head's storage, and its supervisor (jobs of a head that
+        ran before on this storage are read back; leftover drivers are ended)."""
+        from ..head.jobs import JobTable
+        from .job_supervisor import JobSupervisor
+
+        assert self.head is not None
+        self.jobs = JobSupervisor(
+            JobTable(self.head.storage),
+            session_dir=self.session_dir,
+            head_address=self.tcp_address[4:],
+            node_id=self.node_id.hex(),
+            spawn=self.spawn,
+        )
+        self.jobs.recover()
 
     def spawn(self, coro: Any) -> None:
         """Run `coro` in the background, owned by this node until it ends."""
@@ -546,6 +567,8 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.stopping = True
         self.lease_book.stop()
         try:
+            if self.jobs is not None:  # jobs end with their head, as on Ray
+                await self.jobs.close()
             await self.stop_workers()
             self.remove_files()
             if conn is not None:
