@@ -5,6 +5,7 @@
                  [--filter "col=value"]... [--limit N] [--format table|json] [--detail]
     raylite summary tasks|actors [--format table|json]
     raylite logs [--pid N | --actor-id ID | --task-id ID] [--tail N] [--follow]
+    raylite job submit | status | logs | stop | list | delete   (cli_jobs.py)
 
 Finds the local node through its session directory (/tmp/raylite/<session>/),
 which holds the node's socket and its token (readable by the same user only), and
@@ -247,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import cli_cluster
 
     cli_cluster.add_commands(sub)  # start, stop, status
+    from . import cli_jobs
+
+    cli_jobs.add_commands(sub)  # job submit | status | logs | stop | list | delete
     session_help = "session directory (default: the newest running one)"
 
     mem = sub.add_parser("memory", help="list the objects in the local node's object store")

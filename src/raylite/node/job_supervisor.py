@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 
 from ..head.jobs import JobTable, KillDriver
+from . import local
 from ..job_submission.common import RESOURCES_REFUSED, JobStatus, JobSubmitRequest
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ PACKAGE_NAME = re.compile(r"^_ray_pkg_[0-9a-f]{16,64}\.zip$")
 MAX_PACKAGE_BYTES = 512 << 20  # a working_dir zip (Ray's limit for GCS packages: 512 MiB)
 STOP_WAIT_S = float(os.environ.get("RAY_JOB_STOP_WAIT_TIME_S", "3"))  # Ray's, and its default
 TAIL_POLL_S = 0.05
+NODE_WAIT_S = 60.0  # a job waits PENDING this long for the head machine's node
 SUBMISSION_ENV = "RAYLITE_JOB_SUBMISSION_ID"  # in the driver's environment: who it is
 _ID_CHARS = sorted(set(string.ascii_letters + string.digits) - set("IloO0"))
 
@@ -204,6 +206,19 @@ class JobSupervisor:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [cwd, env.get("PYTHONPATH")]))
         return env
 
+    async def wait_for_local_node(self) -> bool:
+        """Whether this machine's node of the cluster runs (the driver connects through
+        it), waiting up to NODE_WAIT_S: it starts after the head, or rejoins a new one."""
+        deadline = asyncio.get_running_loop().time() + NODE_WAIT_S
+        while True:
+            try:
+                await asyncio.to_thread(local.find_local_node, self.head_address)
+                return True
+            except ConnectionError:
+                if asyncio.get_running_loop().time() > deadline:
+                    return False
+            await asyncio.sleep(0.05)
+
     async def run(self, sid: str) -> None:
         rec = self.table.get(sid)
         if rec is None or rec.info.status != JobStatus.PENDING:
@@ -219,8 +234,17 @@ class JobSupervisor:
             self.table.start_failed(sid, f"runtime_env setup failed: {exc}", setup=True)
             self._changed()
             return
+        if not await self.wait_for_local_node():
+            self.table.start_failed(
+                sid,
+                f"no node of this cluster runs on the head machine after {NODE_WAIT_S:g} s: "
+                "a job's driver runs beside the head and needs one (`raylite start --head` "
+                "starts one; start it again if it stopped)",
+            )
+            self._changed()
+            return
         if rec.info.status != JobStatus.PENDING:
-            return  # stopped while its working_dir was unpacked
+            return  # stopped while its working_dir was unpacked or it waited for the node
         try:
             with open(self.log_path(sid), "ab") as out:  # noqa: ASYNC230 -- a local create
                 proc = await asyncio.create_subprocess_shell(
