@@ -59,7 +59,7 @@ def runtime_env_of(args: argparse.Namespace) -> dict[str, Any]:
             env = json.loads(text)
         except ValueError:
             try:
-                import yaml  # type: ignore[import-untyped]
+                import yaml
             except ImportError:
                 raise SystemExit(
                     f"raylite job: {args.runtime_env} is not JSON, and reading YAML needs "
@@ -207,7 +207,8 @@ def add_commands(sub: Any) -> None:
         if job_id:
             p.add_argument("job_id", metavar="JOB_ID")
         p.set_defaults(func=func)
-        return p
+        parser: argparse.ArgumentParser = p
+        return parser
 
     submit = command("submit", "run a command on the cluster as a job", cmd_submit, False)
     submit.add_argument("--submission-id", "--job-id", default=None, help="the job's id")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raylite.head.jobs import InvalidJobMove, JobTable, KillDriver, log_tail
+from raylite.head.jobs import DriverLost, InvalidJobMove, JobTable, log_tail
 from raylite.head.storage import MemoryStorage, SqliteStorage
 from raylite.job_submission.common import JobErrorType, JobInfo, JobStatus
 
@@ -83,7 +83,7 @@ def test_records_and_logs_survive_a_restart_and_running_jobs_fail(tmp_path):
     with SqliteStorage(str(path)) as storage:
         table = JobTable(storage)
         actions = table.load()
-        assert actions == [KillDriver("running", 4242)]
+        assert set(actions) == {DriverLost("pending", 0), DriverLost("running", 4242)}
         assert table.info("done").status == JobStatus.SUCCEEDED
         assert table.saved_logs("done") == "ok\n"
         for sid in ("running", "pending"):
@@ -108,3 +108,18 @@ def test_job_info_json_round_trip_as_rays():
 def test_log_tail_is_bounded():
     assert log_tail("x" * 50_000) == "x" * 20_000
     assert log_tail("a\nb\n") == "a\nb\n"
+
+
+def test_the_dashboards_jobs_view_lists_newest_first_without_env_values():
+    from raylite.dashboard import views
+
+    table = JobTable(MemoryStorage())
+    table.submit("old", "echo 1", runtime_env={"env_vars": {"SECRET": "s3cret"}})
+    table.jobs["old"].info.start_time = 1
+    table.submit("new", "echo 2")
+    table.started("new", pid=7)
+    out = views.jobs(table.records())
+    assert out["total"] == 2
+    assert [r["submission_id"] for r in out["rows"]] == ["new", "old"]
+    assert out["rows"][0]["status"] == "RUNNING"
+    assert "s3cret" not in str(out)

@@ -9,7 +9,7 @@ table what happened, the dashboard's jobs_api reads it.
     submit ──▶ PENDING ──started(pid)──▶ RUNNING ──exited(0)──▶ SUCCEEDED
                   │                         ├──exited(n)──▶ FAILED (exit code, log tail)
                   └──stop / start failed──▶ └──stop──▶ STOPPED
-    head restarted: PENDING / RUNNING rows ──▶ FAILED, KillDriver(pid) for the supervisor
+    head restarted: PENDING / RUNNING rows ──▶ FAILED, DriverLost(pid) for the supervisor
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
-class KillDriver:
-    """Action: end what is left of a driver's process group (the head restarted)."""
+class DriverLost:
+    """Action: a job the old head ran is FAILED now; end what is left of its driver's
+    process group (pid 0: it had none yet) and keep what it wrote (the head restarted)."""
 
     submission_id: str
     pid: int
@@ -112,7 +113,7 @@ class JobTable:
         self.jobs: dict[str, JobRecord] = {}
 
     # ------------------------------------------------------------------ storage
-    def load(self) -> list[KillDriver]:
+    def load(self) -> list[DriverLost]:
         """Read the rows back (a head started again). A job that was PENDING or RUNNING
         lost its supervisor with the old head: it is FAILED now, and its driver, if it
         still runs, is to be killed (the returned actions)."""
@@ -122,8 +123,7 @@ class JobTable:
             self.jobs[rec.submission_id] = rec
             if rec.info.status.is_terminal():
                 continue
-            if rec.driver_pid:
-                actions.append(KillDriver(rec.submission_id, rec.driver_pid))
+            actions.append(DriverLost(rec.submission_id, rec.driver_pid))
             was = rec.info.status
             self._move(
                 rec,
@@ -278,4 +278,4 @@ class JobTable:
         return sorted(self.jobs.values(), key=lambda r: r.info.start_time or 0)
 
 
-__all__ = ["JOB_TRANSITIONS", "InvalidJobMove", "JobRecord", "JobTable", "KillDriver", "log_tail"]
+__all__ = ["JOB_TRANSITIONS", "DriverLost", "InvalidJobMove", "JobRecord", "JobTable", "log_tail"]

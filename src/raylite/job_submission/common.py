@@ -215,10 +215,14 @@ class JobSubmitRequest:
             check(value is None or isinstance(value, dict), f"{name} must be a dict", value)
             for k in value or {}:
                 check(isinstance(k, str), f"{name} keys must be strings", k)
-        for v in (self.metadata or {}).values():
-            check(isinstance(v, str), "metadata values must be strings", v)
-        for v in (self.entrypoint_resources or {}).values():
-            check(isinstance(v, (int, float)), "entrypoint_resources values must be numbers", v)
+        for meta in (self.metadata or {}).values():
+            check(isinstance(meta, str), "metadata values must be strings", meta)
+        for amount in (self.entrypoint_resources or {}).values():
+            check(
+                isinstance(amount, (int, float)),
+                "entrypoint_resources values must be numbers",
+                amount,
+            )
         for name in ("entrypoint_num_cpus", "entrypoint_num_gpus"):
             value = getattr(self, name)
             check(

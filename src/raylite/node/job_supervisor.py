@@ -10,7 +10,7 @@ and their states (head/jobs.py, which it tells what happened), not HTTP
     POST /api/jobs/ ──submit──▶ JobTable (PENDING) ──run──▶ sh -c ENTRYPOINT (setsid)
                                                              │ cwd: unpacked working_dir
        RAYLITE_ADDRESS=head, env_vars, RAYLITE_JOB_RUNTIME_ENV │ stdout+stderr
-    GET .../logs, .../logs/tail ◀── <session>/logs/job-driver-<id>.log ◀──┘
+    GET .../logs, .../logs/tail ◀── <logs dir>/job-driver-<id>.log ◀──┘
     exit ──▶ JobTable (SUCCEEDED | FAILED | STOPPED) ──▶ the log text into storage
 
 The driver reaches the cluster as any local driver does: RAYLITE_ADDRESS names the
@@ -38,9 +38,9 @@ from typing import Any
 
 import psutil
 
-from ..head.jobs import JobTable, KillDriver
-from . import local
+from ..head.jobs import DriverLost, JobTable
 from ..job_submission.common import RESOURCES_REFUSED, JobStatus, JobSubmitRequest
+from . import local
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +118,15 @@ class JobSupervisor:
         self,
         table: JobTable,
         *,
-        session_dir: str,
+        logs_dir: str,
         head_address: str,
         node_id: str,
         spawn: Callable[[Any], None],
     ) -> None:
         self.table = table
-        self.logs_dir = os.path.join(session_dir, "logs")
+        # Outside the session dir where the storage outlives the head: a head started
+        # again finds what a driver it lost wrote (manager.start_jobs picks it).
+        self.logs_dir = logs_dir
         os.makedirs(self.logs_dir, mode=0o700, exist_ok=True)
         self.packages = packages_dir()
         self.head_address = head_address  # HOST:PORT: the drivers' RAYLITE_ADDRESS
@@ -138,10 +140,13 @@ class JobSupervisor:
         """A head started again: jobs it cannot follow are FAILED (JobTable.load), and
         their drivers, if they still run, are ended."""
         for action in self.table.load():
-            self._kill_leftover(action)
+            if action.pid:
+                self._kill_leftover(action)
+            if os.path.exists(self.log_path(action.submission_id)):  # what it wrote
+                self.table.save_logs(action.submission_id, self._read_file(action.submission_id))
 
     @staticmethod
-    def _kill_leftover(action: KillDriver) -> None:
+    def _kill_leftover(action: DriverLost) -> None:
         try:
             proc = psutil.Process(action.pid)
             if proc.environ().get(SUBMISSION_ENV) != action.submission_id:
@@ -246,7 +251,7 @@ class JobSupervisor:
         if rec.info.status != JobStatus.PENDING:
             return  # stopped while its working_dir was unpacked or it waited for the node
         try:
-            with open(self.log_path(sid), "ab") as out:  # noqa: ASYNC230 -- a local create
+            with open(self.log_path(sid), "wb") as out:  # noqa: ASYNC230 -- a local create
                 proc = await asyncio.create_subprocess_shell(
                     rec.info.entrypoint,
                     stdin=asyncio.subprocess.DEVNULL,

@@ -37,12 +37,14 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from types import MappingProxyType
 from typing import Any
@@ -273,9 +275,14 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         from .job_supervisor import JobSupervisor
 
         assert self.head is not None
+        storage = self.head.storage
+        logs_dir = os.path.join(self.session_dir, "logs")
+        if storage.url != "memory":  # kept with the storage, for a head started again
+            key = hashlib.sha256(storage.url.encode()).hexdigest()[:16]
+            logs_dir = os.path.join(tempfile.gettempdir(), "raylite", "job_logs", key)
         self.jobs = JobSupervisor(
-            JobTable(self.head.storage),
-            session_dir=self.session_dir,
+            JobTable(storage),
+            logs_dir=logs_dir,
             head_address=self.tcp_address[4:],
             node_id=self.node_id.hex(),
             spawn=self.spawn,
