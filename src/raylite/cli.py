@@ -1,7 +1,7 @@
 """raylite's command line: memory, list, summary, logs (more commands come with clusters).
 
     raylite memory                              objects in the store, like `ray memory`
-    raylite list tasks|actors|objects|nodes|workers [--state S] [--name N]
+    raylite list tasks|actors|objects|nodes|workers|jobs [--state S] [--name N]
                  [--filter "col=value"]... [--limit N] [--format table|json] [--detail]
     raylite summary tasks|actors [--format table|json]
     raylite logs [--pid N | --actor-id ID | --task-id ID] [--tail N] [--follow]
@@ -26,10 +26,12 @@ from .exceptions import ConnectionLost
 from .transport import Connection
 from .util import state
 
-KINDS = ("tasks", "actors", "objects", "nodes", "workers")
+KINDS = ("tasks", "actors", "objects", "nodes", "workers", "jobs")
 # What --name and --state filter on, per kind (None: the option does not apply).
 NAME_COLUMN = {"tasks": "name", "actors": "class_name", "nodes": "node_name"}
-STATE_COLUMN = {"tasks": "state", "actors": "state", "nodes": "state", "workers": "state"}
+STATE_COLUMN = {
+    "tasks": "state", "actors": "state", "nodes": "state", "workers": "state", "jobs": "status",
+}  # fmt: skip
 # The table's columns without --detail (with it: every field).
 TABLE_COLUMNS = {
     "tasks": ["task_id", "name", "state", "type", "worker_pid", "actor_id", "error_type"],
@@ -37,6 +39,7 @@ TABLE_COLUMNS = {
     "objects": ["object_id", "object_size", "type", "pid", "reference_type", "spilled"],
     "nodes": ["node_id", "node_ip", "is_head_node", "state", "node_name", "resources_total"],
     "workers": ["worker_id", "worker_type", "is_alive", "pid", "state", "actor_id"],
+    "jobs": ["submission_id", "entrypoint", "type", "status", "message", "error_type"],
 }
 LISTERS = {
     "tasks": state.list_tasks,
@@ -102,7 +105,9 @@ def _filters(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 def cmd_list(args: argparse.Namespace) -> int:
     filters = _filters(args)
     try:
-        if args.kind == "tasks":
+        if args.kind == "jobs":
+            rows, total = _job_rows(filters, args.limit), None
+        elif args.kind == "tasks":
             rows, total = state.task_rows(args.session, filters, args.limit, 30)
         else:
             records = LISTERS[args.kind](address=args.session, filters=filters, limit=args.limit)
@@ -121,6 +126,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(shown)
     print(format_table(rows, columns))
     return 0
+
+
+def _job_rows(filters: list[tuple[str, str, str]], limit: int) -> list[dict[str, Any]]:
+    """Submitted jobs, from the job API of this machine's head (RAY_ADDRESS or
+    RAY_API_SERVER_ADDRESS: another's), as `ray list jobs` shows them."""
+    from .job_submission import JobSubmissionClient
+
+    try:
+        details = JobSubmissionClient().list_jobs()
+    except RuntimeError as exc:
+        raise SystemExit(f"raylite: {exc}") from None
+    rows = [d.dict() for d in details]
+    for key, pred, value in filters:
+        rows = [r for r in rows if (str(r.get(key)) == value) == (pred == "=")]
+    return rows[:limit]
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -257,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     mem.add_argument("--session", help=session_help)
     mem.set_defaults(func=cmd_memory)
 
-    lst = sub.add_parser("list", help="list tasks, actors, objects, nodes or workers")
+    lst = sub.add_parser("list", help="list tasks, actors, objects, nodes, workers or jobs")
     lst.add_argument("kind", choices=KINDS)
     lst.add_argument(
         "--filter",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import shlex
 import signal
@@ -281,3 +282,22 @@ def test_entrypoint_resources_are_refused_clearly(head):
     )
     assert reply.status_code == 400
     assert "not implemented" in reply.text
+
+
+@raylite_only  # raylite's listing (Ray's `ray list jobs` prints its own table)
+def test_raylite_list_jobs_shows_submitted_jobs(head):
+    url, env, _ = head
+    client = jobs.JobSubmissionClient(url)
+    sid = client.submit_job(entrypoint="echo listed")
+    _ended(client, sid)
+    out = subprocess.run(
+        [PY, "-m", "raylite.cli", "list", "jobs", "--state", "SUCCEEDED", "--format", "json"],
+        env={**env, "RAY_API_SERVER_ADDRESS": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows = json.loads(out.stdout)
+    assert sid in {r["submission_id"] for r in rows}
+    assert {r["status"] for r in rows} == {"SUCCEEDED"}
