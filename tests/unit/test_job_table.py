@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from raylite.head.jobs import DriverLost, InvalidJobMove, JobTable, log_tail
+from raylite.exceptions import InvalidTransition
+from raylite.head.jobs import DriverLost, JobTable, log_tail
 from raylite.head.storage import MemoryStorage, SqliteStorage
 from raylite.job_submission.common import JobErrorType, JobInfo, JobStatus
 
@@ -66,7 +67,7 @@ def test_stop_delete_and_duplicate_ids():
         table.submit("r", "true")
     assert table.delete("r") is True
     assert table.get("r") is None
-    with pytest.raises(InvalidJobMove, match="terminal state"):
+    with pytest.raises(InvalidTransition, match="STOPPED -> RUNNING"):
         table.started("p", pid=9)
 
 

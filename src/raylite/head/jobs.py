@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..job_submission.common import JobErrorType, JobInfo, JobStatus, default_message
+from ..transitions import transition
 from .storage import HeadStorage
 
 PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED = (
@@ -95,10 +96,6 @@ class DriverLost:
     pid: int
 
 
-class InvalidJobMove(RuntimeError):
-    pass
-
-
 def log_tail(text: str) -> str:
     """The last LOG_TAIL_LINES lines, at most LOG_TAIL_CHARS characters (Ray's tail)."""
     lines = text.splitlines(keepends=True)[-LOG_TAIL_LINES:]
@@ -148,14 +145,7 @@ class JobTable:
         error_type: JobErrorType | None = None,
         exit_code: int | None = None,
     ) -> None:
-        old = rec.info.status
-        if new not in JOB_TRANSITIONS[old]:
-            raise InvalidJobMove(
-                f"Attempted to change job status from a terminal state: {old} -> {new}"
-                if old.is_terminal()
-                else f"job {rec.submission_id}: {old} -> {new} is not a move jobs make"
-            )
-        rec.info.status = new
+        transition(rec, new, JOB_TRANSITIONS, cause=message or "", who=rec.submission_id.encode())
         rec.info.message = message or default_message(rec.info)
         rec.info.error_type = error_type
         if exit_code is not None:
@@ -278,4 +268,4 @@ class JobTable:
         return sorted(self.jobs.values(), key=lambda r: r.info.start_time or 0)
 
 
-__all__ = ["JOB_TRANSITIONS", "DriverLost", "InvalidJobMove", "JobRecord", "JobTable", "log_tail"]
+__all__ = ["JOB_TRANSITIONS", "DriverLost", "JobRecord", "JobTable", "log_tail"]

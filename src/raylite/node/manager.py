@@ -9,7 +9,8 @@ store's reply to the CLI read), routing state and timeline queries, shutdown, an
 a module that says which state it owns: the worker pool (pool.py), resources and
 leases (leases.py), the store's accounting (store.py), objects between nodes
 (transfer.py) and the link to the head and other nodes (cluster_link.py). On its
-node the head (head/) runs in this process too; on one machine, always.
+node the head (head/) runs in this process too; on one machine, always. The head of a
+`raylite start` cluster also runs submitted jobs' drivers (job_supervisor.py).
 
     driver / workers ──RequestLease──▶ NodeManager ──start──▶ fork server ──fork──▶ worker
                      ◀─LeaseGranted──                ◀───────RegisterClient─────────────
