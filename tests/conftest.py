@@ -45,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "ray_init(**kwargs): init() arguments for the ray_start/ray_fresh fixtures"
     )
+    config.addinivalue_line("markers", "testnet_hosts(n): hosts of the multinode testnet")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

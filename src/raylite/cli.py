@@ -1,10 +1,11 @@
 """raylite's command line: memory, list, summary, logs (more commands come with clusters).
 
     raylite memory                              objects in the store, like `ray memory`
-    raylite list tasks|actors|objects|nodes|workers|placement-groups [--state S] [--name N]
+    raylite list tasks|actors|objects|nodes|workers|placement-groups|jobs [--state S] [--name N]
                  [--filter "col=value"]... [--limit N] [--format table|json] [--detail]
     raylite summary tasks|actors [--format table|json]
     raylite logs [--pid N | --actor-id ID | --task-id ID] [--tail N] [--follow]
+    raylite job submit | status | logs | stop | list | delete   (cli_jobs.py)
 
 Finds the local node through its session directory (/tmp/raylite/<session>/),
 which holds the node's socket and its token (readable by the same user only), and
@@ -25,7 +26,7 @@ from .exceptions import ConnectionLost
 from .transport import Connection
 from .util import state
 
-KINDS = ("tasks", "actors", "objects", "nodes", "workers", "placement-groups")
+KINDS = ("tasks", "actors", "objects", "nodes", "workers", "placement-groups", "jobs")
 # What --name and --state filter on, per kind (None: the option does not apply).
 NAME_COLUMN = {
     "tasks": "name",
@@ -35,7 +36,7 @@ NAME_COLUMN = {
 }
 STATE_COLUMN = {
     "tasks": "state", "actors": "state", "nodes": "state", "workers": "state",
-    "placement-groups": "state",
+    "placement-groups": "state", "jobs": "status",
 }  # fmt: skip
 # The table's columns without --detail (with it: every field).
 TABLE_COLUMNS = {
@@ -45,6 +46,7 @@ TABLE_COLUMNS = {
     "nodes": ["node_id", "node_ip", "is_head_node", "state", "node_name", "resources_total"],
     "workers": ["worker_id", "worker_type", "is_alive", "pid", "state", "actor_id"],
     "placement-groups": ["placement_group_id", "name", "state", "strategy", "bundles"],
+    "jobs": ["submission_id", "entrypoint", "type", "status", "message", "error_type"],
 }
 LISTERS = {
     "tasks": state.list_tasks,
@@ -111,7 +113,9 @@ def _filters(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 def cmd_list(args: argparse.Namespace) -> int:
     filters = _filters(args)
     try:
-        if args.kind == "tasks":
+        if args.kind == "jobs":
+            rows, total = _job_rows(filters, args.limit), None
+        elif args.kind == "tasks":
             rows, total = state.task_rows(args.session, filters, args.limit, 30)
         else:
             records = LISTERS[args.kind](address=args.session, filters=filters, limit=args.limit)
@@ -130,6 +134,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(shown)
     print(format_table(rows, columns))
     return 0
+
+
+def _job_rows(filters: list[tuple[str, str, str]], limit: int) -> list[dict[str, Any]]:
+    """Submitted jobs, from the job API of this machine's head (RAY_ADDRESS or
+    RAY_API_SERVER_ADDRESS: another's), as `ray list jobs` shows them."""
+    from .job_submission import JobSubmissionClient
+
+    try:
+        details = JobSubmissionClient().list_jobs()
+    except RuntimeError as exc:
+        raise SystemExit(f"raylite: {exc}") from None
+    rows = [d.dict() for d in details]
+    for key, pred, value in filters:
+        rows = [r for r in rows if (str(r.get(key)) == value) == (pred == "=")]
+    return rows[:limit]
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -257,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import cli_cluster
 
     cli_cluster.add_commands(sub)  # start, stop, status
+    from . import cli_jobs
+
+    cli_jobs.add_commands(sub)  # job submit | status | logs | stop | list | delete
     session_help = "session directory (default: the newest running one)"
 
     mem = sub.add_parser("memory", help="list the objects in the local node's object store")
@@ -264,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     mem.set_defaults(func=cmd_memory)
 
     lst = sub.add_parser(
-        "list", help="list tasks, actors, objects, nodes, workers or placement groups"
+        "list", help="list tasks, actors, objects, nodes, workers, placement groups or jobs"
     )
     lst.add_argument("kind", choices=KINDS)
     lst.add_argument(

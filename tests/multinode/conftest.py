@@ -43,8 +43,8 @@ def raylite_cmd(*args: str) -> list[str]:
 
 
 class Cluster:
-    def __init__(self) -> None:
-        self.hosts = ["h1", "h2", "h3"]
+    def __init__(self, hosts: int = 3) -> None:
+        self.hosts = [f"h{k}" for k in range(1, hosts + 1)]
         self.head = f"10.78.0.1:{PORT}"
 
     def ip(self, host: str) -> str:
@@ -106,7 +106,9 @@ def _remove_node_dirs() -> None:
 
 
 @pytest.fixture
-def cluster():
+def cluster(request):
+    """h1..h3 (`@pytest.mark.testnet_hosts(N)`: h1..hN; hosts past h3 run no node unless
+    the test starts one)."""
     if not os.path.exists(TESTNET):
         pytest.skip(f"testnet not found at {TESTNET}")
     r = tn("check", check=False)
@@ -114,8 +116,10 @@ def cluster():
         pytest.skip(f"testnet not usable here: {r.stderr.strip() or r.stdout.strip()}")
     before = _node_managers()
     shm_before = set(glob.glob("/dev/shm/raylite-n*"))
-    tn("up", "3")
-    c = Cluster()
+    marker = request.node.get_closest_marker("testnet_hosts")
+    hosts = marker.args[0] if marker else 3
+    tn("up", str(hosts))
+    c = Cluster(hosts)
     try:
         yield c
     finally:

@@ -359,7 +359,7 @@ def test_metrics_serves_a_tasks_counter_in_prometheus_text(dash):
     assert status == 200
 
 
-def test_no_route_but_login_takes_a_post(dash):
+def test_no_route_but_login_and_the_job_api_takes_a_write(dash):
     cookie = {"Cookie": login_cookie(dash)}
     paths = ["/", "/api/cluster", "/api/tasks", "/api/actors", "/api/objects", "/api/workers"]
     paths += ["/api/logs", "/api/timeline", "/api/tasks/00", "/static/app.js", "/metrics"]
@@ -372,7 +372,14 @@ def test_no_route_but_login_takes_a_post(dash):
     app = make_app(types.SimpleNamespace(token=os.urandom(32)))
     routes = {(r.method, r.resource.canonical) for r in app.router.routes()}
     writes = {(m, p) for m, p in routes if m not in ("GET", "HEAD")}
-    assert writes == {("POST", "/login")}
+    # The job API (jobs_api.py) is the one way to run code: token and same-site only.
+    assert writes == {
+        ("POST", "/login"),
+        ("POST", "/api/jobs/"),
+        ("POST", "/api/jobs/{job_id}/stop"),
+        ("DELETE", "/api/jobs/{job_id}"),
+        ("PUT", "/api/packages/{protocol}/{name}"),
+    }
 
 
 def test_api_answers_are_bounded(dash):

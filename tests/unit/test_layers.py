@@ -22,7 +22,7 @@ SRC = pathlib.Path(raylite.__file__).parent
 # pattern "pkg.*" covers the package's modules, including its __init__ ("pkg").
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
-                "node.local", "dashboard", "ray_alias"]),
+                "node.local", "dashboard", "ray_alias", "job_submission.common"]),
     ("wire", ["codec", "protocol", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
               "bundles", "node.lease_book", "node.bundle_book", "node.store_book"]),  # pure books: foundations only
     ("io", ["transport", "transport_async", "object_store", "task_events",
@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, list[str]]] = [
              "object_ref_generator", "worker_generators", "_raylet"]),
     ("head", ["head.*"]),
     ("node", ["node.*", "dashboard.*"]),
-    ("tools", ["cli", "cli_cluster", "util.*", "__main__"]),
+    ("tools", ["cli", "cli_cluster", "cli_jobs", "util.*", "job_submission.*", "__main__"]),
 ]  # fmt: skip
 
 

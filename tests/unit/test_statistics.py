@@ -242,7 +242,7 @@ ALLOWED_PRIVATE = {
 LIVE = {
     "nm": {
         "statistics", "head_statistics", "task_events", "worker_logs", "connect_nm",
-        "token", "ip", "session_dir", "metrics_text",
+        "token", "ip", "session_dir", "metrics_text", "jobs",
     },
     "cw": {"statistics", "ask_node"},
 }  # fmt: skip

@@ -1,10 +1,11 @@
 """The dashboard's HTTP server: routes, the token check, static files.
 
 An aiohttp application the head's node manager runs in its own event loop
-(`start_dashboard`, from NodeManager.serve). Every route is a GET of a page, of
+(`start_dashboard`, from NodeManager.serve). Every route here is a GET of a page, of
 JSON from views.py or of /metrics (util.metrics in Prometheus text), except POST /login, which only compares a token and sets a
-cookie: there is no way to run code, change the cluster or read a file outside
-static/. Handlers take snapshots (nm.statistics(), nm.head_statistics(): frozen
+cookie. The one way to run code is the job API (jobs_api.py: submit a job, upload
+its working_dir), which takes the same token and refuses cross-site writes; no route
+reads a file outside static/ and the jobs' own logs. Handlers take snapshots (nm.statistics(), nm.head_statistics(): frozen
 copies) and render them with views.py, bounded there, so a request holds the loop
 for milliseconds; they read nothing else of the node manager (Source says what).
 
@@ -29,7 +30,7 @@ from aiohttp import web
 from ..head.statistics import HeadStatistics
 from ..node.statistics import NodeStatistics
 from ..task_events import TaskEventStore, WorkerLogs
-from . import DEFAULT_PORT, URL_FILE, login_token, session_cookie, views
+from . import DEFAULT_PORT, URL_FILE, jobs_api, login_token, session_cookie, views
 
 log = logging.getLogger("raylite.dashboard")
 
@@ -120,6 +121,7 @@ class Source(Protocol):
     session_dir: str
     task_events: TaskEventStore
     worker_logs: WorkerLogs
+    jobs: Any  # node.job_supervisor.JobSupervisor, or None: the job API (jobs_api.py)
 
     def statistics(self, objects: bool = False) -> NodeStatistics: ...
 
@@ -317,6 +319,10 @@ def make_app(nm: Source, proxy_url: str | None = None) -> web.Application:
         start, end = qf(request, "start"), qf(request, "end")
         return _json(views.timeline(nm.task_events, node, head, start, end, limit))
 
+    async def api_jobs(request: web.Request) -> web.Response:
+        jobs = nm.jobs
+        return _json(views.jobs(jobs.table.records() if jobs is not None else []))
+
     async def metrics(request: web.Request) -> web.Response:
         # util.metrics of every process, Prometheus' text format (a scraper sends the
         # token as "Authorization: Bearer <token>").
@@ -337,6 +343,8 @@ def make_app(nm: Source, proxy_url: str | None = None) -> web.Application:
     app.router.add_get("/api/logs", api_logs)
     app.router.add_get("/api/timeline", api_timeline)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/submitted_jobs", api_jobs)
+    jobs_api.add_routes(app, nm)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
     return app
 

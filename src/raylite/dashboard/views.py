@@ -504,3 +504,23 @@ def timeline(
         "now": now,
         "node": node.ip,
     }
+
+
+def jobs(records: Any, limit: int = MAX_LIMIT) -> dict[str, Any]:
+    """Submitted jobs (head/jobs.py's records), newest first: the Jobs tab. Env var
+    values are left out: a browser sees a job's runtime_env keys, not its secrets."""
+    rows = []
+    for rec in sorted(records, key=lambda r: r.info.start_time or 0, reverse=True)[:limit]:
+        info = rec.info
+        rows.append(
+            {
+                "submission_id": rec.submission_id,
+                "status": str(info.status),
+                "entrypoint": info.entrypoint[:200],
+                "start_time": info.start_time,
+                "end_time": info.end_time,
+                "driver_exit_code": info.driver_exit_code,
+                "message": (info.message or "")[:500],
+            }
+        )
+    return {"total": len(records), "rows": rows}

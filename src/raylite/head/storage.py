@@ -43,7 +43,10 @@ from ..config import CONFIG
 
 # The tables the head uses. A name not in this set is a bug (a typo would write rows
 # that recovery never reads), so every backend rejects it.
-TABLES = frozenset({"nodes", "actors", "named_actors", "jobs", "meta", "placement_groups"})
+TABLES = frozenset(
+    {"nodes", "actors", "named_actors", "jobs", "meta", "placement_groups", "job_submissions",
+     "job_logs"}
+)  # fmt: skip
 
 URL_FORMS = (
     "memory (the default: None, '' or 'memory'), "

@@ -9,7 +9,8 @@ store's reply to the CLI read), routing state and timeline queries, shutdown, an
 a module that says which state it owns: the worker pool (pool.py), resources and
 leases (leases.py), the store's accounting (store.py), objects between nodes
 (transfer.py) and the link to the head and other nodes (cluster_link.py). On its
-node the head (head/) runs in this process too; on one machine, always.
+node the head (head/) runs in this process too; on one machine, always. The head of a
+`raylite start` cluster also runs submitted jobs' drivers (job_supervisor.py).
 
     driver / workers ──RequestLease──▶ NodeManager ──start──▶ fork server ──fork──▶ worker
                      ◀─LeaseGranted──                ◀───────RegisterClient─────────────
@@ -37,12 +38,14 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from types import MappingProxyType
 from typing import Any
@@ -144,6 +147,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.dashboard_host = dashboard_host
         self.dashboard: Any = None
         self.dashboard_url = ""  # http://HOST:PORT once it listens (also <session>/dashboard_url)
+        # Submitted jobs (job_supervisor.py): the head of a `raylite start` cluster runs
+        # their drivers; None elsewhere (the job API then says so).
+        self.jobs: Any = None
         self.started_at = 0.0
         self.stopping = False
         self.stopped: asyncio.Event | None = None
@@ -230,6 +236,8 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             self.spawn(self.heartbeat_loop())
         if not self.head_only:
             self.spawn(self.waiting_watch_loop())
+        if self.head is not None and self.cluster:
+            self.start_jobs()
         if self.head is not None and self.dashboard_port is not None:
             try:
                 from ..dashboard.server import start_dashboard
@@ -265,6 +273,27 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         server.close()
         if tcp_server is not None:
             tcp_server.close()
+
+    def start_jobs(self) -> None:
+        """The job table on the head's storage, and its supervisor (jobs of a head that
+        ran before on this storage are read back; leftover drivers are ended)."""
+        from ..head.jobs import JobTable
+        from .job_supervisor import JobSupervisor
+
+        assert self.head is not None
+        storage = self.head.storage
+        logs_dir = os.path.join(self.session_dir, "logs")
+        if storage.url != "memory":  # kept with the storage, for a head started again
+            key = hashlib.sha256(storage.url.encode()).hexdigest()[:16]
+            logs_dir = os.path.join(tempfile.gettempdir(), "raylite", "job_logs", key)
+        self.jobs = JobSupervisor(
+            JobTable(storage),
+            logs_dir=logs_dir,
+            head_address=self.tcp_address[4:],
+            node_id=self.node_id.hex(),
+            spawn=self.spawn,
+        )
+        self.jobs.recover()
 
     def spawn(self, coro: Any) -> None:
         """Run `coro` in the background, owned by this node until it ends."""
@@ -551,6 +580,8 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.stopping = True
         self.lease_book.stop()
         try:
+            if self.jobs is not None:  # jobs end with their head, as on Ray
+                await self.jobs.close()
             await self.stop_workers()
             self.remove_files()
             if conn is not None:

@@ -196,6 +196,16 @@ async function renderGroups() {
         `${JSON.stringify(b.resources)} @ ${b.node || short(b.node_id || "") || "-"}`).join("; ")))));
 }
 
+// --------------------------------------------------------------------- jobs
+async function renderJobs() {
+  const d = await api("/api/submitted_jobs");
+  fill(document.querySelector("#job-rows tbody"), d.rows.map((j) =>
+    el("tr", {}, el("td", { class: "mono" }, j.submission_id), stateCell(j.status),
+      el("td", { class: "mono" }, j.entrypoint), el("td", {}, clock(j.start_time / 1000)),
+      el("td", {}, j.end_time ? seconds((j.end_time - j.start_time) / 1000) : "-"),
+      el("td", {}, j.driver_exit_code ?? "-"), el("td", { class: "cause" }, j.message || ""))));
+}
+
 // ------------------------------------------------------------------ objects
 async function renderObjects() {
   const sort = document.getElementById("object-sort").value;
@@ -252,6 +262,7 @@ async function renderTimeline() {
 
 // ---------------------------------------------------------------- the loop
 const RENDER = { cluster: renderCluster, tasks: renderTasks, actors: renderActors, groups: renderGroups,
+  jobs: renderJobs,
   objects: renderObjects, logs: renderLogs, timeline: renderTimeline };
 
 async function refresh() {
