@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from . import local_mode
 from . import protocol as P
 from .config import to_units
 from .core import context
@@ -295,6 +296,11 @@ class ActorClass:
         return _ActorOptions(self, merged)
 
     def _create(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
+        if local_mode.ACTIVE:  # init(local_mode=True): the instance lives here
+            handle = local_mode.create_actor(
+                self._cls, options, self._methods, args, kwargs, method_options
+            )
+            return handle  # type: ignore[return-value]
         groups = options.get("concurrency_groups") or {}
         for method_name, group in concurrency_groups_of(self._cls).items():
             if group not in groups:

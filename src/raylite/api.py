@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from . import init_options
+from . import init_options, local_mode
 from . import object_ref as _object_ref
 from .actors import ActorClass, ActorHandle, method
 from .bundles import is_group_resource
@@ -209,6 +209,12 @@ def init(
         core_context._auto_init = _auto_init
         atexit.register(_at_exit)
         _watch_forks()
+        if kwargs.get("local_mode"):
+            local_mode.start()
+            log.warning(
+                "local_mode=True: tasks and actor calls run inline in this process, one at "
+                "a time (a debug mode: nothing runs in parallel)."
+            )
         context = RayContext(_runtime.cw)
         if opts.metrics_port is not None:  # as Ray's address_info shows it
             context["metrics_export_port"] = context.address_info["metrics_export_port"] = (
@@ -402,6 +408,7 @@ def shutdown() -> None:
     global _runtime
     with _init_lock:
         rt = _runtime
+        local_mode.stop()
         if rt is not None and rt.connected:
             _runtime = None
             core_context._global = None
@@ -538,6 +545,9 @@ def wait(
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's process at once; pending and later calls raise ActorDiedError."""
+    if isinstance(actor, local_mode.LocalActorHandle):  # local_mode=True
+        local_mode.kill(actor)
+        return
     if not isinstance(actor, ActorHandle):
         raise ValueError(
             f"raylite.kill() is only supported for actors; for tasks, use raylite.cancel(). "
@@ -570,6 +580,8 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}.")
     cw = _worker()
+    if local_mode.ACTIVE:
+        return local_mode.get_actor(name, namespace)  # type: ignore[return-value]
     info = cw.named_actor(name, namespace)
     return ActorHandle(
         info.actor_id,

@@ -9,8 +9,10 @@ the token (RAYLITE_TOKEN, or the local head's token file), no node of its own.
         [--entrypoint-num-cpus N ...] [--no-wait] -- COMMAND ...
     raylite job status|stop|delete|logs [-f] ID       raylite job list
 
-`submit` without --no-wait follows the logs until the job ends and exits 1 if it
-FAILED (as Ray's CLI), else 0.
+`submit` without --no-wait follows the logs until the job ends and exits with the
+job's exit code (its driver's; 1 if it FAILED without one, e.g. stopped or never
+started), so a script or CI step sees the job's own outcome. Ray's CLI exits 1 for
+any failure.
 """
 
 from __future__ import annotations
@@ -138,7 +140,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     print("Tailing logs until the job exits (disable with --no-wait):", flush=True)
     asyncio.run(_tail(client, job_id))
-    return 1 if _print_status(client, job_id) == JobStatus.FAILED else 0
+    if _print_status(client, job_id) != JobStatus.FAILED:
+        return 0
+    code = client.get_job_info(job_id).driver_exit_code
+    return code if isinstance(code, int) and 0 < code < 256 else 1
 
 
 def _run(fn: Any, *a: Any) -> Any:

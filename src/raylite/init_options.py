@@ -6,8 +6,8 @@ labels.py), `_memory` (the `memory` resource), `_temp_dir` (where the session li
 `_node_ip_address` (the node's address and `node:IP` resource), `_metrics_export_port`
 (Prometheus text at /metrics there), `proxy_server_url` (the dashboard asks that server
 first, as Ray's does a history server), `logging_config` and `job_config` (their fields:
-job_config.py), `local_mode` and the resource isolation arguments (refused as Ray
-refuses them here). Not starting anything (api.py), not the node's flags' meaning
+job_config.py), the resource isolation arguments (refused as Ray refuses them
+here); `local_mode` is the debug mode of local_mode.py (Ray 2.60 removed it). Not starting anything (api.py), not the node's flags' meaning
 (node/manager.py).
 
     init(**kwargs) ──check()──▶ InitOptions ──node_flags()──▶ python -m raylite.node ...
@@ -68,10 +68,10 @@ class InitOptions:
 
 def check(kwargs: dict[str, Any], connecting: bool) -> InitOptions:
     """Ray's checks of these arguments, in Ray's order; what they ask for."""
-    if kwargs.get("local_mode"):
-        raise RuntimeError(
-            "`local_mode` is no longer supported. For interactive debugging consider using "
-            "the Ray distributed debugger."
+    if kwargs.get("local_mode") and connecting:
+        raise ValueError(
+            "local_mode=True runs every task in this process: it starts its own session "
+            "and cannot connect to a cluster (drop the address)."
         )
     _check_isolation(kwargs)
     opts = InitOptions()

@@ -140,6 +140,8 @@ def wait_with_generators(
 
     def when_ready(item: Any, callback: Any) -> int:
         if isinstance(item, ObjectRefGenerator):
+            if getattr(item, "_stream", None) is None:  # local_mode's: all there already
+                return 1
             return int(cw.stream_when_ready(item._stream, callback))
         return int(cw._when_ready(item, callback))
 

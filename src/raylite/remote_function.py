@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import bundles
+from . import bundles, local_mode
 from . import protocol as P
 from .config import to_units
 from .core import context
@@ -457,6 +457,11 @@ class RemoteFunction:
             except TypeError as exc:
                 raise TypeError(f"{self._name}.remote(): {exc}") from None
         cw = context.global_worker()
+        if local_mode.ACTIVE:  # init(local_mode=True): run it here, now
+            name = opts._display_name()
+            return local_mode.run_task(
+                self._function, name, args, kwargs, opts._num_returns, opts._generator
+            )
         if self._blob is None:  # pickled at the first call, as Ray: globals are read now
             self._pickled()
         if cw.placement_group is not None and opts._capture:  # in a group: children too?

@@ -205,7 +205,8 @@ def test_the_job_cli_submits_follows_and_manages_jobs(head):
     assert "succeeded" in out
 
     failed = _cli(head, "submit", "--", PY, "-c", "import sys; sys.exit(2)")
-    assert failed.returncode == 1
+    # raylite exits with the job's own code (issue 14 asks for it); Ray's CLI with 1.
+    assert failed.returncode == (1 if AGAINST_RAY else 2)
     assert "failed" in failed.stdout + failed.stderr
 
     sid = f"cli-{os.getpid()}"

@@ -386,6 +386,16 @@ class CoreWorker(
             self.objects[oid] = entry
         return ObjectRef(oid, self.address)
 
+    def put_error(self, error_blob: bytes) -> ObjectRef:
+        """An object whose get raises this pickled error (local_mode.py's failed calls)."""
+        oid = new_id()
+        entry = ObjectEntry()
+        entry.kind, entry.data = P.ERROR, error_blob
+        entry.seq = next(self._completion)
+        with self.lock:
+            self.objects[oid] = entry
+        return ObjectRef(oid, self.address)
+
     def store_serialized(self, oid: bytes, sv: Any) -> tuple[int, Any]:
         """(kind, data) for a value: inline bytes, or a segment the node manager made room for."""
         if sv.size <= CONFIG.inline_threshold:
