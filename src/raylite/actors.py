@@ -24,6 +24,7 @@ from .remote_function import (
     generator_mode,
     is_generator_function,
     resource_shape,
+    runtime_env_of,
     strategy_of,
     validate_options,
 )
@@ -272,6 +273,11 @@ class ActorClass:
             methods=self._methods,
             get_if_exists=bool(options.get("get_if_exists")),
             strategy=strategy_of(options),
+            runtime_env=(
+                None
+                if options.get("runtime_env") is None and cw.parent_runtime_env is None
+                else cw.runtime_env_for(runtime_env_of(options))
+            ),
             actor_options={
                 "max_concurrency": options.get("max_concurrency"),
                 "max_restarts": options.get("max_restarts") or 0,

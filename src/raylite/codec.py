@@ -33,7 +33,8 @@ from .exceptions import ProtocolError
 # read a NodeAffinity as no strategy at all (the default policy). An older node is refused.
 # 4: PushTask.namespace, .generator and .backpressure, GeneratorItem (generator tasks),
 #    LeaseWaiting.
-PROTOCOL_VERSION = 5
+# 6: RequestLease.runtime_env, UploadPackage, FetchPackage, PackageData, PrepareRuntimeEnv.
+PROTOCOL_VERSION = 6
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31
 

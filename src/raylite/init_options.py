@@ -44,6 +44,7 @@ class InitOptions:
     sys_path: list[str] = field(default_factory=list)  # job_config.code_search_path
     metadata: dict[str, str] = field(default_factory=dict)
     proxy_server_url: str | None = None  # the dashboard asks it first (a history server)
+    runtime_env: dict[str, Any] | None = None  # the job's, normal form (runtime_env/spec.py)
 
     def node_flags(self) -> list[str]:
         flags: list[str] = []
@@ -84,6 +85,10 @@ def check(kwargs: dict[str, Any], connecting: bool) -> InitOptions:
         opts.logging_config = lc
     if kwargs.get("job_config") is not None:
         _take_job_config(kwargs["job_config"], opts)
+    if kwargs.get("runtime_env") is not None:  # as Ray: it replaces the job_config's
+        from .runtime_env.spec import validate
+
+        opts.runtime_env = validate(kwargs["runtime_env"])
     proxy = kwargs.get("proxy_server_url")
     if proxy:
         if not isinstance(proxy, str) or not proxy.startswith(("http://", "https://")):
@@ -173,7 +178,9 @@ def _take_job_config(jc: Any, opts: InitOptions) -> None:
     if not isinstance(jc, JobConfig):
         raise TypeError(f"job_config must be a JobConfig, got {type(jc).__name__}.")
     if jc.runtime_env:
-        raise NotImplementedError("job_config.runtime_env is not supported by raylite yet.")
+        from .runtime_env.spec import validate
+
+        opts.runtime_env = validate(jc.runtime_env)
     if jc.jvm_options:
         raise NotImplementedError("job_config.jvm_options: raylite runs no Java workers.")
     if jc._disable_job_level_lineage_reconstruction:

@@ -320,6 +320,7 @@ def test_every_message_type_has_a_receiver():
         P.StateList,
         P.TaskSummary,
         P.Logs,
+        P.PackageData,
     }
     handled = by_node_manager | by_core_worker
     assert not only_replies & handled, "a reply with a handler: take it out of only_replies"

@@ -26,6 +26,7 @@ from .. import protocol as P
 from ..config import CONFIG, from_units
 from ..exceptions import (
     ConnectionLost,
+    RuntimeEnvSetupError,
     TaskUnschedulableError,
 )
 from ..serialization import dumps_inline
@@ -79,7 +80,7 @@ class LeasingMixin:
         elif kind is ArmLinger:
             self.timers.call_later(action.delay, self._linger_over)
         elif kind is FailQueue:
-            self._fail_queue(action.specs, action.reason)
+            self._fail_queue(action.specs, action.reason, action.env_failed)
         else:
             raise TypeError(f"not a lease action: {action!r}")
 
@@ -123,19 +124,31 @@ class LeasingMixin:
                 return
             if not isinstance(reply, P.LeaseGranted):
                 if on_grant is not None:
+                    if (
+                        isinstance(reply, P.Failed)
+                        and reply.code == P.FailCode.RUNTIME_ENV_SETUP_FAILED
+                        and actor_id is not None
+                    ):
+                        self.env_failures[actor_id] = reply.reason  # the actor's cause
                     on_grant(None)
                     return
                 with self.lock:  # refused, or the node went away: ask again if needed
                     # (not once our own node manager is gone: nothing would answer)
                     gone = reply is None and (not nm or self.closed)
+                    env_failed = (
+                        isinstance(reply, P.Failed)
+                        and reply.code == P.FailCode.RUNTIME_ENV_SETUP_FAILED
+                    )
                     unplaceable = (
                         reply.reason
                         if isinstance(reply, P.Failed)
-                        and reply.code == P.FailCode.AFFINITY_UNAVAILABLE
+                        and (reply.code == P.FailCode.AFFINITY_UNAVAILABLE or env_failed)
                         else None
                     )
                     self._lease_actions(
-                        self.queues.refused(sc, lease_id, gone=gone, unplaceable=unplaceable)
+                        self.queues.refused(
+                            sc, lease_id, gone=gone, unplaceable=unplaceable, env_failed=env_failed
+                        )
                     )
                 return
             lease = Lease(reply, sc, nm)
@@ -147,7 +160,14 @@ class LeasingMixin:
 
         def ask(nm: str, spilled: int) -> None:
             msg = P.RequestLease(
-                lease_id, sc.shape, actor_id, sc.strategy, spilled, detached, sc.label_selector
+                lease_id,
+                sc.shape,
+                actor_id,
+                sc.strategy,
+                spilled,
+                detached,
+                sc.label_selector,
+                sc.runtime_env,
             )
 
             def send(conn: Connection) -> None:
@@ -163,9 +183,11 @@ class LeasingMixin:
 
         ask("", 0)
 
-    def _fail_queue(self, specs: list[TaskSpec], reason: str) -> None:
-        """Tasks that can never be placed (hard affinity to a dead node): fail them (lock held)."""
-        err = dumps_inline(TaskUnschedulableError(reason))
+    def _fail_queue(self, specs: list[TaskSpec], reason: str, env_failed: bool = False) -> None:
+        """Tasks that can never be placed (hard affinity to a dead node), or whose
+        runtime env failed to build: fail them (lock held)."""
+        error = RuntimeEnvSetupError(reason) if env_failed else TaskUnschedulableError(reason)
+        err = dumps_inline(error)
 
         def fail() -> None:
             for spec in specs:
