@@ -4,8 +4,8 @@ Owns turning a working_dir or a py_modules entry (a local directory, a .py file 
 .zip) into package bytes and the content-addressed URI that names them, as Ray does
 (`gcs://_ray_pkg_<hash>.zip`: the same content gives the same URI, so a package is
 uploaded and unpacked once however many tasks use it), and unpacking such bytes into a
-directory. Excludes are gitignore-style patterns (pathspec's "gitwildmatch", Ray's
-matcher), relative to the packaged directory, plus the patterns of a `.gitignore` and
+directory. Excludes are gitignore-style patterns (pathspec's GitIgnoreSpec, git's own
+rules; Ray matches with pathspec's gitwildmatch), relative to the packaged directory, plus the patterns of a `.gitignore` and
 a `.rayignore` at its top. Not where packages are kept (node/packages.py) nor when
 they are uploaded (core/runtime_envs.py).
 
@@ -48,14 +48,14 @@ def check_size(size: int, limit: int | None = None) -> None:
         )
 
 
-def _spec(root: str, excludes: list[str]) -> pathspec.PathSpec[Any]:
+def _spec(root: str, excludes: list[str]) -> pathspec.GitIgnoreSpec:
     lines = list(excludes)
     for name in _IGNORE_FILES:
         path = os.path.join(root, name)
         if os.path.isfile(path):
             with open(path) as f:
                 lines += f.read().splitlines()
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def files_of(root: str, excludes: list[str], prefix: str = "") -> list[tuple[str, str]]:
