@@ -105,9 +105,10 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
     if options.get("placement_group") not in (None, "default"):
         raise NotImplementedError("Placement groups are not supported by raylite yet.")
     if options.get("runtime_env") is not None:
-        from .runtime_env.spec import validate
+        from .runtime_env.spec import check_uris_only, validate
 
-        validate(options["runtime_env"])  # Ray's errors for a malformed env, here
+        # Ray's errors for a malformed env, here; local paths only in the job's env
+        check_uris_only(validate(options["runtime_env"]))
     if options.get("label_selector") is not None:
         from .labels import check_selector
 

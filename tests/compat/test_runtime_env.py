@@ -1,7 +1,9 @@
 """Runtime environments: env_vars (merged with the job's), working_dir (the worker's cwd
 and first on sys.path, with excludes), py_modules, pip (a real package from the
 registry), a failed pip build (RuntimeEnvSetupError for a task and for an actor's
-calls), inheritance by nested tasks, and workers never shared between envs.
+calls), inheritance by nested tasks, and workers never shared between envs. As in Ray,
+local directories and modules are uploaded for the job's env (init) only: a task's or
+actor's own env names packages by URI.
 
 Remote functions here are defined inside the tests: cloudpickle sends them by value,
 so a worker whose cwd and sys.path are a working_dir's need not import this module.
@@ -126,8 +128,17 @@ def _make_working_dir(root):
     return root
 
 
-def test_working_dir_is_cwd_and_importable_with_excludes(ray_start, tmp_path):
+def test_task_level_local_paths_are_refused(ray_start, tmp_path):
+    read = _env_reader()
+    for env in ({"working_dir": str(tmp_path)}, {"py_modules": [str(tmp_path)]}):
+        with pytest.raises(ValueError, match="only supported at the job level"):
+            read.options(runtime_env=env)
+
+
+def test_working_dir_is_cwd_and_importable_with_excludes(no_engine, tmp_path):
     wd = _make_working_dir(tmp_path / "wd")
+    env = {"working_dir": str(wd), "excludes": ["skipped/", "*.log"]}
+    ray.init(num_cpus=2, address="local", runtime_env=env)
 
     @ray.remote
     def look(driver_cwd):
@@ -143,15 +154,14 @@ def test_working_dir_is_cwd_and_importable_with_excludes(ray_start, tmp_path):
             os.path.exists("skipped/big.bin"),
             os.path.exists("notes.log"),
             os.getcwd() != driver_cwd,
+            os.environ.get("T"),
         )
 
-    env = {"working_dir": str(wd), "excludes": ["skipped/", "*.log"]}
-    got = ray.get(look.options(runtime_env=env).remote(os.getcwd()))
-    assert got == ("from working_dir", "hello", False, False, True)
-
-
-def test_working_dir_for_an_actor(ray_start, tmp_path):
-    wd = _make_working_dir(tmp_path / "wd")
+    want = ("from working_dir", "hello", False, False, True, None)
+    assert ray.get(look.remote(os.getcwd())) == want
+    # a task's own env_vars merge with the job's env: the working_dir stays
+    got = ray.get(look.options(runtime_env={"env_vars": {"T": "t"}}).remote(os.getcwd()))
+    assert got == (*want[:-1], "t")
 
     @ray.remote
     class InDir:
@@ -161,16 +171,17 @@ def test_working_dir_for_an_actor(ray_start, tmp_path):
             with open("data.txt") as f:
                 return wd_module_for_test.VALUE, f.read()
 
-    a = InDir.options(runtime_env={"working_dir": str(wd)}).remote()
+    a = InDir.remote()
     assert ray.get(a.read.remote()) == ("from working_dir", "hello")
 
 
-def test_working_dir_zip(ray_start, tmp_path):
+def test_working_dir_zip(no_engine, tmp_path):
     import zipfile
 
     path = tmp_path / "wd.zip"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("zipped_module_for_test.py", "VALUE = 'zipped'\n")
+    ray.init(num_cpus=1, address="local", runtime_env={"working_dir": str(path)})
 
     @ray.remote
     def look():
@@ -178,16 +189,17 @@ def test_working_dir_zip(ray_start, tmp_path):
 
         return zipped_module_for_test.VALUE
 
-    assert ray.get(look.options(runtime_env={"working_dir": str(path)}).remote()) == "zipped"
+    assert ray.get(look.remote()) == "zipped"
 
 
-def test_py_modules(ray_start, tmp_path):
+def test_py_modules(no_engine, tmp_path):
     pkg = tmp_path / "pymod_pkg_for_test"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("from .inner import VALUE\n")
     (pkg / "inner.py").write_text("VALUE = 'from py_modules'\n")
     single = tmp_path / "pymod_single_for_test.py"
     single.write_text("VALUE = 'single file'\n")
+    ray.init(num_cpus=1, address="local", runtime_env={"py_modules": [str(pkg), str(single)]})
 
     @ray.remote
     def look():
@@ -196,8 +208,7 @@ def test_py_modules(ray_start, tmp_path):
 
         return pymod_pkg_for_test.VALUE, pymod_single_for_test.VALUE
 
-    env = {"py_modules": [str(pkg), str(single)]}
-    assert ray.get(look.options(runtime_env=env).remote()) == ("from py_modules", "single file")
+    assert ray.get(look.remote()) == ("from py_modules", "single file")
 
 
 @pytest.mark.timeout(PIP_TIMEOUT * 2)
@@ -246,15 +257,6 @@ def test_bad_pip_spec_fails_with_runtime_env_setup_error(ray_start, tmp_path):
     assert ray.get(read.remote("JOB_VAR")) == ["job"]
 
 
-@pytest.mark.ray_init(
-    num_cpus=1, address="local", runtime_env={"env_vars": {"A": "init"}, "config": {}}
-)
-def test_init_runtime_env_replaces_job_configs(ray_fresh):
-    # (an init with both: init's wins, as in Ray; here init's alone)
-    read = _env_reader()
-    assert ray.get(read.remote("A")) == ["init"]
-
-
 def test_job_config_runtime_env(no_engine):
     from importlib import import_module
 
@@ -266,4 +268,35 @@ def test_job_config_runtime_env(no_engine):
     )
     read = _env_reader()
     assert ray.get(read.remote("JC")) == ["jc"]
-    os.environ.pop("JC", None)
+
+
+def test_init_runtime_env_replaces_the_job_configs(no_engine):
+    from importlib import import_module
+
+    job_config = import_module(f"{ray.__name__}.job_config")
+    ray.init(
+        num_cpus=1,
+        address="local",
+        runtime_env={"env_vars": {"FROM_INIT": "i"}},
+        job_config=job_config.JobConfig(runtime_env={"env_vars": {"JC": "jc"}}),
+    )
+    read = _env_reader()
+    assert ray.get(read.remote("FROM_INIT", "JC")) == ["i", None]
+
+
+@pytest.mark.timeout(PIP_TIMEOUT * 2)
+def test_setup_timeout_fails_instead_of_hanging(ray_start):
+    import socket
+
+    # An index that accepts connections and never answers: pip would wait on it for long.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        index = f"http://127.0.0.1:{silent.getsockname()[1]}/simple"
+        env = {
+            "pip": [f"--index-url={index}", "some-package-from-a-silent-index"],
+            "config": {"setup_timeout_seconds": 3},
+        }
+        read = _env_reader()
+        with pytest.raises(exceptions.RuntimeEnvSetupError):
+            ray.get(read.options(runtime_env=env).remote("A"), timeout=PIP_TIMEOUT)

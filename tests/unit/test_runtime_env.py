@@ -59,6 +59,14 @@ def test_validate_normal_form(tmp_path):
     assert RuntimeEnv(env_vars={"A": "1"}) == {"env_vars": {"A": "1"}}
 
 
+def test_task_level_packages_are_uris_only(tmp_path):
+    spec.check_uris_only({"working_dir": "gcs://_ray_pkg_x.zip", "py_modules": ["gcs://y.zip"]})
+    spec.check_uris_only(None)
+    for env in ({"working_dir": str(tmp_path)}, {"py_modules": [str(tmp_path)]}):
+        with pytest.raises(ValueError, match="only supported at the job level"):
+            spec.check_uris_only(spec.validate(env))
+
+
 def test_merge_is_rays_inheritance():
     parent = {
         "env_vars": {"A": "p", "B": "p"},
@@ -258,3 +266,33 @@ def test_agent_unpacks_a_working_dir_once(tmp_path):
     cwd = asyncio.run(run())
     assert (tmp_path / "rr" / "unpacked").is_dir()
     assert os.path.isfile(os.path.join(cwd, "m.py"))
+
+
+def test_unused_venvs_are_collected_oldest_first(tmp_path):
+    from raylite.config import CONFIG
+    from raylite.runtime_env.agent import _Venv
+
+    keep = CONFIG.runtime_env_cache_envs
+
+    async def no_fetch(uri: str) -> bytes:
+        raise AssertionError
+
+    async def run() -> list[str]:
+        agent = EnvAgent(str(tmp_path), no_fetch)
+        for i in range(keep + 2):
+            path = tmp_path / f"v{i}"
+            path.mkdir()
+            agent.venvs[f"p{i}"] = _Venv(str(path), users=0, last_used=float(i))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(str(path))
+            agent.builds[f"p{i}"] = done
+            agent.venv_of[f"re-{i}"] = f"p{i}"
+        agent.venvs["p0"].users = 1  # in use: never collected
+        return agent.collect()
+
+    removed = asyncio.run(run())
+    assert removed == ["p1"]  # keep+1 unused, the oldest goes
+    assert not (tmp_path / "v1").exists()
+    assert (tmp_path / "v2").exists()
+    assert (tmp_path / "v0").exists()
+    assert (tmp_path / f"v{keep + 1}").exists()

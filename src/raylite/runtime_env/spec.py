@@ -171,6 +171,21 @@ _CHECKS = {
 }
 
 
+def check_uris_only(normal: dict[str, Any] | None) -> None:
+    """A task's or actor's own env names packages by URI only: Ray uploads local
+    directories and modules for the job's env (init) alone, and says so."""
+    if not normal:
+        return
+    paths = [normal["working_dir"]] if "working_dir" in normal else []
+    paths += normal.get("py_modules", [])
+    for path in paths:
+        if "://" not in path:
+            raise ValueError(
+                f"{path} is not a valid URI. Passing directories or modules to be dynamically "
+                "uploaded is only supported at the job level (i.e., passed to `ray.init`)."
+            )
+
+
 def merge(parent: dict[str, Any] | None, child: dict[str, Any] | None) -> dict[str, Any] | None:
     """Ray's inheritance: the child's fields override the parent's whole, except
     env_vars, merged per variable (the child's win)."""
