@@ -27,6 +27,12 @@ Lease:  PENDING ──▶ GRANTED ⇄ BLOCKED (its task waits in get: its CPUs l
         PENDING ──▶ SPILLED | CANCELLED | FAILED;   STARTING ──▶ FAILED (its worker died)
 Worker: STARTING ──▶ IDLE ⇄ LEASED;  STARTING ──▶ LEASED (an actor's);  any ──▶ DEAD
 
+Runtime envs. A request with a runtime env (`env_key`, RequestLease.runtime_env) is
+served by a worker of that env only: those idle by env in `idle_env`, started by env
+(`starting_env`, StartWorker(None, key, env): the shell builds the env first and
+answers env_failed if it cannot, which rejects that env's waiting requests). The
+default path reads neither. Idle env workers exit when the shell says (retire_idle).
+
 A request waiting here is sent on (spillback) to a node with room. Views of other
 nodes are late, so a request can land where the room is gone: after `max_hops` such
 hops it moves on only at a fresh view (`view_refreshed`: a heartbeat's), at most once
