@@ -603,6 +603,7 @@ class RegisterDetached:
     # which go with the owner: it cannot be restarted then.
     push: PushTask | None
     shape: dict[str, int]
+    runtime_env: dict[str, Any] | None = None  # its resolved env (core/runtime_envs.py)
 
 
 @_msg(119)
@@ -618,6 +619,7 @@ class CreateDetached:
     push: PushTask  # the creation task, the class's code included
     shape: dict[str, int]
     restarts_left: int  # max_restarts (-1: unlimited)
+    runtime_env: dict[str, Any] | None = None  # its resolved env (core/runtime_envs.py)
 
 
 @_msg(116)
@@ -632,6 +634,7 @@ class StartActor:
     push: PushTask
     shape: dict[str, int]
     restarts_left: int
+    runtime_env: dict[str, Any] | None = None  # the actor's env: its worker is of that env
 
 
 # --- state listings, task summary, worker output (cli, util.state -> node manager) ----

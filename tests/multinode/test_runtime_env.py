@@ -1,6 +1,7 @@
 """Runtime environments across a cluster (issue 14): a job's working_dir and py_modules
 uploaded by a driver on h2 reach a task on h3 through the head (h3 reads no path of
-the driver's: it fetches the package by its URI), and env_vars reach h3's workers."""
+the driver's: it fetches the package by its URI), env_vars reach h3's workers, and a
+detached actor (started by the head) gets its env."""
 
 from __future__ import annotations
 
@@ -40,7 +41,20 @@ def test_working_dir_from_a_driver_on_h2_runs_on_h3(cluster, tmp_path):
                     os.environ.get("MN_VAR"), os.getcwd())
 
         got = ray.get(on_h3.remote(), timeout=120)
-        print(json.dumps({{"got": got}}))
+
+        @ray.remote(resources={{"h3": 1}})
+        class Detached:
+            def read(self):
+                import mn_wd_module
+
+                return os.environ.get("DET_VAR"), os.environ.get("MN_VAR"), mn_wd_module.VALUE
+
+        det = Detached.options(
+            name="renv_detached", lifetime="detached", runtime_env={{"env_vars": {{"DET_VAR": "d"}}}}
+        ).remote()
+        det_got = ray.get(det.read.remote(), timeout=120)
+        ray.kill(det)
+        print(json.dumps({{"got": got, "detached": det_got}}))
         ray.shutdown()
         """,
         timeout=180,
@@ -55,3 +69,5 @@ def test_working_dir_from_a_driver_on_h2_runs_on_h3(cluster, tmp_path):
     )
     assert cwd != str(wd)  # unpacked on h3 from the package, not the driver's directory
     assert "runtime_resources" in cwd
+    # a detached actor (created by the head) runs in its env merged with the job's
+    assert out["detached"] == ["d", "v", "from the driver on h2"]

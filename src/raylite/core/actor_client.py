@@ -244,11 +244,7 @@ class ActorClientMixin:
             # A new life: was_current_actor_reconstructed is True in it.
             spec.actor_options = options = {**options, "reconstructed": True}
         if first and options.get("detached") and self.node_tcp:
-            if (
-                spec.strategy is None
-                and spec.runtime_env is None  # the head's StartActor carries no env
-                and all(dep.kind == P.INLINE for dep in spec.deps)
-            ):
+            if spec.strategy is None and all(dep.kind == P.INLINE for dep in spec.deps):
                 self._create_by_head(spec, client)
                 return
             if client.restarts_left:
@@ -302,6 +298,7 @@ class ActorClientMixin:
             self._detached_push(spec),
             spec.shape,
             client.restarts_left,
+            spec.runtime_env,
         )
         with self.lock:
             client.creator = False
@@ -325,8 +322,9 @@ class ActorClientMixin:
         if any(dep.kind != P.INLINE for dep in spec.deps):
             self._send_nm(P.RegisterDetached(client.actor_id, self.address, None, spec.shape))
             return
+        push = self._detached_push(spec)
         self._send_nm(
-            P.RegisterDetached(client.actor_id, self.address, self._detached_push(spec), spec.shape)
+            P.RegisterDetached(client.actor_id, self.address, push, spec.shape, spec.runtime_env)
         )
 
     def _detached_push(self, spec: TaskSpec) -> P.PushTask:
