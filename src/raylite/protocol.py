@@ -69,7 +69,7 @@ class FailCode(enum.IntEnum):
     WORKER_DIED = 9  # the worker leased for it died before it could run it
     STORE_FULL = 10  # the object does not fit in the store plus the free spill space
     NOT_A_WORKER = 11  # a task pushed to a process that runs none (a driver)
-    RUNTIME_ENV_SETUP_FAILED = 12  # the lease's runtime env could not be built (reason: the log)
+    RUNTIME_ENV_SETUP_FAILED = 13  # the lease's runtime env could not be built (reason: the log)
 
 
 # --- records: the named parts of messages -----------------------------------------------
