@@ -31,6 +31,8 @@ from tests.unit.test_lease_book import Owner, U, Worker, book, lease
         ({"config": {"setup_timeout_seconds": 0}}, ValueError, "greater than zero"),
         ({"config": {"eager_install": 1}}, TypeError, "eager_install must be a boolean"),
         ({"conda": "env"}, NotImplementedError, "conda"),
+        ({"working_dir": "s3://bucket/x.zip"}, NotImplementedError, "remote package URIs"),
+        ({"py_modules": ["https://h/x.zip"]}, NotImplementedError, "remote package URIs"),
         ({"nonsense": 1}, ValueError, "Unknown runtime_env field"),
         ("env_vars", TypeError, "runtime_env must be a dict"),
     ],

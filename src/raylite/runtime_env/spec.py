@@ -84,9 +84,20 @@ def _env_vars(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _check_uri(value: str) -> None:
+    """A package URI must be one of this cluster's (gcs://, as packaging.py names them):
+    fetching remote ones (s3://, https://, ...) is not done yet."""
+    if "://" in value and not value.startswith("gcs://"):
+        raise NotImplementedError(
+            f"{value}: remote package URIs are not supported by raylite yet; use a local "
+            "directory or .zip in the job's runtime_env (init), which is uploaded."
+        )
+
+
 def _working_dir(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"`working_dir` must be a string, got {type(value)}.")
+    _check_uri(value)
     if "://" not in value and not os.path.exists(value):
         raise ValueError(f"{value} is not a valid path.")
     return value
@@ -104,8 +115,10 @@ def _py_modules(value: Any) -> list[str]:
                     f"`py_modules` must be a list of strings or modules, got {type(item)}."
                 )
             item = os.path.dirname(path) if path.endswith("__init__.py") else path
-        elif "://" not in item and not os.path.exists(item):
-            raise ValueError(f"{item} is not a valid path.")
+        else:
+            _check_uri(item)
+            if "://" not in item and not os.path.exists(item):
+                raise ValueError(f"{item} is not a valid path.")
         out.append(item)
     return out
 
