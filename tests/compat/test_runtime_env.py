@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from tests._engine import AGAINST_RAY, exceptions, ray
+from tests._engine import AGAINST_RAY, exceptions, ray, raylite_only, wait_for
 
 JOB_ENV = {"env_vars": {"JOB_VAR": "job", "BOTH": "job"}}
 # address="local": a Ray cluster another process started on this host is not ours.
@@ -300,3 +300,15 @@ def test_setup_timeout_fails_instead_of_hanging(ray_start):
         read = _env_reader()
         with pytest.raises(exceptions.RuntimeEnvSetupError):
             ray.get(read.options(runtime_env=env).remote("A"), timeout=PIP_TIMEOUT)
+
+
+@raylite_only  # reads the node's session directory; Ray's layout differs
+@pytest.mark.timeout(PIP_TIMEOUT * 2)
+def test_eager_install_builds_the_job_env_at_init(no_engine):
+    import glob
+
+    from raylite import api
+
+    ray.init(num_cpus=1, runtime_env={"pip": [PIP_PACKAGE]})  # eager_install: the default
+    pattern = os.path.join(api._runtime.session_dir, "runtime_resources", "pip", "*", ".ready")
+    wait_for(lambda: glob.glob(pattern), PIP_TIMEOUT, "the job's pip env built before any task")

@@ -120,10 +120,13 @@ def test_package_excludes_gitignore_style(tmp_path):
             "pkg/cache.pyc": "c",
             "logs/a.log": "l",
             ".gitignore": "logs/\n",
+            "pkg/.rayignore": "/secret.txt\n",  # relative to pkg/: pkg/secret.txt only
+            "pkg/secret.txt": "s",
+            "secret.txt": "kept",
         },
     )
     uri, data = packaging.package(str(tmp_path), ["data/", "*.pyc"], module=False)
-    assert _names(data) == [".gitignore", "main.py", "pkg/mod.py"]
+    assert _names(data) == [".gitignore", "main.py", "pkg/.rayignore", "pkg/mod.py", "secret.txt"]
     assert uri.startswith("gcs://_ray_pkg_")
     assert uri.endswith(".zip")
 

@@ -5,12 +5,13 @@ Owns turning a working_dir or a py_modules entry (a local directory, a .py file 
 (`gcs://_ray_pkg_<hash>.zip`: the same content gives the same URI, so a package is
 uploaded and unpacked once however many tasks use it), and unpacking such bytes into a
 directory. Excludes are gitignore-style patterns (pathspec's GitIgnoreSpec, git's own
-rules; Ray matches with pathspec's gitwildmatch), relative to the packaged directory, plus the patterns of a `.gitignore` and
-a `.rayignore` at its top. Not where packages are kept (node/packages.py) nor when
-they are uploaded (core/runtime_envs.py).
+rules; Ray matches with pathspec's gitwildmatch), relative to the packaged directory,
+plus the patterns of every `.gitignore` and `.rayignore` in it (each for the files
+below its own directory). Not where packages are kept (runtime_env/agent.py, on each
+node and the head) nor when they are uploaded (core/runtime_envs.py).
 
-    local dir ──walk, excludes──▶ files ──sha256(paths, bytes)──▶ URI
-                                        └──zip (fixed timestamps)──▶ bytes ──▶ node cache
+    local dir ──walk, excludes──▶ files ──zip (sorted, fixed timestamps)──▶ bytes
+                                          bytes ──sha1──▶ URI ──UploadPackage──▶ node, head
 """
 
 from __future__ import annotations
@@ -48,29 +49,43 @@ def check_size(size: int, limit: int | None = None) -> None:
         )
 
 
-def _spec(root: str, excludes: list[str]) -> pathspec.GitIgnoreSpec:
-    lines = list(excludes)
+def _ignore_spec(directory: str) -> pathspec.GitIgnoreSpec | None:
+    """The patterns of a directory's own .gitignore and .rayignore (None: neither)."""
+    lines: list[str] = []
     for name in _IGNORE_FILES:
-        path = os.path.join(root, name)
+        path = os.path.join(directory, name)
         if os.path.isfile(path):
             with open(path) as f:
                 lines += f.read().splitlines()
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
 def files_of(root: str, excludes: list[str], prefix: str = "") -> list[tuple[str, str]]:
     """(path in the package, path on disk) of every file under `root` not excluded,
-    sorted; `prefix` is put before each package path (a py_modules package's name)."""
-    spec = _spec(root, excludes)
+    sorted; `prefix` is put before each package path (a py_modules package's name).
+    `excludes` match relative to `root`; each directory's .gitignore and .rayignore
+    relative to that directory, for everything below it (as git and Ray read them)."""
+    user = pathspec.GitIgnoreSpec.from_lines(excludes)
+    # Directories (relative, "" for root, "a/b/" below) with ignore files: their specs.
+    specs: dict[str, pathspec.GitIgnoreSpec] = {}
+
+    def excluded(rel: str) -> bool:
+        if user.match_file(rel):
+            return True
+        return any(rel.startswith(d) and sp.match_file(rel[len(d) :]) for d, sp in specs.items())
+
     out: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        own = _ignore_spec(dirpath)
+        if own is not None:
+            specs[rel_dir] = own
         # An excluded directory is not walked (its files are excluded with it).
-        dirnames[:] = sorted(d for d in dirnames if not spec.match_file(f"{rel_dir}{d}/"))
+        dirnames[:] = sorted(d for d in dirnames if not excluded(f"{rel_dir}{d}/"))
         for name in sorted(filenames):
             rel = rel_dir + name
-            if not spec.match_file(rel):
+            if not excluded(rel):
                 out.append((prefix + rel, os.path.join(dirpath, name)))
     return sorted(out)
 
