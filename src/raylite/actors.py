@@ -32,6 +32,7 @@ from .remote_function import (
     placed,
     placement_of,
     resource_shape,
+    runtime_env_of,
     strategy_of,
     validate_options,
 )
@@ -358,6 +359,11 @@ class ActorClass:
             methods=methods,
             get_if_exists=bool(options.get("get_if_exists")),
             strategy=strategy_of(options),
+            runtime_env=(
+                None
+                if options.get("runtime_env") is None and cw.parent_runtime_env is None
+                else cw.runtime_env_for(runtime_env_of(options))
+            ),
             actor_options=actor_options,
         )
         return ActorHandle(

@@ -59,11 +59,10 @@ _INIT_OPTIONS = {
     "system_reserved_cpu",
     "system_reserved_memory",
     "proxy_server_url",
+    "runtime_env",  # the job's env (core/runtime_envs.py)
 }
 # Ray's init() arguments raylite does not do yet: set, they raise (never ignored).
-_INIT_NOT_YET = {
-    "runtime_env": "",
-}
+_INIT_NOT_YET: dict[str, str] = {}
 
 
 @dataclass
@@ -150,6 +149,7 @@ def init(
             _runtime = _connect(address, log_to_driver, namespace)
             if opts.default_detached:
                 _runtime.cw.default_actor_lifetime = "detached"
+            _job_runtime_env(opts)
             core_context._global = _runtime.cw
             core_context._auto_init = _auto_init
             atexit.register(_at_exit)
@@ -205,6 +205,7 @@ def init(
             [*_dashboard_args(kwargs), *opts.node_flags()],
             opts,
         )
+        _job_runtime_env(opts)
         core_context._global = _runtime.cw
         core_context._auto_init = _auto_init
         atexit.register(_at_exit)
@@ -232,6 +233,19 @@ def init(
                 "proxy_server_url is for the dashboard, which is off: include_dashboard=True"
             )
         return context
+
+
+def _job_runtime_env(opts: init_options.InitOptions) -> None:
+    """The job's runtime_env: packaged and uploaded now (Ray's errors, e.g. a package
+    over the size limit, come from init()); the engine stops again if that fails."""
+    if opts.runtime_env is None:
+        return
+    assert _runtime is not None
+    try:
+        _runtime.cw.set_job_runtime_env(opts.runtime_env)
+    except BaseException:
+        shutdown()
+        raise
 
 
 def _dashboard_args(kwargs: dict[str, Any]) -> list[str]:
@@ -678,6 +692,14 @@ class RuntimeContext:
 
     def get_node_id(self) -> str:
         return self._cw.node_id.hex()
+
+    def get_runtime_env_string(self) -> str:
+        """The runtime env this process's tasks run in (JSON; packages as URIs)."""
+        return json.dumps(self._cw.parent_runtime_env or {})
+
+    @property
+    def runtime_env(self) -> dict[str, Any]:
+        return dict(self._cw.parent_runtime_env or {})
 
     def get_node_labels(self) -> dict[str, str]:
         """The labels of the node this process runs on (ray.io/node-id and the user's)."""

@@ -37,7 +37,8 @@ from .exceptions import MessageTooLargeError, ProtocolError
 #    LeaseWaiting.
 # 5: placement groups (CreatePlacementGroup ... CancelBundles, FailCode.PG_REMOVED);
 #    CreateDetached (the head creates detached actors); TaskDone.worker_exiting.
-PROTOCOL_VERSION = 5
+# 6: RequestLease.runtime_env, UploadPackage, FetchPackage, PackageData, PrepareRuntimeEnv.
+PROTOCOL_VERSION = 6
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31
 

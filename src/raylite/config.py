@@ -25,6 +25,14 @@ class Config:
     event_flush_s: float = 0.2
     # Finished-task events the node manager keeps for timeline().
     max_task_events: int = 100_000
+    # A runtime_env package (working_dir, py_modules) of this many bytes or more is
+    # refused (Ray's limit: its 512 MiB GCS message size).
+    runtime_env_max_package_bytes: int = 512 * 1024 * 1024
+    # A worker of a runtime_env (not the default one) idle this long exits, so an env
+    # no task uses any more has no worker and its cache can be collected.
+    runtime_env_idle_worker_s: float = 10.0
+    # Unused pip environments and packages a node keeps built (least recently used go).
+    runtime_env_cache_envs: int = 8
     # Seconds the node manager waits for workers to exit on SIGTERM before SIGKILL.
     kill_grace_s: float = 1.0
     # At interpreter exit (no ray.shutdown()), a driver lets the tasks it submitted end

@@ -44,6 +44,7 @@ class InitOptions:
     sys_path: list[str] = field(default_factory=list)  # job_config.code_search_path
     metadata: dict[str, str] = field(default_factory=dict)
     proxy_server_url: str | None = None  # the dashboard asks it first (a history server)
+    runtime_env: dict[str, Any] | None = None  # the job's, normal form (runtime_env/spec.py)
 
     def node_flags(self) -> list[str]:
         flags: list[str] = []
@@ -66,6 +67,19 @@ class InitOptions:
         return {WORKER_SETUP_ENV: json.dumps(setup)} if setup else {}
 
 
+def _submitted_job_env(text: str) -> dict[str, Any]:
+    """The runtime_env of the submitted job this driver is the entrypoint of
+    (node/job_supervisor.py sets RAYLITE_JOB_RUNTIME_ENV): its tasks and actors get it.
+    Its working_dir was unpacked on the head machine and is our cwd: the driver's
+    session uploads that directory as the job's package (runtime_env/packaging.py)."""
+    from .runtime_env.spec import validate
+
+    env = json.loads(text)
+    if str(env.get("working_dir", "")).startswith("gcs://"):
+        env["working_dir"] = os.getcwd()
+    return validate(env)
+
+
 def check(kwargs: dict[str, Any], connecting: bool) -> InitOptions:
     """Ray's checks of these arguments, in Ray's order; what they ask for."""
     if kwargs.get("local_mode") and connecting:
@@ -84,6 +98,12 @@ def check(kwargs: dict[str, Any], connecting: bool) -> InitOptions:
         opts.logging_config = lc
     if kwargs.get("job_config") is not None:
         _take_job_config(kwargs["job_config"], opts)
+    if kwargs.get("runtime_env") is not None:  # as Ray: it replaces the job_config's
+        from .runtime_env.spec import validate
+
+        opts.runtime_env = validate(kwargs["runtime_env"])
+    elif opts.runtime_env is None and os.environ.get("RAYLITE_JOB_RUNTIME_ENV"):
+        opts.runtime_env = _submitted_job_env(os.environ["RAYLITE_JOB_RUNTIME_ENV"])
     proxy = kwargs.get("proxy_server_url")
     if proxy:
         if not isinstance(proxy, str) or not proxy.startswith(("http://", "https://")):
@@ -173,7 +193,9 @@ def _take_job_config(jc: Any, opts: InitOptions) -> None:
     if not isinstance(jc, JobConfig):
         raise TypeError(f"job_config must be a JobConfig, got {type(jc).__name__}.")
     if jc.runtime_env:
-        raise NotImplementedError("job_config.runtime_env is not supported by raylite yet.")
+        from .runtime_env.spec import validate
+
+        opts.runtime_env = validate(jc.runtime_env)
     if jc.jvm_options:
         raise NotImplementedError("job_config.jvm_options: raylite runs no Java workers.")
     if jc._disable_job_level_lineage_reconstruction:

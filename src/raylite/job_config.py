@@ -4,7 +4,7 @@ Owns the record and its setters. What init() does with each field is init_option
 ray_namespace (the job's namespace unless init(namespace=) names one),
 default_actor_lifetime ("detached": actors outlive the driver unless they say
 otherwise), code_search_path (added to every worker's sys.path), py_logging_config
-(as init(logging_config=)); runtime_env and jvm_options raise NotImplementedError
+(as init(logging_config=)); runtime_env is the job's env (runtime_env/); jvm_options raises NotImplementedError
 there. metadata is taken and kept with the driver's options (init_options.InitOptions):
 Ray shows it only in its job submission list, which raylite does not have.
 """

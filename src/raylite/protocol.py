@@ -70,6 +70,7 @@ class FailCode(enum.IntEnum):
     STORE_FULL = 10  # the object does not fit in the store plus the free spill space
     NOT_A_WORKER = 11  # a task pushed to a process that runs none (a driver)
     PG_REMOVED = 12  # the placement group the request is for was removed
+    RUNTIME_ENV_SETUP_FAILED = 13  # the lease's runtime env could not be built (reason: the log)
 
 
 # --- records: the named parts of messages -----------------------------------------------
@@ -203,6 +204,9 @@ class RequestLease:
     detached: bool = False  # a detached actor: it outlives the owner's connection
     # Ray's label_selector (labels.py): only nodes whose labels match may serve it.
     label_selector: dict[str, str] | None = None
+    # The resolved runtime env (runtime_env/: packages as URIs): only a worker of that
+    # env serves it. None for nearly every request: the default workers.
+    runtime_env: dict[str, Any] | None = None
 
 
 @_msg(11)
@@ -605,6 +609,7 @@ class RegisterDetached:
     # which go with the owner: it cannot be restarted then.
     push: PushTask | None
     shape: dict[str, int]
+    runtime_env: dict[str, Any] | None = None  # its resolved env (core/runtime_envs.py)
 
 
 @_msg(119)
@@ -620,6 +625,7 @@ class CreateDetached:
     push: PushTask  # the creation task, the class's code included
     shape: dict[str, int]
     restarts_left: int  # max_restarts (-1: unlimited)
+    runtime_env: dict[str, Any] | None = None  # its resolved env (core/runtime_envs.py)
 
 
 @_msg(116)
@@ -634,6 +640,7 @@ class StartActor:
     push: PushTask
     shape: dict[str, int]
     restarts_left: int
+    runtime_env: dict[str, Any] | None = None  # the actor's env: its worker is of that env
 
 
 # --- state listings, task summary, worker output (cli, util.state -> node manager) ----
@@ -677,6 +684,39 @@ class Logs:
     lines: list[NumberedLine]
     next_line: int  # the number the next line of this worker will get
     alive: bool
+
+
+# --- runtime environments (runtime_env/): packages and eager builds -------------------
+# Tags 140-149.
+@_msg(140)
+class UploadPackage:
+    """Driver -> its node manager (request, Ok), and a node manager -> the head: keep
+    this package (working_dir, py_modules) under its content-addressed `uri`, so any
+    node can unpack it; sent once per URI per driver."""
+
+    uri: str
+    data: bytes
+
+
+@_msg(141)
+class FetchPackage:
+    """Node manager -> the head (request): the bytes of a package (PackageData), or
+    Failed NOT_FOUND."""
+
+    uri: str
+
+
+@_msg(142)
+class PackageData:
+    data: bytes
+
+
+@_msg(143)
+class PrepareRuntimeEnv:
+    """Driver -> its node manager, one-way: build this env now (the job's env with
+    config.eager_install), so its first task does not wait for it."""
+
+    runtime_env: dict[str, Any]
 
 
 Message = Any  # one of the classes above

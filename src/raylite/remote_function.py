@@ -108,8 +108,11 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
         from .util.scheduling_strategies import to_wire
 
         to_wire(options["scheduling_strategy"])  # TypeError for what is not a strategy
-    if options.get("runtime_env"):
-        raise NotImplementedError("runtime_env is not supported by raylite yet.")
+    if options.get("runtime_env") is not None:
+        from .runtime_env.spec import check_uris_only, validate
+
+        # Ray's errors for a malformed env, here; local paths only in the job's env
+        check_uris_only(validate(options["runtime_env"]))
     if options.get("label_selector") is not None:
         from .labels import check_selector
 
@@ -357,6 +360,27 @@ def strategy_of(options: dict[str, Any]) -> Any:
     return strategy
 
 
+def runtime_env_of(options: dict[str, Any]) -> dict[str, Any] | None:
+    """The options' runtime_env in normal form (runtime_env/spec.py); None: none."""
+    env = options.get("runtime_env")
+    if env is None:
+        return None
+    from .runtime_env.spec import validate
+
+    return validate(env)
+
+
+def _env_of(cw: Any, opts: Any) -> tuple[dict[str, Any] | None, str]:
+    """The resolved env of a submission (core/runtime_envs.py), kept on the options
+    for the next call from the same process."""
+    cached = opts._renv
+    if cached is not None and cached[0] is cw:
+        return cached[1]  # type: ignore[no-any-return]
+    found = cw.runtime_env_for(opts._runtime_env)
+    opts._renv = (cw, found)
+    return found  # type: ignore[no-any-return]
+
+
 def resource_shape(options: dict[str, Any], default_cpus: float) -> dict[str, int]:
     """Resource demand in units of 1/10000, zero entries dropped."""
     shape: dict[str, int] = {}
@@ -420,6 +444,8 @@ class RemoteFunction:
             task_options["placement_group"] = pg
             self._shape = in_group(self._shape, pg)
         self._task_options = task_options or None
+        self._runtime_env = runtime_env_of(options)
+        self._renv: Any = None  # (core worker, its resolved env and key), at the first call
         retries = options.get("max_retries")
         self._max_retries = DEFAULT_MAX_RETRIES if retries is None else retries
         retry = options.get("retry_exceptions", False)
@@ -479,6 +505,11 @@ class RemoteFunction:
             strategy=opts._strategy,
             generator=opts._generator,
             actor_options=opts._task_options,
+            runtime_env=(
+                None
+                if opts._runtime_env is None and cw.parent_runtime_env is None
+                else _env_of(cw, opts)
+            ),
         )
         if opts._generator is not None and opts._generator[0] != P.GENERATOR_FIXED:
             return generator_result(cw, refs, opts._generator[0])

@@ -752,6 +752,12 @@ def worker_main(
         from . import api
 
         api._set_worker_runtime(worker.cw)
+        from .runtime_env.spec import RUNTIME_ENV_VAR
+
+        if RUNTIME_ENV_VAR in os.environ:  # a runtime env's worker: its tasks' parent env
+            import json
+
+            worker.cw.parent_runtime_env = json.loads(os.environ[RUNTIME_ENV_VAR])
         from .init_options import setup_worker
 
         setup_worker()  # the job's logging_config and code search path, if it has them

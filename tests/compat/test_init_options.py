@@ -176,15 +176,6 @@ def test_init_namespace_wins_over_job_config(no_engine):
         ray.shutdown()
 
 
-@raylite_only  # runtime_env is issue 9's
-def test_job_config_runtime_env_is_not_supported_yet(no_engine):
-    from raylite.job_config import JobConfig
-
-    with pytest.raises(NotImplementedError):
-        ray.init(num_cpus=1, job_config=JobConfig(runtime_env={"env_vars": {"A": "1"}}))
-    assert not ray.is_initialized()
-
-
 def test_logging_config_fields_are_checked():
     assert ray.LoggingConfig().log_level == "INFO"
     with pytest.raises(ValueError, match="Invalid encoding type"):

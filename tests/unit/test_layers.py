@@ -24,8 +24,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
                 "node.local", "dashboard", "ray_alias", "job_submission.common"]),
     ("wire", ["codec", "protocol", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
-              "bundles", "node.lease_book", "node.bundle_book", "node.store_book"]),  # pure books: foundations only
-    ("io", ["transport", "transport_async", "object_store", "task_events",
+              "bundles", "node.lease_book", "node.bundle_book", "node.store_book",
+              "runtime_env", "runtime_env.spec", "runtime_env.packaging"]),  # pure books: foundations only
+    ("io", ["transport", "transport_async", "object_store", "task_events", "runtime_env.agent",
             "experimental.*"]),  # tqdm_ray: the driver's output printer draws its bars
     ("refs", ["object_ref"]),
     # lease_queue, actor_life: pure; they read tasks and ids, actor_life lease_queue's Lease
@@ -36,7 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # __init__ loads the public names on first use (it imports api-layer modules).
     ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__", "local_mode",
              "init_options", "logging_config", "job_config", "node_start",
-             "object_ref_generator", "worker_generators", "_raylet"]),
+             "object_ref_generator", "worker_generators", "_raylet", "runtime_env.worker_setup"]),
     ("head", ["head.*"]),
     ("node", ["node.*", "dashboard.*"]),
     ("tools", ["cli", "cli_cluster", "cli_jobs", "util.*", "job_submission.*", "__main__"]),

@@ -53,6 +53,7 @@ class Worker:
     lease_id: bytes | None = None
     for_request: Lease | None = None
     actor_id: bytes | None = None
+    env_key: str = ""
 
 
 @dataclass

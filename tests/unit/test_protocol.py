@@ -340,6 +340,7 @@ def test_every_message_type_has_a_receiver():
         P.PlacementGroupCreated,
         P.PlacementGroupReady,
         P.PlacementGroupRows,
+        P.PackageData,
     }
     handled = by_node_manager | by_core_worker
     assert not only_replies & handled, "a reply with a handler: take it out of only_replies"

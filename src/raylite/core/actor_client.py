@@ -24,7 +24,12 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG
-from ..exceptions import ActorAlreadyExistsError, ActorDiedError, ConnectionLost
+from ..exceptions import (
+    ActorAlreadyExistsError,
+    ActorDiedError,
+    ConnectionLost,
+    RuntimeEnvSetupError,
+)
 from ..object_ref import ObjectRef, new_id
 from ..serialization import dumps_inline, loads_inline
 from ..transport import Connection
@@ -52,7 +57,16 @@ _NONE = dumps_inline(None)  # the value of an actor's creation
 _RESEND: list[TaskSpec] = []
 
 
-def actor_error(client: ActorClient, cause: str | None) -> ActorDiedError:
+# The cause of an actor whose runtime env failed to build (Ray's words): its calls
+# raise RuntimeEnvSetupError, as on Ray, not ActorDiedError.
+ENV_FAILED_CAUSE = (
+    "Could not create the actor because its associated runtime env failed to be created."
+)
+
+
+def actor_error(client: ActorClient, cause: str | None) -> ActorDiedError | RuntimeEnvSetupError:
+    if cause is not None and cause.startswith(ENV_FAILED_CAUSE):
+        return RuntimeEnvSetupError(cause)
     return ActorDiedError(
         f"The actor {client.class_name} ({client.actor_id.hex()}) is dead: {cause}", cause
     )
@@ -80,6 +94,7 @@ class ActorClientMixin:
         get_if_exists: bool = False,
         actor_options: dict[str, Any] | None = None,
         strategy: Any = None,
+        runtime_env: tuple[dict[str, Any] | None, str] | None = None,
     ) -> tuple[bytes, str | None]:
         """Start an actor; returns (actor id, address if it already existed by name)."""
         actor_id = new_id()
@@ -117,6 +132,7 @@ class ActorClientMixin:
             actor_creation=True,
             actor_options=actor_options,
             strategy=strategy,
+            runtime_env=runtime_env,
         )
         # The handle holds the counted ref: when no handle is left anywhere (borrowers
         # included), the table says HandlesGone and the actor ends, as in Ray.
@@ -246,11 +262,15 @@ class ActorClientMixin:
         # Its key has the strategy (a label_selector too): a class of the same shape with
         # another strategy must not be the one that asks for its lease.
         key = spec.shape_key
-        sc = self.classes.get(key) or SchedulingClass(key, spec.strategy)
+        sc = self.classes.get(key) or SchedulingClass(key, spec.strategy, spec.runtime_env)
 
         def on_grant(lease: Lease | None, why: str) -> None:
             if lease is None:
-                cause = why or "the node manager could not start a worker for the actor"
+                env_log = self.env_failures.pop(client.actor_id, None)
+                if env_log is not None:
+                    cause = f"{ENV_FAILED_CAUSE}\n{env_log}"
+                else:
+                    cause = why or "the node manager could not start a worker for the actor"
                 self._life_ended(client, None, cause, final=True, report=False)
                 return
             with self.lock:
@@ -287,6 +307,7 @@ class ActorClientMixin:
             self._detached_push(spec),
             spec.shape,
             client.restarts_left,
+            spec.runtime_env,
         )
         with self.lock:
             client.creator = False
@@ -310,8 +331,9 @@ class ActorClientMixin:
         if any(dep.kind != P.INLINE for dep in spec.deps):
             self._send_nm(P.RegisterDetached(client.actor_id, self.address, None, spec.shape))
             return
+        push = self._detached_push(spec)
         self._send_nm(
-            P.RegisterDetached(client.actor_id, self.address, self._detached_push(spec), spec.shape)
+            P.RegisterDetached(client.actor_id, self.address, push, spec.shape, spec.runtime_env)
         )
 
     def _detached_push(self, spec: TaskSpec) -> P.PushTask:

@@ -69,6 +69,7 @@ from .lineage import LineageMixin
 from .objects import PENDING, RELEASED, ObjectEntry, ObjectTable
 from .refs import RefsMixin
 from .replies import RepliesMixin
+from .runtime_envs import RuntimeEnvsMixin
 from .statistics import CoreStatistics, snapshot
 from .submission import SubmissionMixin
 from .tasks import TaskSpec
@@ -85,6 +86,7 @@ class CoreWorker(
     ActorClientMixin,
     GeneratorsMixin,
     RepliesMixin,
+    RuntimeEnvsMixin,
     _object_ref._Hooks,
 ):
     # The job's default actor lifetime (init(job_config=JobConfig(default_actor_lifetime=
@@ -180,6 +182,7 @@ class CoreWorker(
         self._events_scheduled = False
         self._completion = itertools.count(1)
         self.queues = LeaseQueues()  # events in, actions out (leasing._lease_actions)
+        self.env_failures: dict[bytes, str] = {}  # core/runtime_envs.py
         self.classes = self.queues.classes  # read by the actor client (a shape's class)
         self.leases = self.queues.leases
         self.lives = ActorLives(self.leases, self.running)  # (actor_client._actor_actions)

@@ -75,11 +75,23 @@ class Lease:
 class SchedulingClass:
     """Queued tasks of one resource shape and the worker leases serving them."""
 
-    __slots__ = ("idle", "key", "label_selector", "pending", "queue", "shape", "strategy")
+    __slots__ = (
+        "idle",
+        "key",
+        "label_selector",
+        "pending",
+        "queue",
+        "runtime_env",
+        "shape",
+        "strategy",
+    )
 
-    def __init__(self, key: ShapeKey, strategy: Any = None) -> None:
+    def __init__(
+        self, key: ShapeKey, strategy: Any = None, runtime_env: dict[str, Any] | None = None
+    ) -> None:
         self.key = key
-        self.shape: dict[str, int] = dict(k for k in key if k[0] != "@strategy")
+        self.shape: dict[str, int] = dict(k for k in key if k[0] not in ("@strategy", "@env"))
+        self.runtime_env = runtime_env  # RequestLease.runtime_env (its key is in `key`)
         self.label_selector: dict[str, str] | None = None  # RequestLease.label_selector
         if type(strategy) is Selected:
             self.label_selector = dict(strategy.selector)
@@ -131,11 +143,13 @@ class ArmLinger(msgspec.Struct, frozen=True):
 
 class FailQueue(msgspec.Struct, frozen=True):
     """These tasks can never be placed: fail them with TaskUnschedulableError(reason),
-    or TaskPlacementGroupRemoved (`group_removed`: their placement group is gone)."""
+    or TaskPlacementGroupRemoved (`group_removed`: their placement group is gone) or
+    RuntimeEnvSetupError(reason) (`env_failed`: their runtime env failed to build)."""
 
     specs: list[TaskSpec]
     reason: str
     group_removed: bool = False
+    env_failed: bool = False
 
 
 Action = Push | Ask | Cancel | GiveBack | ArmLinger | FailQueue
@@ -164,7 +178,9 @@ class LeaseQueues:
         """A task is ready to run: an idle lease of its shape takes it, or it waits."""
         sc = self.classes.get(spec.shape_key)
         if sc is None:
-            sc = self.classes[spec.shape_key] = SchedulingClass(spec.shape_key, spec.strategy)
+            sc = self.classes[spec.shape_key] = SchedulingClass(
+                spec.shape_key, spec.strategy, spec.runtime_env
+            )
         elif sc.idle and not sc.queue and not sc.pending:  # the hot path, as _dispatch would
             return [Push(sc.idle.pop(), spec)]
         sc.queue.append(spec)
@@ -241,6 +257,7 @@ class LeaseQueues:
         gone: bool,
         unplaceable: str | None = None,
         group_removed: bool = False,
+        env_failed: bool = False,
     ) -> list[Action]:
         """The request failed: ask again if tasks still wait, unless nothing would
         answer (`gone`: our node manager is gone), or fail them if they can never be
@@ -248,7 +265,9 @@ class LeaseQueues:
         actions: list[Action] = []
         if sc.pending.pop(lease_id, None) is not None and sc.queue and not gone:
             if unplaceable is not None:
-                actions.append(FailQueue(self.fail_queue(sc), unplaceable, group_removed))
+                actions.append(
+                    FailQueue(self.fail_queue(sc), unplaceable, group_removed, env_failed)
+                )
             else:
                 self._dispatch(sc, actions)
         return actions

@@ -27,6 +27,7 @@ from ..config import CONFIG, from_units
 from ..exceptions import (
     ConnectionLost,
     NodeDiedError,
+    RuntimeEnvSetupError,
     TaskPlacementGroupRemoved,
     TaskUnschedulableError,
 )
@@ -88,7 +89,10 @@ class LeasingMixin:
         elif kind is ArmLinger:
             self.timers.call_later(action.delay, self._linger_over)
         elif kind is FailQueue:
-            error = TaskPlacementGroupRemoved if action.group_removed else TaskUnschedulableError
+            if action.group_removed:
+                error: type[Exception] = TaskPlacementGroupRemoved
+            else:
+                error = RuntimeEnvSetupError if action.env_failed else TaskUnschedulableError
             self._fail_queue(action.specs, action.reason, error)
         else:
             raise TypeError(f"not a lease action: {action!r}")
@@ -133,6 +137,12 @@ class LeasingMixin:
                 return
             if not isinstance(reply, P.LeaseGranted):
                 if on_grant is not None:
+                    if (
+                        isinstance(reply, P.Failed)
+                        and reply.code == P.FailCode.RUNTIME_ENV_SETUP_FAILED
+                        and actor_id is not None
+                    ):
+                        self.env_failures[actor_id] = reply.reason  # the actor's cause
                     on_grant(None, reply.reason if isinstance(reply, P.Failed) else "")
                     return
                 with self.lock:  # refused, or the node went away: ask again if needed
@@ -140,9 +150,11 @@ class LeasingMixin:
                     lost = reply is None or isinstance(reply, ConnectionLost)
                     gone = lost and (not nm or self.closed)
                     code = reply.code if isinstance(reply, P.Failed) else None
+                    env_failed = code == P.FailCode.RUNTIME_ENV_SETUP_FAILED
                     unplaceable = (
                         reply.reason
                         if code in (P.FailCode.AFFINITY_UNAVAILABLE, P.FailCode.PG_REMOVED)
+                        or env_failed
                         else None
                     )
                     actions = self.queues.refused(
@@ -151,6 +163,7 @@ class LeasingMixin:
                         gone=gone,
                         unplaceable=unplaceable,
                         group_removed=code == P.FailCode.PG_REMOVED,
+                        env_failed=env_failed,
                     )
                     if gone and not self.closed:
                         # Our node manager is gone and nothing reconnects: fail what
@@ -169,7 +182,14 @@ class LeasingMixin:
 
         def ask(nm: str, spilled: int) -> None:
             msg = P.RequestLease(
-                lease_id, sc.shape, actor_id, sc.strategy, spilled, detached, sc.label_selector
+                lease_id,
+                sc.shape,
+                actor_id,
+                sc.strategy,
+                spilled,
+                detached,
+                sc.label_selector,
+                sc.runtime_env,
             )
 
             def send(conn: Connection) -> None:
@@ -192,8 +212,8 @@ class LeasingMixin:
         error: type[Exception] = TaskUnschedulableError,
     ) -> None:
         """Tasks that can never be placed (hard affinity to a dead node, our node
-        manager gone, a removed placement group): fail them with error(reason) (lock
-        held)."""
+        manager gone, a removed placement group, a runtime env that failed to build):
+        fail them with error(reason) (lock held)."""
         err = dumps_inline(error(reason))
 
         def fail() -> None:

@@ -127,6 +127,7 @@ class SubmissionMixin:
         actor_options: dict[str, Any] | None = None,
         strategy: Any = None,
         generator: tuple[int, int] | None = None,
+        runtime_env: tuple[dict[str, Any] | None, str] | None = None,
     ) -> list[ObjectRef]:
         """`generator`: (PushTask.generator, backpressure) of a generator function; a
         streaming or dynamic one's single return is its generator ref, its items come
@@ -137,6 +138,8 @@ class SubmissionMixin:
         key: tuple[Any, ...] = tuple(sorted(shape.items()))
         if strategy is not None:  # its own leases: SPREAD must not reuse one worker
             key += (("@strategy", repr(strategy)),)
+        if runtime_env is not None and runtime_env[1]:  # only workers of its env run it
+            key += (("@env", runtime_env[1]),)
         spec = TaskSpec(
             task_id,
             name,
@@ -155,6 +158,8 @@ class SubmissionMixin:
         )
         if generator is not None:
             spec.generator, spec.backpressure = generator
+        if runtime_env is not None:
+            spec.runtime_env = runtime_env[0]
         deps = self._prepare(spec, args, kwargs, name)
         spec.dep_ids = [(position, ref.id, ref.owner) for position, ref in deps]
         if len(spec.arg_refs) > len(deps):  # the worker gets these itself when it runs

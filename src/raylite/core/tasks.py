@@ -83,6 +83,7 @@ class TaskSpec:
     parent: bytes | None = None  # the task that submitted it
     generator: int = 0  # PushTask.generator: how its worker runs a generator function
     backpressure: int = -1  # PushTask.backpressure (streaming generators)
+    runtime_env: dict[str, Any] | None = None  # resolved (core/runtime_envs.py); None: default
 
 
 def task_events_off(options: dict[str, Any] | None) -> bool:

@@ -91,7 +91,7 @@ def create(head: Head, actor: ActorRec, msg: P.CreateDetached, owner_node: bytes
     actor.class_name = msg.class_name
     actor.owner, actor.owner_node, actor.owner_gone = msg.creator, owner_node, True
     actor.restarts_left = msg.restarts_left
-    actor.restart = {"push": msg.push, "shape": msg.shape}
+    actor.restart = {"push": msg.push, "shape": msg.shape, "runtime_env": msg.runtime_env}
     head.save_actor(actor)
     if actor.state is not DEAD:  # killed before it got here: nothing to start
         _start(head, actor, msg.push, "")
@@ -115,7 +115,8 @@ def _start(head: Head, actor: ActorRec, push: P.PushTask, cause: str) -> None:
     nm = head.nm
     shape = actor.restart["shape"]
     where = nm.place_shape(shape, actor.actor_id)
-    msg = P.StartActor(actor.actor_id, actor.class_name, push, shape, actor.restarts_left)
+    env = actor.restart.get("runtime_env")
+    msg = P.StartActor(actor.actor_id, actor.class_name, push, shape, actor.restarts_left, env)
     if where.kind == "here" and nm.head_only:  # the head runs no work: another node
         fits = [v for v in nm.other_nodes() if scheduling.fits(shape, v.available)]
         fits = fits or [v for v in nm.other_nodes() if scheduling.fits(shape, v.total)]

@@ -485,7 +485,11 @@ class Head:
         actor.owner = msg.owner
         node = conn.peer if conn is not None else None  # forwarded by a node, or ours
         actor.owner_node = node.node_id if isinstance(node, NodeRec) else self.nm.node_id
-        actor.restart = {"push": msg.push, "shape": msg.shape} if msg.push else None
+        actor.restart = (
+            {"push": msg.push, "shape": msg.shape, "runtime_env": msg.runtime_env}
+            if msg.push
+            else None
+        )
         self.save_actor(actor)
 
     def on_create_detached(self, conn: AsyncConnection, msg: P.CreateDetached, rid: int) -> None:

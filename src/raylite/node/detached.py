@@ -22,6 +22,7 @@ import msgspec
 from .. import protocol as P
 from ..exceptions import ConnectionLost
 from ..object_ref import new_id
+from ..runtime_env.spec import env_key
 from ..serialization import loads_inline
 from ..transport_async import async_connect
 from .lease_book import Lease
@@ -52,7 +53,10 @@ async def start_actor(nm: NodeManager, msg: P.StartActor) -> None:
     """Lease a worker here, run the actor's constructor on it, tell the head."""
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     owner = _SelfOwner(fut)
-    nm.request_lease_here(Lease(new_id(), msg.shape, msg.actor_id, owner, 1, detached=True))
+    lease = Lease(new_id(), msg.shape, msg.actor_id, owner, 1, detached=True)
+    if msg.runtime_env is not None:  # its worker is of the actor's env
+        lease.runtime_env, lease.env_key = msg.runtime_env, env_key(msg.runtime_env)
+    nm.request_lease_here(lease)
     # It waits for resources as any actor's creation does (a pinned lease, warned
     # about by the lease book if it waits long); a worker that cannot start fails it.
     granted = await fut

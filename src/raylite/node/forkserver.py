@@ -33,7 +33,8 @@ inherits the node manager's environment as it was at start (the node manager nev
 changes os.environ), which is the environment of every worker.
 
 The messages are msgpack lists, one per datagram (SOCK_SEQPACKET keeps their edges):
-["start", worker_id, node_address, token, session_dir, listen_ip] with the worker's
+["start", worker_id, node_address, token, session_dir, listen_ip, setup] (setup: None,
+or a runtime env's, runtime_env/worker_setup.py applies it in the child) with the worker's
 stdout and stderr write ends passed as SCM_RIGHTS; ["kill", pid, signum];
 ["remove_at_exit", [path, ...]] (the node's directories, sent once it knows them); answers
 ["started", pid] or ["failed", why] to each start, in order, and ["exited", pid,
@@ -92,9 +93,11 @@ class ForkServer:
         out_w: int,
         err_w: int,
         listen_ip: str | None,
+        setup: dict[str, Any] | None = None,
     ) -> int:
-        """Fork a worker (worker.worker_main with these arguments); its pid."""
-        request = _pack("start", worker_id, node_address, token, session_dir, listen_ip)
+        """Fork a worker (worker.worker_main with these arguments); its pid. `setup`:
+        its runtime environment's (runtime_env/agent.py's WorkerSetup.to_wire())."""
+        request = _pack("start", worker_id, node_address, token, session_dir, listen_ip, setup)
         try:
             socket.send_fds(self.sock, [request], [out_w, err_w])
         except OSError as exc:
@@ -244,7 +247,7 @@ def _serve(sock: socket.socket) -> None:
         if msg[0] == "remove_at_exit":
             remove_at_exit = msg[1]
             continue
-        _, worker_id, node_address, token, session_dir, listen_ip = msg
+        _, worker_id, node_address, token, session_dir, listen_ip, setup = msg
         try:
             pid = os.fork()
         except OSError as exc:
@@ -256,6 +259,13 @@ def _serve(sock: socket.socket) -> None:
         if pid == 0:  # a worker: worker_main never returns
             try:
                 out_w, err_w = fds
+                if setup is not None:  # a runtime env's worker (pip: exec its interpreter)
+                    from ..runtime_env import worker_setup
+
+                    worker_setup.apply(setup)
+                    if setup["python"]:
+                        args = [worker_id, node_address, token, session_dir, listen_ip]
+                        worker_setup.exec_worker(setup, args, out_w, err_w)
                 worker_main(worker_id, node_address, token, session_dir, out_w, err_w, listen_ip)
             finally:
                 os._exit(1)

@@ -31,6 +31,12 @@ Lease:  PENDING ──▶ GRANTED ⇄ BLOCKED (its task waits in get: its CPUs l
         PENDING ──▶ SPILLED | CANCELLED | FAILED;   STARTING ──▶ FAILED (its worker died)
 Worker: STARTING ──▶ IDLE ⇄ LEASED;  STARTING ──▶ LEASED (an actor's);  any ──▶ DEAD
 
+Runtime envs. A request with a runtime env (`env_key`, RequestLease.runtime_env) is
+served by a worker of that env only: those idle by env in `idle_env`, started by env
+(`starting_env`, StartWorker(None, key, env): the shell builds the env first and
+answers env_failed if it cannot, which rejects that env's waiting requests). The
+default path reads neither. Idle env workers exit when the shell says (retire_idle).
+
 A request waiting here is sent on (spillback) to a node with room. Views of other
 nodes are late, so a request can land where the room is gone: after `max_hops` such
 hops it moves on only at a fresh view (`view_refreshed`: a heartbeat's), at most once
@@ -124,6 +130,7 @@ class Worker(Protocol):
     lease_id: bytes | None
     for_request: Lease | None  # the actor lease it was started for, until it registers
     actor_id: bytes | None
+    env_key: str  # its runtime env's (runtime_env/spec.env_key); "": the default
 
 
 class ClusterView(Protocol):
@@ -159,11 +166,17 @@ class Lease(msgspec.Struct, eq=False):
     # its parsed conditions once the book has it.
     label_selector: dict[str, str] | None = None
     conditions: tuple[labels.Condition, ...] = ()
+    # RequestLease.runtime_env and its key: only a worker of that env may serve it.
+    env_key: str = ""
+    runtime_env: dict[str, Any] | None = None
 
 
 # --- actions: what the shell does for the book ----------------------------------------
 class StartWorker(msgspec.Struct, frozen=True):
     lease: Lease | None  # the actor lease it is started for (WorkerRec.for_request), or the pool
+    # A pool worker of a runtime env (the shell builds the env first): its key and env.
+    env_key: str = ""
+    runtime_env: dict[str, Any] | None = None
 
 
 class Grant(msgspec.Struct, frozen=True):
@@ -247,6 +260,10 @@ class LeaseBook:
         self.leases: dict[bytes, Lease] = {}
         self.idle: list[Worker] = []
         self.starting = 0  # pool workers asked for (StartWorker(None)), not registered yet
+        # The same for the workers of each runtime env (by env key): a lease of env X
+        # gets a worker of X only, and the default path above never looks here.
+        self.idle_env: dict[str, list[Worker]] = {}
+        self.starting_env: dict[str, int] = {}
         self.spread_seq = 0  # SPREAD requests placed so far (round-robin)
         self.stopping = False
         self.view = view
@@ -310,10 +327,53 @@ class LeaseBook:
             worker.for_request = None
             self._grant(lease, worker, actions)
             return actions
-        self.starting -= 1
         transition(worker, IDLE, WORKER_TRANSITIONS, cause="registered", who=worker.worker_id)
-        self.idle.append(worker)
+        if worker.env_key:
+            self.starting_env[worker.env_key] -= 1
+            self.idle_env.setdefault(worker.env_key, []).append(worker)
+        else:
+            self.starting -= 1
+            self.idle.append(worker)
         self._schedule(actions)
+        return actions
+
+    def env_failed(self, env_key: str, lease: Lease | None, reason: str) -> list[LeaseAction]:
+        """A worker of env `env_key` could not start: its env failed to build. The
+        actor lease it was for (`lease`) and every request waiting for that env fail
+        with `reason` (the build log), as will later ones (the shell keeps the failure)."""
+        actions: list[LeaseAction] = []
+        if lease is not None:
+            transition(lease, FAILED, LEASE_TRANSITIONS, cause="env failed", who=lease.lease_id)
+            self._release(lease.shape, lease.gpu_ids, actions)
+            actions.append(Reject(lease, FailCode.RUNTIME_ENV_SETUP_FAILED, reason))
+        else:
+            self.starting_env[env_key] -= 1
+        still = []
+        for waiting in self.pending:
+            if waiting.env_key == env_key and waiting.actor_id is None:
+                transition(waiting, FAILED, LEASE_TRANSITIONS, cause="env failed",
+                           who=waiting.lease_id)  # fmt: skip
+                actions.append(Reject(waiting, FailCode.RUNTIME_ENV_SETUP_FAILED, reason))
+            else:
+                still.append(waiting)
+        self.pending = still
+        self._schedule(actions)
+        return actions
+
+    def retire_idle(self, worker_ids: set[bytes]) -> list[LeaseAction]:
+        """Of the runtime envs' idle workers, those in `worker_ids` exit (they were
+        idle at the shell's last look too): an env no task uses keeps no process."""
+        actions: list[LeaseAction] = []
+        for key, pool in list(self.idle_env.items()):
+            keep = [w for w in pool if w.worker_id not in worker_ids]
+            for w in pool:
+                if w.worker_id in worker_ids:
+                    transition(w, LEASED, WORKER_TRANSITIONS, cause="retired", who=w.worker_id)
+                    actions.append(KillWorker(w))
+            if keep:
+                self.idle_env[key] = keep
+            else:
+                del self.idle_env[key]
         return actions
 
     def lease_returned(self, lease_id: bytes, kill: bool) -> list[LeaseAction]:
@@ -358,9 +418,14 @@ class LeaseBook:
             return []
         actions: list[LeaseAction] = []
         if worker.state is W_STARTING and worker.for_request is None:
-            self.starting -= 1
+            if worker.env_key:
+                self.starting_env[worker.env_key] -= 1
+            else:
+                self.starting -= 1
         elif worker.state is IDLE:
-            self.idle.remove(worker)
+            pool = self.idle_env.get(worker.env_key, []) if worker.env_key else self.idle
+            if worker in pool:
+                pool.remove(worker)
         transition(worker, DEAD, WORKER_TRANSITIONS, cause=why, who=worker.worker_id)
         if worker.lease_id is not None:
             lease = self.leases.pop(worker.lease_id, None)
@@ -533,6 +598,7 @@ class LeaseBook:
         if self.stopping:
             return
         waiting_for_pool = 0
+        waiting_env: dict[str, list[Lease]] | None = None  # runtime envs' (rare: made lazily)
         told = False
         still = []
         available = self.available
@@ -569,6 +635,17 @@ class LeaseBook:
                            who=lease.lease_id)  # fmt: skip
                 actions.append(StartWorker(lease))
                 continue
+            if lease.env_key:  # only a worker of its env serves it
+                pool = self.idle_env.get(lease.env_key)
+                if pool:
+                    lease.gpu_ids = self._acquire(shape)
+                    self._grant(lease, pool.pop(), actions)
+                    continue
+                if waiting_env is None:
+                    waiting_env = {}
+                waiting_env.setdefault(lease.env_key, []).append(lease)
+                still.append(lease)
+                continue
             if self.idle:
                 lease.gpu_ids = self._acquire(shape)
                 self._grant(lease, self.idle.pop(), actions)
@@ -580,6 +657,11 @@ class LeaseBook:
         for _ in range(waiting_for_pool - self.starting):
             self.starting += 1
             actions.append(StartWorker(None))
+        if waiting_env:
+            for key, leases in waiting_env.items():
+                for _ in range(len(leases) - self.starting_env.get(key, 0)):
+                    self.starting_env[key] = self.starting_env.get(key, 0) + 1
+                    actions.append(StartWorker(None, key, leases[0].runtime_env))
 
     def _grant(self, lease: Lease, worker: Worker, actions: list[LeaseAction]) -> None:
         """Give `worker` to `lease` (its resources are acquired already)."""
@@ -606,7 +688,10 @@ class LeaseBook:
         elif worker.state is LEASED:
             transition(worker, IDLE, WORKER_TRANSITIONS, cause="lease ended",
                        who=worker.worker_id)  # fmt: skip
-            self.idle.append(worker)
+            if worker.env_key:
+                self.idle_env.setdefault(worker.env_key, []).append(worker)
+            else:
+                self.idle.append(worker)
         self._schedule(actions)
 
     @staticmethod

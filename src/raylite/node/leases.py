@@ -28,6 +28,7 @@ from .. import protocol as P
 from .. import scheduling
 from ..config import CONFIG, RESOURCE_UNIT
 from ..exceptions import ConnectionLost
+from ..runtime_env.spec import env_key
 from ..transport_async import AsyncConnection
 from .bundle_book import BundleBook
 from .lease_book import (
@@ -82,7 +83,10 @@ class LeasesMixin:
             elif isinstance(action, ResourcesChanged):
                 self.resources_changed()
             elif isinstance(action, StartWorker):
-                self.start_worker(for_request=action.lease)
+                if action.env_key or (action.lease is not None and action.lease.env_key):
+                    self.start_env_worker(action)  # its env is built first
+                else:
+                    self.start_worker(for_request=action.lease)
             elif isinstance(action, KillWorker):
                 self.kill_worker(action.worker)
             elif isinstance(action, Spillback):
@@ -110,6 +114,9 @@ class LeasesMixin:
             waiting_since=time.monotonic(),
             label_selector=msg.label_selector,
         )
+        if msg.runtime_env is not None:
+            lease.runtime_env = msg.runtime_env
+            lease.env_key = env_key(msg.runtime_env)
         self.run_lease_actions(self.lease_book.request(lease))
 
     def request_lease_here(self, lease: Lease) -> None:

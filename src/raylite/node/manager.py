@@ -64,6 +64,7 @@ from .cluster_link import HEAD_REQUESTS, ClusterLinkMixin
 from .leases import LeasesMixin
 from .listings import Listings
 from .pool import PoolMixin, WorkerRec
+from .runtime_envs import RuntimeEnvsMixin
 from .statistics import NodeStatistics
 from .store import StoreMixin
 from .transfer import TransferMixin
@@ -86,7 +87,9 @@ class _Capture:
         pass
 
 
-class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLinkMixin):
+class NodeManager(
+    PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLinkMixin, RuntimeEnvsMixin
+):
     """The node's daemon: one object, its state spread over the mixins by concern."""
 
     def __init__(
@@ -136,6 +139,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         self.proxy_server_url = proxy_server_url  # the dashboard asks it first
         self._init_store(session_dir, store_dir, total, max_spill_bytes)
         self._init_pool(prestart, forks)
+        self._init_runtime_envs()
         self._init_transfer()
         # Task records and timeline, recent worker output, the state API (task_events.py).
         self.task_events = TaskEventStore(CONFIG.max_task_events, self.node_id)
@@ -184,6 +188,9 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
             P.CancelBundles: self.on_cancel_bundles,
             P.NodeDied: self.on_head_message,
             P.ClusterView: self.on_head_view,
+            P.UploadPackage: self.on_upload_package,
+            P.FetchPackage: self.on_fetch_package,
+            P.PrepareRuntimeEnv: self.on_prepare_runtime_env,
         }
         # Head requests: served here on the head node, forwarded to it elsewhere.
         for kind in HEAD_REQUESTS:
@@ -582,6 +589,7 @@ class NodeManager(PoolMixin, LeasesMixin, StoreMixin, TransferMixin, ClusterLink
         try:
             if self.jobs is not None:  # jobs end with their head, as on Ray
                 await self.jobs.close()
+            self.env_agent.close()  # builds in progress stop (their pip processes killed)
             await self.stop_workers()
             self.remove_files()
             if conn is not None:

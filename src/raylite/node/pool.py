@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG
@@ -56,6 +57,7 @@ class WorkerRec:
     for_request: Lease | None = None
     actor_id: bytes | None = None
     partial: dict[str, str] = field(default_factory=dict)
+    env_key: str = ""  # its runtime env's (node/runtime_envs.py); "": the default
 
 
 class PoolMixin:
@@ -81,7 +83,14 @@ class PoolMixin:
         if self.forks is not None:
             asyncio.get_running_loop().add_reader(self.forks.fileno(), self.reap)
 
-    def start_worker(self, for_request: Lease | None = None) -> None:
+    def start_worker(
+        self,
+        for_request: Lease | None = None,
+        env_key: str = "",
+        setup: dict[str, Any] | None = None,
+    ) -> None:
+        """Fork a worker: for an actor lease, or the pool; of a runtime env (its key,
+        its built setup: node/runtime_envs.py) or the default one."""
         if self.forks is None:
             raise RuntimeError("this node manager has no fork server: it starts no worker")
         worker_id = new_id()
@@ -96,6 +105,7 @@ class PoolMixin:
                 out_w,
                 err_w,
                 self.ip if self.cluster else None,
+                setup,
             )
         except BaseException:
             os.close(out_r)
@@ -107,7 +117,7 @@ class PoolMixin:
         loop = asyncio.get_running_loop()
         if self.forks.exits:  # read while waiting for the pid: reap them next
             loop.call_soon(self.reap)
-        rec = WorkerRec(worker_id, pid, out_r, err_r, for_request=for_request)
+        rec = WorkerRec(worker_id, pid, out_r, err_r, for_request=for_request, env_key=env_key)
         if for_request is not None:
             rec.actor_id = for_request.actor_id
         self.workers[worker_id] = rec
@@ -191,6 +201,8 @@ class PoolMixin:
         if rec.state == "dead":
             return
         actions = self.lease_book.worker_died(rec, why)  # dead now; its lease ended
+        if rec.env_key:
+            self.env_agent.worker_gone(rec.env_key)
         self.task_events.worker_died(rec.pid, f"The worker process (pid={rec.pid}) died: {why}.")
         if rec.actor_id is not None:
             cause = f"The actor's worker process (pid={rec.pid}) died: {why}."
