@@ -41,7 +41,15 @@ def double(x):
     return x * 2
 
 
+@ray.remote
+def inside():  # the job's working_dir and env_vars reach its workers too
+    import helper_mod
+
+    return helper_mod.VALUE, os.environ.get("JOB_VAR")
+
+
 print("result", ray.get(double.remote(helper_mod.VALUE)), os.environ.get("JOB_VAR"), flush=True)
+print("inside", *ray.get(inside.remote()), flush=True)
 """
 
 
@@ -112,6 +120,7 @@ def test_a_job_with_a_working_dir_and_env_vars_runs_as_a_driver(head):
     )
     assert _ended(client, sid) == jobs.JobStatus.SUCCEEDED, client.get_job_logs(sid)
     assert "result 42 seen" in client.get_job_logs(sid)
+    assert "inside 21 seen" in client.get_job_logs(sid)  # in a worker, from the job's env
     info = client.get_job_info(sid)
     assert info.submission_id == sid
     assert info.type == jobs.JobType.SUBMISSION
@@ -201,6 +210,7 @@ def test_the_job_cli_submits_follows_and_manages_jobs(head):
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout + done.stderr
     assert "result 42 from-cli" in out
+    assert "inside 21 from-cli" in out
     assert "submitted successfully" in out
     assert "succeeded" in out
 
