@@ -461,48 +461,34 @@ class ActorClientMixin:
         conn = client.conn
         while client.queue and client.queue[0].unresolved == 0:
             spec = client.queue.popleft()
-            if spec.state in TASK_ENDED:
-                continue
-            try:
-                client.inflight.append(spec)
-                spec.incarnation = client.incarnation
-                conn.request_async(
-                    self._push_message(conn, spec, []),
-                    lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
-                )
-                # (its reply waits for the lock we hold)
-                spec.pushed = True
-                task_transition(spec, PUSHED, "sent to the actor")
-            except ConnectionLost:
-                client.inflight.remove(spec)
-                client.queue.appendleft(spec)
+            if spec.state not in TASK_ENDED and not self._send_call(client, conn, spec):
                 return _RESEND  # the connection broke under us: reconnect
         if client.out_of_order and client.queue:
-            return self._send_ready_calls(client, conn)
+            # Out of order: each queued call whose arguments are ready goes too, in
+            # submission order among them.
+            for spec in [spec for spec in client.queue if spec.unresolved == 0]:
+                client.queue.remove(spec)
+                if spec.state not in TASK_ENDED and not self._send_call(client, conn, spec):
+                    return _RESEND
         return None
 
-    def _send_ready_calls(self, client: ActorClient, conn: Connection) -> list[TaskSpec] | None:
-        """An out-of-order actor: send each queued call whose arguments are ready, in
-        submission order among them (lock held; as _flush_actor_locked)."""
-        ready = [spec for spec in client.queue if spec.unresolved == 0]
-        for spec in ready:
-            client.queue.remove(spec)
-            if spec.state in TASK_ENDED:
-                continue
-            try:
-                client.inflight.append(spec)
-                spec.incarnation = client.incarnation
-                conn.request_async(
-                    self._push_message(conn, spec, []),
-                    lambda reply, spec=spec: self._actor_task_done(client, spec, reply),
-                )
-                spec.pushed = True
-                task_transition(spec, PUSHED, "sent to the actor")
-            except ConnectionLost:
-                client.inflight.remove(spec)
-                client.queue.appendleft(spec)
-                return _RESEND
-        return None
+    def _send_call(self, client: ActorClient, conn: Connection, spec: TaskSpec) -> bool:
+        """Send one call (lock held: its reply waits for it); False, the call queued
+        first again, if the connection broke."""
+        try:
+            client.inflight.append(spec)
+            spec.incarnation = client.incarnation
+            conn.request_async(
+                self._push_message(conn, spec, []),
+                lambda reply: self._actor_task_done(client, spec, reply),
+            )
+            spec.pushed = True
+            task_transition(spec, PUSHED, "sent to the actor")
+            return True
+        except ConnectionLost:
+            client.inflight.remove(spec)
+            client.queue.appendleft(spec)
+            return False
 
     def _after_flush(self, client: ActorClient, failed: list[TaskSpec]) -> None:
         if failed is _RESEND:
