@@ -30,7 +30,7 @@ from typing import Any
 from .. import protocol as P
 from .. import serialization
 from ..config import CONFIG
-from ..exceptions import ObjectLostError, ObjectStoreFullError, RaySystemError
+from ..exceptions import ConnectionLost, ObjectLostError, ObjectStoreFullError, RaySystemError
 from ..object_store import load_segment, segment_pieces
 from ..transport import Connection, receive_stream
 from .core_worker import CoreWorker
@@ -173,7 +173,13 @@ def connect_remote(
 def attach_address(head: str, token: bytes) -> str:
     """The TCP address of the node a remote driver attaches to. A wrong token is
     refused here: "the cluster at HOST:PORT refused the token; check RAYLITE_TOKEN"."""
-    conn = Connection.connect(head, token, _ignore, name="head", cluster=True)
+    try:
+        conn = Connection.connect(head, token, _ignore, name="head", cluster=True)
+    except ConnectionLost as exc:  # as Ray says it: a ConnectionError
+        raise ConnectionError(
+            f"Could not connect to the cluster at {head[4:]}: {exc}. Is its head running "
+            "(`raylite start --head`), and is the address its head's HOST:PORT?"
+        ) from exc
     try:
         info = conn.request(P.GetClusterInfo(), timeout=CONFIG.request_timeout_s)
     finally:
