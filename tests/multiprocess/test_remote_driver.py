@@ -41,6 +41,12 @@ class Box:
         self.v = v
 """
 
+LATER = """
+class Point:
+    def __init__(self, x):
+        self.x = x
+"""
+
 DRIVER = """
 import json, sys
 import numpy as np
@@ -103,6 +109,14 @@ def use_lib(x):
     return mylib.double(x), mylib.Box(x).v
 
 out(lib=ray.get(use_lib.remote(21)))
+
+import later_lib  # after init, and only in data: its class travels by value too
+
+@ray.remote
+def x_of(point):
+    return point.x
+
+out(later=ray.get(x_of.remote(ray.put(later_lib.Point(7)))))
 
 @ray.remote
 def import_lib():
@@ -197,6 +211,7 @@ def test_a_driver_without_a_node_runs_everything_over_tcp(cluster, tmp_path):
     code = tmp_path / "driver-code"
     code.mkdir()
     (code / "mylib.py").write_text(MYLIB)
+    (code / "later_lib.py").write_text(LATER)
     (code / "driver.py").write_text(DRIVER)
     env = _driver_env(tmp_path, TOKEN)
     driver = subprocess.Popen(
@@ -242,6 +257,7 @@ def test_a_driver_without_a_node_runs_everything_over_tcp(cluster, tmp_path):
     assert got["sum_ok"] is True
     assert (got["result_len"], got["result_sum"]) == (20_000_000, 60_000_000)
     assert got["lib"] == [42, 21]
+    assert got["later"] == 7
     assert got["importable"] is False  # the worker ran mylib's code it could not import
     assert got["error"] == "RayTaskError(ValueError)"  # caught as ValueError, as Ray
     assert "kaboom" in str(got["text"])

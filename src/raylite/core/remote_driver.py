@@ -81,6 +81,13 @@ class RemoteCoreWorker(CoreWorker):
         ship_local_modules()
         serialization.before_dumps_function = ship_local_modules
 
+    def serialize_collecting(self, fn: Any, value: Any) -> Any:
+        """Arguments and put values: a class of a module imported since the last look
+        travels by value too (a count of sys.modules tells when to look again)."""
+        if len(sys.modules) != _seen[0]:
+            ship_local_modules()
+        return super().serialize_collecting(fn, value)
+
     def store_serialized(self, oid: bytes, sv: Any) -> tuple[int, Any]:
         """Small values inline, as anywhere; a large one is streamed to the node's store
         in PUSH_CHUNK frames (never one message, never through the head)."""
@@ -222,6 +229,7 @@ def route_ip(host: str) -> str:
 # the cluster's machines, so they are registered to travel by value too. Installed
 # packages must be installed on the cluster (or given with a runtime_env).
 _checked: set[str] = set()
+_seen = [0]  # len(sys.modules) at the last look
 
 
 def _install_dirs() -> list[str]:
@@ -245,6 +253,7 @@ def local_module_names() -> list[str]:
     """The top-level names of the driver's own modules imported so far (not seen
     before): files under its script's directory or working directory, outside any
     installation (the interpreter's, site-packages, raylite)."""
+    _seen[0] = len(sys.modules)
     roots = _driver_roots()
     installed = _install_dirs()
     found = []
@@ -267,7 +276,10 @@ def local_module_names() -> list[str]:
 
 
 def ship_local_modules() -> None:
-    """Register the driver's own modules for pickling by value (cloudpickle)."""
+    """Register the driver's own modules for pickling by value (cloudpickle); at once
+    when no module was imported since the last look."""
+    if len(sys.modules) == _seen[0]:
+        return
     import cloudpickle
 
     for name in local_module_names():
