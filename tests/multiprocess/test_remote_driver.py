@@ -185,6 +185,7 @@ def cluster(tmp_path):
         _, alive = psutil.wait_procs(family, timeout=15)
         for p in alive:
             p.kill()
+        assert not alive, f"left running after the head stopped: {[p.pid for p in alive]}"
 
 
 def _driver_env(tmp_path: pathlib.Path, token: str | None) -> dict[str, str]:
