@@ -60,9 +60,15 @@ _INIT_OPTIONS = {
     "system_reserved_memory",
     "proxy_server_url",
     "runtime_env",  # the job's env (core/runtime_envs.py)
+    "_token",  # the cluster token of a raylite://HOST:PORT address (else RAYLITE_TOKEN)
 }
 # Ray's init() arguments raylite does not do yet: set, they raise (never ignored).
-_INIT_NOT_YET: dict[str, str] = {}
+_INIT_NOT_YET = {
+    # Ray Client's (ray://): raylite's remote drivers prove the cluster token instead.
+    "allow_multiple": " (one connection to a cluster per process)",
+    "_credentials": ": a remote driver proves the cluster token (RAYLITE_TOKEN or _token=)",
+    "_metadata": ": a remote driver proves the cluster token (RAYLITE_TOKEN or _token=)",
+}
 
 
 @dataclass
@@ -146,7 +152,7 @@ def init(
                 )
             if kwargs.get("configure_logging", True):
                 _configure_logging(logging_level, log_format)
-            _runtime = _connect(address, log_to_driver, namespace)
+            _runtime = _connect(address, log_to_driver, namespace, kwargs.get("_token"))
             if opts.default_detached:
                 _runtime.cw.default_actor_lifetime = "detached"
             _job_runtime_env(opts)
@@ -155,6 +161,11 @@ def init(
             atexit.register(_at_exit)
             _watch_forks()
             return RayContext(_runtime.cw)
+        if kwargs.get("_token") is not None:
+            raise ValueError(
+                "_token is the token of the cluster at a raylite://HOST:PORT address; "
+                "init() without an address starts a session of its own."
+            )
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
@@ -266,20 +277,55 @@ def _dashboard_args(kwargs: dict[str, Any]) -> list[str]:
     ]
 
 
-def _connect(address: str, log_to_driver: bool, namespace: str | None) -> _Runtime:
-    """A driver of a running cluster, through the node `raylite start` runs on this host."""
-    from .node.local import find_local_node, read_token
+def _connect(
+    address: str, log_to_driver: bool, namespace: str | None, token: Any = None
+) -> _Runtime:
+    """A driver of a running cluster, through the node `raylite start` runs on this host;
+    for raylite://HOST:PORT (or ray://) on a host without one, over TCP to a node there."""
+    from .exceptions import AuthenticationError
+    from .node import local
+    from .transport import refused
 
-    node = find_local_node(address)
+    given = None if token is None else local.parse_token(token)
+    if local.is_remote_address(address):
+        try:
+            node = local.find_local_node(address)
+        except ConnectionError:
+            return _connect_remote(address, given, log_to_driver, namespace)
+    else:
+        node = local.find_local_node(address)
+    node_token = local.read_token(node["token_file"])
+    if given is not None and given != node_token:
+        raise AuthenticationError(refused(local.normalize(address)))
     cw = CoreWorker(
         mode="driver",
         node_address=node["unix_address"],
-        token=read_token(node["token_file"]),
+        token=node_token,
         session_dir=node["session_dir"],
         log_to_driver=log_to_driver,
         namespace=namespace,
         listen_ip=node["ip"],
     )
+    return _Runtime(cw, None, "", "", connected=True)
+
+
+def _connect_remote(
+    address: str, token: bytes | None, log_to_driver: bool, namespace: str | None
+) -> _Runtime:
+    """A driver on a machine with no node of the cluster (core/remote_driver.py)."""
+    from .core.remote_driver import connect_remote
+    from .node import local
+
+    head = local.normalize(address)
+    if token is None:
+        token = local.token_from_env()
+    if token is None:
+        raise ConnectionError(
+            f"Connecting to {address} from a machine without a node of that cluster needs "
+            "the cluster token: set RAYLITE_TOKEN to it (the head's token file, which "
+            "`raylite start --head` names) or pass init(..., _token=...)."
+        )
+    cw = connect_remote(head, token, log_to_driver, namespace)
     return _Runtime(cw, None, "", "", connected=True)
 
 
@@ -811,8 +857,10 @@ class RayContext(dict):  # type: ignore[type-arg]
 
         # The node's session dir (the node socket is unix:<session_dir>/node.sock); a
         # cluster driver's own address is TCP and says nothing of it.
-        session_dir = os.path.dirname(cw.node_address[5:])
-        base = dashboard.read_url(session_dir)  # the head's, if it runs one on this machine
+        local_node = cw.node_address.startswith("unix:")  # else a remote driver's TCP node
+        session_dir = os.path.dirname(cw.node_address[5:]) if local_node else ""
+        # The head's, if it runs one on this machine.
+        base = dashboard.read_url(session_dir) if local_node else ""
         # Ray's form, HOST:PORT; the link with a login token is dashboard_login_url.
         self.dashboard_url = base.removeprefix("http://")
         self.dashboard_login_url = dashboard.login_url(base, cw.token)

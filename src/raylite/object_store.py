@@ -89,18 +89,7 @@ class ObjectStore:
         (allocating and zeroing fresh tmpfs pages costs more than copying into them).
         """
         meta, buffers = value.meta, value.buffers
-        header_len = _HEAD.size + _ENTRY.size * len(buffers)
-        offset = _align(header_len)
-        meta_off = offset
-        offset = _align(offset + len(meta))
-        entries = []
-        for b in buffers:
-            entries.append((offset, b.nbytes))
-            offset = _align(offset + b.nbytes)
-        total = max(offset, 1)
-        header = bytearray(_HEAD.pack(MAGIC, len(meta), len(buffers)))
-        for off, n in entries:
-            header += _ENTRY.pack(off, n)
+        header, meta_off, entries, total = _layout(value)
         final = self.path(object_id, directory)
         tmp = f"{final}.{os.getpid()}.tmp"
         if prealloc:
@@ -197,19 +186,7 @@ class ObjectStore:
             os.close(fd)
         if self.on_mapped is not None:
             self.on_mapped(object_id, mm)
-        view = memoryview(mm)
-        magic, meta_len, nbuf = _HEAD.unpack_from(view, 0)
-        if magic != MAGIC:
-            raise ObjectLostError(object_id.hex(), f"segment {object_id.hex()} is corrupt")
-        pos = _HEAD.size
-        entries = []
-        for _ in range(nbuf):
-            entries.append(_ENTRY.unpack_from(view, pos))
-            pos += _ENTRY.size
-        meta_off = _align(_HEAD.size + _ENTRY.size * nbuf)
-        meta = view[meta_off : meta_off + meta_len]
-        buffers = [view[off : off + n] for off, n in entries]
-        return loads_buffers(meta, buffers)
+        return load_segment(object_id, mm)
 
     def delete(self, object_id: bytes) -> None:
         for directory in (self.directory, self.spill_dir):
@@ -242,6 +219,50 @@ class ObjectStore:
         size = os.path.getsize(dst)
         os.unlink(src)
         return size
+
+
+def _layout(value: SerializedValue) -> tuple[bytearray, int, list[tuple[int, int]], int]:
+    """A segment's header, where its pickle starts, (offset, length) of each buffer,
+    and its total size."""
+    meta, buffers = value.meta, value.buffers
+    offset = _align(_HEAD.size + _ENTRY.size * len(buffers))
+    meta_off = offset
+    offset = _align(offset + len(meta))
+    entries = []
+    for b in buffers:
+        entries.append((offset, b.nbytes))
+        offset = _align(offset + b.nbytes)
+    header = bytearray(_HEAD.pack(MAGIC, len(meta), len(buffers)))
+    for off, n in entries:
+        header += _ENTRY.pack(off, n)
+    return header, meta_off, entries, max(offset, 1)
+
+
+def segment_pieces(value: SerializedValue) -> tuple[int, list[tuple[int, memoryview]]]:
+    """A segment as (offset, bytes) pieces and its total size, for a writer that is not
+    on this node (a remote driver streams them to its node: the gaps are zeroes)."""
+    header, meta_off, entries, total = _layout(value)
+    pieces = [(0, memoryview(bytes(header))), (meta_off, memoryview(value.meta))]
+    for (off, _), b in zip(entries, value.buffers, strict=True):
+        pieces.append((off, b.cast("B") if b.format != "B" or b.ndim != 1 else b))
+    return total, pieces
+
+
+def load_segment(object_id: bytes, mm: Any) -> Any:
+    """The value of a segment's bytes (a mapping of its file): zero-copy views on `mm`."""
+    view = memoryview(mm)
+    magic, meta_len, nbuf = _HEAD.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise ObjectLostError(object_id.hex(), f"segment {object_id.hex()} is corrupt")
+    pos = _HEAD.size
+    entries = []
+    for _ in range(nbuf):
+        entries.append(_ENTRY.unpack_from(view, pos))
+        pos += _ENTRY.size
+    meta_off = _align(_HEAD.size + _ENTRY.size * nbuf)
+    meta = view[meta_off : meta_off + meta_len]
+    buffers = [view[off : off + n] for off, n in entries]
+    return loads_buffers(meta, buffers)
 
 
 DIRECT_CHUNK = 8 << 20

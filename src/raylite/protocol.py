@@ -484,6 +484,27 @@ class ObjectUnmapped:
     object_id: bytes
 
 
+@_msg(68)
+class PushObject:
+    """A remote driver (no store on its machine) -> its node: make room for a segment
+    it then sends in PushChunk frames. Answered Ok, or Failed (STORE_FULL)."""
+
+    object_id: bytes
+    size: int
+    owner: str
+
+
+@_msg(69)
+class PushChunk:
+    """The bytes of a PushObject segment from `offset`; the `last` one is a request,
+    answered Ok once the segment is sealed (readers see all of it or nothing)."""
+
+    object_id: bytes
+    offset: int
+    data: bytes
+    last: bool
+
+
 @_msg(120)
 class GetAssignedResources:
     """Worker -> its node manager: the resources of the lease it runs under

@@ -164,6 +164,11 @@ def args_blob(meta: bytes, views: list[memoryview]) -> bytes | list[bytes]:
 MAX_FUNCTION_SIZE = 1 << 30
 
 
+# Set by a driver with no node on its machine (core/remote_driver.py): it registers the
+# driver's own modules for pickling by value before a function or class is pickled.
+before_dumps_function: Any = None
+
+
 def dumps_function(obj: Any, max_calls: int = 0) -> bytes:
     """Pickle a remote function or actor class, with the file it was defined in.
 
@@ -173,6 +178,8 @@ def dumps_function(obj: Any, max_calls: int = 0) -> bytes:
     max_calls (the worker exits after running it that many times) travels with it too:
     a worker gets the blob once, whoever leased it.
     """
+    if before_dumps_function is not None:
+        before_dumps_function()
     code = getattr(obj, "__code__", None)
     filename = code.co_filename if code is not None else ""
     if not filename:

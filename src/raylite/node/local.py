@@ -90,6 +90,12 @@ def normalize(address: str) -> str:
     return f"tcp:{host}:{port}"
 
 
+def is_remote_address(address: str) -> bool:
+    """raylite://HOST:PORT or ray://HOST:PORT: a driver that may run on a machine with
+    no node of the cluster (it then attaches to one over TCP: core/remote_driver.py)."""
+    return address.strip().startswith(("raylite://", "ray://"))
+
+
 def find_local_node(address: str) -> dict[str, Any]:
     """The node on this host that belongs to the cluster at `address` ("auto": any)."""
     nodes = [n for n in local_nodes() if not n.get("head_only")]  # the head runs no drivers
@@ -101,7 +107,8 @@ def find_local_node(address: str) -> dict[str, Any]:
         raise ConnectionError(
             f"No raylite node of {where} runs on this machine. Start one first: "
             "`raylite start --head` for a new cluster, or `raylite start --address=HOST:PORT` "
-            "to join one; or call init() without an address for a local session."
+            "to join one; or call init() without an address for a local session. From a "
+            "machine without a node: init(address='raylite://HOST:PORT') with RAYLITE_TOKEN."
         )
     return nodes[0]
 
@@ -116,6 +123,16 @@ def token_from_env() -> bytes | None:
     raw = os.environ.get("RAYLITE_TOKEN")
     if not raw:
         return None
+    return parse_token(raw)
+
+
+def parse_token(raw: str | bytes) -> bytes:
+    """A cluster token as given (RAYLITE_TOKEN, init(_token=...)): 32 bytes as they are,
+    64 hex digits as the bytes they spell, any other text hashed to 32 bytes."""
+    if isinstance(raw, bytes):
+        if len(raw) == 32:
+            return raw
+        raw = raw.decode()
     raw = raw.strip()
     try:
         token = bytes.fromhex(raw)

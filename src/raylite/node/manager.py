@@ -181,6 +181,8 @@ class NodeManager(
             P.ObjectUnmapped: self.on_object_unmapped,
             P.PullObject: self.on_pull_object,
             P.FetchObject: self.on_fetch_object,
+            P.PushObject: self.on_push_object,
+            P.PushChunk: self.on_push_chunk,
             P.KillActorWorker: self.on_kill_actor_worker,
             P.StartActor: self.on_start_actor,
             P.PrepareBundles: self.on_prepare_bundles,
@@ -409,6 +411,8 @@ class NodeManager(
             if not self.cluster:
                 self.begin_shutdown()  # init()'s node lives as long as its driver
             elif address:  # the node outlives drivers: drop what this one owned
+                if self.pushes:
+                    self.drop_pushes(conn)
                 for oid in self.store_book.owned_by(address):
                     self.free_segment(oid)
                 self.tell_clients(P.ClientDied(address))

@@ -11,6 +11,13 @@ splices them from the socket into the segment file in a thread
     holder ──ObjectStream(size), then the raw bytes──▶ <store>/<oid>.pull.tmp
     this node: rename to <oid> (sealed: all of it or nothing) ──Ok──▶ reader maps it
 
+A driver with no node on its machine (core/remote_driver.py) writes its objects into
+this node's store the other way round, in frames on its own connection (`pushes`:
+object id -> the file being written):
+
+    remote driver ──PushObject(size)──▶ make_room ──Ok──▶ PushChunk(offset, bytes) ...
+    ──PushChunk(last)──▶ <store>/<oid>.push.tmp renamed to <oid> (sealed) ──Ok──▶ driver
+
 Not which node holds an object (its owner says so in FetchObject), not freeing a
 copy (the holder's free_segment tells the nodes that pulled one).
 """
@@ -31,13 +38,33 @@ from ..transport_async import AsyncConnection
 log = logging.getLogger(__name__)
 
 
+class _Push:
+    """A segment a remote driver is writing here: its open file, or why it failed."""
+
+    __slots__ = ("conn", "fd", "final", "reason", "tmp")
+
+    def __init__(self, conn: AsyncConnection, fd: int, tmp: str, final: str) -> None:
+        self.conn = conn
+        self.fd = fd
+        self.tmp = tmp
+        self.final = final
+        self.reason = ""  # set: a write failed; the last chunk is answered Failed(reason)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class TransferMixin:
     """NodeManager's object transfers; the state below is set by _init_transfer."""
 
     fetches: dict[bytes, asyncio.Future[Any]]  # objects being pulled here
+    pushes: dict[bytes, _Push]  # objects remote drivers are writing here
 
     def _init_transfer(self) -> None:
         self.fetches = {}
+        self.pushes = {}
 
     def on_pull_object(self, conn: AsyncConnection, msg: P.PullObject, rid: int) -> None:
         self.spawn(self.send_object(conn, msg, rid))
@@ -139,3 +166,80 @@ class TransferMixin:
             return receive_stream(address, self.token, request, fd, self.node_timeout_s)
         finally:
             os.close(fd)
+
+    # --- a remote driver's objects ------------------------------------------------------
+    def on_push_object(self, conn: AsyncConnection, msg: P.PushObject, rid: int) -> None:
+        self.spawn(self.receive_push(conn, msg, rid))
+
+    async def receive_push(self, conn: AsyncConnection, msg: P.PushObject, rid: int) -> None:
+        """Make room for a remote driver's object and open its file; its chunks follow."""
+        oid = msg.object_id
+        where = await self.make_room(oid, msg.size, msg.owner, warm=True)
+        if isinstance(where, P.Failed):
+            conn.reply(rid, where)
+            return
+        final = self.store.path(oid, where[0])
+        tmp = f"{final}.push.tmp"
+        try:
+            if where[1]:
+                os.rename(where[1], tmp)
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            self.free_segment(oid)
+            conn.reply(rid, P.Failed(P.FailCode.INTERNAL, f"cannot write {tmp}: {exc}"))
+            return
+        try:
+            os.ftruncate(fd, msg.size)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            self.free_segment(oid)
+            conn.reply(rid, P.Failed(P.FailCode.INTERNAL, f"cannot write {tmp}: {exc}"))
+            return
+        self.pushes[oid] = _Push(conn, fd, tmp, final)
+        conn.reply(rid, P.Ok())
+
+    def on_push_chunk(self, conn: AsyncConnection, msg: P.PushChunk, rid: int) -> None:
+        """Write a chunk where it goes (a few MiB into memory: done on the loop, in the
+        order the frames came); the last one seals the segment."""
+        oid = msg.object_id
+        push = self.pushes.get(oid)
+        if push is None:
+            if rid > 0:
+                conn.reply(rid, P.Failed(P.FailCode.NOT_FOUND, "no PushObject for this object"))
+            return
+        if not push.reason:
+            try:
+                view = memoryview(msg.data)
+                done = 0
+                while done < view.nbytes:
+                    done += os.pwrite(push.fd, view[done:], msg.offset + done)
+            except OSError as exc:
+                push.reason = f"cannot write {push.tmp}: {exc}"
+        if not msg.last:
+            return
+        del self.pushes[oid]
+        push.close()
+        if not push.reason:
+            try:
+                os.rename(push.tmp, push.final)  # sealed: readers see all of it or nothing
+            except OSError as exc:
+                push.reason = f"cannot seal {push.final}: {exc}"
+        if push.reason:
+            with contextlib.suppress(OSError):
+                os.unlink(push.tmp)
+            self.free_segment(oid)
+            conn.reply(rid, P.Failed(P.FailCode.INTERNAL, push.reason))
+            return
+        conn.reply(rid, P.Ok())
+
+    def drop_pushes(self, conn: AsyncConnection) -> None:
+        """A remote driver went mid-push: its half-written files go (its segments go with
+        the rest of what it owned)."""
+        for oid, push in list(self.pushes.items()):
+            if push.conn is conn:
+                del self.pushes[oid]
+                push.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(push.tmp)
