@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # remote_function and actors import dag to build the nodes (.bind).
     ("dag", ["dag.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
-    ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__", "local_mode",
+    ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__", "local_mode", "runtime_context",
              "init_options", "logging_config", "job_config", "node_start",
              "object_ref_generator", "worker_generators", "_raylet", "runtime_env.worker_setup"]),
     ("head", ["head.*"]),
