@@ -68,8 +68,17 @@ def _check_inside_actor() -> None:
         raise RuntimeError("The collective APIs shall be only used inside a Ray actor or task.")
 
 
-def _check_backend(backend: Any) -> str:
-    name = Backend(backend)
+def _check_backend(backend: Any, declared: bool = False) -> str:
+    """The backend's name, or Ray's error: unknown names are ValueError at init and
+    RuntimeError at create_collective_group, as Ray's registry raises them."""
+    name = str(getattr(backend, "value", backend)).upper()
+    if name not in (Backend.NCCL, Backend.GLOO, Backend.RAYLITE):
+        if declared:
+            raise RuntimeError(
+                f"Backend {name} is not registered. raylite has GLOO and RAYLITE (the same "
+                f"sockets)."
+            )
+        raise ValueError(f"Backend {name} not registered: raylite has GLOO and RAYLITE.")
     if name not in Backend.AVAILABLE:
         raise RuntimeError(
             f"Backend {name} is not available. raylite's collectives run on CPUs: "
@@ -138,7 +147,7 @@ def create_collective_group(
         raise RuntimeError(
             f"World size '{world_size}' must equal the number of actors '{len(actors)}'."
         )
-    backend_name = _check_backend(backend)
+    backend_name = _check_backend(backend, declared=True)
     ids = [a._actor_id.hex() for a in actors]
     info = (
         raylite.remote(_Info)
