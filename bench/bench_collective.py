@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Allreduce (sum) of a 100 MB float32 array among 4 ranks: raylite.util.collective
-(ring over sockets between the actors), the naive way over the object store (each
+(shared memory, its choice on one node, and the ring over sockets between the actors,
+its choice across nodes), the naive way over the object store (each
 actor's array to the driver with get, the sum back with put and get), and mpi4py's
 Allreduce under mpiexec where mpi4py and an MPI library are importable. Each in a
 fresh process; median of --repeat rounds after one warm round; every round's result
@@ -13,7 +14,7 @@ mpi4py with MPICH from PyPI, without touching the project's venv:
     pip install --prefix /tmp/mpiprefix mpi4py mpich ; MPI_PREFIX=/tmp/mpiprefix ...
 
 Prints one JSON line per implementation (seconds per allreduce, algorithm bandwidth
-= bytes / seconds) and the ratios to raylite's ring.
+= bytes / seconds) and the ratios to raylite's shared-memory allreduce.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _expected_first(n: int) -> float:
     return float(sum(range(1, RANKS + 1)))  # rank r holds r + 1 everywhere
 
 
-def run_raylite(n: int, repeat: int) -> list[float]:
+def run_raylite(n: int, repeat: int, shm: bool = True) -> list[float]:
     import numpy as np
 
     import raylite
@@ -48,6 +49,8 @@ def run_raylite(n: int, repeat: int) -> list[float]:
         def setup(self, rank: int) -> None:
             col.init_collective_group(RANKS, rank, backend="gloo", gloo_timeout=300_000)
             self.rank = rank
+            if not shm:  # one node: raylite takes shared memory unless told not to
+                col.get_group_handle().shm = None
 
         def allreduce(self, rounds: int) -> list[float]:
             times = []
@@ -155,12 +158,18 @@ def main() -> None:
         run_mpi_rank(n, args.repeat)
         return
     if args.worker:
-        times = {"raylite": run_raylite, "naive": run_naive}[args.worker](n, args.repeat)
+        run = {
+            "raylite": run_raylite,
+            "raylite-ring": lambda n, r: run_raylite(n, r, shm=False),
+            "naive": run_naive,
+        }[args.worker]
+        times = run(n, args.repeat)
         print("@@RESULT " + json.dumps(times), flush=True)
         return
     common = ["--repeat", str(args.repeat), "--mb", str(args.mb)]
     runs: list[tuple[str, list[str], dict[str, str] | None]] = [
-        ("raylite ring", [sys.executable, __file__, "--worker", "raylite", *common], None),
+        ("raylite shm", [sys.executable, __file__, "--worker", "raylite", *common], None),
+        ("raylite ring", [sys.executable, __file__, "--worker", "raylite-ring", *common], None),
         (
             "naive get/put via driver",
             [sys.executable, __file__, "--worker", "naive", *common],
@@ -187,10 +196,10 @@ def main() -> None:
             "seconds": round(seconds[name], 4), "min_seconds": round(min(times), 4),
             "algbw_GBps": round(args.mb * (1 << 20) / seconds[name] / 1e9, 3),
         }))  # fmt: skip
-    base = seconds.get("raylite ring")
+    base = seconds.get("raylite shm")
     for name, value in seconds.items():
-        if base and name != "raylite ring":
-            print(json.dumps({"ratio_to_raylite_ring": name, "value": round(value / base, 3)}))
+        if base and name != "raylite shm":
+            print(json.dumps({"ratio_to_raylite_shm": name, "value": round(value / base, 3)}))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,23 @@ def test_allreduce(group4, n, op):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+def ring_allreduce(n, op):
+    c = col()
+    g = c.get_group_handle()
+    used_shm = g.shm is not None  # every rank on this node: large allreduces use it
+    g.shm = None  # this rank's large allreduces take the socket ring instead
+    return used_shm, do_allreduce(n, np.float64, op)
+
+
+@pytest.mark.parametrize("op", ["SUM", "MIN"])
+def test_allreduce_over_the_socket_ring(group4, op):
+    ufunc = {"SUM": np.add, "MIN": np.minimum}[op]
+    want = ufunc.reduce(np.stack([data(r, LARGE) for r in range(N)]), axis=0)
+    for used_shm, got in run_all(group4, ring_allreduce, LARGE, op):
+        assert used_shm
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8, np.complex128, np.bool_])
 def test_allreduce_dtypes_and_shapes(group4, dtype):
     def body(dtype):

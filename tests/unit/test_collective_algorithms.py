@@ -226,3 +226,42 @@ def test_chunk_bounds_match_array_split():
         for parts in (1, 3, 8):
             got = [hi - lo for lo, hi in A.chunk_bounds(n, parts)]
             assert got == [len(c) for c in np.array_split(np.arange(n), parts)]
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
+@pytest.mark.parametrize("op", list(ReduceOp))
+def test_shared_memory_allreduce_leaves_no_file(size, op):
+    import glob
+
+    from raylite.util.collective import shm
+
+    before = set(glob.glob(f"{shm.SHM_DIR}/raylite-coll-*"))
+    areas = [shm.ShmArea() for _ in range(size)]
+    try:
+        for n in (100_000, 50_000, 200_001):  # a smaller op reuses the segment, a larger grows it
+            arrays = inputs(size, n, np.float64, seed=n)
+            want = expected(arrays, op)
+            run_ranks(
+                [shm.allreduce(r, size, arrays[r], UFUNCS[op], areas[r]) for r in range(size)]
+            )
+            for a in arrays:
+                np.testing.assert_allclose(a, want, rtol=1e-12)
+                assert a.tobytes() == arrays[0].tobytes()
+            assert set(glob.glob(f"{shm.SHM_DIR}/raylite-coll-*")) == before  # unlinked once mapped
+    finally:
+        for area in areas:
+            area.close()
+
+
+def test_shared_memory_allreduce_with_mismatched_sizes_raises():
+    from raylite.util.collective import shm
+    from raylite.util.collective.types import MismatchError
+
+    areas = [shm.ShmArea() for _ in range(2)]
+    try:
+        with pytest.raises(MismatchError, match="same shape"):
+            run_ranks([shm.allreduce(0, 2, np.ones(10), np.add, areas[0]),
+                       shm.allreduce(1, 2, np.ones(12), np.add, areas[1])])  # fmt: skip
+    finally:
+        for area in areas:
+            area.close()

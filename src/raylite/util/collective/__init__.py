@@ -1,8 +1,9 @@
 """Collectives among actors, as Ray's `ray.util.collective` (CPU), plus MPI's gather,
-scatter and alltoall: data moves between the actors' processes over sockets.
+scatter and alltoall: data moves between the actors' processes over sockets, and
+through shared memory for a large allreduce among ranks of one node.
 
 Re-exports only: the API is collective.py, the sockets group.py, the schedules
-algorithms.py, the small types types.py.
+algorithms.py, the shared-memory allreduce shm.py, the small types types.py.
 """
 
 from .collective import (

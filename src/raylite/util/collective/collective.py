@@ -24,6 +24,7 @@ import numpy as np
 from ...core import context
 from . import algorithms as alg
 from .group import Group
+from .shm import allreduce as shm_allreduce
 from .types import UFUNCS, Backend, ReduceOp
 
 _groups: dict[str, Group] = {}
@@ -307,9 +308,19 @@ def allreduce(tensor: Any, group_name: str = "default", op: ReduceOp = ReduceOp.
     arr = _array(tensor)
     g = get_group_handle(group_name)
     uf, out = _ufunc(op), _Out(arr, "allreduce")
-    _run(
-        g, "allreduce", lambda: alg.allreduce(g.rank, g.world_size, out.flat, uf), arr.dtype, [out]
-    )
+    shm = g.shm
+    if shm is not None and out.flat.nbytes > alg.SMALL_BYTES:  # every rank on this node
+
+        def make() -> alg.Schedule:
+            assert shm is not None
+            return shm_allreduce(g.rank, g.world_size, out.flat, uf, shm)
+
+    else:
+
+        def make() -> alg.Schedule:
+            return alg.allreduce(g.rank, g.world_size, out.flat, uf)
+
+    _run(g, "allreduce", make, arr.dtype, [out])
 
 
 def reduce(

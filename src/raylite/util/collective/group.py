@@ -12,6 +12,8 @@ API's argument checks (collective.py).
                                                                           across nodes)
 Then the listeners close: a group is a full mesh of sockets, one per pair, and its
 data moves between the workers only, never through the driver or the object store.
+Where every rank is on this node, the group also holds a ShmArea (shm.py): a large
+allreduce then moves its bytes through shared memory, and the sockets order its steps.
 
 Each message is a 16-byte header (op, dtype, byte count), checked by the receiver,
 then the array's bytes. An error (a peer gone, no progress within the timeout,
@@ -41,6 +43,7 @@ import numpy as np
 from ...core import context
 from ...transport import MAGIC, TOKEN_SIZE
 from .algorithms import Schedule
+from .shm import ShmArea
 from .types import CollectiveError, CollectiveTimeoutError, MismatchError, PeerGoneError
 
 OPS = ("allreduce", "reduce", "broadcast", "allgather", "reducescatter", "barrier",
@@ -142,6 +145,8 @@ class Group:
         self.peers: dict[int, socket.socket] = {}
         self.broken: str | None = None
         self._dtype = np.dtype(np.uint8)  # of the op running: its headers' check
+        # Every rank on this node: large allreduces go through shared memory (shm.py).
+        self.shm: ShmArea | None = None
         self._lock = threading.Lock()  # one op at a time (threaded actors)
         if world_size > 1:
             self._connect()
@@ -179,6 +184,8 @@ class Group:
                     f"within {wait:g} s (ranks {present} did); start every rank, or pass a "
                     f"longer gloo_timeout"
                 )
+            if all(t["node"] == node_id for t in table):
+                self.shm = ShmArea()
             key = hashlib.blake2b(f"{self.group_name}/{index}".encode(), digest_size=16).digest()
             deadline = time.monotonic() + wait
             for peer in range(self.rank):
@@ -415,6 +422,8 @@ class Group:
         self.close()
 
     def close(self) -> None:
+        if self.shm is not None:
+            self.shm.close()
         for sock in self.peers.values():
             with contextlib.suppress(OSError):
                 sock.close()
