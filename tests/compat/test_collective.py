@@ -33,9 +33,27 @@ def test_reduce_ops_and_names():
     for name in ("init_collective_group", "create_collective_group", "destroy_collective_group",
                  "get_rank", "get_collective_group_size", "is_group_initialized", "allreduce",
                  "reduce", "broadcast", "allgather", "reducescatter", "barrier", "send", "recv",
-                 "get_group_handle", "nccl_available", "gloo_available"):  # fmt: skip
+                 "get_group_handle", "nccl_available", "gloo_available", "register_collective_backend",
+                 "allreduce_multigpu", "send_multigpu", "recv_multigpu"):  # fmt: skip
         assert callable(getattr(col, name)), name
     assert col.nccl_available() is False  # no GPUs, no cupy
+
+
+def test_gpu_calls_need_nccl_and_cupy():
+    for name in ("allreduce_multigpu", "reduce_multigpu", "broadcast_multigpu"):
+        with pytest.raises(RuntimeError) as info:
+            getattr(col, name)([np.ones(2)])
+        assert str(info.value) == "Multigpu calls requires NCCL and Cupy."
+    for name in ("allgather_multigpu", "reducescatter_multigpu"):
+        with pytest.raises(RuntimeError) as info:
+            getattr(col, name)([[np.ones(2)]], [np.ones(2)])
+        assert str(info.value) == "Multigpu calls requires NCCL and Cupy."
+    with pytest.raises(RuntimeError, match="send_multigpu call requires NCCL"):
+        col.send_multigpu(np.ones(2), 1, 0)
+    with pytest.raises(RuntimeError, match="recv_multigpu call requires NCCL"):
+        col.recv_multigpu(np.ones(2), 1, 0)
+    with pytest.raises(RuntimeError, match="synchronize call requires CUDA and NCCL"):
+        col.collective.synchronize(0)  # not among the package's names, as in Ray
 
 
 def test_the_driver_may_not_call_them(ray_start):

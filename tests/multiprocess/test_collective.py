@@ -376,11 +376,16 @@ def do_allreduce_in(group):
     c.allreduce(np.ones(LARGE), group_name=group)
 
 
+def set_timeout(group, seconds):
+    col().get_group_handle(group).timeout_s = seconds
+
+
 def test_a_rank_that_does_not_call_times_out(ray_start):
     actors = members(2)
-    ray.get(
-        [a.run.remote(join, 2, r, "slow", "gloo", 1500) for r, a in enumerate(actors)], timeout=120
-    )
+    ray.get([a.run.remote(join, 2, r, "slow") for r, a in enumerate(actors)], timeout=120)
+    # Joined with the default timeout (a loaded machine may start one actor late); the
+    # calls' timeout is then made short, as gloo_timeout=1500 would make it.
+    ray.get(actors[0].run.remote(set_timeout, "slow", 1.5), timeout=60)
     name, message = ray.get(actors[0].run.remote(expect_error, do_allreduce_in, "slow"), timeout=60)
     assert name == "CollectiveTimeoutError"
     assert "no progress with ranks [1]" in message

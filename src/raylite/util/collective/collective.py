@@ -29,6 +29,7 @@ from .types import UFUNCS, Backend, ReduceOp
 
 _groups: dict[str, Group] = {}
 _groups_lock = threading.Lock()
+_lazy_lock = threading.Lock()  # joins of declared groups, one at a time
 # The driver's handles of the groups it declared: a named actor with no handle left
 # would end (Ray makes it detached instead, which outlives the driver).
 _declared: dict[str, Any] = {}
@@ -194,6 +195,15 @@ def get_collective_group_size(group_name: str = "default") -> int:
 def get_group_handle(group_name: str = "default") -> Group:
     """The group, joined now if the driver declared it (create_collective_group)."""
     _check_inside_actor()
+    with _groups_lock:
+        group = _groups.get(group_name)
+    if group is not None:
+        return group
+    with _lazy_lock:  # two threads of a threaded actor: one joins, the other waits
+        return _join_declared(group_name)
+
+
+def _join_declared(group_name: str) -> Group:
     with _groups_lock:
         group = _groups.get(group_name)
     if group is not None:
@@ -482,3 +492,31 @@ def alltoall(
     ins = [_flat_in(a) for a in ins_a]
     bufs = [o.flat for o in outs]
     _run(g, "alltoall", lambda: alg.alltoall(g.rank, g.world_size, bufs, ins), ins_a[0].dtype, outs)
+
+
+# --- GPU calls and backends raylite does not have: Ray's errors where cupy is absent --
+def _no_multigpu(*_args: Any, **_kwargs: Any) -> None:
+    raise RuntimeError("Multigpu calls requires NCCL and Cupy.")
+
+
+allreduce_multigpu = reduce_multigpu = broadcast_multigpu = _no_multigpu
+allgather_multigpu = reducescatter_multigpu = _no_multigpu
+
+
+def send_multigpu(*_args: Any, **_kwargs: Any) -> None:
+    raise RuntimeError("send_multigpu call requires NCCL.")
+
+
+def recv_multigpu(*_args: Any, **_kwargs: Any) -> None:
+    raise RuntimeError("recv_multigpu call requires NCCL.")
+
+
+def synchronize(gpu_id: int) -> None:
+    raise RuntimeError("synchronize call requires CUDA and NCCL.")
+
+
+def register_collective_backend(name: str, group_cls: Any) -> None:
+    raise NotImplementedError(
+        f"register_collective_backend('{name}', ...): raylite's collectives have one "
+        f"backend of their own (GLOO and RAYLITE name it); other backends cannot be plugged in."
+    )

@@ -115,17 +115,23 @@ def _rendezvous_actor(group_name: str) -> Any:
     ).remote()
 
 
-def _register(group_name: str, rank: int, world_size: int, info: dict[str, Any]) -> tuple[Any, int]:
-    """The rendezvous actor (kept alive by the handle returned, if this rank made it)
-    and this rank's round in it."""
+def _meet(
+    group_name: str, rank: int, world_size: int, info: dict[str, Any], wait: float
+) -> tuple[Any, int, list[Any] | None, list[int]]:
+    """Register with the rendezvous actor and wait for the round's table: (the actor,
+    kept alive by this handle if this rank made it; the round; the table or None; the
+    ranks present)."""
     import raylite
 
     for attempt in range(3):
         rdv = _rendezvous_actor(group_name)
         try:
-            return rdv, raylite.get(rdv.register.remote(rank, world_size, info))
+            index = raylite.get(rdv.register.remote(rank, world_size, info))
+            table, present = raylite.get(rdv.table.remote(index, wait), timeout=wait + 30)
+            return rdv, index, table, present
         except raylite.exceptions.RayActorError:
-            # It was ending (its maker's handle went) as we found it: make a new one.
+            # It was ending (the rank that made it is done with it) as we found it: the
+            # ranks that met there meet again in a new one.
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
@@ -175,8 +181,9 @@ class Group:
             host, port = listeners[0].getsockname()[:2]
             info = {"node": node_id, "tcp": (host, port), "unix": unix_path}
             wait = self.timeout_s
-            rdv, index = _register(self.group_name, self.rank, self.world_size, info)
-            table, present = raylite.get(rdv.table.remote(index, wait), timeout=wait + 30)
+            keep_alive, index, table, present = _meet(
+                self.group_name, self.rank, self.world_size, info, wait
+            )
             if table is None:
                 missing = sorted(set(range(self.world_size)) - set(present))
                 raise CollectiveTimeoutError(
@@ -191,6 +198,7 @@ class Group:
             for peer in range(self.rank):
                 self.peers[peer] = self._dial(table[peer], node_id, token, key, deadline)
             self._accept(listeners, token, key, deadline)
+            del keep_alive  # every rank has the table now (it reached us): the actor may go
         except BaseException:
             self.close()
             raise
