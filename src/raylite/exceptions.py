@@ -13,6 +13,8 @@
     │                      ObjectReconstructionFailedError, ReferenceCountingAssertionError
     ├── ActorAlreadyExistsError, ActorHandleNotFoundError   also ValueErrors
     ├── PendingCallsLimitExceeded   an actor handle's max_pending_calls is reached
+    ├── CollectiveError ── CollectiveTimeoutError, PeerGoneError, MismatchError
+    │                      util.collective's; also RuntimeErrors, as Ray's are
     ├── the rest of Ray 2.60's public names (below the line "Ray's other names")
     └── RaySystemError ── RayliteInternalError ── ProtocolError, ConnectionLost,
                       │                           InvalidTransition, AuthenticationError
@@ -348,6 +350,24 @@ class UserCodeException(RayError):
 
 class OufOfBandObjectRefSerializationException(RayError):  # sic: Ray's spelling
     """An ObjectRef was pickled out of band, where its owner cannot track it."""
+
+
+# --- raylite.util.collective's (Ray's collective calls raise RuntimeError: these are
+# RuntimeErrors too, and RayErrors) -------------------------------------------------------
+class CollectiveError(RayError, RuntimeError):
+    """A collective call failed; the group is broken until destroyed and made again."""
+
+
+class CollectiveTimeoutError(CollectiveError, TimeoutError):
+    """A peer sent or took nothing within the group's timeout."""
+
+
+class PeerGoneError(CollectiveError):
+    """A peer's connection closed (its process exited, or it broke the group)."""
+
+
+class MismatchError(CollectiveError):
+    """Ranks passed arrays of different sizes or dtypes, or called different ops."""
 
 
 __all__ = [
