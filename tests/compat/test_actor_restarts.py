@@ -112,6 +112,8 @@ def test_kill_with_no_restart_false_restarts(ray_start):
     )
     assert second != first
     ray.kill(a)
+    # Ray kills asynchronously here too: a call made at once may still be answered.
+    wait_for(lambda: _pid_or_none(a) is None, timeout=30, message="the actor to stay dead")
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(a.pid.remote(), timeout=30)
 
