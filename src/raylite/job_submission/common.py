@@ -42,6 +42,7 @@ class JobErrorType(str, enum.Enum):  # noqa: UP042 -- as Ray declares it
     JOB_SUPERVISOR_ACTOR_DIED = "JOB_SUPERVISOR_ACTOR_DIED"
     JOB_ENTRYPOINT_COMMAND_START_ERROR = "JOB_ENTRYPOINT_COMMAND_START_ERROR"
     JOB_ENTRYPOINT_COMMAND_ERROR = "JOB_ENTRYPOINT_COMMAND_ERROR"
+    JOB_SUPERVISOR_ACTOR_START_TIMEOUT = "JOB_SUPERVISOR_ACTOR_START_TIMEOUT"
 
 
 class JobType(str, enum.Enum):  # noqa: UP042 -- as Ray declares it
@@ -241,20 +242,32 @@ class JobSubmitRequest:
                 (self.entrypoint_num_gpus or 0) > 0,
                 (self.entrypoint_memory or 0) > 0,
                 self.entrypoint_resources not in (None, {}),
-                self.entrypoint_label_selector not in (None, {}),
             ]
         )
 
+    def resource_shape(self) -> dict[str, float]:
+        """What the entrypoint reserves, by resource name (Ray's supervisor actor's
+        num_cpus, num_gpus, memory, resources); {}: nothing."""
+        shape = {
+            "CPU": self.entrypoint_num_cpus or 0,
+            "GPU": self.entrypoint_num_gpus or 0,
+            "memory": self.entrypoint_memory or 0,
+            **(self.entrypoint_resources or {}),
+        }
+        for name, amount in shape.items():
+            if amount < 0:
+                raise ValueError(f"entrypoint resource {name} must be >= 0, got {amount}")
+        return {k: float(v) for k, v in shape.items() if v}
 
-RESOURCES_REFUSED = (
-    "raylite runs a job's entrypoint on the head machine without reserving resources for "
-    "it: entrypoint_num_cpus, entrypoint_num_gpus, entrypoint_memory, entrypoint_resources "
-    "and entrypoint_label_selector are not implemented (leave them unset or 0); give the "
-    "work inside the job its resources with @remote(num_cpus=...) instead."
+
+LABEL_SELECTOR_REFUSED = (
+    "raylite runs a job's entrypoint on the head machine: entrypoint_label_selector is "
+    "not implemented (leave it unset); give the work inside the job a label_selector "
+    "(@remote(label_selector=...)) instead."
 )
 
 __all__ = [
-    "RESOURCES_REFUSED",
+    "LABEL_SELECTOR_REFUSED",
     "DriverInfo",
     "JobDetails",
     "JobErrorType",

@@ -301,6 +301,7 @@ class NodeManager(
             head_address=self.tcp_address[4:],
             node_id=self.node_id.hex(),
             spawn=self.spawn,
+            pgs=self.head.pgs,
         )
         self.jobs.recover()
 
