@@ -770,6 +770,8 @@ class CreatePlacementGroup:
     # the group goes with that process (unless detached); else ("") with its job.
     owner: str
     job_id: bytes = b""
+    # Ray's bundle_label_selector: one selector per bundle ([]: none), labels.py's syntax.
+    bundle_label_selector: list[dict[str, str]] = []
 
 
 @_msg(131)

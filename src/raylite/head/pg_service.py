@@ -137,6 +137,7 @@ class PlacementGroupService:
             getattr(node, "node_id", self.head.nm.node_id),
             job=msg.job_id,
             created_at=time.time(),
+            selectors=[dict(s) for s in msg.bundle_label_selector],
         )
         self.table.create(pg)
         self.save(pg)
@@ -182,8 +183,8 @@ class PlacementGroupService:
         elif msg.name:
             named = self.table.named(msg.namespace, msg.name)
             groups = [named] if named is not None else []
-        else:
-            groups = list(self.table.groups.values())
+        else:  # a job's entrypoint group is no user's (Ray's table has no such group)
+            groups = [g for g in self.table.groups.values() if g.namespace != JOB_NAMESPACE]
         conn.reply(rid, P.PlacementGroupRows([g.row() for g in groups]))
 
     # ------------------------------------------------------------------ in-process
