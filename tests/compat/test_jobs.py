@@ -75,6 +75,7 @@ def head(tmp_path_factory):
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     url = f"http://127.0.0.1:{dash}"
+    env["TEST_HEAD_ADDRESS"] = f"127.0.0.1:{port}"  # for drivers that call init() themselves
 
     def client():
         try:
@@ -362,6 +363,68 @@ def _pause(seconds: float) -> None:
     import time
 
     time.sleep(seconds)
+
+
+OWN_DRIVER = """
+import os, sys, time
+import {engine} as ray
+
+ray.init(address=os.environ["TEST_HEAD_ADDRESS"])
+print(ray.get_runtime_context().get_job_id(), flush=True)
+deadline = time.monotonic() + 120
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.02)
+"""
+
+
+def test_list_jobs_shows_drivers_that_called_init_themselves(head):
+    url, env, tmp = head
+    client = jobs.JobSubmissionClient(url)
+    script, gate = tmp / "own_driver.py", tmp / "own-driver-may-end"
+    script.write_text(textwrap.dedent(OWN_DRIVER).format(engine=ENGINE_NAME))
+    driver = subprocess.Popen(
+        [PY, str(script), str(gate)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        job_id = driver.stdout.readline().strip()
+        assert job_id, "the driver did not start"
+
+        def listed():
+            return next((j for j in client.list_jobs() if j.job_id == job_id), None)
+
+        job = wait_for(listed, 60, "the driver's job in list_jobs")
+        assert job.type == jobs.JobType.DRIVER
+        assert job.submission_id is None
+        assert job.status == jobs.JobStatus.RUNNING
+        assert str(script) in job.entrypoint
+        assert job.driver_info.id == job_id
+        assert job.driver_info.pid == str(driver.pid)
+        assert job.start_time > 0
+        assert job.end_time in (None, 0)
+        assert client.get_job_info(job_id).type == jobs.JobType.DRIVER
+        gate.write_text("go")
+        assert driver.wait(60) == 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+        driver.stdout.close()
+
+    def ended():
+        job = listed()
+        return job if job.status == jobs.JobStatus.SUCCEEDED else None
+
+    job = wait_for(ended, 60, "the driver's job to end")
+    assert job.end_time >= job.start_time
+    # A submitted job's own driver is not listed apart: it is the submission's.
+    sid = client.submit_job(entrypoint=f'{PY} -c "import {ENGINE_NAME} as r; r.init()"')
+    assert _ended(client, sid) == jobs.JobStatus.SUCCEEDED, client.get_job_logs(sid)
+    listing = client.list_jobs()
+    (submitted,) = [j for j in listing if j.submission_id == sid]
+    assert submitted.type == jobs.JobType.SUBMISSION
+    assert submitted.job_id is not None
+    assert submitted.driver_info.id == submitted.job_id
+    assert [j for j in listing if j.job_id == submitted.job_id] == [submitted]
 
 
 @raylite_only  # raylite's listing (Ray's `ray list jobs` prints its own table)

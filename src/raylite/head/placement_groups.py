@@ -3,7 +3,7 @@
 Owns every group's record (bundles, strategy, name, owner, state, the node of each
 bundle, the prepare in flight) and its names, the choice of nodes for bundles
 (`place_bundles`: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD over the nodes' free
-resources), and the two-phase reservation: prepare on every chosen node, commit
+resources, each bundle only on a node its label selector matches: labels.py), and the two-phase reservation: prepare on every chosen node, commit
 once all said yes, roll back (Cancel) on any no. Pure: events in, actions out; no
 I/O, no clock but what comes in. The shell (pg_service.py) sends the actions to the
 nodes, where node/bundle_book.py reserves; what a bundle adds to a node is

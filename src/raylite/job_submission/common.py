@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ class JobErrorType(str, enum.Enum):  # noqa: UP042 -- as Ray declares it
 
 class JobType(str, enum.Enum):  # noqa: UP042 -- as Ray declares it
     """SUBMISSION: submitted through the job API. DRIVER: a script that called init()
-    (raylite lists only submissions)."""
+    itself (listed from the head's drivers: driver_job)."""
 
     SUBMISSION = "SUBMISSION"
     DRIVER = "DRIVER"
@@ -135,7 +136,7 @@ def default_message(info: JobInfo) -> str:
 
 @dataclass
 class DriverInfo:
-    """The driver process of a job: its id (the submission id here), node address, pid."""
+    """The driver process of a job: its job id (hex), node address, pid."""
 
     id: str
     node_ip_address: str
@@ -260,6 +261,22 @@ class JobSubmitRequest:
         return {k: float(v) for k, v in shape.items() if v}
 
 
+def driver_job(row: Mapping[str, Any]) -> JobDetails:
+    """A driver that called init() itself, as Ray lists it: type DRIVER, its job id,
+    RUNNING until it disconnects, then SUCCEEDED (Ray's rule for drivers)."""
+    return JobDetails(
+        type=JobType.DRIVER,
+        status=JobStatus.SUCCEEDED if row["end_time"] else JobStatus.RUNNING,
+        entrypoint=row["entrypoint"],
+        job_id=row["job_id"],
+        driver_info=DriverInfo(row["job_id"], row["ip"], str(row["pid"])),
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        metadata={},
+        runtime_env={},
+    )
+
+
 LABEL_SELECTOR_REFUSED = (
     "raylite runs a job's entrypoint on the head machine: entrypoint_label_selector is "
     "not implemented (leave it unset); give the work inside the job a label_selector "
@@ -275,4 +292,5 @@ __all__ = [
     "JobStatus",
     "JobSubmitRequest",
     "JobType",
+    "driver_job",
 ]

@@ -43,6 +43,7 @@ from typing import Any
 import psutil
 
 from ..config import to_units
+from ..core.context import SUBMISSION_ENV  # in the driver's environment: who it is
 from ..head.jobs import DriverLost, JobTable
 from ..job_submission.common import (
     LABEL_SELECTOR_REFUSED,
@@ -64,7 +65,6 @@ TAIL_POLL_S = 0.05
 NODE_WAIT_S = 60.0  # a job waits PENDING this long for the head machine's node
 # Ray's: a job whose entrypoint resources are not free in this long FAILS (15 min).
 START_TIMEOUT_S = float(os.environ.get("RAY_JOB_START_TIMEOUT_SECONDS", "900"))
-SUBMISSION_ENV = "RAYLITE_JOB_SUBMISSION_ID"  # in the driver's environment: who it is
 _ID_CHARS = sorted(set(string.ascii_letters + string.digits) - set("IloO0"))
 
 
