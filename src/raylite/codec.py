@@ -38,7 +38,8 @@ from .exceptions import MessageTooLargeError, ProtocolError
 # 5: placement groups (CreatePlacementGroup ... CancelBundles, FailCode.PG_REMOVED);
 #    CreateDetached (the head creates detached actors); TaskDone.worker_exiting.
 # 6: RequestLease.runtime_env, UploadPackage, FetchPackage, PackageData, PrepareRuntimeEnv;
-#    PushObject, PushChunk (a remote driver's large objects).
+#    PushObject, PushChunk (a remote driver's large objects);
+#    CreatePlacementGroup.bundle_label_selector; RegisterClient.info, RegisterJob.info.
 # (5 and 6 came in one session: no released engine speaks 5.)
 PROTOCOL_VERSION = 6
 HEADER = struct.Struct("<IB")

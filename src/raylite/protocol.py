@@ -171,6 +171,9 @@ class RegisterClient:
     worker_id: bytes
     pid: int
     address: str  # where this process accepts owner/borrower connections
+    # A driver's own account of itself (job_submission.common.driver_registration): its
+    # command line and submission id, for the head's row of its job (list_jobs).
+    info: dict[str, str] = {}
 
 
 @_msg(2)
@@ -746,6 +749,7 @@ Message = Any  # one of the classes above
 @_msg(113)
 class RegisterJob:
     driver: str = ""  # the driver's address: the job ends when it goes (placement groups)
+    info: dict[str, Any] = {}  # RegisterClient.info, with the driver's pid and node's ip
 
 
 @_msg(114)
@@ -770,6 +774,8 @@ class CreatePlacementGroup:
     # the group goes with that process (unless detached); else ("") with its job.
     owner: str
     job_id: bytes = b""
+    # Ray's bundle_label_selector: one selector per bundle ([]: none), labels.py's syntax.
+    bundle_label_selector: list[dict[str, str]] = []
 
 
 @_msg(131)

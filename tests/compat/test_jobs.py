@@ -75,6 +75,7 @@ def head(tmp_path_factory):
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     url = f"http://127.0.0.1:{dash}"
+    env["TEST_HEAD_ADDRESS"] = f"127.0.0.1:{port}"  # for drivers that call init() themselves
 
     def client():
         try:
@@ -283,16 +284,147 @@ def test_the_job_api_wants_the_token_and_refuses_cross_site_writes(head):
     assert "touch /tmp/never" not in text
 
 
-@raylite_only  # Ray reserves them for the driver; raylite refuses them rather than ignore them
-def test_entrypoint_resources_are_refused_clearly(head):
-    client = jobs.JobSubmissionClient(head[0])
-    with pytest.raises(NotImplementedError, match="entrypoint_num_cpus"):
-        client.submit_job(entrypoint="true", entrypoint_num_cpus=1)
-    reply = client._do_request(
-        "POST", "/api/jobs/", json_data={"entrypoint": "true", "entrypoint_num_gpus": 1}
+HOLDER = """
+import os, time
+import {engine} as ray
+
+ray.init()
+deadline = time.monotonic() + 60  # the cluster's view of what is free may lag a moment
+while ray.available_resources().get("CPU", 0) != {want} and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("free CPU", ray.available_resources().get("CPU", 0), flush=True)
+gate = {gate!r}
+while gate and not os.path.exists(gate) and time.monotonic() < deadline + 120:
+    time.sleep(0.02)
+"""
+
+
+def _holder(tmp: Path, name: str, want: float, gate: str = "") -> str:
+    path = tmp / f"{name}.py"
+    path.write_text(textwrap.dedent(HOLDER).format(engine=ENGINE_NAME, want=want, gate=gate))
+    return f"{PY} {path}"
+
+
+def test_entrypoint_resources_are_held_while_the_job_runs(head):
+    url, _, tmp = head
+    client = jobs.JobSubmissionClient(url)
+    gate = tmp / "release-first"
+    first = client.submit_job(
+        entrypoint=_holder(tmp, "first", 1.0, str(gate)), entrypoint_num_cpus=1
     )
-    assert reply.status_code == 400
-    assert "not implemented" in reply.text
+    # The head has 2 CPUs: the first job's entrypoint holds one while it runs.
+    wait_for(lambda: "free CPU" in client.get_job_logs(first), 120, "the first job's line")
+    assert "free CPU 1.0" in client.get_job_logs(first)
+    assert client.get_job_status(first) == jobs.JobStatus.RUNNING
+    # A second job that wants both CPUs waits, PENDING, until the first ends.
+    second = client.submit_job(entrypoint=_holder(tmp, "second", 0), entrypoint_num_cpus=2)
+    for _ in range(20):  # it stays pending while the CPU is held (about 2 s)
+        assert client.get_job_status(second) == jobs.JobStatus.PENDING
+        assert client.get_job_status(first) == jobs.JobStatus.RUNNING
+        _pause(0.1)
+    assert "waiting for resources" in client.get_job_info(second).message
+    gate.write_text("go")
+    assert _ended(client, first) == jobs.JobStatus.SUCCEEDED, client.get_job_logs(first)
+    assert _ended(client, second) == jobs.JobStatus.SUCCEEDED, client.get_job_logs(second)
+    assert "free CPU 0" in client.get_job_logs(second)  # it held both
+    # The CLI's flag, likewise.
+    entry = shlex.split(_holder(tmp, "cli", 1.0))
+    done = _cli(head, "submit", "--entrypoint-num-cpus", "1", "--", *entry)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "free CPU 1.0" in done.stdout + done.stderr
+
+
+def test_an_entrypoint_wanting_more_than_the_cluster_has_stays_pending(head):
+    client = jobs.JobSubmissionClient(head[0])
+    sid = client.submit_job(entrypoint="echo never-ran", entrypoint_num_cpus=64)
+    for _ in range(10):  # it stays pending (about 1 s): no node can hold it
+        assert client.get_job_status(sid) == jobs.JobStatus.PENDING
+        _pause(0.1)
+    assert "waiting for resources" in client.get_job_info(sid).message
+    client.stop_job(sid)  # Ray 2.60 keeps it PENDING (the stop waits for the supervisor)
+
+
+# Ray 2.60 answers stop_job for a job waiting for its entrypoint's resources but keeps
+# it PENDING (the stop is queued on a supervisor actor that never starts) until
+# RAY_JOB_START_TIMEOUT_SECONDS fails it; raylite stops it at once, as asked.
+@raylite_only
+def test_stopping_a_job_that_waits_for_resources_stops_it_at_once(head):
+    client = jobs.JobSubmissionClient(head[0])
+    sid = client.submit_job(entrypoint="echo never-ran", entrypoint_num_cpus=64)
+    assert client.get_job_status(sid) == jobs.JobStatus.PENDING
+    assert client.stop_job(sid) is True
+    assert _ended(client, sid, timeout=60) == jobs.JobStatus.STOPPED
+    assert "never-ran" not in client.get_job_logs(sid)
+    assert client.get_job_info(sid).message == "Job was intentionally stopped."
+
+
+def _pause(seconds: float) -> None:
+    """An observation window (the job must stay PENDING through it), not a sync point."""
+    import time
+
+    time.sleep(seconds)
+
+
+OWN_DRIVER = """
+import os, sys, time
+import {engine} as ray
+
+ray.init(address=os.environ["TEST_HEAD_ADDRESS"])
+print(ray.get_runtime_context().get_job_id(), flush=True)
+deadline = time.monotonic() + 120
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.02)
+"""
+
+
+def test_list_jobs_shows_drivers_that_called_init_themselves(head):
+    url, env, tmp = head
+    client = jobs.JobSubmissionClient(url)
+    script, gate = tmp / "own_driver.py", tmp / "own-driver-may-end"
+    script.write_text(textwrap.dedent(OWN_DRIVER).format(engine=ENGINE_NAME))
+    driver = subprocess.Popen(
+        [PY, str(script), str(gate)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        job_id = driver.stdout.readline().strip()
+        assert job_id, "the driver did not start"
+
+        def listed():
+            return next((j for j in client.list_jobs() if j.job_id == job_id), None)
+
+        job = wait_for(listed, 60, "the driver's job in list_jobs")
+        assert job.type == jobs.JobType.DRIVER
+        assert job.submission_id is None
+        assert job.status == jobs.JobStatus.RUNNING
+        assert str(script) in job.entrypoint
+        assert job.driver_info.id == job_id
+        assert job.driver_info.pid == str(driver.pid)
+        assert job.start_time > 0
+        assert job.end_time in (None, 0)
+        assert client.get_job_info(job_id).type == jobs.JobType.DRIVER
+        gate.write_text("go")
+        assert driver.wait(60) == 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+        driver.stdout.close()
+
+    def ended():
+        job = listed()
+        return job if job.status == jobs.JobStatus.SUCCEEDED else None
+
+    job = wait_for(ended, 60, "the driver's job to end")
+    assert job.end_time >= job.start_time
+    # A submitted job's own driver is not listed apart: it is the submission's.
+    sid = client.submit_job(entrypoint=f'{PY} -c "import {ENGINE_NAME} as r; r.init()"')
+    assert _ended(client, sid) == jobs.JobStatus.SUCCEEDED, client.get_job_logs(sid)
+    listing = client.list_jobs()
+    (submitted,) = [j for j in listing if j.submission_id == sid]
+    assert submitted.type == jobs.JobType.SUBMISSION
+    assert submitted.job_id is not None
+    assert submitted.driver_info.id == submitted.job_id
+    assert [j for j in listing if j.job_id == submitted.job_id] == [submitted]
 
 
 @raylite_only  # raylite's listing (Ray's `ray list jobs` prints its own table)

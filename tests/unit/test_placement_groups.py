@@ -25,6 +25,7 @@ from raylite.head.placement_groups import (
     place_bundles,
     restored,
 )
+from raylite.labels import parse_selector
 from raylite.node.bundle_book import BundleBook
 from raylite.node.lease_book import Grant, KillWorker, LeaseState, Reject
 from raylite.protocol import FailCode
@@ -147,6 +148,43 @@ def test_an_infeasible_group_says_so_once_and_stays_pending():
     assert table.schedule(nodes(2, 2), 0.0) == []
     assert pg.state is PENDING
     assert any(isinstance(a, Prepare) for a in table.schedule(nodes(4), 0.0))  # a node joined
+
+
+def labelled(*labels: dict[str, str]) -> list[NodeView]:
+    return [
+        NodeView(bytes([i + 1]) * 4, f"tcp:n{i}:1", cpu(4), cpu(4), True, dict(lab))
+        for i, lab in enumerate(labels)
+    ]
+
+
+def test_bundle_label_selectors_choose_each_bundles_node():
+    ns = labelled({"zone": "a"}, {"zone": "b"}, {"zone": "c"})
+    a, b, c = (n.node_id for n in ns)
+    sel = {i: parse_selector(s) for i, s in enumerate([{"zone": "b"}, {"zone": "!b"}])}
+    plan = place_bundles({0: cpu(1), 1: cpu(1)}, "SPREAD", ns, selectors=sel)
+    assert plan is not None
+    assert plan[0] == b
+    assert plan[1] in (a, c)
+    # PACK: one node that matches both, else as few as it takes, each on a match.
+    both = {0: parse_selector({"zone": "in(a,b)"}), 1: parse_selector({"zone": "b"})}
+    assert place_bundles({0: cpu(1), 1: cpu(1)}, "PACK", ns, selectors=both) == {0: b, 1: b}
+    apart = {0: parse_selector({"zone": "a"}), 1: parse_selector({"zone": "c"})}
+    assert place_bundles({0: cpu(1), 1: cpu(1)}, "STRICT_PACK", ns, selectors=apart) is None
+    assert place_bundles({0: cpu(1), 1: cpu(1)}, "PACK", ns, selectors=apart) == {0: a, 1: c}
+
+
+def test_a_group_whose_selector_matches_no_node_says_so_and_waits_for_one():
+    table = PlacementGroupTable()
+    pg = group("PACK", 1, selectors=[{"gpu": "h100"}])
+    table.create(pg)
+    assert table.schedule(labelled({"gpu": "a100"}), 0.0) == [Infeasible(pg)]
+    assert pg.state is PENDING
+    ns = labelled({"gpu": "a100"}, {"gpu": "h100"})
+    actions = table.schedule(ns, 0.0)
+    assert [(type(x), x.node_id) for x in actions if isinstance(x, Prepare)] == [
+        (Prepare, ns[1].node_id)
+    ]
+    assert restored(pg.row()).selectors == [{"gpu": "h100"}]  # kept by a restarted head
 
 
 def test_remove_frees_the_name_and_tells_every_node():

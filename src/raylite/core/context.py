@@ -4,7 +4,8 @@ Owns `_global` (the live core worker, set by api.init and cleared by shutdown),
 `_auto_init` (how to start one on first use, as Ray's implicit init does),
 CURRENT_TASK, whether this process is a child forked from a driver (FORKED_FROM: then
 every call raises at once), and what remains of the sessions this process ended
-(PAST_OWNERS: a ref they owned is refused with Ray's ValueError, not looked for). Not
+(PAST_OWNERS: a ref they owned is refused with Ray's ValueError, not looked for), and
+what a driver says of itself when it registers (driver_registration). Not
 the worker itself (core_worker). Imports nothing of raylite, so object_ref and every
 layer above can reach the core worker without importing it."""
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import contextvars
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -124,3 +127,21 @@ def check_session(refs: Iterable[Any], what: str) -> None:
                 "trying to access are part of the current session (compute or put them "
                 "again after init())."
             )
+
+
+SUBMISSION_ENV = "RAYLITE_JOB_SUBMISSION_ID"  # set for a submitted job's driver
+
+
+def driver_registration() -> dict[str, str]:
+    """What a driver tells the cluster about itself when it registers (the head's row
+    of its job, listed as Ray's job table is): its command line, as Ray's
+    get_entrypoint_name, and the submission it runs for ("": none, a DRIVER job)."""
+    try:
+        import psutil
+
+        entrypoint = subprocess.list2cmdline(psutil.Process().cmdline())
+    except Exception:
+        entrypoint = "unknown"
+    if hasattr(sys, "ps1"):
+        entrypoint = "(interactive_shell) " + entrypoint
+    return {"entrypoint": entrypoint, "submission_id": os.environ.get(SUBMISSION_ENV, "")}

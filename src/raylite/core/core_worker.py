@@ -131,8 +131,9 @@ class CoreWorker(
             on_close=self._nm_lost,
             cluster=True,
         )
+        about = context.driver_registration() if mode == "driver" else {}
         reg = self.nm.request(
-            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address),
+            P.RegisterClient(mode, self.worker_id, os.getpid(), self.address, about),
             timeout=CONFIG.request_timeout_s,
         )
         self.node_id: bytes = reg.node_id

@@ -22,12 +22,12 @@ which this server never grants).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from ..job_submission.common import JobDetails, JobSubmitRequest, JobType
+from ..job_submission.common import DriverInfo, JobDetails, JobSubmitRequest, JobType, driver_job
 
 log = logging.getLogger("raylite.dashboard")
 
@@ -54,10 +54,17 @@ def cross_site(request: web.Request) -> str:
     return ""
 
 
-def details(sid: str, info: Any, redact: bool) -> dict[str, Any]:
-    """A job as Ray's JobDetails JSON (runtime_env as a dict)."""
+def details(
+    sid: str, info: Any, redact: bool, driver: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A job as Ray's JobDetails JSON (runtime_env as a dict); `driver`: the head's row
+    of its driver (its job id and process, as Ray fills them in)."""
     d = JobDetails(
         type=JobType.SUBMISSION,
+        job_id=driver["job_id"] if driver else None,
+        driver_info=(
+            DriverInfo(driver["job_id"], driver["ip"], str(driver["pid"])) if driver else None
+        ),
         status=info.status,
         entrypoint=info.entrypoint,
         submission_id=sid,
@@ -169,15 +176,41 @@ def add_routes(app: web.Application, nm: Any) -> None:
             return _text(f"{type(exc).__name__}: {exc}", 400)
         return web.json_response({"job_id": sid, "submission_id": sid})
 
+    def drivers() -> tuple[list[Mapping[str, Any]], dict[str, Mapping[str, Any]]]:
+        """The drivers that called init() themselves (DRIVER jobs, by job id), and the
+        last driver of each submission (by submission id), as Ray's get_driver_jobs."""
+        own, of_submission = [], {}
+        stats = nm.head_statistics()
+        rows = stats.driver_jobs if stats is not None else ()
+        for row in sorted(rows, key=lambda r: r["job_id"]):
+            if row["submission_id"]:
+                of_submission[row["submission_id"]] = row
+            else:
+                own.append(row)
+        return own, of_submission
+
     async def list_jobs(request: web.Request) -> web.Response:
         jobs = supervisor()
         redact = _browser(request)
-        rows = [details(r.submission_id, r.info, redact) for r in jobs.table.records()]
+        own, of_submission = drivers()
+        rows = [
+            details(r.submission_id, r.info, redact, of_submission.get(r.submission_id))
+            for r in jobs.table.records()
+        ]
+        rows += [driver_job(row).dict() for row in own]
         return web.json_response(rows)
 
     async def get_job(request: web.Request) -> web.Response:
-        _, sid, info = found(request)
-        return web.json_response(details(sid, info, _browser(request)))
+        jobs = supervisor()
+        sid = request.match_info["job_id"]
+        own, of_submission = drivers()
+        info = jobs.table.info(sid)
+        if info is not None:
+            return web.json_response(details(sid, info, _browser(request), of_submission.get(sid)))
+        for row in own:  # a DRIVER job, by its job id (Ray's find_job_by_ids)
+            if row["job_id"] == sid:
+                return web.json_response(driver_job(row).dict())
+        raise web.HTTPNotFound(text=f"Job {sid} does not exist")
 
     async def logs(request: web.Request) -> web.Response:
         jobs, sid, _ = found(request)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .node_port import NodePort
 
 log = logging.getLogger("raylite.head")
+KEEP_ENDED_DRIVERS = 1000  # ended drivers' jobs list_jobs still shows (oldest dropped)
 
 
 @dataclass(eq=False)
@@ -131,6 +132,9 @@ class Head:
         self.names: dict[tuple[str, str], ActorRec] = {}
         self.jobs = 0
         self.job_drivers: dict[str, bytes] = {}  # a driver's address -> its job id
+        # A driver's job -> its row (new_job): what list_jobs shows, kept in memory only
+        # (a head started again lists the drivers that join it since).
+        self.driver_jobs: dict[bytes, dict[str, Any]] = {}
         self.started = time.time()
         self.handlers: dict[type, Any] = {
             P.RegisterNode: self.on_register_node,
@@ -337,6 +341,7 @@ class Head:
         job = self.job_drivers.pop(msg.address, None)
         if job is not None:  # a driver: its job ended, and its groups with it
             self.pgs.job_finished(job)
+            self.driver_ended(job)
 
     def on_log_lines(self, conn: AsyncConnection, msg: P.LogLines, rid: int) -> None:
         if conn is not None and msg.pid:  # another node's worker: keep it for `raylite logs`
@@ -345,15 +350,33 @@ class Head:
         self.broadcast(msg, skip=conn, local=conn is not None)
 
     def on_register_job(self, conn: AsyncConnection, msg: P.RegisterJob, rid: int) -> None:
-        conn.reply(rid, P.JobRegistered(self.new_job(msg.driver)))
+        conn.reply(rid, P.JobRegistered(self.new_job(msg.driver, msg.info)))
 
-    def new_job(self, driver: str = "") -> bytes:
+    def new_job(self, driver: str = "", info: dict[str, Any] | None = None) -> bytes:
         self.jobs += 1
         self.storage.put("meta", "jobs", str(self.jobs).encode())
         job_id = self.jobs.to_bytes(4, "little")
         if driver:
             self.job_drivers[driver] = job_id
+        if info is not None:  # a driver's job: its row for list_jobs (Ray's job table)
+            self.driver_jobs[job_id] = {
+                "job_id": job_id.hex(),
+                "entrypoint": str(info.get("entrypoint", "")),
+                "submission_id": str(info.get("submission_id", "")),
+                "pid": int(info.get("pid", 0)),
+                "ip": str(info.get("ip", "")),
+                "start_time": int(time.time() * 1000),
+                "end_time": None,
+            }
         return job_id
+
+    def driver_ended(self, job_id: bytes) -> None:
+        row = self.driver_jobs.get(job_id)
+        if row is not None:
+            row["end_time"] = int(time.time() * 1000)
+            ended = [j for j, r in self.driver_jobs.items() if r["end_time"]]
+            for old in ended[: max(0, len(ended) - KEEP_ENDED_DRIVERS)]:  # oldest first
+                del self.driver_jobs[old]
 
     def cluster_totals(self) -> tuple[dict[str, int], dict[str, int]]:
         total: dict[str, int] = {}
@@ -456,6 +479,7 @@ class Head:
             total=MappingProxyType(total),
             available=MappingProxyType(avail),
             placement_groups=self.pgs.statistics(),
+            driver_jobs=tuple(MappingProxyType(dict(r)) for r in self.driver_jobs.values()),
         )
 
     # ------------------------------------------------------------------ actors

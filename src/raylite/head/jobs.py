@@ -162,6 +162,7 @@ class JobTable:
         *,
         runtime_env: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
+        resources: dict[str, Any] | None = None,
     ) -> JobRecord:
         """A new PENDING job; ValueError (Ray's words) if the id was used before."""
         if submission_id in self.jobs:
@@ -175,6 +176,7 @@ class JobTable:
             start_time=now_ms(),
             metadata=metadata,
             runtime_env=runtime_env,
+            **(resources or {}),  # entrypoint_num_cpus, ... as they were asked
         )
         rec = JobRecord(submission_id, info)
         self.jobs[submission_id] = rec
@@ -187,12 +189,15 @@ class JobTable:
         rec.info.driver_node_id = node_id or None
         self._move(rec, RUNNING)
 
-    def start_failed(self, submission_id: str, message: str, setup: bool = False) -> None:
-        kind = (
-            JobErrorType.RUNTIME_ENV_SETUP_FAILURE
-            if setup
-            else JobErrorType.JOB_ENTRYPOINT_COMMAND_START_ERROR
-        )
+    def start_failed(
+        self,
+        submission_id: str,
+        message: str,
+        setup: bool = False,
+        kind: JobErrorType = JobErrorType.JOB_ENTRYPOINT_COMMAND_START_ERROR,
+    ) -> None:
+        if setup:
+            kind = JobErrorType.RUNTIME_ENV_SETUP_FAILURE
         self._move(self.jobs[submission_id], FAILED, message=message, error_type=kind)
 
     def exited(self, submission_id: str, code: int, logs: str) -> None:

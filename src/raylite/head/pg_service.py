@@ -34,6 +34,7 @@ from .. import bundles as B
 from .. import protocol as P
 from ..config import CONFIG, from_units
 from ..exceptions import ConnectionLost
+from ..labels import NODE_ID_LABEL
 from .placement_groups import (
     REMOVED,
     Cancel,
@@ -56,6 +57,22 @@ if TYPE_CHECKING:
 Head = Any
 
 log = logging.getLogger("raylite.head")
+
+
+JOB_NAMESPACE = "_raylite_jobs"  # the groups that hold jobs' entrypoint resources
+
+
+class _FutureReply:
+    """Stands for a connection among `waiters`: the answer goes to a future."""
+
+    closed = False
+
+    def __init__(self, fut: asyncio.Future[bool]) -> None:
+        self.fut = fut
+
+    def reply(self, rid: int, msg: Any) -> None:
+        if not self.fut.done():
+            self.fut.set_result(isinstance(msg, P.PlacementGroupReady) and msg.ready)
 
 
 def _not_found(pg_id: bytes) -> P.Failed:
@@ -120,6 +137,7 @@ class PlacementGroupService:
             getattr(node, "node_id", self.head.nm.node_id),
             job=msg.job_id,
             created_at=time.time(),
+            selectors=[dict(s) for s in msg.bundle_label_selector],
         )
         self.table.create(pg)
         self.save(pg)
@@ -165,9 +183,40 @@ class PlacementGroupService:
         elif msg.name:
             named = self.table.named(msg.namespace, msg.name)
             groups = [named] if named is not None else []
-        else:
-            groups = list(self.table.groups.values())
+        else:  # a job's entrypoint group is no user's (Ray's table has no such group)
+            groups = [g for g in self.table.groups.values() if g.namespace != JOB_NAMESPACE]
         conn.reply(rid, P.PlacementGroupRows([g.row() for g in groups]))
+
+    # ------------------------------------------------------------------ in-process
+    def reserve(
+        self, pg_id: bytes, bundle: dict[str, int], node_id: bytes, name: str
+    ) -> asyncio.Future[bool]:
+        """A one-bundle group pinned to `node_id` (its ray.io/node-id label), for a
+        caller in the head's process (a job's entrypoint resources, job_supervisor.py):
+        the future is True once it is created, False if it was removed first. It stays
+        pending while the node has no room; the caller removes it (release)."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        pg = PGRec(
+            pg_id,
+            [dict(bundle)],
+            "STRICT_PACK",
+            name,
+            JOB_NAMESPACE,
+            True,  # detached: no driver or job owns it, the supervisor removes it
+            "",
+            self.head.nm.node_id,
+            created_at=time.time(),
+            selectors=[{NODE_ID_LABEL: node_id.hex()}],
+        )
+        self.table.create(pg)
+        self.save(pg)
+        self.waiters.setdefault(pg_id, []).append((_FutureReply(fut), 0, None))
+        self.run(self.table.schedule(self.views(), time.time()))
+        return fut
+
+    def release(self, pg_id: bytes) -> None:
+        """Remove a group made by reserve (its resources are free at once)."""
+        self.run(self.table.remove(pg_id))
 
     # ------------------------------------------------------------------ events
     def kick(self) -> None:

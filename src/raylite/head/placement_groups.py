@@ -3,7 +3,7 @@
 Owns every group's record (bundles, strategy, name, owner, state, the node of each
 bundle, the prepare in flight) and its names, the choice of nodes for bundles
 (`place_bundles`: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD over the nodes' free
-resources), and the two-phase reservation: prepare on every chosen node, commit
+resources, each bundle only on a node its label selector matches: labels.py), and the two-phase reservation: prepare on every chosen node, commit
 once all said yes, roll back (Cancel) on any no. Pure: events in, actions out; no
 I/O, no clock but what comes in. The shell (pg_service.py) sends the actions to the
 nodes, where node/bundle_book.py reserves; what a bundle adds to a node is
@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from ..labels import Condition, matches, parse_selector
 from ..scheduling import NodeView, fits
 from ..transitions import transition
 
@@ -77,6 +78,15 @@ class PGRec:
     created_at: float = 0.0
     placed_at: float = 0.0
     cause: str = ""
+    # Ray's bundle_label_selector: bundle i goes only to a node whose labels match
+    # selectors[i] ([] or {}: any node).
+    selectors: list[dict[str, str]] = field(default_factory=list)
+
+    def conditions(self, indices: Any) -> dict[int, tuple[Condition, ...]]:
+        """The parsed selectors of these bundles (none: {}, the unlabelled path)."""
+        if not self.selectors:
+            return {}
+        return {i: parse_selector(self.selectors[i]) for i in indices if self.selectors[i]}
 
     def row(self) -> dict[str, Any]:
         return {
@@ -94,6 +104,7 @@ class PGRec:
             "attempts": self.attempts,
             "created_at": self.created_at,
             "placed_at": self.placed_at,
+            "bundle_label_selector": [dict(s) for s in self.selectors],
         }
 
 
@@ -115,6 +126,7 @@ def restored(row: dict[str, Any]) -> PGRec:
         attempts=row["attempts"],
         created_at=row["created_at"],
         placed_at=row["placed_at"],
+        selectors=[dict(s) for s in row.get("bundle_label_selector") or []],
     )
 
 
@@ -179,12 +191,21 @@ def place_bundles(
     nodes: list[NodeView],
     fixed: dict[int, bytes] | None = None,
     by_total: bool = False,
+    selectors: dict[int, tuple[Condition, ...]] | None = None,
 ) -> dict[int, bytes] | None:
     """A node for each bundle by `strategy`, on what the nodes have free (their totals
     if `by_total`), or None. `fixed`: where the group's other bundles are already
-    (a reschedule): STRICT_SPREAD avoids those nodes, PACK prefers them."""
+    (a reschedule): STRICT_SPREAD avoids those nodes, PACK prefers them. `selectors`:
+    bundle i only on a node whose labels match selectors[i]."""
     fixed = fixed or {}
     room = {n.node_id: dict(n.total if by_total else n.available) for n in nodes if n.alive}
+    conds = selectors or {}
+    labels = {n.node_id: n.labels for n in nodes if n.alive}
+
+    def allowed(i: int, node: bytes) -> bool:
+        c = conds.get(i)
+        return c is None or matches(c, labels[node])
+
     order = sorted(bundles, key=lambda i: -sum(bundles[i].values()))  # the big ones first
     used = set(fixed.values())
 
@@ -199,7 +220,7 @@ def place_bundles(
         # (packing keeps the emptier nodes whole for others).
         candidates = sorted(room, key=lambda n: (n not in used, free_cpu(n), n))
         for node in candidates:
-            if fits(total, room[node]):
+            if fits(total, room[node]) and all(allowed(i, node) for i in bundles):
                 return dict.fromkeys(bundles, node)
         if strategy == "STRICT_PACK":
             return None
@@ -207,7 +228,7 @@ def place_bundles(
         out: dict[int, bytes] = {}
         for node in sorted(room, key=lambda n: (n not in used, -free_cpu(n), n)):
             for i in order:
-                if i not in out and fits(bundles[i], room[node]):
+                if i not in out and fits(bundles[i], room[node]) and allowed(i, node):
                     _add(room[node], bundles[i], -1)
                     out[i] = node
         return out if len(out) == len(bundles) else None
@@ -217,7 +238,7 @@ def place_bundles(
         if node in count:
             count[node] += 1
     for i in order:
-        able = [n for n in room if fits(bundles[i], room[n])]
+        able = [n for n in room if fits(bundles[i], room[n]) and allowed(i, n)]
         if strategy == "STRICT_SPREAD":
             able = [n for n in able if count[n] == 0]
         if not able:
@@ -267,7 +288,7 @@ class PlacementGroupTable:
         plan debits what it takes, so two groups never count the same room)."""
         actions: list[PGAction] = []
         views = [
-            NodeView(n.node_id, n.address, n.total, dict(n.available), n.alive)
+            NodeView(n.node_id, n.address, n.total, dict(n.available), n.alive, n.labels)
             for n in nodes
             if n.alive
         ]
@@ -275,10 +296,11 @@ class PlacementGroupTable:
             if pg.attempt:
                 continue
             missing = {i: b for i, b in enumerate(pg.bundles) if i not in pg.nodes}
-            plan = place_bundles(missing, pg.strategy, views, pg.nodes)
+            conds = pg.conditions(missing)
+            plan = place_bundles(missing, pg.strategy, views, pg.nodes, selectors=conds)
             if plan is None:
                 if not pg.warned and (
-                    place_bundles(missing, pg.strategy, views, pg.nodes, by_total=True) is None
+                    place_bundles(missing, pg.strategy, views, pg.nodes, True, conds) is None
                 ):
                     pg.warned = True
                     actions.append(Infeasible(pg))

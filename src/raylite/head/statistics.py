@@ -88,6 +88,9 @@ class HeadStatistics:
     available: Mapping[str, int]
     # Placement groups: PGRec.row() each (head/placement_groups.py).
     placement_groups: tuple[Mapping[str, Any], ...] = ()
+    # Drivers' jobs (Head.new_job's rows): job_id (hex), entrypoint, submission_id
+    # ("": a DRIVER job), pid, ip, start_time and end_time (ms; None: running).
+    driver_jobs: tuple[Mapping[str, Any], ...] = ()
 
     def actor_classes(self) -> dict[bytes, str]:
         return {a.actor_id: a.class_name for a in self.actors}

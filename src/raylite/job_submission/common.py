@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +43,12 @@ class JobErrorType(str, enum.Enum):  # noqa: UP042 -- as Ray declares it
     JOB_SUPERVISOR_ACTOR_DIED = "JOB_SUPERVISOR_ACTOR_DIED"
     JOB_ENTRYPOINT_COMMAND_START_ERROR = "JOB_ENTRYPOINT_COMMAND_START_ERROR"
     JOB_ENTRYPOINT_COMMAND_ERROR = "JOB_ENTRYPOINT_COMMAND_ERROR"
+    JOB_SUPERVISOR_ACTOR_START_TIMEOUT = "JOB_SUPERVISOR_ACTOR_START_TIMEOUT"
 
 
 class JobType(str, enum.Enum):  # noqa: UP042 -- as Ray declares it
     """SUBMISSION: submitted through the job API. DRIVER: a script that called init()
-    (raylite lists only submissions)."""
+    itself (listed from the head's drivers: driver_job)."""
 
     SUBMISSION = "SUBMISSION"
     DRIVER = "DRIVER"
@@ -134,7 +136,7 @@ def default_message(info: JobInfo) -> str:
 
 @dataclass
 class DriverInfo:
-    """The driver process of a job: its id (the submission id here), node address, pid."""
+    """The driver process of a job: its job id (hex), node address, pid."""
 
     id: str
     node_ip_address: str
@@ -241,20 +243,48 @@ class JobSubmitRequest:
                 (self.entrypoint_num_gpus or 0) > 0,
                 (self.entrypoint_memory or 0) > 0,
                 self.entrypoint_resources not in (None, {}),
-                self.entrypoint_label_selector not in (None, {}),
             ]
         )
 
+    def resource_shape(self) -> dict[str, float]:
+        """What the entrypoint reserves, by resource name (Ray's supervisor actor's
+        num_cpus, num_gpus, memory, resources); {}: nothing."""
+        shape = {
+            "CPU": self.entrypoint_num_cpus or 0,
+            "GPU": self.entrypoint_num_gpus or 0,
+            "memory": self.entrypoint_memory or 0,
+            **(self.entrypoint_resources or {}),
+        }
+        for name, amount in shape.items():
+            if amount < 0:
+                raise ValueError(f"entrypoint resource {name} must be >= 0, got {amount}")
+        return {k: float(v) for k, v in shape.items() if v}
 
-RESOURCES_REFUSED = (
-    "raylite runs a job's entrypoint on the head machine without reserving resources for "
-    "it: entrypoint_num_cpus, entrypoint_num_gpus, entrypoint_memory, entrypoint_resources "
-    "and entrypoint_label_selector are not implemented (leave them unset or 0); give the "
-    "work inside the job its resources with @remote(num_cpus=...) instead."
+
+def driver_job(row: Mapping[str, Any]) -> JobDetails:
+    """A driver that called init() itself, as Ray lists it: type DRIVER, its job id,
+    RUNNING until it disconnects, then SUCCEEDED (Ray's rule for drivers)."""
+    return JobDetails(
+        type=JobType.DRIVER,
+        status=JobStatus.SUCCEEDED if row["end_time"] else JobStatus.RUNNING,
+        entrypoint=row["entrypoint"],
+        job_id=row["job_id"],
+        driver_info=DriverInfo(row["job_id"], row["ip"], str(row["pid"])),
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        metadata={},
+        runtime_env={},
+    )
+
+
+LABEL_SELECTOR_REFUSED = (
+    "raylite runs a job's entrypoint on the head machine: entrypoint_label_selector is "
+    "not implemented (leave it unset); give the work inside the job a label_selector "
+    "(@remote(label_selector=...)) instead."
 )
 
 __all__ = [
-    "RESOURCES_REFUSED",
+    "LABEL_SELECTOR_REFUSED",
     "DriverInfo",
     "JobDetails",
     "JobErrorType",
@@ -262,4 +292,5 @@ __all__ = [
     "JobStatus",
     "JobSubmitRequest",
     "JobType",
+    "driver_job",
 ]

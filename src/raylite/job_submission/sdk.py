@@ -29,7 +29,7 @@ from typing import Any
 
 from ..node import local
 from . import packaging
-from .common import RESOURCES_REFUSED, JobDetails, JobStatus
+from .common import LABEL_SELECTOR_REFUSED, JobDetails, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +212,8 @@ class JobSubmissionClient:
     ) -> str:
         """Submit `entrypoint` (a shell command) to run on the head as a driver of the
         cluster; returns its submission id. RuntimeError if the id was used before."""
-        if any(
-            [
-                (entrypoint_num_cpus or 0) > 0,
-                (entrypoint_num_gpus or 0) > 0,
-                (entrypoint_memory or 0) > 0,
-                bool(entrypoint_resources),
-                bool(entrypoint_label_selector),
-            ]
-        ):
-            raise NotImplementedError(RESOURCES_REFUSED)
+        if entrypoint_label_selector:
+            raise NotImplementedError(LABEL_SELECTOR_REFUSED)
         if job_id:
             log.warning("job_id kwarg is deprecated. Please use submission_id instead.")
         runtime_env = copy.deepcopy(runtime_env or {})
@@ -235,6 +227,10 @@ class JobSubmissionClient:
             "submission_id": submission_id or job_id,
             "runtime_env": runtime_env,
             "metadata": metadata,
+            "entrypoint_num_cpus": entrypoint_num_cpus,
+            "entrypoint_num_gpus": entrypoint_num_gpus,
+            "entrypoint_memory": entrypoint_memory,
+            "entrypoint_resources": entrypoint_resources,
         }
         body = {k: v for k, v in body.items() if v is not None}
         r = self._do_request("POST", "/api/jobs/", json_data=body)

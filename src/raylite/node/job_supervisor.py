@@ -3,7 +3,11 @@
 Owns the I/O of jobs: the drivers' processes (a shell command each, in its own process
 group, as a driver of this cluster), their log files, stopping them (SIGTERM to the
 group, SIGKILL after a grace period, as Ray), the working_dir packages clients upload
-(content-addressed zips, unpacked once) and the tail of a log. Not the job records
+(content-addressed zips, unpacked once), the tail of a log, and the entrypoint's
+resources (entrypoint_num_cpus, ...): a one-bundle placement group pinned to this
+machine's node (head/pg_service.py reserve), made before the driver starts (the job
+stays PENDING until it is placed, FAILED after RAY_JOB_START_TIMEOUT_SECONDS as Ray)
+and removed when the job ends or is stopped. Not the job records
 and their states (head/jobs.py, which it tells what happened), not HTTP
 (dashboard/jobs_api.py). Lives in the head's process, beside the dashboard.
 
@@ -38,8 +42,16 @@ from typing import Any
 
 import psutil
 
+from ..config import to_units
+from ..core.context import SUBMISSION_ENV  # in the driver's environment: who it is
 from ..head.jobs import DriverLost, JobTable
-from ..job_submission.common import RESOURCES_REFUSED, JobStatus, JobSubmitRequest
+from ..job_submission.common import (
+    LABEL_SELECTOR_REFUSED,
+    JobErrorType,
+    JobStatus,
+    JobSubmitRequest,
+)
+from ..object_ref import new_id
 from . import local
 
 log = logging.getLogger(__name__)
@@ -51,7 +63,8 @@ MAX_PACKAGE_BYTES = 512 << 20  # a working_dir zip (Ray's limit for GCS packages
 STOP_WAIT_S = float(os.environ.get("RAY_JOB_STOP_WAIT_TIME_S", "3"))  # Ray's, and its default
 TAIL_POLL_S = 0.05
 NODE_WAIT_S = 60.0  # a job waits PENDING this long for the head machine's node
-SUBMISSION_ENV = "RAYLITE_JOB_SUBMISSION_ID"  # in the driver's environment: who it is
+# Ray's: a job whose entrypoint resources are not free in this long FAILS (15 min).
+START_TIMEOUT_S = float(os.environ.get("RAY_JOB_START_TIMEOUT_SECONDS", "900"))
 _ID_CHARS = sorted(set(string.ascii_letters + string.digits) - set("IloO0"))
 
 
@@ -122,6 +135,7 @@ class JobSupervisor:
         head_address: str,
         node_id: str,
         spawn: Callable[[Any], None],
+        pgs: Any = None,
     ) -> None:
         self.table = table
         # Outside the session dir where the storage outlives the head: a head started
@@ -133,6 +147,10 @@ class JobSupervisor:
         self.node_id = node_id
         self.spawn = spawn
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        # Entrypoint resources: the head's placement groups (head/pg_service.py), and the
+        # one-bundle group each job holds (or waits for) until it ends.
+        self.pgs = pgs
+        self.groups: dict[str, bytes] = {}
         self.changed = asyncio.Event()  # set and replaced on every status change
 
     # ------------------------------------------------------------- start-up
@@ -144,6 +162,12 @@ class JobSupervisor:
                 self._kill_leftover(action)
             if os.path.exists(self.log_path(action.submission_id)):  # what it wrote
                 self.table.save_logs(action.submission_id, self._read_file(action.submission_id))
+        if self.pgs is not None:  # the groups that held the old head's jobs' resources
+            from ..head.pg_service import JOB_NAMESPACE
+
+            for pg in list(self.pgs.table.groups.values()):
+                if pg.namespace == JOB_NAMESPACE and pg.state != "REMOVED":
+                    self.pgs.release(pg.pg_id)
 
     @staticmethod
     def _kill_leftover(action: DriverLost) -> None:
@@ -160,8 +184,19 @@ class JobSupervisor:
     def submit(self, req: JobSubmitRequest) -> str:
         """Record the job and start it; ValueError / NotImplementedError for what
         cannot run (the HTTP route answers 400)."""
-        if req.reserves_resources():
-            raise NotImplementedError(RESOURCES_REFUSED)
+        if req.entrypoint_label_selector:
+            raise NotImplementedError(LABEL_SELECTOR_REFUSED)
+        resources = {
+            "entrypoint_num_cpus": req.entrypoint_num_cpus,
+            "entrypoint_num_gpus": req.entrypoint_num_gpus,
+            "entrypoint_memory": req.entrypoint_memory,
+            "entrypoint_resources": req.entrypoint_resources,
+        }
+        if req.resource_shape() and self.pgs is None:
+            raise NotImplementedError(
+                "this head cannot reserve a job's entrypoint resources (no placement "
+                "groups here); leave entrypoint_num_cpus etc. unset"
+            )
         env = dict(req.runtime_env or {})
         extra = sorted(set(env) - DRIVER_ENV_FIELDS)
         if extra:
@@ -183,7 +218,9 @@ class JobSupervisor:
                     "cluster: the client uploads it first (PUT /api/packages/gcs/NAME)"
                 )
         sid = req.submission_id or req.job_id or new_submission_id()
-        self.table.submit(sid, req.entrypoint, runtime_env=env, metadata=req.metadata or {})
+        self.table.submit(
+            sid, req.entrypoint, runtime_env=env, metadata=req.metadata or {}, resources=resources
+        )
         self._changed()
         self.spawn(self.run(sid))
         return sid
@@ -250,6 +287,74 @@ class JobSupervisor:
             return
         if rec.info.status != JobStatus.PENDING:
             return  # stopped while its working_dir was unpacked or it waited for the node
+        shape = JobSubmitRequest(
+            rec.info.entrypoint,
+            entrypoint_num_cpus=rec.info.entrypoint_num_cpus,
+            entrypoint_num_gpus=rec.info.entrypoint_num_gpus,
+            entrypoint_memory=rec.info.entrypoint_memory,
+            entrypoint_resources=rec.info.entrypoint_resources,
+        ).resource_shape()
+        if shape and not await self.reserve(sid, shape):
+            return
+        try:
+            await self.start_driver(sid, cwd, runtime_env)
+        finally:
+            pg_id = self.groups.pop(sid, None)
+            if pg_id is not None:  # the job ended: its resources are free at once
+                self.pgs.release(pg_id)
+
+    async def reserve(self, sid: str, shape: dict[str, float]) -> bool:
+        """Hold the entrypoint's resources on this machine's node (a one-bundle group
+        pinned there) while the job stays PENDING; False if the job was stopped first
+        or the resources did not come in START_TIMEOUT_S (the job FAILED, as Ray)."""
+        node_id = self._driver_node()
+        if node_id is None:
+            self.table.start_failed(sid, "the head machine's node is not in the cluster")
+            self._changed()
+            return False
+        pg_id = new_id()
+        self.groups[sid] = pg_id
+        bundle = {k: to_units(v) for k, v in shape.items()}
+        created = self.pgs.reserve(pg_id, bundle, node_id, f"job:{sid}")
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(created), START_TIMEOUT_S)
+        except TimeoutError:
+            self.pgs.release(self.groups.pop(sid))
+            self.table.start_failed(
+                sid,
+                f"Job supervisor actor failed to start within {START_TIMEOUT_S:g} seconds. "
+                "This timeout can be configured by setting the environment variable "
+                "RAY_JOB_START_TIMEOUT_SECONDS. This may be because the job entrypoint's "
+                "specified resources (entrypoint_num_cpus, entrypoint_num_gpus, "
+                "entrypoint_resources, entrypoint_memory) aren't available on the "
+                "cluster. Try checking the cluster's available resources with `raylite "
+                "status` and specifying fewer resources for the job entrypoint.",
+                kind=JobErrorType.JOB_SUPERVISOR_ACTOR_START_TIMEOUT,
+            )
+            self._changed()
+            return False
+        rec = self.table.get(sid)
+        if not ok or rec is None or rec.info.status != JobStatus.PENDING:
+            pg_id = self.groups.pop(sid, None)  # stopped while it waited
+            if pg_id is not None:
+                self.pgs.release(pg_id)
+            return False
+        return True
+
+    def _driver_node(self) -> bytes | None:
+        """The id of the node the driver connects through (this machine's)."""
+        try:
+            info = local.find_local_node(self.head_address)
+        except ConnectionError:
+            return None
+        for rec in self.pgs.head.nodes.values():
+            if rec.alive and rec.address == info.get("tcp_address"):
+                return bytes(rec.node_id)
+        return None
+
+    async def start_driver(self, sid: str, cwd: str | None, runtime_env: dict[str, Any]) -> None:
+        rec = self.table.get(sid)
+        assert rec is not None
         try:
             with open(self.log_path(sid), "wb") as out:  # noqa: ASYNC230 -- a local create
                 proc = await asyncio.create_subprocess_shell(
@@ -282,6 +387,8 @@ class JobSupervisor:
         SIGKILL after RAY_JOB_STOP_WAIT_TIME_S (3 s) if it has not exited."""
         stopping = self.table.request_stop(sid)
         self._changed()
+        if sid not in self.procs and sid in self.groups:  # waiting for its resources
+            self.pgs.release(self.groups.pop(sid))
         proc = self.procs.get(sid)
         if stopping and proc is not None:
             self.spawn(self._stop(proc, STOP_WAIT_S))
@@ -301,6 +408,10 @@ class JobSupervisor:
         """The head stops: its jobs end with it, as on Ray. Drivers get SIGTERM, then
         SIGKILL after a second; their logs go to storage (the session dir goes), and a
         head started again on that storage marks the jobs FAILED (JobTable.load)."""
+        for pg_id in self.groups.values():  # a head on storage would place them again
+            with contextlib.suppress(Exception):
+                self.pgs.release(pg_id)
+        self.groups.clear()
         running = list(self.procs.items())
         for _sid, proc in running:
             kill_group(proc.pid, signal.SIGTERM)

@@ -301,6 +301,7 @@ class NodeManager(
             head_address=self.tcp_address[4:],
             node_id=self.node_id.hex(),
             spawn=self.spawn,
+            pgs=self.head.pgs,
         )
         self.jobs.recover()
 
@@ -376,11 +377,15 @@ class NodeManager(
             if self.head is None:  # job ids are the cluster's: the head hands them out
                 self.spawn(self.register_driver(conn, msg, rid))
                 return
-            job_id = self.head.new_job(msg.address)
+            job_id = self.head.new_job(msg.address, self.driver_row(msg))
         self.registered(conn, msg, rid, job_id)
 
+    def driver_row(self, msg: P.RegisterClient) -> dict[str, Any]:
+        """The head's row of a driver's job (list_jobs shows it): what it said of itself."""
+        return {**msg.info, "pid": msg.pid, "ip": self.ip}
+
     async def register_driver(self, conn: AsyncConnection, msg: P.RegisterClient, rid: int) -> None:
-        reply = await self.head_request(P.RegisterJob(msg.address))
+        reply = await self.head_request(P.RegisterJob(msg.address, self.driver_row(msg)))
         if not isinstance(reply, P.JobRegistered):
             conn.reply(rid, reply)
             return

@@ -24,6 +24,7 @@ from typing import Any
 from .. import protocol as P
 from ..config import CONFIG, to_units
 from ..exceptions import RaySystemError
+from ..labels import check_selector
 from ..object_ref import PlacementGroupID, new_id
 
 VALID_PLACEMENT_GROUP_STRATEGIES = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"}
@@ -185,11 +186,37 @@ def validate_placement_group(
             f"Invalid bundle label selector {bundle_label_selector}. The length of "
             "`bundle_label_selector` should equal the length of `bundles`."
         )
+    if bundle_label_selector is not None:
+        _validate_bundle_label_selector(bundle_label_selector)
     if lifetime not in (None, "detached"):
         raise ValueError(
             "Placement group `lifetime` argument must be either `None` or "
             f"'detached'. Got {lifetime}."
         )
+
+
+def _validate_bundle_label_selector(selectors: Any) -> None:
+    """Ray's checks of bundle_label_selector (ValueError each, Ray's messages)."""
+    if not isinstance(selectors, list):
+        raise ValueError(
+            f"Placement group bundle_label_selector must be a list, got {type(selectors)}."
+        )
+    for selector in selectors:
+        if not isinstance(selector, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
+        ):
+            raise ValueError(
+                "Bundle label selector must be a list of string dictionary label selectors. "
+                'For example: `[{ray.io/market_type": "spot"}, {"ray.io/accelerator-type": '
+                '"A100"}]`.'
+            )
+        try:
+            check_selector(selector, "bundle_label_selector")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                "Invalid label selector provided in bundle_label_selector list. "
+                f"Detailed error: '{exc}'"
+            ) from None
 
 
 def placement_group(
@@ -209,13 +236,13 @@ def placement_group(
     )  # fmt: skip
     for what, value in (
         ("_soft_target_node_id", _soft_target_node_id),
-        ("bundle_label_selector", bundle_label_selector),
         ("topology_strategy", topology_strategy),
     ):
         if value:
             raise NotImplementedError(
-                f"placement_group({what}=...) is not supported by raylite yet (node labels "
-                "and topology are not placement inputs here)."
+                f"placement_group({what}=...) is not supported by raylite yet (a soft "
+                "target node and topology are not placement inputs here; "
+                "bundle_label_selector is)."
             )
     cw = _worker()
     pg_id = new_id()
@@ -230,6 +257,7 @@ def placement_group(
             lifetime == "detached",
             "",  # the creator: its node manager says who (it knows the connection)
             bytes.fromhex(_runtime().get_job_id()),
+            [dict(s) for s in bundle_label_selector or []],
         ),
         CONFIG.request_timeout_s,
     )
