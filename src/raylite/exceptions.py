@@ -358,8 +358,9 @@ class CollectiveError(RayError, RuntimeError):
     """A collective call failed; the group is broken until destroyed and made again."""
 
 
-class CollectiveTimeoutError(CollectiveError, TimeoutError):
-    """A peer sent or took nothing within the group's timeout."""
+class CollectiveTimeoutError(CollectiveError):
+    """A peer sent or took nothing within the group's timeout. (Not also a TimeoutError:
+    an OSError's layout beside RuntimeError's does not unpickle safely everywhere.)"""
 
 
 class PeerGoneError(CollectiveError):

@@ -5,7 +5,7 @@ of raylite's own backend are re-exported from raylite.exceptions (the one hierar
 they are RayErrors, and RuntimeErrors as Ray's collective calls raise).
 
     CollectiveError (RuntimeError)
-    ├── CollectiveTimeoutError (also a TimeoutError)   a peer did not answer in time
+    ├── CollectiveTimeoutError                         a peer did not answer in time
     ├── PeerGoneError                                  a peer closed its connection
     └── MismatchError                                  ranks passed different shapes
 """
