@@ -21,7 +21,6 @@ finished, and an actor's process is the driver (`kill` ends the handle, not a pr
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import io
 import os
@@ -117,6 +116,8 @@ def _call(fn: Any, name: str, args: tuple, kwargs: dict, n: int, generator: Any)
         a, k = _arguments(args, kwargs)
         result = fn(*a, **k)
         if inspect.iscoroutine(result):
+            import asyncio  # not at import: drivers do not load asyncio otherwise
+
             result = asyncio.run(result)
         if mode in (P.GENERATOR_STREAMING, P.GENERATOR_DYNAMIC):
             cw = context.global_worker()
@@ -138,6 +139,7 @@ def _call(fn: Any, name: str, args: tuple, kwargs: dict, n: int, generator: Any)
 
 def _drain(gen: Any) -> list[Any]:
     if inspect.isasyncgen(gen):
+        import asyncio
 
         async def collect() -> list[Any]:
             return [item async for item in gen]

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG
-from ..runtime_env import packaging, spec
+from ..runtime_env import spec
 
 Resolved = tuple[dict[str, Any] | None, str]  # (resolved env, env key); (None, ""): none
 
@@ -54,6 +54,8 @@ class RuntimeEnvsMixin:
 
     def resolve_runtime_env(self, env: dict[str, Any]) -> dict[str, Any]:
         """`env` with its local paths packaged and uploaded: URIs in their place."""
+        from ..runtime_env import packaging  # zipfile, pathspec: only when an env has them
+
         out = dict(env)
         excludes = out.pop("excludes", [])
         wd = out.get("working_dir")
@@ -67,6 +69,8 @@ class RuntimeEnvsMixin:
         return out
 
     def _upload(self, path: str, excludes: list[str], *, module: bool) -> str:
+        from ..runtime_env import packaging
+
         uri, data = packaging.package(path, excludes, module=module)
         uploaded = self._uploaded
         if uploaded is None:

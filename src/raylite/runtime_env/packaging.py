@@ -20,9 +20,10 @@ import hashlib
 import io
 import os
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pathspec
+if TYPE_CHECKING:  # imported where packages are made: a node only unpacks them
+    import pathspec
 
 from ..config import CONFIG
 
@@ -57,7 +58,11 @@ def _ignore_spec(directory: str) -> pathspec.GitIgnoreSpec | None:
         if os.path.isfile(path):
             with open(path) as f:
                 lines += f.read().splitlines()
-    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+    if not lines:
+        return None
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def files_of(root: str, excludes: list[str], prefix: str = "") -> list[tuple[str, str]]:
@@ -65,6 +70,8 @@ def files_of(root: str, excludes: list[str], prefix: str = "") -> list[tuple[str
     sorted; `prefix` is put before each package path (a py_modules package's name).
     `excludes` match relative to `root`; each directory's .gitignore and .rayignore
     relative to that directory, for everything below it (as git and Ray read them)."""
+    import pathspec
+
     user = pathspec.GitIgnoreSpec.from_lines(excludes)
     # Directories (relative, "" for root, "a/b/" below) with ignore files: their specs.
     specs: dict[str, pathspec.GitIgnoreSpec] = {}
