@@ -501,6 +501,16 @@ def test_a_request_waiting_long_on_held_resources_is_reported_once_with_its_hold
     assert b.waiting_long(now=120.0, after=5.0) == []  # once
 
 
+def test_a_request_waiting_behind_running_tasks_is_a_backlog_not_reported():
+    b = book(1)
+    task = lease({"CPU": U})
+    assert b.request(task) == [StartWorker(task)]
+    b.worker_started(Worker(for_request=task))
+    assert task.state is LeaseState.GRANTED
+    b.request(lease({"CPU": U}, waiting_since=100.0))
+    assert b.waiting_long(now=200.0, after=5.0) == []  # the task ends: no hang
+
+
 def test_a_request_waiting_for_a_worker_to_start_is_not_reported():
     b = book(2)
     req = lease({"CPU": U}, waiting_since=0.0)

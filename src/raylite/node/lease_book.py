@@ -493,9 +493,10 @@ class LeaseBook:
         return self._place(Lease(b"", shape, actor_id, _Nobody(), 0))
 
     def waiting_long(self, now: float, after: float) -> list[tuple[Lease, str]]:
-        """Requests waiting here over `after` s for resources granted leases hold (each
+        """Requests waiting here over `after` s for resources that actors hold (each
         once), with who holds them: a tree of actors that wait on work they cannot get
-        hangs in silence otherwise."""
+        hangs in silence otherwise. Resources held by tasks alone are a backlog, not a
+        hang (a running task ends; one blocked in get lends its CPUs back): no warning."""
         out: list[tuple[Lease, str]] = []
         available = self.available
         for lease in self.pending:
@@ -506,6 +507,11 @@ class LeaseBook:
             short = [k for k, v in lease.shape.items() if available.get(k, 0) < v]
             if not short:
                 continue  # it waits for a worker to start, not for resources
+            if not any(
+                held.actor_id is not None and any(self._held(held).get(k, 0) for k in short)
+                for held in self.leases.values()
+            ):
+                continue  # tasks hold them: they free them as they end
             lease.warned = True
             out.append((lease, self._holders(short)))
         return out
