@@ -33,9 +33,10 @@ inherits the node manager's environment as it was at start (the node manager nev
 changes os.environ), which is the environment of every worker.
 
 The messages are msgpack lists, one per datagram (SOCK_SEQPACKET keeps their edges):
-["start", worker_id, node_address, token, session_dir, listen_ip, setup] (setup: None,
-or a runtime env's, runtime_env/worker_setup.py applies it in the child) with the worker's
-stdout and stderr write ends passed as SCM_RIGHTS; ["kill", pid, signum];
+["start", worker_id, node_address, token, session_dir, listen_ip, setup, threads]
+(setup: None, or a runtime env's, runtime_env/worker_setup.py applies it in the child;
+threads: its OMP_NUM_THREADS unless set) with the worker's stdout and stderr write ends
+passed as SCM_RIGHTS; ["kill", pid, signum];
 ["remove_at_exit", [path, ...]] (the node's directories, sent once it knows them); answers
 ["started", pid] or ["failed", why] to each start, in order, and ["exited", pid,
 status] (os.waitstatus_to_exitcode) whenever a worker ends.
@@ -94,10 +95,15 @@ class ForkServer:
         err_w: int,
         listen_ip: str | None,
         setup: dict[str, Any] | None = None,
+        threads: int = 1,
     ) -> int:
         """Fork a worker (worker.worker_main with these arguments); its pid. `setup`:
-        its runtime environment's (runtime_env/agent.py's WorkerSetup.to_wire())."""
-        request = _pack("start", worker_id, node_address, token, session_dir, listen_ip, setup)
+        its runtime environment's (runtime_env/agent.py's WorkerSetup.to_wire());
+        `threads`: its OMP_NUM_THREADS unless the environment sets one (as Ray: the
+        CPUs of the lease it starts for, at least 1)."""
+        request = _pack(
+            "start", worker_id, node_address, token, session_dir, listen_ip, setup, threads
+        )
         try:
             socket.send_fds(self.sock, [request], [out_w, err_w])
         except OSError as exc:
@@ -250,7 +256,7 @@ def _serve(sock: socket.socket) -> None:
         if msg[0] == "remove_at_exit":
             remove_at_exit = msg[1]
             continue
-        _, worker_id, node_address, token, session_dir, listen_ip, setup = msg
+        _, worker_id, node_address, token, session_dir, listen_ip, setup, threads = msg
         try:
             pid = os.fork()
         except OSError as exc:
@@ -266,9 +272,12 @@ def _serve(sock: socket.socket) -> None:
                     from ..runtime_env import worker_setup
 
                     worker_setup.apply(setup)
-                    if setup["python"]:
-                        args = [worker_id, node_address, token, session_dir, listen_ip]
-                        worker_setup.exec_worker(setup, args, out_w, err_w)
+                # Math libraries size their thread pools by it at import: one pool per
+                # CPU the lease holds, not per core of the machine (Ray's rule).
+                os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+                if setup is not None and setup["python"]:
+                    args = [worker_id, node_address, token, session_dir, listen_ip]
+                    worker_setup.exec_worker(setup, args, out_w, err_w)
                 worker_main(worker_id, node_address, token, session_dir, out_w, err_w, listen_ip)
             finally:
                 os._exit(1)

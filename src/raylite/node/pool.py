@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import protocol as P
-from ..config import CONFIG
+from ..config import CONFIG, RESOURCE_UNIT
 from ..exceptions import ConnectionLost
 from ..object_ref import new_id
 from ..task_events import WorkerLogs
@@ -106,6 +106,7 @@ class PoolMixin:
                 err_w,
                 self.ip if self.cluster else None,
                 setup,
+                _threads(for_request),
             )
         except BaseException:
             os.close(out_r)
@@ -274,3 +275,9 @@ class PoolMixin:
             )
             for w in self.workers.values()
         )
+
+
+def _threads(lease: Lease | None) -> int:
+    """A worker's OMP_NUM_THREADS: the whole CPUs of the lease it starts for, at least 1."""
+    cpus = (lease.shape.get("CPU", 0) if lease is not None else 0) // RESOURCE_UNIT
+    return max(1, int(cpus))
