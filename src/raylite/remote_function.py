@@ -81,6 +81,12 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
     for key in ("num_cpus", "num_gpus", "memory"):
         if options.get(key) is not None:
             _number(key, options[key])
+    for key in ("name", "namespace"):  # Ray's check and words
+        if key in options and options[key] is not None and not isinstance(options[key], str):
+            raise TypeError(
+                f"The type of keyword '{key}' must be (<class 'str'>, <class 'NoneType'>), "
+                f"but received type {type(options[key])}"
+            )
     res = options.get("resources")
     if res is not None:
         if not isinstance(res, dict):

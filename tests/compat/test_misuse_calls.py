@@ -146,6 +146,7 @@ def test_get_actor_checks_the_types_of_its_arguments(ray_start):
         ({"retry_exceptions": "x"}, TypeError),
         ({"accelerator_type": 3}, TypeError),
         ({"scheduling_strategy": 3}, TypeError),
+        ({"name": 3}, TypeError),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else v.__name__,
 )
@@ -164,6 +165,8 @@ def test_a_task_option_of_the_wrong_type_or_range(ray_start, options, error):
         ({"num_cpus": -1}, ValueError),
         ({"num_cpus": "1"}, TypeError),
         ({"resources": {"GPU": 1}}, ValueError),
+        ({"name": 3}, TypeError),
+        ({"namespace": 3}, TypeError),
     ],
     ids=repr,
 )
