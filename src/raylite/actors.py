@@ -126,10 +126,10 @@ def _check_retry_exceptions(retry: Any) -> bool | tuple[type, ...]:
     """retry_exceptions: a bool, or a list of exception classes (as for tasks)."""
     if isinstance(retry, bool):
         return retry
-    if isinstance(retry, list | tuple) and all(
-        isinstance(c, type) and issubclass(c, BaseException) for c in retry
-    ):
-        return tuple(retry)
+    if isinstance(retry, list | tuple):
+        if all(isinstance(c, type) and issubclass(c, BaseException) for c in retry):
+            return tuple(retry)
+        raise ValueError("retry_exceptions must be either a boolean or a list of exceptions")
     raise TypeError(
         f"retry_exceptions must be a bool or a list of exception classes, got {retry!r}"
     )
@@ -221,8 +221,19 @@ class ActorClass:
     def _check(options: dict[str, Any]) -> None:
         for key in ("max_restarts", "max_task_retries"):
             v = options.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < -1):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise TypeError(  # Ray's words
+                    f"The type of keyword '{key}' must be (<class 'int'>, <class "
+                    f"'NoneType'>), but received type {type(v)}"
+                )
+            if v is not None and v < -1:
                 raise ValueError(f"{key} must be an int >= -1 (-1: unlimited), got {v!r}")
+        gie = options.get("get_if_exists")
+        if gie is not None and not isinstance(gie, bool):
+            raise TypeError(
+                f"The type of keyword 'get_if_exists' must be <class 'bool'>, but received "
+                f"type {type(gie)}"
+            )
         mc = options.get("max_concurrency")
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
             raise ValueError(f"max_concurrency must be an int >= 1, got {mc!r}")

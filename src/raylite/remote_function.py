@@ -458,8 +458,8 @@ class RemoteFunction:
         if isinstance(retry, (list, tuple)):
             for cls in retry:
                 if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-                    raise TypeError(
-                        f"retry_exceptions must be a bool or a list of exception classes, got {cls!r}"
+                    raise ValueError(  # Ray's words
+                        "retry_exceptions must be either a boolean or a list of exceptions"
                     )
             self._retry_exceptions: bool | tuple[type, ...] = tuple(retry)
         elif isinstance(retry, bool):

@@ -147,6 +147,7 @@ def test_get_actor_checks_the_types_of_its_arguments(ray_start):
         ({"accelerator_type": 3}, TypeError),
         ({"scheduling_strategy": 3}, TypeError),
         ({"name": 3}, TypeError),
+        ({"retry_exceptions": [1]}, ValueError),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else v.__name__,
 )
@@ -167,6 +168,9 @@ def test_a_task_option_of_the_wrong_type_or_range(ray_start, options, error):
         ({"resources": {"GPU": 1}}, ValueError),
         ({"name": 3}, TypeError),
         ({"namespace": 3}, TypeError),
+        ({"max_restarts": "x"}, TypeError),
+        ({"max_task_retries": "x"}, TypeError),
+        ({"get_if_exists": "y"}, TypeError),
     ],
     ids=repr,
 )
