@@ -1,0 +1,175 @@
+"""Blocking for values: `get`, `get_raw` and `wait` of the CoreWorker (a mixin).
+
+Owns waiting in the caller's thread until refs are ready (or the timeout), telling the
+node manager while a task blocks (its CPUs are lent back: NotifyBlocked/Unblocked),
+and rebuilding a lost value on the way (lineage). Not where values come from
+(core_worker._when_ready, _value) nor the object table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import protocol as P
+from ..exceptions import GetTimeoutError, ObjectLostError
+from ..object_ref import ObjectRef
+from .objects import PENDING
+
+
+class BlockingMixin:
+    """CoreWorker's get/wait; the attributes below are the CoreWorker's."""
+
+    address: str
+    mode: str
+    nm: Any
+    lock: Any
+    objects: dict[bytes, Any]
+    current_task_id: bytes | None
+    _when_ready: Callable[..., int]
+    _value: Callable[..., Any]
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        self._process_released()
+        n = len(refs)
+        results: list[Any] = [None] * n
+        done = [False] * n
+        remaining = [n]
+        event = threading.Event()
+        lock = threading.Lock()
+
+        def make_cb(i: int) -> Callable[[int, Any], None]:
+            def cb(kind: int, data: Any) -> None:
+                with lock:
+                    if done[i]:
+                        return
+                    done[i] = True
+                    results[i] = (kind, data)
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        event.set()
+
+            return cb
+
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(
+                    f"get() expects an ObjectRef or a list of ObjectRefs, got {type(ref).__name__}"
+                )
+            self._when_ready(ref, make_cb(i))
+        if remaining[0]:
+            self._wait_blocking(event, timeout, n)
+        return [self._value_or_rebuild(refs[i], results[i], timeout) for i in range(n)]
+
+    def _value_or_rebuild(
+        self, ref: ObjectRef, result: tuple[int, Any], timeout: float | None
+    ) -> Any:
+        """The value; if its only copy turns out lost and we own it, rebuild it (lineage).
+
+        The owner hears of a dead node from the head, but a reader may find the copy
+        gone first (its fetch fails): then the rebuild starts here.
+        """
+        for _ in range(3):
+            try:
+                return self._value(ref.id, *result)
+            except ObjectLostError:
+                if ref.owner != self.address or result[0] != P.IN_STORE:
+                    raise
+                with self.lock:
+                    entry = self.objects.get(ref.id)
+                    rebuildable = entry is not None and (
+                        entry.kind is PENDING or entry.lineage is not None
+                    )
+                if not rebuildable:
+                    raise
+                self._object_lost(ref.id, "its copy could not be fetched")
+                result = self.get_raw(ref, timeout)
+        return self._value(ref.id, *result)
+
+    def get_raw(self, ref: ObjectRef, timeout: float | None) -> tuple[int, Any]:
+        """(kind, data) of one ref once it is there."""
+        box: list[tuple[int, Any]] = []
+        event = threading.Event()
+
+        def cb(kind: int, data: Any) -> None:
+            box.append((kind, data))
+            event.set()
+
+        self._when_ready(ref, cb)
+        if not box:
+            self._wait_blocking(event, timeout, 1)
+        return box[0]
+
+    def _wait_blocking(self, event: threading.Event, timeout: float | None, n: int) -> None:
+        self._notify_blocked()
+        try:
+            if not event.wait(timeout):
+                raise GetTimeoutError(
+                    f"Get timed out: some of the {n} object(s) were not ready after {timeout} s."
+                )
+        finally:
+            self._notify_unblocked()
+
+    def _notify_blocked(self) -> None:
+        # A task that waits gives its CPU back, so nested tasks can run.
+        if self.mode == "worker" and self.current_task_id is not None:
+            self.blocked_depth += 1
+            if self.blocked_depth == 1:
+                self.nm.send(P.NotifyBlocked())
+
+    def _notify_unblocked(self) -> None:
+        if self.mode == "worker" and self.current_task_id is not None:
+            self.blocked_depth -= 1
+            if self.blocked_depth == 0:
+                self.nm.send(P.NotifyUnblocked())
+
+    def wait(
+        self,
+        refs: list[Any],
+        num_returns: int,
+        timeout: float | None,
+        when_ready: Callable[[Any, Callable[[int, Any], None]], int] | None = None,
+    ) -> tuple[list[Any], list[Any]]:
+        """`when_ready`: _when_ready for what is not an ObjectRef (a generator)."""
+        self._process_released()
+        when_ready = when_ready or self._when_ready
+        order: list[tuple[int, int]] = []  # (seq, index)
+        cond = threading.Condition()
+        arrivals = itertools.count(1 << 40)  # after anything ready at call time
+
+        def make_cb(i: int) -> Callable[[int, Any], None]:
+            def cb(kind: int, data: Any) -> None:
+                with cond:
+                    if any(j == i for _, j in order):
+                        return
+                    order.append((next(arrivals), i))
+                    cond.notify_all()
+
+            return cb
+
+        for i, ref in enumerate(refs):
+            seq = when_ready(ref, make_cb(i))
+            if seq:
+                with cond:
+                    for k, (_, j) in enumerate(order):
+                        if j == i:
+                            order[k] = (seq, i)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with cond:
+            if len(order) < num_returns:
+                self._notify_blocked()
+                try:
+                    while len(order) < num_returns:
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            break
+                        cond.wait(left)
+                finally:
+                    self._notify_unblocked()
+            chosen = sorted(order)[:num_returns]
+        ready_idx = [i for _, i in chosen]
+        ready_set = set(ready_idx)
+        return [refs[i] for i in ready_idx], [r for i, r in enumerate(refs) if i not in ready_set]
