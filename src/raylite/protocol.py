@@ -38,6 +38,10 @@ from .codec import from_fields as from_fields
 from .codec import message_types as message_types
 from .codec import nested as nested
 
+# The cluster-wide services' messages (runtime envs, placement groups) live in
+# protocol_services.py: imported so that decoding knows them and `P.X` names them.
+from .protocol_services import *  # noqa: F403
+
 # Value kinds in TaskReturn / ObjectValue / Dep.
 INLINE = 0  # data: pickled bytes (a list: the pickle, then its out-of-band buffers)
 IN_STORE = 1  # data: StoredAt: the value is in a node's shared-memory store
@@ -710,39 +714,6 @@ class Logs:
     alive: bool
 
 
-# --- runtime environments (runtime_env/): packages and eager builds -------------------
-# Tags 140-149.
-@_msg(140)
-class UploadPackage:
-    """Driver -> its node manager (request, Ok), and a node manager -> the head: keep
-    this package (working_dir, py_modules) under its content-addressed `uri`, so any
-    node can unpack it; sent once per URI per driver."""
-
-    uri: str
-    data: bytes
-
-
-@_msg(141)
-class FetchPackage:
-    """Node manager -> the head (request): the bytes of a package (PackageData), or
-    Failed NOT_FOUND."""
-
-    uri: str
-
-
-@_msg(142)
-class PackageData:
-    data: bytes
-
-
-@_msg(143)
-class PrepareRuntimeEnv:
-    """Driver -> its node manager, one-way: build this env now (the job's env with
-    config.eager_install), so its first task does not wait for it."""
-
-    runtime_env: dict[str, Any]
-
-
 Message = Any  # one of the classes above
 
 
@@ -755,96 +726,3 @@ class RegisterJob:
 @_msg(114)
 class JobRegistered:
     job_id: bytes
-
-
-# --- placement groups (head/pg_service.py; node/bundle_book.py reserves) ---------------
-# Tags 130-139. Bundles are in resource units; a group's id is 16 bytes.
-@_msg(130)
-class CreatePlacementGroup:
-    """Driver or worker -> head (through its node): a new group; answered
-    PlacementGroupCreated, or Failed(BAD_REQUEST) when its name is taken."""
-
-    pg_id: bytes
-    bundles: list[dict[str, int]]
-    strategy: str  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
-    name: str
-    namespace: str
-    detached: bool
-    # The creator's address, set by its node for a driver or a detached actor's worker:
-    # the group goes with that process (unless detached); else ("") with its job.
-    owner: str
-    job_id: bytes = b""
-    # Ray's bundle_label_selector: one selector per bundle ([]: none), labels.py's syntax.
-    bundle_label_selector: list[dict[str, str]] = []
-
-
-@_msg(131)
-class RemovePlacementGroup:
-    """-> head: remove the group; its bundles are freed on every node before the Ok."""
-
-    pg_id: bytes
-
-
-@_msg(132)
-class WaitPlacementGroup:
-    """-> head: answered PlacementGroupReady once the group is created, or at the
-    timeout (ready False); Failed(NOT_FOUND) if it is removed or unknown."""
-
-    pg_id: bytes
-    timeout_s: float
-
-
-@_msg(133)
-class PlacementGroupReady:
-    ready: bool
-
-
-@_msg(134)
-class GetPlacementGroups:
-    """-> head: the rows of one group (pg_id), of a name in a namespace, or all."""
-
-    pg_id: bytes | None
-    name: str
-    namespace: str
-
-
-@_msg(135)
-class PlacementGroupRows:
-    rows: list[dict[str, Any]]  # PGRec.row() each
-
-
-@_msg(136)
-class PrepareBundles:
-    """Head -> node: reserve these bundles (index -> shape), all or none; Ok or Failed."""
-
-    pg_id: bytes
-    attempt: int
-    bundles: dict[int, dict[str, int]]
-
-
-@_msg(137)
-class CommitBundles:
-    """Head -> node: the prepared bundles become the group's resources there."""
-
-    pg_id: bytes
-    indices: list[int]
-
-
-@_msg(138)
-class CancelBundles:
-    """Head -> node: give back the bundles of prepare `attempt`, or (attempt 0) the
-    committed `indices`; `removed`: the whole group is gone (every node: fail what
-    waits for it, kill what runs in it)."""
-
-    pg_id: bytes
-    indices: list[int]
-    attempt: int
-    removed: bool
-
-
-@_msg(139)
-class PlacementGroupCreated:
-    """The head's answer to CreatePlacementGroup: `feasible` False when no set of the
-    cluster's nodes can ever hold it (the creator warns; it stays pending)."""
-
-    feasible: bool

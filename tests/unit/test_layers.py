@@ -23,7 +23,7 @@ SRC = pathlib.Path(raylite.__file__).parent
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
                 "node.local", "dashboard", "ray_alias", "job_submission.common"]),
-    ("wire", ["codec", "protocol", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
+    ("wire", ["codec", "protocol", "protocol_services", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
               "bundles", "node.lease_book", "node.bundle_book", "node.store_book",
               "runtime_env", "runtime_env.spec", "runtime_env.packaging"]),  # pure books: foundations only
     ("io", ["transport", "transport_async", "object_store", "task_events", "runtime_env.agent",
