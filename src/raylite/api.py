@@ -391,6 +391,11 @@ def _start_local(
     cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, *extra)
     if system_config.get("max_spill_bytes") is not None:
         cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
+    if system_config.get("max_workers") is not None:  # the node's worker process cap
+        cap = system_config["max_workers"]
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"_system_config max_workers must be an int >= 1, not {cap!r}")
+        cmd += ["--max-workers", str(cap)]
     env = opts.worker_env() if opts is not None else {}
     proc = subprocess.Popen(
         cmd,

@@ -64,6 +64,12 @@ def add_commands(sub: Any) -> None:
         "--labels", default=None, help="the node's labels, as Ray's: 'zone=a,tier=gold'"
     )
     start.add_argument("--object-store-memory", type=int, default=None)
+    start.add_argument(
+        "--max-workers",
+        type=int,
+        default=None,
+        help="cap on this node's worker processes (default: from memory, CPUs, fds)",
+    )
     start.add_argument("--node-ip-address", default=None, help="address to listen on")
     start.add_argument("--storage", default=None, help="head storage: sqlite:///PATH, redis://H:P")
     start.add_argument("--token-file", default=None, help="file with the cluster token (joiners)")
@@ -187,6 +193,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     extra = []
     if args.node_timeout_s is not None:
         extra += ["--node-timeout-s", str(args.node_timeout_s)]
+    if args.max_workers is not None:
+        if args.max_workers < 1:
+            raise SystemExit("raylite start: --max-workers must be 1 or more")
+        extra += ["--max-workers", str(args.max_workers)]
     started = []
     if head is None:
         # The head runs in a process of its own, beside this machine's node: killing or

@@ -58,6 +58,11 @@ class Config:
     # logger (transitions.py). Off, a task's common moves cost no call.
     trace_transitions: int = 0
     # --- node leases and store (node/lease_book.py, node/store_book.py) ---
+    # Worker processes one node may have at once (actors, tasks, idle); past it lease
+    # requests wait. 0: the default from the machine's memory, CPUs and open-file
+    # limit (node/worker_cap.py says the formula and why); `raylite start --max-workers`
+    # and init(_system_config={"max_workers": N}) set it too.
+    max_workers: int = 0
     # A lease request is sent on to another node (spillback) at most this many times,
     # then moves on only when a heartbeat's fresh view shows room elsewhere.
     max_hops: int = 3

@@ -238,11 +238,14 @@ class LeaseInfeasible:
 @_msg(122)
 class LeaseWaiting:
     """Node manager -> owner, once: its request has waited pending_warn_s for resources
-    that granted leases hold (`holders`, described); `total`: the node's, for display."""
+    that granted leases hold (`holders`, described); `total`: the node's, for display.
+    `worker_cap` set: it waits for a worker process instead, the node has that many
+    (node/worker_cap.py), and `holders` says what holds them."""
 
     shape: dict[str, int]
     total: dict[str, float]
     holders: str
+    worker_cap: int = 0
 
 
 @_msg(13)

@@ -253,6 +253,15 @@ class LeasingMixin:
 
     def _warn_waiting(self, msg: P.LeaseWaiting) -> None:
         shape = {k: from_units(v) for k, v in msg.shape.items()}
+        if msg.worker_cap:
+            print(
+                f"Warning: a task or actor needing {shape} has waited "
+                f"{CONFIG.pending_warn_s:g} s for a worker process: {msg.holders}. It runs "
+                "when one of those ends; if they wait (ray.get) on this work, nothing will.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         print(
             f"Warning: a task or actor has waited {CONFIG.pending_warn_s:g} s for {shape}; "
             f"the node has {msg.total} and all of it that this needs is held by "

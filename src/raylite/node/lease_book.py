@@ -59,6 +59,7 @@ from ..config import CONFIG, RESOURCE_UNIT, Config
 from ..protocol import FailCode, NodeAffinity
 from ..scheduling import NodeView, Placement
 from ..transitions import transition
+from .worker_cap import WorkerCap
 
 log = logging.getLogger("raylite")
 
@@ -246,6 +247,7 @@ class LeaseBook:
         *,
         cluster: bool,
         config: Config = CONFIG,
+        max_workers: int = 0,
     ) -> None:
         self.total = dict(total)
         self.available = dict(total)
@@ -278,6 +280,9 @@ class LeaseBook:
         # GPU ids of committed bundles (bundles.take_gpus): bundle's GPU resource name
         # -> {GPU id: units free}.
         self.group_gpus: dict[str, dict[int, int]] = {}
+        # The worker processes of this node against their cap (worker_cap.py): past it
+        # requests wait, and idle workers of other envs make room.
+        self.cap = WorkerCap(max_workers)
 
     # ------------------------------------------------------------------ events
     def request(self, lease: Lease) -> list[LeaseAction]:
@@ -315,7 +320,9 @@ class LeaseBook:
         return actions
 
     def prestart(self, n: int) -> list[LeaseAction]:
-        """Start `n` pool workers ahead of any request."""
+        """Start `n` pool workers ahead of any request (as many as the cap allows)."""
+        n = max(0, min(n, self.cap.room()))
+        self.cap.add(n)
         self.starting += n
         return [StartWorker(None) for _ in range(n)]
 
@@ -342,6 +349,7 @@ class LeaseBook:
         actor lease it was for (`lease`) and every request waiting for that env fail
         with `reason` (the build log), as will later ones (the shell keeps the failure)."""
         actions: list[LeaseAction] = []
+        self.cap.exited(None)  # the worker it counted was never forked
         if lease is not None:
             transition(lease, FAILED, LEASE_TRANSITIONS, cause="env failed", who=lease.lease_id)
             self._release(lease.shape, lease.gpu_ids, actions)
@@ -427,6 +435,7 @@ class LeaseBook:
             if worker in pool:
                 pool.remove(worker)
         transition(worker, DEAD, WORKER_TRANSITIONS, cause=why, who=worker.worker_id)
+        self.cap.exited(worker.worker_id)
         if worker.lease_id is not None:
             lease = self.leases.pop(worker.lease_id, None)
             worker.lease_id = None
@@ -605,6 +614,7 @@ class LeaseBook:
             return
         waiting_for_pool = 0
         waiting_env: dict[str, list[Lease]] | None = None  # runtime envs' (rare: made lazily)
+        capped = 0  # requests that would start a process but the cap is reached
         told = False
         still = []
         available = self.available
@@ -636,6 +646,10 @@ class LeaseBook:
                 still.append(lease)
                 continue
             if lease.actor_id is not None:
+                if not self.cap.take():  # its process waits for room (resources not held)
+                    capped += 1
+                    still.append(lease)
+                    continue
                 lease.gpu_ids = self._acquire(shape)
                 transition(lease, L_STARTING, LEASE_TRANSITIONS, cause="its worker starts",
                            who=lease.lease_id)  # fmt: skip
@@ -660,14 +674,38 @@ class LeaseBook:
             still.append(lease)
         self.pending = still
         self._debited.clear()
-        for _ in range(waiting_for_pool - self.starting):
+        for n in range(waiting_for_pool - self.starting, 0, -1):
+            if not self.cap.take():
+                capped += n
+                break
             self.starting += 1
             actions.append(StartWorker(None))
         if waiting_env:
             for key, leases in waiting_env.items():
-                for _ in range(len(leases) - self.starting_env.get(key, 0)):
+                for n in range(len(leases) - self.starting_env.get(key, 0), 0, -1):
+                    if not self.cap.take():
+                        capped += n
+                        break
                     self.starting_env[key] = self.starting_env.get(key, 0) + 1
                     actions.append(StartWorker(None, key, leases[0].runtime_env))
+        if capped > len(self.cap.reclaimed):
+            self._reclaim(capped - len(self.cap.reclaimed), actions)
+
+    def _reclaim(self, n: int, actions: list[LeaseAction]) -> None:
+        """At the cap: kill up to `n` idle workers so waiting requests get their
+        processes. Every idle worker left after _schedule is of no use to them (one
+        that could serve a waiting request was granted): other envs' go first."""
+        pools = [*self.idle_env.values(), self.idle]
+        for pool in pools:
+            while n and pool:
+                worker = pool.pop(0)  # the longest idle
+                transition(worker, LEASED, WORKER_TRANSITIONS, cause="reclaimed for the cap",
+                           who=worker.worker_id)  # fmt: skip
+                self.cap.reclaim(worker.worker_id)
+                actions.append(KillWorker(worker))
+                n -= 1
+        for key in [k for k, pool in self.idle_env.items() if not pool]:
+            del self.idle_env[key]
 
     def _grant(self, lease: Lease, worker: Worker, actions: list[LeaseAction]) -> None:
         """Give `worker` to `lease` (its resources are acquired already)."""

@@ -45,6 +45,7 @@ from .lease_book import (
 )
 from .pool import WorkerRec
 from .statistics import frozen_map
+from .worker_cap import default_max_workers, waiting_on_cap
 
 
 class LeasesMixin:
@@ -52,8 +53,17 @@ class LeasesMixin:
 
     lease_book: LeaseBook
 
-    def _init_leases(self, total: dict[str, int], num_gpus: int) -> None:
-        self.lease_book = LeaseBook(total, num_gpus, self, cluster=self.cluster)  # type: ignore[arg-type]
+    def _init_leases(self, total: dict[str, int], num_gpus: int, max_workers: int = 0) -> None:
+        """`max_workers`: the cap on worker processes (0: CONFIG.max_workers, else the
+        default from this machine's memory, CPUs and fds: worker_cap.py)."""
+        max_workers = max_workers or CONFIG.max_workers or _default_cap(total)
+        self.lease_book = LeaseBook(
+            total,
+            num_gpus,
+            self,  # type: ignore[arg-type]
+            cluster=self.cluster,
+            max_workers=max_workers,
+        )
         self.bundle_book = BundleBook(self.lease_book)  # placement groups' bundles here
 
     # What the head (head/node_port.py), the heartbeat and the state views read.
@@ -202,9 +212,19 @@ class LeasesMixin:
         after = CONFIG.pending_warn_s
         while True:
             await asyncio.sleep(min(1.0, after))
-            for lease, holders in self.lease_book.waiting_long(time.monotonic(), after):
+            now = time.monotonic()
+            for lease, holders in self.lease_book.waiting_long(now, after):
                 with contextlib.suppress(ConnectionLost, OSError):
                     lease.owner.send(P.LeaseWaiting(lease.shape, self.display(self.total), holders))
+            book = self.lease_book
+            cap = book.cap
+            for lease, holders in waiting_on_cap(
+                cap, book.pending, book.leases.values(), book.available, now, after
+            ):
+                with contextlib.suppress(ConnectionLost, OSError):
+                    lease.owner.send(
+                        P.LeaseWaiting(lease.shape, self.display(self.total), holders, cap.limit)
+                    )
 
     def display(self, res: dict[str, int]) -> dict[str, float]:
         return {k: v / RESOURCE_UNIT for k, v in res.items()}
@@ -218,3 +238,27 @@ class LeasesMixin:
             shapes,
             len(self.lease_book.leases),
         )
+
+
+def _default_cap(total: dict[str, int]) -> int:
+    """The default worker cap of this machine (worker_cap.default_max_workers)."""
+    import resource
+
+    import psutil
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile = soft if soft != resource.RLIM_INFINITY else 1 << 20
+    cpus = total.get("CPU", 0) / RESOURCE_UNIT
+    return default_max_workers(cpus, psutil.virtual_memory().available, nofile)
+
+
+def raise_nofile_limit() -> None:
+    """The node manager's soft limit on open files up to its hard one (at most 65536
+    when that is unlimited), as Ray's driver does: each worker costs it descriptors."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))

@@ -61,7 +61,7 @@ from ..task_events import TaskEventStore
 from ..transport_async import AsyncConnection, async_handshake
 from . import forkserver
 from .cluster_link import HEAD_REQUESTS, ClusterLinkMixin
-from .leases import LeasesMixin
+from .leases import LeasesMixin, raise_nofile_limit
 from .listings import Listings
 from .pool import PoolMixin, WorkerRec
 from .runtime_envs import RuntimeEnvsMixin
@@ -116,6 +116,7 @@ class NodeManager(
         labels: dict[str, str] | None = None,
         metrics_export_port: int | None = None,
         proxy_server_url: str | None = None,
+        max_workers: int = 0,
     ) -> None:
         # head_only: the head's own process (`raylite start --head`): it runs no work
         # and is no node, so killing it kills no actor. head_node: the node beside it.
@@ -131,7 +132,7 @@ class NodeManager(
         self.client_pids: dict[str, int] = {}
         self.drivers: set[AsyncConnection] = set()
         self.driver_addresses: dict[AsyncConnection, str] = {}
-        self._init_leases(total, num_gpus)
+        self._init_leases(total, num_gpus, max_workers)  # 0: the default cap
         # Ray's default label, then the user's (init(labels=...), raylite start --labels).
         self.lease_book.labels = {NODE_ID_LABEL: self.node_id.hex(), **(labels or {})}
         self.metrics_export_port = metrics_export_port  # init(_metrics_export_port=): /metrics
@@ -644,10 +645,12 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
     parser.add_argument("--labels", default=None, help="JSON: the node's labels")
     parser.add_argument("--metrics-export-port", type=int, default=None, help="serve /metrics")
     parser.add_argument("--proxy-server-url", default=None, help="the dashboard asks it first")
+    parser.add_argument("--max-workers", type=int, default=0, help="worker process cap (0: auto)")
     args = parser.parse_args(argv)
     forks.remove_at_exit(args.store_dir, args.session_dir)  # also if this process is killed
     token = bytes.fromhex(sys.stdin.readline().strip())
     logging.basicConfig(level=logging.WARNING, format="(raylite node manager) %(message)s")
+    raise_nofile_limit()  # before the worker cap's default reads it
     nm = NodeManager(
         args.session_dir,
         args.store_dir,
@@ -670,6 +673,7 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
         labels=json.loads(args.labels) if args.labels else None,
         metrics_export_port=args.metrics_export_port,
         proxy_server_url=args.proxy_server_url,
+        max_workers=args.max_workers,
     )
     try:
         asyncio.run(nm.serve())
