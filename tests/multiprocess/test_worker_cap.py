@@ -1,0 +1,125 @@
+"""The worker process cap on a real node: with max_workers=3, more actors and tasks
+than that are asked for; the node never has more than 3 worker processes, the rest
+wait (the owner is told why) and run once earlier work ends."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from raylite import api
+from tests._engine import ray, raylite_only, wait_for
+
+pytestmark = [raylite_only, pytest.mark.timeout(120)]
+
+CAP = 3
+
+
+def worker_pids(node_manager: psutil.Process) -> set[int]:
+    """The node's worker processes: the fork server's children (the node manager's
+    only child is the fork server)."""
+    pids: set[int] = set()
+    for forks in node_manager.children():
+        try:
+            pids.update(p.pid for p in forks.children())
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
+class Sampler:
+    """Counts the node's worker processes every few ms on a thread, keeping the most."""
+
+    def __init__(self, node_manager: psutil.Process) -> None:
+        self.node_manager = node_manager
+        self.most = 0
+        self.seen: set[int] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                pids = worker_pids(self.node_manager)
+            except psutil.NoSuchProcess:
+                return
+            self.most = max(self.most, len(pids))
+            self.seen |= pids
+            self.stop.wait(0.005)
+
+
+@pytest.fixture
+def capped_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sampler]:
+    # The node manager reads its settings from the environment: warn soon.
+    monkeypatch.setenv("RAYLITE_PENDING_WARN_S", "0.3")
+    ray.init(num_cpus=4, _system_config={"max_workers": CAP})
+    assert api._runtime is not None
+    sampler = Sampler(psutil.Process(api._runtime.proc.pid))
+    sampler.thread.start()
+    try:
+        yield sampler
+    finally:
+        sampler.stop.set()
+        sampler.thread.join(5)
+        ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class Holder:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=1)
+def task_pid() -> int:
+    return os.getpid()
+
+
+def test_actors_and_tasks_past_the_cap_wait_then_run(capped_node: Sampler, capfd):
+    actors = [Holder.remote() for _ in range(CAP + 2)]
+    pings = [a.pid.remote() for a in actors]
+    # Three actors come alive (the prestarted idle workers make room for them)...
+    ready, _ = ray.wait(pings, num_returns=CAP, timeout=60)
+    assert len(ready) == CAP
+    # ...and the other two wait: no fourth process was forked.
+    assert len(worker_pids(capped_node.node_manager)) == CAP
+    tasks = [task_pid.remote() for _ in range(10)]
+    # The owner is told what holds the processes (after pending_warn_s).
+    err = ""
+
+    def warned() -> bool:
+        nonlocal err
+        err += capfd.readouterr().err
+        return "cap of 3 worker processes" in err
+
+    wait_for(warned, 30, lambda: f"a warning about the cap in stderr: {err!r}")
+    assert "3 actor(s)" in err
+    # The first actors end: their processes go, and the waiting work gets them.
+    first = {ray.get(r) for r in ready}
+    for ref, actor in zip(pings, actors, strict=True):
+        if ref in ready:
+            ray.kill(actor)
+    rest = ray.get([r for r in pings if r not in ready], timeout=60)
+    assert not first & set(rest)
+    assert len(ray.get(tasks, timeout=60)) == 10
+    assert capped_node.most <= CAP, f"{capped_node.most} worker processes at once"
+    assert len(capped_node.seen) > CAP  # processes came and went
+
+
+@ray.remote(num_cpus=1)
+def nested(depth: int) -> int:
+    """A chain of tasks each blocked in get on the next: one process per level."""
+    if depth == 0:
+        return 0
+    return 1 + ray.get(nested.remote(depth - 1))
+
+
+def test_blocked_tasks_within_the_cap_finish(capped_node: Sampler):
+    # Three levels blocked in get need three processes: the cap allows it.
+    assert ray.get(nested.remote(CAP - 1), timeout=60) == CAP - 1
+    assert ray.get([task_pid.remote() for _ in range(20)], timeout=60)
+    assert capped_node.most <= CAP
