@@ -29,7 +29,13 @@ from .core import context as core_context
 from .core.core_worker import CoreWorker
 from .core.tasks import short_repr
 from .exceptions import RaySystemError
-from .node_start import detect_gpus, new_session, node_manager_command, read_line
+from .node_start import (
+    detect_gpus,
+    new_session,
+    node_manager_command,
+    raise_nofile_limit,
+    read_line,
+)
 from .object_ref import ObjectRef
 from .object_ref_generator import ObjectRefGenerator, wait_with_generators
 from .object_store import default_store_root
@@ -161,6 +167,7 @@ def init(
             core_context._auto_init = _auto_init
             atexit.register(_at_exit)
             _watch_forks()
+            raise_nofile_limit()  # a driver holds a connection per worker it calls
             return RayContext(_runtime.cw)
         if kwargs.get("_token") is not None:
             raise ValueError(
@@ -222,6 +229,7 @@ def init(
         core_context._auto_init = _auto_init
         atexit.register(_at_exit)
         _watch_forks()
+        raise_nofile_limit()  # a driver holds a connection per worker it calls
         if kwargs.get("local_mode"):
             local_mode.start()
             log.warning(

@@ -9,6 +9,7 @@ options (init_options.py); used by init() (api.py) and `raylite start` (cli_clus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -27,6 +28,19 @@ def detect_gpus() -> int:
         return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
     except OSError:
         return 0
+
+
+def raise_nofile_limit() -> None:
+    """This process's soft limit on open files up to its hard one (at most 65536 when
+    that is unlimited), as Ray's init() does: a node manager holds three descriptors
+    per worker, a driver one per worker it calls (1,000 actors: 1,000)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def new_session(

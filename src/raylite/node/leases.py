@@ -250,15 +250,3 @@ def _default_cap(total: dict[str, int]) -> int:
     nofile = soft if soft != resource.RLIM_INFINITY else 1 << 20
     cpus = total.get("CPU", 0) / RESOURCE_UNIT
     return default_max_workers(cpus, psutil.virtual_memory().available, nofile)
-
-
-def raise_nofile_limit() -> None:
-    """The node manager's soft limit on open files up to its hard one (at most 65536
-    when that is unlimited), as Ray's driver does: each worker costs it descriptors."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 65536
-    if soft != resource.RLIM_INFINITY and soft < want:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))

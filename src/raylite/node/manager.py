@@ -56,12 +56,13 @@ from ..exceptions import ConnectionLost
 from ..head.statistics import HeadStatistics
 from ..labels import NODE_ID_LABEL
 from ..metric_values import MetricsTable
+from ..node_start import raise_nofile_limit
 from ..object_ref import new_id
 from ..task_events import TaskEventStore
 from ..transport_async import AsyncConnection, async_handshake
 from . import forkserver
 from .cluster_link import HEAD_REQUESTS, ClusterLinkMixin
-from .leases import LeasesMixin, raise_nofile_limit
+from .leases import LeasesMixin
 from .listings import Listings
 from .pool import PoolMixin, WorkerRec
 from .runtime_envs import RuntimeEnvsMixin
