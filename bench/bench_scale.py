@@ -26,10 +26,11 @@ JSON line per figure on stdout ({"section", "metric", "engine", "value", "unit",
              one head over loopback with `raylite start`: the time of each join,
              --tasks (10,000) no-op tasks with scheduling_strategy="SPREAD" and the
              nodes they ran on, the head's CPU time and RSS (idle and over the tasks),
-             and heartbeat traffic per node: the bytes the head process reads and
-             writes (/proc/PID/io rchar, wchar) over --idle-s (10) seconds of an idle
-             cluster, divided by nodes and seconds (everything the head reads then is
-             heartbeats; what it writes is their replies, each the whole cluster view).
+             and heartbeat traffic per node: the bytes the head received and sent on
+             its port's TCP connections (the kernel's per-socket counters, read with
+             `ss -ti`) over --idle-s (10) seconds of an idle cluster, divided by nodes
+             and seconds (an idle cluster's traffic to the head is heartbeats; what it
+             sends is their replies, each the whole cluster view).
              Its nodes live under a private TMPDIR, so `raylite stop` here stops only
              them. raylite only (Ray has no way to run 50 raylets here but its
              cluster_utils, which is not what users run).
@@ -50,6 +51,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -338,10 +340,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def proc_io(pid: int) -> tuple[int, int]:
-    with open(f"/proc/{pid}/io") as f:
-        fields = dict(line.split(": ") for line in f.read().splitlines())
-    return int(fields["rchar"]), int(fields["wchar"])
+def head_socket_bytes(port: int) -> tuple[int, int, int] | None:
+    """(bytes the head received, bytes it sent, connections) over its established TCP
+    connections on `port`: the kernel's per-socket counters (tcp_info, through `ss`).
+    None when `ss` is missing."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    received = sum(int(n) for n in re.findall(r"bytes_received:(\d+)", out))
+    sent = sum(int(n) for n in re.findall(r"bytes_acked:(\d+)", out))
+    return received, sent, len(re.findall(r"bytes_acked:", out))
 
 
 def cpu_s(pid: int) -> float:
@@ -400,15 +411,19 @@ def work_nodes(engine: str, size: int, tasks: int, idle_s: float, **_: Any) -> N
                  note="wall time of `raylite start --address` (CLI start-up included)")  # fmt: skip
         # Idle: what the head spends on heartbeats alone.
         gc.collect()
-        io0, cpu0, t0 = proc_io(head_pid), cpu_s(head_pid), time.monotonic()
+        io0, cpu0, t0 = head_socket_bytes(port), cpu_s(head_pid), time.monotonic()
         time.sleep(idle_s)
-        io1, cpu1, t1 = proc_io(head_pid), cpu_s(head_pid), time.monotonic()
+        io1, cpu1, t1 = head_socket_bytes(port), cpu_s(head_pid), time.monotonic()
         secs = t1 - t0
         emit("head_idle_cpu", round((cpu1 - cpu0) / secs * 100, 2), "% of a core")
-        emit("heartbeat_in_per_node", round((io1[0] - io0[0]) / secs / nodes), "bytes/s",
-             how="head rchar over an idle interval / nodes")  # fmt: skip
-        emit("heartbeat_out_per_node", round((io1[1] - io0[1]) / secs / nodes), "bytes/s",
-             how="head wchar over an idle interval / nodes (each reply: the whole view)")  # fmt: skip
+        if io0 is None or io1 is None:
+            emit("heartbeat_in_per_node", None, "bytes/s", why="no `ss` here")
+        else:
+            how = "kernel byte counters of the head port's TCP connections (ss -ti) / nodes"
+            emit("heartbeat_in_per_node", round((io1[0] - io0[0]) / secs / nodes), "bytes/s",
+                 how=how, connections=io1[2])  # fmt: skip
+            emit("heartbeat_out_per_node", round((io1[1] - io0[1]) / secs / nodes), "bytes/s",
+                 how=how + " (each reply carries the whole cluster view)")  # fmt: skip
         emit("head_rss_idle", round(rss(head_pid) / MB, 1), "MB")
 
         @ray.remote(num_cpus=1)
