@@ -120,9 +120,17 @@ def import_engine(engine: str) -> Any:
     return ray
 
 
+def start_engine(ray: Any, engine: str, **kwargs: Any) -> None:
+    """A fresh local instance: for Ray, address="local", so a cluster another program
+    started on this machine (`ray start`) is never joined."""
+    if engine == "ray":
+        kwargs["address"] = "local"
+    ray.init(include_dashboard=False, **kwargs)
+
+
 def work_tasks(engine: str, size: int, wave: int, **_: Any) -> None:
     ray = import_engine(engine)
-    ray.init(num_cpus=2, include_dashboard=False)
+    start_engine(ray, engine, num_cpus=2)
 
     @ray.remote
     def noop() -> None:
@@ -225,7 +233,7 @@ def work_objects(engine: str, size: int, **_: Any) -> None:
     import numpy as np
 
     ray = import_engine(engine)
-    ray.init(num_cpus=2, include_dashboard=False)
+    start_engine(ray, engine, num_cpus=2)
     nm = node_manager_pid(engine)
     gc.collect()
     base = {"driver": rss(), "node_manager": rss(nm), "store": store_bytes(engine)}
@@ -282,10 +290,10 @@ def work_actors(engine: str, size: int, **_: Any) -> None:
     import psutil
 
     ray = import_engine(engine)
-    kwargs: dict[str, Any] = {"num_cpus": 2, "include_dashboard": False}
+    kwargs: dict[str, Any] = {"num_cpus": 2}
     if engine == "raylite":
         kwargs["_system_config"] = {"max_workers": size + 16}
-    ray.init(**kwargs)
+    start_engine(ray, engine, **kwargs)
 
     @ray.remote(num_cpus=0)
     class Actor:
