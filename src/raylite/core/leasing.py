@@ -254,8 +254,9 @@ class LeasingMixin:
     def _warn_waiting(self, msg: P.LeaseWaiting) -> None:
         shape = {k: from_units(v) for k, v in msg.shape.items()}
         if msg.worker_cap:
+            needs = f" (needing {shape})" if shape else ""
             print(
-                f"Warning: a task or actor needing {shape} has waited "
+                f"Warning: a task or actor{needs} has waited "
                 f"{CONFIG.pending_warn_s:g} s for a worker process: {msg.holders}. It runs "
                 "when one of those ends; if they wait (ray.get) on this work, nothing will.",
                 file=sys.stderr,
