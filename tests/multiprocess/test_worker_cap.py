@@ -52,11 +52,18 @@ class Sampler:
             self.stop.wait(0.005)
 
 
-@pytest.fixture
-def capped_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sampler]:
-    # The node manager reads its settings from the environment: warn soon.
-    monkeypatch.setenv("RAYLITE_PENDING_WARN_S", "0.3")
-    ray.init(num_cpus=4, _system_config={"max_workers": CAP})
+@pytest.fixture(params=["system_config", "env"])
+def capped_node(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Sampler]:
+    """A node capped at CAP workers, set by init(_system_config=...) or by
+    RAYLITE_MAX_WORKERS (the node manager reads its settings from the environment)."""
+    monkeypatch.setenv("RAYLITE_PENDING_WARN_S", "0.3")  # warn soon
+    if request.param == "env":
+        monkeypatch.setenv("RAYLITE_MAX_WORKERS", str(CAP))
+        ray.init(num_cpus=4)
+    else:
+        ray.init(num_cpus=4, _system_config={"max_workers": CAP})
     assert api._runtime is not None
     sampler = Sampler(psutil.Process(api._runtime.proc.pid))
     sampler.thread.start()
@@ -123,3 +130,9 @@ def test_blocked_tasks_within_the_cap_finish(capped_node: Sampler):
     assert ray.get(nested.remote(CAP - 1), timeout=60) == CAP - 1
     assert ray.get([task_pid.remote() for _ in range(20)], timeout=60)
     assert capped_node.most <= CAP
+
+
+def test_a_bad_cap_is_refused_at_init():
+    with pytest.raises(ValueError, match="max_workers must be an int >= 1"):
+        ray.init(num_cpus=1, _system_config={"max_workers": 0})
+    assert not ray.is_initialized()

@@ -22,7 +22,7 @@ fails), and does not announce as infeasible a request for a group not placed yet
     worker_started ──▶ Grant (the actor lease it was started for) | idle, schedule
     lease_returned ──▶ resources back, the worker idle (an actor's: KillWorker), schedule
     worker_died ──▶ its lease's resources back, the actor lease it was started for
-                    Rejected, schedule
+                    Rejected, schedule;  process_exited ──▶ room under the cap, schedule
     owner_gone ──▶ its waiting requests dropped, KillWorker for its leases (not detached)
 
 Lease:  PENDING ──▶ GRANTED ⇄ BLOCKED (its task waits in get: its CPUs lent back)
@@ -280,9 +280,7 @@ class LeaseBook:
         # GPU ids of committed bundles (bundles.take_gpus): bundle's GPU resource name
         # -> {GPU id: units free}.
         self.group_gpus: dict[str, dict[int, int]] = {}
-        # The worker processes of this node against their cap (worker_cap.py): past it
-        # requests wait, and idle workers of other envs make room.
-        self.cap = WorkerCap(max_workers)
+        self.cap = WorkerCap(max_workers)  # worker processes vs their cap (worker_cap.py)
 
     # ------------------------------------------------------------------ events
     def request(self, lease: Lease) -> list[LeaseAction]:
@@ -435,7 +433,6 @@ class LeaseBook:
             if worker in pool:
                 pool.remove(worker)
         transition(worker, DEAD, WORKER_TRANSITIONS, cause=why, who=worker.worker_id)
-        self.cap.exited(worker.worker_id)
         if worker.lease_id is not None:
             lease = self.leases.pop(worker.lease_id, None)
             worker.lease_id = None
@@ -453,6 +450,14 @@ class LeaseBook:
                     lease, FailCode.WORKER_DIED, f"the worker for the actor died at start ({why})"
                 )
             )
+        self._schedule(actions)
+        return actions
+
+    def process_exited(self, worker: Worker) -> list[LeaseAction]:
+        """A worker's process was reaped (worker_died may come first, at its connection's
+        close, while it still exits): only now its place under the cap is free."""
+        self.cap.exited(worker.worker_id)
+        actions: list[LeaseAction] = []
         self._schedule(actions)
         return actions
 
@@ -692,11 +697,9 @@ class LeaseBook:
             self._reclaim(capped - len(self.cap.reclaimed), actions)
 
     def _reclaim(self, n: int, actions: list[LeaseAction]) -> None:
-        """At the cap: kill up to `n` idle workers so waiting requests get their
-        processes. Every idle worker left after _schedule is of no use to them (one
-        that could serve a waiting request was granted): other envs' go first."""
-        pools = [*self.idle_env.values(), self.idle]
-        for pool in pools:
+        """At the cap: kill up to `n` idle workers (other envs' first) for waiting requests;
+        an idle worker left after _schedule serves none of them (else it was granted)."""
+        for pool in [*self.idle_env.values(), self.idle]:
             while n and pool:
                 worker = pool.pop(0)  # the longest idle
                 transition(worker, LEASED, WORKER_TRANSITIONS, cause="reclaimed for the cap",

@@ -169,6 +169,8 @@ class PoolMixin:
                 rec = self.by_pid.pop(pid, None)
                 if rec is not None:
                     self.worker_gone(rec, "its process exited")
+                    # Reaped: only now is its place under the worker cap free.
+                    self.run_lease_actions(self.lease_book.process_exited(rec))
         if not self.by_pid and self.workers_gone is not None:
             self.workers_gone.set()
         if forks.closed and forks.pid:

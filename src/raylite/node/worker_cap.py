@@ -1,15 +1,16 @@
 """The cap on one node's worker processes: its default, and the count the lease book keeps.
 
 Owns the cap (`limit`), the count of worker processes the node has asked the fork
-server for and not yet seen exit (`processes`: starting, idle, leased, and killed
-but not reaped), the idle workers killed to make room (`reclaimed`, by worker id,
+server for and not yet seen reaped (`processes`: starting, idle, leased, and dead
+but not reaped: a worker whose connection closed may still be exiting), the idle workers killed to make room (`reclaimed`, by worker id,
 until their exit is seen), and the default cap's formula (`default_max_workers`).
 Pure: no I/O. Not which worker serves which lease, nor which to kill (lease_book.py
 decides, this only counts), not the forking (pool.py, forkserver.py).
 
     lease_book._schedule ──take()──▶ room: StartWorker | none: the lease waits
                          ──reclaim(w)──▶ KillWorker(an idle worker of another env)
-    lease_book.worker_died ──exited(w)──▶ room again: the waiting leases are scheduled
+    lease_book.process_exited (pool.reap: the fork server reaped it) ──exited(w)──▶
+                           room again: the waiting leases are scheduled
 
 Why a cap. Every actor holds a process, and so does every task that waits in `get`
 (it lends its CPU back, so the node runs another task beside it, in another
