@@ -5,6 +5,8 @@ wait (the owner is told why) and run once earlier work ends."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -136,3 +138,13 @@ def test_a_bad_cap_is_refused_at_init():
     with pytest.raises(ValueError, match="max_workers must be an int >= 1"):
         ray.init(num_cpus=1, _system_config={"max_workers": 0})
     assert not ray.is_initialized()
+
+
+def test_raylite_start_refuses_a_bad_cap(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # starts nothing; if it did, only here
+    r = subprocess.run(
+        [sys.executable, "-m", "raylite.cli", "start", "--head", "--max-workers", "0"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "--max-workers must be 1 or more" in r.stderr
