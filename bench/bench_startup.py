@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Start-up time and idle memory of raylite (issue 17's targets), beside Ray.
+
+    startup_s     whole process: `python -c "import raylite as ray; ray.init();
+                  ray.get(ray.remote(lambda: 1).remote()); ray.shutdown()"`, wall
+                  time, median of --runs            target: raylite <= 0.25 s
+    idle_rss_mb   RSS summed over every process of an idle init(num_cpus=2) cluster,
+                  driver included (shared pages counted in each process)
+                                                    target: raylite <= 100 MB
+    idle_pss_mb   the same in PSS (shared pages split between their processes)
+
+The runs of the engines alternate (raylite, baseline, ray, raylite, ...), so load on
+the machine hits them alike; the spread of each is printed with its median.
+--baseline-src DIR measures another raylite tree beside this one (its `src`, e.g.
+the main branch's) as "baseline". Ray comes from --ray-python when it exists.
+
+    python bench/bench_startup.py
+    python bench/bench_startup.py --runs 5 --no-ray
+    python bench/bench_startup.py --baseline-src /work/main/src
+
+Prints one JSON line per (metric, engine) on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_core as core  # process_tree_memory, the default Ray interpreter
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+MB = core.MB
+TARGETS = {"startup_s": 0.25, "idle_rss_mb": 100.0}
+
+STARTUP_CODE = (
+    "import {engine} as ray; ray.init(); ray.get(ray.remote(lambda: 1).remote()); ray.shutdown()"
+)
+
+
+def _env(engine: str, src: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if src:
+        env["PYTHONPATH"] = src
+    if engine == "ray":  # a fresh local instance, never a cluster left running
+        env["RAY_ADDRESS"] = "local"
+    return env
+
+
+def one_startup(python: str, engine: str, src: str | None) -> float:
+    env = _env(engine, src)
+    code = STARTUP_CODE.format(engine=engine)
+    start = time.perf_counter()
+    proc = subprocess.run([python, "-c", code], env=env, capture_output=True, timeout=120)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} exited {proc.returncode}: {proc.stderr.decode()[-2000:]}")
+    return elapsed
+
+
+def idle_memory(python: str, engine: str, src: str | None, settle_s: float) -> dict[str, Any]:
+    env = _env(engine, src)
+    cmd = [python, __file__, "--worker", engine, "--settle", str(settle_s)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    for line in proc.stdout.splitlines():
+        if line.startswith(core.RESULT_PREFIX):
+            return json.loads(line[len(core.RESULT_PREFIX) :])
+    raise RuntimeError(f"{engine} memory run failed: {proc.stderr[-2000:]}")
+
+
+def worker(engine: str, settle_s: float) -> None:
+    """In the engine's interpreter: an idle 2-CPU cluster's memory, all its processes."""
+    import importlib
+
+    ray = importlib.import_module(engine)
+    kwargs: dict[str, Any] = {"num_cpus": 2}
+    if engine == "ray":
+        kwargs["include_dashboard"] = False
+    ray.init(**kwargs)
+    ray.get(ray.remote(lambda: 1).remote())
+    time.sleep(settle_s)  # start-up work done: the cluster is idle
+    mem = core.process_tree_memory(os.getpid())
+    ray.shutdown()
+    print(core.RESULT_PREFIX + json.dumps(mem), flush=True)
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": [round(s, 3) for s in samples],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=int, default=10, help="start-up runs per engine")
+    ap.add_argument("--memory-runs", type=int, default=3, help="idle-memory runs per engine")
+    ap.add_argument("--settle", type=float, default=2.0, help="seconds before reading memory")
+    ap.add_argument("--baseline-src", default=None, help="another raylite tree's src dir")
+    ap.add_argument("--ray-python", default=core.DEFAULT_RAY_PYTHON)
+    ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, args.settle)
+        return
+    engines: list[tuple[str, str, str, str | None]] = [("raylite", sys.executable, "raylite", SRC)]
+    if args.baseline_src:
+        engines.append(("baseline", sys.executable, "raylite", args.baseline_src))
+    if not args.no_ray and Path(args.ray_python).exists():
+        engines.append(("ray", args.ray_python, "ray", None))
+    startup: dict[str, list[float]] = {name: [] for name, *_ in engines}
+    for i in range(args.runs):
+        for name, python, engine, src in engines:
+            startup[name].append(one_startup(python, engine, src))
+        print(f"startup run {i + 1}/{args.runs}: {startup}", file=sys.stderr)
+    memory: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in engines}
+    for _ in range(args.memory_runs):
+        for name, python, engine, src in engines:
+            memory[name].append(idle_memory(python, engine, src, args.settle))
+    for name, *_ in engines:
+        s = summary(startup[name])
+        rss = summary([m["rss"] / MB for m in memory[name]])
+        pss_values = [m["pss"] / MB for m in memory[name] if m["pss"] is not None]
+        rows = [("startup_s", s, "s"), ("idle_rss_mb", rss, "MB")]
+        if pss_values:
+            rows.append(("idle_pss_mb", summary(pss_values), "MB"))
+        for metric, stat, unit in rows:
+            target = TARGETS.get(metric)
+            row = {
+                "metric": metric,
+                "engine": name,
+                "value": round(stat["median"], 3),
+                "unit": unit,
+                "min": round(stat["min"], 3),
+                "max": round(stat["max"], 3),
+                "target": target,
+                "met": None if target is None or name != "raylite" else stat["median"] <= target,
+            }
+            if metric == "idle_rss_mb":
+                row["processes"] = memory[name][-1]["processes"]
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
