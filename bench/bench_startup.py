@@ -78,30 +78,43 @@ def one_startup(python: str, engine: str, src: str | None) -> float:
     return elapsed
 
 
+IDLE_DRIVER = (
+    "import sys\n"
+    "import {engine} as ray\n"
+    "ray.init(num_cpus=2{extra})\n"
+    "ray.get(ray.remote(lambda: 1).remote())\n"
+    "print('READY', flush=True)\n"
+    "sys.stdin.read()  # idle until the bench has measured\n"
+    "ray.shutdown()\n"
+)
+
+
 def idle_memory(python: str, engine: str, src: str | None, settle_s: float) -> dict[str, Any]:
-    env = _env(engine, src)
-    cmd = [python, __file__, "--worker", engine, "--settle", str(settle_s)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    for line in proc.stdout.splitlines():
-        if line.startswith(core.RESULT_PREFIX):
-            return json.loads(line[len(core.RESULT_PREFIX) :])
-    raise RuntimeError(f"{engine} memory run failed: {proc.stderr[-2000:]}")
-
-
-def worker(engine: str, settle_s: float) -> None:
-    """In the engine's interpreter: an idle 2-CPU cluster's memory, all its processes."""
-    import importlib
-
-    ray = importlib.import_module(engine)
-    kwargs: dict[str, Any] = {"num_cpus": 2}
-    if engine == "ray":
-        kwargs["include_dashboard"] = False
-    ray.init(**kwargs)
-    ray.get(ray.remote(lambda: 1).remote())
-    time.sleep(settle_s)  # start-up work done: the cluster is idle
-    mem = core.process_tree_memory(os.getpid())
-    ray.shutdown()
-    print(core.RESULT_PREFIX + json.dumps(mem), flush=True)
+    """An idle 2-CPU cluster's memory, all its processes, the driver included; read
+    from outside (this process's psutil), so the driver holds nothing of the bench."""
+    extra = ", include_dashboard=False" if engine == "ray" else ""
+    proc = subprocess.Popen(
+        [python, "-c", IDLE_DRIVER.format(engine=engine, extra=extra)],
+        env=_env(engine, src),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        if not proc.stdout.readline().startswith("READY"):
+            raise RuntimeError(f"{engine}'s idle driver did not start (exit {proc.wait()})")
+        time.sleep(settle_s)  # start-up work done: the cluster is idle
+        mem = core.process_tree_memory(proc.pid)
+        proc.stdin.close()
+        proc.wait(timeout=120)
+        return mem
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def summary(samples: list[float]) -> dict[str, Any]:
@@ -121,11 +134,7 @@ def main() -> None:
     ap.add_argument("--baseline-src", default=None, help="another raylite tree's src dir")
     ap.add_argument("--ray-python", default=core.DEFAULT_RAY_PYTHON)
     ap.add_argument("--no-ray", action="store_true")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.worker:
-        worker(args.worker, args.settle)
-        return
     global PYCACHE
     PYCACHE = tempfile.mkdtemp(prefix="bench-startup-pyc-")
     engines: list[tuple[str, str, str, str | None]] = [("raylite", sys.executable, "raylite", SRC)]
