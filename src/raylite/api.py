@@ -30,6 +30,7 @@ from .core.core_worker import CoreWorker
 from .core.tasks import short_repr
 from .exceptions import RaySystemError
 from .node_start import (
+    available_memory,
     detect_gpus,
     new_session,
     node_manager_command,
@@ -196,15 +197,13 @@ def init(
             opts.logging_config._apply()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
         gpus = num_gpus if num_gpus is not None else detect_gpus()
-        import psutil  # here: a worker (which imports this module) never needs it
-
-        mem = psutil.virtual_memory()
+        available = available_memory()
         if object_store_memory is None:
-            object_store_memory = int(mem.available * 0.3)
+            object_store_memory = int(available * 0.3)
         store_root = _store_root(object_store_memory)
         total = {
             "CPU": to_units(cpus),
-            "memory": to_units(int(mem.available * 0.7) if opts.memory is None else opts.memory),
+            "memory": to_units(int(available * 0.7) if opts.memory is None else opts.memory),
             "object_store_memory": to_units(object_store_memory),
             f"node:{opts.node_ip or '127.0.0.1'}": to_units(1),
         }

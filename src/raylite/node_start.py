@@ -43,6 +43,22 @@ def raise_nofile_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+def available_memory() -> int:
+    """Bytes of memory available now, as psutil.virtual_memory().available: Linux's
+    MemAvailable read from /proc/meminfo (importing psutil costs a driver's start-up
+    some milliseconds and megabytes), else psutil's answer."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
 def new_session(
     prefix: str, store_root: str, token: bytes, temp_dir: str | None = None
 ) -> tuple[str, str, str]:

@@ -11,6 +11,11 @@ Segment layout (little endian): b"RLOBJ001", u64 meta_len, u64 n_buffers, then
 n_buffers x (u64 offset, u64 length), then the pickle stream and the buffers, each
 at a 64-byte aligned offset. A reader's mapping stays valid after the file is
 unlinked, so a freed object never pulls memory from under a live view.
+
+A process maps each object once while any view of it lives (`Mappings`): a second
+`get` rebuilds the value on the same mapping (no open, mmap or message to the node
+manager), so two gets of one array share one buffer, as Ray's do. The mapping goes
+with its last view; the node manager hears of both ends (on_mapped / on_unmapped).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import mmap
 import os
 import shutil
 import struct
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from .exceptions import ObjectLostError
@@ -46,6 +53,52 @@ def default_store_root() -> str:
     return tempfile.gettempdir()
 
 
+class Mappings:
+    """This process's read-only mappings of segments: one per object while any view
+    of it (a memoryview, a numpy array on it) lives.
+
+    A value rebuilt on a mapping holds it through its buffers, so a weak reference
+    tells when the last view is gone; then `on_unmapped(id)` runs (in whichever
+    thread dropped that view: it must only queue work). A value with no out-of-band
+    buffers keeps no view, and its mapping goes as soon as it is rebuilt.
+    """
+
+    def __init__(self, on_unmapped: Callable[[bytes], None] | None = None) -> None:
+        self.on_unmapped = on_unmapped
+        self._maps: dict[bytes, weakref.ref[mmap.mmap]] = {}
+
+    def lookup(self, object_id: bytes) -> mmap.mmap | None:
+        wr = self._maps.get(object_id)
+        return wr() if wr is not None else None
+
+    def add(self, object_id: bytes, mm: mmap.mmap) -> mmap.mmap:
+        """Keep `mm` as the object's mapping; returns the one to read (another thread's,
+        when it mapped the object first: `mm` then goes, and on_unmapped runs for it)."""
+        maps = self._maps
+
+        def gone(wr: weakref.ref[mmap.mmap], object_id: bytes = object_id) -> None:
+            if maps.get(object_id) is wr:
+                maps.pop(object_id, None)
+            if self.on_unmapped is not None:
+                self.on_unmapped(object_id)
+
+        current = self.lookup(object_id)
+        if current is not None:
+            mm.close()  # no view of it was made
+            if self.on_unmapped is not None:
+                self.on_unmapped(object_id)
+            return current
+        maps[object_id] = weakref.ref(mm, gone)
+        return mm
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def clear(self) -> None:
+        """Forget the mappings (their views stay valid; on_unmapped no longer runs)."""
+        self._maps.clear()
+
+
 class ObjectStore:
     """The node's segment files; any process on the node may create and map them.
 
@@ -60,7 +113,11 @@ class ObjectStore:
         self.directory = directory
         self.spill_dir = spill_dir
         self.on_spilled_read: Any = None  # called with the id when a read hits the spill dir
-        self.on_mapped: Any = None  # called with (id, mmap) for each new read-only mapping
+        # Called with the id when this process maps a segment, and again when its
+        # last view is gone (on_unmapped: from any thread, so it only queues).
+        self.on_mapped: Callable[[bytes], None] | None = None
+        self.mappings = Mappings(self._unmapped)
+        self.on_unmapped: Callable[[bytes], None] | None = None
         # Writable mappings of recycled files this process filled before, by inode:
         # writing into them again costs a memcpy, not a page-table rebuild.
         self._wcache: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
@@ -147,11 +204,27 @@ class ObjectStore:
         os.close(wfd)
 
     def close(self) -> None:
+        self.mappings.clear()
         for key in list(self._wcache):
             self._evict(key)
 
+    def _unmapped(self, object_id: bytes) -> None:
+        if self.on_unmapped is not None:
+            self.on_unmapped(object_id)
+
+    def mapped(self, object_id: bytes) -> bool:
+        """Whether this process maps the object now (a get needs no file, no fetch)."""
+        return self.mappings.lookup(object_id) is not None
+
     def get(self, object_id: bytes) -> Any:
-        """The value, rebuilt on a read-only mapping of its segment."""
+        """The value, rebuilt on this process's read-only mapping of its segment (made
+        now if no view of the object lives)."""
+        mm = self.mappings.lookup(object_id)
+        if mm is None:
+            mm = self._map(object_id)
+        return load_segment(object_id, mm)
+
+    def _map(self, object_id: bytes) -> mmap.mmap:
         try:
             fd = os.open(self.path(object_id), os.O_RDONLY)
         except FileNotFoundError:
@@ -185,8 +258,8 @@ class ObjectStore:
         finally:
             os.close(fd)
         if self.on_mapped is not None:
-            self.on_mapped(object_id, mm)
-        return load_segment(object_id, mm)
+            self.on_mapped(object_id)  # before on_unmapped can run for it
+        return self.mappings.add(object_id, mm)
 
     def delete(self, object_id: bytes) -> None:
         for directory in (self.directory, self.spill_dir):

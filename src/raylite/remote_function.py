@@ -196,17 +196,20 @@ def placement_of(
 ) -> tuple[list[Any] | None, int]:
     """(the group context, or None; the capture mode when None) of these options, with
     Ray's checks of the bundle index and of the shape against the bundles."""
-    from .util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
     strategy = options.get("scheduling_strategy")
+    in_group = False
+    if strategy is not None:  # (a plain program never loads ray.util for this)
+        from .util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        in_group = isinstance(strategy, PlacementGroupSchedulingStrategy)
     pg = options.get("placement_group", "default")
     index = options.get("placement_group_bundle_index", -1)
     if index is None:
         index = -1
     capture = options.get("placement_group_capture_child_tasks")
-    if not isinstance(strategy, PlacementGroupSchedulingStrategy):
+    if not in_group:
         _warn_deprecated(pg, index, capture)
-    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+    if in_group:
         pg = strategy.placement_group
         index = strategy.placement_group_bundle_index
         capture = strategy.placement_group_capture_child_tasks
@@ -355,9 +358,11 @@ def is_generator_function(fn: Any) -> bool:
 def strategy_of(options: dict[str, Any]) -> Any:
     """The strategy as the core keeps it: its wire form, or that and the
     label_selector (labels.Selected), computed once per options."""
-    from .util.scheduling_strategies import to_wire
+    strategy = options.get("scheduling_strategy")
+    if strategy is not None:
+        from .util.scheduling_strategies import to_wire
 
-    strategy = to_wire(options.get("scheduling_strategy"))
+        strategy = to_wire(strategy)
     selector = options.get("label_selector")
     if selector:
         from .labels import Selected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 
 import numpy as np
@@ -40,8 +41,66 @@ def test_view_outlives_the_freed_segment(store):
     assert not store.contains(oid)
     gc.collect()
     assert value["a"].sum() == 100_000
+    assert np.shares_memory(store.get(oid)["a"], value["a"])  # the live mapping serves it
+    del value
+    gc.collect()
     with pytest.raises(ObjectLostError):
         store.get(oid)
+
+
+def test_one_mapping_per_object_while_a_view_lives(store):
+    events = []
+    store.on_mapped = lambda oid: events.append(("mapped", oid))
+    store.on_unmapped = lambda oid: events.append(("unmapped", oid))
+    oid = new_id()
+    store.put(oid, serialize(np.arange(100_000)))
+    first, second = store.get(oid), store.get(oid)
+    assert first is not second
+    assert np.shares_memory(first, second)
+    assert store.mapped(oid)
+    assert events == [("mapped", oid)]
+    del first
+    gc.collect()
+    assert store.mapped(oid)  # `second` still holds the mapping
+    del second
+    gc.collect()
+    assert not store.mapped(oid)
+    assert events == [("mapped", oid), ("unmapped", oid)]
+    third = store.get(oid)  # mapped anew
+    assert third[99_999] == 99_999
+    assert events[-1] == ("mapped", oid)
+
+
+def test_a_value_without_buffers_keeps_no_mapping(store):
+    events = []
+    store.on_mapped = lambda oid: events.append("mapped")
+    store.on_unmapped = lambda oid: events.append("unmapped")
+    oid = new_id()
+    store.put(oid, serialize(list(range(50_000))))  # pickled in band: copied out
+    assert store.get(oid) == list(range(50_000))
+    gc.collect()
+    assert not store.mapped(oid)
+    assert events == ["mapped", "unmapped"]
+
+
+def test_a_mapping_made_twice_at_once_is_undone_once(store):
+    unmapped = []
+    store.on_unmapped = unmapped.append
+    oid = new_id()
+    store.put(oid, serialize(np.ones(1000)))
+    value = store.get(oid)
+    # Another thread mapped it too and lost the race to register its mapping: the
+    # registered one is used, and the extra one is reported unmapped at once.
+    fd = os.open(store.path(oid), os.O_RDONLY)
+    try:
+        extra = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    kept = store.mappings.add(oid, extra)
+    assert kept is not extra
+    assert extra.closed
+    assert unmapped == [oid]
+    assert np.shares_memory(load_segment(oid, kept), value)
 
 
 def test_buffers_are_aligned_and_segment_sealed_atomically(store, tmp_path):

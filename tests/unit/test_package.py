@@ -37,6 +37,27 @@ def test_the_node_manager_does_not_load_the_driver_api() -> None:
     assert out == "[]"
 
 
+def test_the_node_manager_loads_optional_features_on_first_use() -> None:
+    """Placement groups, runtime envs and the SQLite/Redis head storage load when a
+    program first uses them, not with every node (issue 17: start-up time)."""
+    out = run(
+        "import sys, raylite.node.manager\n"
+        "from raylite.head.head import Head\n"
+        "from raylite.head.storage import MemoryStorage\n"
+        "class Node:\n"
+        "    node_id = b'n' * 16\n"
+        "    def on_head_event(self, msg): pass\n"
+        "head = Head(Node(), MemoryStorage(), 10.0)\n"
+        "head.pgs.kick(); head.pgs.client_died('x'); head.pgs.node_died(b'n')\n"
+        "lazy = ('raylite.head.pg_service', 'raylite.head.placement_groups',\n"
+        "        'raylite.runtime_env.agent', 'sqlite3', 'zipfile')\n"
+        "print(sorted(m for m in lazy if m in sys.modules), head.pgs.statistics())\n"
+        "head.pgs.table\n"
+        "print(type(head.pgs).__name__)\n"
+    )
+    assert out.splitlines() == ["[] ()", "PlacementGroupService"]
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     out = run(
         "import raylite\n"

@@ -34,6 +34,10 @@ class BlockingMixin:
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._process_released()
+        if len(refs) == 1:  # one value of ours, there already: no waiter, no event
+            ready = self._ready_owned(refs[0])
+            if ready is not None:
+                return [self._value_or_rebuild(refs[0], ready, timeout)]
         n = len(refs)
         results: list[Any] = [None] * n
         done = [False] * n
@@ -63,6 +67,18 @@ class BlockingMixin:
         if remaining[0]:
             self._wait_blocking(event, timeout, n)
         return [self._value_or_rebuild(refs[i], results[i], timeout) for i in range(n)]
+
+    def _ready_owned(self, ref: ObjectRef) -> tuple[int, Any] | None:
+        """(kind, data) of a value this process owns and holds now (inline or stored);
+        None for anything else (pending, released, an error, another owner's): the
+        general path (_when_ready) takes those."""
+        if type(ref) is not ObjectRef or ref.owner != self.address or self.lock.held():
+            return None
+        with self.lock:
+            entry = self.objects.get(ref.id)
+            if entry is None or (entry.kind != P.INLINE and entry.kind != P.IN_STORE):
+                return None
+            return entry.kind, entry.data
 
     def _value_or_rebuild(
         self, ref: ObjectRef, result: tuple[int, Any], timeout: float | None

@@ -136,12 +136,9 @@ def driver_registration() -> dict[str, str]:
     """What a driver tells the cluster about itself when it registers (the head's row
     of its job, listed as Ray's job table is): its command line, as Ray's
     get_entrypoint_name, and the submission it runs for ("": none, a DRIVER job)."""
-    try:
-        import psutil
-
-        entrypoint = subprocess.list2cmdline(psutil.Process().cmdline())
-    except Exception:
-        entrypoint = "unknown"
+    # sys.orig_argv: the command line as psutil.Process().cmdline() reads it from
+    # /proc, without importing psutil on every driver's start-up.
+    entrypoint = subprocess.list2cmdline(sys.orig_argv) if sys.orig_argv else "unknown"
     if hasattr(sys, "ps1"):
         entrypoint = "(interactive_shell) " + entrypoint
     return {"entrypoint": entrypoint, "submission_id": os.environ.get(SUBMISSION_ENV, "")}

@@ -144,6 +144,7 @@ class CoreWorker(
         self.store = ObjectStore(reg.store_dir, reg.info.get("spill_dir"))
         self.store.on_spilled_read = lambda oid: self._send_nm(P.ObjectRestored(oid))
         self.store.on_mapped = self._on_mapped
+        self.store.on_unmapped = self._unmapped.append  # any thread: only queues
         _object_ref.set_hooks(self)
         self.timers.call_later(0.1, self._release_loop)
 
@@ -222,6 +223,11 @@ class CoreWorker(
         # (cancel(recursive=True) follows them). Emptied when the task ends.
         self.children: dict[bytes, list[bytes]] = {}
         self._unmapped: collections.deque[bytes] = collections.deque()  # segments to unmap
+        # ObjectMapped sent minus ObjectUnmapped sent, by id (refs._on_mapped).
+        self._mapped_told: dict[bytes, int] = {}
+        self._mapped_lock = threading.Lock()
+        # The node's store once registered (__init__); unit tests keep this empty one.
+        self.store = ObjectStore("")
 
     @property
     def current_task_id(self) -> bytes | None:
@@ -580,7 +586,12 @@ class CoreWorker(
             return loads_inline(data)
         if kind == P.IN_STORE:
             holder = data.node
-            if holder and holder != self.node_tcp and not self.store.contains(oid):
+            if (
+                holder
+                and holder != self.node_tcp
+                and not self.store.mapped(oid)
+                and not self.store.contains(oid)
+            ):
                 self._fetch(oid, data)
             return self.store.get(oid)
         err = loads_inline(data)

@@ -137,6 +137,11 @@ class LineageMixin:
         """Tell the node that holds an object's segment to free it (and its copies)."""
         holder = data.node
         if not holder or holder == self.node_tcp:
+            if self.store.mapped(oid):
+                # A view of it lives here (refs._on_mapped told nothing when we mapped
+                # it): its memory must not be recycled. Same connection, so in order.
+                self._told_mapped(oid)
+                self._send_nm(P.ObjectMapped(oid))
             self._send_nm(P.FreeObject(oid))
             return
         # If that node is gone, so is its store and the segment with it.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -53,21 +52,35 @@ class RefsMixin:
         except (ConnectionLost, TimeoutError):
             pass  # the owner is gone: get() will say so
 
-    def _on_mapped(self, oid: bytes, mm: Any) -> None:
+    def _on_mapped(self, oid: bytes) -> None:
         """The node manager must not recycle a segment's memory while we map it.
 
-        An owner's own FreeObject travels on this same connection, after this
-        message, so it need not wait; a borrower's free comes through the owner,
-        on another connection, so a borrower waits for the acknowledgement.
+        Once per mapping: the store keeps one per object while any view lives
+        (object_store.Mappings), and queues the id on `_unmapped` when the last goes.
+        A borrower's free comes through the owner, on another connection, so a
+        borrower waits for the acknowledgement. An owner of a segment on this node
+        says nothing now: it frees the segment itself, on this connection, and says
+        ObjectMapped just before its FreeObject if it maps the object then
+        (lineage._free_segment); a first get costs no message.
         """
+        entry = self.objects.get(oid)
         try:
-            if oid in self.objects:
-                self.nm.send(P.ObjectMapped(oid))
-            else:
+            if entry is None:
                 self.nm.request(P.ObjectMapped(oid), timeout=CONFIG.request_timeout_s)
+            elif entry.kind == P.IN_STORE and entry.data.node in ("", self.node_tcp):
+                return
+            else:  # a copy pulled from another node: that node frees it, through ours
+                self.nm.send(P.ObjectMapped(oid))
         except (ConnectionLost, TimeoutError):
-            return
-        weakref.finalize(mm, self._unmapped.append, oid)  # runs when the last view dies
+            return  # the node is gone (its ObjectUnmapped would find no one either)
+        self._told_mapped(oid)
+
+    def _told_mapped(self, oid: bytes) -> None:
+        """The node manager counts one more mapping of `oid` by us (undone by the
+        ObjectUnmapped _process_released sends once its views are gone)."""
+        with self._mapped_lock:
+            told = self._mapped_told
+            told[oid] = told.get(oid, 0) + 1
 
     def owner_of(self, object_id: bytes) -> str:
         """The owner of an id: this process, or the owner of a ref to it held here."""
@@ -115,7 +128,14 @@ class RefsMixin:
     def _process_released(self) -> None:
         unmapped = self._unmapped
         while unmapped:
-            self._send_nm(P.ObjectUnmapped(unmapped.popleft()))
+            oid = unmapped.popleft()
+            with self._mapped_lock:
+                told = self._mapped_told
+                n = told.pop(oid, 0)
+                if n > 1:
+                    told[oid] = n - 1
+            if n:  # a mapping the node manager never heard of is not undone
+                self._send_nm(P.ObjectUnmapped(oid))
         released = self._released
         while released:
             to_free = []

@@ -31,7 +31,7 @@ from .. import protocol as P
 from .. import serialization
 from ..config import CONFIG
 from ..exceptions import ConnectionLost, ObjectLostError, ObjectStoreFullError, RaySystemError
-from ..object_store import load_segment, segment_pieces
+from ..object_store import Mappings, load_segment, segment_pieces
 from ..transport import Connection, receive_stream
 from .core_worker import CoreWorker
 
@@ -44,8 +44,12 @@ class _NoStore:
 
     on_spilled_read: Any = None
     on_mapped: Any = None
+    on_unmapped: Any = None
 
     def contains(self, object_id: bytes) -> bool:
+        return False
+
+    def mapped(self, object_id: bytes) -> bool:
         return False
 
     def get(self, object_id: bytes) -> Any:
@@ -78,6 +82,8 @@ class RemoteCoreWorker(CoreWorker):
         )
         self.store.close()
         self.store = _NoStore()  # type: ignore[assignment]
+        # Pulled objects, one private copy each while any view of it lives.
+        self.pulled = Mappings()
         ship_local_modules()
         serialization.before_dumps_function = ship_local_modules
 
@@ -119,7 +125,14 @@ class RemoteCoreWorker(CoreWorker):
 
     def _pull(self, oid: bytes, data: P.StoredAt) -> Any:
         """An object's bytes from the node that holds it, into memory of this process
-        (a memfd, mapped read-only as a node's segments are: zero-copy views on it)."""
+        (a memfd, mapped read-only as a node's segments are: zero-copy views on it).
+        Pulled once while any view of it lives: a second get reads the same copy."""
+        mm = self.pulled.lookup(oid)
+        if mm is None:
+            mm = self.pulled.add(oid, self._pull_copy(oid, data))
+        return load_segment(oid, mm)
+
+    def _pull_copy(self, oid: bytes, data: P.StoredAt) -> mmap.mmap:
         holder = data.node or self.node_tcp
         fd = _anonymous_file()
         try:
@@ -138,10 +151,9 @@ class RemoteCoreWorker(CoreWorker):
                     oid.hex(),
                     f"Object {oid.hex()} is lost: it could not be read from {holder} ({reason}).",
                 )
-            mm = mmap.mmap(fd, max(answer.size, 1), access=mmap.ACCESS_READ)
+            return mmap.mmap(fd, max(answer.size, 1), access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
-        return load_segment(oid, mm)
 
     def shutdown(self) -> None:
         if serialization.before_dumps_function is ship_local_modules:

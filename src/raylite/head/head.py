@@ -3,8 +3,10 @@
 Owns the node table (addresses, resources, liveness), the actor table and its
 names, and the job counter, and writes them through to a HeadStorage so a head
 started again on the same storage finds the cluster as it was; placement groups
-through its PlacementGroupService (`pgs`, pg_service.py). Not leases or workers
-(node/), not placement (scheduling), not objects (their owners).
+through its PlacementGroupService (`pgs`, pg_service.py), made when the first
+group is asked for (`_GroupsOnDemand` until then: a program without placement
+groups never loads their code). Not leases or workers (node/), not placement
+(scheduling), not objects (their owners).
 
     node manager ──RegisterNode, Heartbeat──▶ Head ──ClusterView──▶ node manager
     node manager ──ActorStateChanged, GetActorInfo, RegisterActorName...──▶ Head
@@ -36,13 +38,13 @@ from ..core.lifecycle import transition as _transition
 from ..exceptions import InvalidTransition
 from ..scheduling import NodeView
 from . import detached
-from .pg_service import PlacementGroupService
 from .statistics import ActorEntry, HeadStatistics, NodeEntry
 from .storage import HeadStorage
 
 if TYPE_CHECKING:
     from ..transport_async import AsyncConnection
     from .node_port import NodePort
+    from .pg_service import PlacementGroupService
 
 log = logging.getLogger("raylite.head")
 KEEP_ENDED_DRIVERS = 1000  # ended drivers' jobs list_jobs still shows (oldest dropped)
@@ -152,9 +154,25 @@ class Head:
             P.CreateDetached: self.on_create_detached,
             P.LogLines: self.on_log_lines,
         }
-        self.pgs = PlacementGroupService(self)  # placement groups (pg_service.py)
-        self.handlers.update(self.pgs.handlers)
+        # Placement groups (pg_service.py), loaded with the first message about them.
+        self.pgs: Any = _GroupsOnDemand(self)
+        self.handlers.update(
+            {
+                P.CreatePlacementGroup: lambda c, m, r: self.pgs.on_create(c, m, r),
+                P.RemovePlacementGroup: lambda c, m, r: self.pgs.on_remove(c, m, r),
+                P.WaitPlacementGroup: lambda c, m, r: self.pgs.on_wait(c, m, r),
+                P.GetPlacementGroups: lambda c, m, r: self.pgs.on_get(c, m, r),
+            }
+        )
         self.load()
+
+    def placement_groups(self) -> PlacementGroupService:
+        """The placement group service, made now if no group was asked for before."""
+        from .pg_service import PlacementGroupService
+
+        if not isinstance(self.pgs, PlacementGroupService):
+            self.pgs = PlacementGroupService(self)
+        return self.pgs
 
     # ------------------------------------------------------------------ storage
     def load(self) -> None:
@@ -200,7 +218,7 @@ class Head:
             self.actors[actor.actor_id] = actor
             if actor.name is not None and actor.state is not DEAD:
                 self.names[actor.name] = actor
-        groups = self.pgs.load()
+        groups = self.placement_groups().load() if self.storage.scan("placement_groups") else 0
         if self.nodes or self.actors or groups:
             log.warning(
                 "head: restored %d node(s), %d actor(s), %d job(s), %d placement group(s) from %s",
@@ -619,3 +637,43 @@ class Head:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.storage.close()
+
+
+class _GroupsOnDemand:
+    """The head's placement groups before any was asked for (or restored).
+
+    With no group, the cluster's events (a node joined, died; a client or job ended)
+    change nothing and the statistics list none; anything else (a request, the jobs'
+    reserve and release) makes the real service (Head.placement_groups) and goes to it.
+    """
+
+    def __init__(self, head: Head) -> None:
+        self._head = head
+
+    def _made(self) -> Any:
+        """The real service if one was made since (someone kept this stand-in)."""
+        pgs = self._head.pgs
+        return None if pgs is self else pgs
+
+    def kick(self) -> None:
+        if (pgs := self._made()) is not None:
+            pgs.kick()
+
+    def node_died(self, node_id: bytes) -> None:
+        if (pgs := self._made()) is not None:
+            pgs.node_died(node_id)
+
+    def client_died(self, address: str) -> None:
+        if (pgs := self._made()) is not None:
+            pgs.client_died(address)
+
+    def job_finished(self, job_id: bytes) -> None:
+        if (pgs := self._made()) is not None:
+            pgs.job_finished(job_id)
+
+    def statistics(self) -> tuple[dict[str, Any], ...]:
+        pgs = self._made()
+        return pgs.statistics() if pgs is not None else ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._head.placement_groups(), name)

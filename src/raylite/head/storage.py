@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import abc
 import os
-import sqlite3
 import threading
-import urllib.parse
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import CONFIG
+
+if TYPE_CHECKING:  # imported where used: the default, in-memory storage needs neither
+    import sqlite3
 
 # The tables the head uses. A name not in this set is a bug (a typo would write rows
 # that recovery never reads), so every backend rejects it.
@@ -157,6 +158,8 @@ class SqliteStorage(HeadStorage):
         self.url = f"sqlite://{self.path}"
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._lock = threading.Lock()
+        import sqlite3
+
         # isolation_level=None: autocommit, each statement is committed when it returns.
         self._db: sqlite3.Connection | None = sqlite3.connect(
             self.path,
@@ -306,6 +309,8 @@ def open_storage(url: str | None) -> HeadStorage:
             )
         return SqliteStorage(rest)
     if scheme == "redis":
+        import urllib.parse
+
         parts = urllib.parse.urlsplit(url)
         try:
             port = parts.port or 6379

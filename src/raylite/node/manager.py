@@ -600,7 +600,7 @@ class NodeManager(
         try:
             if self.jobs is not None:  # jobs end with their head, as on Ray
                 await self.jobs.close()
-            self.env_agent.close()  # builds in progress stop (their pip processes killed)
+            self.close_runtime_envs()  # builds in progress stop (pip processes killed)
             await self.stop_workers()
             self.remove_files()
             if conn is not None:

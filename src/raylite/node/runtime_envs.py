@@ -14,6 +14,9 @@ fails the lease requests of that env with the log. Not which worker serves which
     driver ──UploadPackage──▶ node: cache ──(not the head)──UploadPackage──▶ head: cache
     StartWorker(env) ──agent.setup──▶ start_worker(setup) | book.env_failed(log)
     node ──FetchPackage(uri)──▶ head ──PackageData──▶ node: cache, unpack
+
+The agent is made (and agent.py, with zipfile and the packaging code, imported) on
+first use: a program that names no runtime env never loads it.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import protocol as P
 from ..config import CONFIG
 from ..runtime_env import spec
-from ..runtime_env.agent import EnvAgent, SetupFailed
 from ..transport_async import AsyncConnection
 from .lease_book import StartWorker
+
+if TYPE_CHECKING:
+    from ..runtime_env.agent import EnvAgent
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +42,28 @@ log = logging.getLogger(__name__)
 class RuntimeEnvsMixin:
     """NodeManager's runtime environments; set up by _init_runtime_envs."""
 
-    env_agent: EnvAgent
-
     def _init_runtime_envs(self) -> None:
-        root = os.path.join(self.session_dir, "runtime_resources")
-        self.env_agent = EnvAgent(root, self._fetch_package)
+        self._env_agent: EnvAgent | None = None
         self._idle_marked: set[bytes] = set()
         self._retire_armed = False
 
+    @property
+    def env_agent(self) -> EnvAgent:
+        if self._env_agent is None:
+            from ..runtime_env.agent import EnvAgent
+
+            root = os.path.join(self.session_dir, "runtime_resources")
+            self._env_agent = EnvAgent(root, self._fetch_package)
+        return self._env_agent
+
+    def close_runtime_envs(self) -> None:
+        """Builds in progress stop (their pip processes killed)."""
+        if self._env_agent is not None:
+            self._env_agent.close()
+
     async def _fetch_package(self, uri: str) -> bytes:
+        from ..runtime_env.agent import SetupFailed
+
         if self.head is not None or not self.cluster:
             raise SetupFailed(f"The package {uri} was never uploaded to this cluster.")
         reply = await self.head_request(P.FetchPackage(uri))
@@ -93,6 +111,8 @@ class RuntimeEnvsMixin:
         fut.add_done_callback(lambda f: self._start_in_env(action, key, f))
 
     def _start_in_env(self, action: StartWorker, key: str, fut: asyncio.Future[Any]) -> None:
+        from ..runtime_env.agent import SetupFailed
+
         if self.stopping:
             return
         exc = fut.exception() if not fut.cancelled() else SetupFailed("the node is stopping")

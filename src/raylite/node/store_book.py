@@ -19,7 +19,10 @@ freeing the object frees them too).
     restored(oid) ──▶ Prefetch(the next spilled segments, in LRU order)
 
 A mapped segment may still be spilled: a reader's mapping stays valid after its file
-moves (object_store.py). Nothing else pins a segment in memory.
+moves (object_store.py). Nothing else pins a segment in memory. A borrower says
+ObjectMapped when it maps a segment; its owner only when it frees it while it still
+maps it (core/refs.py: an owner's get sends nothing), so an owner's reads do not move
+a segment in the LRU order.
 """
 
 from __future__ import annotations

@@ -1,0 +1,120 @@
+"""A segment mapped for zero-copy gets is freed once its refs and views are gone.
+
+A process keeps one read-only mapping per object while any view of it lives
+(object_store.Mappings); the owner tells its node manager that it maps a segment only
+when it frees it (refs._on_mapped, lineage._free_segment). These tests check, with
+real processes, that the store's file goes when the last ref goes, that the memory
+under a live view is never handed to another object, and that nothing stays mapped
+(or in /dev/shm) once the views are dropped too.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+from tests._engine import ray, raylite_only, wait_for
+
+pytestmark = [raylite_only, pytest.mark.timeout(120)]
+
+N = 4 * 1024 * 1024  # 32 MB of float64: a store segment
+
+
+def _store_dir() -> str:
+    from raylite.util.state import store_stats
+
+    return store_stats()["store_dir"]
+
+
+def _segments() -> set[str]:
+    """The object files in the store (not the freed files it keeps warm for reuse)."""
+    return {n for n in os.listdir(_store_dir()) if not n.startswith(".")}
+
+
+def _mapped_here(oid_hex: str) -> list[str]:
+    """This process's read-only mappings of the segment (not the writable one a
+    process keeps of a file it filled, to fill it again when it is recycled)."""
+    with open("/proc/self/maps") as maps:
+        return [line.strip() for line in maps if oid_hex in line and " r--s " in line]
+
+
+@ray.remote
+class Holder:
+    def hold(self, refs):
+        self.view = ray.get(refs[0])
+        return float(self.view[7])
+
+    def extremes(self):
+        return float(self.view.min()), float(self.view.max())
+
+    def drop(self):
+        del self.view
+        gc.collect()
+        return True
+
+    def mapped(self, oid_hex):
+        return _mapped_here(oid_hex)
+
+
+@pytest.fixture
+def engine(no_engine):
+    ray.init(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def test_views_then_ref_dropped_frees_the_segment(engine):
+    before = _segments()
+    ref = ray.put(np.arange(N, dtype=np.float64))
+    oid = ref.hex()
+    views = [ray.get(ref) for _ in range(3)]
+    assert oid in _segments()
+    assert len(_mapped_here(oid)) == 1
+    del views
+    gc.collect()
+    assert _mapped_here(oid) == []  # the last view took the mapping with it
+    del ref
+    gc.collect()
+    wait_for(lambda: _segments() == before, timeout=20, message=lambda: f"{_segments() - before}")
+
+
+def test_a_live_view_keeps_its_memory_after_the_ref_is_freed(engine):
+    before = _segments()
+    ref = ray.put(np.full(N, 7.0))
+    oid = ref.hex()
+    view = ray.get(ref)
+    del ref
+    gc.collect()
+    wait_for(lambda: oid not in _segments(), timeout=20, message=f"{oid} freed by its owner")
+    # New objects of the same size must not be written into the memory under `view`
+    # (a freed segment nobody maps is recycled for the next put of its size).
+    others = [ray.put(np.full(N, float(i))) for i in range(3)]
+    assert (float(view.min()), float(view.max())) == (7.0, 7.0)
+    assert [float(ray.get(o)[5]) for o in others] == [0.0, 1.0, 2.0]
+    del others
+    assert _mapped_here(oid), "the view's mapping is still there (its file is unlinked)"
+    del view
+    gc.collect()
+    assert _mapped_here(oid) == []
+    wait_for(lambda: _segments() == before, timeout=20, message=lambda: f"{_segments() - before}")
+
+
+def test_a_borrower_view_outliving_the_ref(engine):
+    before = _segments()
+    ref = ray.put(np.full(N, 3.0))
+    oid = ref.hex()
+    holder = Holder.remote()
+    assert ray.get(holder.hold.remote([ref])) == 3.0
+    assert len(ray.get(holder.mapped.remote(oid))) == 1
+    del ref
+    gc.collect()
+    wait_for(lambda: oid not in _segments(), timeout=20, message=f"{oid} freed by its owner")
+    others = [ray.put(np.full(N, 9.0)) for _ in range(2)]
+    assert ray.get(holder.extremes.remote()) == (3.0, 3.0)
+    del others
+    assert ray.get(holder.drop.remote())
+    assert ray.get(holder.mapped.remote(oid)) == []
+    wait_for(lambda: _segments() == before, timeout=20, message=lambda: f"{_segments() - before}")
