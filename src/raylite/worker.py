@@ -179,6 +179,7 @@ class Worker:
             nm_handler=self._nm_message,
         )
         self.cw.on_cancel_task = self._cancel
+        self.cw.on_blocked = self._bounce_queued
         self.cw.cancelled_tasks = self.cancelled  # RuntimeContext.is_canceled() reads it
         self.pid = os.getpid()
         self._schedule_flush()
@@ -237,6 +238,27 @@ class Worker:
             if self.exit_cause is not None:
                 self._exit_actor()
                 return
+
+    def _bounce_queued(self) -> None:
+        """The running task blocks (get, wait): the tasks its owner pushed behind it
+        (pipelined: lease_queue.pipeline) go back unrun, TaskBounced, to run on other
+        leases; one may be what the blocked task waits for. An actor's calls stay."""
+        if self.actor is not None:
+            return
+        kept = []
+        while True:
+            try:
+                item = self.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if item is _EXIT or item[1].actor_id is not None:
+                kept.append(item)
+                continue
+            conn, _, rid = item
+            with contextlib.suppress(Exception):  # its owner is gone: nobody wants it
+                conn.reply(rid, P.TaskBounced(self.pid))
+        for item in kept:
+            self.tasks.put(item)
 
     def _last_call(self, msg: P.PushTask) -> bool:
         """Count a call of a function with max_calls: True if it was its last here."""

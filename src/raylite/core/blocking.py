@@ -119,6 +119,8 @@ class BlockingMixin:
             self.blocked_depth += 1
             if self.blocked_depth == 1:
                 self.nm.send(P.NotifyBlocked())
+                if self.on_blocked is not None:  # the worker: send back what waits behind
+                    self.on_blocked()
 
     def _notify_unblocked(self) -> None:
         if self.mode == "worker" and self.current_task_id is not None:
