@@ -88,6 +88,13 @@ def _wrap_buffers(value: Any) -> Any:
     return value
 
 
+# Values that pickle the same by the C pickler as by cloudpickle (which builds a Python
+# Pickler per call, ~10x slower for a small value): the common arguments and returns.
+# A type given its own serializer (register_serializer) leaves the set while it has one.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+_PLAIN_TYPES = set(_PLAIN)
+
+
 class SerializedValue:
     """A pickled value: the pickle stream and its out-of-band buffers."""
 
@@ -96,7 +103,7 @@ class SerializedValue:
     def __init__(self, meta: bytes, buffers: list[memoryview]) -> None:
         self.meta = meta
         self.buffers = buffers
-        self.size = len(meta) + sum(b.nbytes for b in buffers)
+        self.size = len(meta) + sum(b.nbytes for b in buffers) if buffers else len(meta)
 
     def inline(self) -> Any:
         if not self.buffers:
@@ -114,14 +121,19 @@ def register_serializer(cls: type, serializer: Any, deserializer: Any) -> None:
         return deserializer, (serializer(obj),)
 
     cloudpickle.CloudPickler.dispatch_table[cls] = reducer
+    _PLAIN_TYPES.discard(cls)
 
 
 def deregister_serializer(cls: type) -> None:
     """util.deregister_serializer: no effect if `cls` has no registered serializer."""
     cloudpickle.CloudPickler.dispatch_table.pop(cls, None)
+    if cls in _PLAIN:
+        _PLAIN_TYPES.add(cls)
 
 
 def serialize(value: Any) -> SerializedValue:
+    if type(value) in _PLAIN_TYPES:  # None, a number, a string: the C pickler's bytes
+        return SerializedValue(pickle.dumps(value, protocol=5), [])
     buffers: list[pickle.PickleBuffer] = []
     f = io.BytesIO()
     value = _wrap_buffers(value)
@@ -140,9 +152,6 @@ def dumps_inline(value: Any) -> bytes:
     return cloudpickle.dumps(value, protocol=5)
 
 
-# Argument values that pickle the same by the C pickler as by cloudpickle (which
-# builds a Python Pickler per call, ~10x slower for a small tuple): the common case.
-_PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
 _NO_ARGS = pickle.dumps(((), {}), protocol=5)
 
 

@@ -618,7 +618,9 @@ class Worker:
             cw.actor_options = msg.actor_options or {}
             self.actor_class_name = getattr(fn, "__name__", name)
         if msg.actor_id is None or msg.actor_creation:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in msg.gpu_ids)
+            visible = ",".join(str(g) for g in msg.gpu_ids)
+            if os.environ.get("CUDA_VISIBLE_DEVICES") != visible:  # putenv only if it changes
+                os.environ["CUDA_VISIBLE_DEVICES"] = visible
         self.display_name = self.actor_label or self.actor_class_name or name
         self.active[msg.task_id] = (msg, start)
         try:

@@ -43,7 +43,7 @@ class Dep:
 DEP = Dep()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskSpec:
     task_id: bytes
     name: str
