@@ -132,7 +132,7 @@ def deregister_serializer(cls: type) -> None:
 
 
 def serialize(value: Any) -> SerializedValue:
-    if type(value) in _PLAIN_TYPES:  # None, a number, a string: the C pickler's bytes
+    if type(value) in _PLAIN_TYPES and not _is_buffer(value):  # None, a number, a str
         return SerializedValue(pickle.dumps(value, protocol=5), [])
     buffers: list[pickle.PickleBuffer] = []
     f = io.BytesIO()
