@@ -155,11 +155,17 @@ def dumps_inline(value: Any) -> bytes:
 _NO_ARGS = pickle.dumps(((), {}), protocol=5)
 
 
-def pickle_args(value: Any) -> tuple[bytes, list[memoryview]]:
-    """A task's arguments: the pickle and its out-of-band buffers (views, not copied)."""
+def pickle_call(value: tuple[tuple, dict]) -> tuple[bytes, list[memoryview]]:
+    """pickle_args of a call's (args, kwargs); plain positional values (or none) by the
+    C pickler, the same bytes cloudpickle makes of them."""
     args, kwargs = value
     if not kwargs and all(type(a) in _PLAIN_TYPES for a in args):
         return (pickle.dumps(value, protocol=5) if args else _NO_ARGS), []
+    return pickle_args(value)
+
+
+def pickle_args(value: Any) -> tuple[bytes, list[memoryview]]:
+    """A task's arguments: the pickle and its out-of-band buffers (views, not copied)."""
     buffers: list[pickle.PickleBuffer] = []
     meta = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     try:

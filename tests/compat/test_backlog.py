@@ -11,7 +11,7 @@ import pytest
 
 from tests._engine import ray
 
-RAY_INIT = {"num_cpus": 1}
+RAY_INIT = {"num_cpus": 2}
 
 
 @ray.remote
@@ -109,3 +109,30 @@ def test_cancel_force_of_a_backlog_task(ray_start):
 @pytest.mark.parametrize("n", [1000])
 def test_a_long_backlog_returns_every_value_in_order(ray_start, n):
     assert ray.get([noop.remote(i) for i in range(n)], timeout=60) == list(range(n))
+
+
+@ray.remote
+def wait_for_file(path):
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return "seen"
+
+
+@ray.remote
+def make_file(path):
+    open(path, "w").close()
+    return "made"
+
+
+def test_a_task_polling_for_a_later_tasks_file_finishes(ray_start, tmp_path):
+    # No get() blocks here: the waiting task polls. A task pushed behind it goes back
+    # to its owner once the waiting one has run a while, and runs on the other CPU.
+    path = str(tmp_path / "flag")
+    before = [noop.remote(i) for i in range(300)]
+    waiter = wait_for_file.remote(path)
+    maker = make_file.remote(path)
+    after = [noop.remote(i) for i in range(300)]
+    assert ray.get([waiter, maker], timeout=60) == ["seen", "made"]
+    assert ray.get(before + after, timeout=60) == list(range(300)) * 2

@@ -34,6 +34,7 @@ from ..serialization import (
     dumps_inline,
     loads_inline,
     pickle_args,
+    pickle_call,
 )
 from ..transport import Connection
 from . import context
@@ -84,7 +85,7 @@ class SubmissionMixin:
                     deps.append((k, v))
                     kwargs[k] = DEP
         try:
-            (meta, views), nested = self.serialize_collecting(pickle_args, (args, kwargs))
+            (meta, views), nested = self.serialize_collecting(pickle_call, (args, kwargs))
         except Exception as exc:
             raise unserializable_argument(args, kwargs, name, exc) from exc
         if _size(meta, views) > CONFIG.inline_threshold:
