@@ -63,6 +63,8 @@ class Metric:
     # what "met" compares: the raylite value itself, or raylite / ray
     target_on: str  # "raylite" or "ratio"
     threshold: float
+    # a "derived" metric: raylite's value of of[0] / raylite's value of of[1]
+    of: tuple[str, str] | None = None
 
     def met(self, raylite: float | None, ratio: float | None) -> bool | None:
         value = raylite if self.target_on == "raylite" else ratio
@@ -72,17 +74,49 @@ class Metric:
 
 
 METRICS = [
-    Metric("startup_s", "startup", "s", "lower", "raylite < 1 s", "raylite", 1.0),
-    Metric("roundtrip_per_s", "roundtrip", "calls/s", "higher", "ratio >= 3", "ratio", 3.0),
-    Metric("tasks_10k_per_s", "tasks", "tasks/s", "higher", "ratio >= 1.5", "ratio", 1.5),
-    Metric("actor_calls_per_s", "actor", "calls/s", "higher", "ratio >= 3", "ratio", 3.0),
-    Metric("idle_rss_mb", "memory", "MB", "lower", "raylite < 150 MB", "raylite", 150.0),
-    Metric("idle_pss_mb", "memory", "MB", "lower", "raylite < 150 MB", "raylite", 150.0),
-    Metric("get_100mb_ms", "get", "ms", "lower", "raylite < 5 ms", "raylite", 5.0),
-    Metric("pi_speedup_2cpu", "pi", "x", "higher", "raylite >= 1.8x", "raylite", 1.8),
+    # Targets from issue 17 (the speed pass): ratios are raylite / Ray, or raylite /
+    # Python's own multiprocessing.Pool (the "stdlib" workload, timed in its own process).
+    Metric("startup_s", "startup", "s", "lower", "raylite <= 0.25 s", "raylite", 0.2501),
+    Metric("roundtrip_per_s", "roundtrip", "calls/s", "higher", "ratio >= 10", "ratio", 10.0),
+    Metric("tasks_10k_per_s", "tasks", "tasks/s", "higher", "ratio >= 6", "ratio", 6.0),
+    Metric("actor_calls_per_s", "actor", "calls/s", "higher", "ratio >= 5", "ratio", 5.0),
+    Metric("actor_pipelined_per_s", "pipelined", "calls/s", "higher", "ratio >= 3", "ratio", 3.0),
+    Metric("chain_1000_s", "chain", "s", "lower", "ratio <= 0.2 (5x Ray)", "ratio", 0.2),
+    Metric("handoff_p95_ms", "chain", "ms", "lower", "raylite <= 1 ms", "raylite", 1.0001),
+    Metric("idle_rss_mb", "memory", "MB", "lower", "raylite <= 100 MB", "raylite", 100.001),
+    Metric("idle_pss_mb", "memory", "MB", "lower", "raylite < 100 MB", "raylite", 100.001),
+    Metric("get_100mb_ms", "get", "ms", "lower", "raylite <= 0.05 ms", "raylite", 0.05001),
+    Metric("get_100mb_again_ms", "get", "ms", "lower", "raylite <= 0.05 ms", "raylite", 0.05001),
+    Metric("pi_speedup_2cpu", "pi", "x", "higher", "raylite >= 1.9x", "raylite", 1.9),
+    Metric("pool_apply_per_s", "stdlib", "calls/s", "higher", "(reference)", "raylite", 0.0),
+    Metric(
+        "pool_apply_async_10k_per_s", "stdlib", "tasks/s", "higher", "(reference)", "raylite", 0.0
+    ),
+    Metric(
+        "roundtrip_vs_pool_apply",
+        "derived",
+        "x",
+        "higher",
+        "raylite >= 1x Pool.apply",
+        "raylite",
+        1.0,
+        of=("roundtrip_per_s", "pool_apply_per_s"),
+    ),
+    Metric(
+        "tasks_10k_vs_pool_apply_async",
+        "derived",
+        "x",
+        "higher",
+        "raylite >= 0.7x Pool.apply_async",
+        "raylite",
+        0.7,
+        of=("tasks_10k_per_s", "pool_apply_async_10k_per_s"),
+    ),
 ]
-WORKLOADS = list(dict.fromkeys(m.workload for m in METRICS))
-WORKER_TIMEOUT_S = {"startup": 300, "tasks": 300}  # others: 180
+WORKLOADS = [w for w in dict.fromkeys(m.workload for m in METRICS) if w != "derived"]
+WORKER_TIMEOUT_S = {"startup": 300, "tasks": 300, "chain": 300}  # others: 180
+# Workloads that measure no engine (Python's own pools): run once, in raylite's python.
+ENGINE_FREE = {"stdlib"}
 
 
 # ---------------------------------------------------------------------------
@@ -286,11 +320,9 @@ def work_get(engine: str, quick: bool) -> None:
         repeat_gets.append((time.perf_counter() - start) * 1000)
         del value
     ray.shutdown()
+    emit("get_100mb_ms", statistics.median(first_gets), ms=[round(t, 3) for t in first_gets])
     emit(
-        "get_100mb_ms",
-        statistics.median(first_gets),
-        first_get_ms=[round(t, 3) for t in first_gets],
-        repeat_get_ms=[round(t, 3) for t in repeat_gets],
+        "get_100mb_again_ms", statistics.median(repeat_gets), ms=[round(t, 3) for t in repeat_gets]
     )
 
 
@@ -334,6 +366,92 @@ def work_pi(engine: str, quick: bool) -> None:
     )
 
 
+def work_pipelined(engine: str, quick: bool) -> None:
+    """Actor calls submitted 1,000 at a time, then fetched: the caller never waits on
+    one call before sending the next (Ray's "pipelined" actor calls)."""
+    ray = importlib.import_module(engine)
+    engine_init(ray, num_cpus=2)
+
+    @ray.remote
+    class Counter:
+        def m(self) -> None:
+            return None
+
+    actor = Counter.remote()
+    ray.get([actor.m.remote() for _ in range(200)])
+    count, elapsed = timed_loop(
+        lambda: ray.get([actor.m.remote() for _ in range(1000)]), 1.0 if quick else 3.0
+    )
+    ray.shutdown()
+    emit("actor_pipelined_per_s", count * 1000 / elapsed, calls=count * 1000)
+
+
+def work_chain(engine: str, quick: bool) -> None:
+    """1,000 tasks, each taking the one before's result: the whole chain's time, and
+    the hand-off (from one task's end to its dependent's start, by the wall clock
+    both processes share) at the 95th percentile."""
+    ray = importlib.import_module(engine)
+    engine_init(ray, num_cpus=2)
+
+    @ray.remote
+    def step(previous: tuple[float, float] | None) -> tuple[float, float]:
+        start = time.time()
+        gap = 0.0 if previous is None else start - previous[1]
+        return gap, time.time()
+
+    ray.get(step.remote(None))
+    n = 1000
+    totals, gaps = [], []
+    for _ in range(1 if quick else 3):
+        start = time.perf_counter()
+        refs = [step.remote(None)]
+        for _ in range(n - 1):
+            refs.append(step.remote(refs[-1]))
+        ray.get(refs[-1])
+        totals.append(time.perf_counter() - start)
+        gaps.extend(gap for gap, _ in ray.get(refs[1:]))
+        del refs
+    ray.shutdown()
+    gaps.sort()
+    p95 = gaps[int(0.95 * (len(gaps) - 1))] * 1000
+    emit("chain_1000_s", statistics.median(totals), seconds=[round(t, 3) for t in totals])
+    emit(
+        "handoff_p95_ms",
+        p95,
+        median_ms=round(statistics.median(gaps) * 1000, 3),
+        max_ms=round(gaps[-1] * 1000, 3),
+    )
+
+
+def _pool_noop() -> None:
+    return None
+
+
+def work_stdlib(engine: str, quick: bool) -> None:
+    """Python's own multiprocessing.Pool on the same two processes' worth of work: no
+    scheduling, no ownership, no object store; the floor raylite is compared with."""
+    import multiprocessing
+
+    with multiprocessing.get_context("forkserver").Pool(2) as pool:
+        for _ in range(50):
+            pool.apply(_pool_noop)
+        count, elapsed = timed_loop(lambda: pool.apply(_pool_noop), 1.0 if quick else 3.0)
+        emit("pool_apply_per_s", count / elapsed, calls=count)
+        n, runs = 10_000, []
+        [r.get() for r in [pool.apply_async(_pool_noop) for _ in range(200)]]
+        for _ in range(1 if quick else 7):
+            start = time.perf_counter()
+            results = [pool.apply_async(_pool_noop) for _ in range(n)]
+            for result in results:
+                result.get()
+            runs.append(time.perf_counter() - start)
+        emit(
+            "pool_apply_async_10k_per_s",
+            n / statistics.median(runs),
+            seconds=[round(t, 3) for t in runs],
+        )
+
+
 WORKERS = {
     "startup": work_startup,
     "roundtrip": work_roundtrip,
@@ -342,6 +460,9 @@ WORKERS = {
     "memory": work_memory,
     "get": work_get,
     "pi": work_pi,
+    "pipelined": work_pipelined,
+    "chain": work_chain,
+    "stdlib": work_stdlib,
 }
 
 
@@ -360,7 +481,7 @@ class Suite:
 
     @property
     def workloads(self) -> list[str]:
-        return list(dict.fromkeys(m.workload for m in self.metrics))
+        return [w for w in dict.fromkeys(m.workload for m in self.metrics) if w != "derived"]
 
 
 def run_worker(suite: Suite, workload: str, engine: str, quick: bool) -> int:
@@ -482,6 +603,8 @@ def measure_engine(
     info[engine] = {"python": python, "version": None, "errors": {}}
     log(f"[{engine}] measuring with {python}")
     for workload in workloads:
+        if engine != "raylite" and workload in ENGINE_FREE:
+            continue  # measured once, with raylite's python
         result = run_workload(suite, python, engine, workload, quick)
         info[engine]["version"] = info[engine]["version"] or result["version"]
         for metric, (value, detail) in result["metrics"].items():
@@ -524,7 +647,9 @@ def suite_main(suite: Suite, argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown --only {sorted(unknown)}; choose from {workloads}")
         metrics = [m for m in metrics_all if m.name in wanted or m.workload in wanted]
-    chosen = list(dict.fromkeys(m.workload for m in metrics))
+        inputs = {name for m in metrics if m.of for name in m.of}
+        metrics += [m for m in metrics_all if m.name in inputs and m not in metrics]
+    chosen = [w for w in dict.fromkeys(m.workload for m in metrics) if w != "derived"]
     engines = ENGINES if args.engine == "both" else (args.engine,)
 
     values: dict[str, dict[str, Any]] = {m.name: {} for m in metrics_all}
@@ -537,6 +662,11 @@ def suite_main(suite: Suite, argv: list[str] | None = None) -> int:
             python = find_ray_python(args.ray_python, args.ray_wait)
         measure_engine(suite, engine, python, chosen, args.quick, values, info)
 
+    for metric in metrics:
+        if metric.of:
+            top, bottom = (values[name].get("raylite", (None, None))[0] for name in metric.of)
+            if top is not None and bottom:
+                values[metric.name]["raylite"] = (top / bottom, {"of": list(metric.of)})
     return report(suite.name, metrics, values, info, started, args)
 
 

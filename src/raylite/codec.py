@@ -41,7 +41,8 @@ from .exceptions import MessageTooLargeError, ProtocolError
 #    PushObject, PushChunk (a remote driver's large objects);
 #    CreatePlacementGroup.bundle_label_selector; RegisterClient.info, RegisterJob.info.
 # (5 and 6 came in one session: no released engine speaks 5.)
-PROTOCOL_VERSION = 6
+# 7: TaskBounced (a pipelined task sent back unrun).
+PROTOCOL_VERSION = 7
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31
 

@@ -21,6 +21,13 @@ class Config:
     lease_linger_s: float = 0.05
     # Lease requests in flight per resource shape (Ray: 10).
     max_pending_leases: int = 10
+    # A lease whose tasks take less than this (seconds, measured from one TaskDone to
+    # the next) gets its next queued task pushed before the running one ends, when more
+    # wait: the worker finds it queued instead of idling a round trip (0: never).
+    pipeline_task_s: float = 0.002
+    # A worker sends a pipelined task back (TaskBounced) once the task it waits behind
+    # has run this long: the owner runs it on another lease, as if never pipelined.
+    pipeline_wait_s: float = 0.01
     # Workers flush task events to the node manager this often.
     event_flush_s: float = 0.2
     # Finished-task events the node manager keeps for timeline().

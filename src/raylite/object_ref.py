@@ -14,23 +14,24 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from typing import Any
 
 ID_SIZE = 16
 _prefix = os.urandom(8)
 _counter = itertools.count(1)
-_pid = os.getpid()
-_lock = threading.Lock()
+
+
+def _forked() -> None:
+    """A forked child never reuses its parent's prefix (nor its ids)."""
+    global _prefix
+    _prefix = os.urandom(8)
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def new_id() -> bytes:
     """A fresh 16-byte id, unique across processes."""
-    global _prefix, _pid
-    if os.getpid() != _pid:  # forked: never reuse the parent's prefix
-        with _lock:
-            if os.getpid() != _pid:
-                _prefix, _pid = os.urandom(8), os.getpid()
     return _prefix + next(_counter).to_bytes(8, "little")
 
 

@@ -414,6 +414,15 @@ class TaskDone:
     worker_exiting: bool = False
 
 
+@_msg(46)
+class TaskBounced:
+    """Worker -> owner, the reply to a PushTask it never began: pipelined behind a task
+    that then blocked in get() or wait() (core/lease_queue.pipeline), it would wait
+    for that task, which may be waiting for it. The owner runs it on another lease."""
+
+    worker_pid: int
+
+
 @_msg(45)
 class GeneratorItem:
     """Worker -> owner, on the connection its PushTask came on, before its TaskDone:

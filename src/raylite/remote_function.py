@@ -166,6 +166,19 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
 QUIET = {"task_events": False}  # enable_task_events=False (never changed in place)
 
 
+def _plain_arity(signature: inspect.Signature | None) -> int:
+    """How many positional arguments bind to `signature` without checking: its count
+    of parameters where all are positional without defaults (a call with that many and
+    no keywords is valid), else -1 (every call is bound to find out)."""
+    if signature is None:
+        return -1
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = signature.parameters.values()
+    if all(p.kind in plain and p.default is inspect.Parameter.empty for p in params):
+        return len(signature.parameters)
+    return -1
+
+
 def check_max_calls(n: Any) -> None:
     """max_calls: how many times one worker process runs the function before it exits
     (0: no limit), as Ray; only on the function itself, not in .options()."""
@@ -425,6 +438,7 @@ class RemoteFunction:
             self._signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):  # builtins without a signature
             self._signature = None
+        self._arity = _plain_arity(self._signature)
         # max_calls: as Ray, a GPU function's worker exits after each call by default
         # (the GPU memory its libraries hold goes with the process).
         max_calls = self._options.get("max_calls")
@@ -488,7 +502,7 @@ class RemoteFunction:
         return self._submit(args, kwargs, self)
 
     def _submit(self, args: tuple, kwargs: dict, opts: Any) -> Any:
-        if self._signature is not None:
+        if self._signature is not None and (kwargs or len(args) != self._arity):
             try:
                 self._signature.bind(*args, **kwargs)
             except TypeError as exc:
@@ -516,6 +530,7 @@ class RemoteFunction:
             strategy=opts._strategy,
             generator=opts._generator,
             actor_options=opts._task_options,
+            max_calls=self._max_calls,
             runtime_env=(
                 None
                 if opts._runtime_env is None and cw.parent_runtime_env is None

@@ -161,6 +161,8 @@ class Worker:
         self.cancelled: set[bytes] = set()  # task ids cancelled before or while running
         self.coroutines: dict[bytes, Any] = {}  # async actor calls running: their asyncio tasks
         self.running_task: bytes | None = None
+        self.task_began = 0.0  # time.time() the running task began
+        self._watching = False  # a _watch is armed: tasks wait behind a running one
         self.display_name = "raylite::IDLE"
         self.events: list[P.TaskEvent] = []
         self.events_lock = threading.Lock()
@@ -175,10 +177,11 @@ class Worker:
             session_dir=session_dir,
             worker_id=worker_id,
             listen_ip=listen_ip,
-            task_handler=lambda conn, msg, rid: self.tasks.put((conn, msg, rid)),
+            task_handler=self._pushed,
             nm_handler=self._nm_message,
         )
         self.cw.on_cancel_task = self._cancel
+        self.cw.on_blocked = self._bounce_queued
         self.cw.cancelled_tasks = self.cancelled  # RuntimeContext.is_canceled() reads it
         self.pid = os.getpid()
         self._schedule_flush()
@@ -237,6 +240,53 @@ class Worker:
             if self.exit_cause is not None:
                 self._exit_actor()
                 return
+
+    def _pushed(self, conn: Any, msg: P.PushTask, rid: int) -> None:
+        """A PushTask (reader thread): queued for the main loop. One that comes while a
+        task runs was pipelined behind it: a watch sends it back if that task runs long."""
+        self.tasks.put((conn, msg, rid))
+        if self.running_task is not None and not self._watching and msg.actor_id is None:
+            self._arm_watch()
+
+    def _arm_watch(self) -> None:
+        self._watching = True
+        self.cw.timers.call_later(CONFIG.pipeline_wait_s, self._watch)
+
+    def _watch(self) -> None:
+        """Timer thread, while pushed tasks wait: once the running task has run for
+        pipeline_wait_s, what waits behind it goes back to its owners (TaskBounced),
+        so a task pushed behind a long one (which may wait for it, by a file, a socket)
+        runs elsewhere as if never pipelined."""
+        wait = CONFIG.pipeline_wait_s
+        if self.running_task is not None and time.time() - self.task_began >= wait:
+            self._bounce_queued()
+        if self.tasks.empty():
+            self._watching = False
+            if self.tasks.empty():
+                return
+            self._watching = True  # a push came as we stopped: keep watching
+        self.cw.timers.call_later(wait, self._watch)
+
+    def _bounce_queued(self) -> None:
+        """The running task blocks (get, wait): the tasks its owner pushed behind it
+        (pipelined: lease_queue.pipeline) go back unrun, TaskBounced, to run on other
+        leases; one may be what the blocked task waits for. An actor's calls stay."""
+        if self.actor is not None:
+            return
+        kept = []
+        while True:
+            try:
+                item = self.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if item is _EXIT or item[1].actor_id is not None:
+                kept.append(item)
+                continue
+            conn, _, rid = item
+            with contextlib.suppress(Exception):  # its owner is gone: nobody wants it
+                conn.reply(rid, P.TaskBounced(self.pid))
+        for item in kept:
+            self.tasks.put(item)
 
     def _last_call(self, msg: P.PushTask) -> bool:
         """Count a call of a function with max_calls: True if it was its last here."""
@@ -596,11 +646,16 @@ class Worker:
             cw.actor_options = msg.actor_options or {}
             self.actor_class_name = getattr(fn, "__name__", name)
         if msg.actor_id is None or msg.actor_creation:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in msg.gpu_ids)
+            visible = ",".join(str(g) for g in msg.gpu_ids)
+            if os.environ.get("CUDA_VISIBLE_DEVICES") != visible:  # putenv only if it changes
+                os.environ["CUDA_VISIBLE_DEVICES"] = visible
         self.display_name = self.actor_label or self.actor_class_name or name
         self.active[msg.task_id] = (msg, start)
         try:
+            self.task_began = start
             self.running_task = msg.task_id
+            if not self._watching and not self.tasks.empty() and msg.actor_id is None:
+                self._arm_watch()  # pushed behind it before it began: _pushed saw no task
             if msg.actor_creation:
                 self.actor = cw.actor_instance = fn(*args, **kwargs)
                 self.actor_label = _label(self.actor)

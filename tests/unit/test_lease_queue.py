@@ -277,3 +277,87 @@ def test_the_shell_follows_a_spillback_then_cancels_and_returns_there(h: Harness
     answer_there(P.LeaseGranted(a.lease_id, b"w2", "tcp:10.0.0.2:7001", 8, [], b"o" * 16))
     (back,) = h.cw.nm.of(P.ReturnLease)  # type: ignore[attr-defined]
     assert (back.lease_id, back.kill, back.via) == (a.lease_id, False, other.name)
+
+
+def retriable(shape: dict[str, int] = CPU) -> TaskSpec:
+    spec = task(shape)
+    spec.max_retries = 3
+    return spec
+
+
+def running(q: LeaseQueues, spec: TaskSpec, now: float) -> Lease:
+    """A granted lease running `spec` since `now` (the shell's part: busy, mark)."""
+    (ask,) = [a for a in q.enqueue(spec) if isinstance(a, Ask)]
+    lease, actions = grant(q, ask)
+    assert actions == [Push(lease, spec)]
+    lease.busy, lease.mark = spec, now
+    return lease
+
+
+def ended(q: LeaseQueues, lease: Lease, now: float) -> Any:
+    """Its running task ended: the shell moves `busy` on (submission._advance), then
+    asks the queues."""
+    lease.busy = lease.queued.pop(0) if lease.queued else None
+    return q.task_ended(lease, now)
+
+
+def test_a_quick_class_pipelines_one_task_behind_the_running_one():
+    q = queues()
+    first, second, third, fourth = (retriable() for _ in range(4))
+    lease = running(q, first, 0.0)
+    for spec in (second, third, fourth):
+        q.enqueue(spec)
+    # first took 1 ms (< pipeline_task_s): the next runs, and one more may queue behind it
+    assert ended(q, lease, 0.001) == Push(lease, second)
+    assert lease.sclass.fast
+    lease.busy = second  # the shell pushes it
+    assert q.pipeline(lease) == Push(lease, third)
+    lease.queued.append(third)
+    assert q.pipeline(lease) is None  # one behind the running task at most
+    # second ends: third (pushed already) runs, fourth goes behind it
+    assert ended(q, lease, 0.0015) == Push(lease, fourth)
+
+
+def test_a_slow_class_never_pipelines():
+    q = queues()
+    first, second, third = (retriable() for _ in range(3))
+    lease = running(q, first, 0.0)
+    q.enqueue(second)
+    q.enqueue(third)
+    assert ended(q, lease, 0.5) == Push(lease, second)  # took 0.5 s
+    assert not lease.sclass.fast
+    lease.busy = second
+    assert q.pipeline(lease) is None
+
+
+def test_tasks_a_dead_worker_would_lose_unrun_are_never_pipelined():
+    def pipelined(**change: Any) -> Push | None:
+        q = queues()
+        first, second = retriable(), retriable()
+        for name, value in change.items():
+            setattr(second, name, value)
+        lease = running(q, first, 0.0)
+        q.enqueue(second)
+        ended(q, lease, 0.0)  # second runs now: nothing behind it to pipeline
+        lease.busy, lease.mark = second, 0.0
+        third = retriable()
+        for name, value in change.items():
+            setattr(third, name, value)
+        q.enqueue(third)
+        return q.pipeline(lease)
+
+    assert pipelined() is not None
+    assert pipelined(max_retries=0) is None  # unrun, it would fail with its worker
+    assert pipelined(pipelinable=False) is None  # max_calls: its worker exits after it
+    assert pipelined(generator=P.GENERATOR_STREAMING) is None
+
+
+def test_pipelining_is_off_with_a_zero_threshold():
+    q = LeaseQueues(Config(lease_linger_s=LINGER, pipeline_task_s=0.0))
+    first, second, third = (retriable() for _ in range(3))
+    lease = running(q, first, 0.0)
+    q.enqueue(second)
+    q.enqueue(third)
+    assert ended(q, lease, 0.0) == Push(lease, second)
+    lease.busy = second
+    assert q.pipeline(lease) is None

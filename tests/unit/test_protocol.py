@@ -324,6 +324,7 @@ def test_every_message_type_has_a_receiver():
         P.ActorInfo,
         P.Timeline,
         P.TaskDone,
+        P.TaskBounced,
         P.ObjectValue,
         P.ObjectReserved,
         P.StoreStats,

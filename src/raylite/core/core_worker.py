@@ -215,6 +215,8 @@ class CoreWorker(
         self.actor_is_async = False
         self.cancelled_tasks: set[bytes] = set()
         self.blocked_depth = 0
+        # The worker: called as its running task first blocks (worker._bounce_queued).
+        self.on_blocked: Callable[[], None] | None = None
         # Set before registering: the node manager may lease us out at once.
         self.on_task_pushed = task_handler
         self.on_nm_message = nm_handler

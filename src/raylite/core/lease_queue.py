@@ -50,9 +50,11 @@ class Lease:
         "gpu_ids",
         "idle_at",
         "lease_id",
+        "mark",
         "nm",
         "node_id",
         "pid",
+        "queued",
         "returned",
         "sclass",
         "worker_id",
@@ -67,7 +69,10 @@ class Lease:
         self.pid = grant.pid
         self.gpu_ids = grant.gpu_ids
         self.sclass = sclass
-        self.busy: TaskSpec | None = None
+        self.busy: TaskSpec | None = None  # the task it runs (the first pushed of them)
+        # Tasks pushed behind `busy` (pipelined: see LeaseQueues.pipeline), in order.
+        self.queued: list[TaskSpec] = []
+        self.mark = 0.0  # the shell's clock when `busy` began (its push or the last TaskDone)
         self.returned = False
         self.idle_at = 0.0  # the shell's clock (time.monotonic()) when it last went idle
 
@@ -76,6 +81,7 @@ class SchedulingClass:
     """Queued tasks of one resource shape and the worker leases serving them."""
 
     __slots__ = (
+        "fast",
         "idle",
         "key",
         "label_selector",
@@ -99,6 +105,8 @@ class SchedulingClass:
         self.strategy = strategy
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.idle: list[Lease] = []
+        # Its last task took under config.pipeline_task_s: pushes may run ahead.
+        self.fast = False
         # Lease ids requested, not yet granted -> the node manager asked ("": ours).
         self.pending: dict[bytes, str] = {}
 
@@ -163,7 +171,7 @@ class LeaseQueues:
     is killed; the queues drop the ones they give back.
     """
 
-    __slots__ = ("classes", "leases", "linger_armed", "linger_s", "max_pending")
+    __slots__ = ("classes", "leases", "linger_armed", "linger_s", "max_pending", "pipeline_s")
 
     def __init__(self, config: Config = CONFIG) -> None:
         self.classes: dict[ShapeKey, SchedulingClass] = {}
@@ -171,6 +179,7 @@ class LeaseQueues:
         self.linger_armed = False  # an ArmLinger is out: linger_over will be called
         self.linger_s = config.lease_linger_s
         self.max_pending = config.max_pending_leases
+        self.pipeline_s = config.pipeline_task_s
 
     # -- tasks -------------------------------------------------------------------
 
@@ -189,9 +198,14 @@ class LeaseQueues:
         return actions
 
     def task_ended(self, lease: Lease, now: float) -> Push | ArmLinger | None:
-        """A task on `lease` ended and the lease is still ours: it runs the next queued
-        task of its class, or goes idle at `now`."""
+        """A task on `lease` ended (the shell has moved lease.busy to the next task
+        pushed to it, if any) and the lease is still ours: it runs the next queued task
+        of its class, or goes idle at `now`."""
         sc = lease.sclass
+        sc.fast = now - lease.mark < self.pipeline_s
+        lease.mark = now
+        if lease.busy is not None:  # a pipelined task runs now: keep one more queued
+            return self.pipeline(lease)
         if sc.queue:
             return Push(lease, sc.queue.popleft())
         sc.idle.append(lease)  # _idle, inlined: this is the hot path of a roundtrip loop
@@ -200,6 +214,26 @@ class LeaseQueues:
             return None
         self.linger_armed = True
         return ArmLinger(self.linger_s)
+
+    def pipeline(self, lease: Lease) -> Push | None:
+        """One more queued task for a busy lease, pushed behind its running one, if its
+        class's tasks are short and retriable (a pushed task the worker never began
+        is retried if the worker dies) and others still wait for it."""
+        sc = lease.sclass
+        if not sc.fast or not sc.queue or lease.queued:
+            return None
+        busy, spec = lease.busy, sc.queue[0]
+        if (
+            busy is None
+            or busy.max_retries == 0
+            or spec.max_retries == 0
+            or spec.generator
+            or busy.generator
+            or not spec.pipelinable
+            or not busy.pipelinable
+        ):
+            return None
+        return Push(lease, sc.queue.popleft())
 
     def lease_gone(self, lease: Lease) -> list[Action]:
         """A task on `lease` ended and its worker exits (max_calls): the lease is no

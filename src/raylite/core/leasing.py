@@ -59,6 +59,10 @@ class LeasingMixin:
         action = self.queues.task_ended(lease, time.monotonic())
         if type(action) is Push:  # the hot path: the next queued task
             self._push(action.lease, action.spec)
+            if lease.sclass.fast:  # and one behind it, if it may
+                more = self.queues.pipeline(lease)
+                if more is not None:
+                    self._push(more.lease, more.spec)
         elif action is not None:
             self._lease_action(action)
 

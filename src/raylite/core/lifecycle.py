@@ -8,6 +8,7 @@ every call. Not what a state means for the work (submission,
 lineage, actor_life), not the head's actor table (head).
 
     WAITING_ARGS ──args ready──▶ QUEUED ──push──▶ PUSHED ──reply──▶ FINISHED
+                                   ▲────bounced───┘ (pipelined, never begun)
          │                         │                │         ╲──▶ FAILED ──retry──▶ QUEUED
          └──────── a dependency failed, or cancel ──┴──────────▶ FAILED | CANCELLED
     FINISHED | FAILED ──a stored return (or an argument) was lost──▶ WAITING_ARGS
@@ -40,7 +41,9 @@ WAITING_ARGS, QUEUED, PUSHED, FINISHED, FAILED, CANCELLED = TaskState
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     WAITING_ARGS: frozenset({QUEUED, FAILED, CANCELLED}),
     QUEUED: frozenset({PUSHED, FAILED, CANCELLED}),
-    PUSHED: frozenset({FINISHED, FAILED, CANCELLED}),
+    # Bounced (QUEUED): pushed behind a task that then blocked, its worker sent it
+    # back unrun (TaskBounced) and it waits for another lease.
+    PUSHED: frozenset({FINISHED, FAILED, CANCELLED, QUEUED}),
     # A retry (QUEUED), or a rerun that resolves its arguments again (WAITING_ARGS):
     # rebuilding a lost argument, or lineage of a result an error value stands for.
     FAILED: frozenset({QUEUED, WAITING_ARGS}),

@@ -34,6 +34,7 @@ from ..serialization import (
     dumps_inline,
     loads_inline,
     pickle_args,
+    pickle_call,
 )
 from ..transport import Connection
 from . import context
@@ -84,7 +85,7 @@ class SubmissionMixin:
                     deps.append((k, v))
                     kwargs[k] = DEP
         try:
-            (meta, views), nested = self.serialize_collecting(pickle_args, (args, kwargs))
+            (meta, views), nested = self.serialize_collecting(pickle_call, (args, kwargs))
         except Exception as exc:
             raise unserializable_argument(args, kwargs, name, exc) from exc
         if _size(meta, views) > CONFIG.inline_threshold:
@@ -128,6 +129,7 @@ class SubmissionMixin:
         strategy: Any = None,
         generator: tuple[int, int] | None = None,
         runtime_env: tuple[dict[str, Any] | None, str] | None = None,
+        max_calls: int = 0,
     ) -> list[ObjectRef]:
         """`generator`: (PushTask.generator, backpressure) of a generator function; a
         streaming or dynamic one's single return is its generator ref, its items come
@@ -158,6 +160,8 @@ class SubmissionMixin:
         )
         if generator is not None:
             spec.generator, spec.backpressure = generator
+        if max_calls:
+            spec.pipelinable = False
         if runtime_env is not None:
             spec.runtime_env = runtime_env[0]
         deps = self._prepare(spec, args, kwargs, name)
@@ -331,7 +335,11 @@ class SubmissionMixin:
             spec.held = []
 
     def _push(self, lease: Lease, spec: TaskSpec) -> None:
-        lease.busy = spec
+        if lease.busy is None:
+            lease.busy = spec
+            lease.mark = time.monotonic()
+        else:  # pipelined behind the running one (lease_queue.pipeline)
+            lease.queued.append(spec)
         spec.lease = lease
         spec.pushed = True
         task_transition(spec, PUSHED, "pushed to a worker")
@@ -386,11 +394,16 @@ class SubmissionMixin:
     def _task_done(self, lease: Lease, spec: TaskSpec, reply: Any) -> None:
         """A normal task finished, or its worker died (runs on a reader thread)."""
         spec.lease = None
+        if type(reply) is P.TaskBounced:
+            self._bounced(lease, spec)
+            return
         if not isinstance(reply, P.TaskDone):
             with self.lock:
-                lease.busy = None
+                _advance(lease)
                 self.leases.pop(lease.lease_id, None)
-                self._return_to_nm(lease, True)
+                if not lease.returned:  # once, where tasks were pipelined on it
+                    lease.returned = True
+                    self._return_to_nm(lease, True)
                 if spec.cancelled:
                     err: Exception = TaskCancelledError(spec.task_id.hex())
                     self.lock.defer(
@@ -419,14 +432,14 @@ class SubmissionMixin:
         ):
             with self.lock:
                 if self._retry(spec, "it raised an exception it retries"):
-                    lease.busy = None
+                    _advance(lease)
                     self._enqueue(spec)
                     after(lease)
                     return
         lost = self._lost_argument(spec, reply) if error else None
         if lost is not None and self._rebuild_argument(spec, lost):
             with self.lock:
-                lease.busy = None
+                _advance(lease)
                 after(lease)
             return
         returns = reply.returns
@@ -439,9 +452,25 @@ class SubmissionMixin:
             ready = self._record_returns(spec, error, returns, adopted)
             self._keep_lineage(spec, reply)
             self._release_held(spec)
-            lease.busy = None
+            _advance(lease)
             after(lease)
         self._finish_returns(returns, ready)
+
+    def _bounced(self, lease: Lease, spec: TaskSpec) -> None:
+        """Pipelined behind a task that blocked, `spec` came back unrun: it waits for a
+        lease again (no retry spent); the class pipelines no more until a task is quick."""
+        with self.lock:
+            if spec in lease.queued:
+                lease.queued.remove(spec)
+            lease.sclass.fast = False
+            if spec.state in TASK_ENDED:
+                return
+            if not spec.cancelled:
+                task_transition(spec, QUEUED, "its worker blocked before it began")
+                self._enqueue(spec)
+                return
+        err = dumps_inline(TaskCancelledError(spec.task_id.hex()))
+        self._fail_for_good(spec, err, CANCELLED, "cancelled")
 
     def _answered(self, spec: TaskSpec, error: bool) -> None:
         """Its worker sent the returns: the task has ended (lock held)."""
@@ -495,6 +524,11 @@ class SubmissionMixin:
                 self.peer(lease.address).send(P.CancelTask(spec.task_id, recursive))
             except ConnectionLost:
                 pass
+
+
+def _advance(lease: Lease) -> None:
+    """The lease's running task ended: the next pushed to it runs now, if any."""
+    lease.busy = lease.queued.pop(0) if lease.queued else None
 
 
 def _large(value: Any) -> bool:

@@ -43,7 +43,7 @@ class Dep:
 DEP = Dep()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskSpec:
     task_id: bytes
     name: str
@@ -84,6 +84,9 @@ class TaskSpec:
     generator: int = 0  # PushTask.generator: how its worker runs a generator function
     backpressure: int = -1  # PushTask.backpressure (streaming generators)
     runtime_env: dict[str, Any] | None = None  # resolved (core/runtime_envs.py); None: default
+    # May be pushed behind a running task of its lease (lease_queue.pipeline): not a
+    # function with max_calls (its worker exits after a call, dropping what it queued).
+    pipelinable: bool = True
 
 
 def task_events_off(options: dict[str, Any] | None) -> bool:
