@@ -15,6 +15,7 @@ import pytest
 
 from raylite import protocol as P
 from raylite.core.core_worker import CoreWorker
+from raylite.exceptions import ConnectionLost
 from raylite.object_ref import ObjectRef, new_id, set_hooks
 from raylite.serialization import dumps_inline
 
@@ -84,6 +85,13 @@ class Harness:
         self.cw.peers[address] = worker  # type: ignore[assignment]
         answer(P.LeaseGranted(msg.lease_id, new_id(), address, 1000 + self.workers, []))
         return worker
+
+    def worker_died(self, reply: Callable[[Any], None], oom: str = "") -> None:
+        """The pushed task's worker died: its connection is lost, and its node answers
+        the owner's question why (`oom`: the memory monitor's message, "" not it)."""
+        reply(ConnectionLost("the worker died"))
+        _, answer = self.cw.nm.take(P.GetWorkerFailureCause)  # type: ignore[attr-defined]
+        answer(P.WorkerFailureCause(oom))
 
     def submit(
         self, *args: Any, max_retries: int = 1, retry_exceptions: Any = False, strategy: Any = None

@@ -47,13 +47,13 @@ def test_a_task_goes_queued_pushed_finished(h: Harness) -> None:
 def test_a_worker_crash_spends_one_retry_then_fails_for_good(h: Harness) -> None:
     ref, spec = h.submit(max_retries=1)
     _, reply = h.grant().take(P.PushTask)
-    reply(ConnectionLost("the worker died"))
+    h.worker_died(reply)
     assert spec.state is L.QUEUED
     assert spec.max_retries == 0
     killed = h.cw.nm.of(P.ReturnLease)  # type: ignore[attr-defined]
     assert [m.kill for m in killed] == [True]
     _, reply = h.grant().take(P.PushTask)  # the retry asked for a new lease
-    reply(ConnectionLost("the worker died again"))
+    h.worker_died(reply)
     assert spec.state is L.FAILED
     kind, data = h.value(ref)
     assert kind == P.ERROR
@@ -64,7 +64,7 @@ def test_unlimited_retries_are_never_spent(h: Harness) -> None:
     _, spec = h.submit(max_retries=-1)
     for _ in range(3):
         _, reply = h.grant().take(P.PushTask)
-        reply(ConnectionLost("the worker died"))
+        h.worker_died(reply)
         assert spec.state is L.QUEUED
         assert spec.max_retries == -1
 

@@ -292,7 +292,12 @@ class ActorClientMixin:
         with self.lock:
             detached = bool((spec.actor_options or {}).get("detached"))
             self._request_lease(
-                sc, new_id(), actor_id=client.actor_id, on_grant=on_grant, detached=detached
+                sc,
+                new_id(),
+                actor_id=client.actor_id,
+                on_grant=on_grant,
+                detached=detached,
+                retriable=client.restarts_left != 0,
             )
 
     def _create_by_head(self, spec: TaskSpec, client: ActorClient) -> None:

@@ -119,11 +119,13 @@ class LeasingMixin:
         actor_id: bytes | None = None,
         on_grant: Callable[[Lease | None, str], None] | None = None,
         detached: bool = False,
+        retriable: bool | None = None,
     ) -> None:
         """Ask our node manager for a worker; follow it to another node if it says so.
 
         A task lease (no on_grant) is the queues' (lease_id pending in `sc`): its
-        answers are their events. An actor's lease goes to on_grant (None: refused, and why)."""
+        answers are their events. An actor's lease goes to on_grant (None: refused, and why).
+        `retriable` (None: the class's) tells the memory monitor whom to kill first."""
         hops = [0]
 
         def answered(reply: Any, nm: str) -> None:
@@ -190,6 +192,7 @@ class LeasingMixin:
                 detached,
                 sc.label_selector,
                 sc.runtime_env,
+                sc.retriable if retriable is None else retriable,
             )
 
             def send(conn: Connection) -> None:
