@@ -137,6 +137,7 @@ class PlacementGroupCreated:
 
     feasible: bool
 
+
 # --- the node's memory monitor (node/memory_monitor.py) ---------------------------------
 # Tags 150-151.
 @_msg(150)

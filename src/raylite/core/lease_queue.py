@@ -102,8 +102,8 @@ class SchedulingClass:
         self.idle: list[Lease] = []
         # Lease ids requested, not yet granted -> the node manager asked ("": ours).
         self.pending: dict[bytes, str] = {}
-        # RequestLease.retriable, from the task that made the class (as Ray's lease
-        # spec): the memory monitor kills retriable workers first.
+        # RequestLease.retriable when no task is queued (a request takes its first
+        # queued task's, as Ray's lease spec): the memory monitor kills those first.
         self.retriable = True
 
 

@@ -125,8 +125,10 @@ class LeasingMixin:
 
         A task lease (no on_grant) is the queues' (lease_id pending in `sc`): its
         answers are their events. An actor's lease goes to on_grant (None: refused, and why).
-        `retriable` (None: the class's) tells the memory monitor whom to kill first."""
+        `retriable` (None: its first queued task's) tells the memory monitor whom to kill first."""
         hops = [0]
+        if retriable is None:  # as Ray's lease spec: the task that asks for it says
+            retriable = sc.queue[0].max_retries != 0 if sc.queue else sc.retriable
 
         def answered(reply: Any, nm: str) -> None:
             if isinstance(reply, P.LeaseSpillback):  # that node has room (or the resource)
@@ -192,7 +194,7 @@ class LeasingMixin:
                 detached,
                 sc.label_selector,
                 sc.runtime_env,
-                sc.retriable if retriable is None else retriable,
+                retriable,
             )
 
             def send(conn: Connection) -> None:
