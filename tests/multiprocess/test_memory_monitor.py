@@ -131,3 +131,30 @@ def test_the_retriable_task_is_killed_before_a_newer_one_without_retries(engine,
     assert ray.get(first, timeout=60) == "retried"
     done.write_text("")
     assert ray.get(newer, timeout=60) == "survived"
+
+
+def test_an_actor_killed_for_memory_dies_and_the_node_carries_on(engine) -> None:
+    """An actor without restarts whose worker the monitor kills is dead: its running
+    call raises RayActorError (Ray 2.60 raises OutOfMemoryError for that call, whose
+    message the owner gets from the raylet; raylite's owner learns an actor's death
+    from ClientDied or its lost connection and does not ask its node why yet: a known
+    difference); the driver and the node carry on."""
+    fake = str(engine)
+
+    @ray.remote
+    class Hog:
+        def hold(self, path: str) -> str:
+            hold(path, 8000)
+            return "not killed"
+
+    actor = Hog.remote()
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(actor.hold.remote(fake), timeout=60)
+    with pytest.raises(exceptions.RayActorError):  # dead: no restarts
+        ray.get(actor.hold.remote(fake), timeout=60)
+
+    @ray.remote
+    def fine() -> int:
+        return 1
+
+    assert ray.get(fine.remote(), timeout=30) == 1
