@@ -5,7 +5,8 @@ module starts, and a task allocates until the monitor kills it.
 Ray 2.60's behaviour, which raylite follows: a task with max_retries=0 fails with
 OutOfMemoryError (a RayError) whose message says the worker was killed because the node
 ran low on memory, names the node and the task; a task with retries is retried, and a
-kill for memory does not spend them (Ray retries without limit, with a backoff).
+kill for memory does not spend them (Ray retries without limit, with a backoff); an
+actor without restarts dies, and its call raises OutOfMemoryError too.
 
 The machine is shared: another process using 1.2 GB more at the same moment makes the
 monitor act earlier, which these tests allow (the outcome is the same).
@@ -92,3 +93,17 @@ def test_a_task_with_retries_is_retried_without_spending_them(engine, tmp_path) 
         return n
 
     assert ray.get(hog.remote(str(attempts)), timeout=120) == 3
+
+
+def test_an_actor_killed_for_memory_fails_its_call_with_out_of_memory_error(engine) -> None:
+    @ray.remote
+    class Hog:
+        def hold(self) -> int:
+            return allocate_until_killed()
+
+    actor = Hog.remote()
+    with pytest.raises(exceptions.OutOfMemoryError) as info:
+        ray.get(actor.hold.remote(), timeout=120)
+    assert "worker(s) were killed due to the node running low on memory" in str(info.value)
+    with pytest.raises(exceptions.OutOfMemoryError):  # dead, and why
+        ray.get(actor.hold.remote(), timeout=120)

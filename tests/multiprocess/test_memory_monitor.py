@@ -133,12 +133,10 @@ def test_the_retriable_task_is_killed_before_a_newer_one_without_retries(engine,
     assert ray.get(newer, timeout=60) == "survived"
 
 
-def test_an_actor_killed_for_memory_dies_and_the_node_carries_on(engine) -> None:
-    """An actor without restarts whose worker the monitor kills is dead: its running
-    call raises RayActorError (Ray 2.60 raises OutOfMemoryError for that call, whose
-    message the owner gets from the raylet; raylite's owner learns an actor's death
-    from ClientDied or its lost connection and does not ask its node why yet: a known
-    difference); the driver and the node carry on."""
+def test_an_actor_killed_for_memory_fails_its_call_with_out_of_memory_error(engine) -> None:
+    """As on Ray 2.60: an actor without restarts whose worker the monitor kills is dead,
+    and its calls raise OutOfMemoryError (a RayError, not an ActorDiedError) naming the
+    actor; the driver and the node carry on."""
     fake = str(engine)
 
     @ray.remote
@@ -148,13 +146,37 @@ def test_an_actor_killed_for_memory_dies_and_the_node_carries_on(engine) -> None
             return "not killed"
 
     actor = Hog.remote()
-    with pytest.raises(exceptions.RayActorError):
+    with pytest.raises(exceptions.OutOfMemoryError) as info:
         ray.get(actor.hold.remote(fake), timeout=60)
-    with pytest.raises(exceptions.RayActorError):  # dead: no restarts
-        ray.get(actor.hold.remote(fake), timeout=60)
+    text = str(info.value)
+    assert text.startswith("1 worker(s) were killed due to the node running low on memory.")
+    assert "The actor killed: name=Hog, actor ID=" in text
 
     @ray.remote
     def fine() -> int:
         return 1
 
     assert ray.get(fine.remote(), timeout=30) == 1
+
+
+def test_an_actor_with_restarts_killed_for_memory_restarts(engine, tmp_path) -> None:
+    fake, lives = str(engine), tmp_path / "lives"
+
+    @ray.remote(max_restarts=1)
+    class Hog:
+        def __init__(self, marker: str) -> None:
+            with open(marker, "a") as f:
+                f.write("x")
+
+        def hold(self, path: str) -> str:
+            hold(path, 8000)
+            return "not killed"
+
+        def ping(self) -> str:
+            return "pong"
+
+    actor = Hog.remote(str(lives))
+    with pytest.raises(exceptions.OutOfMemoryError):  # the call (no max_task_retries), as Ray
+        ray.get(actor.hold.remote(fake), timeout=60)
+    assert ray.get(actor.ping.remote(), timeout=60) == "pong"
+    assert lives.read_text() == "xx"  # its constructor ran again

@@ -48,6 +48,10 @@ class StandIn:
                 return msg, cb
         raise AssertionError(f"no {kind.__name__} was sent; sent: {self.requests}")
 
+    def of_requests(self, kind: type) -> list[Any]:
+        """The unanswered requests of this type."""
+        return [m for m, _ in self.requests if isinstance(m, kind)]
+
     def of(self, kind: type) -> list[Any]:
         return [m for m in self.sent if isinstance(m, kind)]
 
@@ -92,6 +96,13 @@ class Harness:
         reply(ConnectionLost("the worker died"))
         _, answer = self.cw.nm.take(P.GetWorkerFailureCause)  # type: ignore[attr-defined]
         answer(P.WorkerFailureCause(oom))
+
+    def answer_causes(self, oom: str = "") -> None:
+        """Answer every question the owner asked its node about a dead worker."""
+        nm = self.cw.nm
+        while nm.of_requests(P.GetWorkerFailureCause):  # type: ignore[attr-defined]
+            _, answer = nm.take(P.GetWorkerFailureCause)  # type: ignore[attr-defined]
+            answer(P.WorkerFailureCause(oom))
 
     def submit(
         self, *args: Any, max_retries: int = 1, retry_exceptions: Any = False, strategy: Any = None

@@ -144,10 +144,15 @@ def oom_message(
     return "\n".join(lines)
 
 
-def with_task(message: str, name: str, task_id: str) -> str:
-    """The node's message, with the task its owner knows it by after the first line."""
+# In every OutOfMemoryError text (the first line): how an owner tells such a cause.
+OOM_HEADLINE = "were killed due to the node running low on memory"
+
+
+def with_task(message: str, name: str, task_id: str, what: str = "task") -> str:
+    """The node's message, with the task (or actor: `what`) its owner knows it by after
+    the first line."""
     first, _, rest = message.partition("\n")
-    line = f"The task killed: name={name}, task ID={task_id}."
+    line = f"The {what} killed: name={name}, {what} ID={task_id}."
     return f"{first}\n{line}\n{rest}" if rest else f"{first}\n{line}"
 
 
