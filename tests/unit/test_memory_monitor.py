@@ -174,3 +174,19 @@ def test_a_task_without_retries_killed_for_memory_raises_out_of_memory_error(
     assert isinstance(err, RayError)  # as Ray's: OutOfMemoryError(RayError)
     assert str(err).startswith("1 worker(s) were killed due to the node running low")
     assert f"The task killed: name=f, task ID={spec.task_id.hex()}." in str(err)
+
+
+def test_a_task_whose_retries_other_failures_spent_is_still_retried_for_memory(
+    h: Harness,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray: only max_retries=0 at submission stops retries for memory."""
+    no_wait = dataclasses.replace(CONFIG, task_oom_retry_delay_base_ms=0)
+    monkeypatch.setattr("raylite.core.submission.CONFIG", no_wait)
+    _, spec = h.submit(max_retries=1)
+    _, reply = h.grant().take(P.PushTask)
+    h.worker_died(reply)  # a crash spends the one retry
+    assert spec.max_retries == 0
+    _, reply = h.grant().take(P.PushTask)
+    h.worker_died(reply, oom=OOM)
+    assert spec.state is L.QUEUED

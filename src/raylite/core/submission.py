@@ -4,10 +4,13 @@ Owns the CoreWorker methods that pickle arguments (top-level refs become
 placeholders resolved by position), wait for argument values, push a ready task
 on a lease, and handle its reply: results, retries of crashed workers and of
 listed exceptions, rebuilding a lost argument, cancellation, and the owner's task
-events. Not leases (leasing), not actor calls (actor_client).
+events. A lost worker's node is asked whether its memory monitor killed it: then the
+task is retried without spending a retry, or fails with OutOfMemoryError (Ray's rule,
+node/memory_policy.py). Not leases (leasing), not actor calls (actor_client).
 
     submit_task ─▶ deps ready ─▶ leasing._enqueue ─▶ _push ─PushTask─▶ worker
-                                            _task_done ◀──TaskDone──┘"""
+                                            _task_done ◀──TaskDone──┘
+    worker lost ──GetWorkerFailureCause──▶ its node ──WorkerFailureCause──▶ _worker_lost"""
 
 from __future__ import annotations
 
@@ -465,12 +468,13 @@ class SubmissionMixin:
         """The worker running `spec` died (`oom`: the node's message if its memory
         monitor killed it): retry the task, or fail it for good (no lock held).
 
-        Killed for memory, a task is retried as on Ray 2.60 without spending a retry, as
-        long as its max_retries is not 0, after an exponential backoff; else it fails
-        with OutOfMemoryError. (Ray keeps retrying for memory after other failures have
-        spent max_retries; here a task whose retries are spent is not retried.)"""
+        Killed for memory, a task is retried as on Ray 2.60, without spending a retry
+        and after an exponential backoff, unless it was submitted with max_retries=0
+        (other failures may have spent its retries since: it is retried all the same);
+        else it fails with OutOfMemoryError."""
         if oom:
-            if spec.max_retries != 0 and not spec.cancelled and not self.closed:
+            retriable = spec.max_retries != 0 or getattr(spec, "oom_retriable", False)
+            if retriable and not spec.cancelled and not self.closed:
                 self._retry_after_oom(spec, oom)
                 return
             message = with_task(oom, spec.name, spec.task_id.hex())
@@ -534,7 +538,11 @@ class SubmissionMixin:
     def _retry(self, spec: TaskSpec, cause: str) -> bool:
         """An attempt failed: if a retry is left, spend it and queue the task again (the
         caller enqueues it); False if it fails for good (lock held)."""
-        return retry_task(spec, cause, self.closed)
+        if not retry_task(spec, cause, self.closed):
+            return False
+        if spec.max_retries == 0:  # its last retry spent: memory kills still retry (Ray)
+            spec.oom_retriable = True  # type: ignore[attr-defined]  # set on this path only
+        return True
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
         """Cancel the task that makes `ref`: dequeue it, interrupt it, or kill its worker."""
