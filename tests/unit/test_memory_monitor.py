@@ -4,7 +4,9 @@ and what an owner does with a task killed for memory (core/submission.py), in-pr
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import types
 
 import pytest
 
@@ -12,7 +14,7 @@ from raylite import protocol as P
 from raylite.config import CONFIG, load
 from raylite.core import lifecycle as L
 from raylite.exceptions import OutOfMemoryError, RayError
-from raylite.node.memory_monitor import read_cgroup, read_fake
+from raylite.node.memory_monitor import MemoryMonitor, read_cgroup, read_fake
 from raylite.node.memory_policy import (
     Candidate,
     GiB,
@@ -190,3 +192,80 @@ def test_a_task_whose_retries_other_failures_spent_is_still_retried_for_memory(
     _, reply = h.grant().take(P.PushTask)
     h.worker_died(reply, oom=OOM)
     assert spec.state is L.QUEUED
+
+
+# --- the shell: one tick of the monitor on a stand-in node manager ---------------------
+class _Lease:
+    def __init__(self, retriable: bool) -> None:
+        self.retriable = retriable
+
+
+class _Rec:
+    def __init__(self, n: int, lease_id: bytes | None, actor: bool = False) -> None:
+        self.worker_id = bytes([n]) * 16
+        self.pid = 5000 + n
+        self.state = "leased" if lease_id else "idle"
+        self.lease_id = lease_id
+        self.actor_id = b"a" * 16 if actor else None
+
+
+class _Node:
+    """What MemoryMonitor reads of a NodeManager: workers, leases (in grant order), pids."""
+
+    def __init__(self, recs: list[_Rec], leases: dict[bytes, _Lease]) -> None:
+        self.workers = {r.worker_id: r for r in recs}
+        self.by_pid = {r.pid: r for r in recs}
+        self.lease_book = types.SimpleNamespace(leases=leases)
+        self.ip, self.node_id, self.stopping = "127.0.0.1", b"n" * 16, False
+        self.killed: list[int] = []
+
+    def kill_worker(self, rec: _Rec) -> None:
+        self.killed.append(rec.pid)
+
+
+def _monitor(tmp_path, node: _Node, lines: str) -> MemoryMonitor:
+    fake = tmp_path / "memory"
+    fake.write_text(lines)
+    monitor = MemoryMonitor(node)
+    monitor.fake, monitor.fraction = str(fake), 0.5
+    return monitor
+
+
+def test_a_tick_kills_the_newest_retriable_worker_and_waits_for_it(tmp_path) -> None:
+    older, newer, fixed = _Rec(1, b"L1"), _Rec(2, b"L2"), _Rec(3, b"L3")
+    leases = {b"L1": _Lease(True), b"L2": _Lease(True), b"L3": _Lease(False)}  # grant order
+    node = _Node([older, newer, fixed], leases)
+    monitor = _monitor(tmp_path, node, f"1000 10000\n{newer.pid} 8000\n")
+    monitor.check()
+    assert node.killed == [newer.pid]
+    assert "1 worker(s) were killed" in monitor.causes[newer.worker_id]
+    reply = []
+    conn = types.SimpleNamespace(reply=lambda rid, msg: reply.append(msg))
+    monitor.on_get_worker_failure_cause(conn, P.GetWorkerFailureCause(newer.worker_id), 1)
+    assert reply[0].oom_message == monitor.causes[newer.worker_id]
+    monitor.on_get_worker_failure_cause(conn, P.GetWorkerFailureCause(older.worker_id), 2)
+    assert reply[1].oom_message == ""  # not killed for memory
+    monitor.check()  # still over, but the one chosen has not exited yet: no new choice
+    assert node.killed == [newer.pid]
+    assert "killed by the memory monitor" in monitor.death_cause(newer.worker_id, "exited")
+    assert monitor.death_cause(older.worker_id, "exited") == "exited"
+
+
+def test_a_tick_under_the_threshold_does_nothing(tmp_path) -> None:
+    rec = _Rec(1, b"L1")
+    node = _Node([rec], {b"L1": _Lease(True)})
+    monitor = _monitor(tmp_path, node, "4000 10000\n")
+    monitor.check()
+    assert node.killed == []
+    assert monitor.causes == {}
+
+
+def test_over_the_threshold_with_nothing_to_kill_warns_once_a_while(tmp_path, caplog) -> None:
+    node = _Node([_Rec(1, None)], {})  # one small idle worker: never taken
+    monitor = _monitor(tmp_path, node, "9000 10000\n")
+    with caplog.at_level(logging.WARNING):
+        monitor.check()
+        monitor.check()
+    assert node.killed == []
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "no worker can be killed" in caplog.records[0].message

@@ -30,6 +30,7 @@ import asyncio
 import collections
 import logging
 import os
+import time
 from typing import Any
 
 import psutil
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 FAKE_ENV = "RAYLITE_MEMORY_MONITOR_FAKE"
 CGROUP_ROOT = "/sys/fs/cgroup"
 MAX_CAUSES = 1000  # kills remembered for their owners' questions
+WARN_EVERY_S = 5.0  # "over the threshold, nothing to kill" at most this often (Ray: 5 s)
 
 
 def _read_int(path: str) -> int | None:
@@ -150,6 +152,7 @@ class MemoryMonitor:
         self.killing: set[int] = set()  # pids killed, not yet reaped
         self.causes: collections.OrderedDict[bytes, str] = collections.OrderedDict()
         self.kills = 0
+        self.warned_at = -WARN_EVERY_S  # the last "nothing to kill" warning (monotonic)
         threshold_bytes(1, self.fraction)  # a bad setting fails the node at start
 
     @property
@@ -179,6 +182,10 @@ class MemoryMonitor:
             return
         victims = choose_victims(self.candidates(held), reading, threshold)
         if not victims:
+            now = time.monotonic()
+            if now - self.warned_at < WARN_EVERY_S:
+                return
+            self.warned_at = now
             log.warning(
                 "memory use %.2f of the node is over the threshold %.2f but no worker can "
                 "be killed: other processes hold the memory",
