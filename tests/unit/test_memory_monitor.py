@@ -13,7 +13,7 @@ import pytest
 from raylite import protocol as P
 from raylite.config import CONFIG, load
 from raylite.core import lifecycle as L
-from raylite.exceptions import OutOfMemoryError, RayError
+from raylite.exceptions import ConnectionLost, OutOfMemoryError, RayError
 from raylite.node.memory_monitor import MemoryMonitor, read_cgroup, read_fake
 from raylite.node.memory_policy import (
     Candidate,
@@ -269,3 +269,22 @@ def test_over_the_threshold_with_nothing_to_kill_warns_once_a_while(tmp_path, ca
     assert node.killed == []
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
     assert "no worker can be killed" in caplog.records[0].message
+
+
+def test_the_owner_asks_the_node_that_granted_the_lease(h: Harness) -> None:  # noqa: F811
+    """A worker on another node: that node's manager is asked, not ours."""
+    from .core_harness import StandIn
+
+    ref, spec = h.submit(max_retries=0)
+    worker = h.grant()
+    _, reply = worker.take(P.PushTask)
+    other = StandIn("tcp:10.0.0.2:7000")
+    h.cw.peers[other.name] = other  # type: ignore[assignment]
+    lease = spec.lease
+    lease.nm = other.name  # as if granted there (a spillback)
+    reply(ConnectionLost("the worker died"))
+    assert h.cw.nm.of_requests(P.GetWorkerFailureCause) == []  # type: ignore[attr-defined]
+    asked, answer = other.take(P.GetWorkerFailureCause)
+    assert asked.worker_id == lease.worker_id
+    answer(P.WorkerFailureCause(OOM))
+    assert isinstance(loads_inline(h.value(ref)[1]), OutOfMemoryError)
