@@ -6,9 +6,17 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+# Settings a user of Ray sets by Ray's own variable (RAY_<name>, as Ray spells it): it
+# wins over RAYLITE_<NAME>.
+RAY_NAMED = frozenset(
+    {"memory_usage_threshold", "memory_monitor_refresh_ms", "task_oom_retry_delay_base_ms"}
+)
+
 
 def _env(name: str, default: float) -> float:
-    raw = os.environ.get(f"RAYLITE_{name.upper()}")
+    raw = os.environ.get(f"RAY_{name}") if name in RAY_NAMED else None
+    if raw is None:
+        raw = os.environ.get(f"RAYLITE_{name.upper()}")
     return type(default)(raw) if raw is not None else default
 
 
@@ -129,6 +137,15 @@ class Config:
     redis_retries: int = 2
     # The head's SQLite backend waits this long for a lock held by another connection.
     sqlite_timeout_s: float = 10.0
+    # --- the node's memory monitor (node/memory_monitor.py; Ray's names override) ---
+    # Past this fraction of the node's memory (its cgroup's limit where it has one),
+    # the monitor kills a worker (RAY_memory_usage_threshold, Ray's default 0.95).
+    memory_usage_threshold: float = 0.95
+    # How often it reads the node's memory; 0 turns it off (RAY_memory_monitor_refresh_ms).
+    memory_monitor_refresh_ms: int = 250
+    # A task killed for memory is retried after base * 2**n ms, at most 60 s, n its
+    # retries for memory so far (RAY_task_oom_retry_delay_base_ms).
+    task_oom_retry_delay_base_ms: int = 1000
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -214,6 +214,9 @@ class RequestLease:
     # The resolved runtime env (runtime_env/: packages as URIs): only a worker of that
     # env serves it. None for nearly every request: the default workers.
     runtime_env: dict[str, Any] | None = None
+    # The memory monitor kills retriable workers first (node/memory_policy.py): False
+    # for a class whose tasks have max_retries=0, an actor with max_restarts=0.
+    retriable: bool = True
 
 
 @_msg(11)

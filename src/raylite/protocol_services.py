@@ -138,12 +138,32 @@ class PlacementGroupCreated:
     feasible: bool
 
 
+# --- the node's memory monitor (node/memory_monitor.py) ---------------------------------
+# Tags 150-151.
+@_msg(150)
+class GetWorkerFailureCause:
+    """Owner -> the node manager of a worker that died while running its task (request,
+    answered WorkerFailureCause): was it killed by the memory monitor? Ray's
+    GetWorkerFailureCause: asked only when a worker is lost, never on the way of a task."""
+
+    worker_id: bytes
+
+
+@_msg(151)
+class WorkerFailureCause:
+    """`oom_message`: the node's OutOfMemoryError text if its memory monitor killed the
+    worker (memory_policy.oom_message), else ""."""
+
+    oom_message: str = ""
+
+
 __all__ = [
     "CancelBundles",
     "CommitBundles",
     "CreatePlacementGroup",
     "FetchPackage",
     "GetPlacementGroups",
+    "GetWorkerFailureCause",
     "PackageData",
     "PlacementGroupCreated",
     "PlacementGroupReady",
@@ -153,4 +173,5 @@ __all__ = [
     "RemovePlacementGroup",
     "UploadPackage",
     "WaitPlacementGroup",
+    "WorkerFailureCause",
 ]

@@ -15,6 +15,7 @@ import pytest
 
 from raylite import protocol as P
 from raylite.core.core_worker import CoreWorker
+from raylite.exceptions import ConnectionLost
 from raylite.object_ref import ObjectRef, new_id, set_hooks
 from raylite.serialization import dumps_inline
 
@@ -46,6 +47,10 @@ class StandIn:
                 del self.requests[i]
                 return msg, cb
         raise AssertionError(f"no {kind.__name__} was sent; sent: {self.requests}")
+
+    def of_requests(self, kind: type) -> list[Any]:
+        """The unanswered requests of this type."""
+        return [m for m, _ in self.requests if isinstance(m, kind)]
 
     def of(self, kind: type) -> list[Any]:
         return [m for m in self.sent if isinstance(m, kind)]
@@ -84,6 +89,20 @@ class Harness:
         self.cw.peers[address] = worker  # type: ignore[assignment]
         answer(P.LeaseGranted(msg.lease_id, new_id(), address, 1000 + self.workers, []))
         return worker
+
+    def worker_died(self, reply: Callable[[Any], None], oom: str = "") -> None:
+        """The pushed task's worker died: its connection is lost, and its node answers
+        the owner's question why (`oom`: the memory monitor's message, "" not it)."""
+        reply(ConnectionLost("the worker died"))
+        _, answer = self.cw.nm.take(P.GetWorkerFailureCause)  # type: ignore[attr-defined]
+        answer(P.WorkerFailureCause(oom))
+
+    def answer_causes(self, oom: str = "") -> None:
+        """Answer every question the owner asked its node about a dead worker."""
+        nm = self.cw.nm
+        while nm.of_requests(P.GetWorkerFailureCause):  # type: ignore[attr-defined]
+            _, answer = nm.take(P.GetWorkerFailureCause)  # type: ignore[attr-defined]
+            answer(P.WorkerFailureCause(oom))
 
     def submit(
         self, *args: Any, max_retries: int = 1, retry_exceptions: Any = False, strategy: Any = None

@@ -47,13 +47,13 @@ def test_a_task_goes_queued_pushed_finished(h: Harness) -> None:
 def test_a_worker_crash_spends_one_retry_then_fails_for_good(h: Harness) -> None:
     ref, spec = h.submit(max_retries=1)
     _, reply = h.grant().take(P.PushTask)
-    reply(ConnectionLost("the worker died"))
+    h.worker_died(reply)
     assert spec.state is L.QUEUED
     assert spec.max_retries == 0
     killed = h.cw.nm.of(P.ReturnLease)  # type: ignore[attr-defined]
     assert [m.kill for m in killed] == [True]
     _, reply = h.grant().take(P.PushTask)  # the retry asked for a new lease
-    reply(ConnectionLost("the worker died again"))
+    h.worker_died(reply)
     assert spec.state is L.FAILED
     kind, data = h.value(ref)
     assert kind == P.ERROR
@@ -64,7 +64,7 @@ def test_unlimited_retries_are_never_spent(h: Harness) -> None:
     _, spec = h.submit(max_retries=-1)
     for _ in range(3):
         _, reply = h.grant().take(P.PushTask)
-        reply(ConnectionLost("the worker died"))
+        h.worker_died(reply)
         assert spec.state is L.QUEUED
         assert spec.max_retries == -1
 
@@ -209,15 +209,18 @@ def test_an_actor_restarts_once_then_dies(h: Harness) -> None:
     assert client.state is L.ALIVE
     assert client.incarnation == 0
     h.cw._actor_process_died(first.name)
+    h.answer_causes()  # not killed for memory
     assert client.state is L.RESTARTING
     assert client.incarnation == 1
     assert client.restarts_left == 0
     assert client.creation_spec.state is L.QUEUED  # its constructor runs again
     h.cw._actor_process_died(first.name)  # a second word about the same life: ignored
+    h.answer_causes()  # not killed for memory
     assert client.incarnation == 1
     second = construct(h)
     assert client.state is L.ALIVE
     h.cw._actor_process_died(second.name)
+    h.answer_causes()  # not killed for memory
     assert client.state is L.DEAD
     assert states(h) == ["ALIVE", "RESTARTING", "ALIVE", "DEAD"]
 
@@ -230,9 +233,11 @@ def test_a_call_in_flight_when_the_actor_dies_is_retried_on_the_next_life(h: Har
     assert spec.state is L.PUSHED
     assert spec.incarnation == 0
     reply(ConnectionLost("the actor's process died"))
+    h.answer_causes()  # not killed for memory
     assert client.state is L.RESTARTING
     assert spec.state is L.QUEUED
     h.cw._actor_process_died(worker.name)  # the node's word comes later: stale
+    h.answer_causes()  # not killed for memory
     assert client.incarnation == 1
     new = construct(h)
     push, reply = new.take(P.PushTask)  # the retried call went to the new life
@@ -252,12 +257,14 @@ def test_a_dead_actor_fails_its_queued_calls_and_its_constructor(h: Harness) -> 
     assert sent.task_id == spec.task_id
     assert spec.state is L.PUSHED
     reply(ConnectionLost("died in the constructor"))
+    h.answer_causes()  # not killed for memory
     assert client.state is L.DEAD
     assert client.creation_spec.state is L.FAILED
     late, late_spec = call(h, client)  # a call after the death fails at once
     assert late_spec is None  # ended and let go of at once
     assert isinstance(loads_inline(h.value(late)[1]), ActorDiedError)
     call_reply(ConnectionLost("died in the constructor"))
+    h.answer_causes()  # not killed for memory
     assert spec.state is L.FAILED
     kind, data = h.value(ref)
     assert kind == P.ERROR
@@ -334,3 +341,22 @@ def test_moves_are_logged_only_when_traced(
         "QUEUED -> PUSHED (pushed to a worker)",
         "PUSHED -> FINISHED (its worker sent the returns)",
     ]
+
+
+def test_an_actor_killed_for_memory_fails_its_calls_with_out_of_memory_error(h: Harness) -> None:
+    """Ray 2.60: the call running on an actor its node's memory monitor killed, and the
+    calls after, raise OutOfMemoryError (the node's words, the actor named)."""
+    from raylite.exceptions import OutOfMemoryError
+
+    client = create(h, max_restarts=0)
+    worker = construct(h)
+    ref, _ = call(h, client)
+    _, reply = worker.take(P.PushTask)
+    reply(ConnectionLost("the actor's process died"))
+    h.answer_causes(oom="1 worker(s) were killed due to the node running low on memory.\nx")
+    assert client.state is L.DEAD
+    err = loads_inline(h.value(ref)[1])
+    assert isinstance(err, OutOfMemoryError)
+    assert f"The actor killed: name=Counter, actor ID={client.actor_id.hex()}." in str(err)
+    late, _ = call(h, client)
+    assert isinstance(loads_inline(h.value(late)[1]), OutOfMemoryError)

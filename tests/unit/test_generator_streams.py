@@ -12,7 +12,6 @@ import pytest
 from raylite import protocol as P
 from raylite.core.generators import END, FAILED, ITEM, item_id
 from raylite.exceptions import (
-    ConnectionLost,
     GetTimeoutError,
     ObjectLostError,
     WorkerCrashedError,
@@ -111,7 +110,7 @@ def test_a_tasks_exception_is_its_next_item_and_its_ref_is_none(h: Harness) -> N
 def test_a_crashed_task_hands_out_its_generator_ref_once(h: Harness) -> None:
     g = submit_generator(h)
     h.cw._generator_item(Answering("w"), item(g.push, 0, 1), 0)
-    g.answer(ConnectionLost("the worker died"))
+    h.worker_died(g.answer)
     assert h.cw.stream_next(g.stream, timeout=1)[0] == ITEM
     assert h.cw.stream_next(g.stream, timeout=1) == (FAILED, None)
     assert h.cw.stream_next(g.stream, timeout=1) == (END, None)

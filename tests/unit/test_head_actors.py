@@ -103,6 +103,20 @@ def test_a_late_death_of_an_earlier_life_is_ignored(head: Head) -> None:
     assert head.actors[ACTOR].pid == 202
 
 
+def test_the_node_reporting_a_death_after_the_owner_restarts_it_is_not_a_second_death(
+    head: Head,
+) -> None:
+    """The owner saw its actor's process die first (its connection) and restarts it,
+    spending its one restart; its node's word about that same process comes after:
+    the actor is restarting, not dead (it was: the memory monitor's kills showed it)."""
+    report(head, "ALIVE", pid=101, restarts_left=1)
+    report(head, "RESTARTING", restarts_left=0)
+    report(head, P.PROCESS_DIED, pid=101, cause="killed for memory")
+    assert head.actors[ACTOR].state is RESTARTING
+    report(head, "ALIVE", pid=202, restarts_left=0)
+    assert head.actors[ACTOR].state is ALIVE
+
+
 def test_a_process_death_without_restarts_is_dead_and_frees_the_name(head: Head) -> None:
     conn = Asker()
     head.on_register_name(conn, P.RegisterActorName("c", "ns", ACTOR, "Counter", {}), 1)  # type: ignore[arg-type]

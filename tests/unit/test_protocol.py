@@ -342,6 +342,7 @@ def test_every_message_type_has_a_receiver():
         P.PlacementGroupReady,
         P.PlacementGroupRows,
         P.PackageData,
+        P.WorkerFailureCause,
     }
     handled = by_node_manager | by_core_worker
     assert not only_replies & handled, "a reply with a handler: take it out of only_replies"

@@ -28,8 +28,10 @@ from ..exceptions import (
     ActorAlreadyExistsError,
     ActorDiedError,
     ConnectionLost,
+    OutOfMemoryError,
     RuntimeEnvSetupError,
 )
+from ..node.memory_policy import OOM_HEADLINE, with_task
 from ..object_ref import ObjectRef, new_id
 from ..serialization import dumps_inline, loads_inline
 from ..transport import Connection
@@ -64,20 +66,52 @@ ENV_FAILED_CAUSE = (
 )
 
 
-def actor_error(client: ActorClient, cause: str | None) -> ActorDiedError | RuntimeEnvSetupError:
+def actor_error(
+    client: ActorClient, cause: str | None
+) -> ActorDiedError | RuntimeEnvSetupError | OutOfMemoryError:
     if cause is not None and cause.startswith(ENV_FAILED_CAUSE):
         return RuntimeEnvSetupError(cause)
+    if cause is not None and OOM_HEADLINE in cause.partition("\n")[0]:
+        return OutOfMemoryError(cause)  # its node's memory monitor killed it, as Ray says
     return ActorDiedError(
         f"The actor {client.class_name} ({client.actor_id.hex()}) is dead: {cause}", cause
     )
 
 
 class ActorClientMixin:
-    def _actor_process_died(self, address: str) -> None:
-        """An actor we created lived at `address`: restart it now, not at the next call."""
+    def _actor_process_died(self, address: str, oom: str | None = None) -> None:
+        """An actor we created lived at `address`: restart it now, not at the next call.
+        Its node is asked first whether its memory monitor killed it (`oom`: the answer)."""
+        if oom is None:
+            lease = self._lease_at(address)
+            if lease is not None:
+                self._ask_failure_cause(lease, lambda why: self._actor_process_died(address, why))
+                return
         with self.lock:
-            actions = self.lives.process_died(address)
+            actions = self.lives.process_died(address, self._oom_cause(address, oom or ""))
         self._actor_actions(actions)
+
+    def _oom_cause(self, address: str, oom: str) -> str:
+        """The node's OutOfMemoryError text with the actor it killed named ("": none),
+        kept for the calls of that life whose loss is heard after (lock held)."""
+        if not oom:
+            return ""
+        for client in self.lives.actors.values():
+            if client.creator and client.address == address:
+                why = with_task(oom, client.class_name, client.actor_id.hex(), "actor")
+                self.actor_ooms[client.actor_id, client.incarnation] = why
+                while len(self.actor_ooms) > 1000:
+                    del self.actor_ooms[next(iter(self.actor_ooms))]
+                return why
+        return oom
+
+    def _lease_at(self, address: str) -> Lease | None:
+        """The lease of the actor we created that lived at `address`, if any."""
+        with self.lock:
+            for client in self.lives.actors.values():
+                if client.creator and client.address == address and client.lease is not None:
+                    return client.lease
+        return None
 
     def create_actor(
         self,
@@ -292,7 +326,12 @@ class ActorClientMixin:
         with self.lock:
             detached = bool((spec.actor_options or {}).get("detached"))
             self._request_lease(
-                sc, new_id(), actor_id=client.actor_id, on_grant=on_grant, detached=detached
+                sc,
+                new_id(),
+                actor_id=client.actor_id,
+                on_grant=on_grant,
+                detached=detached,
+                retriable=client.restarts_left != 0,
             )
 
     def _create_by_head(self, spec: TaskSpec, client: ActorClient) -> None:
@@ -537,8 +576,23 @@ class ActorClientMixin:
                 self._terminate_actor(client)
             return
         # The process is gone, but the actor may come back (actor_life: call_lost).
+        # Its node says first whether its memory monitor killed it (an actor we made).
+        # (Its life may have ended already, its lease gone: then what that end learned.)
+        lease = client.lease if client.creator else None
+        if lease is not None and not self.closed and spec.incarnation == client.incarnation:
+            self._ask_failure_cause(lease, lambda oom: self._call_lost(client, spec, oom))
+        else:
+            self._call_lost(client, spec, "")
+
+    def _call_lost(self, client: ActorClient, spec: TaskSpec, oom: str) -> None:
         with self.lock:
-            actions = self.lives.call_lost(client, spec, self.closed)
+            key = (client.actor_id, spec.incarnation)
+            if oom:
+                why = with_task(oom, client.class_name, client.actor_id.hex(), "actor")
+                self.actor_ooms[key] = why
+            else:
+                why = self.actor_ooms.get(key, "")
+            actions = self.lives.call_lost(client, spec, self.closed, why)
         self._actor_actions(actions)
 
     def _retry_call(self, client: ActorClient, spec: TaskSpec, reply: P.TaskDone) -> bool:

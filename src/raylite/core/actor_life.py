@@ -239,13 +239,15 @@ class ActorLives:
         actions.append(RestartActor(client, creation))
         return actions
 
-    def process_died(self, address: str) -> list[Action]:
+    def process_died(self, address: str, cause: str = "") -> list[Action]:
         """The process at `address` died: each actor we created that lived there ended
-        its life (restart it now, not at its next call)."""
+        its life (restart it now, not at its next call). `cause`: why, if its node
+        said (the memory monitor killed it), else the generic words."""
         actions: list[Action] = []
         for client in list(self.actors.values()):
             if client.creator and client.address == address:
-                actions += self.life_ended(client, client.incarnation, process_died(client))
+                why = cause or process_died(client)
+                actions += self.life_ended(client, client.incarnation, why)
         return actions
 
     def node_died(self, node_id: bytes, address: str, prefix: str) -> list[Action]:
@@ -302,17 +304,20 @@ class ActorLives:
         client.retry_buffer = []
         return [Flush(client)]
 
-    def call_lost(self, client: ActorClient, spec: TaskSpec, closed: bool) -> list[Action]:
+    def call_lost(
+        self, client: ActorClient, spec: TaskSpec, closed: bool, oom: str = ""
+    ) -> list[Action]:
         """The connection of a call in flight broke: its process is gone, but the actor
         may come back (a restart, or a borrower finding it again). The call is sent
         again if it has retries (`closed`: this process is shutting down: no retry),
-        else it fails; later calls wait for the new life."""
+        else it fails; later calls wait for the new life. `oom`: the node's message
+        if its memory monitor killed the process (the call fails with it)."""
         if spec not in client.inflight:
             # Its send failed and it was queued again (the connection's close can
             # fail the request too): this word is about a call never made.
             return []
         client.inflight.remove(spec)
-        cause = f"The actor {client.class_name}'s process died while running this call."
+        cause = oom or f"The actor {client.class_name}'s process died while running this call."
         if client.state is DEAD:
             return [FailCalls(client, [spec], client.dead_cause or cause)]
         # A call sent to a life that has since been replaced (restarted): its failure
@@ -326,7 +331,7 @@ class ActorLives:
                 client.queue.appendleft(spec)
             else:
                 client.retry_buffer.append(spec)
-        ended = self.life_ended(client, spec.incarnation, process_died(client))
+        ended = self.life_ended(client, spec.incarnation, oom or process_died(client))
         failed: list[Action] = (
             [] if retry else [FailCalls(client, [spec], client.dead_cause or cause)]
         )

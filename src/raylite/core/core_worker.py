@@ -185,6 +185,9 @@ class CoreWorker(
         self._completion = itertools.count(1)
         self.queues = LeaseQueues()  # events in, actions out (leasing._lease_actions)
         self.env_failures: dict[bytes, str] = {}  # core/runtime_envs.py
+        # (actor id, life) -> its node's OutOfMemoryError text, for its lost calls
+        # (actor_client.py; an entry per actor life the memory monitor ended).
+        self.actor_ooms: dict[tuple[bytes, int], str] = {}
         self.classes = self.queues.classes  # read by the actor client (a shape's class)
         self.leases = self.queues.leases
         self.lives = ActorLives(self.leases, self.running)  # (actor_client._actor_actions)

@@ -87,6 +87,7 @@ class SchedulingClass:
         "label_selector",
         "pending",
         "queue",
+        "retriable",
         "runtime_env",
         "shape",
         "strategy",
@@ -109,6 +110,9 @@ class SchedulingClass:
         self.fast = False
         # Lease ids requested, not yet granted -> the node manager asked ("": ours).
         self.pending: dict[bytes, str] = {}
+        # RequestLease.retriable when no task is queued (a request takes its first
+        # queued task's, as Ray's lease spec): the memory monitor kills those first.
+        self.retriable = True
 
 
 # Actions: what the queues ask their shell (leasing.py, the CoreWorker's lock held) to do.
@@ -190,6 +194,7 @@ class LeaseQueues:
             sc = self.classes[spec.shape_key] = SchedulingClass(
                 spec.shape_key, spec.strategy, spec.runtime_env
             )
+            sc.retriable = spec.max_retries != 0
         elif sc.idle and not sc.queue and not sc.pending:  # the hot path, as _dispatch would
             return [Push(sc.idle.pop(), spec)]
         sc.queue.append(spec)

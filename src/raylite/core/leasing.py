@@ -123,12 +123,16 @@ class LeasingMixin:
         actor_id: bytes | None = None,
         on_grant: Callable[[Lease | None, str], None] | None = None,
         detached: bool = False,
+        retriable: bool | None = None,
     ) -> None:
         """Ask our node manager for a worker; follow it to another node if it says so.
 
         A task lease (no on_grant) is the queues' (lease_id pending in `sc`): its
-        answers are their events. An actor's lease goes to on_grant (None: refused, and why)."""
+        answers are their events. An actor's lease goes to on_grant (None: refused, and why).
+        `retriable` (None: its first queued task's) tells the memory monitor whom to kill first."""
         hops = [0]
+        if retriable is None:  # as Ray's lease spec: the task that asks for it says
+            retriable = sc.queue[0].max_retries != 0 if sc.queue else sc.retriable
 
         def answered(reply: Any, nm: str) -> None:
             if isinstance(reply, P.LeaseSpillback):  # that node has room (or the resource)
@@ -194,6 +198,7 @@ class LeasingMixin:
                 detached,
                 sc.label_selector,
                 sc.runtime_env,
+                retriable,
             )
 
             def send(conn: Connection) -> None:

@@ -4,10 +4,13 @@ Owns the CoreWorker methods that pickle arguments (top-level refs become
 placeholders resolved by position), wait for argument values, push a ready task
 on a lease, and handle its reply: results, retries of crashed workers and of
 listed exceptions, rebuilding a lost argument, cancellation, and the owner's task
-events. Not leases (leasing), not actor calls (actor_client).
+events. A lost worker's node is asked whether its memory monitor killed it: then the
+task is retried without spending a retry, or fails with OutOfMemoryError (Ray's rule,
+node/memory_policy.py). Not leases (leasing), not actor calls (actor_client).
 
     submit_task ─▶ deps ready ─▶ leasing._enqueue ─▶ _push ─PushTask─▶ worker
-                                            _task_done ◀──TaskDone──┘"""
+                                            _task_done ◀──TaskDone──┘
+    worker lost ──GetWorkerFailureCause──▶ its node ──WorkerFailureCause──▶ _worker_lost"""
 
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ from ..config import CONFIG
 from ..exceptions import (
     ConnectionLost,
     MessageTooLargeError,
+    OutOfMemoryError,
     RayTaskError,
     TaskCancelledError,
     WorkerCrashedError,
 )
+from ..node.memory_policy import oom_retry_delay_s, with_task
 from ..object_ref import ObjectRef, new_id
 from ..serialization import (
     args_blob,
@@ -410,13 +415,9 @@ class SubmissionMixin:
                         self._fail_for_good, spec, dumps_inline(err), CANCELLED, "cancelled"
                     )
                     return
-                if self._retry(spec, "its worker died"):
-                    self._enqueue(spec)
-                    return
-            err = WorkerCrashedError(
-                f"The worker (pid={lease.pid}) died while running {spec.name}; no retries left."
-            )
-            self._fail_for_good(spec, dumps_inline(err), FAILED, "its worker died")
+            # Was it killed by its node's memory monitor? Its node says (Ray's
+            # GetWorkerFailureCause): asked only when a worker is lost.
+            self._ask_failure_cause(lease, lambda oom: self._worker_lost(lease, spec, oom))
             return
         # The lease's next step once the task is done: run the next queued task, or,
         # where its worker exits now (max_calls), give it back and lease another.
@@ -472,6 +473,86 @@ class SubmissionMixin:
         err = dumps_inline(TaskCancelledError(spec.task_id.hex()))
         self._fail_for_good(spec, err, CANCELLED, "cancelled")
 
+    def _ask_failure_cause(self, lease: Lease, then: Callable[[str], None]) -> None:
+        """then(message): the node's OutOfMemoryError text if its memory monitor killed
+        the lease's worker, "" if not (or the node cannot say)."""
+        msg = P.GetWorkerFailureCause(lease.worker_id)
+
+        def answered(reply: Any) -> None:
+            then(reply.oom_message if isinstance(reply, P.WorkerFailureCause) else "")
+
+        if self.closed:
+            then("")
+        elif not lease.nm:
+            try:
+                self.nm.request_async(msg, answered)
+            except ConnectionLost:
+                then("")
+        else:
+            self._on_peer(
+                lease.nm, lambda conn: conn.request_async(msg, answered), lambda: then("")
+            )
+
+    def _worker_lost(self, lease: Lease, spec: TaskSpec, oom: str) -> None:
+        """The worker running `spec` died (`oom`: the node's message if its memory
+        monitor killed it): retry the task, or fail it for good (no lock held).
+
+        Killed for memory, a task is retried as on Ray 2.60, without spending a retry
+        and after an exponential backoff, unless it was submitted with max_retries=0
+        (other failures may have spent its retries since: it is retried all the same);
+        else it fails with OutOfMemoryError."""
+        if oom:
+            retriable = spec.max_retries != 0 or spec.oom_retriable
+            if retriable and not spec.cancelled and not self.closed:
+                self._retry_after_oom(spec, oom)
+                return
+            message = with_task(oom, spec.name, spec.task_id.hex())
+            self._fail_for_good(
+                spec, dumps_inline(OutOfMemoryError(message)), FAILED, "killed for memory"
+            )
+            return
+        with self.lock:
+            if self._retry(spec, "its worker died"):
+                self._enqueue(spec)
+                return
+        err = WorkerCrashedError(
+            f"The worker (pid={lease.pid}) died while running {spec.name}; no retries left."
+        )
+        self._fail_for_good(spec, dumps_inline(err), FAILED, "its worker died")
+
+    def _retry_after_oom(self, spec: TaskSpec, oom: str) -> None:
+        """Queue `spec` again after Ray's backoff; its retry budget is not spent."""
+        attempt = spec.oom_kills
+        spec.oom_kills = attempt + 1
+        delay = oom_retry_delay_s(attempt, CONFIG.task_oom_retry_delay_base_ms)
+        first = oom.partition("\n")[0]
+        log.warning(
+            "Task %s failed due to oom. There are infinite oom retries remaining, so the "
+            "task will be retried in %.1f s. Error: %s",
+            spec.name,
+            delay,
+            first,
+        )
+        with self.lock:
+            task_transition(spec, FAILED, "killed for memory")
+            task_transition(spec, QUEUED, "retry after oom")
+
+        def again() -> None:
+            with self.lock:
+                if spec.cancelled or self.closed:
+                    cancelled = True
+                else:
+                    cancelled = False
+                    self._enqueue(spec)
+            if cancelled:
+                err: Exception = TaskCancelledError(spec.task_id.hex())
+                self._fail_for_good(spec, dumps_inline(err), CANCELLED, "cancelled")
+
+        if delay > 0:
+            self.timers.call_later(delay, again)
+        else:
+            again()
+
     def _answered(self, spec: TaskSpec, error: bool) -> None:
         """Its worker sent the returns: the task has ended (lock held)."""
         if spec.state in TASK_ENDED:
@@ -486,7 +567,11 @@ class SubmissionMixin:
     def _retry(self, spec: TaskSpec, cause: str) -> bool:
         """An attempt failed: if a retry is left, spend it and queue the task again (the
         caller enqueues it); False if it fails for good (lock held)."""
-        return retry_task(spec, cause, self.closed)
+        if not retry_task(spec, cause, self.closed):
+            return False
+        if spec.max_retries == 0:  # its last retry spent: memory kills still retry (Ray)
+            spec.oom_retriable = True
+        return True
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
         """Cancel the task that makes `ref`: dequeue it, interrupt it, or kill its worker."""

@@ -87,6 +87,8 @@ class TaskSpec:
     # May be pushed behind a running task of its lease (lease_queue.pipeline): not a
     # function with max_calls (its worker exits after a call, dropping what it queued).
     pipelinable: bool = True
+    oom_kills: int = 0  # times a node's memory monitor killed its worker (the backoff)
+    oom_retriable: bool = False  # killed for memory before: retried as such again
 
 
 def task_events_off(options: dict[str, Any] | None) -> bool:

@@ -561,6 +561,10 @@ class Head:
         if msg.state == P.PROCESS_DIED:  # an event from the node that hosted it
             if msg.pid and actor.pid and msg.pid != actor.pid:
                 return  # an earlier life's process: the actor has moved on since
+            if actor.state is RESTARTING and not actor.owner_gone:
+                # Its owner saw the death first and restarts it (its report spent the
+                # restart): this is the life that ended, not one more death to count.
+                return
             self.actor_process_died(actor, msg.cause)
             return
         actor.class_name = msg.class_name or actor.class_name

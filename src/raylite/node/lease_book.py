@@ -170,6 +170,8 @@ class Lease(msgspec.Struct, eq=False):
     # RequestLease.runtime_env and its key: only a worker of that env may serve it.
     env_key: str = ""
     runtime_env: dict[str, Any] | None = None
+    # RequestLease.retriable: the memory monitor kills retriable workers first.
+    retriable: bool = True
 
 
 # --- actions: what the shell does for the book ----------------------------------------

@@ -124,6 +124,8 @@ class LeasesMixin:
             waiting_since=time.monotonic(),
             label_selector=msg.label_selector,
         )
+        if not msg.retriable:  # for the memory monitor (memory_policy.py)
+            lease.retriable = False
         if msg.runtime_env is not None:
             lease.runtime_env = msg.runtime_env
             lease.env_key = env_key(msg.runtime_env)

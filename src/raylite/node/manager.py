@@ -64,6 +64,7 @@ from . import forkserver
 from .cluster_link import HEAD_REQUESTS, ClusterLinkMixin
 from .leases import LeasesMixin
 from .listings import Listings
+from .memory_monitor import MemoryMonitor
 from .pool import PoolMixin, WorkerRec
 from .runtime_envs import RuntimeEnvsMixin
 from .statistics import NodeStatistics
@@ -147,6 +148,7 @@ class NodeManager(
         self.task_events = TaskEventStore(CONFIG.max_task_events, self.node_id)
         self.metrics = MetricsTable()  # util.metrics of every process (the head's: cluster)
         self.listings = Listings(self)
+        self.memory_monitor = MemoryMonitor(self)  # kills workers when memory runs low
         self._init_cluster_link(ip, port, head_address, storage, node_timeout_s)
         # The web dashboard (dashboard/), served by the head only; None: off.
         self.dashboard_port = dashboard_port
@@ -195,6 +197,7 @@ class NodeManager(
             P.UploadPackage: self.on_upload_package,
             P.FetchPackage: self.on_fetch_package,
             P.PrepareRuntimeEnv: self.on_prepare_runtime_env,
+            P.GetWorkerFailureCause: self.memory_monitor.on_get_worker_failure_cause,
         }
         # Head requests: served here on the head node, forwarded to it elsewhere.
         for kind in HEAD_REQUESTS:
@@ -247,6 +250,8 @@ class NodeManager(
             self.spawn(self.heartbeat_loop())
         if not self.head_only:
             self.spawn(self.waiting_watch_loop())
+            if self.memory_monitor.enabled:
+                self.spawn(self.memory_monitor.memory_monitor_loop())
         if self.head is not None and self.cluster:
             self.start_jobs()
         if self.head is not None and self.dashboard_port is not None:

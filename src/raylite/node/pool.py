@@ -69,6 +69,7 @@ class PoolMixin:
     worker_logs: WorkerLogs
     forks: ForkServer | None
     workers_gone: asyncio.Event | None
+    memory_monitor: Any  # memory_monitor.py's MemoryMonitor (the NodeManager's)
 
     def _init_pool(self, prestart: int, forks: ForkServer | None) -> None:
         self.prestart = prestart
@@ -203,6 +204,7 @@ class PoolMixin:
     def worker_gone(self, rec: WorkerRec, why: str) -> None:
         if rec.state == "dead":
             return
+        why = self.memory_monitor.death_cause(rec.worker_id, why)  # killed for memory?
         actions = self.lease_book.worker_died(rec, why)  # dead now; its lease ended
         if rec.env_key:
             self.env_agent.worker_gone(rec.env_key)
