@@ -41,7 +41,9 @@ from .exceptions import MessageTooLargeError, ProtocolError
 #    PushObject, PushChunk (a remote driver's large objects);
 #    CreatePlacementGroup.bundle_label_selector; RegisterClient.info, RegisterJob.info.
 # (5 and 6 came in one session: no released engine speaks 5.)
-# 7: TaskBounced (a pipelined task sent back unrun).
+# 7: TaskBounced (a pipelined task sent back unrun); GetWorkerFailureCause and
+#    WorkerFailureCause (the memory monitor's kills); RequestLease.retriable;
+#    LeaseWaiting.worker_cap.
 PROTOCOL_VERSION = 7
 HEADER = struct.Struct("<IB")
 MAX_FRAME = 1 << 31
