@@ -7,7 +7,7 @@ API's argument checks (collective.py).
 
     rank r --register(rank, addresses)--> named actor raylite_collective_<group>
     rank r <--every rank's addresses------ (async; one "round" per (re-)creation)
-    rank r --dial ranks < r (MAGIC + token + group key + r)--> peers   (unix socket on
+    rank r --dial ranks < r (handshake, group key + r)-------> peers   (unix socket on
     rank r <--accepted from ranks > r-------------------------- peers    one node, TCP
                                                                           across nodes)
 Then the listeners close: a group is a full mesh of sockets, one per pair, and its
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import os
 import selectors
 import socket
@@ -41,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from ...core import context
-from ...transport import MAGIC, TOKEN_SIZE
+from ...exceptions import AuthenticationError, ConnectionLost
+from ...transport import client_handshake, server_handshake
 from .algorithms import Schedule
 from .shm import ShmArea
 from .types import CollectiveError, CollectiveTimeoutError, MismatchError, PeerGoneError
@@ -220,12 +220,14 @@ class Group:
         try:
             sock.settimeout(max(deadline - time.monotonic(), 0.1))
             sock.connect(addr)
-            sock.sendall(MAGIC + token + _HELLO.pack(key, self.rank))
+            # The cluster's challenge and response (transport.py), then the group's hello.
+            client_handshake(sock, token, f"{addr}", cluster=False)
+            sock.sendall(_HELLO.pack(key, self.rank))
             if sock.recv(1) != _ACK:
                 raise PeerGoneError(
                     f"a peer of collective group '{self.group_name}' at {addr} refused us"
                 )
-        except OSError as exc:
+        except (OSError, ConnectionLost, AuthenticationError) as exc:
             sock.close()
             raise PeerGoneError(
                 f"cannot reach a peer of collective group '{self.group_name}' at {addr}: {exc}"
@@ -236,7 +238,6 @@ class Group:
         self, listeners: list[socket.socket], token: bytes, key: bytes, deadline: float
     ) -> None:
         want = set(range(self.rank + 1, self.world_size))
-        hello_size = len(MAGIC) + TOKEN_SIZE + _HELLO.size
         with selectors.DefaultSelector() as sel:
             for sock in listeners:
                 sel.register(sock, selectors.EVENT_READ)
@@ -251,21 +252,18 @@ class Group:
                     conn, _addr = k.fileobj.accept()  # type: ignore[union-attr]
                     try:
                         conn.settimeout(max(deadline - time.monotonic(), 0.1))
-                        hello = _recv_exact(conn, hello_size)
-                    except (OSError, PeerGoneError):
+                        # Nothing from a peer that has not proved the token; a stale
+                        # dialler (another round of this group) is turned away too.
+                        proved = server_handshake(conn, token)
+                        hello = _recv_exact(conn, _HELLO.size) if proved else b""
+                    except (OSError, PeerGoneError, ConnectionLost):
                         conn.close()
                         continue
-                    # Nothing from a peer that has not proved the token; a stale dialler
-                    # (another round of this group) is turned away too.
-                    got_key, peer = _HELLO.unpack(hello[len(MAGIC) + TOKEN_SIZE :])
-                    if (
-                        hello[: len(MAGIC)] != MAGIC
-                        or not hmac.compare_digest(
-                            hello[len(MAGIC) : len(MAGIC) + TOKEN_SIZE], token
-                        )
-                        or got_key != key
-                        or peer not in want
-                    ):
+                    if not proved:
+                        conn.close()
+                        continue
+                    got_key, peer = _HELLO.unpack(hello)
+                    if got_key != key or peer not in want:
                         conn.close()
                         continue
                     conn.sendall(_ACK)
