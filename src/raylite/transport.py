@@ -63,6 +63,11 @@ _SERVER = b"raylite handshake: server proof"
 
 Handler = Callable[["Connection", Any, int], None]
 
+# The cluster's TLS (a tls.ClusterTLS) once tls.activate ran in this process, else
+# None: then TCP sockets are wrapped where they are made (_dial, Listener._admit,
+# receive_stream), never per message. Unix sockets stay plain (tls.py's doc).
+TLS: Any = None
+
 
 def parse_address(address: str) -> tuple[int, Any]:
     if address.startswith("unix:"):
@@ -74,10 +79,14 @@ def parse_address(address: str) -> tuple[int, Any]:
 
 
 # --- the handshake's bytes (pure: no I/O, shared by every socket flavour) -----------
-def _proof(token: bytes, role: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
-    """HMAC(token, role | MAGIC | server nonce | client nonce): the role label keeps a
-    server's proof from ever passing as a client's and the other way round."""
-    return hmac.new(token, role + MAGIC + server_nonce + client_nonce, hashlib.sha256).digest()
+def _proof(
+    token: bytes, role: bytes, server_nonce: bytes, client_nonce: bytes, context: bytes
+) -> bytes:
+    """HMAC(token, role | MAGIC | server nonce | client nonce | context): the role label
+    keeps a server's proof from ever passing as a client's and the other way round;
+    `context` binds what else the exchange is about (tls.py's certificate request)."""
+    msg = role + MAGIC + server_nonce + client_nonce + context
+    return hmac.new(token, msg, hashlib.sha256).digest()
 
 
 def server_hello() -> tuple[bytes, bytes]:
@@ -86,7 +95,7 @@ def server_hello() -> tuple[bytes, bytes]:
     return nonce, MAGIC + nonce
 
 
-def client_answer(token: bytes, hello: bytes) -> tuple[bytes, bytes]:
+def client_answer(token: bytes, hello: bytes, context: bytes = b"") -> tuple[bytes, bytes]:
     """(the answer the client sends, the server proof it then expects).
 
     Raises ProtocolError if `hello` is not a raylite server's (another program on the
@@ -98,19 +107,21 @@ def client_answer(token: bytes, hello: bytes) -> tuple[bytes, bytes]:
         )
     server_nonce = hello[len(MAGIC) :]
     client_nonce = os.urandom(NONCE_SIZE)
-    mine = _proof(token, _CLIENT, server_nonce, client_nonce)
-    return MAGIC + client_nonce + mine, _proof(token, _SERVER, server_nonce, client_nonce)
+    mine = _proof(token, _CLIENT, server_nonce, client_nonce, context)
+    return MAGIC + client_nonce + mine, _proof(token, _SERVER, server_nonce, client_nonce, context)
 
 
-def server_check(token: bytes, server_nonce: bytes, answer: bytes) -> bytes | None:
+def server_check(
+    token: bytes, server_nonce: bytes, answer: bytes, context: bytes = b""
+) -> bytes | None:
     """The server's proof to send if the client's answer proves the token, else None."""
     if len(answer) != CLIENT_ANSWER_SIZE or answer[: len(MAGIC)] != MAGIC:
         return None
     client_nonce = answer[len(MAGIC) : len(MAGIC) + NONCE_SIZE]
     theirs = answer[len(MAGIC) + NONCE_SIZE :]
-    if not hmac.compare_digest(theirs, _proof(token, _CLIENT, server_nonce, client_nonce)):
+    if not hmac.compare_digest(theirs, _proof(token, _CLIENT, server_nonce, client_nonce, context)):
         return None
-    return _proof(token, _SERVER, server_nonce, client_nonce)
+    return _proof(token, _SERVER, server_nonce, client_nonce, context)
 
 
 def client_handshake(sock: socket.socket, token: bytes, address: str, cluster: bool) -> None:
@@ -167,6 +178,8 @@ def _dial(address: str, token: bytes, timeout: float, cluster: bool = False) -> 
     try:
         sock.settimeout(timeout)
         sock.connect(addr)
+        if TLS is not None and family == socket.AF_INET:
+            sock = TLS.client.wrap_socket(sock)  # the TLS handshake happens here
         client_handshake(sock, token, address, cluster)
     except OSError as exc:
         sock.close()
@@ -420,6 +433,8 @@ class Listener:
     def _admit(self, sock: socket.socket) -> None:
         try:
             sock.settimeout(CONFIG.handshake_timeout_s)
+            if TLS is not None and sock.family == socket.AF_INET:
+                sock = TLS.server.wrap_socket(sock, server_side=True)
             if not server_handshake(sock, self.token):
                 sock.close()
                 return
@@ -478,7 +493,7 @@ def receive_stream(address: str, token: bytes, request: Any, fd: int, timeout: f
             return answer
         size = answer.size
         os.ftruncate(fd, size)
-        if hasattr(os, "splice"):
+        if hasattr(os, "splice") and type(sock) is socket.socket:  # TLS: decrypted here
             _splice_into(sock, fd, size, timeout, address)
         else:
             _copy_into(sock, fd, size, address)

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from . import transport
 from .config import CONFIG
 from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
 from .protocol import FrameReader, decode, encode
@@ -137,9 +138,13 @@ async def async_connect(
         if family == socket.AF_UNIX:
             opening = asyncio.open_unix_connection(addr)
         else:
-            opening = asyncio.open_connection(addr[0], addr[1])
+            tls = transport.TLS  # a cluster started with --tls (tls.py)
+            if tls is None:
+                opening = asyncio.open_connection(addr[0], addr[1])
+            else:
+                opening = asyncio.open_connection(addr[0], addr[1], ssl=tls.client)
         reader, writer = await asyncio.wait_for(opening, wait_s)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
         raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
     try:
         hello = await asyncio.wait_for(reader.readexactly(SERVER_HELLO_SIZE), wait_s)

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("wire", ["codec", "protocol", "protocol_services", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
               "bundles", "node.lease_book", "node.bundle_book", "node.store_book",
               "runtime_env", "runtime_env.spec", "runtime_env.packaging"]),  # pure books: foundations only
-    ("io", ["transport", "transport_async", "object_store", "task_events", "runtime_env.agent",
+    ("io", ["transport", "transport_async", "tls", "object_store", "task_events", "runtime_env.agent",
             "experimental.*"]),  # tqdm_ray: the driver's output printer draws its bars
     ("refs", ["object_ref"]),
     # lease_queue, actor_life: pure; they read tasks and ids, actor_life lease_queue's Lease
