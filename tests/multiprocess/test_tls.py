@@ -254,6 +254,31 @@ def test_the_dashboard_answers_over_https_only(cluster):
         urllib.request.urlopen(plain, timeout=30).read()
 
 
+def test_the_job_api_works_over_https(cluster):
+    # The job SDK finds the CA of the local node whose dashboard it is (sdk.ssl_context).
+    base = cluster["dashboard"].split("/?")[0]
+    code = textwrap.dedent(f"""
+        from raylite.job_submission import JobSubmissionClient
+        c = JobSubmissionClient({base!r})
+        job = c.submit_job(entrypoint="python -c 'print(6 * 7)'")
+        import time
+        for _ in range(600):
+            if str(c.get_job_status(job)) in ("SUCCEEDED", "FAILED", "STOPPED"):
+                break
+            time.sleep(0.1)
+        print("STATUS", c.get_job_status(job), "LOGS", c.get_job_logs(job).strip())
+    """)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert "STATUS SUCCEEDED LOGS 42" in r.stdout, r.stdout + r.stderr
+
+
 def test_key_files_are_private_and_the_ca_key_stays_on_the_head(cluster):
     head_dir = cluster["tls_dir"]
     assert sorted(os.listdir(head_dir)) == ["ca.crt", "ca.key", "node.crt", "node.key"]

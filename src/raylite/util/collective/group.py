@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import transport
 from ...core import context
 from ...exceptions import AuthenticationError, ConnectionLost
 from ...transport import client_handshake, server_handshake
@@ -166,7 +167,13 @@ class Group:
         cw: Any = context.global_worker()
         token: bytes = cw.token
         node_id = raylite.get_runtime_context().get_node_id()
-        listeners = [socket.create_server((get_node_ip_address(), 0), backlog=self.world_size)]
+        # A --tls cluster: no plain TCP between nodes; its ranks meet on unix sockets.
+        tls_on = transport.TLS is not None
+        listeners = (
+            []
+            if tls_on
+            else [socket.create_server((get_node_ip_address(), 0), backlog=self.world_size)]
+        )
         base = os.path.dirname(cw.address[5:]) if cw.address.startswith("unix:") else None
         unix_path = os.path.join(base or tempfile.gettempdir(), f"c-{uuid.uuid4().hex[:12]}.sock")
         try:
@@ -178,8 +185,8 @@ class Group:
             ux.close()
             unix_path = ""
         try:
-            host, port = listeners[0].getsockname()[:2]
-            info = {"node": node_id, "tcp": (host, port), "unix": unix_path}
+            tcp = None if tls_on else listeners[0].getsockname()[:2]
+            info = {"node": node_id, "tcp": tcp, "unix": unix_path}
             wait = self.timeout_s
             keep_alive, index, table, present = _meet(
                 self.group_name, self.rank, self.world_size, info, wait
@@ -191,6 +198,8 @@ class Group:
                     f"within {wait:g} s (ranks {present} did); start every rank, or pass a "
                     f"longer gloo_timeout"
                 )
+            if tls_on and any(t["tcp"] is None and t["node"] != node_id for t in table):
+                self._no_tls()  # every rank sees the same table: all fail at once
             if all(t["node"] == node_id for t in table):
                 self.shm = ShmArea()
             key = hashlib.blake2b(f"{self.group_name}/{index}".encode(), digest_size=16).digest()
@@ -214,6 +223,8 @@ class Group:
     ) -> socket.socket:
         if info["node"] == node_id and info["unix"]:
             family, addr = socket.AF_UNIX, info["unix"]
+        elif info["tcp"] is None:  # the cluster runs --tls: no plain TCP (tls.py)
+            self._no_tls()
         else:
             family, addr = socket.AF_INET, tuple(info["tcp"])
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -269,6 +280,13 @@ class Group:
                     conn.sendall(_ACK)
                     self.peers[peer] = self._tune(conn)
                     want.discard(peer)
+
+    def _no_tls(self) -> None:
+        raise NotImplementedError(
+            f"collective group '{self.group_name}': ranks on different nodes of a cluster "
+            "started with --tls are not supported yet (the group's sockets are not "
+            "encrypted); place every rank on one node, or run without --tls"
+        )
 
     @staticmethod
     def _tune(sock: socket.socket) -> socket.socket:
