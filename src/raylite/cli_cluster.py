@@ -258,7 +258,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         )
         print(f"  The cluster token is in {head_info['token_file']} (mode 0600).")
         if args.tls:
-            tls_dir = os.path.join(head_info["session_dir"], "tls")
+            from .tls import head_dir
+
+            storage = _absolute_storage(args.storage) if args.storage else None
+            tls_dir = head_dir(head_info["session_dir"], storage)
             print(f"  TLS on every TCP connection; the cluster CA is in {tls_dir} (mode 0600).")
         print("  To join another machine to this cluster, run there:")
         print(

@@ -9,7 +9,9 @@ every TLS connection (transport.py), nor the sockets themselves.
 Who holds what:
 
     head (head-only process)  tls/ca.key, ca.crt: the cluster CA, made at its start;
-                              node.key, node.crt: its own, issued by itself
+                              node.key, node.crt: its own, issued by itself (a head
+                              with --storage keeps them in <tmp>/raylite/tls-ca/<key of
+                              the storage>, 0700, and reuses them when it restarts)
     every other member        node.key: made by the member itself, never sent anywhere;
       (node, remote driver)   node.crt: the head's signature on its public key; ca.crt
     workers and local drivers read their node's tls/ (the same user's session dir)
@@ -265,6 +267,20 @@ def _bootstrap_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def head_dir(session_dir: str, storage: str | None) -> str:
+    """Where the head keeps the CA: its session dir; with a storage that outlives it
+    (sqlite, redis), a dir of that storage's, so a head restarted on it keeps its CA
+    and the nodes it had (their certificates) rejoin it."""
+    if not storage or storage == "memory":
+        return os.path.join(session_dir, DIR)
+    key = hashlib.sha256(storage.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), "raylite", "tls-ca", key)
+
+
+def has_ca(tls_dir: str) -> bool:
+    return all(os.path.exists(os.path.join(tls_dir, n)) for n in (CA_KEY, CA_CERT, KEY, CERT))
 
 
 def has_tls(session_dir: str) -> bool:

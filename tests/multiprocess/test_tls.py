@@ -334,3 +334,41 @@ def test_a_plain_cluster_is_unchanged_and_joiners_can_require_tls(tmp_path):
         for p in alive:
             p.kill()
         assert not alive
+
+
+def test_a_head_restarted_on_its_storage_keeps_its_ca_and_its_nodes(tmp_path):
+    env = {**os.environ, "RAYLITE_TOKEN": TOKEN, "TMPDIR": str(tmp_path)}
+    port = _free_port()
+    head = ["start", "--head", "--tls", "--port", str(port), "--num-cpus", "1"]
+    head += ["--include-dashboard", "false", "--storage", f"sqlite:///{tmp_path}/head.db"]
+    try:
+        first = _run(head, env)
+        pid = re.search(r"head started at \S+ \(pid (\d+)\)", first)
+        assert pid, first
+        _run(["start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1"]
+             + ["--resources", '{"b": 1}'], env)  # fmt: skip
+        head_proc = psutil.Process(int(pid.group(1)))
+        head_proc.kill()
+        head_proc.wait(30)
+        _run(head, env)  # the same CA: the joiner's certificate is still good
+        code = textwrap.dedent("""
+            import sys, raylite as ray
+            ray.init(address=sys.argv[1])
+            f = ray.remote(resources={"b": 1})(lambda: "on b")
+            print("RAN", ray.get(f.remote(), timeout=60), flush=True)
+        """)
+        r = subprocess.run(
+            [sys.executable, "-c", code, f"127.0.0.1:{port}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert "RAN on b" in r.stdout, r.stdout + r.stderr
+    finally:
+        subprocess.run([*CLI, "stop"], env=env, capture_output=True, timeout=120, check=False)
+        _, alive = psutil.wait_procs(_processes_under(str(tmp_path)), timeout=20)
+        for p in alive:
+            p.kill()
+        assert not alive

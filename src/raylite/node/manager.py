@@ -635,7 +635,8 @@ class NodeManager(
 
 
 def _start_tls(args: argparse.Namespace, token: bytes) -> bool:
-    """--tls on the head: a new cluster CA in its session dir. A joining node: enrol if
+    """--tls on the head: a new cluster CA in its session dir (with --storage, one kept
+    for the storage, reused when the head restarts on it). A joining node: enrol if
     the head speaks TLS (required with --tls). Workers and local drivers find the
     node's tls/ by themselves (tls.activate_for). False (said on stdout) if it failed."""
     from .. import tls
@@ -644,7 +645,9 @@ def _start_tls(args: argparse.Namespace, token: bytes) -> bool:
     try:
         if args.head_address is None:
             if args.tls:
-                tls.make_cluster_ca(tls_dir)
+                tls_dir = tls.head_dir(args.session_dir, args.storage)
+                if not tls.has_ca(tls_dir):
+                    tls.make_cluster_ca(tls_dir)
                 tls.activate(tls_dir, enrols=True)
         else:
             tls.join(args.head_address, token, tls_dir, require=args.tls)
