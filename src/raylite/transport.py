@@ -27,6 +27,10 @@ per connection. Nothing is decoded, let alone unpickled, from a peer that has no
 proved the token. The proofs are made and checked by pure functions (server_hello,
 client_answer, server_check) shared with transport_async.py and util/collective.
 
+With `raylite start --tls` (tls.py), a TCP socket is wrapped in TLS where it is made
+(_dial, Listener._admit) and the handshake runs inside; `TLS` below is None otherwise,
+and no message pays for the check.
+
 Addresses are strings: "unix:/path/to/sock" or "tcp:HOST:PORT".
 """
 
@@ -183,7 +187,11 @@ def _dial(address: str, token: bytes, timeout: float, cluster: bool = False) -> 
         client_handshake(sock, token, address, cluster)
     except OSError as exc:
         sock.close()
-        raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
+        hint = ""
+        if isinstance(exc, TimeoutError) and TLS is None and family == socket.AF_INET:
+            # A --tls cluster waits for a TLS hello and never sends raylite's first bytes.
+            hint = " (if it is a cluster started with --tls, connect with TLS: RAYLITE_TLS=1)"
+        raise ConnectionLost(f"cannot connect to {address}: {exc}{hint}") from exc
     except BaseException:
         sock.close()
         raise

@@ -194,7 +194,7 @@ def test_every_tcp_port_speaks_tls_and_plain_clients_are_refused(cluster):
     from raylite.node.local import parse_token
 
     for port in (head_port, node_port):
-        with pytest.raises(ConnectionLost):
+        with pytest.raises(ConnectionLost, match="started with --tls"):
             Connection.connect(
                 f"tcp:127.0.0.1:{port}", parse_token(TOKEN), lambda *a: None, timeout=2
             )
