@@ -43,9 +43,16 @@ plain, as without --tls. The dashboard serves HTTPS with the head's certificate;
 browser has no cluster certificate, so there a client certificate is optional and
 the login (the token's HMAC, dashboard/) authenticates the user.
 
-Session tickets are off (num_tickets = 0): a connection is read by one thread and
-written by others (transport.Connection), and with no post-handshake messages the
-read and write sides of an SSL object never touch the same state.
+A blocking connection is read by its reader thread while user threads write to it
+(transport.Connection); an ssl.SSLSocket used so corrupts its TLS state (OpenSSL's
+SSL objects are not safe across threads). So those sockets are TLSStreams: the TLS
+state machine on memory buffers (ssl.SSLObject), touched only under one lock that is
+never held across a blocking socket call; encrypted bytes go out under a second lock,
+in the order the state machine made them. Session tickets are off (num_tickets = 0):
+no message after the handshake that a reader would have to answer.
+
+    writer:  send lock { tls lock { encrypt } ; raw sendall }
+    reader:  raw recv ; tls lock { decrypt } ; (anything to answer: as a writer)
 
 Without --tls nothing here is imported (transport.TLS stays None; the only check is
 `TLS is not None` where a TCP socket is made, never per message). `cryptography` is a
@@ -62,6 +69,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import threading
 from typing import Any
 
 from . import transport
@@ -233,6 +241,12 @@ class ClusterTLS:
         # The dashboard: browsers have no cluster certificate (module doc).
         self.https = _context(ssl.PROTOCOL_TLS_SERVER, ca, cert, key, ssl.CERT_OPTIONAL)
 
+    def wrap(self, sock: socket.socket, *, server_side: bool) -> TLSStream:
+        """TLS over a connected TCP socket, handshake done (within its timeout);
+        raises ssl.SSLError (an OSError) if the peer is not a member."""
+        ctx = self.server if server_side else self.client
+        return TLSStream(sock, ctx, server_side=server_side)
+
     @property
     def ca_file(self) -> str:
         return os.path.join(self.dir, CA_CERT)
@@ -257,6 +271,119 @@ def _context(
     if cert and key:
         ctx.load_cert_chain(cert, key)
     return ctx
+
+
+_RECORD_CHUNK = 1 << 20  # plaintext encrypted per step: a bounded outgoing buffer
+_RAW = 1 << 18
+
+
+class TLSStream:
+    """A TLS connection over a connected blocking socket, safe for one reader thread
+    and any number of writer threads (module doc). It offers the calls transport.py
+    makes on a socket: recv, recv_into, sendall, settimeout, setsockopt, shutdown,
+    close, fileno, family."""
+
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext, *, server_side: bool) -> None:
+        self.sock = sock
+        self.family = sock.family
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._tls = ctx.wrap_bio(self._in, self._out, server_side=server_side)
+        self._lock = threading.Lock()  # the SSL object: never held across socket calls
+        self._send_lock = threading.Lock()  # encrypted bytes leave in the order made
+        self._eof = False
+        self._handshake()
+
+    def _handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.sock.recv(_RAW)
+                if not data:
+                    raise ConnectionResetError("the peer closed during the TLS handshake")
+                self._in.write(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what the SSL object has made (alerts, handshake, answers of a read)."""
+        with self._send_lock:
+            with self._lock:
+                out = self._out.read()
+            if out:
+                self.sock.sendall(out)
+
+    def sendall(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        with self._send_lock:
+            for start in range(0, len(view), _RECORD_CHUNK):
+                with self._lock:
+                    self._tls.write(view[start : start + _RECORD_CHUNK])
+                    out = self._out.read()
+                self.sock.sendall(out)
+
+    def recv(self, n: int) -> bytes:
+        while True:
+            with self._lock:
+                try:
+                    data = self._tls.read(n)
+                except ssl.SSLWantReadError:
+                    data = None
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    return b""
+                pending = self._out.pending
+            # Bytes a read made (an alert): sent now unless a writer is busy, which
+            # then sends them before its own (it takes all that is made, in order).
+            # Never wait for the send lock here: a writer blocked on a full socket
+            # waits for the peer, whose reader may wait for ours.
+            if pending and self._send_lock.acquire(blocking=False):
+                try:
+                    with self._lock:
+                        out = self._out.read()
+                    if out:
+                        self.sock.sendall(out)
+                finally:
+                    self._send_lock.release()
+            if data is not None:
+                return data
+            if self._eof:
+                return b""
+            raw = self.sock.recv(_RAW)
+            with self._lock:
+                if raw:
+                    self._in.write(raw)
+                else:
+                    self._in.write_eof()
+                    self._eof = True
+
+    def recv_into(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        data = self.recv(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        return self._tls.getpeercert(binary_form)
+
+    def version(self) -> str | None:
+        return self._tls.version()
+
+    def settimeout(self, value: float | None) -> None:
+        self.sock.settimeout(value)
+
+    def setsockopt(self, *args: Any) -> None:
+        self.sock.setsockopt(*args)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _bootstrap_context() -> ssl.SSLContext:

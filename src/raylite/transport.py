@@ -183,7 +183,7 @@ def _dial(address: str, token: bytes, timeout: float, cluster: bool = False) -> 
         sock.settimeout(timeout)
         sock.connect(addr)
         if TLS is not None and family == socket.AF_INET:
-            sock = TLS.client.wrap_socket(sock)  # the TLS handshake happens here
+            sock = TLS.wrap(sock, server_side=False)  # the TLS handshake happens here
         client_handshake(sock, token, address, cluster)
     except OSError as exc:
         sock.close()
@@ -442,7 +442,7 @@ class Listener:
         try:
             sock.settimeout(CONFIG.handshake_timeout_s)
             if TLS is not None and sock.family == socket.AF_INET:
-                sock = TLS.server.wrap_socket(sock, server_side=True)
+                sock = TLS.wrap(sock, server_side=True)
             if not server_handshake(sock, self.token):
                 sock.close()
                 return

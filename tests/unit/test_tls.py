@@ -227,3 +227,61 @@ def test_has_tls_is_one_stat(tmp_path):
     assert not tls.has_tls(str(tmp_path))
     assert not tls.has_tls("")
     assert not tls.activate_for(str(tmp_path))
+
+
+def test_a_stream_takes_one_reader_and_many_writers_both_ways(head):
+    # transport.Connection's use: a reader thread and several writer threads on each
+    # end at once. Every frame arrives whole and intact (an SSLSocket used so breaks).
+    import random
+
+    tls_dir, _ = head
+    contexts = tls.ClusterTLS(tls_dir)
+    a, b = socket.socketpair()
+    a.settimeout(30)
+    b.settimeout(30)
+    ends: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: ends.setdefault("s", contexts.wrap(b, server_side=True)))
+    t.start()
+    ends["c"] = contexts.wrap(a, server_side=False)
+    t.join(10)
+    writers, per_writer = 4, 30
+    header = struct.Struct("<IHH")  # size, writer, sequence number
+
+    def payload(size: int, w: int, n: int) -> bytes:
+        return bytes([(w * 31 + n) % 251]) * size
+
+    def write(end: Any, w: int) -> None:
+        rng = random.Random(w)
+        for n in range(per_writer):
+            size = 2_500_000 if n == 7 else rng.randrange(0, 70_000)
+            end.sendall(header.pack(size, w, n) + payload(size, w, n))
+
+    def read(end: Any, out: list[tuple[int, int]]) -> None:
+        buf = b""
+        while len(out) < writers * per_writer:
+            while len(buf) < header.size:
+                buf += end.recv(1 << 18)
+            size, w, n = header.unpack(buf[: header.size])
+            while len(buf) < header.size + size:
+                buf += end.recv(1 << 18)
+            body, buf = buf[header.size : header.size + size], buf[header.size + size :]
+            assert body == payload(size, w, n)
+            out.append((w, n))
+
+    got: dict[str, list[tuple[int, int]]] = {"c": [], "s": []}
+    threads = [threading.Thread(target=read, args=(ends[k], got[k])) for k in ("c", "s")]
+    threads += [
+        threading.Thread(target=write, args=(ends[k], w))
+        for k in ("c", "s")
+        for w in range(writers)
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    for k in ("c", "s"):  # each writer's frames in its order, none lost
+        assert len(got[k]) == writers * per_writer
+        for w in range(writers):
+            assert [n for ww, n in got[k] if ww == w] == list(range(per_writer))
+    ends["c"].close()
+    ends["s"].close()
