@@ -22,8 +22,10 @@ client nonce, so neither proof verifies. The server proves the token only to a c
 that proved it first: an unauthenticated dialler learns nothing it could test guesses
 of a weak (hashed text) token against. The server's nonce goes out the moment it
 accepts, so the exchange costs the client one and a half round trips after connect
-(the old "send the token, read one byte" cost one): about 20 us on loopback, paid once
-per connection. Nothing is decoded, let alone unpickled, from a peer that has not
+(the old "send the token, read one byte" cost one), paid once per connection: nonces
+and HMACs take 11 us per handshake, both ends together, and connect + close on
+loopback stayed within this machine's noise (unix 170-210 us, TCP 190-350 us, before
+and after). Nothing is decoded, let alone unpickled, from a peer that has not
 proved the token. The proofs are made and checked by pure functions (server_hello,
 client_answer, server_check) shared with transport_async.py and util/collective.
 
