@@ -192,7 +192,10 @@ def _dial(address: str, token: bytes, timeout: float, cluster: bool = False) -> 
         hint = ""
         if isinstance(exc, TimeoutError) and TLS is None and family == socket.AF_INET:
             # A --tls cluster waits for a TLS hello and never sends raylite's first bytes.
-            hint = " (if it is a cluster started with --tls, connect with TLS: RAYLITE_TLS=1)"
+            hint = (
+                " (no handshake came: a cluster started with --tls, which wants TLS "
+                "first, or a raylite older than this one?)"
+            )
         raise ConnectionLost(f"cannot connect to {address}: {exc}{hint}") from exc
     except BaseException:
         sock.close()

@@ -285,3 +285,13 @@ def test_a_stream_takes_one_reader_and_many_writers_both_ways(head):
             assert [n for ww, n in got[k] if ww == w] == list(range(per_writer))
     ends["c"].close()
     ends["s"].close()
+
+
+def test_start_tls_without_cryptography_says_what_to_install(monkeypatch):
+    import sys
+
+    from raylite import cli_cluster
+
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import fails
+    with pytest.raises(SystemExit, match="pip install cryptography"):
+        cli_cluster._check_tls_support()
