@@ -5,7 +5,9 @@ total: CPUs split as evenly as whole units allow, GPUs and custom resources over
 nodes but the last.
 With RAYLITE_TESTS_TESTNET=1 (tests/multinode runs pytest inside testnet host h1 so),
 node K runs in testnet host hK, each with its own address; otherwise all nodes run on
-127.0.0.1. Nodes are started and stopped with the raylite CLI, as a user would.
+127.0.0.1. Nodes are started and stopped with the raylite CLI, as a user would. With
+RAYLITE_TESTS_TLS=1 the cluster runs `--tls` (every TCP connection TLS; this test
+process, the driver, then uses TLS too).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def start_cluster(config: dict[str, Any], n: int) -> str:
         if "resources" in node:
             args += ["--resources", json.dumps(node["resources"])]
         args += ["--head", "--port", str(PORT)] if k == 0 else ["--address", head]
+        if os.environ.get("RAYLITE_TESTS_TLS") == "1":  # the cluster runs --tls (tls.py)
+            args.append("--tls")
         r = _on(host, args)
         if r.returncode:
             raise RuntimeError(f"raylite start failed: {r.stdout}{r.stderr}")

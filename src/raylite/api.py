@@ -725,7 +725,7 @@ class RayContext(dict):  # type: ignore[type-arg]
         # The head's, if it runs one on this machine.
         base = dashboard.read_url(session_dir) if local_node else ""
         # Ray's form, HOST:PORT; the link with a login token is dashboard_login_url.
-        self.dashboard_url = base.removeprefix("http://")
+        self.dashboard_url = base.removeprefix("http://").removeprefix("https://")
         self.dashboard_login_url = dashboard.login_url(base, cw.token)
         super().__init__(
             node_id=cw.node_id.hex(),

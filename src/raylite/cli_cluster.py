@@ -76,6 +76,12 @@ def add_commands(sub: Any) -> None:
     start.add_argument("--node-timeout-s", type=float, default=None, help="dead after this silence")
     start.add_argument("--block", action="store_true", help="stay in the foreground")
     start.add_argument(
+        "--tls",
+        action="store_true",
+        help="head: a cluster CA, and TLS on every TCP connection; joiner: refuse a head "
+        "without TLS (joiners of a TLS head use it anyway)",
+    )
+    start.add_argument(
         "--include-dashboard",
         type=_flag,
         default=True,
@@ -118,6 +124,16 @@ def _route_ip(host: str) -> str:
         s.connect((host, 9))
         return s.getsockname()[0]
     return "127.0.0.1"
+
+
+def _check_tls_support() -> None:
+    try:
+        import cryptography  # noqa: F401 - only whether it is there
+    except ImportError:
+        raise SystemExit(
+            "raylite start --tls: the 'cryptography' package is missing (it makes the "
+            "cluster's certificates): pip install cryptography"
+        ) from None
 
 
 def _token(args: argparse.Namespace, head: str | None) -> bytes:
@@ -182,6 +198,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     else:
         ip = args.node_ip_address or "127.0.0.1"
     token = _token(args, head)
+    if args.tls:
+        _check_tls_support()
     total, gpus, cpus = _resources(args)
     total[f"node:{ip}"] = to_units(1)
     labels: list[str] = []
@@ -190,7 +208,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             labels = ["--labels", json.dumps(parse_labels_flag(args.labels))]
         except ValueError as exc:
             raise SystemExit(f"raylite start: --labels: {exc}") from None
-    extra = []
+    extra = ["--tls"] if args.tls else []
     if args.node_timeout_s is not None:
         extra += ["--node-timeout-s", str(args.node_timeout_s)]
     if args.max_workers is not None:
@@ -249,6 +267,12 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"raylite head started at {hostport} (pid {head_info['pid']}), with a node (pid {info['pid']})."
         )
         print(f"  The cluster token is in {head_info['token_file']} (mode 0600).")
+        if args.tls:
+            from .tls import head_dir
+
+            storage = _absolute_storage(args.storage) if args.storage else None
+            tls_dir = head_dir(head_info["session_dir"], storage)
+            print(f"  TLS on every TCP connection; the cluster CA is in {tls_dir} (mode 0600).")
         print("  To join another machine to this cluster, run there:")
         print(
             f"    RAYLITE_TOKEN=$(cat {head_info['token_file']}) raylite start --address={hostport}"
@@ -431,6 +455,23 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- status
+def _tls_for(target: str, token: bytes) -> None:
+    """TLS if the cluster at `target` speaks it: the certificate of a node of this
+    machine, else one enrolled for this command (tls.py), whose files go at once."""
+    from . import tls
+
+    for node in local.local_nodes():
+        ours = target in (node.get("tcp_address"), node.get("head_address"))
+        if ours and tls.activate_for(node.get("session_dir", "")):
+            return
+    tls_dir = tls.remote_dir()
+    try:  # a failure here (a wrong token): the dial below says it the usual way
+        with contextlib.suppress(Exception):
+            tls.join(target, token, tls_dir)
+    finally:
+        shutil.rmtree(tls_dir, ignore_errors=True)
+
+
 def node_status(address: str | None = None) -> P.NodeStatus:
     """The head's view of the cluster, through a local node (or `address` with a token)."""
     if address is None:
@@ -444,6 +485,7 @@ def node_status(address: str | None = None) -> P.NodeStatus:
                 token = local.read_token(node["token_file"])
         if not token:
             raise SystemExit("raylite status: set RAYLITE_TOKEN to the cluster's token")
+        _tls_for(target, token)
     conn = Connection.connect(target, token, lambda *a: None, name="cli", cluster=True)
     try:
         conn.request(

@@ -41,7 +41,11 @@ from .exceptions import MessageTooLargeError, ProtocolError
 #    PushObject, PushChunk (a remote driver's large objects);
 #    CreatePlacementGroup.bundle_label_selector; RegisterClient.info, RegisterJob.info.
 # (5 and 6 came in one session: no released engine speaks 5.)
-# 7: TaskBounced (a pipelined task sent back unrun); GetWorkerFailureCause and
+# 7: the handshake before any frame is a challenge and response (transport.py, MAGIC
+#    RLT\x02): the token no longer crosses the wire. A 6 and a 7 fail at the handshake
+#    already (a 6 dialling a 7 reads its nonce as a refusal; a 7 dialling a 6 waits for
+#    a nonce until its connect timeout); the frame's version would say so too.
+#    Also TaskBounced (a pipelined task sent back unrun); GetWorkerFailureCause and
 #    WorkerFailureCause (the memory monitor's kills); RequestLease.retriable;
 #    LeaseWaiting.worker_cap.
 PROTOCOL_VERSION = 7

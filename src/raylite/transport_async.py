@@ -1,8 +1,8 @@
 """The asyncio flavour of transport.py: framed connections on the node manager's loop.
 
-Owns AsyncConnection and the two ends of the token handshake for asyncio streams
-(the same bytes as transport.py's, which owns the handshake's constants, address
-parsing and the blocking flavour that drivers and workers use). Not the codec
+Owns AsyncConnection and the two ends of the challenge-and-response handshake for
+asyncio streams (the same bytes as transport.py's, which owns the handshake's proofs,
+address parsing and the blocking flavour that drivers and workers use). Not the codec
 (protocol.py). Only the node manager and the head import it: a driver or a worker
 never loads asyncio for it.
 """
@@ -18,10 +18,21 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from . import transport
 from .config import CONFIG
 from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
 from .protocol import FrameReader, decode, encode
-from .transport import _ACK, MAGIC, TOKEN_SIZE, parse_address, refused
+from .transport import (
+    CLIENT_ANSWER_SIZE,
+    PROOF_SIZE,
+    SERVER_HELLO_SIZE,
+    client_answer,
+    impostor,
+    parse_address,
+    refused,
+    server_check,
+    server_hello,
+)
 
 log = logging.getLogger("raylite.transport")
 
@@ -92,18 +103,22 @@ class AsyncConnection:
 async def async_handshake(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: bytes
 ) -> bool:
-    """Server side of the handshake; False (and closed) unless the token matches."""
+    """Server side of the handshake (transport.py's module doc); False (and closed)
+    unless the client proves the token."""
+    nonce, hello = server_hello()
     try:
-        hello = await asyncio.wait_for(
-            reader.readexactly(len(MAGIC) + TOKEN_SIZE), CONFIG.handshake_timeout_s
+        writer.write(hello)
+        answer = await asyncio.wait_for(
+            reader.readexactly(CLIENT_ANSWER_SIZE), CONFIG.handshake_timeout_s
         )
     except (asyncio.IncompleteReadError, TimeoutError, OSError):
         writer.close()
         return False
-    if hello[:4] != MAGIC or not hmac.compare_digest(hello[4:], token):
+    proof = server_check(token, nonce, answer)
+    if proof is None:
         writer.close()
         return False
-    writer.write(_ACK)
+    writer.write(proof)
     return True
 
 
@@ -113,8 +128,8 @@ async def async_connect(
     """Client side of the handshake, for the node manager's loop (node to node, to the head).
 
     The caller runs `read_loop` on the result. Raises ConnectionLost if the peer cannot
-    be reached, AuthenticationError if it refuses the token (`cluster`: a close right
-    after the token counts as that, transport._dial).
+    be reached, AuthenticationError if it refuses our proof (`cluster`: a close right
+    after it counts as that, transport._dial) or fails to prove the token itself.
     """
     if wait_s is None:
         wait_s = CONFIG.connect_timeout_s
@@ -123,24 +138,40 @@ async def async_connect(
         if family == socket.AF_UNIX:
             opening = asyncio.open_unix_connection(addr)
         else:
-            opening = asyncio.open_connection(addr[0], addr[1])
+            tls = transport.TLS  # a cluster started with --tls (tls.py)
+            if tls is None:
+                opening = asyncio.open_connection(addr[0], addr[1])
+            else:
+                opening = asyncio.open_connection(addr[0], addr[1], ssl=tls.client)
         reader, writer = await asyncio.wait_for(opening, wait_s)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
         raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
     try:
-        writer.write(MAGIC + token)
-        ack = await asyncio.wait_for(reader.readexactly(1), wait_s)
+        hello = await asyncio.wait_for(reader.readexactly(SERVER_HELLO_SIZE), wait_s)
+        answer, expected = client_answer(token, hello)
+        writer.write(answer)
     except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
-        if not cluster:
-            writer.close()
-            raise ConnectionLost(f"{address} closed during the handshake") from exc
-        ack = b""  # it read the token and hung up: what a refusal looks like
+        writer.close()
+        raise ConnectionLost(f"{address} closed during the handshake") from exc
+    except ProtocolError as exc:
+        writer.close()
+        raise ConnectionLost(f"{address}: {exc}") from None
     except (OSError, TimeoutError) as exc:
         writer.close()
         raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
-    if ack != _ACK:
+    try:
+        proof = await asyncio.wait_for(reader.readexactly(PROOF_SIZE), wait_s)
+    except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
         writer.close()
-        raise AuthenticationError(refused(address))
+        if not cluster:
+            raise ConnectionLost(f"{address} closed during the handshake") from exc
+        raise AuthenticationError(refused(address)) from None  # it read our proof, hung up
+    except (OSError, TimeoutError) as exc:
+        writer.close()
+        raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
+    if not hmac.compare_digest(proof, expected):
+        writer.close()
+        raise AuthenticationError(impostor(address))
     sock = writer.get_extra_info("socket")
     if sock is not None and family == socket.AF_INET:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

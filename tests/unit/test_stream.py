@@ -1,6 +1,6 @@
 """The raw object stream between node managers (transport.receive_stream).
 
-A small server thread plays the holder: it checks the token, reads the request frame,
+A small server thread plays the holder: it runs the handshake, reads the request frame,
 answers ObjectStream and sends the bytes (all of them, half then closes, or half then
 stalls). Both receive paths run: splice (Linux) and the reused buffer with pwrite.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from raylite import protocol as P
 from raylite import transport
-from raylite.exceptions import AuthenticationError, ConnectionLost
+from raylite.exceptions import ConnectionLost
 
 TOKEN = b"t" * transport.TOKEN_SIZE
 DATA = os.urandom(3 * (1 << 20) + 12345)  # several chunks and a ragged tail
@@ -31,11 +31,8 @@ def _holder(behaviour: str) -> tuple[str, threading.Thread, threading.Event]:
     def serve() -> None:
         conn, _ = srv.accept()
         with conn, srv:
-            hello = transport._recv_exact(conn, len(transport.MAGIC) + len(TOKEN))
-            if hello[len(transport.MAGIC) :] != TOKEN:
-                conn.sendall(b"\x00")
+            if not transport.server_handshake(conn, TOKEN):
                 return
-            conn.sendall(transport._ACK)
             length, _ = P.HEADER.unpack(transport._recv_exact(conn, P.HEADER.size))
             _request, rid = P.decode(transport._recv_exact(conn, length))
             conn.sendall(P.encode(P.ObjectStream(len(DATA)), rid))
@@ -106,7 +103,9 @@ def test_a_stalled_stream_raises_within_the_timeout(path, tmp_path):
 
 def test_a_wrong_token_is_refused_before_any_data(path, tmp_path):
     address, thread, _ = _holder("all")
-    with pytest.raises(AuthenticationError):
+    # The holder closes on the wrong proof without a word: to a node pulling an
+    # object, that reads as the holder gone (transport._dial, cluster=False).
+    with pytest.raises(ConnectionLost, match="closed during the handshake"):
         _receive(address, tmp_path, token=b"x" * transport.TOKEN_SIZE)
     thread.join(5)
     assert (tmp_path / "segment").read_bytes() == b""

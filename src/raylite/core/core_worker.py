@@ -116,6 +116,11 @@ class CoreWorker(
             task_handler=task_handler,
             nm_handler=nm_handler,
         )
+        # A node of a --tls cluster: its tls/ holds our certificate (one stat otherwise).
+        if session_dir and os.path.exists(os.path.join(session_dir, "tls", "node.crt")):
+            from .. import tls
+
+            tls.activate_for(session_dir)
         # On a cluster node, other nodes' processes call us: listen on TCP there.
         if listen_ip:
             address = f"tcp:{listen_ip}:0"

@@ -177,7 +177,9 @@ def connect_remote(
     head: str, token: bytes, log_to_driver: bool, namespace: str | None
 ) -> RemoteCoreWorker:
     """A driver of the cluster whose head is at `head` (tcp:HOST:PORT), attached to the
-    node on the head's machine (else any live node) over TCP."""
+    node on the head's machine (else any live node) over TCP. A --tls cluster: first a
+    certificate for a key made here (tls.py)."""
+    _enrol_if_tls(head, token)
     node = attach_address(head, token)
     host = node[4:].rpartition(":")[0]
     return RemoteCoreWorker(
@@ -187,6 +189,22 @@ def connect_remote(
         log_to_driver=log_to_driver,
         namespace=namespace,
     )
+
+
+def _enrol_if_tls(head: str, token: bytes) -> None:
+    """TLS from now on if the head speaks it (RAYLITE_TLS=1: it must). The key and the
+    certificate live in a private temp dir until the SSL contexts have read them."""
+    import shutil
+
+    from .. import tls
+
+    tls_dir = tls.remote_dir()
+    try:
+        tls.join(head, token, tls_dir, require=os.environ.get("RAYLITE_TLS") == "1")
+    except ConnectionLost as exc:
+        raise ConnectionError(f"Could not connect to the cluster at {head[4:]}: {exc}") from exc
+    finally:
+        shutil.rmtree(tls_dir, ignore_errors=True)
 
 
 def attach_address(head: str, token: bytes) -> str:

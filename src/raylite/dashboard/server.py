@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from .. import transport
 from ..head.statistics import HeadStatistics
 from ..node.statistics import NodeStatistics
 from ..task_events import TaskEventStore, WorkerLogs
@@ -374,9 +375,11 @@ async def start_dashboard(
     app = make_app(nm, proxy_url)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
+    tls = transport.TLS  # --tls: HTTPS only, with the node's certificate (tls.py)
+    https = tls.https if tls is not None else None
     for attempt in (port, 0):
         try:
-            await web.TCPSite(runner, host, attempt, reuse_address=True).start()
+            await web.TCPSite(runner, host, attempt, reuse_address=True, ssl_context=https).start()
             break
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE and attempt == DEFAULT_PORT:
@@ -393,7 +396,7 @@ async def start_dashboard(
             return None
     bound = runner.addresses[0][1]
     app[AUTH].cookie_name = f"raylite_dashboard_{bound}"
-    url = f"http://{_url_host(host, nm)}:{bound}"
+    url = f"{'https' if https else 'http'}://{_url_host(host, nm)}:{bound}"
     path = os.path.join(nm.session_dir, URL_FILE)
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -414,10 +417,13 @@ async def start_metrics_server(nm: Source, host: str, port: int) -> Dashboard | 
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
+    tls = transport.TLS  # --tls: HTTPS, as the dashboard
+    https = tls.https if tls is not None else None
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=https).start()
     except OSError as exc:
         await runner.cleanup()
         log.warning("the metrics export port %s:%d cannot listen (%s)", host, port, exc)
         return None
-    return Dashboard(runner, f"http://{_url_host(host, nm)}:{port}/metrics")
+    scheme = "https" if https else "http"
+    return Dashboard(runner, f"{scheme}://{_url_host(host, nm)}:{port}/metrics")

@@ -73,6 +73,30 @@ def resolve_address(address: str | None) -> str:
     return address.rstrip("/")
 
 
+def ssl_context(url: str) -> Any:
+    """None for http://; for https:// (a head started with --tls) a context that trusts
+    the cluster's CA: RAYLITE_TLS_CA, else the ca.crt of the local node whose dashboard
+    `url` is, else the system's CAs (a dashboard behind a proxy with a public certificate).
+    Host names are not checked against the cluster's certificates (tls.py)."""
+    if not url.startswith("https://"):
+        return None
+    import ssl
+
+    ca = os.environ.get("RAYLITE_TLS_CA")
+    if not ca:
+        for node in _local_heads():
+            if _same_endpoint(str(node["dashboard_url"]), url):
+                path = os.path.join(str(node.get("session_dir", "")), "tls", "ca.crt")
+                if os.path.exists(path):
+                    ca = path
+                    break
+    if not ca:
+        return ssl.create_default_context()
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    return ctx
+
+
 def find_token(url: str) -> bytes | None:
     """RAYLITE_TOKEN, else the token file of the local head whose dashboard is `url`."""
     token = local.token_from_env()
@@ -119,6 +143,7 @@ class JobSubmissionClient:
         if verify is not True:
             raise NotImplementedError("verify=: raylite's dashboard serves plain HTTP")
         self._address = resolve_address(address)
+        self._ssl = ssl_context(self._address)
         self._default_metadata = dict(metadata or {})
         self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
         self._cookies = dict(cookies or {})
@@ -149,7 +174,7 @@ class JobSubmissionClient:
             self._address + endpoint, data=data, method=method, headers=headers
         )
         try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+            with urllib.request.urlopen(req, timeout=TIMEOUT_S, context=self._ssl) as resp:
                 reply = _Reply(resp.status, resp.read())
         except urllib.error.HTTPError as err:
             reply = _Reply(err.code, err.read())
@@ -282,7 +307,7 @@ class JobSubmissionClient:
         ws_url = self._address.replace("http", "ws", 1) + f"/api/jobs/{job_id}/logs/tail"
         async with aiohttp.ClientSession(headers=self._headers) as session:
             try:
-                ws = await session.ws_connect(ws_url)
+                ws = await session.ws_connect(ws_url, ssl=self._ssl if self._ssl else True)
             except aiohttp.WSServerHandshakeError as exc:
                 raise RuntimeError(
                     f"Request failed with status code {exc.status}: {exc.message}."

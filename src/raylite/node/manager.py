@@ -51,6 +51,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .. import protocol as P
+from .. import transport
 from ..config import CONFIG
 from ..exceptions import ConnectionLost
 from ..head.statistics import HeadStatistics
@@ -225,8 +226,13 @@ class NodeManager(
         server = await asyncio.start_unix_server(self.on_client, path=self.address[5:])
         tcp_server = None
         if self.cluster:
+            tls = transport.TLS  # --tls: set up by _main before the loop (tls.py)
             tcp_server = await asyncio.start_server(
-                self.on_client, host=self.ip, port=self.port or 0, reuse_address=True
+                self.on_client,
+                host=self.ip,
+                port=self.port or 0,
+                reuse_address=True,
+                ssl=tls.node_server if tls is not None else None,
             )
             port = tcp_server.sockets[0].getsockname()[1]
             self.tcp_address = f"tcp:{self.ip}:{port}"
@@ -346,6 +352,11 @@ class NodeManager(
             self.begin_shutdown()
 
     async def on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tls = writer.get_extra_info("ssl_object")  # None: a unix socket, or no --tls
+        if tls is not None and tls.getpeercert(binary_form=True) is None:
+            # No client certificate: only the head's port lets one in, to enrol (tls.py).
+            await self.serve_enrolment(reader, writer)
+            return
         if not await async_handshake(reader, writer, self.token):
             return
         conn = AsyncConnection(reader, writer)
@@ -355,6 +366,16 @@ class NodeManager(
             conn.close()
             return
         self.on_disconnect(conn)
+
+    async def serve_enrolment(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        from .. import tls
+
+        if self.head is None or transport.TLS is None or not transport.TLS.enrols:
+            writer.close()
+            return
+        await tls.serve_enrolment(reader, writer, self.token, transport.TLS.dir)
 
     def dispatch(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         handler = self.handlers.get(type(msg))
@@ -620,6 +641,30 @@ class NodeManager(
         shutil.rmtree(self.session_dir, ignore_errors=True)
 
 
+def _start_tls(args: argparse.Namespace, token: bytes) -> bool:
+    """--tls on the head: a new cluster CA in its session dir (with --storage, one kept
+    for the storage, reused when the head restarts on it). A joining node: enrol if
+    the head speaks TLS (required with --tls). Workers and local drivers find the
+    node's tls/ by themselves (tls.activate_for). False (said on stdout) if it failed."""
+    from .. import tls
+
+    tls_dir = os.path.join(args.session_dir, tls.DIR)
+    try:
+        if args.head_address is None:
+            if args.tls:
+                tls_dir = tls.head_dir(args.session_dir, args.storage)
+                if not tls.has_ca(tls_dir):
+                    tls.make_cluster_ca(tls_dir)
+                tls.activate(tls_dir, enrols=True)
+        else:
+            tls.join(args.head_address, token, tls_dir, require=args.tls)
+    except Exception as exc:
+        sys.stdout.write(f"FAILED cannot set up TLS with the head at {args.head_address}: {exc}\n")
+        sys.stdout.flush()
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None, forks: forkserver.ForkServer | None = None) -> None:
     # First, while this process has no thread: every worker is forked from it.
     if forks is None:
@@ -652,11 +697,14 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
     parser.add_argument("--metrics-export-port", type=int, default=None, help="serve /metrics")
     parser.add_argument("--proxy-server-url", default=None, help="the dashboard asks it first")
     parser.add_argument("--max-workers", type=int, default=0, help="worker process cap (0: auto)")
+    parser.add_argument("--tls", action="store_true", help="head: make a CA; node: need TLS")
     args = parser.parse_args(argv)
     forks.remove_at_exit(args.store_dir, args.session_dir)  # also if this process is killed
     token = bytes.fromhex(sys.stdin.readline().strip())
     logging.basicConfig(level=logging.WARNING, format="(raylite node manager) %(message)s")
     raise_nofile_limit()  # before the worker cap's default reads it
+    if args.cluster and not _start_tls(args, token):
+        return
     nm = NodeManager(
         args.session_dir,
         args.store_dir,

@@ -7,7 +7,7 @@ API's argument checks (collective.py).
 
     rank r --register(rank, addresses)--> named actor raylite_collective_<group>
     rank r <--every rank's addresses------ (async; one "round" per (re-)creation)
-    rank r --dial ranks < r (MAGIC + token + group key + r)--> peers   (unix socket on
+    rank r --dial ranks < r (handshake, group key + r)-------> peers   (unix socket on
     rank r <--accepted from ranks > r-------------------------- peers    one node, TCP
                                                                           across nodes)
 Then the listeners close: a group is a full mesh of sockets, one per pair, and its
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import os
 import selectors
 import socket
@@ -40,8 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from ... import transport
 from ...core import context
-from ...transport import MAGIC, TOKEN_SIZE
+from ...exceptions import AuthenticationError, ConnectionLost
+from ...transport import client_handshake, server_handshake
 from .algorithms import Schedule
 from .shm import ShmArea
 from .types import CollectiveError, CollectiveTimeoutError, MismatchError, PeerGoneError
@@ -166,7 +167,13 @@ class Group:
         cw: Any = context.global_worker()
         token: bytes = cw.token
         node_id = raylite.get_runtime_context().get_node_id()
-        listeners = [socket.create_server((get_node_ip_address(), 0), backlog=self.world_size)]
+        # A --tls cluster: no plain TCP between nodes; its ranks meet on unix sockets.
+        tls_on = transport.TLS is not None
+        listeners = (
+            []
+            if tls_on
+            else [socket.create_server((get_node_ip_address(), 0), backlog=self.world_size)]
+        )
         base = os.path.dirname(cw.address[5:]) if cw.address.startswith("unix:") else None
         unix_path = os.path.join(base or tempfile.gettempdir(), f"c-{uuid.uuid4().hex[:12]}.sock")
         try:
@@ -178,8 +185,8 @@ class Group:
             ux.close()
             unix_path = ""
         try:
-            host, port = listeners[0].getsockname()[:2]
-            info = {"node": node_id, "tcp": (host, port), "unix": unix_path}
+            tcp = None if tls_on else listeners[0].getsockname()[:2]
+            info = {"node": node_id, "tcp": tcp, "unix": unix_path}
             wait = self.timeout_s
             keep_alive, index, table, present = _meet(
                 self.group_name, self.rank, self.world_size, info, wait
@@ -191,6 +198,8 @@ class Group:
                     f"within {wait:g} s (ranks {present} did); start every rank, or pass a "
                     f"longer gloo_timeout"
                 )
+            if tls_on and any(t["tcp"] is None and t["node"] != node_id for t in table):
+                self._no_tls()  # every rank sees the same table: all fail at once
             if all(t["node"] == node_id for t in table):
                 self.shm = ShmArea()
             key = hashlib.blake2b(f"{self.group_name}/{index}".encode(), digest_size=16).digest()
@@ -214,18 +223,22 @@ class Group:
     ) -> socket.socket:
         if info["node"] == node_id and info["unix"]:
             family, addr = socket.AF_UNIX, info["unix"]
+        elif info["tcp"] is None:  # the cluster runs --tls: no plain TCP (tls.py)
+            self._no_tls()
         else:
             family, addr = socket.AF_INET, tuple(info["tcp"])
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.settimeout(max(deadline - time.monotonic(), 0.1))
             sock.connect(addr)
-            sock.sendall(MAGIC + token + _HELLO.pack(key, self.rank))
+            # The cluster's challenge and response (transport.py), then the group's hello.
+            client_handshake(sock, token, f"{addr}", cluster=False)
+            sock.sendall(_HELLO.pack(key, self.rank))
             if sock.recv(1) != _ACK:
                 raise PeerGoneError(
                     f"a peer of collective group '{self.group_name}' at {addr} refused us"
                 )
-        except OSError as exc:
+        except (OSError, ConnectionLost, AuthenticationError) as exc:
             sock.close()
             raise PeerGoneError(
                 f"cannot reach a peer of collective group '{self.group_name}' at {addr}: {exc}"
@@ -236,7 +249,6 @@ class Group:
         self, listeners: list[socket.socket], token: bytes, key: bytes, deadline: float
     ) -> None:
         want = set(range(self.rank + 1, self.world_size))
-        hello_size = len(MAGIC) + TOKEN_SIZE + _HELLO.size
         with selectors.DefaultSelector() as sel:
             for sock in listeners:
                 sel.register(sock, selectors.EVENT_READ)
@@ -251,26 +263,30 @@ class Group:
                     conn, _addr = k.fileobj.accept()  # type: ignore[union-attr]
                     try:
                         conn.settimeout(max(deadline - time.monotonic(), 0.1))
-                        hello = _recv_exact(conn, hello_size)
-                    except (OSError, PeerGoneError):
+                        # Nothing from a peer that has not proved the token; a stale
+                        # dialler (another round of this group) is turned away too.
+                        proved = server_handshake(conn, token)
+                        hello = _recv_exact(conn, _HELLO.size) if proved else b""
+                    except (OSError, PeerGoneError, ConnectionLost):
                         conn.close()
                         continue
-                    # Nothing from a peer that has not proved the token; a stale dialler
-                    # (another round of this group) is turned away too.
-                    got_key, peer = _HELLO.unpack(hello[len(MAGIC) + TOKEN_SIZE :])
-                    if (
-                        hello[: len(MAGIC)] != MAGIC
-                        or not hmac.compare_digest(
-                            hello[len(MAGIC) : len(MAGIC) + TOKEN_SIZE], token
-                        )
-                        or got_key != key
-                        or peer not in want
-                    ):
+                    if not proved:
+                        conn.close()
+                        continue
+                    got_key, peer = _HELLO.unpack(hello)
+                    if got_key != key or peer not in want:
                         conn.close()
                         continue
                     conn.sendall(_ACK)
                     self.peers[peer] = self._tune(conn)
                     want.discard(peer)
+
+    def _no_tls(self) -> None:
+        raise NotImplementedError(
+            f"collective group '{self.group_name}': ranks on different nodes of a cluster "
+            "started with --tls are not supported yet (the group's sockets are not "
+            "encrypted); place every rank on one node, or run without --tls"
+        )
 
     @staticmethod
     def _tune(sock: socket.socket) -> socket.socket:
