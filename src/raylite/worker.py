@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import io
 import os
 import queue
 import sys
@@ -48,6 +47,7 @@ from .serialization import (
     loads_inline,
     serialize,
 )
+from .worker_output import PrefixedStream
 
 _EXIT = object()
 
@@ -83,52 +83,6 @@ def _label(actor: Any) -> str | None:
         return repr(actor)
     except Exception:
         return None
-
-
-class PrefixedStream(io.TextIOBase):
-    """Line-buffered text stream that prefixes each line with the running task's name."""
-
-    def __init__(self, fd: int, worker: Worker) -> None:
-        self.fd = fd
-        self.worker = worker
-        self.pending = ""
-        self.lock = threading.Lock()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, s: str) -> int:
-        with self.lock:
-            self.pending += s
-            if "\n" in self.pending:
-                *lines, self.pending = self.pending.split("\n")
-                prefix = f"({self.worker.display_name} pid={os.getpid()}) "
-                self._emit("".join(f"{prefix}{line}\n" for line in lines))
-        return len(s)
-
-    def flush(self) -> None:
-        with self.lock:
-            if self.pending:
-                prefix = f"({self.worker.display_name} pid={os.getpid()}) "
-                self._emit(f"{prefix}{self.pending}\n")
-                self.pending = ""
-
-    def _emit(self, text: str) -> None:
-        data = text.encode("utf-8", "replace")
-        while data:
-            try:
-                n = os.write(self.fd, data)
-            except InterruptedError:
-                continue
-            except OSError:
-                return
-            data = data[n:]
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def isatty(self) -> bool:
-        return False
 
 
 class Worker:

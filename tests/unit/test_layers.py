@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
               "node.memory_policy",
               "runtime_env", "runtime_env.spec", "runtime_env.packaging"]),  # pure books: foundations only
     ("io", ["transport", "transport_async", "tls", "object_store", "task_events", "runtime_env.agent",
+            "worker_output",
             "experimental.*"]),  # tqdm_ray: the driver's output printer draws its bars
     ("refs", ["object_ref"]),
     # lease_queue, actor_life: pure; they read tasks and ids, actor_life lease_queue's Lease
