@@ -149,12 +149,12 @@ class FinishedRing:
     OrderedDict they cost 0.75 KB each once the table is full (the tuple and its
     floats, ids and list, and the OrderedDict's entry and node, whose hash table a
     delete-oldest, insert-newest churn keeps at twice the live size). Here a record
-    is a slot in preallocated columns: its task id, its parent id and its one return
-    id (the objects its event brought, parents shared), start and end in an array of
+    is a slot in columns: its task id, its parent id and its one return id (the
+    objects its event brought, parents shared), start and end in an array of
     doubles, and the index of a tuple of the fields tasks share (name, worker, kind,
     actor, job, function, node), counted so that it lives as long as its records do.
     A task is found by id through an open-addressing table of slot numbers (an array
-    of ints, not a dict). About 0.18 KB a record (test_task_events measures it).
+    of ints, not a dict). About 0.16 KB a record (test_task_events measures it).
 
     A record leaves from the middle only when its task runs again (a retry): its slot
     stays dead until the oldest end reaches it, or the columns are compacted when
@@ -165,24 +165,29 @@ class FinishedRing:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.live = 0  # records held
-        size = self._size = capacity + max(16, capacity // 8)  # the spare room: dead slots
+        # Slots: as many as records, and spare room for dead slots. 64 at first, all
+        # when those are used (a node that forwards its events to the head keeps
+        # none; growing by doubling leaves the freed columns as holes in the heap).
+        self._most = capacity + max(16, capacity // 8)
+        self._size = 0  # the columns' length now
         self._head = 0  # the oldest slot
         self._used = 0  # slots from the head on, live or dead
-        self._tid: list[bytes | None] = [None] * size  # None: a dead or free slot
-        self._parent: list[bytes | None] = [None] * size
+        self._tid: list[bytes | None] = []  # None: a dead or free slot
+        self._parent: list[bytes | None] = []
         # The one return id; (returns, deps, error) for a record with other than one
         # return, with arguments from other tasks, or failed.
-        self._rest: list[Any] = [None] * size
-        self._time = array.array("d", bytes(16 * size))  # start, end of each slot
-        self._ctx = array.array("i", bytes(4 * size))  # the slot's shared fields
-        self._mask = (1 << max(4, (2 * size - 1).bit_length())) - 1  # load under a half
-        self._index = array.array("i", [_NO_SLOT]) * (self._mask + 1)
+        self._rest: list[Any] = []
+        self._time = array.array("d")  # start, end of each slot
+        self._ctx = array.array("i")  # the slot's shared fields
+        self._mask = 0
+        self._index = array.array("i")  # slot numbers by task id's hash; load under a half
         # (name, pid, worker_id, kind, actor_id, job_id, func, node) tuples and counts.
         self._shared: list[tuple[Any, ...] | None] = []
         self._refs: list[int] = []
         self._shared_at: dict[tuple[Any, ...], int] = {}
         self._free: list[int] = []
         self._parents: dict[bytes, bytes] = {}
+        self._compact(min(self._most, 64))
 
     def __len__(self) -> int:
         return self.live
@@ -192,8 +197,8 @@ class FinishedRing:
         """Keep a finished record (its task is not held); the task id of the oldest
         record, if it went to make room."""
         gone = self._evict_oldest() if self.live >= self.capacity else None
-        if self._used == self._size:
-            self._compact()
+        if self._used == self._size:  # full: grow, or drop the dead slots
+            self._compact(self._most)
         slot = self._head + self._used
         if slot >= self._size:
             slot -= self._size
@@ -242,20 +247,22 @@ class FinishedRing:
         self._tid[slot] = self._parent[slot] = self._rest[slot] = None
         self.live -= 1
 
-    def _compact(self) -> None:
-        """Move the live records to the front, oldest first, and index them again."""
+    def _compact(self, size: int) -> None:
+        """Move the live records to the front of columns of `size` slots, oldest first,
+        and index them again."""
         order = list(self._slots(False))
-        pad: list[Any] = [None] * (self._size - len(order))
+        pad: list[Any] = [None] * (size - len(order))
         self._tid = [self._tid[s] for s in order] + pad
         self._parent = [self._parent[s] for s in order] + pad
         self._rest = [self._rest[s] for s in order] + pad
-        times = array.array("d", bytes(16 * self._size))
-        ctx = array.array("i", bytes(4 * self._size))
+        times = array.array("d", bytes(16 * size))
+        ctx = array.array("i", bytes(4 * size))
         for new, s in enumerate(order):
             times[2 * new], times[2 * new + 1] = self._time[2 * s], self._time[2 * s + 1]
             ctx[new] = self._ctx[s]
         self._time, self._ctx = times, ctx
-        self._head, self._used = 0, len(order)
+        self._size, self._head, self._used = size, 0, len(order)
+        self._mask = (1 << max(4, (2 * size - 1).bit_length())) - 1
         self._index = array.array("i", [_NO_SLOT]) * (self._mask + 1)
         for slot in range(len(order)):
             self._index[self._position(self._tid[slot])] = slot  # type: ignore[arg-type]
