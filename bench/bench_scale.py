@@ -187,7 +187,7 @@ def work_tasks(engine: str, size: int, wave: int, **_: Any) -> None:
         growth = (end[1] - full) / MB
         emit("node_manager_rss_growth_once_task_table_full", round(growth, 1), "MB",
              "<= 50 MB", growth <= 50, since_tasks=table + wave,
-             why=f"the node keeps the last {table} task records (~0.6 KB each)")  # fmt: skip
+             why=f"the node keeps the last {table} task records (~0.2 KB each)")  # fmt: skip
     emit("rate_first_window", round(rate_first), "tasks/s", window=d_first)
     emit("rate_last_window", round(rate_last), "tasks/s", window=size - d_last)
     ratio = rate_last / rate_first

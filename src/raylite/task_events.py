@@ -16,7 +16,9 @@ A task event is a protocol.TaskEvent record, built by the worker (worker.py `_re
 `flush_events`) with one constructor call; a task with enable_task_events=False makes
 none, at its worker or its owner (core/tasks.task_events_off). A worker sends one per finished attempt and,
 at a flush, one with end None for each task it is still running. The node manager
-keeps the event as the task's record, its names and ids shared with other records.
+keeps the event as the task's record, its names and ids shared with other records;
+a finished task's record goes into compact columns (FinishedRing), read back as an
+event when asked for.
 
 Task states, as Ray names them. The node sees RUNNING, FINISHED and FAILED; the
 PENDING_* states exist only at the owner (util.state adds the caller's own).
@@ -31,7 +33,9 @@ late copy and is dropped.
 
 from __future__ import annotations
 
+import array
 import collections
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -132,14 +136,236 @@ def error_info(blob: bytes) -> list[str]:
     return [kind, text]
 
 
+# --- finished records, compact --------------------------------------------------------------
+_NO_SLOT = -1
+_new_event = tuple.__new__
+_SHARED_PARENTS = 256  # distinct parent ids shared between records (then the cache restarts)
+
+
+class FinishedRing:
+    """The last `capacity` finished task records, oldest first, kept in columns.
+
+    A node keeps 100,000 of them (as Ray does): as TaskEvent tuples in an
+    OrderedDict they cost 0.75 KB each once the table is full (the tuple and its
+    floats, ids and list, and the OrderedDict's entry and node, whose hash table a
+    delete-oldest, insert-newest churn keeps at twice the live size). Here a record
+    is a slot in columns: its task id, its parent id and its one return id (the
+    objects its event brought, parents shared), start and end in an array of
+    doubles, and the index of a tuple of the fields tasks share (name, worker, kind,
+    actor, job, function, node), counted so that it lives as long as its records do.
+    A task is found by id through an open-addressing table of slot numbers (an array
+    of ints, not a dict). About 0.16 KB a record (test_task_events measures it).
+
+    A record leaves from the middle only when its task runs again (a retry): its slot
+    stays dead until the oldest end reaches it, or the columns are compacted when
+    dead slots fill the spare room. Records are read back as TaskEvent tuples, built
+    on each read.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.live = 0  # records held
+        # Slots: as many as records, and spare room for dead slots. 64 at first, all
+        # when those are used (a node that forwards its events to the head keeps
+        # none; growing by doubling leaves the freed columns as holes in the heap).
+        self._most = capacity + max(16, capacity // 8)
+        self._size = 0  # the columns' length now
+        self._head = 0  # the oldest slot
+        self._used = 0  # slots from the head on, live or dead
+        self._tid: list[bytes | None] = []  # None: a dead or free slot
+        self._parent: list[bytes | None] = []
+        # The one return id; (returns, deps, error) for a record with other than one
+        # return, with arguments from other tasks, or failed.
+        self._rest: list[Any] = []
+        self._time = array.array("d")  # start, end of each slot
+        self._ctx = array.array("i")  # the slot's shared fields
+        self._mask = 0
+        self._index = array.array("i")  # slot numbers by task id's hash; load under a half
+        # (name, pid, worker_id, kind, actor_id, job_id, func, node) tuples and counts.
+        self._shared: list[tuple[Any, ...] | None] = []
+        self._refs: list[int] = []
+        self._shared_at: dict[tuple[Any, ...], int] = {}
+        self._free: list[int] = []
+        self._parents: dict[bytes, bytes] = {}
+        self._compact(min(self._most, 64))
+
+    def __len__(self) -> int:
+        return self.live
+
+    # ------------------------------------------------------------------ changes
+    def append(self, ev: TaskEvent) -> bytes | None:
+        """Keep a finished record (its task is not held); the task id of the oldest
+        record, if it went to make room."""
+        gone = self._evict_oldest() if self.live >= self.capacity else None
+        if self._used == self._size:  # full: grow, or drop the dead slots
+            self._compact(self._most)
+        slot = self._head + self._used
+        if slot >= self._size:
+            slot -= self._size
+        self._used += 1
+        self.live += 1
+        tid = ev.task_id
+        self._tid[slot] = tid
+        self._index[self._position(tid)] = slot
+        parent = ev.parent
+        if parent is not None:
+            parents = self._parents
+            if len(parents) >= _SHARED_PARENTS and parent not in parents:
+                parents.clear()  # nested tasks: many parents, each shared by its children
+            parent = parents.setdefault(parent, parent)
+        self._parent[slot] = parent
+        returns, error = ev.returns, ev.error
+        if len(returns) == 1 and not ev.deps and error is None:
+            self._rest[slot] = returns[0]
+        else:
+            self._rest[slot] = (returns, ev.deps or _EMPTY, error)
+        self._time[2 * slot] = ev.start
+        self._time[2 * slot + 1] = ev.end  # type: ignore[assignment]  # finished: not None
+        self._ctx[slot] = self._share(ev)
+        return gone
+
+    def remove(self, tid: bytes) -> None:
+        """Drop a task's record (it runs again); its slot stays dead."""
+        at = self._position(tid)
+        slot = self._index[at]
+        if slot != _NO_SLOT:
+            self._drop(slot, at)
+
+    def _evict_oldest(self) -> bytes:
+        while True:
+            slot = self._head
+            self._head = slot + 1 if slot + 1 < self._size else 0
+            self._used -= 1
+            tid = self._tid[slot]
+            if tid is not None:
+                self._drop(slot, self._position(tid))
+                return tid
+
+    def _drop(self, slot: int, at: int) -> None:
+        self._unindex(at)
+        self._release(self._ctx[slot])
+        self._tid[slot] = self._parent[slot] = self._rest[slot] = None
+        self.live -= 1
+
+    def _compact(self, size: int) -> None:
+        """Move the live records to the front of columns of `size` slots, oldest first,
+        and index them again."""
+        order = list(self._slots(False))
+        pad: list[Any] = [None] * (size - len(order))
+        self._tid = [self._tid[s] for s in order] + pad
+        self._parent = [self._parent[s] for s in order] + pad
+        self._rest = [self._rest[s] for s in order] + pad
+        times = array.array("d", bytes(16 * size))
+        ctx = array.array("i", bytes(4 * size))
+        for new, s in enumerate(order):
+            times[2 * new], times[2 * new + 1] = self._time[2 * s], self._time[2 * s + 1]
+            ctx[new] = self._ctx[s]
+        self._time, self._ctx = times, ctx
+        self._size, self._head, self._used = size, 0, len(order)
+        self._mask = (1 << max(4, (2 * size - 1).bit_length())) - 1
+        self._index = array.array("i", [_NO_SLOT]) * (self._mask + 1)
+        for slot in range(len(order)):
+            self._index[self._position(self._tid[slot])] = slot  # type: ignore[arg-type]
+
+    # ------------------------------------------------- the index: linear probing
+    def _position(self, tid: bytes) -> int:
+        """Where the index holds tid's slot, else the free position where it would go."""
+        index, tids, mask = self._index, self._tid, self._mask
+        at = hash(tid) & mask
+        while True:
+            slot = index[at]
+            if slot == _NO_SLOT or tids[slot] == tid:
+                return at
+            at = (at + 1) & mask
+
+    def _unindex(self, at: int) -> None:
+        """Empty position `at`, moving later entries of its run back (no tombstones)."""
+        index, tids, mask = self._index, self._tid, self._mask
+        later = at
+        while True:
+            later = (later + 1) & mask
+            slot = index[later]
+            if slot == _NO_SLOT:
+                break
+            home = hash(tids[slot]) & mask
+            # It may fill the hole unless its home lies after the hole (cyclically).
+            if (later - home) & mask >= (later - at) & mask:
+                index[at] = slot
+                at = later
+        index[at] = _NO_SLOT
+
+    # ----------------------------------------------------------- shared fields
+    def _share(self, ev: TaskEvent) -> int:
+        key = (ev.name, ev.pid, ev.worker_id, ev.kind, ev.actor_id, ev.job_id, ev.func, ev.node)
+        k = self._shared_at.get(key)
+        if k is not None:
+            self._refs[k] += 1
+            return k
+        if self._free:
+            k = self._free.pop()
+            self._shared[k], self._refs[k] = key, 1
+        else:
+            k = len(self._shared)
+            self._shared.append(key)
+            self._refs.append(1)
+        self._shared_at[key] = k
+        return k
+
+    def _release(self, k: int) -> None:
+        self._refs[k] -= 1
+        if not self._refs[k]:
+            del self._shared_at[self._shared[k]]  # type: ignore[arg-type]
+            self._shared[k] = None
+            self._free.append(k)
+
+    # ----------------------------------------------------------------- reads
+    def _slots(self, newest_first: bool) -> Iterator[int]:
+        head, size, tids = self._head, self._size, self._tid
+        for k in range(self._used - 1, -1, -1) if newest_first else range(self._used):
+            slot = head + k if head + k < size else head + k - size
+            if tids[slot] is not None:
+                yield slot
+
+    def record(self, slot: int) -> TaskEvent:
+        name, pid, worker_id, kind, actor_id, job_id, func, node = self._shared[self._ctx[slot]]  # type: ignore[misc]
+        rest = self._rest[slot]
+        returns, deps, error = rest if type(rest) is tuple else ([rest], _EMPTY, None)
+        times = self._time
+        return _new_event(TaskEvent, (  # TaskEvent(...) is a Python function: 3x slower
+            name, self._tid[slot], times[2 * slot], times[2 * slot + 1], pid, worker_id, kind,
+            self._parent[slot], deps, returns, actor_id, job_id, error, func, node,
+        ))  # fmt: skip
+
+    def get(self, tid: bytes) -> TaskEvent | None:
+        slot = self._index[self._position(tid)]
+        return None if slot == _NO_SLOT else self.record(slot)
+
+    def __contains__(self, tid: bytes) -> bool:
+        return self._index[self._position(tid)] != _NO_SLOT
+
+    def records(
+        self, newest_first: bool = False, failed: bool | None = None
+    ) -> Iterator[TaskEvent]:
+        """The records, oldest first (or newest); only the failed ones (or only the
+        others) if `failed` says so. Lazy: read it before the table changes."""
+        rest = self._rest
+        for slot in self._slots(newest_first):
+            if failed is not None:
+                r = rest[slot]
+                if (type(r) is tuple and r[2] is not None) is not failed:
+                    continue
+            yield self.record(slot)
+
+
 # --- the task table ----------------------------------------------------------------------
 class TaskEventStore:
     """Task records from task events: at most `capacity` finished ones, all running ones.
 
     The oldest finished record goes first when the table is full; the counts per
     (function, type) and state are kept apart and survive that, so summaries stay
-    exact. A record is the event itself, its strings and ids shared (interned):
-    about 0.5 KB a task, under 60 MB for 100,000 finished tasks.
+    exact. Finished records are kept compact (FinishedRing: about 0.18 KB a task,
+    under 25 MB for 100,000); running and waiting ones are events whose strings
+    and ids are shared (interned).
     """
 
     def __init__(self, capacity: int, node_id: bytes = b"") -> None:
@@ -148,7 +374,7 @@ class TaskEventStore:
         self.active: dict[bytes, TaskEvent] = {}  # task id -> RUNNING record
         # Submitted, not started (owners report these): at most `capacity`, oldest go first.
         self.pending: collections.OrderedDict[bytes, TaskEvent] = collections.OrderedDict()
-        self.done: collections.OrderedDict[bytes, TaskEvent] = collections.OrderedDict()
+        self.done = FinishedRing(self.capacity)
         self.attempts: dict[bytes, int] = {}  # task id -> attempt number, where > 0
         # (func_or_class_name, type) -> state -> count: the summary, never evicted.
         self.counts: dict[tuple[str, str], dict[str, int]] = {}
@@ -178,28 +404,29 @@ class TaskEventStore:
         was_pending = self.pending.pop(tid, None)
         if was_pending is not None:
             self._count(was_pending, PENDING_NODE_ASSIGNMENT, -1)
-        table: dict[bytes, TaskEvent] = self.active
-        old = table.get(tid)
+        old = self.active.get(tid)
         if old is None:
-            table = self.done
-            old = table.get(tid)
+            old = self.done.get(tid)
         if old is not None:
             old_state = state_of(old)
             if state == RUNNING and (old_state == RUNNING or ev.start <= old.end):
                 return  # a late copy of what the record says already
-            del table[tid]
+            if old_state == RUNNING:
+                del self.active[tid]
+            else:
+                self.done.remove(tid)
             self._count(old, old_state, -1)
             if old_state != RUNNING and ev.start > old.end:  # the owner ran it again
                 self.attempts[tid] = self.attempts.get(tid, 0) + 1
-        ev = self._share(ev)
-        self._count(ev, state, 1)
         if state == RUNNING:
+            ev = self._share(ev)
+            self._count(ev, state, 1)
             self.active[tid] = ev
             return
-        self.done[tid] = ev
-        while len(self.done) > self.capacity:
-            gone, _ = self.done.popitem(last=False)
-            self.attempts.pop(gone, None)
+        self._count(ev, state, 1)
+        dropped = self.done.append(ev)
+        if dropped is not None:
+            self.attempts.pop(dropped, None)
             self.evicted += 1
 
     def _share(self, ev: TaskEvent) -> TaskEvent:
@@ -244,7 +471,7 @@ class TaskEventStore:
         """Running first, then waiting, then finished, newest first."""
         yield from list(self.active.values())
         yield from reversed(list(self.pending.values()))
-        yield from reversed(list(self.done.values()))
+        yield from self.done.records(newest_first=True)
 
     def get_field(self, rec: TaskEvent, key: str) -> Any:
         return TASK_COLUMNS[key](self, rec)
@@ -255,6 +482,9 @@ class TaskEventStore:
     def list_tasks(self, filters: list[P.Filter], limit: int) -> tuple[list[dict[str, Any]], int]:
         """(up to `limit` rows passing the filters, how many pass in all)."""
         filters = check_filters(filters, TASK_COLUMNS, "tasks")
+        if not filters:  # no need to read every record to count them
+            some = itertools.islice(self._records(), max(limit, 0))
+            return [self.row(rec) for rec in some], self.recorded()
         rows: list[dict[str, Any]] = []
         total = 0
         for rec in self._records():
@@ -308,32 +538,28 @@ class TaskEventStore:
             yield from list(self.active.values())  # small: one per busy worker
         if state in ("", PENDING_NODE_ASSIGNMENT):
             yield from reversed(list(self.pending.values()))
-        if state not in (RUNNING, PENDING_NODE_ASSIGNMENT):
-            for rec in reversed(self.done.values()):
-                if not state or state_of(rec) == state:
-                    yield rec
+        if not state:
+            yield from self.done.records(newest_first=True)
+        elif state in (FINISHED, FAILED):
+            yield from self.done.records(newest_first=True, failed=state == FAILED)
 
     def find(self, task_id: bytes) -> TaskEvent | None:
         """A task's record (running, waiting or finished), or None."""
         return self.active.get(task_id) or self.pending.get(task_id) or self.done.get(task_id)
 
     def finished_newest_first(self) -> Iterator[TaskEvent]:
-        return reversed(self.done.values())
+        return self.done.records(newest_first=True)
 
     def oldest_finished(self) -> TaskEvent | None:
-        return next(iter(self.done.values()), None)
+        return next(self.done.records(), None)
 
     def timeline_events(self) -> list[TaskEvent]:
         """The finished records, oldest first (the wire form GetTimeline replies with)."""
-        return list(self.done.values())
+        return list(self.done.records())
 
     def chrome_trace(self) -> list[dict[str, Any]]:
         meta, trace = chrome_trace(self.timeline_events())
         return meta + trace
-
-    def memory_bytes(self) -> int:
-        """A rough size of the table (for statistics; tests measure it exactly)."""
-        return 520 * (len(self.done) + len(self.active))
 
 
 TASK_COLUMNS: dict[str, Callable[[TaskEventStore, TaskEvent], Any]] = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import gc
+import random
 import tracemalloc
 
 import pytest
@@ -159,20 +161,22 @@ def test_summary_counts_by_type():
     }
 
 
-def test_100k_finished_tasks_fit_in_well_under_100_mb():
-    """The head keeps at most max_task_events (100,000) records: measured on a fifth."""
+def test_100k_finished_tasks_take_under_25_mb():
+    """The head keeps max_task_events (100,000) finished records: measured on a fifth,
+    the table full and turning over (each new record evicts the oldest), with the
+    store's own columns and index counted."""
     n = 20_000
     node = b"n" * 16
+    workers = [(1000 + w, bytes([w]) * 16) for w in range(8)]
     batch = [
         P.TaskEvent(
             "f",
             tid(i),
             1.0 + i,
             2.0 + i,
-            1000 + i % 8,
-            WORKER,
+            *workers[i % 8],
             "task",
-            tid(i + n),
+            tid(3 * n),
             [],
             [oid(i)],
             None,
@@ -181,17 +185,17 @@ def test_100k_finished_tasks_fit_in_well_under_100_mb():
             "f",
             node,
         )
-        for i in range(n)
+        for i in range(2 * n)
     ]
     frames = [
-        P.encode(P.TaskEvents(batch[i : i + 1000]))[P.HEADER.size :] for i in range(0, n, 1000)
-    ]  # TaskEvents bodies of 1000 events
+        P.encode(P.TaskEvents(batch[i : i + 1000]))[P.HEADER.size :] for i in range(0, 2 * n, 1000)
+    ]  # TaskEvents bodies of 1000 events, as workers send them
     del batch
     gc.collect()
-    store = TE.TaskEventStore(n)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
+        store = TE.TaskEventStore(n)
         for frame in frames:
             store.add_events(P.decode(frame)[0].events)
         gc.collect()
@@ -199,8 +203,64 @@ def test_100k_finished_tasks_fit_in_well_under_100_mb():
     finally:
         tracemalloc.stop()
     assert len(store.done) == n
+    assert store.evicted == n
     per_100k = used / n * 100_000
-    assert per_100k < 60 * 2**20, f"{per_100k / 2**20:.0f} MiB for 100,000 task records"
+    assert per_100k < 25 * 2**20, f"{per_100k / 2**20:.1f} MiB for 100,000 task records"
+    rec = store.find(tid(2 * n - 1))
+    assert rec is not None
+    assert (rec.pid, rec.worker_id, rec.parent, rec.returns) == (
+        *workers[(2 * n - 1) % 8],
+        tid(3 * n),
+        [oid(2 * n - 1)],
+    )
+
+
+def test_the_finished_ring_keeps_what_an_ordered_table_would():
+    """FinishedRing against an OrderedDict of the same records: appends that evict the
+    oldest, removals from the middle (retries, which leave dead slots and make it
+    compact), lookups, and reads in both orders with the failed ones picked out."""
+    for seed in range(40):
+        rnd = random.Random(seed)
+        capacity = rnd.choice([1, 2, 5, 30, 100])  # 100: the columns grow past 64
+        ring = TE.FinishedRing(capacity)
+        model: collections.OrderedDict[bytes, P.TaskEvent] = collections.OrderedDict()
+        for step in range(600):
+            i = rnd.randrange(3 * capacity + 5)
+            if i in model and rnd.random() < 0.5:  # it runs again
+                tid_i = tid(i)
+                ring.remove(tid_i)
+                del model[tid_i]
+                continue
+            if tid(i) in model:
+                continue
+            ev = event(
+                i,
+                name=rnd.choice(["a", "b", f"task-{i}"]),
+                start=float(step),
+                end=step + rnd.random(),
+                pid=rnd.choice([7, 8]),
+                deps=rnd.choice([(), (oid(i + 1),)]),
+                error=rnd.choice([None, None, ["TASK_EXECUTION_EXCEPTION", "m"]]),
+                kind=rnd.choice(["task", "actor_task"]),
+            )
+            if rnd.random() < 0.2:
+                ev = ev._replace(returns=rnd.choice([[], [oid(i), oid(i + 1)]]))
+            gone = ring.append(ev)
+            model[ev.task_id] = ev._replace(deps=ev.deps or ())  # no deps: one shared ()
+            expected_gone = model.popitem(last=False)[0] if len(model) > capacity else None
+            assert gone == expected_gone
+            assert len(ring) == len(model)
+            assert list(ring.records()) == list(model.values()), (seed, step)
+        newest = list(reversed(model.values()))
+        assert list(ring.records(newest_first=True)) == newest
+        assert list(ring.records(True, failed=True)) == [r for r in newest if r.error]
+        assert list(ring.records(True, failed=False)) == [r for r in newest if not r.error]
+        for i in range(3 * capacity + 5):
+            assert ring.get(tid(i)) == model.get(tid(i))
+            assert (tid(i) in ring) == (tid(i) in model)
+        # What the records share is kept while they live, and no longer.
+        assert sum(ring._refs) == len(model)
+        assert len(ring._shared_at) == len({(r.name, r.pid, r.kind) for r in model.values()})
 
 
 def test_chrome_trace_links_producer_and_consumer_with_a_flow():
