@@ -12,11 +12,12 @@ Handshake, before anything else is read: a challenge and response in which both
 sides prove the cluster token and the token itself never crosses the wire.
 
     server --MAGIC + server nonce (32 random bytes)---------------------------> client
-    client --MAGIC + client nonce + HMAC(token, "client" | MAGIC | sn | cn)--> server
-    server --HMAC(token, "server" | MAGIC | sn | cn)--------------------------> client
+    client --MAGIC + client nonce + MAC(token, "client" | MAGIC | sn | cn)--> server
+    server --MAC(token, "server" | MAGIC | sn | cn)--------------------------> client
              (or it closes: the client's proof was wrong)
 
-HMAC-SHA256, compared in constant time. Fresh nonces both ways: a captured exchange
+MAC: keyed BLAKE2b-256 (a MAC by design, no HMAC construction needed), compared
+in constant time. Fresh nonces both ways: a captured exchange
 replayed to a server meets a new server nonce, and one replayed to a client a new
 client nonce, so neither proof verifies. The server proves the token only to a client
 that proved it first: an unauthenticated dialler learns nothing it could test guesses
@@ -40,14 +41,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import hmac
 import itertools
 import logging
 import os
 import socket
 import struct
 import threading
+from _blake2 import blake2b  # hashlib's, without hashlib: its import maps OpenSSL's
+from _operator import _compare_digest as compare_digest  # libcrypto (~3.4 MB a process)
 from collections.abc import Callable
 from typing import Any
 
@@ -61,7 +62,7 @@ log = logging.getLogger("raylite.transport")
 MAGIC = b"RLT\x02"
 TOKEN_SIZE = 32
 NONCE_SIZE = 32
-PROOF_SIZE = 32  # HMAC-SHA256
+PROOF_SIZE = 32  # keyed BLAKE2b-256
 SERVER_HELLO_SIZE = len(MAGIC) + NONCE_SIZE
 CLIENT_ANSWER_SIZE = len(MAGIC) + NONCE_SIZE + PROOF_SIZE
 _CLIENT = b"raylite handshake: client proof"
@@ -88,11 +89,16 @@ def parse_address(address: str) -> tuple[int, Any]:
 def _proof(
     token: bytes, role: bytes, server_nonce: bytes, client_nonce: bytes, context: bytes
 ) -> bytes:
-    """HMAC(token, role | MAGIC | server nonce | client nonce | context): the role label
+    """MAC(token, role | MAGIC | server nonce | client nonce | context): the role label
     keeps a server's proof from ever passing as a client's and the other way round;
     `context` binds what else the exchange is about (tls.py's certificate request)."""
     msg = role + MAGIC + server_nonce + client_nonce + context
-    return hmac.new(token, msg, hashlib.sha256).digest()
+    return blake2b(msg, key=_mac_key(token), digest_size=32).digest()
+
+
+def _mac_key(token: bytes) -> bytes:
+    """The MAC's key: keyed BLAKE2b takes up to 64 bytes, so a longer token is hashed."""
+    return token if len(token) <= 64 else blake2b(token).digest()
 
 
 def server_hello() -> tuple[bytes, bytes]:
@@ -125,7 +131,7 @@ def server_check(
         return None
     client_nonce = answer[len(MAGIC) : len(MAGIC) + NONCE_SIZE]
     theirs = answer[len(MAGIC) + NONCE_SIZE :]
-    if not hmac.compare_digest(theirs, _proof(token, _CLIENT, server_nonce, client_nonce, context)):
+    if not compare_digest(theirs, _proof(token, _CLIENT, server_nonce, client_nonce, context)):
         return None
     return _proof(token, _SERVER, server_nonce, client_nonce, context)
 
@@ -146,7 +152,7 @@ def client_handshake(sock: socket.socket, token: bytes, address: str, cluster: b
         if not cluster:
             raise ConnectionLost(f"{address} closed during the handshake") from None
         raise AuthenticationError(refused(address)) from None  # it read our proof, hung up
-    if not hmac.compare_digest(proof, expected):
+    if not compare_digest(proof, expected):
         raise AuthenticationError(impostor(address))
 
 

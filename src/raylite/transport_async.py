@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import itertools
 import logging
 import socket
@@ -27,6 +26,7 @@ from .transport import (
     PROOF_SIZE,
     SERVER_HELLO_SIZE,
     client_answer,
+    compare_digest,
     impostor,
     parse_address,
     refused,
@@ -169,7 +169,7 @@ async def async_connect(
     except (OSError, TimeoutError) as exc:
         writer.close()
         raise ConnectionLost(f"cannot reach {address}: {exc}") from exc
-    if not hmac.compare_digest(proof, expected):
+    if not compare_digest(proof, expected):
         writer.close()
         raise AuthenticationError(impostor(address))
     sock = writer.get_extra_info("socket")

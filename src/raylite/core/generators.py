@@ -25,8 +25,8 @@ their lineage (_stored_items), and its rerun fills the entry that waits.
 
 from __future__ import annotations
 
-import hashlib
 import threading
+from _blake2 import blake2b  # hashlib's, without mapping OpenSSL (see transport.py)
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +56,7 @@ def item_id(task_id: bytes, index: int) -> bytes:
     """The object id of the `index`-th item a generator task yields: the same in every
     attempt of the task, and not an id new_id() hands out (those are a process's random
     prefix and a counter; a collision is as likely as one of two random 16-byte ids)."""
-    return hashlib.blake2b(task_id + index.to_bytes(8, "little"), digest_size=16).digest()
+    return blake2b(task_id + index.to_bytes(8, "little"), digest_size=16).digest()
 
 
 def method_code(num_returns: int, generator: tuple[int, int] | None) -> int:

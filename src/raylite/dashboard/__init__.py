@@ -24,8 +24,6 @@ the node manager starts the server with server.start_dashboard.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 
 DEFAULT_PORT = 8265  # Ray's
@@ -34,11 +32,17 @@ URL_FILE = "dashboard_url"  # in the session dir: the base URL, written once it 
 
 def login_token(token: bytes) -> str:
     """The token of the printed dashboard URL: opens the dashboard, nothing else."""
+    import hashlib  # here: hashlib maps OpenSSL's libcrypto into a driver that imports it
+    import hmac
+
     return hmac.new(token, b"raylite dashboard login", hashlib.sha256).hexdigest()[:32]
 
 
 def session_cookie(token: bytes) -> str:
     """The value of the dashboard's session cookie."""
+    import hashlib
+    import hmac
+
     return hmac.new(token, b"raylite dashboard session", hashlib.sha256).hexdigest()
 
 

@@ -19,7 +19,6 @@ differ only in their timeout share workers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any
@@ -221,12 +220,16 @@ def env_key(resolved: dict[str, Any] | None) -> str:
     if not ident:
         return ""
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
+    import hashlib  # here: it maps OpenSSL's libcrypto (a plain driver never hashes an env)
+
     return "re-" + hashlib.sha256(blob).hexdigest()[:24]
 
 
 def pip_key(pip: dict[str, Any]) -> str:
     """The name of the virtualenv a pip spec builds (one per distinct spec, per node)."""
     blob = json.dumps(pip, sort_keys=True, separators=(",", ":")).encode()
+    import hashlib
+
     return "pip-" + hashlib.sha256(blob).hexdigest()[:24]
 
 
