@@ -39,7 +39,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # __init__ loads the public names on first use (it imports api-layer modules).
     ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__", "local_mode", "runtime_context",
              "init_options", "logging_config", "job_config", "node_start",
-             "object_ref_generator", "worker_generators", "_raylet", "runtime_env.worker_setup"]),
+             "object_ref_generator", "worker_generators", "worker_concurrency", "_raylet",
+             "runtime_env.worker_setup"]),
     ("head", ["head.*"]),
     ("node", ["node.*", "dashboard.*"]),
     ("tools", ["cli", "cli_cluster", "cli_jobs", "util.*", "job_submission.*", "__main__"]),
