@@ -18,7 +18,9 @@ data is rebuilt where its kind says so (data_by_kind).
 
 from __future__ import annotations
 
+import collections.abc
 import enum
+import functools
 import operator
 import struct
 import types
@@ -74,10 +76,131 @@ def message(tag: int, hint_source: type | None = None) -> Callable[[type], type]
         # Only fields of a record, enum or message type are decoded further; the rest
         # go to the constructor as msgpack gives them.
         wire._decoders = tuple(decoders)
+        wire._typed, wire._posts = _typed_decoder(hints, names)
         _BY_TAG[tag] = cls
         return cls
 
     return register
+
+
+def _typed_decoder(
+    hints: dict[str, Any], names: list[str]
+) -> tuple[msgspec.msgpack.Decoder[Any], tuple[tuple[int, Decoder], ...]]:
+    """A message's typed decoder: msgspec decodes the body [tag, request_id, field...]
+    as a tuple of exactly those types, checking each in C (a wrong type, a missing or
+    extra field, a record of the wrong length fail there), faster than untyped msgpack
+    plus Python checks. Returns it and the fields' rebuilds (i, post) for what msgspec
+    cannot type: a value's data (bytes, a list of buffers or a StoredAt by its kind)
+    and a message inside a message (its fields)."""
+    types_, posts = [], []
+    for i, name in enumerate(names):
+        wire, post = _wire(hints[name])
+        types_.append(wire)
+        if post is not None:
+            posts.append((i, post))
+    body = tuple.__class_getitem__((int, int, *types_))
+    return msgspec.msgpack.Decoder(body), tuple(posts)
+
+
+_ARRAYS = (list, tuple, collections.abc.Sequence)
+
+
+def _is_array(wire: Any) -> bool:
+    return (typing.get_origin(wire) or wire) in _ARRAYS or _is_record(wire)
+
+
+def _wire(hint: Any) -> tuple[Any, Decoder | None]:
+    """The type msgspec decodes a field of type `hint` as, and what rebuilds the field
+    from it (None: nothing, msgspec gives the field's type: records and enums too)."""
+    origin = typing.get_origin(hint)
+    if origin is types.UnionType or origin is typing.Union:
+        wired = [_wire(a) for a in typing.get_args(hint)]
+        if sum(_is_array(w) for w, _ in wired) > 1:
+            # A value's data (bytes | list[bytes] | StoredAt): msgspec types at most one
+            # array in a union; the list is told apart by the value's kind (data_by_kind).
+            members = [w for w, _ in wired if not _is_array(w)]
+            return _union([*members, list[Any]]), None
+        rebuilds = [p for _, p in wired if p is not None]
+        if len(rebuilds) > 1:
+            raise TypeError(f"cannot decode {hint}: more than one member to rebuild")
+        wire = _union([w for w, _ in wired])
+        if not rebuilds:
+            return wire, None
+        inner = rebuilds[0]  # the member a list is (Optional[message])
+        return wire, lambda v: inner(v) if type(v) is tuple else v
+    if origin is list:
+        item, post = _wire(typing.get_args(hint)[0])
+        if post is None:
+            return list[item], None  # type: ignore[valid-type]
+        return list[item], lambda v: list(map(post, v))  # type: ignore[valid-type]
+    if _is_record(hint):
+        if hint not in _DATA_BY_KIND:
+            return hint, None  # msgspec builds and checks the NamedTuple itself
+        return _value_record(hint)
+    if isinstance(hint, type) and hasattr(hint, "TAG"):  # a message inside a message
+        message_type: Any = hint
+        inner_hints = typing.get_type_hints(message_type)
+        parts = [_wire(inner_hints[n]) for n in message_type._names]
+        inner_posts = [(i, p) for i, (_, p) in enumerate(parts) if p is not None]
+
+        def make_message(v: tuple[Any, ...]) -> Any:
+            items = list(v)
+            for i, post in inner_posts:
+                items[i] = post(items[i])
+            return message_type(*items)
+
+        return tuple.__class_getitem__(tuple(w for w, _ in parts)), make_message
+    if origin is dict:
+        for arg in typing.get_args(hint):
+            if _wire(arg)[1] is not None:
+                raise TypeError(f"cannot decode {hint}: a dict of rebuilt values")
+    return hint, None
+
+
+def _union(members: list[Any]) -> Any:
+    return functools.reduce(operator.or_, members)
+
+
+def _value_record(record: Any) -> tuple[Any, Decoder]:
+    """A value record (data_by_kind): a tuple of its fields' types, the data untyped
+    (bytes or a list); rebuilt as the record, its data as the StoredAt its kind says,
+    whose fields are checked then (only values in the store: never a small task's)."""
+    hints = typing.get_type_hints(record)
+    wire = tuple.__class_getitem__(tuple(_wire(hints[f])[0] for f in record._fields))
+    make = record._make
+    kind_at, data_at, kind, make_data = _DATA_BY_KIND[record]
+    checked = checked_record(make_data.__self__)  # type: ignore[attr-defined]
+
+    def rebuild(v: tuple[Any, ...]) -> Any:
+        if v[kind_at] != kind:
+            return make(v)
+        items = list(v)
+        items[data_at] = checked(items[data_at])
+        return make(items)
+
+    return wire, rebuild
+
+
+def checked_record(record: Any) -> Decoder:
+    """`record._make`, its fields checked against the record's plain types (int, str):
+    for a record rebuilt by hand from an untyped list (a value's StoredAt)."""
+    make_data = record._make
+    hints = typing.get_type_hints(record)
+    plain = [(i, hints[f]) for i, f in enumerate(record._fields) if hints[f] in (int, str)]
+
+    def check(v: Any) -> Any:
+        if type(v) is not list:
+            raise ProtocolError(f"a {record.__name__} should be a list, got {type(v).__name__}")
+        out = make_data(v)
+        for i, want in plain:
+            if type(out[i]) is not want:
+                raise ProtocolError(
+                    f"{record.__name__}.{record._fields[i]} should be {want.__name__}, "
+                    f"got {type(out[i]).__name__}"
+                )
+        return out
+
+    return check
 
 
 def _decoder(hint: Any) -> Decoder | None:
@@ -233,18 +356,49 @@ def from_fields(cls: type, items: list[Any]) -> Any:
 
 
 def decode(body: bytes | memoryview) -> tuple[Any, int]:
-    """(message, request_id) from one frame body; ProtocolError on anything malformed."""
+    """(message, request_id) from one frame body; ProtocolError on anything malformed:
+    not msgpack, not [tag, request_id, field...], an unknown tag, a field of the wrong
+    type (checked by the tag's typed decoder, in C), a missing or extra field."""
     try:
-        items = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
-        tag, request_id = items[0], items[1]
-        cls = _BY_TAG[tag]
-        decoders = cls._decoders
-        if decoders:
-            for i, decoder in decoders:
-                items[i + 2] = decoder(items[i + 2])
-        return cls(*items[2:]), request_id
+        cls = _BY_TAG[_peek_tag(body)]
+    except (KeyError, IndexError) as exc:
+        raise ProtocolError(f"malformed frame: not a known message ({exc!r})") from None
+    try:
+        items = cls._typed.decode(body)
+        posts = cls._posts
+        if posts:
+            items = list(items)
+            for i, post in posts:
+                items[i + 2] = post(items[i + 2])
+        return cls(*items[2:]), items[1]
+    except ProtocolError:
+        raise
     except Exception as exc:
-        raise ProtocolError(f"malformed frame: {exc}") from exc
+        raise ProtocolError(f"malformed {cls.__name__}: {_field_named(cls, str(exc))}") from exc
+
+
+def _field_named(cls: Any, error: str) -> str:
+    """msgspec's error with the field it names by position (`$[4]...`) named too."""
+    at = error.rfind("`$[")
+    if at < 0:
+        return error
+    index = error[at + 3 : error.find("]", at)]
+    if not index.isdigit() or not 2 <= int(index) < len(cls._names) + 2:
+        return error
+    return f"{error} ({cls.__name__}.{cls._names[int(index) - 2]})"
+
+
+def _peek_tag(body: bytes | memoryview) -> int:
+    """The tag of a body, read without decoding it: the body is a msgpack array whose
+    first item is the tag (a positive fixint below 128, or a uint8)."""
+    first = body[0]
+    at = 1 if 0x90 <= first <= 0x9F else 3 if first == 0xDC else -1
+    if at < 0:
+        raise KeyError("not a msgpack array")
+    tag = body[at]
+    if tag == 0xCC:  # uint8: not what msgpack writes below 128, but valid
+        return body[at + 1]
+    return tag
 
 
 def message_types() -> dict[int, type]:

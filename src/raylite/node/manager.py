@@ -52,7 +52,7 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG
-from ..exceptions import ConnectionLost
+from ..exceptions import ConnectionLost, ProtocolError
 from ..head.statistics import HeadStatistics
 from ..labels import NODE_ID_LABEL
 from ..metric_values import MetricsTable
@@ -351,9 +351,8 @@ class NodeManager(
 
     def dispatch(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         handler = self.handlers.get(type(msg))
-        if handler is None:
-            log.warning("node manager: unexpected %s", type(msg).__name__)
-            return
+        if handler is None:  # the read loop closes the connection and logs it
+            raise ProtocolError(f"a {type(msg).__name__} is no message for a node manager")
         handler(conn, msg, rid)
 
     # ---------------------------------------------------------------- clients
