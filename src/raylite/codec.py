@@ -5,21 +5,26 @@ decorator that makes a message class (a frozen msgspec.Struct) and the field
 decoders derived from its type hints. Not the messages themselves (protocol.py,
 which defines every one with `_msg` and re-exports what callers use from here).
 
-A frame is: u32 body length | u8 PROTOCOL_VERSION | body (at most MAX_FRAME bytes: the
-sender refuses a larger one with MessageTooLargeError, which fails that call and leaves
-the connection up; a receiver drops a peer that sends one), where body is the msgpack
-array [tag, request_id, field...]. Fields are named all the way down: a part of a
-message is a record (a NamedTuple), sent as a plain msgpack array and rebuilt by one
-`_make` call; a message inside a message is sent as its fields. The decoder learns
-which fields need that from the type hints, once, at registration: a record where one
-may come (`str | NodeAffinity | None`) is one if it came as a list; a value record's
-data is rebuilt where its kind says so (data_by_kind).
+A frame is: u32 body length | u8 PROTOCOL_VERSION | body (at most MAX_FRAME bytes,
+RAYLITE_MAX_FRAME_BYTES: the sender refuses a larger one with MessageTooLargeError,
+which fails that call and leaves the connection up; a receiver drops a peer whose
+header announces one, before reading the body), where body is the msgpack array
+[tag, request_id, field...]. Fields are named all the way down: a part of a message
+is a record (a NamedTuple), sent as a plain msgpack array; a message inside a message
+is sent as its fields.
+
+Decoding is typed: at registration each message gets a msgspec decoder of its body as
+a tuple of its fields' types, so every field's type (records' fields included) is
+checked in C as it is decoded, at less cost than untyped msgpack plus Python rebuilds.
+Anything else, not msgpack, an unknown tag, a wrong type, a field missing or extra,
+is a ProtocolError: the transports close that connection and log it, once. What
+msgspec cannot type (a value's data: bytes, a list of buffers or a StoredAt by its
+kind, data_by_kind) is rebuilt and checked after.
 """
 
 from __future__ import annotations
 
 import collections.abc
-import enum
 import functools
 import operator
 import struct
@@ -31,6 +36,7 @@ from typing import Any, ClassVar
 import msgpack
 import msgspec
 
+from .config import CONFIG
 from .exceptions import MessageTooLargeError, ProtocolError
 
 # 2: FailCode, named records, dropped fields. 3: NodeAffinity, StoredAt: a node of 2 would
@@ -45,7 +51,7 @@ from .exceptions import MessageTooLargeError, ProtocolError
 # (5 and 6 came in one session: no released engine speaks 5.)
 PROTOCOL_VERSION = 6
 HEADER = struct.Struct("<IB")
-MAX_FRAME = 1 << 31
+MAX_FRAME = min(CONFIG.max_frame_bytes, (1 << 32) - 1)  # RAYLITE_MAX_FRAME_BYTES
 
 _BY_TAG: dict[int, Any] = {}  # tag -> message class (with the codec's attributes)
 # value record -> (index of kind, index of data, the kind, its data's _make): data_by_kind
@@ -64,18 +70,11 @@ def message(tag: int, hint_source: type | None = None) -> Callable[[type], type]
             raise ValueError(f"duplicate message tag {tag}")
         names = list(cls.__struct_fields__)  # type: ignore[attr-defined]
         hints = typing.get_type_hints(hint_source or cls)  # in the module that defines it
-        decoders = []
-        for i, name in enumerate(names):
-            decoder = _decoder(hints[name])
-            if decoder is not None:
-                decoders.append((i, decoder))
         wire: Any = cls  # the codec's class attributes, set here for every message
         wire.TAG = tag
         wire._getter = operator.attrgetter(*names) if len(names) > 1 else None
         wire._names = tuple(names)
-        # Only fields of a record, enum or message type are decoded further; the rest
-        # go to the constructor as msgpack gives them.
-        wire._decoders = tuple(decoders)
+        # The typed decoder of its body, and the fields it rebuilds after (decode).
         wire._typed, wire._posts = _typed_decoder(hints, names)
         _BY_TAG[tag] = cls
         return cls
@@ -203,65 +202,6 @@ def checked_record(record: Any) -> Decoder:
     return check
 
 
-def _decoder(hint: Any) -> Decoder | None:
-    """How to rebuild a field of type `hint` from its msgpack form, if it needs it:
-    a record (NamedTuple) is one `_make` call, an enum one constructor call, a list of
-    records a `map`, a record or a scalar (`str | NodeAffinity | None`) a `_make` if it
-    came as a list; plain types (bytes, str, int, dict, list of plain) need nothing."""
-    origin = typing.get_origin(hint)
-    if origin is types.UnionType or origin is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        records = [a for a in args if _is_record(a)]
-        if len(records) == 1 and len(args) > 1:
-            # A record or plain scalars (str | NodeAffinity | None): only the record
-            # arrives as a list. Not with a list among them: which is which is unknown.
-            if any(typing.get_origin(a) is list or a is list for a in args):
-                return None
-            make_one = records[0]._make
-            return lambda v: make_one(v) if type(v) is list else v
-        optional = _decoder(args[0]) if len(args) == 1 else None
-        if optional is None:
-            return None
-        return lambda v: None if v is None else optional(v)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if _is_record(item):
-            return _records_decoder(item)
-        inner = _decoder(item)
-        if inner is None:
-            return None
-        return lambda v: [inner(x) for x in v]
-    if _is_record(hint):
-        if hint not in _DATA_BY_KIND:
-            return typing.cast(Decoder, hint._make)
-        many = _records_decoder(hint)
-        return lambda v: many([v])[0]
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint
-    if isinstance(hint, type) and hasattr(hint, "TAG"):  # a message inside a message
-        message_type: type = hint
-        return lambda v: from_fields(message_type, v)
-    return None
-
-
-def _records_decoder(record: Any) -> Decoder:
-    """A list of `record`s: one `_make` each; for a value record (data_by_kind), the
-    data of the kind registered is rebuilt first."""
-    make = record._make
-    by_kind = _DATA_BY_KIND.get(record)
-    if by_kind is None:
-        return lambda v: list(map(make, v))
-    kind_at, data_at, kind, make_data = by_kind
-
-    def values(v: list[Any]) -> list[Any]:
-        for x in v:
-            if x[kind_at] == kind:
-                x[data_at] = make_data(x[data_at])
-        return list(map(make, v))
-
-    return values
-
-
 def _is_record(hint: Any) -> bool:
     return isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields")
 
@@ -348,11 +288,10 @@ def _too_large(cls: type, size: int) -> str:
 
 
 def from_fields(cls: type, items: list[Any]) -> Any:
-    """The message of type `cls` from its fields as msgpack decoded them (fields_of)."""
-    wire: Any = cls
-    for i, decoder in wire._decoders:
-        items[i] = decoder(items[i])
-    return wire(*items)
+    """The message of type `cls` from its fields as msgpack decoded them (fields_of),
+    checked as a frame's are (the head reads a detached actor's push back so)."""
+    body = msgpack.packb([cls.TAG, 0, *items], use_bin_type=True, default=nested)  # type: ignore[attr-defined]
+    return decode(body)[0]
 
 
 def decode(body: bytes | memoryview) -> tuple[Any, int]:
@@ -424,8 +363,11 @@ class FrameReader:
             length, version = HEADER.unpack_from(buf, pos)
             if version != PROTOCOL_VERSION:
                 raise ProtocolError(f"peer speaks protocol {version}, we speak {PROTOCOL_VERSION}")
-            if length > MAX_FRAME:
-                raise ProtocolError(f"frame of {length} bytes is too large")
+            if length > MAX_FRAME:  # before its body is read: nothing allocated for it
+                raise ProtocolError(
+                    f"a frame of {length} bytes is too large: the limit is {MAX_FRAME} "
+                    "(RAYLITE_MAX_FRAME_BYTES)"
+                )
             end = pos + 5 + length
             if end > n:
                 break

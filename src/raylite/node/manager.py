@@ -369,6 +369,10 @@ class NodeManager(
         elif msg.kind == "cli":  # a command-line tool looking at the node
             conn.peer = "cli"
             job_id = b"\0" * 4
+        elif msg.kind != "driver":  # else it would count as a driver, whose close ends init's node
+            raise ProtocolError(
+                f"a RegisterClient of kind {msg.kind!r}: not a driver, worker or cli"
+            )
         else:
             self.drivers.add(conn)
             conn.peer = "driver"
