@@ -366,3 +366,130 @@ def test_fuzzed_framing_closes_the_connection(cluster, target, case):
 
 def test_the_cluster_still_runs_tasks_after_the_fuzzing(cluster):
     assert ray.get([add.remote(i, i) for i in range(10)]) == [2 * i for i in range(10)]
+
+
+# --- valid messages that the peer does not take, or with values it cannot serve ----------
+def _not_taken(target: str) -> list[Any]:
+    """Valid one-way messages that `target` serves no handler for (replies, and another
+    role's requests)."""
+    from raylite import protocol as P
+
+    replies = [
+        P.TaskDone([], 1),
+        P.ClientRegistered(b"n" * 16, b"j" * 4, "/nowhere", {}),
+        P.ObjectValue(P.ERROR, b"x"),
+        P.ClusterInfo({}, {}, []),
+    ]
+    if target == "node_manager":
+        return [*replies, P.LeaseGranted(b"l" * 16, b"w" * 16, "unix:/nowhere", 1, [])]
+    return [*replies, P.RequestLease(b"l" * 16, {"CPU": 10000}, None), P.GetClusterInfo()]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_valid_message_the_peer_does_not_take_is_closed(cluster, target):
+    from raylite import protocol as P
+
+    cw, targets = cluster
+    for msg in _not_taken(target):
+        assert _closed_after(cw, targets[target], P.encode(msg)), type(msg).__name__
+
+
+@FUZZ
+@given(kind=st.text(max_size=8).filter(lambda k: k not in ("driver", "worker", "cli")))
+def test_a_client_of_an_unknown_kind_is_closed_and_not_taken_for_a_driver(cluster, kind):
+    """It was registered as a driver: its close then stopped init()'s node manager."""
+    from raylite import protocol as P
+
+    cw, targets = cluster
+    hello = P.RegisterClient(kind, b"w" * 16, 1, "unix:/nowhere", {})
+    assert _closed_after(cw, targets["node_manager"], P.encode(hello, 1)), kind
+
+
+def _answered_or_closed(cw: Any, address: str, msg: Any, ping: Any) -> str:
+    """Send `msg` (a request), then `ping` (a request always answered): "answered" if
+    both are, "closed" if the peer closes the connection; fails if it hangs."""
+    from raylite.transport import Connection
+
+    closed = threading.Event()
+    replies: list[Any] = []
+    both = threading.Event()
+
+    def on_reply(reply: Any) -> None:
+        replies.append(reply)
+        if len(replies) == 2:
+            both.set()
+
+    conn = Connection.connect(
+        address, cw.token, lambda c, m, r: None, name="fuzz", on_close=lambda c: closed.set()
+    )
+    try:
+        conn.request_async(msg, on_reply)
+        conn.request_async(ping, on_reply)
+        for _ in range(int(CLOSE_WAIT_S / 0.05)):
+            if both.is_set() or closed.is_set():
+                break
+            both.wait(0.05)
+        assert both.is_set() or closed.is_set(), f"no answer to {msg!r}"
+        return "closed" if any(isinstance(r, Exception) for r in replies) else "answered"
+    finally:
+        conn.close()
+
+
+TEXT = st.text(max_size=16)
+BLOB = st.binary(max_size=24)
+INT = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
+
+
+def _queries() -> st.SearchStrategy[Any]:
+    """Requests a node manager answers without changing anything, with any values of
+    the right types: each must be answered (an error reply is fine), never crash it."""
+    from raylite import protocol as P
+
+    # Not GetActorInfo: of an actor the head does not know, it waits for the actor to
+    # be reported (a borrower may ask before its owner registers it), by design.
+    return st.one_of(
+        st.builds(P.GetNamedActor, TEXT, TEXT),
+        st.builds(
+            P.ListState,
+            st.sampled_from(["tasks", "actors", "objects", "nodes", "workers", "jobs"]) | TEXT,
+            st.lists(
+                st.builds(P.Filter, TEXT, st.sampled_from(["=", "!="]) | TEXT, ANY_VALUE),
+                max_size=2,
+            ),
+            INT,
+            st.booleans(),
+        ),
+        st.builds(P.GetLogs, INT, st.none() | BLOB, st.none() | BLOB, INT, INT),
+        st.builds(P.GetAssignedResources, BLOB),
+        st.builds(P.GetStoreStats),
+        st.builds(P.SummarizeTasks),
+        st.builds(P.GetNodeStatus),
+    )
+
+
+@settings(FUZZ, max_examples=60)
+@given(msg=st.deferred(_queries))
+def test_queries_with_any_values_are_answered(cluster, msg):
+    from raylite import protocol as P
+
+    cw, targets = cluster
+    outcome = _answered_or_closed(cw, targets["node_manager"], msg, P.GetClusterInfo())
+    assert outcome == "answered", msg
+
+
+def _owner_requests() -> st.SearchStrategy[Any]:
+    """What a borrower asks an owner (a worker or a driver), any values of the right types."""
+    from raylite import protocol as P
+
+    return st.builds(P.GetObject, BLOB) | st.builds(P.AddBorrower, BLOB, TEXT)
+
+
+@pytest.mark.parametrize("target", ["worker", "driver"])
+@settings(FUZZ, max_examples=30)
+@given(msg=st.deferred(_owner_requests))
+def test_owner_requests_with_any_values_are_answered(cluster, target, msg):
+    from raylite import protocol as P
+
+    cw, targets = cluster
+    ping = P.GetObject(b"\xff" * 16)
+    assert _answered_or_closed(cw, targets[target], msg, ping) == "answered", msg
