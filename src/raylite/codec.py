@@ -68,6 +68,8 @@ def message(tag: int, hint_source: type | None = None) -> Callable[[type], type]
     def register(cls: type) -> type:
         if tag in _BY_TAG:
             raise ValueError(f"duplicate message tag {tag}")
+        if not 0 <= tag < 256:  # a fixint or a uint8 on the wire, where decode peeks
+            raise ValueError(f"message tag {tag} is not in 0..255")
         names = list(cls.__struct_fields__)  # type: ignore[attr-defined]
         hints = typing.get_type_hints(hint_source or cls)  # in the module that defines it
         wire: Any = cls  # the codec's class attributes, set here for every message
@@ -75,7 +77,8 @@ def message(tag: int, hint_source: type | None = None) -> Callable[[type], type]
         wire._getter = operator.attrgetter(*names) if len(names) > 1 else None
         wire._names = tuple(names)
         # The typed decoder of its body, and the fields it rebuilds after (decode).
-        wire._typed, wire._posts = _typed_decoder(hints, names)
+        wire._typed, posts = _typed_decoder(tag, hints, names)
+        wire._build = _builder(cls, posts)
         _BY_TAG[tag] = cls
         return cls
 
@@ -83,7 +86,7 @@ def message(tag: int, hint_source: type | None = None) -> Callable[[type], type]
 
 
 def _typed_decoder(
-    hints: dict[str, Any], names: list[str]
+    tag: int, hints: dict[str, Any], names: list[str]
 ) -> tuple[msgspec.msgpack.Decoder[Any], tuple[tuple[int, Decoder], ...]]:
     """A message's typed decoder: msgspec decodes the body [tag, request_id, field...]
     as a tuple of exactly those types, checking each in C (a wrong type, a missing or
@@ -97,7 +100,7 @@ def _typed_decoder(
         types_.append(wire)
         if post is not None:
             posts.append((i, post))
-    body = tuple.__class_getitem__((int, int, *types_))
+    body = tuple.__class_getitem__((typing.Literal[tag], int, *types_))
     return msgspec.msgpack.Decoder(body), tuple(posts)
 
 
@@ -128,7 +131,10 @@ def _wire(hint: Any) -> tuple[Any, Decoder | None]:
         inner = rebuilds[0]  # the member a list is (Optional[message])
         return wire, lambda v: inner(v) if type(v) is tuple else v
     if origin is list:
-        item, post = _wire(typing.get_args(hint)[0])
+        (of,) = typing.get_args(hint)
+        if _is_record(of) and of in _DATA_BY_KIND:  # PushTask.deps, TaskDone.returns
+            return list.__class_getitem__(_value_record(of)[0]), _value_list(of)
+        item, post = _wire(of)
         if post is None:
             return list[item], None  # type: ignore[valid-type]
         return list[item], lambda v: list(map(post, v))  # type: ignore[valid-type]
@@ -156,6 +162,32 @@ def _wire(hint: Any) -> tuple[Any, Decoder | None]:
     return hint, None
 
 
+def _builder(cls: Any, posts: tuple[tuple[int, Decoder], ...]) -> Decoder | None:
+    """The message from its typed tuple [tag, rid, field...] where fields are rebuilt
+    (None: none are, decode calls the class itself)."""
+    if not posts:
+        return None
+    if len(posts) == 1:  # a list of values (deps, returns): as it came if empty
+        at, post = posts[0][0] + 2, posts[0][1]
+
+        def build_one(t: tuple[Any, ...]) -> Any:
+            if not t[at]:
+                return cls(*t[2:])
+            items = list(t)
+            items[at] = post(items[at])
+            return cls(*items[2:])
+
+        return build_one
+
+    def build(t: tuple[Any, ...]) -> Any:
+        items = list(t)
+        for i, post in posts:
+            items[i + 2] = post(items[i + 2])
+        return cls(*items[2:])
+
+    return build
+
+
 def _union(members: list[Any]) -> Any:
     return functools.reduce(operator.or_, members)
 
@@ -178,6 +210,15 @@ def _value_record(record: Any) -> tuple[Any, Decoder]:
         return make(items)
 
     return wire, rebuild
+
+
+def _value_list(record: Any) -> Decoder:
+    """A list of value records (the hot path: a task's deps, its returns): one `_make`
+    each in a comprehension, a call more only for a value in the store."""
+    make = record._make
+    kind_at, kind = _DATA_BY_KIND[record][0], _DATA_BY_KIND[record][2]
+    stored = _value_record(record)[1]
+    return lambda v: [make(x) if x[kind_at] != kind else stored(x) for x in v]
 
 
 def checked_record(record: Any) -> Decoder:
@@ -299,17 +340,23 @@ def decode(body: bytes | memoryview) -> tuple[Any, int]:
     not msgpack, not [tag, request_id, field...], an unknown tag, a field of the wrong
     type (checked by the tag's typed decoder, in C), a missing or extra field."""
     try:
-        cls = _BY_TAG[_peek_tag(body)]
-    except (KeyError, IndexError) as exc:
-        raise ProtocolError(f"malformed frame: not a known message ({exc!r})") from None
+        # The tag, peeked: the body is a msgpack array (of up to 15 items, or a 16-bit
+        # count: 0xDC) whose first item is the tag, a positive fixint below 128, else a
+        # uint8 (0xCC, then the tag). A byte peeked from something else than such an
+        # array is caught by the typed decoder, which checks the tag (a Literal).
+        at = 3 if body[0] == 0xDC else 1
+        tag = body[at]
+        cls = _BY_TAG[body[at + 1] if tag == 0xCC else tag]
+    except (KeyError, IndexError):
+        raise ProtocolError(
+            "malformed frame: not a known message ([tag, request_id, field...] of a known tag)"
+        ) from None
     try:
         items = cls._typed.decode(body)
-        posts = cls._posts
-        if posts:
-            items = list(items)
-            for i, post in posts:
-                items[i + 2] = post(items[i + 2])
-        return cls(*items[2:]), items[1]
+        build = cls._build
+        if build is None:
+            return cls(*items[2:]), items[1]
+        return build(items), items[1]
     except ProtocolError:
         raise
     except Exception as exc:
@@ -325,19 +372,6 @@ def _field_named(cls: Any, error: str) -> str:
     if not index.isdigit() or not 2 <= int(index) < len(cls._names) + 2:
         return error
     return f"{error} ({cls.__name__}.{cls._names[int(index) - 2]})"
-
-
-def _peek_tag(body: bytes | memoryview) -> int:
-    """The tag of a body, read without decoding it: the body is a msgpack array whose
-    first item is the tag (a positive fixint below 128, or a uint8)."""
-    first = body[0]
-    at = 1 if 0x90 <= first <= 0x9F else 3 if first == 0xDC else -1
-    if at < 0:
-        raise KeyError("not a msgpack array")
-    tag = body[at]
-    if tag == 0xCC:  # uint8: not what msgpack writes below 128, but valid
-        return body[at + 1]
-    return tag
 
 
 def message_types() -> dict[int, type]:

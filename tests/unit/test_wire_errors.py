@@ -61,6 +61,8 @@ MALFORMED = {
     "trailing bytes": (_body([GET, 1, b"o" * 16]) + b"\x00", "malformed GetObject"),
     "a map": (_body({"tag": GET}), "not a known message"),
     "an int": (_body(5), "not a known message"),
+    "a map whose first key is a tag": (_body({GET: b"o" * 16}), "malformed GetObject"),
+    "a tag as a uint8 that is no tag": (_body([200, 1]), "not a known message"),
     "an empty array": (_body([]), "not a known message"),
     "an unknown tag": (_body([127, 1]), "not a known message"),
     "a tag over 255": (_body([99999, 1, b"o"]), "not a known message"),
