@@ -461,6 +461,15 @@ def _queries() -> st.SearchStrategy[Any]:
         ),
         st.builds(P.GetLogs, INT, st.none() | BLOB, st.none() | BLOB, INT, INT),
         st.builds(P.GetAssignedResources, BLOB),
+        # A pull from a node that is none: a malformed address stopped the node (the
+        # pull's ValueError crashed its background task), a negative size was taken.
+        st.builds(
+            P.FetchObject,
+            BLOB,
+            TEXT | st.sampled_from(["tcp:127.0.0.1:1", "unix:/nowhere", "tcp:x", "tcp:h:port"]),
+            st.integers(min_value=-(1 << 40), max_value=1 << 40),
+            TEXT,
+        ),
         st.builds(P.GetStoreStats),
         st.builds(P.SummarizeTasks),
         st.builds(P.GetNodeStatus),
