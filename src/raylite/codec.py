@@ -169,13 +169,13 @@ def _builder(cls: Any, posts: tuple[tuple[int, Decoder], ...]) -> Decoder | None
         return None
     if len(posts) == 1:  # a list of values (deps, returns): as it came if empty
         at, post = posts[0][0] + 2, posts[0][1]
+        if at == 2:  # the first field (TaskDone.returns)
+            return lambda t: cls(post(t[2]), *t[3:])
 
         def build_one(t: tuple[Any, ...]) -> Any:
             if not t[at]:
                 return cls(*t[2:])
-            items = list(t)
-            items[at] = post(items[at])
-            return cls(*items[2:])
+            return cls(*t[2:at], post(t[at]), *t[at + 1 :])
 
         return build_one
 
