@@ -5,20 +5,27 @@ decorator that makes a message class (a frozen msgspec.Struct) and the field
 decoders derived from its type hints. Not the messages themselves (protocol.py,
 which defines every one with `_msg` and re-exports what callers use from here).
 
-A frame is: u32 body length | u8 PROTOCOL_VERSION | body (at most MAX_FRAME bytes: the
-sender refuses a larger one with MessageTooLargeError, which fails that call and leaves
-the connection up; a receiver drops a peer that sends one), where body is the msgpack
-array [tag, request_id, field...]. Fields are named all the way down: a part of a
-message is a record (a NamedTuple), sent as a plain msgpack array and rebuilt by one
-`_make` call; a message inside a message is sent as its fields. The decoder learns
-which fields need that from the type hints, once, at registration: a record where one
-may come (`str | NodeAffinity | None`) is one if it came as a list; a value record's
-data is rebuilt where its kind says so (data_by_kind).
+A frame is: u32 body length | u8 PROTOCOL_VERSION | body (at most MAX_FRAME bytes,
+RAYLITE_MAX_FRAME_BYTES: the sender refuses a larger one with MessageTooLargeError,
+which fails that call and leaves the connection up; a receiver drops a peer whose
+header announces one, before reading the body), where body is the msgpack array
+[tag, request_id, field...]. Fields are named all the way down: a part of a message
+is a record (a NamedTuple), sent as a plain msgpack array; a message inside a message
+is sent as its fields.
+
+Decoding is typed: at registration each message gets a msgspec decoder of its body as
+a tuple of its fields' types, so every field's type (records' fields included) is
+checked in C as it is decoded, at less cost than untyped msgpack plus Python rebuilds.
+Anything else, not msgpack, an unknown tag, a wrong type, a field missing or extra,
+is a ProtocolError: the transports close that connection and log it, once. What
+msgspec cannot type (a value's data: bytes, a list of buffers or a StoredAt by its
+kind, data_by_kind) is rebuilt and checked after.
 """
 
 from __future__ import annotations
 
-import enum
+import collections.abc
+import functools
 import operator
 import struct
 import types
@@ -29,6 +36,7 @@ from typing import Any, ClassVar
 import msgpack
 import msgspec
 
+from .config import CONFIG
 from .exceptions import MessageTooLargeError, ProtocolError
 
 # 2: FailCode, named records, dropped fields. 3: NodeAffinity, StoredAt: a node of 2 would
@@ -50,7 +58,7 @@ from .exceptions import MessageTooLargeError, ProtocolError
 #    LeaseWaiting.worker_cap.
 PROTOCOL_VERSION = 7
 HEADER = struct.Struct("<IB")
-MAX_FRAME = 1 << 31
+MAX_FRAME = min(CONFIG.max_frame_bytes, (1 << 32) - 1)  # RAYLITE_MAX_FRAME_BYTES
 
 _BY_TAG: dict[int, Any] = {}  # tag -> message class (with the codec's attributes)
 # value record -> (index of kind, index of data, the kind, its data's _make): data_by_kind
@@ -67,83 +75,179 @@ def message(tag: int, hint_source: type | None = None) -> Callable[[type], type]
     def register(cls: type) -> type:
         if tag in _BY_TAG:
             raise ValueError(f"duplicate message tag {tag}")
+        if not 0 <= tag < 256:  # a fixint or a uint8 on the wire, where decode peeks
+            raise ValueError(f"message tag {tag} is not in 0..255")
         names = list(cls.__struct_fields__)  # type: ignore[attr-defined]
         hints = typing.get_type_hints(hint_source or cls)  # in the module that defines it
-        decoders = []
-        for i, name in enumerate(names):
-            decoder = _decoder(hints[name])
-            if decoder is not None:
-                decoders.append((i, decoder))
         wire: Any = cls  # the codec's class attributes, set here for every message
         wire.TAG = tag
         wire._getter = operator.attrgetter(*names) if len(names) > 1 else None
         wire._names = tuple(names)
-        # Only fields of a record, enum or message type are decoded further; the rest
-        # go to the constructor as msgpack gives them.
-        wire._decoders = tuple(decoders)
+        # The typed decoder of its body, and the fields it rebuilds after (decode).
+        wire._typed, posts = _typed_decoder(tag, hints, names)
+        wire._build = _builder(cls, posts)
         _BY_TAG[tag] = cls
         return cls
 
     return register
 
 
-def _decoder(hint: Any) -> Decoder | None:
-    """How to rebuild a field of type `hint` from its msgpack form, if it needs it:
-    a record (NamedTuple) is one `_make` call, an enum one constructor call, a list of
-    records a `map`, a record or a scalar (`str | NodeAffinity | None`) a `_make` if it
-    came as a list; plain types (bytes, str, int, dict, list of plain) need nothing."""
+def _typed_decoder(
+    tag: int, hints: dict[str, Any], names: list[str]
+) -> tuple[msgspec.msgpack.Decoder[Any], tuple[tuple[int, Decoder], ...]]:
+    """A message's typed decoder: msgspec decodes the body [tag, request_id, field...]
+    as a tuple of exactly those types, checking each in C (a wrong type, a missing or
+    extra field, a record of the wrong length fail there), faster than untyped msgpack
+    plus Python checks. Returns it and the fields' rebuilds (i, post) for what msgspec
+    cannot type: a value's data (bytes, a list of buffers or a StoredAt by its kind)
+    and a message inside a message (its fields)."""
+    types_, posts = [], []
+    for i, name in enumerate(names):
+        wire, post = _wire(hints[name])
+        types_.append(wire)
+        if post is not None:
+            posts.append((i, post))
+    body = tuple.__class_getitem__((typing.Literal[tag], int, *types_))
+    return msgspec.msgpack.Decoder(body), tuple(posts)
+
+
+_ARRAYS = (list, tuple, collections.abc.Sequence)
+
+
+def _is_array(wire: Any) -> bool:
+    return (typing.get_origin(wire) or wire) in _ARRAYS or _is_record(wire)
+
+
+def _wire(hint: Any) -> tuple[Any, Decoder | None]:
+    """The type msgspec decodes a field of type `hint` as, and what rebuilds the field
+    from it (None: nothing, msgspec gives the field's type: records and enums too)."""
     origin = typing.get_origin(hint)
     if origin is types.UnionType or origin is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        records = [a for a in args if _is_record(a)]
-        if len(records) == 1 and len(args) > 1:
-            # A record or plain scalars (str | NodeAffinity | None): only the record
-            # arrives as a list. Not with a list among them: which is which is unknown.
-            if any(typing.get_origin(a) is list or a is list for a in args):
-                return None
-            make_one = records[0]._make
-            return lambda v: make_one(v) if type(v) is list else v
-        optional = _decoder(args[0]) if len(args) == 1 else None
-        if optional is None:
-            return None
-        return lambda v: None if v is None else optional(v)
+        wired = [_wire(a) for a in typing.get_args(hint)]
+        if sum(_is_array(w) for w, _ in wired) > 1:
+            # A value's data (bytes | list[bytes] | StoredAt): msgspec types at most one
+            # array in a union; the list is told apart by the value's kind (data_by_kind).
+            members = [w for w, _ in wired if not _is_array(w)]
+            return _union([*members, list[Any]]), None
+        rebuilds = [p for _, p in wired if p is not None]
+        if len(rebuilds) > 1:
+            raise TypeError(f"cannot decode {hint}: more than one member to rebuild")
+        wire = _union([w for w, _ in wired])
+        if not rebuilds:
+            return wire, None
+        inner = rebuilds[0]  # the member a list is (Optional[message])
+        return wire, lambda v: inner(v) if type(v) is tuple else v
     if origin is list:
-        (item,) = typing.get_args(hint)
-        if _is_record(item):
-            return _records_decoder(item)
-        inner = _decoder(item)
-        if inner is None:
-            return None
-        return lambda v: [inner(x) for x in v]
+        (of,) = typing.get_args(hint)
+        if _is_record(of) and of in _DATA_BY_KIND:  # PushTask.deps, TaskDone.returns
+            return list.__class_getitem__(_value_record(of)[0]), _value_list(of)
+        item, post = _wire(of)
+        if post is None:
+            return list[item], None  # type: ignore[valid-type]
+        return list[item], lambda v: list(map(post, v))  # type: ignore[valid-type]
     if _is_record(hint):
         if hint not in _DATA_BY_KIND:
-            return typing.cast(Decoder, hint._make)
-        many = _records_decoder(hint)
-        return lambda v: many([v])[0]
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint
+            return hint, None  # msgspec builds and checks the NamedTuple itself
+        return _value_record(hint)
     if isinstance(hint, type) and hasattr(hint, "TAG"):  # a message inside a message
-        message_type: type = hint
-        return lambda v: from_fields(message_type, v)
-    return None
+        message_type: Any = hint
+        inner_hints = typing.get_type_hints(message_type)
+        parts = [_wire(inner_hints[n]) for n in message_type._names]
+        inner_posts = [(i, p) for i, (_, p) in enumerate(parts) if p is not None]
+
+        def make_message(v: tuple[Any, ...]) -> Any:
+            items = list(v)
+            for i, post in inner_posts:
+                items[i] = post(items[i])
+            return message_type(*items)
+
+        return tuple.__class_getitem__(tuple(w for w, _ in parts)), make_message
+    if origin is dict:
+        for arg in typing.get_args(hint):
+            if _wire(arg)[1] is not None:
+                raise TypeError(f"cannot decode {hint}: a dict of rebuilt values")
+    return hint, None
 
 
-def _records_decoder(record: Any) -> Decoder:
-    """A list of `record`s: one `_make` each; for a value record (data_by_kind), the
-    data of the kind registered is rebuilt first."""
+def _builder(cls: Any, posts: tuple[tuple[int, Decoder], ...]) -> Decoder | None:
+    """The message from its typed tuple [tag, rid, field...] where fields are rebuilt
+    (None: none are, decode calls the class itself)."""
+    if not posts:
+        return None
+    if len(posts) == 1:  # a list of values (deps, returns): as it came if empty
+        at, post = posts[0][0] + 2, posts[0][1]
+        if at == 2:  # the first field (TaskDone.returns)
+            return lambda t: cls(post(t[2]), *t[3:])
+
+        def build_one(t: tuple[Any, ...]) -> Any:
+            if not t[at]:
+                return cls(*t[2:])
+            return cls(*t[2:at], post(t[at]), *t[at + 1 :])
+
+        return build_one
+
+    def build(t: tuple[Any, ...]) -> Any:
+        items = list(t)
+        for i, post in posts:
+            items[i + 2] = post(items[i + 2])
+        return cls(*items[2:])
+
+    return build
+
+
+def _union(members: list[Any]) -> Any:
+    return functools.reduce(operator.or_, members)
+
+
+def _value_record(record: Any) -> tuple[Any, Decoder]:
+    """A value record (data_by_kind): a tuple of its fields' types, the data untyped
+    (bytes or a list); rebuilt as the record, its data as the StoredAt its kind says,
+    whose fields are checked then (only values in the store: never a small task's)."""
+    hints = typing.get_type_hints(record)
+    wire = tuple.__class_getitem__(tuple(_wire(hints[f])[0] for f in record._fields))
     make = record._make
-    by_kind = _DATA_BY_KIND.get(record)
-    if by_kind is None:
-        return lambda v: list(map(make, v))
-    kind_at, data_at, kind, make_data = by_kind
+    kind_at, data_at, kind, make_data = _DATA_BY_KIND[record]
+    checked = checked_record(make_data.__self__)  # type: ignore[attr-defined]
 
-    def values(v: list[Any]) -> list[Any]:
-        for x in v:
-            if x[kind_at] == kind:
-                x[data_at] = make_data(x[data_at])
-        return list(map(make, v))
+    def rebuild(v: tuple[Any, ...]) -> Any:
+        if v[kind_at] != kind:
+            return make(v)
+        items = list(v)
+        items[data_at] = checked(items[data_at])
+        return make(items)
 
-    return values
+    return wire, rebuild
+
+
+def _value_list(record: Any) -> Decoder:
+    """A list of value records (the hot path: a task's deps, its returns): one `_make`
+    each in a comprehension, a call more only for a value in the store."""
+    make = record._make
+    kind_at, kind = _DATA_BY_KIND[record][0], _DATA_BY_KIND[record][2]
+    stored = _value_record(record)[1]
+    return lambda v: [make(x) if x[kind_at] != kind else stored(x) for x in v]
+
+
+def checked_record(record: Any) -> Decoder:
+    """`record._make`, its fields checked against the record's plain types (int, str):
+    for a record rebuilt by hand from an untyped list (a value's StoredAt)."""
+    make_data = record._make
+    hints = typing.get_type_hints(record)
+    plain = [(i, hints[f]) for i, f in enumerate(record._fields) if hints[f] in (int, str)]
+
+    def check(v: Any) -> Any:
+        if type(v) is not list:
+            raise ProtocolError(f"a {record.__name__} should be a list, got {type(v).__name__}")
+        out = make_data(v)
+        for i, want in plain:
+            if type(out[i]) is not want:
+                raise ProtocolError(
+                    f"{record.__name__}.{record._fields[i]} should be {want.__name__}, "
+                    f"got {type(out[i]).__name__}"
+                )
+        return out
+
+    return check
 
 
 def _is_record(hint: Any) -> bool:
@@ -232,26 +336,49 @@ def _too_large(cls: type, size: int) -> str:
 
 
 def from_fields(cls: type, items: list[Any]) -> Any:
-    """The message of type `cls` from its fields as msgpack decoded them (fields_of)."""
-    wire: Any = cls
-    for i, decoder in wire._decoders:
-        items[i] = decoder(items[i])
-    return wire(*items)
+    """The message of type `cls` from its fields as msgpack decoded them (fields_of),
+    checked as a frame's are (the head reads a detached actor's push back so)."""
+    body = msgpack.packb([cls.TAG, 0, *items], use_bin_type=True, default=nested)  # type: ignore[attr-defined]
+    return decode(body)[0]
 
 
 def decode(body: bytes | memoryview) -> tuple[Any, int]:
-    """(message, request_id) from one frame body; ProtocolError on anything malformed."""
+    """(message, request_id) from one frame body; ProtocolError on anything malformed:
+    not msgpack, not [tag, request_id, field...], an unknown tag, a field of the wrong
+    type (checked by the tag's typed decoder, in C), a missing or extra field."""
     try:
-        items = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
-        tag, request_id = items[0], items[1]
-        cls = _BY_TAG[tag]
-        decoders = cls._decoders
-        if decoders:
-            for i, decoder in decoders:
-                items[i + 2] = decoder(items[i + 2])
-        return cls(*items[2:]), request_id
+        # The tag, peeked: the body is a msgpack array (of up to 15 items, or a 16-bit
+        # count: 0xDC) whose first item is the tag, a positive fixint below 128, else a
+        # uint8 (0xCC, then the tag). A byte peeked from something else than such an
+        # array is caught by the typed decoder, which checks the tag (a Literal).
+        at = 3 if body[0] == 0xDC else 1
+        tag = body[at]
+        cls = _BY_TAG[body[at + 1] if tag == 0xCC else tag]
+    except (KeyError, IndexError):
+        raise ProtocolError(
+            "malformed frame: not a known message ([tag, request_id, field...] of a known tag)"
+        ) from None
+    try:
+        items = cls._typed.decode(body)
+        build = cls._build
+        if build is None:
+            return cls(*items[2:]), items[1]
+        return build(items), items[1]
+    except ProtocolError:
+        raise
     except Exception as exc:
-        raise ProtocolError(f"malformed frame: {exc}") from exc
+        raise ProtocolError(f"malformed {cls.__name__}: {_field_named(cls, str(exc))}") from exc
+
+
+def _field_named(cls: Any, error: str) -> str:
+    """msgspec's error with the field it names by position (`$[4]...`) named too."""
+    at = error.rfind("`$[")
+    if at < 0:
+        return error
+    index = error[at + 3 : error.find("]", at)]
+    if not index.isdigit() or not 2 <= int(index) < len(cls._names) + 2:
+        return error
+    return f"{error} ({cls.__name__}.{cls._names[int(index) - 2]})"
 
 
 def message_types() -> dict[int, type]:
@@ -277,8 +404,11 @@ class FrameReader:
             length, version = HEADER.unpack_from(buf, pos)
             if version != PROTOCOL_VERSION:
                 raise ProtocolError(f"peer speaks protocol {version}, we speak {PROTOCOL_VERSION}")
-            if length > MAX_FRAME:
-                raise ProtocolError(f"frame of {length} bytes is too large")
+            if length > MAX_FRAME:  # before its body is read: nothing allocated for it
+                raise ProtocolError(
+                    f"a frame of {length} bytes is too large: the limit is {MAX_FRAME} "
+                    "(RAYLITE_MAX_FRAME_BYTES)"
+                )
             end = pos + 5 + length
             if end > n:
                 break

@@ -114,6 +114,13 @@ class Config:
     connect_timeout_s: float = 10.0
     # A listener drops a connection that has not sent the cluster token within this.
     handshake_timeout_s: float = 5.0
+    # The largest frame body (bytes): a sender refuses a larger message (it raises
+    # MessageTooLargeError), a receiver drops a peer whose frame header announces one,
+    # before reading its body. The largest real frames: a task's inline arguments (up to
+    # half of this, submission.MAX_ARGS_SIZE), listings and timelines, a remote driver's
+    # PushChunk (4 MiB); objects between nodes go as a raw stream after a small frame.
+    # Every process of a cluster must have the same value. At most 4 GiB - 1 (u32).
+    max_frame_bytes: int = 1 << 31
     # Closing a connection or listener waits this long for its reader thread (and a
     # core worker's timer thread) to end.
     thread_join_timeout_s: float = 2.0

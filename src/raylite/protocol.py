@@ -30,7 +30,7 @@ from .codec import HEADER as HEADER
 from .codec import MAX_FRAME as MAX_FRAME
 from .codec import PROTOCOL_VERSION as PROTOCOL_VERSION
 from .codec import FrameReader as FrameReader
-from .codec import _msg, data_by_kind
+from .codec import _msg, checked_record, data_by_kind
 from .codec import decode as decode
 from .codec import encode as encode
 from .codec import fields_of as fields_of
@@ -113,6 +113,7 @@ class TaskReturn(NamedTuple):
 
 data_by_kind(Dep, IN_STORE, StoredAt)
 data_by_kind(TaskReturn, IN_STORE, StoredAt)
+_stored_at = checked_record(StoredAt)  # ObjectValue's data, where its kind is IN_STORE
 
 
 class TaskEvent(NamedTuple):
@@ -456,7 +457,7 @@ class ObjectValue:
     def __post_init__(self) -> None:
         # As in Dep and TaskReturn: an IN_STORE value's data arrives as a list.
         if self.kind == IN_STORE and type(self.data) is list:
-            msgspec.structs.force_setattr(self, "data", StoredAt._make(self.data))  # type: ignore[arg-type]
+            msgspec.structs.force_setattr(self, "data", _stored_at(self.data))  # type: ignore[arg-type]
 
 
 # --- distributed reference counting (borrower -> owner) ------------------------------

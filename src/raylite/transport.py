@@ -227,6 +227,21 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
+def describe_peer(sock: Any, label: str) -> str:
+    """`label` (what the connection is to us) and the process at the other end: a Unix
+    socket's peer pid (SO_PEERCRED, Linux), a TCP peer's address. For log lines."""
+    where = ""
+    with contextlib.suppress(OSError, AttributeError, struct.error):
+        if sock.family == socket.AF_UNIX and hasattr(socket, "SO_PEERCRED"):
+            cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            where = f"pid {struct.unpack('3i', cred)[0]}"
+        elif sock.family in (socket.AF_INET, socket.AF_INET6):
+            host, port = sock.getpeername()[:2]
+            where = f"{host}:{port}"
+    label = label or "an unregistered peer"
+    return f"{label} ({where})" if where else label
+
+
 class _Reply:
     __slots__ = ("callback", "event", "value")
 
@@ -345,6 +360,7 @@ class Connection:
     def _read_loop(self) -> None:
         reader = FrameReader()
         sock = self.sock
+        msg: Any = None
         try:
             while True:
                 data = sock.recv(1 << 18)
@@ -366,13 +382,26 @@ class Connection:
                 # Drop the last message and callback now: this thread may block in
                 # recv() for a long time, and they can hold ObjectRefs alive.
                 slot = msg = None
-        except (OSError, ProtocolError) as exc:
+        except OSError as exc:
             if not self.closed:
                 log.debug("connection %s: %s", self.name, exc)
-        except Exception:
-            log.exception("handler failed on connection %s", self.name)
+        except ProtocolError as exc:  # what it sent is not our protocol: drop it, say so
+            if not self.closed:
+                log.warning("protocol error from %s: %s", self.describe(), exc)
+        except Exception as exc:  # a handler failed on what it sent: drop the connection
+            log.error(
+                "protocol error from %s: handling %s raised %r",
+                self.describe(),
+                type(msg).__name__,
+                exc,
+                exc_info=True,
+            )
         finally:
             self._closed_by_peer()
+
+    def describe(self) -> str:
+        """Who is at the other end, for a log line (only ever on an error path)."""
+        return describe_peer(self.sock, f"{self.name} {self.peer or ''}".strip())
 
     def _closed_by_peer(self) -> None:
         was_closed = self.closed

@@ -27,6 +27,7 @@ from .transport import (
     SERVER_HELLO_SIZE,
     client_answer,
     compare_digest,
+    describe_peer,
     impostor,
     parse_address,
     refused,
@@ -69,7 +70,12 @@ class AsyncConnection:
             self._pending.pop(rid, None)
 
     async def read_loop(self, handler: Callable[[AsyncConnection, Any, int], None]) -> None:
+        """Read and dispatch frames until the peer closes or breaks the protocol: a
+        frame that does not decode (or that its handler rejects with ProtocolError), or
+        a handler that raises on it, closes this connection with one log line naming
+        the peer; the loop and every other connection go on."""
         frames = FrameReader()
+        msg: Any = None
         try:
             while True:
                 data = await self.reader.read(1 << 18)
@@ -83,10 +89,27 @@ class AsyncConnection:
                             fut.set_result(msg)
                     else:
                         handler(self, msg, rid)
-        except (OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
+        except (OSError, asyncio.IncompleteReadError) as exc:
             log.debug("async connection: %s", exc)
+        except ProtocolError as exc:
+            if not self.closed:
+                log.warning("protocol error from %s: %s", self.describe(), exc)
+        except Exception as exc:  # a handler failed on what the peer sent
+            log.error(
+                "protocol error from %s: handling %s raised %r",
+                self.describe(),
+                type(msg).__name__,
+                exc,
+                exc_info=True,
+            )
         finally:
             self.close()
+
+    def describe(self) -> str:
+        """Who is at the other end, for a log line (only ever on an error path)."""
+        peer = self.peer
+        label = peer if isinstance(peer, str) else type(peer).__name__ if peer else ""
+        return describe_peer(self.writer.get_extra_info("socket"), label)
 
     def close(self) -> None:
         if self.closed:

@@ -50,6 +50,7 @@ from ..exceptions import (
     ObjectLostError,
     ObjectStoreFullError,
     OwnerDiedError,
+    ProtocolError,
     RayTaskError,
 )
 from ..object_ref import ObjectRef, new_id
@@ -365,8 +366,8 @@ class CoreWorker(
             self.on_remove_borrower(msg)
         elif isinstance(msg, P.GeneratorItem):
             self._generator_item(conn, msg, rid)
-        else:
-            log.warning("unexpected message %s", type(msg).__name__)
+        else:  # the read loop closes the connection and logs it
+            raise ProtocolError(f"a {type(msg).__name__} is no message for a {self.mode}")
 
     def _serve_object(self, conn: Connection, oid: bytes, rid: int) -> None:
         def answer(kind: int, data: Any) -> None:

@@ -331,7 +331,10 @@ class ClusterLinkMixin:
     async def connect_nm(self, address: str) -> AsyncConnection:
         conn = self.nm_peers.get(address)
         if conn is None or conn.closed:
-            conn = await async_connect(address, self.token)
+            try:
+                conn = await async_connect(address, self.token)
+            except ValueError as exc:  # no address at all (a peer's message named it)
+                raise ConnectionLost(f"cannot reach {address!r}: {exc}") from exc
             self.nm_peers[address] = conn
             self.spawn(self.read_peer(conn))
         return conn

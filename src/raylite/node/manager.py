@@ -53,7 +53,7 @@ from typing import Any
 from .. import protocol as P
 from .. import transport
 from ..config import CONFIG
-from ..exceptions import ConnectionLost
+from ..exceptions import ConnectionLost, ProtocolError
 from ..head.statistics import HeadStatistics
 from ..labels import NODE_ID_LABEL
 from ..metric_values import MetricsTable
@@ -379,9 +379,8 @@ class NodeManager(
 
     def dispatch(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         handler = self.handlers.get(type(msg))
-        if handler is None:
-            log.warning("node manager: unexpected %s", type(msg).__name__)
-            return
+        if handler is None:  # the read loop closes the connection and logs it
+            raise ProtocolError(f"a {type(msg).__name__} is no message for a node manager")
         handler(conn, msg, rid)
 
     # ---------------------------------------------------------------- clients
@@ -398,6 +397,10 @@ class NodeManager(
         elif msg.kind == "cli":  # a command-line tool looking at the node
             conn.peer = "cli"
             job_id = b"\0" * 4
+        elif msg.kind != "driver":  # else it would count as a driver, whose close ends init's node
+            raise ProtocolError(
+                f"a RegisterClient of kind {msg.kind!r}: not a driver, worker or cli"
+            )
         else:
             self.drivers.add(conn)
             conn.peer = "driver"

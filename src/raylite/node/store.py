@@ -148,6 +148,8 @@ class StoreMixin:
         Returns (directory to write it in, a pre-allocated file or ""), or Failed.
         """
         assert self.spill_lock is not None
+        if size < 0 or not oid:  # it would add to the free bytes, or be the store's dir
+            return P.Failed(P.FailCode.BAD_REQUEST, f"an object {oid.hex()!r} of {size} bytes")
         async with self.spill_lock:
             book = self.store_book
             disk_free = 0 if book.max_spill_bytes is not None else self.disk_free()

@@ -31,7 +31,7 @@ import os
 from typing import Any
 
 from .. import protocol as P
-from ..exceptions import ConnectionLost
+from ..exceptions import ConnectionLost, ProtocolError
 from ..transport import receive_stream
 from ..transport_async import AsyncConnection
 
@@ -129,11 +129,13 @@ class TransferMixin:
         oid = msg.object_id
         error: P.Failed | None = None
         tmp = ""
+        reserved = False  # a refused reservation has no segment to free
         try:
             where = await self.make_room(oid, msg.size, msg.owner, warm=True)
             if isinstance(where, P.Failed):
                 error = where
                 return
+            reserved = True
             final = self.store.path(oid, where[0])
             tmp = f"{final}.pull.tmp"
             if where[1]:
@@ -144,12 +146,14 @@ class TransferMixin:
                 error = reply
             else:
                 os.rename(tmp, final)  # sealed: readers see all of it or nothing
-        except (ConnectionLost, OSError) as exc:
+        except (ConnectionLost, OSError, ProtocolError) as exc:
             error = P.Failed(
                 P.FailCode.UNREACHABLE, f"the node holding it ({msg.address}) is unreachable: {exc}"
             )
+        except ValueError as exc:  # no address at all (parse_address): the reader's mistake
+            error = P.Failed(P.FailCode.BAD_REQUEST, f"cannot pull from {msg.address!r}: {exc}")
         finally:
-            if error is not None:
+            if error is not None and reserved:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 self.free_segment(oid)
