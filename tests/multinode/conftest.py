@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import psutil
@@ -82,37 +83,45 @@ class Cluster:
         in_host(host, *raylite_cmd("stop"), timeout=60)
 
 
-def _node_managers() -> set[int]:
+def _node_managers(hosts: list[str]) -> set[int]:
+    """raylite node processes running in the testnet's hosts (not other tests' nodes on
+    this machine: they run in the machine's own network namespace)."""
     found = set()
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        argv = p.info["cmdline"] or []
-        if "raylite.node" in argv and "--cluster" in argv:
-            found.add(p.info["pid"])
+    for host in hosts:
+        for pid in NET.pids(host):
+            try:
+                if "raylite.node" in psutil.Process(pid).cmdline():
+                    found.add(pid)
+            except psutil.Error:
+                pass
     return found
 
 
-def _remove_node_dirs() -> None:
-    from raylite.node.local import nodes_dir, remove_dirs
+def _testnet_nodes() -> list[dict[str, Any]]:
+    """Node files of nodes on the testnet's addresses, each with "file" added."""
+    from raylite.node.local import nodes_dir
 
+    found = []
     for path in glob.glob(os.path.join(nodes_dir(), "*.json")):
         try:
             with open(path) as f:
                 info = {**json.load(f), "file": path}
         except (OSError, ValueError):
             continue
-        if str(info.get("ip", "")).startswith("10.78.0.") and not psutil.pid_exists(info["pid"]):
-            remove_dirs(info)
+        if str(info.get("ip", "")).startswith(NET.prefix + "."):
+            found.append(info)
+    return found
 
 
 @pytest.fixture
 def cluster(request):
     """h1..h3 (`@pytest.mark.testnet_hosts(N)`: h1..hN; hosts past h3 run no node unless
     the test starts one)."""
+    from raylite.node.local import remove_dirs
+
     why = NET.unusable()
     if why:
         pytest.skip(f"testnet not usable here: {why}")
-    before = _node_managers()
-    shm_before = set(glob.glob("/dev/shm/raylite-n*"))
     marker = request.node.get_closest_marker("testnet_hosts")
     hosts = marker.args[0] if marker else 3
     NET.up(hosts)
@@ -120,13 +129,17 @@ def cluster(request):
     try:
         yield c
     finally:
+        running = [n for n in _testnet_nodes() if psutil.pid_exists(n["pid"])]
         for host in c.hosts:
             c.stop(host)
-        NET.down()
-        _remove_node_dirs()  # of nodes killed in a test (a stopped node removes its own)
-        left = _node_managers() - before
-        for pid in left:  # fail, but leave nothing behind
-            psutil.Process(pid).kill()
-        assert not left, f"node managers left running after raylite stop: {left}"
-        shm_left = set(glob.glob("/dev/shm/raylite-n*")) - shm_before
-        assert not shm_left, f"node stores left in /dev/shm: {shm_left}"
+        deadline = time.monotonic() + 10  # a fork server stops its workers, then exits
+        while (left := _node_managers(c.hosts)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        NET.down()  # stops whatever is left in the hosts
+        for info in _testnet_nodes():  # of nodes killed in a test: nobody else removes them
+            if not psutil.pid_exists(info["pid"]):
+                remove_dirs(info)
+        assert not left, f"raylite node processes left running after raylite stop: {left}"
+        dirs = [n[k] for n in running for k in ("session_dir", "store_dir") if n.get(k)]
+        dirs_left = [d for d in dirs if os.path.exists(d)]
+        assert not dirs_left, f"stopped nodes left their directories: {dirs_left}"
