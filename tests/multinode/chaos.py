@@ -63,9 +63,11 @@ ALLOWED = (
     "ObjectFetchTimedOutError",
     "NodeDiedError",
     "GetTimeoutError",
+    "RpcError",  # the head stayed away past head_wait_s (a get_actor, a named actor)
 )
 AT_MOST_ONCE = ("once", "actor_once")
 FAULTS = ("kill_worker", "kill_actor", "kill_node", "partition", "restart_head")
+WEIGHTS = (4, 3, 1, 1, 1)  # after one of each: the quick faults more often
 
 WORKLOAD = r'''
 import json, os, random, sys, threading, time
@@ -472,7 +474,7 @@ class Chaos:
         plan = list(FAULTS)
         self.rng.shuffle(plan)
         while time.monotonic() < deadline or plan:
-            fault = plan.pop() if plan else self.rng.choice(FAULTS)
+            fault = plan.pop() if plan else self.rng.choices(FAULTS, WEIGHTS)[0]
             if getattr(self, fault)():
                 self.counts[fault] += 1
             else:
