@@ -156,6 +156,7 @@ stop = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
 outcomes = []   # [kind, key, phase, outcome]; outcome "ok" or an error's name
 problems = []   # what the workload itself saw wrong
+details = []    # each error's message, for the report
 next_key = [0]
 want = {}  # key -> the value it must give, where not expected()
 
@@ -188,6 +189,7 @@ def settle(pending, phase):
         except Exception as exc:
             name, allowed = name_of(exc)
             outcomes.append([kind, k, phase, name])
+            details.append(f"{time.time():.3f} {phase} {kind} {k}: {name}: {str(exc)[-1500:]}")
             if not allowed or phase == "final":
                 problems.append(f"{phase} {kind} {k}: {name}")
             continue
@@ -255,7 +257,7 @@ settle(pending, "final")
 finals = [o for o in outcomes if o[0] == "final" and o[3] == "ok"]
 hosts = sorted({json.load(open(os.path.join(LEDGER, "effects", f"final.{o[1]}"))) for o in finals})
 print(json.dumps({"rounds": rounds, "outcomes": outcomes, "problems": problems,
-                  "final_hosts": hosts}), flush=True)
+                  "final_hosts": hosts, "details": details}), flush=True)
 ray.shutdown()
 '''
 
@@ -311,6 +313,19 @@ class SoakCluster:
                     info = json.load(f)
                 if str(info.get("ip", "")).startswith(self.net.prefix + "."):
                     self.dirs.update(info[k] for k in ("session_dir", "store_dir") if info.get(k))
+
+    def keep_logs(self, dest: str) -> None:
+        """Copy the nodes' logs to `dest` (a failed soak: stopping removes them)."""
+        import shutil
+
+        self.remember_dirs()
+        for d in sorted(self.dirs):
+            for path in glob.glob(os.path.join(d, "*.log")) + glob.glob(
+                os.path.join(d, "*", "*.log")
+            ):
+                with contextlib.suppress(OSError):
+                    rel = os.path.relpath(path, os.path.dirname(d)).replace(os.sep, "_")
+                    shutil.copy(path, os.path.join(dest, rel))
 
     def stop_all(self) -> None:
         for host in self.hosts:
@@ -389,13 +404,18 @@ class Chaos:
         self.rng = rng
         self.log = log
         self.counts: collections.Counter[str] = collections.Counter()
+        self.trace: list[str] = []  # what was done when (time.time() stamps)
+
+    def note(self, line: str) -> None:
+        self.trace.append(f"{time.time():.3f} {line}")
+        self.log(self.trace[-1])
 
     def _kill(self, proc: psutil.Process, what: str) -> bool:
         try:
             proc.send_signal(signal.SIGKILL)  # psutil checks the pid is still this process
         except psutil.Error:
             return False
-        self.log(f"killed {what} pid {proc.pid}")
+        self.note(f"killed {what} pid {proc.pid}")
         return True
 
     def kill_worker(self) -> bool:
@@ -441,9 +461,10 @@ class Chaos:
         host = self.rng.choice(["h2", "h3"])
         seconds = self.rng.uniform(0.5, 2.5 * NODE_TIMEOUT_S)  # some past the node timeout
         self.c.net.partition(host)
-        self.log(f"partitioned {host} for {seconds:.1f} s")
+        self.note(f"partitioned {host} for {seconds:.1f} s")
         time.sleep(seconds)
         self.c.net.heal(host)
+        self.note(f"healed {host}")
         if seconds > NODE_TIMEOUT_S:
             self.counts["partition_past_node_timeout"] += 1
         return True
@@ -460,10 +481,11 @@ class Chaos:
         for attempt in range(5):
             try:
                 self.c.start(host, head=head)
+                self.note(f"started {'the head' if head else 'the node'} in {host} again")
                 return
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 self.counts["start_retried"] += 1
-                self.log(f"start in {host} failed (attempt {attempt + 1}): {exc}")
+                self.note(f"start in {host} failed (attempt {attempt + 1}): {exc}")
                 time.sleep(1)
         raise RuntimeError(f"could not start the node in {host} again")
 
@@ -608,6 +630,8 @@ def soak(
         if driver.returncode != 0 or not lines:
             raise RuntimeError(f"the workload failed ({driver.returncode}):\n{out}{_tail(workdir)}")
         report = json.loads(lines[-1])
+        with open(os.path.join(workdir, "errors.txt"), "w") as f:
+            f.write("\n".join(report["details"]) + "\n")
         problems, outcomes = check(report, ledger)
         # A new driver finds the detached actor by name, through the (restarted) head.
         r = net.run("h2", sys.executable, "-c", CHECK_DETACHED, env=env, timeout=120)
@@ -616,9 +640,16 @@ def soak(
         alive = cluster.alive_hosts()
         if alive != set(cluster.hosts):
             problems.append(f"raylite status after the chaos: alive {sorted(alive)}")
+        if problems:
+            cluster.keep_logs(workdir)
         cluster.stop_all()
         problems += [f"leaked {what}" for what in leaks(cluster)]
+    except BaseException:
+        cluster.keep_logs(workdir)
+        raise
     finally:
+        with open(os.path.join(workdir, "faults.txt"), "w") as f:
+            f.write("\n".join(chaos.trace) + "\n")
         if driver is not None and driver.poll() is None:
             driver.kill()
             driver.wait()

@@ -20,6 +20,7 @@ from raylite.exceptions import (
     ActorDiedError,
     ConnectionLost,
     InvalidTransition,
+    ObjectLostError,
     TaskCancelledError,
     WorkerCrashedError,
 )
@@ -334,3 +335,32 @@ def test_moves_are_logged_only_when_traced(
         "QUEUED -> PUSHED (pushed to a worker)",
         "PUSHED -> FINISHED (its worker sent the returns)",
     ]
+
+
+def test_a_task_whose_argument_is_already_being_rebuilt_runs_again_after_it(h: Harness) -> None:
+    # The owner hears that the argument's node died (its rebuild starts) before the
+    # task reading it reports it could not fetch it: the task runs again once the
+    # argument is rebuilt, as when the reader's report comes first. (The chaos soak
+    # found it failing with ObjectLostError while the argument was being rebuilt.)
+    arg, maker = h.submit(max_retries=1)
+    worker = h.grant()
+    push, reply = worker.take(P.PushTask)
+    reply(done(push, P.StoredAt(1 << 20, "tcp:10.0.0.2:1"), P.IN_STORE))
+    ref, reader = h.submit(arg, max_retries=1)
+    read_push, read_reply = worker.take(P.PushTask)
+    h.cw._object_lost(arg.id, "its node died")  # heard first: the maker is rerun
+    assert maker.rerunning
+    assert maker.state is L.QUEUED  # behind the reader on the one lease
+    lost = ObjectLostError(arg.id.hex(), "its copy could not be fetched")
+    read_reply(done(read_push, lost, P.ERROR))
+    assert reader.state is L.WAITING_ARGS  # not FAILED: it waits for the rebuild
+    assert reader.max_retries == 0  # one retry spent
+    push, reply = worker.take(P.PushTask)  # the maker again
+    assert push.task_id == maker.task_id
+    reply(done(push, P.StoredAt(1 << 20, "tcp:10.0.0.3:1"), P.IN_STORE))
+    read_push, read_reply = worker.take(P.PushTask)  # the reader again, on the new copy
+    assert read_push.task_id == reader.task_id
+    assert [d.data.node for d in read_push.deps] == ["tcp:10.0.0.3:1"]
+    read_reply(done(read_push, 7))
+    assert reader.state is L.FINISHED
+    assert loads_inline(h.value(ref)[1]) == 7
