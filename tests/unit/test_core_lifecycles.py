@@ -26,6 +26,7 @@ from raylite.exceptions import (
 )
 from raylite.object_ref import ObjectRef
 from raylite.serialization import loads_inline
+from tests._engine import wait_for
 
 from .core_harness import CPU, Harness, StandIn, done, h
 
@@ -364,3 +365,34 @@ def test_a_task_whose_argument_is_already_being_rebuilt_runs_again_after_it(h: H
     read_reply(done(read_push, 7))
     assert reader.state is L.FINISHED
     assert loads_inline(h.value(ref)[1]) == 7
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [P.Failed(P.FailCode.WORKER_DIED, "the worker started for it died"), None],
+    ids=["worker-died", "node-gone"],
+)
+def test_an_actor_restart_whose_lease_is_lost_asks_again(h: Harness, refusal: Any) -> None:
+    # The lease for an actor's new life is lost with the worker started for it or with
+    # the node it went to: the actor asks again, as Ray reschedules it, instead of
+    # dying for good with restarts left (found by the chaos soak: a node manager killed
+    # while the actor it was starting again had spilled there).
+    client = create(h, max_restarts=-1)
+    first = construct(h)
+    h.cw._actor_process_died(first.name)
+    assert client.state is L.RESTARTING
+    _, answer = h.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
+    if refusal is None:  # it went to another node, which died: the reply is a lost link
+        node = StandIn("tcp:10.0.0.9:1")
+        h.cw.peers["tcp:10.0.0.9:1"] = node  # type: ignore[assignment]
+        answer(P.LeaseSpillback("tcp:10.0.0.9:1"))
+        _, node_answer = node.take(P.RequestLease)
+        node_answer(ConnectionLost("that node died"))
+    else:
+        answer(refusal)
+    assert client.state is L.RESTARTING  # not DEAD: its lease is asked for again
+    nm: Any = h.cw.nm
+    wait_for(lambda: nm.requests, 10, "the actor's lease asked for again")
+    second = construct(h)
+    assert client.state is L.ALIVE
+    assert second is not first
