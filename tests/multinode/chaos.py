@@ -382,14 +382,15 @@ class SoakCluster:
         servers = {p.pid for p in procs if p.ppid() in roots}
         return [p for p in procs if p.ppid() in servers]
 
-    def actor_rows(self) -> list[dict[str, Any]]:
-        """`raylite list actors` (through the head), [] when it fails."""
+    def actor_rows(self) -> tuple[list[dict[str, Any]], str]:
+        """`raylite list actors` (through the head), and why it failed ("" if not)."""
         r = self.raylite("h1", "list", "actors", "--format", "json", "--limit", "1000", timeout=30)
         if r.returncode != 0:
-            return []
-        with contextlib.suppress(ValueError):
-            return list(json.loads(r.stdout))
-        return []
+            return [], f"exit {r.returncode}: {r.stderr.strip()[-300:]}"
+        try:
+            return list(json.loads(r.stdout)), ""
+        except ValueError:
+            return [], f"not JSON: {r.stdout[-300:]}"
 
 
 class Chaos:
@@ -442,7 +443,7 @@ class Chaos:
         return False
 
     def kill_actor(self) -> bool:
-        rows = self.c.actor_rows()
+        rows, failed = self.c.actor_rows()
         pids = [a["pid"] for a in rows if a["state"] == "ALIVE" and a["pid"]]
         self.rng.shuffle(pids)
         for pid in pids:
@@ -453,7 +454,7 @@ class Chaos:
         listed = [
             (a["class_name"], a["state"], a["pid"], psutil.pid_exists(a["pid"] or 0)) for a in rows
         ]
-        self.note(f"no actor to kill: listed {listed}")
+        self.note(f"no actor to kill: listed {listed} {failed}")
         return False
 
     def kill_node(self) -> bool:

@@ -38,3 +38,16 @@ def test_a_node_file_without_a_namespace_is_still_found(nodes_here) -> None:
     # Files written before nodes recorded their namespace (or where there is none).
     local.write_node(_node(os.getpid(), "127.0.0.1", 1.0, netns=""))
     assert [n["pid"] for n in local.local_nodes()] == [os.getpid()]
+
+
+def test_tools_look_at_this_hosts_node_before_any_newer_session(nodes_here) -> None:
+    from raylite.util import state
+
+    ours, newer = nodes_here / "raylite" / "n1-ours", nodes_here / "raylite" / "n2-other"
+    for d in (ours, newer):
+        d.mkdir(parents=True)
+        (d / "node.sock").touch()
+    os.utime(ours, (1, 1))  # the other session is the newest on the machine
+    local.write_node(_node(os.getpid(), "127.0.0.1", 1.0, session_dir=str(ours)))
+    assert state.sessions()[0] == str(newer)
+    assert state._default_sessions() == [str(ours), str(newer)]

@@ -30,11 +30,12 @@ def nodes_dir() -> str:
     return path
 
 
-def netns_id() -> str:
-    """This process's network namespace ("" where there is none to tell): processes in
-    other namespaces (containers, testnet hosts) share /tmp but not their addresses."""
+def netns_id(pid: int | str = "self") -> str:
+    """The network namespace of a process, this one by default ("" where it cannot be
+    told): processes in other namespaces (containers, testnet hosts) share /tmp but not
+    their addresses."""
     try:
-        st = os.stat("/proc/self/ns/net")
+        st = os.stat(f"/proc/{pid}/ns/net")
     except OSError:
         return ""
     return f"{st.st_dev}:{st.st_ino}"
@@ -76,7 +77,9 @@ def local_nodes() -> list[dict[str, Any]]:
         info["file"] = path
         if info.get("ip") not in ips:
             continue  # another host's (testnet hosts share this directory)
-        if netns and info.get("netns") and info["netns"] != netns:
+        # Its file says (nodes since this check), else /proc does (older files).
+        theirs = info.get("netns") or netns_id(int(info.get("pid", 0)))
+        if netns and theirs and theirs != netns:
             continue  # same address, another namespace: another host's
         if not psutil.pid_exists(int(info.get("pid", 0))):
             remove_dirs(info)  # it was killed: nobody else removes its files
