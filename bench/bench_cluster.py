@@ -1,6 +1,6 @@
 """Cluster speed on testnet hosts: no-op task rate on 3 nodes vs 1, time to join, transfer.
 
-    sudo .venv/bin/python bench/bench_cluster.py [--tasks 10000]
+    sudo .venv/bin/python bench/bench_cluster.py [--tasks 10000]   (tests/netns.py's testnet)
 
 Starts a head and a node (2 CPUs) in h1, measures 10,000 no-op tasks from a driver in h1, joins
 h2 and h3 (timing each join until the new node runs a task pinned to it), measures
@@ -29,20 +29,17 @@ import textwrap
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTNET = os.path.join(os.path.dirname(ROOT), "shared", "tools", "testnet")
-ENV = {
-    **os.environ,
-    "TESTNET_NAME": "rlbench",
-    "TESTNET_PREFIX": "10.79.0",
-    "RAYLITE_TOKEN": "raylite cluster bench",
-}
+sys.path.insert(0, ROOT)
+from tests.netns import Testnet  # noqa: E402 - the repository's testnet helper
+
+NET = Testnet("rlbench", "10.79.0")
+ENV = {**os.environ, **NET.env(), "RAYLITE_TOKEN": "raylite cluster bench"}
 HEAD = "10.79.0.1:6380"
 
 
-def tn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", TESTNET, *args], env=ENV, capture_output=True, text=True, timeout=timeout
-    )
+def tn(host: str, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """argv run in testnet host `host`."""
+    return NET.run(host, *argv, env=ENV, timeout=timeout)
 
 
 def start(host: str, head: bool, on: str = "", ip: str = "", port: int = 6380) -> None:
@@ -60,14 +57,14 @@ def start(host: str, head: bool, on: str = "", ip: str = "", port: int = 6380) -
     args += ["--head", "--port", str(port)] if head else ["--address", f"{ip}:{port}"]
     if not head and not on:
         args[-1] = HEAD
-    r = tn("exec", on or host, sys.executable, "-m", "raylite.cli", *args)
+    r = tn(on or host, sys.executable, "-m", "raylite.cli", *args)
     if r.returncode:
         raise SystemExit(f"start in {host} failed: {r.stdout}{r.stderr}")
 
 
 def driver(code: str, host: str = "h1") -> dict:
     prog = "import json, os, time\nimport raylite as ray\n" + textwrap.dedent(code)
-    r = tn("exec", host, sys.executable, "-c", prog, timeout=600)
+    r = tn(host, sys.executable, "-c", prog, timeout=600)
     if r.returncode:
         raise SystemExit(f"driver failed: {r.stdout}{r.stderr}")
     return json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
@@ -156,8 +153,7 @@ import json, socket, subprocess, sys, time
 N = 1 << 30
 srv = socket.socket(); srv.bind(("{ip}", 0)); srv.listen(1)
 # the sender runs in another testnet host: the same path as a pull between the hosts
-sender = subprocess.Popen(["bash", "{testnet}", "exec", "{peer}", sys.executable, "-c", SEND,
-                           srv.getsockname()[0], str(srv.getsockname()[1])])
+sender = subprocess.Popen({command} + [SEND, srv.getsockname()[0], str(srv.getsockname()[1])])
 c, _ = srv.accept(); got = 0; buf = memoryview(bytearray(1 << 22))
 start = time.perf_counter()
 while got < N:
@@ -194,10 +190,11 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--transfers", type=int, default=4, help="1 GB transfers (>= 2)")
     args = parser.parse_args()
-    if tn("check").returncode:
-        print("testnet is not usable here (needs root and network namespaces)", file=sys.stderr)
+    why = NET.unusable()
+    if why:
+        print(f"testnet is not usable here: {why}", file=sys.stderr)
         return 77
-    tn("up", "3")
+    NET.up(3)
     try:
         start("h1", head=True)
         one = driver(RATE.format(n=args.tasks))["rate"]
@@ -218,10 +215,10 @@ def main() -> int:
         fresh = driver(FRESH_MEMORY, host="h3")["mbps"]  # before the transfers touch memory
         runs = str(args.transfers)
         hosts = driver(TRANSFER.replace("{runs}", runs).replace("{address}", "auto"))["seconds"]
-        wire_code = WIRE.format(ip="10.79.0.3", testnet=TESTNET, peer="h2")
-        wire = driver(wire_code.replace("SEND,", repr(SEND) + ","), host="h3")["mbps"]
+        wire_code = WIRE.format(ip="10.79.0.3", command=NET.command("h2", sys.executable, "-c"))
+        wire = driver(wire_code.replace("[SEND,", "[" + repr(SEND) + ","), host="h3")["mbps"]
         for host in ("h1", "h2", "h3"):
-            tn("exec", host, sys.executable, "-m", "raylite.cli", "stop")
+            tn(host, sys.executable, "-m", "raylite.cli", "stop")
         # Two nodes on loopback in one host: the same path as the loopback TCP reference.
         start("h2", head=True, on="h2", ip="127.0.0.1", port=6381)
         start("h3", head=False, on="h2", ip="127.0.0.1", port=6381)
@@ -252,8 +249,8 @@ def main() -> int:
         emit("fresh_memory_write_mbps", fresh, "MB/s", "-", True)
     finally:
         for host in ("h1", "h2", "h3"):
-            tn("exec", host, sys.executable, "-m", "raylite.cli", "stop")
-        tn("down")
+            tn(host, sys.executable, "-m", "raylite.cli", "stop")
+        NET.down()
     return 0
 
 

@@ -4,10 +4,10 @@ Each init() configuration becomes a cluster of N nodes with the same resources i
 total: CPUs split as evenly as whole units allow, GPUs and custom resources over all
 nodes but the last.
 With RAYLITE_TESTS_TESTNET=1 (tests/multinode runs pytest inside testnet host h1 so),
-node K runs in testnet host hK, each with its own address; otherwise all nodes run on
-127.0.0.1. Nodes are started and stopped with the raylite CLI, as a user would. With
-RAYLITE_TESTS_TLS=1 the cluster runs `--tls` (every TCP connection TLS; this test
-process, the driver, then uses TLS too).
+node K runs in testnet host hK, each with its own address (tests/netns.py); otherwise all
+nodes run on 127.0.0.1. Nodes are started and stopped with the raylite CLI, as a user
+would. With RAYLITE_TESTS_TLS=1 the cluster runs `--tls` (every TCP connection TLS; this
+test process, the driver, then uses TLS too).
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import subprocess
 import sys
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTNET = os.path.join(os.path.dirname(ROOT), "shared", "tools", "testnet")
+from tests.netns import Testnet
+
 PORT = 6390
 _started: list[str] = []  # hosts ("" = here) that run a node
 
 
 def _on(host: str, args: list[str]) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "raylite.cli", *args]
-    if host:
-        cmd = ["bash", TESTNET, "exec", host, *cmd]
+    if host:  # the testnet of the caller's environment (TESTNET_NAME, TESTNET_PREFIX)
+        cmd = Testnet.from_env().command(host, *cmd)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 

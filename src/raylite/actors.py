@@ -140,8 +140,9 @@ def _check_retry_exceptions(retry: Any) -> bool | tuple[type, ...]:
 # @method set call options, with a fourth item False where its calls make no task
 # events (enable_task_events=False, the method's or its actor's); retry_exceptions is
 # a bool or the pickled tuple of classes. Under the key HANDLE_OPTIONS (no method has
-# that name), what every handle of the actor must know: {"out_of_order": True} for an
-# actor that runs its calls out of order. The table travels in handles and, msgpacked,
+# that name), what every handle of the actor must know: "out_of_order": True for an
+# actor that runs its calls out of order, "max_task_retries": N where it is set (a
+# handle from get_actor retries calls as the creator's does, as in Ray). The table travels in handles and, msgpacked,
 # through the head for named actors.
 MethodTable = dict[str, Any]
 HANDLE_OPTIONS = "\0handle"
@@ -326,8 +327,13 @@ class ActorClass:
         task_events = options.get("enable_task_events", True)
         if not task_events:  # its calls make none either, but where @method says so
             methods = _method_table(self._cls, task_events=False)
+        handle_options: dict[str, Any] = {}
         if out_of_order:
-            methods = {**methods, HANDLE_OPTIONS: {"out_of_order": True}}
+            handle_options["out_of_order"] = True
+        if options.get("max_task_retries"):  # a handle from get_actor retries as this one
+            handle_options["max_task_retries"] = options["max_task_retries"]
+        if handle_options:
+            methods = {**methods, HANDLE_OPTIONS: handle_options}
         cw = context.global_worker()
         self._pickled()  # at the first creation, as Ray: the globals it reads are read now
         # Ray's defaults: an actor that asks for nothing (or only memory) holds no CPU
@@ -425,7 +431,6 @@ class ActorHandle:
         # elsewhere, holds it, so the actor ends when the last handle goes (as in Ray).
         # None: a handle from get_actor or get_if_exists, which does not keep it alive.
         self._ref = ref
-        self._max_task_retries = max_task_retries
         self._max_pending_calls = max_pending_calls  # -1: unlimited
         self._actor_id = actor_id
         self._class_name = class_name
@@ -433,6 +438,9 @@ class ActorHandle:
         self._address = address
         handle_options = methods.get(HANDLE_OPTIONS)
         self._out_of_order = bool(handle_options and handle_options.get("out_of_order"))
+        if handle_options and not max_task_retries:  # a handle from get_actor: the actor's
+            max_task_retries = handle_options.get("max_task_retries", 0)
+        self._max_task_retries = max_task_retries
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods")

@@ -64,6 +64,10 @@ class Config:
     node_timeout_s: float = 10.0
     # Seconds a driver or worker waits for its node manager to answer a request.
     request_timeout_s: float = 30.0
+    # Seconds a node holds a request for the head while the head is unreachable (being
+    # restarted) before failing it (Ray: gcs_rpc_server_reconnect_timeout_s, 60 s).
+    # Below request_timeout_s, so the client hears why rather than its own timeout.
+    head_wait_s: float = 20.0
     # Waiting tasks an owner reports per event flush (the rest wait a period more).
     max_pending_events: int = 1000
     # 1: fail on a user callback or a dial under the core worker lock (the tests

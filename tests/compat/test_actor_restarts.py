@@ -123,3 +123,26 @@ def _pid_or_none(handle):
         return ray.get(handle.pid.remote(), timeout=30)
     except ray.exceptions.RayActorError:
         return None
+
+
+@ray.remote(max_restarts=1, max_task_retries=1)
+class DiesOnce:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def pid_after_first_death(self):
+        if not os.path.exists(self.marker):  # the first call ends the process
+            open(self.marker, "w").close()
+            os._exit(1)
+        return os.getpid()
+
+
+@pytest.mark.timeout(90)
+def test_a_handle_from_get_actor_retries_calls_as_the_creators_does(ray_start, tmp_path):
+    # max_task_retries is the actor's: a handle found by name retries a call whose
+    # process died on the restarted actor (the chaos soak found it failing instead).
+    creator = DiesOnce.options(name="dies_once_named").remote(str(tmp_path / "died"))
+    handle = ray.get_actor("dies_once_named")
+    assert ray.get(handle.pid_after_first_death.remote(), timeout=60) > 0
+    assert (tmp_path / "died").exists()
+    ray.kill(creator)

@@ -1,9 +1,9 @@
-"""A 3-host raylite cluster on one machine (shared/tools/testnet), for multi-node tests.
+"""A 3-host raylite cluster on one machine (tests/netns.py), for multi-node tests.
 
 Each host hK is a network namespace with address 10.78.0.K; the head runs in h1, and
 h2, h3 join it. Drivers run inside a host (`Cluster.driver`), as a user's program
 would on that machine; tests read what they print. Skips where testnet is unusable
-(not root, no namespaces).
+(not root, no `ip`, no namespaces), saying why.
 """
 
 from __future__ import annotations
@@ -14,28 +14,28 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from typing import Any
 
 import psutil
 import pytest
 
+from tests.netns import Testnet
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TESTNET = os.path.join(os.path.dirname(ROOT), "shared", "tools", "testnet")
-ENV = {**os.environ, "TESTNET_NAME": "rlmn", "TESTNET_PREFIX": "10.78.0", "TESTNET_GRACE": "1"}
+NET = Testnet("rlmn", "10.78.0", grace=1.0)
+ENV = {**os.environ, **NET.env()}  # a process in a host finds the testnet (tests/_cluster.py)
 # A cluster token set by the operator (a restarted head must keep the cluster's token).
 ENV["RAYLITE_TOKEN"] = "raylite multinode tests"
 PORT = 6380
 NODE_TIMEOUT_S = 3.0
 
 
-def tn(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", TESTNET, *args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=check,
-    )
+def in_host(
+    host: str, *argv: str, timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """argv run in `host` to its end, with the tests' environment."""
+    return NET.run(host, *argv, env=kw.pop("env", ENV), timeout=timeout, **kw)
 
 
 def raylite_cmd(*args: str) -> list[str]:
@@ -59,14 +59,14 @@ class Cluster:
                 args += ["--storage", storage]
         else:
             args += ["--address", self.head]
-        r = tn("exec", host, *raylite_cmd(*args, *extra), check=False, timeout=60)
+        r = in_host(host, *raylite_cmd(*args, *extra), timeout=60)
         assert r.returncode == 0, f"raylite start in {host} failed:\n{r.stdout}\n{r.stderr}"
         return r.stdout
 
     def driver(self, host: str, code: str, timeout: float = 90) -> dict:
         """Run a driver program in `host`; it prints one JSON line last, which is returned."""
         prog = "import json, os, sys, time\nimport raylite as ray\n" + textwrap.dedent(code)
-        r = tn("exec", host, sys.executable, "-c", prog, check=False, timeout=timeout)
+        r = in_host(host, sys.executable, "-c", prog, timeout=timeout)
         assert r.returncode == 0, f"driver in {host} failed:\n{r.stdout}\n{r.stderr}"
         last = [line for line in r.stdout.splitlines() if line.startswith("{")]
         assert last, f"driver printed no JSON:\n{r.stdout}\n{r.stderr}"
@@ -75,61 +75,71 @@ class Cluster:
         return out
 
     def status(self, host: str = "h1") -> dict:
-        r = tn("exec", host, *raylite_cmd("status", "--format", "json"), check=False)
+        r = in_host(host, *raylite_cmd("status", "--format", "json"))
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
     def stop(self, host: str) -> None:
-        tn("exec", host, *raylite_cmd("stop"), check=False, timeout=60)
+        in_host(host, *raylite_cmd("stop"), timeout=60)
 
 
-def _node_managers() -> set[int]:
+def _node_managers(hosts: list[str]) -> set[int]:
+    """raylite node processes running in the testnet's hosts (not other tests' nodes on
+    this machine: they run in the machine's own network namespace)."""
     found = set()
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        argv = p.info["cmdline"] or []
-        if "raylite.node" in argv and "--cluster" in argv:
-            found.add(p.info["pid"])
+    for host in hosts:
+        for pid in NET.pids(host):
+            try:
+                if "raylite.node" in psutil.Process(pid).cmdline():
+                    found.add(pid)
+            except psutil.Error:
+                pass
     return found
 
 
-def _remove_node_dirs() -> None:
-    from raylite.node.local import nodes_dir, remove_dirs
+def _testnet_nodes() -> list[dict[str, Any]]:
+    """Node files of nodes on the testnet's addresses, each with "file" added."""
+    from raylite.node.local import nodes_dir
 
+    found = []
     for path in glob.glob(os.path.join(nodes_dir(), "*.json")):
         try:
             with open(path) as f:
                 info = {**json.load(f), "file": path}
         except (OSError, ValueError):
             continue
-        if str(info.get("ip", "")).startswith("10.78.0.") and not psutil.pid_exists(info["pid"]):
-            remove_dirs(info)
+        if str(info.get("ip", "")).startswith(NET.prefix + "."):
+            found.append(info)
+    return found
 
 
 @pytest.fixture
 def cluster(request):
     """h1..h3 (`@pytest.mark.testnet_hosts(N)`: h1..hN; hosts past h3 run no node unless
     the test starts one)."""
-    if not os.path.exists(TESTNET):
-        pytest.skip(f"testnet not found at {TESTNET}")
-    r = tn("check", check=False)
-    if r.returncode == 77:
-        pytest.skip(f"testnet not usable here: {r.stderr.strip() or r.stdout.strip()}")
-    before = _node_managers()
-    shm_before = set(glob.glob("/dev/shm/raylite-n*"))
+    from raylite.node.local import remove_dirs
+
+    why = NET.unusable()
+    if why:
+        pytest.skip(f"testnet not usable here: {why}")
     marker = request.node.get_closest_marker("testnet_hosts")
     hosts = marker.args[0] if marker else 3
-    tn("up", str(hosts))
+    NET.up(hosts)
     c = Cluster(hosts)
     try:
         yield c
     finally:
+        running = [n for n in _testnet_nodes() if psutil.pid_exists(n["pid"])]
         for host in c.hosts:
             c.stop(host)
-        tn("down", check=False)
-        _remove_node_dirs()  # of nodes killed in a test (a stopped node removes its own)
-        left = _node_managers() - before
-        for pid in left:  # fail, but leave nothing behind
-            psutil.Process(pid).kill()
-        assert not left, f"node managers left running after raylite stop: {left}"
-        shm_left = set(glob.glob("/dev/shm/raylite-n*")) - shm_before
-        assert not shm_left, f"node stores left in /dev/shm: {shm_left}"
+        deadline = time.monotonic() + 10  # a fork server stops its workers, then exits
+        while (left := _node_managers(c.hosts)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        NET.down()  # stops whatever is left in the hosts
+        for info in _testnet_nodes():  # of nodes killed in a test: nobody else removes them
+            if not psutil.pid_exists(info["pid"]):
+                remove_dirs(info)
+        assert not left, f"raylite node processes left running after raylite stop: {left}"
+        dirs = [n[k] for n in running for k in ("session_dir", "store_dir") if n.get(k)]
+        dirs_left = [d for d in dirs if os.path.exists(d)]
+        assert not dirs_left, f"stopped nodes left their directories: {dirs_left}"

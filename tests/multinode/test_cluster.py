@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests._engine import raylite_only
-from tests.multinode.conftest import ENV, NODE_TIMEOUT_S, TESTNET, tn
+from tests.multinode.conftest import ENV, NET, NODE_TIMEOUT_S, in_host
 from tests.unit.test_head_storage import redis_server_bin  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.timeout(240), raylite_only]
@@ -179,8 +179,7 @@ def test_output_of_tasks_on_any_node_reaches_the_driver_once_and_raylite_logs(cl
     assert out["_stdout"].count("hello from h3") == 1
     assert out["_stdout"].count("hello from h1") == 1  # the head's own workers too: once
     # `raylite logs` on any node shows any node's worker output (the head keeps it).
-    r = tn(
-        "exec",
+    r = in_host(
         "h2",
         sys.executable,
         "-m",
@@ -188,7 +187,6 @@ def test_output_of_tasks_on_any_node_reaches_the_driver_once_and_raylite_logs(cl
         "logs",
         "--pid",
         str(out["pids"]["h3"]),
-        check=False,
     )
     assert r.returncode == 0, r.stderr
     assert "hello from h3" in r.stdout
@@ -227,7 +225,7 @@ def test_killed_node_is_marked_dead_and_its_tasks_and_actors_move(cluster):
         ray.shutdown()
         """
     proc = subprocess.Popen(
-        ["bash", TESTNET, "exec", "h1", sys.executable, "-c", textwrap.dedent(prog)],
+        NET.command("h1", sys.executable, "-c", textwrap.dedent(prog)),
         env=ENV,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -237,7 +235,7 @@ def test_killed_node_is_marked_dead_and_its_tasks_and_actors_move(cluster):
     try:
         line = proc.stdout.readline()
         assert line.startswith("READY"), line + proc.stderr.read()
-        tn("kill", "h3")
+        NET.kill("h3")
         killed = time.monotonic()
         deadline = killed + NODE_TIMEOUT_S + 10
         while time.monotonic() < deadline:
@@ -309,7 +307,7 @@ bad_http = [d for d in http if d and not d.startswith((b"HTTP/1.0 4", b"HTTP/1.1
 print("FUZZ", len(ports), answered, len(bad_http))
 """
     for k, host in enumerate(cluster.hosts):
-        r = tn("exec", host, sys.executable, "-c", probe, str(k), check=False, timeout=600)
+        r = in_host(host, sys.executable, "-c", probe, str(k), timeout=600)
         assert r.returncode == 0, r.stderr
         _, nports, answered, bad_http = r.stdout.split()
         assert int(nports) >= 2, r.stdout  # the node manager and at least one worker
@@ -337,10 +335,7 @@ def _redis_in_h2(request, tmp_path) -> str:
     """A real redis-server inside h2 (the head, in h1, gets killed); its URL."""
     binary = request.getfixturevalue("redis_server_bin")
     proc = subprocess.Popen(
-        [
-            "bash",
-            TESTNET,
-            "exec",
+        NET.command(
             "h2",
             binary,
             "--bind",
@@ -355,7 +350,7 @@ def _redis_in_h2(request, tmp_path) -> str:
             str(tmp_path),
             "--protected-mode",  # clients come from other hosts; the test net is private
             "no",
-        ],
+        ),
         env=ENV,
         stdout=open(tmp_path / "redis.log", "w"),
         stderr=subprocess.STDOUT,
@@ -371,7 +366,7 @@ def _redis_in_h2(request, tmp_path) -> str:
         "        print(exc, file=sys.stderr); time.sleep(0.1)\n"
         "sys.exit(1)\n"
     )
-    r = tn("exec", "h2", sys.executable, "-c", ping, check=False, timeout=60)
+    r = in_host("h2", sys.executable, "-c", ping, timeout=60)
     log = (tmp_path / "redis.log").read_text()
     assert r.returncode == 0, f"redis-server did not come up in h2: {r.stderr}\n{log}"
     return "redis://10.78.0.2:6390"
@@ -414,7 +409,7 @@ def test_head_restart_keeps_nodes_and_detached_named_actors(cluster, tmp_path, s
         """
     before = cluster.driver("h2", use)
     assert before["n"] == 4  # a later driver finds the detached actor
-    tn("kill", "h1")  # the head is gone
+    NET.kill("h1")  # the head is gone
     cluster.start_node("h1", head=True, storage=url)
     status = _wait_alive(cluster, 3)
     assert status["head"]["storage"].startswith(storage)
@@ -451,7 +446,7 @@ def _wait_dead(cluster, ip: str, timeout: float) -> float:
 
 def _background_driver(host: str, prog: str) -> subprocess.Popen:
     return subprocess.Popen(
-        ["bash", TESTNET, "exec", host, sys.executable, "-c", textwrap.dedent(prog)],
+        NET.command(host, sys.executable, "-c", textwrap.dedent(prog)),
         env=ENV,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -526,7 +521,7 @@ def test_object_lost_with_its_node_is_rebuilt_by_lineage(cluster):
     proc = _background_driver("h1", prog)
     line = proc.stdout.readline()
     assert line.startswith("READY"), line + proc.stderr.read()
-    tn("kill", "h3")
+    NET.kill("h3")
     _wait_dead(cluster, "10.78.0.3", NODE_TIMEOUT_S + 10)
     out = _finish(proc)
     assert out["sum"] == 7_000_000.0  # rerun elsewhere: soft affinity lets it move
@@ -571,11 +566,11 @@ def test_partitioned_node_is_marked_dead_and_rejoins_without_duplicate_actors(cl
     assert line.startswith("READY"), line + proc.stderr.read()
     first_host, first_pid = json.loads(line.split(" ", 1)[1])
     assert first_host == "h3"
-    tn("partition", "h3")
+    NET.partition("h3")
     _wait_dead(cluster, "10.78.0.3", NODE_TIMEOUT_S + 10)
     out = _finish(proc)
     assert out["second"][0] in ("h1", "h2")  # restarted on a live node
-    tn("heal", "h3")
+    NET.heal("h3")
     # h3 comes back, is refused as the dead node, kills its workers and joins anew.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -586,7 +581,7 @@ def test_partitioned_node_is_marked_dead_and_rejoins_without_duplicate_actors(cl
     else:
         pytest.fail(f"h3 did not rejoin as a new node: {cluster.status()['nodes']}")
     # The old actor process on h3 is gone: the actor does not run twice.
-    r = tn("exec", "h3", "python3", "-c", f"import os; os.kill({first_pid}, 0)", check=False)
+    r = in_host("h3", "python3", "-c", f"import os; os.kill({first_pid}, 0)")
     assert r.returncode != 0, "the actor's old process still runs on h3"
 
 
@@ -594,10 +589,7 @@ def test_partitioned_node_is_marked_dead_and_rejoins_without_duplicate_actors(cl
 def test_the_tutorial_exercises_on_three_testnet_hosts(cluster):
     """The twelve exercises, with their own timing windows, on 3 hosts (tests/_cluster.py)."""
     env = {**ENV, "RAYLITE_TESTS_CLUSTER": "3", "RAYLITE_TESTS_TESTNET": "1"}
-    cmd = [
-        "bash",
-        TESTNET,
-        "exec",
+    cmd = NET.command(
         "h1",
         sys.executable,
         "-m",
@@ -606,7 +598,7 @@ def test_the_tutorial_exercises_on_three_testnet_hosts(cluster):
         "-p",
         "no:cacheprovider",
         "tests/compat/test_tutorial.py",
-    ]
+    )
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=560, check=False)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert "12 passed" in r.stdout, r.stdout[-3000:]
@@ -632,8 +624,7 @@ def test_task_listings_and_timeline_cover_every_node(cluster):
         """,
     )
     assert out["bars"] >= 2
-    r = tn(
-        "exec",
+    r = in_host(
         "h3",
         sys.executable,
         "-m",
@@ -644,15 +635,13 @@ def test_task_listings_and_timeline_cover_every_node(cluster):
         "json",
         "--limit",
         "1000",
-        check=False,
     )
     assert r.returncode == 0, r.stderr
     rows = [row for row in json.loads(r.stdout) if row["name"] == "pinned"]
     assert {row["node_id"] for row in rows} == set(out["nodes"])  # both nodes, from h3
     assert all(row["state"] == "FINISHED" for row in rows)
     # Workers (node-local tables) are listed from every node too.
-    r = tn(
-        "exec",
+    r = in_host(
         "h2",
         sys.executable,
         "-m",
@@ -663,7 +652,6 @@ def test_task_listings_and_timeline_cover_every_node(cluster):
         "json",
         "--limit",
         "1000",
-        check=False,
     )
     assert r.returncode == 0, r.stderr
     assert set(out["nodes"]) <= {row["node_id"] for row in json.loads(r.stdout)}
@@ -844,7 +832,7 @@ def test_detached_actor_whose_owner_died_with_its_node_is_restarted_elsewhere(cl
     line = proc.stdout.readline()
     assert line.startswith("READY"), line + proc.stderr.read()
     assert json.loads(line.split(" ", 1)[1])[0] == "h3"
-    tn("kill", "h3")
+    NET.kill("h3")
     proc.wait(30)
     _wait_dead(cluster, "10.78.0.3", NODE_TIMEOUT_S + 10)
     out = cluster.driver(

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests._engine import raylite_only
-from tests.multinode.conftest import NODE_TIMEOUT_S, tn
+from tests.multinode.conftest import NET, NODE_TIMEOUT_S
 from tests.multinode.test_cluster import _background_driver, _finish, _three, _wait_dead
 
 pytestmark = [pytest.mark.timeout(300), raylite_only]
@@ -161,7 +161,7 @@ def test_a_node_that_dies_with_a_bundle_gets_its_bundle_placed_again(cluster):
         line = proc.stdout.readline()
         assert line.startswith("READY"), line + proc.stderr.read()
         victim_host = line.split()[1]
-        tn("kill", victim_host)
+        NET.kill(victim_host)
         _wait_dead(cluster, cluster.ip(victim_host), NODE_TIMEOUT_S + 10)
     finally:
         result = _finish(proc)

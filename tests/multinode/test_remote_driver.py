@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from tests._engine import raylite_only
-from tests.multinode.conftest import ENV, ROOT, TESTNET
+from tests.multinode.conftest import ENV, NET, ROOT
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.testnet_hosts(4), raylite_only]
 
@@ -83,7 +83,7 @@ print(json.dumps({
 
 def _in_h4(*argv: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", TESTNET, "exec", "h4", *argv],
+        NET.command("h4", *argv),
         env=env,
         capture_output=True,
         text=True,

@@ -20,11 +20,13 @@ from raylite.exceptions import (
     ActorDiedError,
     ConnectionLost,
     InvalidTransition,
+    ObjectLostError,
     TaskCancelledError,
     WorkerCrashedError,
 )
 from raylite.object_ref import ObjectRef
 from raylite.serialization import loads_inline
+from tests._engine import wait_for
 
 from .core_harness import CPU, Harness, StandIn, done, h
 
@@ -360,3 +362,64 @@ def test_an_actor_killed_for_memory_fails_its_calls_with_out_of_memory_error(h: 
     assert f"The actor killed: name=Counter, actor ID={client.actor_id.hex()}." in str(err)
     late, _ = call(h, client)
     assert isinstance(loads_inline(h.value(late)[1]), OutOfMemoryError)
+
+
+def test_a_task_whose_argument_is_already_being_rebuilt_runs_again_after_it(h: Harness) -> None:
+    # The owner hears that the argument's node died (its rebuild starts) before the
+    # task reading it reports it could not fetch it: the task runs again once the
+    # argument is rebuilt, as when the reader's report comes first. (The chaos soak
+    # found it failing with ObjectLostError while the argument was being rebuilt.)
+    arg, maker = h.submit(max_retries=1)
+    worker = h.grant()
+    push, reply = worker.take(P.PushTask)
+    reply(done(push, P.StoredAt(1 << 20, "tcp:10.0.0.2:1"), P.IN_STORE))
+    ref, reader = h.submit(arg, max_retries=1)
+    read_push, read_reply = worker.take(P.PushTask)
+    h.cw._object_lost(arg.id, "its node died")  # heard first: the maker is rerun
+    assert maker.rerunning
+    assert maker.state is L.QUEUED  # behind the reader on the one lease
+    lost = ObjectLostError(arg.id.hex(), "its copy could not be fetched")
+    read_reply(done(read_push, lost, P.ERROR))
+    assert reader.state is L.WAITING_ARGS  # not FAILED: it waits for the rebuild
+    assert reader.max_retries == 0  # one retry spent
+    push, reply = worker.take(P.PushTask)  # the maker again
+    assert push.task_id == maker.task_id
+    reply(done(push, P.StoredAt(1 << 20, "tcp:10.0.0.3:1"), P.IN_STORE))
+    read_push, read_reply = worker.take(P.PushTask)  # the reader again, on the new copy
+    assert read_push.task_id == reader.task_id
+    assert [d.data.node for d in read_push.deps] == ["tcp:10.0.0.3:1"]
+    read_reply(done(read_push, 7))
+    assert reader.state is L.FINISHED
+    assert loads_inline(h.value(ref)[1]) == 7
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [P.Failed(P.FailCode.WORKER_DIED, "the worker started for it died"), None],
+    ids=["worker-died", "node-gone"],
+)
+def test_an_actor_restart_whose_lease_is_lost_asks_again(h: Harness, refusal: Any) -> None:
+    # The lease for an actor's new life is lost with the worker started for it or with
+    # the node it went to: the actor asks again, as Ray reschedules it, instead of
+    # dying for good with restarts left (found by the chaos soak: a node manager killed
+    # while the actor it was starting again had spilled there).
+    client = create(h, max_restarts=-1)
+    first = construct(h)
+    h.cw._actor_process_died(first.name)
+    h.answer_causes()  # its node's memory monitor did not kill it
+    assert client.state is L.RESTARTING
+    _, answer = h.cw.nm.take(P.RequestLease)  # type: ignore[attr-defined]
+    if refusal is None:  # it went to another node, which died: the reply is a lost link
+        node = StandIn("tcp:10.0.0.9:1")
+        h.cw.peers["tcp:10.0.0.9:1"] = node  # type: ignore[assignment]
+        answer(P.LeaseSpillback("tcp:10.0.0.9:1"))
+        _, node_answer = node.take(P.RequestLease)
+        node_answer(ConnectionLost("that node died"))
+    else:
+        answer(refusal)
+    assert client.state is L.RESTARTING  # not DEAD: its lease is asked for again
+    nm: Any = h.cw.nm
+    wait_for(lambda: nm.requests, 10, "the actor's lease asked for again")
+    second = construct(h)
+    assert client.state is L.ALIVE
+    assert second is not first

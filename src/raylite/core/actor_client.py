@@ -29,6 +29,7 @@ from ..exceptions import (
     ActorDiedError,
     ConnectionLost,
     OutOfMemoryError,
+    RpcError,
     RuntimeEnvSetupError,
 )
 from ..node.memory_policy import OOM_HEADLINE, with_task
@@ -138,6 +139,11 @@ class ActorClientMixin:
                 P.RegisterActorName(name, ns, actor_id, class_name, methods or {}),
                 timeout=CONFIG.request_timeout_s,
             )
+            if isinstance(reply, P.Failed):  # the head stayed unreachable (node: head_wait_s)
+                raise RpcError(
+                    f"Could not create the actor named {name!r} (namespace={ns!r}): "
+                    f"{reply.reason}. Try again once the head is back."
+                )
             if reply.found:
                 if get_if_exists:
                     self.actor_client(reply.actor_id, reply.class_name, reply.address or None)
@@ -222,6 +228,11 @@ class ActorClientMixin:
     def named_actor(self, name: str, namespace: str | None) -> P.NamedActor:
         ns = namespace if namespace is not None else self.default_namespace()
         reply = self.nm.request(P.GetNamedActor(name, ns), timeout=CONFIG.request_timeout_s)
+        if isinstance(reply, P.Failed):  # the head stayed unreachable (node: head_wait_s)
+            raise RpcError(
+                f"Could not look up the actor named {name!r} (namespace={ns!r}): "
+                f"{reply.reason}. Try again once the head is back."
+            )
         if not reply.found:
             raise ValueError(f"Failed to look up actor with name {name!r} in namespace {ns!r}.")
         self.actor_client(reply.actor_id, reply.class_name, reply.address or None)

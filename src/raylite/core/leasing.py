@@ -31,6 +31,7 @@ from ..exceptions import (
     TaskPlacementGroupRemoved,
     TaskUnschedulableError,
 )
+from ..object_ref import new_id
 from ..serialization import dumps_inline
 from ..transport import Connection
 from .lease_queue import (
@@ -45,6 +46,16 @@ from .lease_queue import (
     SchedulingClass,
 )
 from .tasks import TaskSpec
+
+# An actor's lease refused for these reasons (the worker started for it died, a node
+# on the way went away) is asked for again, up to ACTOR_LEASE_TRIES times with a
+# growing pause (0.1 s doubling to 2 s: about 13 s, past a node's heartbeat timeout).
+ACTOR_LEASE_AGAIN = (
+    P.FailCode.WORKER_DIED,
+    P.FailCode.UNREACHABLE,
+    P.FailCode.NODE_MARKED_DEAD,
+)
+ACTOR_LEASE_TRIES = 10
 
 log = logging.getLogger("raylite")
 
@@ -124,12 +135,16 @@ class LeasingMixin:
         on_grant: Callable[[Lease | None, str], None] | None = None,
         detached: bool = False,
         retriable: bool | None = None,
+        tries: int = 0,
     ) -> None:
         """Ask our node manager for a worker; follow it to another node if it says so.
 
         A task lease (no on_grant) is the queues' (lease_id pending in `sc`): its
-        answers are their events. An actor's lease goes to on_grant (None: refused, and why).
-        `retriable` (None: its first queued task's) tells the memory monitor whom to kill first."""
+        answers are their events. An actor's lease goes to on_grant (None: refused, and
+        why); one lost with the node it was sent to, or with the worker started for it,
+        is asked for again (`tries` so far), as Ray reschedules an actor's creation when
+        its node dies, rather than ending the actor. `retriable` (None: its first queued
+        task's) tells the memory monitor whom to kill first."""
         hops = [0]
         if retriable is None:  # as Ray's lease spec: the task that asks for it says
             retriable = sc.queue[0].max_retries != 0 if sc.queue else sc.retriable
@@ -145,12 +160,19 @@ class LeasingMixin:
                 return
             if not isinstance(reply, P.LeaseGranted):
                 if on_grant is not None:
-                    if (
-                        isinstance(reply, P.Failed)
-                        and reply.code == P.FailCode.RUNTIME_ENV_SETUP_FAILED
-                        and actor_id is not None
-                    ):
+                    code = reply.code if isinstance(reply, P.Failed) else None
+                    if code == P.FailCode.RUNTIME_ENV_SETUP_FAILED and actor_id is not None:
                         self.env_failures[actor_id] = reply.reason  # the actor's cause
+                    lost = (reply is None or isinstance(reply, ConnectionLost)) and bool(nm)
+                    again = lost or code in ACTOR_LEASE_AGAIN
+                    if again and not self.closed and tries < ACTOR_LEASE_TRIES:
+                        self.timers.call_later(
+                            min(0.1 * 2**tries, 2.0),
+                            lambda: self._request_lease_again(
+                                sc, actor_id, on_grant, detached, retriable, tries + 1
+                            ),
+                        )
+                        return
                     on_grant(None, reply.reason if isinstance(reply, P.Failed) else "")
                     return
                 with self.lock:  # refused, or the node went away: ask again if needed
@@ -213,6 +235,21 @@ class LeasingMixin:
                 self.lock.defer(answered, None, nm)
 
         ask("", 0)
+
+    def _request_lease_again(
+        self,
+        sc: SchedulingClass,
+        actor_id: bytes | None,
+        on_grant: Callable[[Lease | None, str], None],
+        detached: bool,
+        retriable: bool | None,
+        tries: int,
+    ) -> None:
+        with self.lock:
+            if not self.closed:
+                self._request_lease(
+                    sc, new_id(), actor_id, on_grant, detached, retriable=retriable, tries=tries
+                )
 
     def _fail_queue(
         self,

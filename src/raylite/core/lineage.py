@@ -96,22 +96,26 @@ class LineageMixin:
     def _rebuild_argument(self, spec: TaskSpec, lost: bytes) -> bool:
         """A task failed because an argument we own was lost: rebuild that argument
         and run the task again, if both can be. The owner may hear of the dead node
-        only after the worker found the copy gone."""
+        only after the worker found the copy gone, or before: then the argument's
+        rebuild is under way (PENDING) and the task runs again once it is done."""
         with self.lock:
             entry = self.objects.get(lost)
             lineage = entry.lineage if entry is not None else None
+            rebuilding = entry is not None and entry.kind is PENDING
             if (
                 entry is None
-                or entry.kind != P.IN_STORE
-                or lineage is None
-                or lineage.max_retries == 0
+                or not (
+                    rebuilding
+                    or (entry.kind == P.IN_STORE and lineage is not None and lineage.max_retries)
+                )
                 or spec.cancelled
                 or self.closed
                 or not spend_retry(spec)
             ):
                 return False
             task_transition(spec, FAILED, f"its argument {lost.hex()[:12]} was lost")
-            self._object_lost(lost, "the task reading it could not fetch it")
+            if not rebuilding:
+                self._object_lost(lost, "the task reading it could not fetch it")
             old_held, spec.held = spec.held, []
             self._apply(self.table.rerun(spec, self.closed))  # holds its arguments anew
             self._apply(self.table.unheld(old_held))  # before the old holds go

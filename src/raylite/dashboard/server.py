@@ -174,6 +174,20 @@ async def _proxied(request: web.Request, proxy_url: str) -> web.Response | None:
         return None
 
 
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for k, v in HEADERS.items():
+        response.headers.setdefault(k, v)
+    # A proxied answer (proxy_url) keeps its own policy, but never one that allows
+    # framing: X-Frame-Options and the frame-ancestors directive are always ours.
+    response.headers["X-Frame-Options"] = "DENY"
+    kept = [
+        d.strip()
+        for d in response.headers["Content-Security-Policy"].split(";")
+        if d.strip() and not d.strip().lower().startswith("frame-ancestors")
+    ]
+    response.headers["Content-Security-Policy"] = "; ".join([*kept, "frame-ancestors 'none'"])
+
+
 def make_app(nm: Source, proxy_url: str | None = None) -> web.Application:
     """The application; `nm` is the head's node manager (read, never changed).
     `proxy_url`: requests (once authenticated) go there first (Ray's proxy_server_url)."""
@@ -181,12 +195,6 @@ def make_app(nm: Source, proxy_url: str | None = None) -> web.Application:
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        response = await _guarded(request, handler)
-        for k, v in HEADERS.items():
-            response.headers.setdefault(k, v)
-        return response
-
-    async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path
         if path in PUBLIC:
             return await handler(request)
@@ -330,6 +338,9 @@ def make_app(nm: Source, proxy_url: str | None = None) -> web.Application:
         return web.Response(body=nm.metrics_text().encode(), headers={"Content-Type": PROM_TYPE})
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    # On every response as it is sent, aiohttp's own errors (a 404 of a public path, a
+    # 405, a 500) and static files included: no other origin may frame any page.
+    app.on_response_prepare.append(_security_headers)
     app[AUTH] = auth
     app.router.add_get("/", index)
     app.router.add_get("/login", login_form)

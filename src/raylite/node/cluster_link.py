@@ -57,6 +57,17 @@ HEAD_REQUESTS = (
     P.GetPlacementGroups,
 )
 
+# Head requests that only read its tables: sent again after the connection dropped
+# mid-request (a restarted head answers them from its storage).
+HEAD_READS = (
+    P.GetClusterInfo,
+    P.GetNodeStatus,
+    P.GetActorInfo,
+    P.GetNamedActor,
+    P.WaitPlacementGroup,
+    P.GetPlacementGroups,
+)
+
 
 class ClusterLinkMixin:
     """NodeManager's link to the head and to its peers; the state below is set by
@@ -164,20 +175,34 @@ class ClusterLinkMixin:
             self.spawn(self.head_request(msg, reply=False))
 
     async def head_request(self, msg: Any, reply: bool = True) -> Any:
-        """Send to the head once it is reachable; its reply, or Failed."""
+        """Send to the head once it is reachable; its reply, or Failed.
+
+        While the head is away (killed and started again) a request waits for it, up
+        to CONFIG.head_wait_s, as Ray's clients wait for a restarted GCS; a read that
+        was in flight when the connection dropped is sent again to the new head (a
+        write is not: the old head may have applied it)."""
         assert self.head_ready is not None
-        try:
-            await asyncio.wait_for(self.head_ready.wait(), self.node_timeout_s)
-            conn = self.head_conn
-            assert conn is not None
-            if not reply:
-                conn.send(msg)
-                return None
-            return await conn.request(msg)
-        except (ConnectionLost, TimeoutError) as exc:
-            return P.Failed(
-                P.FailCode.UNREACHABLE, f"the head at {self.head_address} is unreachable ({exc!r})"
-            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(CONFIG.head_wait_s, self.node_timeout_s)
+        while True:
+            conn = None
+            try:
+                await asyncio.wait_for(self.head_ready.wait(), max(deadline - loop.time(), 0))
+                conn = self.head_conn
+                assert conn is not None
+                if not reply:
+                    conn.send(msg)
+                    return None
+                return await conn.request(msg)
+            except (ConnectionLost, TimeoutError) as exc:
+                if conn is not None and conn.closed and self.head_conn is conn:
+                    self.head_ready.clear()  # the heartbeat loop rejoins; wait for it
+                if isinstance(msg, HEAD_READS) and conn is not None and loop.time() < deadline:
+                    continue
+                return P.Failed(
+                    P.FailCode.UNREACHABLE,
+                    f"the head at {self.head_address} is unreachable ({exc!r})",
+                )
 
     def forward_to_head(self, conn: AsyncConnection, msg: Any, rid: int) -> None:
         async def forward() -> None:

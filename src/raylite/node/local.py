@@ -30,7 +30,19 @@ def nodes_dir() -> str:
     return path
 
 
+def netns_id(pid: int | str = "self") -> str:
+    """The network namespace of a process, this one by default ("" where it cannot be
+    told): processes in other namespaces (containers, testnet hosts) share /tmp but not
+    their addresses."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def write_node(info: dict[str, Any]) -> str:
+    info.setdefault("netns", netns_id())  # `raylite start` runs where its node runs
     path = os.path.join(nodes_dir(), f"{info['pid']}.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -50,8 +62,11 @@ def local_ips() -> set[str]:
 
 
 def local_nodes() -> list[dict[str, Any]]:
-    """Nodes started here whose process still runs, newest first."""
+    """Nodes started here whose process still runs, newest first. "Here" is this
+    network namespace: a node on 127.0.0.1 in another one (a container, a testnet host
+    sharing /tmp) has the same address but is another machine's."""
     ips = local_ips()
+    netns = netns_id()
     found = []
     for path in glob.glob(os.path.join(nodes_dir(), "*.json")):
         try:
@@ -62,6 +77,10 @@ def local_nodes() -> list[dict[str, Any]]:
         info["file"] = path
         if info.get("ip") not in ips:
             continue  # another host's (testnet hosts share this directory)
+        # Its file says (nodes since this check), else /proc does (older files).
+        theirs = info.get("netns") or netns_id(int(info.get("pid", 0)))
+        if netns and theirs and theirs != netns:
+            continue  # same address, another namespace: another host's
         if not psutil.pid_exists(int(info.get("pid", 0))):
             remove_dirs(info)  # it was killed: nobody else removes its files
             continue

@@ -160,9 +160,25 @@ def sessions() -> list[str]:
     return sorted(found, key=os.path.getmtime, reverse=True)
 
 
+def _default_sessions() -> list[str]:
+    """Where a tool looks without --session: the nodes `raylite start` runs on this host
+    (this network namespace: node/local.py) first, newest first, then any other running
+    session (an init() of this machine). Without the first, a tool in a testnet host or
+    container found the newest session of any namespace on the machine, another
+    cluster's (the chaos soak's `raylite list actors` listed other tests' actors)."""
+    from ..node import local
+
+    started = [
+        n["session_dir"]
+        for n in local.local_nodes()
+        if n.get("session_dir") and not n.get("head_only")
+    ]
+    return started + [s for s in sessions() if s not in started]
+
+
 def connect(session: str | None = None) -> Connection:
-    """A connection to the node of `session` (default: the newest running one)."""
-    candidates = [session] if session else sessions()
+    """A connection to the node of `session` (default: this host's newest node)."""
+    candidates = [session] if session else _default_sessions()
     errors = []
     for s in candidates:
         try:
