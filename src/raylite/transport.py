@@ -50,7 +50,7 @@ import threading
 from _blake2 import blake2b  # hashlib's, without hashlib: its import maps OpenSSL's
 from _operator import _compare_digest as compare_digest  # libcrypto (~3.4 MB a process)
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import CONFIG
 from .exceptions import AuthenticationError, ConnectionLost, ProtocolError
@@ -270,6 +270,10 @@ class Connection:
         self._broken = False  # a send failed: closed here, but reported as a peer's close
         self.peer: Any = None  # set by the owner of the connection (e.g. a worker id)
         self._send_lock = threading.Lock()
+        # Frames written but not yet sent (hold(), or the reader thread's writes while
+        # it handles one read's frames): the next send, or flush(), sends them first.
+        self._held: list[bytes] = []
+        self._batching = 0  # the reader thread's ident while it handles a read's frames
         self._pending: dict[int, _Reply] = {}
         self._rids = itertools.count(1)
         self.sent_functions: set[bytes] = set()
@@ -309,19 +313,52 @@ class Connection:
     def _write(self, data: bytes) -> None:
         if self.closed:
             raise ConnectionLost(f"connection {self.name} is closed")
+        if self._batching and self._batching == threading.get_ident():
+            # The reader thread, amid one read's frames (replies to several of them go
+            # out in one send at its end: _read_loop).
+            with self._send_lock:
+                self._held.append(data)
+            return
         try:
             with self._send_lock:
+                if self._held:  # what was held goes first: frames keep their order
+                    data = b"".join([*self._held, data])
+                    self._held = []
                 self.sock.sendall(data)
         except OSError as exc:
-            # Closed at once, so a caller that sends again sees it (and dials anew)
-            # instead of failing on the same socket until the reader thread notices;
-            # the reader thread still reports the close (pending replies, on_close).
-            if not self.closed:
-                self._broken = True
-                self.closed = True
-                with contextlib.suppress(OSError):
-                    self.sock.shutdown(socket.SHUT_RDWR)
-            raise ConnectionLost(f"connection {self.name} lost: {exc}") from exc
+            self._lost(exc)
+
+    def hold(self, msg: Any, request_id: int = 0) -> None:
+        """Write `msg` (a reply if `request_id`), sent with the next send or flush(): a
+        worker holds a task's reply while the next pushed task runs at once."""
+        if self.closed:
+            raise ConnectionLost(f"connection {self.name} is closed")
+        data = encode(msg, -request_id)
+        with self._send_lock:
+            self._held.append(data)
+
+    def flush(self) -> None:
+        """Send what was held."""
+        try:
+            with self._send_lock:
+                if not self._held:
+                    return
+                data = b"".join(self._held)
+                self._held = []
+                self.sock.sendall(data)
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> NoReturn:
+        # Closed at once, so a caller that sends again sees it (and dials anew)
+        # instead of failing on the same socket until the reader thread notices;
+        # the reader thread still reports the close (pending replies, on_close).
+        if not self.closed:
+            self._broken = True
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionLost(f"connection {self.name} lost: {exc}") from exc
 
     def send(self, msg: Any) -> None:
         self._write(encode(msg))
@@ -366,6 +403,7 @@ class Connection:
                 data = sock.recv(1 << 18)
                 if not data:
                     break
+                self._batching = threading.get_ident()
                 for body in reader.feed(data):
                     msg, rid = decode(body)
                     if rid < 0:
@@ -379,6 +417,10 @@ class Connection:
                             slot.event.set()  # type: ignore[union-attr]
                     else:
                         self.handler(self, msg, rid)
+                self._batching = 0
+                if self._held:
+                    with contextlib.suppress(ConnectionLost):  # the reads that follow see it
+                        self.flush()
                 # Drop the last message and callback now: this thread may block in
                 # recv() for a long time, and they can hold ObjectRefs alive.
                 slot = msg = None

@@ -111,6 +111,8 @@ class Worker(ActorConcurrency):
         self.running_task: bytes | None = None
         self.task_began = 0.0  # time.time() the running task began
         self._watching = False  # a _watch is armed: tasks wait behind a running one
+        self._held = 0  # task replies held (Connection.hold) on _held_on
+        self._held_on: Any = None
         self.display_name = "raylite::IDLE"
         self.events: list[P.TaskEvent] = []
         self.events_lock = threading.Lock()
@@ -215,12 +217,21 @@ class Worker(ActorConcurrency):
             self._watching = True  # a push came as we stopped: keep watching
         self.cw.timers.call_later(wait, self._watch)
 
+    def _flush_held(self) -> None:
+        """Send the replies held for the tasks that ran before the running one."""
+        conn, self._held_on, self._held = self._held_on, None, 0
+        if conn is not None:
+            with contextlib.suppress(Exception):  # the owner is gone: nobody wants them
+                conn.flush()
+
     def _bounce_queued(self) -> None:
         """The running task blocks (get, wait): the tasks its owner pushed behind it
         (pipelined: lease_queue.pipeline) go back unrun, TaskBounced, to run on other
         leases; one may be what the blocked task waits for. An actor's calls stay."""
         if self.actor is not None:
             return
+        if self._held:  # the tasks before it are done: their owners hear it now
+            self._flush_held()
         kept = []
         while True:
             try:
@@ -342,7 +353,20 @@ class Worker(ActorConcurrency):
         if cw._unmapped or cw._released:
             cw._process_released()
         try:
-            conn.reply(rid, P.TaskDone(returns, self.pid))
+            if (
+                msg.actor_id is None
+                and not self.tasks.empty()
+                and self._held < CONFIG.pipeline_depth - 1
+            ):
+                # A pushed task runs next, at once: this reply goes out with the next
+                # send (its reply, or the watch's flush if it runs long).
+                conn.hold(P.TaskDone(returns, self.pid), rid)
+                self._held += 1
+                self._held_on = conn
+            else:
+                conn.reply(rid, P.TaskDone(returns, self.pid))  # held ones go first
+                if self._held:
+                    self._flush_held()
         except MessageTooLargeError as exc:  # an error's text over 2 GiB: say so instead
             returns = self._error(msg, exc, msg.name)
             with contextlib.suppress(Exception):

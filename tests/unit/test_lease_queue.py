@@ -301,21 +301,23 @@ def ended(q: LeaseQueues, lease: Lease, now: float) -> Any:
     return q.task_ended(lease, now)
 
 
-def test_a_quick_class_pipelines_one_task_behind_the_running_one():
-    q = queues()
-    first, second, third, fourth = (retriable() for _ in range(4))
+def test_a_quick_class_pipelines_up_to_its_depth_behind_the_running_task():
+    q = LeaseQueues(Config(lease_linger_s=LINGER, pipeline_depth=3))
+    first, second, third, fourth, fifth = (retriable() for _ in range(5))
     lease = running(q, first, 0.0)
-    for spec in (second, third, fourth):
+    for spec in (second, third, fourth, fifth):
         q.enqueue(spec)
-    # first took 1 ms (< pipeline_task_s): the next runs, and one more may queue behind it
+    # first took 1 ms (< pipeline_task_s): the next runs, and more may queue behind it
     assert ended(q, lease, 0.001) == Push(lease, second)
     assert lease.sclass.fast
     lease.busy = second  # the shell pushes it
     assert q.pipeline(lease) == Push(lease, third)
     lease.queued.append(third)
-    assert q.pipeline(lease) is None  # one behind the running task at most
-    # second ends: third (pushed already) runs, fourth goes behind it
-    assert ended(q, lease, 0.0015) == Push(lease, fourth)
+    assert q.pipeline(lease) == Push(lease, fourth)
+    lease.queued.append(fourth)
+    assert q.pipeline(lease) is None  # depth 3: the running task and two behind it
+    # second ends: third (pushed already) runs, fifth goes behind fourth
+    assert ended(q, lease, 0.0015) == Push(lease, fifth)
 
 
 def test_a_slow_class_never_pipelines():

@@ -175,7 +175,15 @@ class LeaseQueues:
     is killed; the queues drop the ones they give back.
     """
 
-    __slots__ = ("classes", "leases", "linger_armed", "linger_s", "max_pending", "pipeline_s")
+    __slots__ = (
+        "classes",
+        "depth",
+        "leases",
+        "linger_armed",
+        "linger_s",
+        "max_pending",
+        "pipeline_s",
+    )
 
     def __init__(self, config: Config = CONFIG) -> None:
         self.classes: dict[ShapeKey, SchedulingClass] = {}
@@ -184,6 +192,7 @@ class LeaseQueues:
         self.linger_s = config.lease_linger_s
         self.max_pending = config.max_pending_leases
         self.pipeline_s = config.pipeline_task_s
+        self.depth = config.pipeline_depth
 
     # -- tasks -------------------------------------------------------------------
 
@@ -225,7 +234,7 @@ class LeaseQueues:
         class's tasks are short and retriable (a pushed task the worker never began
         is retried if the worker dies) and others still wait for it."""
         sc = lease.sclass
-        if not sc.fast or not sc.queue or lease.queued:
+        if not sc.fast or not sc.queue or len(lease.queued) >= self.depth - 1:
             return None
         busy, spec = lease.busy, sc.queue[0]
         if (

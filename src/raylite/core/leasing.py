@@ -70,10 +70,11 @@ class LeasingMixin:
         action = self.queues.task_ended(lease, time.monotonic())
         if type(action) is Push:  # the hot path: the next queued task
             self._push(action.lease, action.spec)
-            if lease.sclass.fast:  # and one behind it, if it may
+            if lease.sclass.fast:  # and more behind it, if it may
                 more = self.queues.pipeline(lease)
-                if more is not None:
+                while more is not None:
                     self._push(more.lease, more.spec)
+                    more = self.queues.pipeline(lease)
         elif action is not None:
             self._lease_action(action)
 
