@@ -112,6 +112,8 @@ class Worker(ActorConcurrency):
         self.task_began = 0.0  # time.time() the running task began
         self._watching = False  # a _watch is armed: tasks wait behind a running one
         self._held = 0  # task replies held (Connection.hold) on _held_on
+        # Function code that came with a task that never ran (_keep_code), by function id.
+        self.unrun_code: dict[bytes, bytes] = {}
         self._held_on: Any = None
         self.display_name = "raylite::IDLE"
         self.events: list[P.TaskEvent] = []
@@ -241,11 +243,18 @@ class Worker(ActorConcurrency):
             if item is _EXIT or item[1].actor_id is not None:
                 kept.append(item)
                 continue
-            conn, _, rid = item
+            conn, msg, rid = item
+            self._keep_code(msg)
             with contextlib.suppress(Exception):  # its owner is gone: nobody wants it
                 conn.reply(rid, P.TaskBounced(self.pid))
         for item in kept:
             self.tasks.put(item)
+
+    def _keep_code(self, msg: P.PushTask) -> None:
+        """A task that never runs here (bounced, cancelled first) may carry its
+        function's code, which its owner sends a connection once: kept for the next."""
+        if msg.function_blob is not None and msg.function_id not in self.functions:
+            self.unrun_code[msg.function_id] = msg.function_blob
 
     def _last_call(self, msg: P.PushTask) -> bool:
         """Count a call of a function with max_calls: True if it was its last here."""
@@ -455,9 +464,10 @@ class Worker(ActorConcurrency):
         else:
             fn = self.functions.get(msg.function_id)
             if fn is None:
-                if msg.function_blob is None:
+                blob = msg.function_blob or self.unrun_code.pop(msg.function_id, None)
+                if blob is None:
                     raise RuntimeError(f"worker has no code for {msg.name}")
-                fn, limit = loads_function_limited(msg.function_blob)
+                fn, limit = loads_function_limited(blob)
                 self.functions[msg.function_id] = fn
                 if limit:
                     self.calls_left[msg.function_id] = limit
@@ -504,6 +514,7 @@ class Worker(ActorConcurrency):
             )
         if msg.task_id in self.cancelled:
             self.cancelled.discard(msg.task_id)
+            self._keep_code(msg)
             return self._cancelled(msg), start, start
         try:
             fn, args, kwargs = self._resolve(msg)

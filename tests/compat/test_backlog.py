@@ -136,3 +136,23 @@ def test_a_task_polling_for_a_later_tasks_file_finishes(ray_start, tmp_path):
     after = [noop.remote(i) for i in range(300)]
     assert ray.get([waiter, maker], timeout=60) == ["seen", "made"]
     assert ray.get(before + after, timeout=60) == list(range(300)) * 2
+
+
+@ray.remote
+def fresh(x):
+    return x * 2
+
+
+def test_a_function_first_pushed_behind_a_long_task_runs_everywhere(ray_start, tmp_path):
+    # `fresh` has never run: its code travels with its first push to each worker. A
+    # push pipelined behind a task that then runs long comes back unrun; the worker
+    # keeps the code it brought, for the pushes after it (which carry none).
+    path = str(tmp_path / "release")
+    warm = [noop.remote(i) for i in range(300)]
+    blocker = wait_for_file.remote(path)
+    refs = [fresh.remote(i) for i in range(3000)]
+    ray.wait(refs, num_returns=100, timeout=60)  # the other worker runs them meanwhile
+    open(path, "w").close()  # the blocker ends: its worker takes `fresh` pushes now
+    assert ray.get(refs, timeout=60) == [2 * i for i in range(3000)]
+    assert ray.get(blocker, timeout=60) == "seen"
+    assert ray.get(warm, timeout=60) == list(range(300))
