@@ -363,3 +363,18 @@ def test_pipelining_is_off_with_a_zero_threshold():
     assert ended(q, lease, 0.0) == Push(lease, second)
     lease.busy = second
     assert q.pipeline(lease) is None
+
+
+def test_a_class_with_a_scheduling_strategy_never_pipelines():
+    # SPREAD wants its tasks on many nodes: stacking them on one lease defeats it.
+    q = queues()
+    specs = [retriable() for _ in range(3)]
+    for spec in specs:
+        spec.strategy = "SPREAD"
+        spec.shape_key = (*spec.shape_key, ("@strategy", "'SPREAD'"))
+    lease = running(q, specs[0], 0.0)
+    q.enqueue(specs[1])
+    q.enqueue(specs[2])
+    assert ended(q, lease, 0.0) == Push(lease, specs[1])
+    lease.busy = specs[1]
+    assert q.pipeline(lease) is None

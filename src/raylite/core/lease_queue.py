@@ -236,6 +236,8 @@ class LeaseQueues:
         sc = lease.sclass
         if not sc.fast or not sc.queue or len(lease.queued) >= self.depth - 1:
             return None
+        if sc.strategy is not None:  # SPREAD, affinity: its tasks go to their own leases
+            return None
         busy, spec = lease.busy, sc.queue[0]
         if (
             busy is None
