@@ -231,7 +231,8 @@ def work_tasks(engine: str, quick: bool) -> None:
     )
 
 
-def work_actor(engine: str, quick: bool) -> None:
+def started_actor(engine: str) -> tuple[Any, Any]:
+    """(the engine, an actor with a no-op method m) on a fresh 2-CPU session."""
     ray = importlib.import_module(engine)
     engine_init(ray, num_cpus=2)
 
@@ -240,7 +241,11 @@ def work_actor(engine: str, quick: bool) -> None:
         def m(self) -> None:
             return None
 
-    actor = Counter.remote()
+    return ray, Counter.remote()
+
+
+def work_actor(engine: str, quick: bool) -> None:
+    ray, actor = started_actor(engine)
     for _ in range(50):
         ray.get(actor.m.remote())
     count, elapsed = timed_loop(lambda: ray.get(actor.m.remote()), 1.0 if quick else 3.0)
@@ -369,15 +374,7 @@ def work_pi(engine: str, quick: bool) -> None:
 def work_pipelined(engine: str, quick: bool) -> None:
     """Actor calls submitted 1,000 at a time, then fetched: the caller never waits on
     one call before sending the next (Ray's "pipelined" actor calls)."""
-    ray = importlib.import_module(engine)
-    engine_init(ray, num_cpus=2)
-
-    @ray.remote
-    class Counter:
-        def m(self) -> None:
-            return None
-
-    actor = Counter.remote()
+    ray, actor = started_actor(engine)
     ray.get([actor.m.remote() for _ in range(200)])
     count, elapsed = timed_loop(
         lambda: ray.get([actor.m.remote() for _ in range(1000)]), 1.0 if quick else 3.0
