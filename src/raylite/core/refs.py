@@ -11,6 +11,7 @@ objects' values (core_worker).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,26 @@ from ..object_ref import ObjectRef
 from ..transport import Connection
 
 log = logging.getLogger("raylite")
+
+# A per-object dict is copied to its present size (_compact_tables) once it is over
+# this many bytes with under one entry per COMPACT_BYTES of them: a dict never shrinks.
+COMPACT_FROM = 1 << 20
+COMPACT_BYTES = 200
+
+
+def _oversized(table: dict[Any, Any]) -> bool:
+    size = sys.getsizeof(table)  # O(1): the dict's own allocation
+    return size > COMPACT_FROM and len(table) * COMPACT_BYTES < size
+
+
+def _trim_heap() -> None:
+    """glibc's malloc_trim(0): free pages of its heap go back to the system."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class RefsMixin:
@@ -137,6 +158,7 @@ class RefsMixin:
             if n:  # a mapping the node manager never heard of is not undone
                 self._send_nm(P.ObjectUnmapped(oid))
         released = self._released
+        freed = 0
         while released:
             to_free = []
             with self._ref_lock:
@@ -158,11 +180,24 @@ class RefsMixin:
                         except ConnectionLost:
                             pass
             if not to_free:
-                return
+                break
+            freed += len(to_free)
             with self.lock:
                 for oid in to_free:
                     if oid in self.objects:
                         self._apply(self.table.released(oid))
+        if freed and _oversized(self.objects):
+            self._compact_tables()
+
+    def _compact_tables(self) -> None:
+        """After a mass release (a program dropped tens of thousands of refs): a Python
+        dict keeps the table of its largest size, so the two that hold an entry per
+        object are copied to their present size, and glibc is asked to give its free
+        memory back; so the process returns to about its size before them."""
+        with self.lock, self._ref_lock:
+            self.local_refs = self.table.local_refs = dict(self.local_refs)
+            self.objects = self.table.entries = dict(self.objects)
+        _trim_heap()
 
     def _adopt_contained(self, contained: dict[bytes, str] | None) -> list[ObjectRef]:
         """Refs inside a task's return value (object id -> owner); the worker registered
