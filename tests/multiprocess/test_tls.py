@@ -10,6 +10,7 @@ stays None here): the drivers run in processes of their own.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -372,3 +373,49 @@ def test_a_head_restarted_on_its_storage_keeps_its_ca_and_its_nodes(tmp_path):
         for p in alive:
             p.kill()
         assert not alive
+
+
+COLLECTIVE = """
+import json, sys
+import numpy as np
+import raylite as ray
+import raylite.util.collective as col
+
+ray.init(address=sys.argv[1])
+
+@ray.remote(num_cpus=0)
+class Member:
+    def work(self, rank):
+        col.init_collective_group(2, rank, backend="gloo", group_name="tls")
+        g = col.get_group_handle("tls")
+        kinds = sorted({type(s).__name__ for s in g.peers.values()})
+        big = np.arange(600_000, dtype=np.float64) * (rank + 1)  # the ring, many records
+        col.allreduce(big, group_name="tls")
+        small = np.full(10, rank + 1, np.int32)
+        col.allreduce(small, group_name="tls", op=col.ReduceOp.MAX)
+        col.barrier("tls")
+        col.destroy_collective_group("tls")
+        ok = bool(np.array_equal(big, np.arange(600_000, dtype=np.float64) * 3))
+        return {"kinds": kinds, "ring_ok": ok, "max": int(small[0])}
+
+members = [Member.options(resources={r: 0.01}).remote() for r in ("near", "far")]
+print("GOT", json.dumps(ray.get([m.work.remote(i) for i, m in enumerate(members)], timeout=120)))
+ray.shutdown()
+"""
+
+
+def test_a_collective_group_across_nodes_speaks_tls(cluster):
+    r = subprocess.run(
+        [sys.executable, "-c", COLLECTIVE, cluster["head"]],
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(r.stdout.split("GOT ", 1)[1])
+    for member in got:
+        assert member["kinds"] == ["SSLSocket"]  # the peer on the other node: TLS
+        assert member["ring_ok"]
+        assert member["max"] == 2

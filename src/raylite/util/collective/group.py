@@ -167,13 +167,9 @@ class Group:
         cw: Any = context.global_worker()
         token: bytes = cw.token
         node_id = raylite.get_runtime_context().get_node_id()
-        # A --tls cluster: no plain TCP between nodes; its ranks meet on unix sockets.
-        tls_on = transport.TLS is not None
-        listeners = (
-            []
-            if tls_on
-            else [socket.create_server((get_node_ip_address(), 0), backlog=self.world_size)]
-        )
+        # A --tls cluster: ranks on other nodes speak TLS (the cluster's certificates,
+        # both ways), ranks on this node meet on unix sockets.
+        listeners = [socket.create_server((get_node_ip_address(), 0), backlog=self.world_size)]
         base = os.path.dirname(cw.address[5:]) if cw.address.startswith("unix:") else None
         unix_path = os.path.join(base or tempfile.gettempdir(), f"c-{uuid.uuid4().hex[:12]}.sock")
         try:
@@ -185,7 +181,7 @@ class Group:
             ux.close()
             unix_path = ""
         try:
-            tcp = None if tls_on else listeners[0].getsockname()[:2]
+            tcp = listeners[0].getsockname()[:2]
             info = {"node": node_id, "tcp": tcp, "unix": unix_path}
             wait = self.timeout_s
             keep_alive, index, table, present = _meet(
@@ -198,8 +194,6 @@ class Group:
                     f"within {wait:g} s (ranks {present} did); start every rank, or pass a "
                     f"longer gloo_timeout"
                 )
-            if tls_on and any(t["tcp"] is None and t["node"] != node_id for t in table):
-                self._no_tls()  # every rank sees the same table: all fail at once
             if all(t["node"] == node_id for t in table):
                 self.shm = ShmArea()
             key = hashlib.blake2b(f"{self.group_name}/{index}".encode(), digest_size=16).digest()
@@ -223,14 +217,13 @@ class Group:
     ) -> socket.socket:
         if info["node"] == node_id and info["unix"]:
             family, addr = socket.AF_UNIX, info["unix"]
-        elif info["tcp"] is None:  # the cluster runs --tls: no plain TCP (tls.py)
-            self._no_tls()
         else:
             family, addr = socket.AF_INET, tuple(info["tcp"])
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.settimeout(max(deadline - time.monotonic(), 0.1))
             sock.connect(addr)
+            sock = _tls(sock, server_side=False)
             # The cluster's challenge and response (transport.py), then the group's hello.
             client_handshake(sock, token, f"{addr}", cluster=False)
             sock.sendall(_HELLO.pack(key, self.rank))
@@ -263,6 +256,7 @@ class Group:
                     conn, _addr = k.fileobj.accept()  # type: ignore[union-attr]
                     try:
                         conn.settimeout(max(deadline - time.monotonic(), 0.1))
+                        conn = _tls(conn, server_side=True)
                         # Nothing from a peer that has not proved the token; a stale
                         # dialler (another round of this group) is turned away too.
                         proved = server_handshake(conn, token)
@@ -280,13 +274,6 @@ class Group:
                     conn.sendall(_ACK)
                     self.peers[peer] = self._tune(conn)
                     want.discard(peer)
-
-    def _no_tls(self) -> None:
-        raise NotImplementedError(
-            f"collective group '{self.group_name}': ranks on different nodes of a cluster "
-            "started with --tls are not supported yet (the group's sockets are not "
-            "encrypted); place every rank on one node, or run without --tls"
-        )
 
     @staticmethod
     def _tune(sock: socket.socket) -> socket.socket:
@@ -339,6 +326,17 @@ class Group:
                 )
                 sel.register(self.peers[peer], events, peer)
             while out or inc:
+                # Bytes a TLS socket has decrypted already wake no select: read them first.
+                buffered = [p for p in inc if _buffered(self.peers[p])]
+                for peer in buffered:
+                    if self._read(op, peer, inc[peer]):
+                        del inc[peer]
+                        if peer not in out:
+                            sel.unregister(self.peers[peer])
+                        else:
+                            sel.modify(self.peers[peer], selectors.EVENT_WRITE, peer)
+                if buffered:
+                    continue
                 ready = sel.select(self.timeout_s)
                 if not ready:
                     waiting = sorted(out.keys() | inc.keys())
@@ -391,6 +389,8 @@ class Group:
         except BlockingIOError:
             return False
         except OSError as exc:
+            if _again(exc):
+                return False
             raise self._gone(op, peer, exc) from exc
         return True
 
@@ -415,6 +415,8 @@ class Group:
         except BlockingIOError:
             return False
         except OSError as exc:
+            if _again(exc):
+                return False
             raise self._gone(op, peer, exc) from exc
         return True
 
@@ -457,6 +459,29 @@ class Group:
 def _bytes(arr: np.ndarray) -> memoryview:
     """The array's memory as bytes (any dtype, datetime included), without a copy."""
     return memoryview(arr.view(np.uint8))  # type: ignore[arg-type]
+
+
+def _tls(sock: socket.socket, *, server_side: bool) -> socket.socket:
+    """A TCP socket of a --tls cluster as an SSL socket (the cluster's CA and this
+    process's certificate, both ends checked), handshake done within its timeout; any
+    other socket as it is. One thread uses a group's sockets at a time (its lock), as
+    an SSL socket needs."""
+    if transport.TLS is None or sock.family != socket.AF_INET:
+        return sock
+    ctx = transport.TLS.server if server_side else transport.TLS.client
+    return ctx.wrap_socket(sock, server_side=server_side)  # type: ignore[no-any-return]
+
+
+def _buffered(sock: socket.socket) -> bool:
+    """Decrypted bytes waiting in an SSL socket (a plain socket has none)."""
+    pending = getattr(sock, "pending", None)
+    return pending is not None and pending() > 0
+
+
+def _again(exc: OSError) -> bool:
+    """An SSL socket's "try again" (it needs the other direction first, or more of a
+    record): by name, so a plain cluster never imports ssl."""
+    return type(exc).__name__ in ("SSLWantReadError", "SSLWantWriteError")
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
