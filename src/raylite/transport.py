@@ -431,13 +431,7 @@ class Connection:
             if not self.closed:
                 log.warning("protocol error from %s: %s", self.describe(), exc)
         except Exception as exc:  # a handler failed on what it sent: drop the connection
-            log.error(
-                "protocol error from %s: handling %s raised %r",
-                self.describe(),
-                type(msg).__name__,
-                exc,
-                exc_info=True,
-            )
+            log_handler_failure(self.describe(), msg, exc)
         finally:
             self._closed_by_peer()
 
@@ -560,6 +554,18 @@ class Listener:
 
 
 STREAM_CHUNK = 1 << 20  # the receive buffer of a raw stream: 1 MiB (stays in cache), reused
+
+
+def log_handler_failure(peer: str, msg: Any, exc: Exception) -> None:
+    """The one line (with its traceback) when a handler raised on what a peer sent;
+    both transports then drop that connection, and nothing else."""
+    log.error(
+        "protocol error from %s: handling %s raised %r",
+        peer,
+        type(msg).__name__,
+        exc,
+        exc_info=True,
+    )
 
 
 def receive_stream(address: str, token: bytes, request: Any, fd: int, timeout: float) -> Any:

@@ -29,6 +29,7 @@ from .transport import (
     compare_digest,
     describe_peer,
     impostor,
+    log_handler_failure,
     parse_address,
     refused,
     server_check,
@@ -95,13 +96,7 @@ class AsyncConnection:
             if not self.closed:
                 log.warning("protocol error from %s: %s", self.describe(), exc)
         except Exception as exc:  # a handler failed on what the peer sent
-            log.error(
-                "protocol error from %s: handling %s raised %r",
-                self.describe(),
-                type(msg).__name__,
-                exc,
-                exc_info=True,
-            )
+            log_handler_failure(self.describe(), msg, exc)
         finally:
             self.close()
 
