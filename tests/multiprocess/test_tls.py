@@ -127,9 +127,9 @@ def cluster(tmp_path_factory):
         assert not alive, f"left running after raylite stop: {[p.pid for p in alive]}"
 
 
-def _driver(cluster, env: dict[str, str], address: str) -> str:
+def _driver(cluster, env: dict[str, str], address: str, script: str = DRIVER) -> str:
     r = subprocess.run(
-        [sys.executable, "-c", DRIVER, address],
+        [sys.executable, "-c", script, address],
         env=env,
         capture_output=True,
         text=True,
@@ -405,16 +405,8 @@ ray.shutdown()
 
 
 def test_a_collective_group_across_nodes_speaks_tls(cluster):
-    r = subprocess.run(
-        [sys.executable, "-c", COLLECTIVE, cluster["head"]],
-        env=cluster["env"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    got = json.loads(r.stdout.split("GOT ", 1)[1])
+    out = _driver(cluster, cluster["env"], cluster["head"], COLLECTIVE)
+    got = json.loads(out.split("GOT ", 1)[1])
     for member in got:
         assert member["kinds"] == ["SSLSocket"]  # the peer on the other node: TLS
         assert member["ring_ok"]
