@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
                 "node.local", "dashboard", "ray_alias", "job_submission.common"]),
     ("wire", ["codec", "protocol", "protocol_services", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
-              "bundles", "node.lease_book", "node.bundle_book", "node.store_book", "node.worker_cap",
+              "bundles", "node.lease_book", "node.bundle_book", "node.store_book", "node.worker_cap", "node.lease_waits",
               "node.memory_policy",
               "runtime_env", "runtime_env.spec", "runtime_env.packaging"]),  # pure books: foundations only
     ("io", ["transport", "transport_async", "tls", "object_store", "task_events", "runtime_env.agent",

@@ -135,7 +135,7 @@ class BundleBook:
             transition(lease, REVOKED, LEASE_TRANSITIONS, cause="its bundle is gone",
                        who=lease.lease_id)  # fmt: skip
             worker.lease_id = None
-            rest = {k: v for k, v in book._held(lease).items() if k not in gone}
+            rest = {k: v for k, v in book.held_now(lease).items() if k not in gone}
             if rest:
                 book.give_back(rest, lease.gpu_ids)
             actions.append(KillWorker(worker))

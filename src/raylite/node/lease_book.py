@@ -59,6 +59,7 @@ from ..config import CONFIG, RESOURCE_UNIT, Config
 from ..protocol import FailCode, NodeAffinity
 from ..scheduling import NodeView, Placement
 from ..transitions import transition
+from . import lease_waits
 from .worker_cap import WorkerCap
 
 log = logging.getLogger("raylite")
@@ -439,7 +440,7 @@ class LeaseBook:
             lease = self.leases.pop(worker.lease_id, None)
             worker.lease_id = None
             if lease is not None:
-                shape = self._held(lease)
+                shape = self.held_now(lease)
                 transition(lease, REVOKED, LEASE_TRANSITIONS, cause=why, who=lease.lease_id)
                 self._release(shape, lease.gpu_ids, actions)
         lease = worker.for_request
@@ -509,46 +510,8 @@ class LeaseBook:
         return self._place(Lease(b"", shape, actor_id, _Nobody(), 0))
 
     def waiting_long(self, now: float, after: float) -> list[tuple[Lease, str]]:
-        """Requests waiting here over `after` s for resources that actors hold (each
-        once), with who holds them: a tree of actors that wait on work they cannot get
-        hangs in silence otherwise. Resources held by tasks alone are a backlog, not a
-        hang (a running task ends; one blocked in get lends its CPUs back): no warning."""
-        out: list[tuple[Lease, str]] = []
-        available = self.available
-        for lease in self.pending:
-            if lease.warned or now - lease.waiting_since < after:
-                continue
-            if bundles.group_of(lease.shape) is not None:
-                continue  # tasks queue on their bundle by design: no hang to warn of
-            short = [k for k, v in lease.shape.items() if available.get(k, 0) < v]
-            if not short:
-                continue  # it waits for a worker to start, not for resources
-            if not any(
-                held.actor_id is not None and any(self._held(held).get(k, 0) for k in short)
-                for held in self.leases.values()
-            ):
-                continue  # tasks hold them: they free them as they end
-            lease.warned = True
-            out.append((lease, self._holders(short)))
-        return out
-
-    def _holders(self, kinds: list[str]) -> str:
-        actors: list[str] = []
-        tasks = 0
-        for held in self.leases.values():
-            if not any(self._held(held).get(k, 0) for k in kinds):
-                continue
-            if held.actor_id is not None:
-                actors.append(held.actor_id.hex()[:12])
-            else:
-                tasks += 1
-        parts = []
-        if actors:
-            shown = ", ".join(actors[:5]) + (", ..." if len(actors) > 5 else "")
-            parts.append(f"{len(actors)} actor(s) ({shown})")
-        if tasks:
-            parts.append(f"{tasks} task(s)")
-        return " and ".join(parts) or "nothing granted here (requests ahead of it)"
+        """Requests waiting over `after` s for resources that actors hold (lease_waits)."""
+        return lease_waits.waiting_on_actors(self, now, after)
 
     def pending_shapes(self, limit: int) -> list[dict[str, int]]:
         return [r.shape for r in self.pending[:limit]]
@@ -726,7 +689,7 @@ class LeaseBook:
 
     def _end(self, lease: Lease, new: LeaseState, kill: bool, actions: list[LeaseAction]) -> None:
         del self.leases[lease.lease_id]
-        shape = self._held(lease)
+        shape = self.held_now(lease)
         transition(lease, new, LEASE_TRANSITIONS, cause="lease ended", who=lease.lease_id)
         self._release(shape, lease.gpu_ids, actions)
         worker = lease.worker
@@ -744,7 +707,7 @@ class LeaseBook:
         self._schedule(actions)
 
     @staticmethod
-    def _held(lease: Lease) -> dict[str, int]:
+    def held_now(lease: Lease) -> dict[str, int]:
         """What a granted lease holds now: a blocked one lent its CPUs back."""
         if lease.state is BLOCKED:
             return {k: v for k, v in lease.shape.items() if k != "CPU"}
