@@ -85,6 +85,10 @@ class Config:
     # limit (node/worker_cap.py says the formula and why); `raylite start --max-workers`
     # and init(_system_config={"max_workers": N}) set it too.
     max_workers: int = 0
+    # Pool workers a node starts with, before any request (at most its CPUs). The rest
+    # are forked on demand, in 2-4 ms each (the fork server has every module loaded):
+    # an idle node's memory is then one worker's (~19 MB RSS), not one per CPU.
+    prestart_workers: int = 1
     # A lease request is sent on to another node (spillback) at most this many times,
     # then moves on only when a heartbeat's fresh view shows room elsewhere.
     max_hops: int = 3

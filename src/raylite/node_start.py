@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from .config import CONFIG
 from .exceptions import RaySystemError
 
 
@@ -97,7 +98,7 @@ def node_manager_command(
         "--num-gpus",
         str(gpus),
         "--prestart",
-        str(min(cpus, 64)),
+        str(min(cpus, CONFIG.prestart_workers)),
         *extra,
     ]
 

@@ -89,6 +89,7 @@ class Worker(ActorConcurrency):
         listen_ip: str | None = None,
     ) -> None:
         self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._gpus_shown: list[int] | None = None  # CUDA_VISIBLE_DEVICES set for these
         self.functions: dict[bytes, Any] = {}
         # max_calls: calls left of each function that has a limit (the worker exits
         # once one reaches 0); empty in most workers, so a task costs one truth test.
@@ -533,10 +534,13 @@ class Worker(ActorConcurrency):
             cw.current_actor_id = msg.actor_id
             cw.actor_options = msg.actor_options or {}
             self.actor_class_name = getattr(fn, "__name__", name)
-        if msg.actor_id is None or msg.actor_creation:
+        if (msg.actor_id is None or msg.actor_creation) and msg.gpu_ids != self._gpus_shown:
+            # Set only when the task's GPUs differ from the last task's, as Ray does
+            # (last_set_gpu_ids): os.environ costs ~2 us a look, per task otherwise.
             visible = ",".join(str(g) for g in msg.gpu_ids)
             if os.environ.get("CUDA_VISIBLE_DEVICES") != visible:  # putenv only if it changes
                 os.environ["CUDA_VISIBLE_DEVICES"] = visible
+            self._gpus_shown = list(msg.gpu_ids)
         self.display_name = self.actor_label or self.actor_class_name or name
         self.active[msg.task_id] = (msg, start)
         try:

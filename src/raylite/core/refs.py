@@ -37,7 +37,7 @@ def _oversized(table: dict[Any, Any]) -> bool:
     return size > COMPACT_FROM and len(table) * COMPACT_BYTES < size
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """glibc's malloc_trim(0): free pages of its heap go back to the system."""
     try:
         import ctypes
@@ -197,7 +197,7 @@ class RefsMixin:
         with self.lock, self._ref_lock:
             self.local_refs = self.table.local_refs = dict(self.local_refs)
             self.objects = self.table.entries = dict(self.objects)
-        _trim_heap()
+        trim_heap()
 
     def _adopt_contained(self, contained: dict[bytes, str] | None) -> list[ObjectRef]:
         """Refs inside a task's return value (object id -> owner); the worker registered

@@ -194,6 +194,7 @@ def _serve(sock: socket.socket) -> None:
     raylite.load_all()  # and what the tasks it runs use (`ray.get` in a task)
     # and what a worker runs at its start (worker_main), so no fork imports them itself
     from .. import init_options, ray_alias  # noqa: F401
+    from ..core.refs import trim_heap
     from ..runtime_env import worker_setup
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends with its node manager only
@@ -210,6 +211,7 @@ def _serve(sock: socket.socket) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     gc.freeze()  # workers share these pages instead of copying them
+    trim_heap()  # and inherit no free heap pages (1 MB RSS each, idle)
     children: set[int] = set()
     remove_at_exit: list[str] = []
 
