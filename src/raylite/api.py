@@ -392,27 +392,28 @@ def _start_local(
     extra: list[str] | tuple[str, ...] = (),
     opts: init_options.InitOptions | None = None,
 ) -> _Runtime:
+    cap = system_config.get("max_workers")  # the node's worker process cap
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"_system_config max_workers must be an int >= 1, not {cap!r}")
     token = os.urandom(32)
     temp_dir = opts.temp_dir if opts is not None else None
     session_dir, store_dir, _ = new_session("s", store_root, token, temp_dir)
-    cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, *extra)
-    if system_config.get("max_spill_bytes") is not None:
-        cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
-    if system_config.get("max_workers") is not None:  # the node's worker process cap
-        cap = system_config["max_workers"]
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise ValueError(f"_system_config max_workers must be an int >= 1, not {cap!r}")
-        cmd += ["--max-workers", str(cap)]
-    env = opts.worker_env() if opts is not None else {}
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-        close_fds=True,
-        env={**os.environ, **env} if env else None,
-    )
-    try:
+    proc = None
+    try:  # every way out but success removes the session's directories
+        cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, *extra)
+        if system_config.get("max_spill_bytes") is not None:
+            cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
+        if cap is not None:
+            cmd += ["--max-workers", str(cap)]
+        env = opts.worker_env() if opts is not None else {}
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, **env} if env else None,
+        )
         assert proc.stdin is not None
         assert proc.stdout is not None
         proc.stdin.write(token.hex().encode() + b"\n")
@@ -432,8 +433,9 @@ def _start_local(
         if opts is not None and opts.default_detached:
             cw.default_actor_lifetime = "detached"
     except BaseException:
-        proc.kill()
-        proc.wait()
+        if proc is not None:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(session_dir, ignore_errors=True)
         shutil.rmtree(store_dir, ignore_errors=True)
         raise

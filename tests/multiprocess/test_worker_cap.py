@@ -135,10 +135,24 @@ def test_blocked_tasks_within_the_cap_finish(capped_node: Sampler):
     assert capped_node.most <= CAP
 
 
-def test_a_bad_cap_is_refused_at_init():
+def test_a_bad_cap_is_refused_at_init(tmp_path):
     with pytest.raises(ValueError, match="max_workers must be an int >= 1"):
-        ray.init(num_cpus=1, _system_config={"max_workers": 0})
+        ray.init(num_cpus=1, _system_config={"max_workers": 0}, _temp_dir=str(tmp_path))
     assert not ray.is_initialized()
+    assert list(tmp_path.iterdir()) == []  # refused before a session directory was made
+
+
+def test_a_failed_start_leaves_no_session_directories(tmp_path):
+    """A start that fails once the session's directories exist (here a setting that is
+    no number): init raises and removes them, the store's too."""
+    shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    with pytest.raises(ValueError):
+        ray.init(num_cpus=1, _system_config={"max_spill_bytes": "lots"}, _temp_dir=str(tmp_path))
+    assert not ray.is_initialized()
+    assert list(tmp_path.iterdir()) == []
+    if shm_before:
+        mine = f"raylite-s{os.getpid()}-"
+        assert not [d for d in set(os.listdir("/dev/shm")) - shm_before if d.startswith(mine)]
 
 
 def test_raylite_start_refuses_a_bad_cap(tmp_path):
