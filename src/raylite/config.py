@@ -85,6 +85,10 @@ class Config:
     # limit (node/worker_cap.py says the formula and why); `raylite start --max-workers`
     # and init(_system_config={"max_workers": N}) set it too.
     max_workers: int = 0
+    # A worker's main thread, between tasks, reads the connection its last task came on
+    # (transport_lead) for at most this long at a time before it looks again; a task
+    # queued from another thread meanwhile wakes it at once (its doorbell).
+    lead_wait_s: float = 0.5
     # Pool workers a node starts with, before any request (at most its CPUs). The rest
     # are forked on demand, in 2-4 ms each (the fork server has every module loaded):
     # an idle node's memory is then one worker's (~19 MB RSS), not one per CPU.

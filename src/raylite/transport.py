@@ -242,6 +242,15 @@ def describe_peer(sock: Any, label: str) -> str:
     return f"{label} ({where})" if where else label
 
 
+class HandlerFailed(Exception):
+    """A handler raised on a message a peer sent: the connection is dropped."""
+
+    def __init__(self, msg: Any, error: Exception) -> None:
+        super().__init__(f"handler failed on {type(msg).__name__}: {error!r}")
+        self.msg = msg
+        self.error = error
+
+
 class _Reply:
     __slots__ = ("callback", "event", "value")
 
@@ -397,43 +406,60 @@ class Connection:
     def _read_loop(self) -> None:
         reader = FrameReader()
         sock = self.sock
-        msg: Any = None
         try:
             while True:
                 data = sock.recv(1 << 18)
                 if not data:
                     break
-                self._batching = threading.get_ident()
-                for body in reader.feed(data):
-                    msg, rid = decode(body)
-                    if rid < 0:
-                        slot = self._pending.pop(-rid, None)
-                        if slot is None:
-                            continue
-                        if slot.callback is not None:
-                            slot.callback(msg)
-                        else:
-                            slot.value = msg
-                            slot.event.set()  # type: ignore[union-attr]
-                    else:
-                        self.handler(self, msg, rid)
-                self._batching = 0
-                if self._held:
-                    with contextlib.suppress(ConnectionLost):  # the reads that follow see it
-                        self.flush()
-                # Drop the last message and callback now: this thread may block in
-                # recv() for a long time, and they can hold ObjectRefs alive.
-                slot = msg = None
-        except OSError as exc:
-            if not self.closed:
-                log.debug("connection %s: %s", self.name, exc)
-        except ProtocolError as exc:  # what it sent is not our protocol: drop it, say so
-            if not self.closed:
-                log.warning("protocol error from %s: %s", self.describe(), exc)
-        except Exception as exc:  # a handler failed on what it sent: drop the connection
-            log_handler_failure(self.describe(), msg, exc)
+                self._dispatch(reader, data)
+        except Exception as exc:
+            self._read_failed(exc)
         finally:
             self._closed_by_peer()
+
+    def _dispatch(self, reader: FrameReader, data: bytes) -> None:
+        """Handle the frames one read brought (on the reader thread, or on a thread that
+        leads the connection: transport_lead); what the handlers write on this connection
+        meanwhile goes out in one send at the end. A handler's failure comes out as
+        HandlerFailed."""
+        self._batching = threading.get_ident()
+        msg: Any = None
+        try:
+            for body in reader.feed(data):
+                msg, rid = decode(body)
+                if rid < 0:
+                    slot = self._pending.pop(-rid, None)
+                    if slot is None:
+                        continue
+                    if slot.callback is not None:
+                        slot.callback(msg)
+                    else:
+                        slot.value = msg
+                        slot.event.set()  # type: ignore[union-attr]
+                else:
+                    self.handler(self, msg, rid)
+        except (OSError, ProtocolError):
+            raise
+        except Exception as exc:
+            raise HandlerFailed(msg, exc) from exc
+        finally:
+            self._batching = 0
+        if self._held:
+            with contextlib.suppress(ConnectionLost):  # the reads that follow see it
+                self.flush()
+
+    def _read_failed(self, exc: Exception) -> None:
+        """Why reading ended, logged as it deserves (the connection is dropped)."""
+        if isinstance(exc, OSError):
+            if not self.closed:
+                log.debug("connection %s: %s", self.name, exc)
+        elif isinstance(exc, ProtocolError):  # what it sent is not our protocol: say so
+            if not self.closed:
+                log.warning("protocol error from %s: %s", self.describe(), exc)
+        elif isinstance(exc, HandlerFailed):  # a handler failed on what it sent
+            log_handler_failure(self.describe(), exc.msg, exc.error)
+        else:
+            log_handler_failure(self.describe(), None, exc)
 
     def describe(self) -> str:
         """Who is at the other end, for a log line (only ever on an error path)."""
@@ -483,11 +509,15 @@ class Listener:
         token: bytes,
         handler: Handler,
         on_close: Callable[[Connection], None] | None = None,
+        connection_class: type[Connection] | None = None,
     ) -> None:
+        """`connection_class`: what its plain (not TLS) connections are, e.g. a worker's
+        transport_lead.LeadableConnection."""
         family, addr = parse_address(address)
         self.token = token
         self.handler = handler
         self.on_close = on_close
+        self.connection_class = connection_class or Connection
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         if family == socket.AF_INET:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -515,9 +545,10 @@ class Listener:
             threading.Thread(target=self._admit, args=(sock,), daemon=True).start()
 
     def _admit(self, sock: socket.socket) -> None:
+        tls = TLS is not None and sock.family == socket.AF_INET
         try:
             sock.settimeout(CONFIG.handshake_timeout_s)
-            if TLS is not None and sock.family == socket.AF_INET:
+            if tls:
                 sock = TLS.wrap(sock, server_side=True)
             if not server_handshake(sock, self.token):
                 sock.close()
@@ -526,7 +557,8 @@ class Listener:
         except (OSError, ConnectionLost):
             sock.close()
             return
-        conn = Connection(sock, self.handler, name="inbound", on_close=self._forget)
+        cls = Connection if tls else self.connection_class  # an SSL socket has its own buffer
+        conn = cls(sock, self.handler, name="inbound", on_close=self._forget)
         with self._lock:
             if self._closed:
                 sock.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ from .serialization import (
     loads_inline,
     serialize,
 )
+from .transport_lead import LeadableConnection, new_doorbell, python_handled, ring
 from .worker_concurrency import ActorConcurrency
 from .worker_output import PrefixedStream
 
@@ -89,6 +91,14 @@ class Worker(ActorConcurrency):
         listen_ip: str | None = None,
     ) -> None:
         self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Between tasks the main thread reads the connection the last task came on
+        # itself (transport_lead: no reader thread to wake); whoever queues a task from
+        # another thread meanwhile rings the doorbell.
+        self._lead_conn: LeadableConnection | None = None
+        self._bell_on: LeadableConnection | None = None  # the connection watching it
+        self._leading = False
+        self._doorbell = new_doorbell()
+        self._main_ident = threading.get_ident()
         self._gpus_shown: list[int] | None = None  # CUDA_VISIBLE_DEVICES set for these
         self.functions: dict[bytes, Any] = {}
         # max_calls: calls left of each function that has a limit (the worker exits
@@ -174,13 +184,14 @@ class Worker(ActorConcurrency):
     def run(self) -> None:
         while True:
             try:
-                item = self.tasks.get()
+                item = self._next_item()
             except KeyboardInterrupt:  # a cancel() that arrived after its task ended
                 continue
             if item is _EXIT:  # an async method called exit_actor()
                 self._exit_actor()
                 return
             conn, msg, rid = item
+            self._lead_conn = conn if type(conn) is LeadableConnection else None
             if msg.actor_id is not None and not msg.actor_creation and self._concurrent(item):
                 continue
             returns, start, end = self.execute(msg, conn)
@@ -194,10 +205,55 @@ class Worker(ActorConcurrency):
                 self._exit_actor()
                 return
 
+    def _next_item(self) -> Any:
+        """The next task for the main loop; while none waits, this thread leads the
+        connection the last task came on (reads and handles what comes on it itself)."""
+        conn = self._lead_conn
+        if conn is not None:
+            if self._bell_on is not conn:  # the doorbell is watched on one at a time
+                if self._bell_on is not None:
+                    self._bell_on.forget_doorbell()
+                self._bell_on = conn
+            self._leading = True  # before the queue is looked at: see _queue
+            try:
+                while not conn.closed:
+                    try:
+                        return self.tasks.get_nowait()
+                    except queue.Empty:
+                        pass
+                    if not self._may_lead():
+                        break
+                    conn.lead(self._doorbell, CONFIG.lead_wait_s, self._has_task)
+            finally:
+                self._leading = False
+            self._lead_conn = None
+        return self.tasks.get()
+
+    @staticmethod
+    def _may_lead() -> bool:
+        """Whether no Python signal handler may raise in the main thread while it
+        handles what it reads: none is set but ours for SIGINT, which drops a SIGINT
+        that comes when no task runs (_interrupt). A task that set one (SIGALRM for a
+        timeout, say) makes the main thread wait for tasks as before, not lead."""
+        handled = python_handled()
+        if signal.getsignal(signal.SIGINT) is _interrupt:
+            handled.discard(signal.SIGINT)
+        return not handled
+
+    def _has_task(self) -> bool:
+        return not self.tasks.empty()
+
+    def _queue(self, item: Any) -> None:
+        """Queue for the main loop, waking it if it leads a connection now."""
+        self.tasks.put(item)
+        if self._leading and threading.get_ident() != self._main_ident:
+            ring(self._doorbell)
+
     def _pushed(self, conn: Any, msg: P.PushTask, rid: int) -> None:
-        """A PushTask (reader thread): queued for the main loop. One that comes while a
-        task runs was pipelined behind it: a watch sends it back if that task runs long."""
-        self.tasks.put((conn, msg, rid))
+        """A PushTask (a reader thread, or the main thread leading): queued for the main
+        loop. One that comes while a task runs was pipelined behind it: a watch sends it
+        back if that task runs long."""
+        self._queue((conn, msg, rid))
         if self.running_task is not None and not self._watching and msg.actor_id is None:
             self._arm_watch()
 
@@ -249,7 +305,7 @@ class Worker(ActorConcurrency):
             with contextlib.suppress(Exception):  # its owner is gone: nobody wants it
                 conn.reply(rid, P.TaskBounced(self.pid))
         for item in kept:
-            self.tasks.put(item)
+            self._queue(item)
 
     def _keep_code(self, msg: P.PushTask) -> None:
         """A task that never runs here (bounced, cancelled first) may carry its
@@ -333,7 +389,7 @@ class Worker(ActorConcurrency):
                     returns = self._store_returns(msg, result, msg.name)
         except ActorExitRequest:
             returns = self._exit_requested(msg)
-            self.tasks.put(_EXIT)
+            self._queue(_EXIT)
         except BaseException as exc:
             if isinstance(exc, SystemExit):
                 _exit_process(exc)
@@ -451,8 +507,6 @@ class Worker(ActorConcurrency):
         if self.running_task == task_id and self.actor is None:
             # A real SIGINT to the main thread: it also breaks a blocking sleep or read,
             # and the task sees KeyboardInterrupt, as in Ray.
-            import signal
-
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     def _resolve(self, msg: P.PushTask) -> tuple[Any, Any, dict[str, Any]]:
@@ -563,7 +617,7 @@ class Worker(ActorConcurrency):
             self.running_task = None
             returns = self._exit_requested(msg)
             if threading.current_thread() is not threading.main_thread():
-                self.tasks.put(_EXIT)  # threaded or loop-run call: the main loop ends us
+                self._queue(_EXIT)  # threaded or loop-run call: the main loop ends us
             return returns, start, time.time()
         except BaseException as exc:
             self.running_task = None
@@ -660,6 +714,18 @@ class Worker(ActorConcurrency):
         return contained
 
 
+_WORKER: Worker | None = None  # this process's, once worker_main made it
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGINT: KeyboardInterrupt in the running task (cancel()). Between tasks it is
+    dropped: it came after its task ended, and the main thread may be reading a
+    connection then (transport_lead), where it must not be cut short."""
+    if _WORKER is not None and getattr(_WORKER, "running_task", None) is None:
+        return
+    raise KeyboardInterrupt
+
+
 def worker_main(
     worker_id: bytes,
     node_address: str,
@@ -673,7 +739,6 @@ def worker_main(
     code = 0
     try:
         import gc
-        import signal
 
         # The fork server's objects live on in this forked child, owning fd numbers
         # that closerange() below frees and this process reuses. Freezing them keeps
@@ -683,15 +748,17 @@ def worker_main(
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        # cancel() interrupts a running task with KeyboardInterrupt (_thread.interrupt_main).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # cancel() interrupts a running task with KeyboardInterrupt (a SIGINT, _cancel);
+        # one that comes once its task has ended is dropped (_interrupt).
+        signal.signal(signal.SIGINT, _interrupt)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.closerange(3, 65536)
         sys.stdin = open(0)
-        worker = Worker.__new__(Worker)
+        global _WORKER
+        worker = _WORKER = Worker.__new__(Worker)
         worker.display_name = "raylite::IDLE"
         sys.stdout = PrefixedStream(1, worker)
         sys.stderr = PrefixedStream(2, worker)

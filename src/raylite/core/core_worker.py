@@ -57,6 +57,7 @@ from ..object_ref import ObjectRef, new_id
 from ..object_store import ObjectStore
 from ..serialization import dumps_inline, loads_inline, serialize
 from ..transport import Connection, Listener
+from ..transport_lead import LeadableConnection
 from . import context
 from .actor_client import ActorClientMixin
 from .actor_life import ActorClient, ActorLives
@@ -127,7 +128,9 @@ class CoreWorker(
             address = f"tcp:{listen_ip}:0"
         else:
             address = f"unix:{session_dir}/{mode[0]}-{self.worker_id.hex()}.sock"
-        self.listener = Listener(address, token, self._handle_inbound)
+        # A worker's main thread reads its task connections itself between tasks.
+        leadable = LeadableConnection if mode == "worker" else None
+        self.listener = Listener(address, token, self._handle_inbound, connection_class=leadable)
         self.address = self.listener.address
         self.nm = Connection.connect(
             node_address,
