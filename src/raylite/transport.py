@@ -316,7 +316,9 @@ class Connection:
         except OSError as exc:
             sock.close()
             raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
-        return cls(sock, handler, name=name, on_close=on_close).start()
+        tls = TLS is not None and sock.family == socket.AF_INET  # _dial wrapped it
+        conn_cls = Connection if tls else cls  # an SSL socket has a buffer of its own
+        return conn_cls(sock, handler, name=name, on_close=on_close).start()
 
     # --- sending ------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -561,7 +563,7 @@ class Listener:
         conn = cls(sock, self.handler, name="inbound", on_close=self._forget)
         with self._lock:
             if self._closed:
-                sock.close()
+                conn.close(join=False)  # never started: closes its socket (and epoll)
                 return
             self.connections.add(conn)
         conn.start()

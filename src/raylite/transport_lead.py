@@ -28,6 +28,7 @@ see, so a TLS connection stays a Connection.
 
 from __future__ import annotations
 
+import _signal
 import _thread
 import contextlib
 import os
@@ -35,7 +36,7 @@ import select
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .config import CONFIG
@@ -47,24 +48,38 @@ _SOCKET = _EDGE | select.EPOLLRDHUP
 # A socket event with any of these (the peer closed, an error): read until the end.
 _ENDING = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _READ_SIZE = 1 << 18
-# The signals a program may catch with a Python handler. Python runs such a handler in
-# the main thread between any two bytecodes (whichever thread the signal came to, so
+# The signals a program may set a Python handler for. Python runs such a handler in the
+# main thread between any two bytecodes (whichever thread the signal came to, so
 # blocking it in one thread does not help), and one that raises would cut a read's
-# handling short: the main thread leads only while none of these has a handler that
-# may raise (worker.py decides).
-CATCHABLE = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGALRM,
-    signal.SIGHUP,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
+# handling short: the main thread leads only while none has a handler that may raise
+# (worker.py, core/blocking.py decide; SIGINT's is set aside: _deferred_sigint).
+CATCHABLE = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))
 
 
 def python_handled() -> set[signal.Signals]:
-    """The signals a Python handler is set for now (of those a program may catch)."""
-    return {s for s in CATCHABLE if callable(signal.getsignal(s))}
+    """The signals a Python handler is set for now: ~1.6 us for all 60 (_signal's
+    getsignal: signal.getsignal makes an enum of each default handler, ~2 us each)."""
+    return {s for s in CATCHABLE if callable(_signal.getsignal(s))}
+
+
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[None]:
+    """SIGINT's handler is set aside meanwhile (main thread only): a SIGINT that comes
+    runs it after, where it may raise."""
+    if _signal.getsignal(signal.SIGINT) is None:  # set outside Python: left alone
+        yield
+        return
+    came: list[int] = []
+    previous = _signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        _signal.signal(signal.SIGINT, previous)
+        if came:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)  # its default action, now
 
 
 def new_doorbell() -> int:
@@ -93,6 +108,9 @@ class LeadableConnection(Connection):
         self._frames = FrameReader()
         self._leading = _thread.allocate_lock()  # held by the leader while it leads
         self._doorbell = -1  # the leader's doorbell, registered in _ep
+        # Reading is over (the end, or a failure, seen by either thread): nothing more
+        # read is handled, and no thread leads any more.
+        self._ended = False
 
     # --- the reader thread ---------------------------------------------------------
     def _read_loop(self) -> None:
@@ -103,21 +121,29 @@ class LeadableConnection(Connection):
                 if doorbell >= 0 and any(fd == doorbell for fd, _ in events):
                     self._pass_doorbell(doorbell)
                 with self._reading:
-                    if not self._drain(self._ending(events)):
+                    if self._ended or not self._drain(self._ending(events)):
                         break
         except Exception as exc:
             self._read_failed(exc)
         finally:
-            with contextlib.suppress(OSError):
-                self._ep.close()
-            self._closed_by_peer()
+            self._ended = True
+            if self._doorbell >= 0:  # a leader asleep in the epoll: it leaves now
+                ring(self._doorbell)
+            # Under both locks, in lead()'s order: no leader waits in the epoll or reads
+            # the socket while their fds close (a number reused at once by a new
+            # connection would otherwise be waited on or read by mistake).
+            with self._leading, self._reading:
+                with contextlib.suppress(OSError):
+                    self._ep.close()
+                self._closed_by_peer()
 
     def _pass_doorbell(self, doorbell: int) -> None:
         """The leader's doorbell woke this thread instead: ring it again while this
         thread does not wait, and wait (without reading) until the leader has left."""
         if not self._leading.locked():
-            # No leader (yet): one that comes looks at ready() before it waits.
-            _hush(doorbell)
+            # No leader (yet): one that comes looks at ready() before it waits. Left
+            # unread (a read here could take a newer ring meant for a leader of another
+            # connection); at worst a later leader wakes once for nothing.
             return
         ring(doorbell)
         with self._leading:
@@ -132,7 +158,7 @@ class LeadableConnection(Connection):
         all); False when the peer has closed the connection. `ending`: the event said
         the peer closed (or failed), which comes as no bytes: read until that."""
         sock = self.sock
-        while True:
+        while not self._ended:
             try:
                 data = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -142,45 +168,67 @@ class LeadableConnection(Connection):
             self._dispatch(self._frames, data)
             if len(data) < _READ_SIZE and not ending:
                 return True  # nothing was left: what comes later wakes someone
+        return False
 
     # --- a leader ------------------------------------------------------------------
-    def lead(self, doorbell: int, timeout: float, ready: Callable[[], bool] | None = None) -> None:
+    def lead(
+        self,
+        doorbell: int,
+        timeout: float,
+        ready: Callable[[], bool] | None = None,
+        defer_sigint: bool = False,
+    ) -> bool:
         """Wait in this thread until something comes (then handle it here), the doorbell
-        rings, or `timeout` passes. A read that ends the connection, or a handler that
-        fails, ends it as its reader thread would (which then reports the close).
+        rings, or `timeout` passes; False at once if another thread leads it now, or its
+        reading is over. A read
+        that ends the connection, or a handler that fails, ends it as its reader thread
+        would (which then reports the close).
 
         `ready()`: whether what the doorbell announces is there already; looked at
         once this thread counts as the leader, so a ring the reader thread dropped
-        before then (no leader yet: _pass_doorbell) is not waited for. In the main
-        thread, the caller makes sure no Python signal handler may raise meanwhile
-        (python_handled)."""
+        before then (no leader yet: _pass_doorbell) is not waited for.
+        `defer_sigint`: a SIGINT that comes while this (main) thread handles what it
+        read is handled once that is done (its handler may raise, as
+        KeyboardInterrupt); for any other signal with a Python handler, the caller
+        does not lead (python_handled)."""
+        if self._ended or not self._leading.acquire(False):
+            return False
         try:
+            if self._ended:
+                return False
             if self._doorbell != doorbell:
                 self.forget_doorbell()
                 self._ep.register(doorbell, _EDGE)
                 self._doorbell = doorbell
-        except (OSError, ValueError):  # closed: its reader thread has ended it
-            return
-        with self._leading:
             if ready is not None and ready():
-                return
+                return True
             try:
                 events = self._ep.poll(timeout)
             except (OSError, ValueError):
-                return
+                return True
             if not events:
-                return
+                return True
             if any(fd == doorbell for fd, _ in events):
                 _hush(doorbell)
             with self._reading:
-                alive = False
-                try:
-                    alive = self._drain(self._ending(events))
-                except Exception as exc:
-                    self._read_failed(exc)
-                finally:
-                    if not alive:
-                        self._end_from_leader()
+                if defer_sigint:
+                    with _deferred_sigint():
+                        self._drain_as_leader(events)
+                else:
+                    self._drain_as_leader(events)
+            return True
+        finally:
+            self._leading.release()
+
+    def _drain_as_leader(self, events: list[tuple[int, int]]) -> None:
+        alive = False
+        try:
+            alive = self._drain(self._ending(events))
+        except Exception as exc:
+            self._read_failed(exc)
+        finally:
+            if not alive:
+                self._end_from_leader()
 
     def forget_doorbell(self) -> None:
         """Stop watching the doorbell registered by the last lead() (a leader moving to
@@ -200,8 +248,11 @@ class LeadableConnection(Connection):
                 self.sock.shutdown(socket.SHUT_RDWR)
         thread = self._thread
         if not thread.is_alive() and thread.ident is None:  # never started
+            self._ended = True
             with contextlib.suppress(OSError):
                 self.sock.close()
+            with contextlib.suppress(OSError):
+                self._ep.close()
         elif join and thread.is_alive() and threading.current_thread() is not thread:
             thread.join(timeout=CONFIG.thread_join_timeout_s)
 
@@ -209,8 +260,10 @@ class LeadableConnection(Connection):
         """The leader read the end (or a failure): the reader thread, asleep in
         epoll_wait, must see it to end the connection (pending replies, on_close), as it
         does when it reads the end itself."""
-        self._broken = True  # a close by the peer, for _closed_by_peer
+        if not self.closed:  # not our own close(): a close by the peer, for on_close
+            self._broken = True
         self.closed = True
+        self._ended = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError, ValueError):

@@ -18,6 +18,7 @@ the owner one by one: GeneratorItem).
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import os
 import queue
@@ -95,6 +96,7 @@ class Worker(ActorConcurrency):
         # itself (transport_lead: no reader thread to wake); whoever queues a task from
         # another thread meanwhile rings the doorbell.
         self._lead_conn: LeadableConnection | None = None
+        self._in_task = False  # the main thread runs a task (not a pool thread's)
         self._bell_on: LeadableConnection | None = None  # the connection watching it
         self._leading = False
         self._doorbell = new_doorbell()
@@ -194,7 +196,11 @@ class Worker(ActorConcurrency):
             self._lead_conn = conn if type(conn) is LeadableConnection else None
             if msg.actor_id is not None and not msg.actor_creation and self._concurrent(item):
                 continue
-            returns, start, end = self.execute(msg, conn)
+            self._in_task = True  # a SIGINT now interrupts it (_interrupt)
+            try:
+                returns, start, end = self.execute(msg, conn)
+            finally:
+                self._in_task = False
             if msg.actor_creation and self.actor is not None:
                 self._setup_concurrency(msg)
             if self.calls_left and self._last_call(msg):
@@ -223,7 +229,8 @@ class Worker(ActorConcurrency):
                         pass
                     if not self._may_lead():
                         break
-                    conn.lead(self._doorbell, CONFIG.lead_wait_s, self._has_task)
+                    if not conn.lead(self._doorbell, CONFIG.lead_wait_s, self._has_task):
+                        break  # another thread leads it
             finally:
                 self._leading = False
             self._lead_conn = None
@@ -236,7 +243,7 @@ class Worker(ActorConcurrency):
         that comes when no task runs (_interrupt). A task that set one (SIGALRM for a
         timeout, say) makes the main thread wait for tasks as before, not lead."""
         handled = python_handled()
-        if signal.getsignal(signal.SIGINT) is _interrupt:
+        if _signal.getsignal(signal.SIGINT) is _interrupt:
             handled.discard(signal.SIGINT)
         return not handled
 
@@ -718,10 +725,11 @@ _WORKER: Worker | None = None  # this process's, once worker_main made it
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGINT: KeyboardInterrupt in the running task (cancel()). Between tasks it is
-    dropped: it came after its task ended, and the main thread may be reading a
+    """SIGINT: KeyboardInterrupt in the task the main thread runs (cancel()). Otherwise
+    it is dropped: it came after its task ended (or while a pool thread runs an actor
+    call, which cancel() does not interrupt), and the main thread may be reading a
     connection then (transport_lead), where it must not be cut short."""
-    if _WORKER is not None and getattr(_WORKER, "running_task", None) is None:
+    if _WORKER is not None and not getattr(_WORKER, "_in_task", False):
         return
     raise KeyboardInterrupt
 

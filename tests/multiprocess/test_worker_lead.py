@@ -1,6 +1,8 @@
-"""A worker's main thread reads its task connection itself between tasks (worker.py,
-transport_lead.py). Calls that come on another connection meanwhile wake it (the
-doorbell), and a SIGINT between tasks is dropped, not raised into that reading."""
+"""Main threads read a connection themselves while they wait (transport_lead.py): a
+worker's between tasks (worker.py), a driver's in get (core/blocking.py). Calls that
+come on another connection meanwhile wake the worker (its doorbell), and a SIGINT
+between tasks is dropped, not raised into that reading; what ends a get from another
+thread (a worker that died, a reply on another connection) wakes the driver."""
 
 from __future__ import annotations
 
@@ -99,3 +101,34 @@ def test_a_task_that_sets_a_signal_handler_leaves_its_worker_working():
         assert ray.get([pid.remote() for _ in range(20)]) == [worker] * 20
     finally:
         ray.shutdown()
+
+
+def test_a_get_led_on_a_worker_that_dies_ends_with_its_error(patient_leader):
+    """The driver reads the worker's connection in get; the worker dies: the get ends
+    with WorkerCrashedError at once (600 s leads: a missed wake would hang it)."""
+    from tests._engine import exceptions
+
+    @ray.remote(max_retries=0)
+    def die() -> None:
+        os._exit(1)
+
+    @ray.remote
+    def one() -> int:
+        return 1
+
+    assert ray.get(one.remote()) == 1  # a lease, and a connection to lead, exist
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(die.remote())
+    assert ray.get(one.remote()) == 1
+
+
+def test_a_get_of_refs_on_two_connections_returns_both(patient_leader):
+    @ray.remote
+    class Echo:
+        def echo(self, x: int) -> int:
+            return x
+
+    a, b = Echo.remote(), Echo.remote()
+    for i in range(20):  # one get waits for replies on two connections: no leader
+        assert ray.get([a.echo.remote(i), b.echo.remote(-i)]) == [i, -i]
+        assert ray.get(a.echo.remote(i)) == i  # and on one: the main thread leads it

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import _thread
 import itertools
+import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
+from ..config import CONFIG
 from ..exceptions import GetTimeoutError, ObjectLostError
 from ..object_ref import ObjectRef
+from ..transport_lead import LeadableConnection, python_handled, ring
 from .objects import PENDING
 
 
@@ -25,19 +28,28 @@ class _Gate:
     """A one-shot threading.Event for the get path: one raw lock, held until set()
     (an Event builds a Condition and a lock and runs Python code to wait: ~2 us more
     per get). wait() is interruptible, as Event.wait, so cancel() reaches a task
-    blocked in get."""
+    blocked in get. A thread that waits by leading a connection is told by its
+    doorbell when another thread sets it."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "doorbell", "leader")
 
     def __init__(self) -> None:
         self._lock = _thread.allocate_lock()
         self._lock.acquire()
+        self.leader = 0  # the thread that waits by leading a connection (_lead_until)
+        self.doorbell = -1  # its doorbell: rung when another thread sets this
 
     def set(self) -> None:
         try:
             self._lock.release()
         except RuntimeError:  # set already
-            pass
+            return
+        leader = self.leader  # read after the release: see _lead_until
+        if leader and leader != _thread.get_ident():
+            ring(self.doorbell)
+
+    def is_set(self) -> bool:
+        return not self._lock.locked()
 
     def wait(self, timeout: float | None) -> bool:
         if self._lock.acquire(True, -1 if timeout is None else max(timeout, 0)):
@@ -53,6 +65,11 @@ class BlockingMixin:
     mode: str
     nm: Any
     lock: Any
+    doorbell: int  # the main thread's, as a leader (transport_lead)
+    _bell_on: Any  # the connection whose epoll watches it
+    running: dict[bytes, Any]
+    actors: dict[bytes, Any]
+    peers: dict[str, Any]
     objects: dict[bytes, Any]
     current_task_id: bytes | None
     _when_ready: Callable[..., int]
@@ -91,8 +108,34 @@ class BlockingMixin:
                 )
             self._when_ready(ref, make_cb(i))
         if remaining[0]:
-            self._wait_blocking(event, timeout, n)
+            pending = [ref for i, ref in enumerate(refs) if not done[i]]
+            self._wait_blocking(event, timeout, n, self._reply_connection(pending))
         return [self._value_or_rebuild(refs[i], results[i], timeout) for i in range(n)]
+
+    def _reply_connection(self, refs: list[ObjectRef]) -> LeadableConnection | None:
+        """The connection all of `refs` will come on, if the main thread may wait by
+        reading it (transport_lead): each is the return of a task of ours pushed to
+        the same worker or actor, and no Python signal handler but SIGINT's (deferred
+        while it handles a read) may raise in it meanwhile."""
+        if _thread.get_ident() != threading.main_thread().ident:
+            return None  # one leader a process: the main thread (its doorbell is one)
+        if python_handled() - {signal.SIGINT}:
+            return None
+        found = None
+        with self.lock:
+            for ref in refs:
+                spec = self.running.get(ref.id)
+                if spec is None or not spec.pushed:
+                    return None
+                if spec.actor_id is not None:
+                    client = self.actors.get(spec.actor_id)
+                    conn = client.conn if client is not None else None
+                else:
+                    conn = self.peers.get(spec.lease.address) if spec.lease else None
+                if type(conn) is not LeadableConnection or (found and conn is not found):
+                    return None
+                found = conn
+        return found
 
     def _ready_owned(self, ref: ObjectRef) -> tuple[int, Any] | None:
         """(kind, data) of a value this process owns and holds now (inline or stored);
@@ -145,15 +188,52 @@ class BlockingMixin:
             self._wait_blocking(event, timeout, 1)
         return box[0]
 
-    def _wait_blocking(self, event: _Gate | threading.Event, timeout: float | None, n: int) -> None:
+    def _wait_blocking(
+        self,
+        event: _Gate | threading.Event,
+        timeout: float | None,
+        n: int,
+        conn: LeadableConnection | None = None,
+    ) -> None:
+        """Wait for `event`; reading `conn` meanwhile, if given (what sets it comes on it)."""
         self._notify_blocked()
         try:
-            if not event.wait(timeout):
+            if conn is not None and isinstance(event, _Gate):
+                ready = self._lead_until(event, timeout, conn)
+            else:
+                ready = event.wait(timeout)
+            if not ready:
                 raise GetTimeoutError(
                     f"Get timed out: some of the {n} object(s) were not ready after {timeout} s."
                 )
         finally:
             self._notify_unblocked()
+
+    def _lead_until(self, gate: _Gate, timeout: float | None, conn: LeadableConnection) -> bool:
+        """Wait for `gate` by reading `conn` in this thread (the replies come on it: no
+        reader thread to wake); another thread that sets it rings our doorbell. The
+        doorbell is watched on one connection at a time (_bell_on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._bell_on is not conn:
+            if self._bell_on is not None:
+                self._bell_on.forget_doorbell()
+            self._bell_on = conn
+        gate.doorbell = self.doorbell
+        gate.leader = _thread.get_ident()  # before is_set() is looked at: see _Gate.set
+        try:
+            while not gate.is_set() and not conn.closed:
+                wait = CONFIG.lead_wait_s
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        return False
+                if not conn.lead(self.doorbell, wait, gate.is_set, defer_sigint=True):
+                    break  # another thread leads it: wait as any thread does
+        finally:
+            gate.leader = 0
+        if deadline is None:
+            return gate.wait(None)
+        return gate.wait(max(deadline - time.monotonic(), 0))
 
     def _notify_blocked(self) -> None:
         # A task that waits gives its CPU back, so nested tasks can run.

@@ -57,7 +57,7 @@ from ..object_ref import ObjectRef, new_id
 from ..object_store import ObjectStore
 from ..serialization import dumps_inline, loads_inline, serialize
 from ..transport import Connection, Listener
-from ..transport_lead import LeadableConnection
+from ..transport_lead import LeadableConnection, new_doorbell
 from . import context
 from .actor_client import ActorClientMixin
 from .actor_life import ActorClient, ActorLives
@@ -131,6 +131,10 @@ class CoreWorker(
         # A worker's main thread reads its task connections itself between tasks.
         leadable = LeadableConnection if mode == "worker" else None
         self.listener = Listener(address, token, self._handle_inbound, connection_class=leadable)
+        # The main thread's doorbell while a get waits by reading a connection
+        # (blocking._lead_until), and the connection whose epoll watches it.
+        self.doorbell = new_doorbell()
+        self._bell_on: LeadableConnection | None = None
         self.address = self.listener.address
         self.nm = Connection.connect(
             node_address,
@@ -288,7 +292,7 @@ class CoreWorker(
         with self._peer_lock:
             conn = self.peers.get(address)
             if conn is None or conn.closed:
-                conn = Connection.connect(
+                conn = LeadableConnection.connect(  # a get may wait by reading it
                     address,
                     self.token,
                     self._handle_inbound,
