@@ -262,16 +262,19 @@ def test_killed_node_is_marked_dead_and_its_tasks_and_actors_move(cluster):
 
 def test_connections_without_the_token_get_nothing_and_fuzz_crashes_nothing(cluster):
     _three(cluster)
-    # Keep workers and an actor up so their ports are fuzzed too.
+    # A detached actor on each host, up while the ports are fuzzed, so worker ports are
+    # fuzzed too (a node keeps no idle worker once a driver's leases end with it).
     warm = cluster.driver(
         "h1",
         """
-        ray.init(address="auto")
+        ray.init(address="auto", namespace="fuzz")
         @ray.remote
-        def pid():
-            return os.getpid()
-        print(json.dumps({"pids": ray.get([pid.options(resources={h: 1}).remote()
-                                           for h in ("h1", "h2", "h3")])}))
+        class Pid:
+            def pid(self):
+                return os.getpid()
+        actors = [Pid.options(name=f"pid-{h}", lifetime="detached", resources={h: 0.5})
+                  .remote() for h in ("h1", "h2", "h3")]  # half: tasks there take the rest
+        print(json.dumps({"pids": ray.get([a.pid.remote() for a in actors])}))
         ray.shutdown()
         """,
     )
@@ -317,20 +320,25 @@ print("FUZZ", len(ports), answered, len(bad_http))
         # answer with a proof of the token) to a dialler without the token.
         assert answered == "0", r.stdout
         assert bad_http == "0", r.stdout  # the dashboard: 4xx errors, nothing else
-    # Nothing crashed: every node still runs tasks, through the same workers.
+    # Nothing crashed: every node still runs tasks, and the fuzzed actors still answer.
     after = cluster.driver(
         "h1",
         """
-        ray.init(address="auto")
+        ray.init(address="auto", namespace="fuzz")
         @ray.remote
         def pid():
             return os.getpid()
-        print(json.dumps({"pids": ray.get([pid.options(resources={h: 1}).remote()
-                                           for h in ("h1", "h2", "h3")])}))
+        print(json.dumps({"pids": ray.get([pid.options(resources={h: 0.5}).remote()
+                                           for h in ("h1", "h2", "h3")]),
+                          "actors": [ray.get(ray.get_actor(f"pid-{h}").pid.remote())
+                                     for h in ("h1", "h2", "h3")]}))
+        for h in ("h1", "h2", "h3"):
+            ray.kill(ray.get_actor(f"pid-{h}"))
         ray.shutdown()
         """,
     )
     assert len(after["pids"]) == 3
+    assert after["actors"] == warm["pids"]  # the same processes: none was restarted
     status = cluster.status()
     assert sum(1 for n in status["nodes"] if n["alive"]) == 3
 
