@@ -177,6 +177,12 @@ def impostor(address: str) -> str:
     )
 
 
+def speaks_tls(family: int) -> bool:
+    """Whether this process's sockets of `family` are wrapped in TLS (TCP, once
+    tls.activate ran); such a connection is never leadable (transport_lead)."""
+    return TLS is not None and family == socket.AF_INET
+
+
 def _dial(address: str, token: bytes, timeout: float, cluster: bool = False) -> socket.socket:
     """A connected socket that passed the token handshake (client side).
 
@@ -190,7 +196,7 @@ def _dial(address: str, token: bytes, timeout: float, cluster: bool = False) -> 
     try:
         sock.settimeout(timeout)
         sock.connect(addr)
-        if TLS is not None and family == socket.AF_INET:
+        if speaks_tls(family):
             sock = TLS.wrap(sock, server_side=False)  # the TLS handshake happens here
         client_handshake(sock, token, address, cluster)
     except OSError as exc:
@@ -316,8 +322,8 @@ class Connection:
         except OSError as exc:
             sock.close()
             raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
-        tls = TLS is not None and sock.family == socket.AF_INET  # _dial wrapped it
-        conn_cls = Connection if tls else cls  # an SSL socket has a buffer of its own
+        # _dial wrapped it in TLS, or not: an SSL socket has a buffer of its own.
+        conn_cls = Connection if speaks_tls(sock.family) else cls
         return conn_cls(sock, handler, name=name, on_close=on_close).start()
 
     # --- sending ------------------------------------------------------------------
@@ -547,7 +553,7 @@ class Listener:
             threading.Thread(target=self._admit, args=(sock,), daemon=True).start()
 
     def _admit(self, sock: socket.socket) -> None:
-        tls = TLS is not None and sock.family == socket.AF_INET
+        tls = speaks_tls(sock.family)
         try:
             sock.settimeout(CONFIG.handshake_timeout_s)
             if tls:

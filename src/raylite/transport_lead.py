@@ -82,9 +82,29 @@ def _deferred_sigint() -> Iterator[None]:
                 os.kill(os.getpid(), signal.SIGINT)  # its default action, now
 
 
-def new_doorbell() -> int:
-    """An eventfd for lead(): rung by ring(), read by the leader."""
-    return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+class Doorbell:
+    """An eventfd a leader waits on beside its connection: threads that queue work for
+    it ring it. Watched by one connection's epoll at a time (lead() moves it): an
+    eventfd registered in two epoll instances was seen to lose a wake-up."""
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._on: LeadableConnection | None = None  # the connection whose epoll has it
+
+    def ring(self) -> None:
+        ring(self.fd)
+
+    def watch_on(self, conn: LeadableConnection) -> None:
+        """Be watched by `conn`'s epoll, and by no other (leader's lock held)."""
+        if self._on is not conn:
+            if self._on is not None:
+                self._on.forget_doorbell()
+            conn.watch_doorbell(self.fd)
+            self._on = conn
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 def ring(doorbell: int) -> None:
@@ -173,7 +193,7 @@ class LeadableConnection(Connection):
     # --- a leader ------------------------------------------------------------------
     def lead(
         self,
-        doorbell: int,
+        bell: Doorbell,
         timeout: float,
         ready: Callable[[], bool] | None = None,
         defer_sigint: bool = False,
@@ -196,10 +216,7 @@ class LeadableConnection(Connection):
         try:
             if self._ended:
                 return False
-            if self._doorbell != doorbell:
-                self.forget_doorbell()
-                self._ep.register(doorbell, _EDGE)
-                self._doorbell = doorbell
+            bell.watch_on(self)
             if ready is not None and ready():
                 return True
             try:
@@ -208,8 +225,8 @@ class LeadableConnection(Connection):
                 return True
             if not events:
                 return True
-            if any(fd == doorbell for fd, _ in events):
-                _hush(doorbell)
+            if any(fd == bell.fd for fd, _ in events):
+                _hush(bell.fd)
             with self._reading:
                 if defer_sigint:
                     with _deferred_sigint():
@@ -230,9 +247,15 @@ class LeadableConnection(Connection):
             if not alive:
                 self._end_from_leader()
 
+    def watch_doorbell(self, doorbell: int) -> None:
+        """Watch a leader's doorbell in this connection's epoll (Doorbell.watch_on)."""
+        if self._doorbell != doorbell:
+            self.forget_doorbell()
+            self._ep.register(doorbell, _EDGE)
+            self._doorbell = doorbell
+
     def forget_doorbell(self) -> None:
-        """Stop watching the doorbell registered by the last lead() (a leader moving to
-        another connection)."""
+        """Stop watching the doorbell (its leader moved to another connection)."""
         if self._doorbell >= 0:
             with contextlib.suppress(OSError, ValueError):
                 self._ep.unregister(self._doorbell)

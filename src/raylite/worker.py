@@ -48,7 +48,7 @@ from .serialization import (
     loads_inline,
     serialize,
 )
-from .transport_lead import LeadableConnection, new_doorbell, python_handled, ring
+from .transport_lead import Doorbell, LeadableConnection, python_handled
 from .worker_concurrency import ActorConcurrency
 from .worker_output import PrefixedStream
 
@@ -97,9 +97,8 @@ class Worker(ActorConcurrency):
         # another thread meanwhile rings the doorbell.
         self._lead_conn: LeadableConnection | None = None
         self._in_task = False  # the main thread runs a task (not a pool thread's)
-        self._bell_on: LeadableConnection | None = None  # the connection watching it
         self._leading = False
-        self._doorbell = new_doorbell()
+        self._doorbell = Doorbell()
         self._main_ident = threading.get_ident()
         self._gpus_shown: list[int] | None = None  # CUDA_VISIBLE_DEVICES set for these
         self.functions: dict[bytes, Any] = {}
@@ -216,10 +215,6 @@ class Worker(ActorConcurrency):
         connection the last task came on (reads and handles what comes on it itself)."""
         conn = self._lead_conn
         if conn is not None:
-            if self._bell_on is not conn:  # the doorbell is watched on one at a time
-                if self._bell_on is not None:
-                    self._bell_on.forget_doorbell()
-                self._bell_on = conn
             self._leading = True  # before the queue is looked at: see _queue
             try:
                 while not conn.closed:
@@ -254,7 +249,7 @@ class Worker(ActorConcurrency):
         """Queue for the main loop, waking it if it leads a connection now."""
         self.tasks.put(item)
         if self._leading and threading.get_ident() != self._main_ident:
-            ring(self._doorbell)
+            self._doorbell.ring()
 
     def _pushed(self, conn: Any, msg: P.PushTask, rid: int) -> None:
         """A PushTask (a reader thread, or the main thread leading): queued for the main

@@ -6,7 +6,6 @@ signal that comes while the main thread handles a read waits until the read is d
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import socket
@@ -16,7 +15,7 @@ import pytest
 
 from raylite import protocol as P
 from raylite.protocol import encode
-from raylite.transport_lead import LeadableConnection, new_doorbell, python_handled, ring
+from raylite.transport_lead import Doorbell, LeadableConnection, python_handled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,7 +30,7 @@ class Pair:
         self.conn = LeadableConnection(
             a, handler or self.record, name="t", on_close=lambda c: self.closed.set()
         ).start()
-        self.doorbell = new_doorbell()
+        self.doorbell = Doorbell()
 
     def record(self, conn: object, msg: object, rid: int) -> None:
         self.seen.put((rid, threading.get_ident()))
@@ -42,7 +41,7 @@ class Pair:
     def close(self) -> None:
         self.conn.close()
         self.peer.close()
-        os.close(self.doorbell)
+        self.doorbell.close()
 
 
 @pytest.fixture
@@ -72,7 +71,7 @@ def test_a_leader_handles_what_comes_while_it_waits(pair: Pair):
 
 
 def test_the_doorbell_wakes_a_leader_with_nothing_to_read(pair: Pair):
-    threading.Timer(0.05, ring, args=(pair.doorbell,)).start()
+    threading.Timer(0.05, pair.doorbell.ring).start()
     done = threading.Event()
 
     def watchdog() -> None:  # a missed doorbell would leave lead() waiting its 30 s
@@ -101,7 +100,7 @@ def test_a_doorbell_the_reader_thread_gets_reaches_the_leader(pair: Pair):
     def ring_soon() -> None:
         leader_ready.set()
         threading.Event().wait(0.05)  # the reader thread is back in epoll_wait by now
-        ring(pair.doorbell)
+        pair.doorbell.ring()
 
     for _ in range(5):
         threading.Timer(0.01, ring_soon).start()
@@ -113,13 +112,31 @@ def test_a_doorbell_the_reader_thread_gets_reaches_the_leader(pair: Pair):
 
 
 def test_a_doorbell_with_no_leader_is_dropped_by_the_reader_thread(pair: Pair):
-    ring(pair.doorbell)
+    pair.doorbell.ring()
     pair.conn.lead(pair.doorbell, 0.001)  # registers it, and leaves at once
-    ring(pair.doorbell)  # nobody leads: the reader thread takes it and goes on
+    pair.doorbell.ring()  # nobody leads: the reader thread takes it and goes on
     pair.send(7)
     rid, thread = pair.seen.get(timeout=10)
     assert rid == 7
     assert thread != threading.get_ident()
+
+
+def test_a_doorbell_is_watched_by_the_connection_last_led_only():
+    """A leader moving to another connection takes its doorbell along: a ring then
+    wakes it there (watched by two epoll instances, a ring was seen to be lost)."""
+    first, second = Pair(), Pair()
+    try:
+        bell = first.doorbell
+        first.conn.lead(bell, 0.001)
+        assert first.conn._doorbell == bell.fd
+        for _ in range(10):
+            threading.Timer(0.02, bell.ring).start()
+            second.conn.lead(bell, 30)  # returns on the ring, not after 30 s
+            assert second.conn._doorbell == bell.fd
+            assert first.conn._doorbell == -1
+    finally:
+        first.close()
+        second.close()
 
 
 def test_the_end_read_by_a_leader_ends_the_connection_once(pair: Pair):

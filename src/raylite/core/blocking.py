@@ -20,7 +20,7 @@ from .. import protocol as P
 from ..config import CONFIG
 from ..exceptions import GetTimeoutError, ObjectLostError
 from ..object_ref import ObjectRef
-from ..transport_lead import LeadableConnection, python_handled, ring
+from ..transport_lead import Doorbell, LeadableConnection, python_handled
 from .objects import PENDING
 
 
@@ -37,16 +37,16 @@ class _Gate:
         self._lock = _thread.allocate_lock()
         self._lock.acquire()
         self.leader = 0  # the thread that waits by leading a connection (_lead_until)
-        self.doorbell = -1  # its doorbell: rung when another thread sets this
+        self.doorbell: Doorbell | None = None  # its doorbell: rung when another sets this
 
     def set(self) -> None:
         try:
             self._lock.release()
         except RuntimeError:  # set already
             return
-        leader = self.leader  # read after the release: see _lead_until
-        if leader and leader != _thread.get_ident():
-            ring(self.doorbell)
+        leader, bell = self.leader, self.doorbell  # read after the release: _lead_until
+        if leader and bell is not None and leader != _thread.get_ident():
+            bell.ring()
 
     def is_set(self) -> bool:
         return not self._lock.locked()
@@ -65,8 +65,7 @@ class BlockingMixin:
     mode: str
     nm: Any
     lock: Any
-    doorbell: int  # the main thread's, as a leader (transport_lead)
-    _bell_on: Any  # the connection whose epoll watches it
+    doorbell: Doorbell  # the main thread's, as a leader (transport_lead)
     running: dict[bytes, Any]
     actors: dict[bytes, Any]
     peers: dict[str, Any]
@@ -211,13 +210,8 @@ class BlockingMixin:
 
     def _lead_until(self, gate: _Gate, timeout: float | None, conn: LeadableConnection) -> bool:
         """Wait for `gate` by reading `conn` in this thread (the replies come on it: no
-        reader thread to wake); another thread that sets it rings our doorbell. The
-        doorbell is watched on one connection at a time (_bell_on)."""
+        reader thread to wake); another thread that sets it rings our doorbell."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._bell_on is not conn:
-            if self._bell_on is not None:
-                self._bell_on.forget_doorbell()
-            self._bell_on = conn
         gate.doorbell = self.doorbell
         gate.leader = _thread.get_ident()  # before is_set() is looked at: see _Gate.set
         try:

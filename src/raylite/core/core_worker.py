@@ -57,7 +57,7 @@ from ..object_ref import ObjectRef, new_id
 from ..object_store import ObjectStore
 from ..serialization import dumps_inline, loads_inline, serialize
 from ..transport import Connection, Listener
-from ..transport_lead import LeadableConnection, new_doorbell
+from ..transport_lead import Doorbell, LeadableConnection
 from . import context
 from .actor_client import ActorClientMixin
 from .actor_life import ActorClient, ActorLives
@@ -132,9 +132,8 @@ class CoreWorker(
         leadable = LeadableConnection if mode == "worker" else None
         self.listener = Listener(address, token, self._handle_inbound, connection_class=leadable)
         # The main thread's doorbell while a get waits by reading a connection
-        # (blocking._lead_until), and the connection whose epoll watches it.
-        self.doorbell = new_doorbell()
-        self._bell_on: LeadableConnection | None = None
+        # (blocking._lead_until).
+        self.doorbell = Doorbell()
         self.address = self.listener.address
         self.nm = Connection.connect(
             node_address,
