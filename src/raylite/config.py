@@ -36,9 +36,13 @@ class Config:
     # A worker sends a pipelined task back (TaskBounced) once the task it waits behind
     # has run this long: the owner runs it on another lease, as if never pipelined.
     pipeline_wait_s: float = 0.01
-    # At most this many tasks a lease has pushed at once (the running one included);
-    # a worker holds back the replies of as many, sent in one write.
-    pipeline_depth: int = 4
+    # At most this many tasks a lease has pushed at once (the running one included),
+    # and behind the running one no more than pipeline_task_s of work at the class's
+    # recent pace (lease_queue.LeaseQueues.pipeline).
+    pipeline_depth: int = 32
+    # A worker with pipelined tasks queued holds back the replies of up to this many
+    # finished ones, sent in one write.
+    held_replies: int = 3
     # Workers flush task events to the node manager this often.
     event_flush_s: float = 0.2
     # Finished-task events the node manager keeps for timeline().

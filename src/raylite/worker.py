@@ -421,11 +421,7 @@ class Worker(ActorConcurrency):
         if cw._unmapped or cw._released:
             cw._process_released()
         try:
-            if (
-                msg.actor_id is None
-                and not self.tasks.empty()
-                and self._held < CONFIG.pipeline_depth - 1
-            ):
+            if msg.actor_id is None and not self.tasks.empty() and self._held < CONFIG.held_replies:
                 # A pushed task runs next, at once: this reply goes out with the next
                 # send (its reply, or the watch's flush if it runs long).
                 conn.hold(P.TaskDone(returns, self.pid), rid)

@@ -310,6 +310,7 @@ def test_a_quick_class_pipelines_up_to_its_depth_behind_the_running_task():
     # first took 1 ms (< pipeline_task_s): the next runs, and more may queue behind it
     assert ended(q, lease, 0.001) == Push(lease, second)
     assert lease.sclass.fast
+    lease.sclass.pace = 0.0001  # its tasks have been quick for a while: the depth bounds
     lease.busy = second  # the shell pushes it
     assert q.pipeline(lease) == Push(lease, third)
     lease.queued.append(third)
@@ -318,6 +319,35 @@ def test_a_quick_class_pipelines_up_to_its_depth_behind_the_running_task():
     assert q.pipeline(lease) is None  # depth 3: the running task and two behind it
     # second ends: third (pushed already) runs, fifth goes behind fourth
     assert ended(q, lease, 0.0015) == Push(lease, fifth)
+
+
+def test_what_waits_behind_a_running_task_is_bounded_by_the_class_pace():
+    """At most pipeline_task_s of work at the class's pace waits behind the running
+    task (one task at least, depth - 1 at most): quick tasks fill the pipeline, slower
+    ones queue where other leases can take them."""
+
+    def ahead(task_s: float, depth: int = 32) -> int:
+        q = LeaseQueues(Config(lease_linger_s=LINGER, pipeline_task_s=0.002, pipeline_depth=depth))
+        specs = [retriable() for _ in range(60)]
+        lease = running(q, specs[0], 0.0)
+        for spec in specs[1:]:
+            q.enqueue(spec)
+        now = 0.0
+        for _ in range(20):  # tasks of task_s each, the pace settles on it
+            now += task_s
+            action = ended(q, lease, now)
+            lease.busy = action.spec if isinstance(action, Push) else lease.busy
+        lease.queued.clear()
+        pushed = 0
+        while (action := q.pipeline(lease)) is not None:
+            lease.queued.append(action.spec)
+            pushed += 1
+        return pushed
+
+    assert ahead(0.00005) == 31  # 40 would fit in 2 ms: the depth caps it
+    assert ahead(0.00005, depth=8) == 7
+    assert ahead(0.00049) == 4  # 2 ms of them
+    assert ahead(0.0015) == 1  # one at least, while the class is quick
 
 
 def test_a_slow_class_never_pipelines():

@@ -85,6 +85,7 @@ class SchedulingClass:
         "idle",
         "key",
         "label_selector",
+        "pace",
         "pending",
         "queue",
         "retriable",
@@ -94,7 +95,11 @@ class SchedulingClass:
     )
 
     def __init__(
-        self, key: ShapeKey, strategy: Any = None, runtime_env: dict[str, Any] | None = None
+        self,
+        key: ShapeKey,
+        strategy: Any = None,
+        runtime_env: dict[str, Any] | None = None,
+        pace: float = CONFIG.pipeline_task_s,
     ) -> None:
         self.key = key
         self.shape: dict[str, int] = dict(k for k in key if k[0] not in ("@strategy", "@env"))
@@ -108,6 +113,11 @@ class SchedulingClass:
         self.idle: list[Lease] = []
         # Its last task took under config.pipeline_task_s: pushes may run ahead.
         self.fast = False
+        # Seconds between a lease's TaskDones, averaged (the last ones weigh most):
+        # how long its tasks take at a worker. It bounds how many queue behind a
+        # running one (LeaseQueues.pipeline); a new class starts cautious (at
+        # pipeline_task_s: one task behind the running one).
+        self.pace = pace
         # Lease ids requested, not yet granted -> the node manager asked ("": ours).
         self.pending: dict[bytes, str] = {}
         # RequestLease.retriable when no task is queued (a request takes its first
@@ -201,7 +211,7 @@ class LeaseQueues:
         sc = self.classes.get(spec.shape_key)
         if sc is None:
             sc = self.classes[spec.shape_key] = SchedulingClass(
-                spec.shape_key, spec.strategy, spec.runtime_env
+                spec.shape_key, spec.strategy, spec.runtime_env, self.pipeline_s
             )
             sc.retriable = spec.max_retries != 0
         elif sc.idle and not sc.queue and not sc.pending:  # the hot path, as _dispatch would
@@ -216,7 +226,9 @@ class LeaseQueues:
         pushed to it, if any) and the lease is still ours: it runs the next queued task
         of its class, or goes idle at `now`."""
         sc = lease.sclass
-        sc.fast = now - lease.mark < self.pipeline_s
+        interval = now - lease.mark
+        sc.fast = interval < self.pipeline_s
+        sc.pace += (interval - sc.pace) * 0.25
         lease.mark = now
         if lease.busy is not None:  # a pipelined task runs now: keep one more queued
             return self.pipeline(lease)
@@ -232,9 +244,18 @@ class LeaseQueues:
     def pipeline(self, lease: Lease) -> Push | None:
         """One more queued task for a busy lease, pushed behind its running one, if its
         class's tasks are short and retriable (a pushed task the worker never began
-        is retried if the worker dies) and others still wait for it."""
+        is retried if the worker dies) and others still wait for it.
+
+        Behind the running task wait at most pipeline_task_s of work at the class's
+        pace (one task at least, depth - 1 at most): enough that the worker never
+        idles while its owner reads a batch of replies and pushes the next tasks,
+        and little enough that a lease never holds much work other leases could run.
+        """
         sc = lease.sclass
-        if not sc.fast or not sc.queue or len(lease.queued) >= self.depth - 1:
+        if not sc.fast or not sc.queue:
+            return None
+        waiting = len(lease.queued)
+        if waiting >= self.depth - 1 or (waiting and (waiting + 1) * sc.pace > self.pipeline_s):
             return None
         if sc.strategy is not None:  # SPREAD, affinity: its tasks go to their own leases
             return None
