@@ -16,6 +16,7 @@ import msgpack
 import msgspec
 import pytest
 
+from raylite import codec
 from raylite import protocol as P
 from raylite.exceptions import ProtocolError
 
@@ -93,6 +94,22 @@ def test_every_message_round_trips_with_its_types(cls):
     decoded = _round_trip(msg)
     assert decoded == msg
     _same_types(msg, decoded, cls.__name__)
+
+
+def test_a_message_types_decoder_is_made_at_its_first_decode(monkeypatch):
+    """Decoders are made when first needed (codec._Unprepared: a process decodes few of
+    the types); the first decode makes it and decodes as it would; prepare_all() (a
+    fork server's) makes every one."""
+    cls = P.PushTask
+    monkeypatch.setattr(cls, "_typed", codec._Unprepared(cls))
+    monkeypatch.setattr(cls, "_build", None)
+    msg = _message(cls)
+    assert P.decode(P.encode(msg, 7)[P.HEADER.size :]) == (msg, 7)
+    assert isinstance(cls._typed, msgspec.msgpack.Decoder)
+    assert cls._build is not None  # PushTask rebuilds its deps' data
+    monkeypatch.setattr(P.Ok, "_typed", codec._Unprepared(P.Ok))
+    codec.prepare_all()
+    assert not [c for c in MESSAGES if type(c._typed) is codec._Unprepared]
 
 
 def test_records_decode_as_records_and_read_by_name():

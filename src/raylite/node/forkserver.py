@@ -193,8 +193,10 @@ def _serve(sock: socket.socket) -> None:
 
     raylite.load_all()  # and what the tasks it runs use (`ray.get` in a task)
     # and what a worker runs at its start (worker_main), so no fork imports them itself
-    from .. import init_options, ray_alias  # noqa: F401
+    from .. import codec, init_options, ray_alias  # noqa: F401
     from ..core.refs import trim_heap
+
+    codec.prepare_all()  # the decoders too: made once here, shared by every fork
     from ..runtime_env import worker_setup
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends with its node manager only
