@@ -13,9 +13,10 @@ header announces one, before reading the body), where body is the msgpack array
 is a record (a NamedTuple), sent as a plain msgpack array; a message inside a message
 is sent as its fields.
 
-Decoding is typed: at registration each message gets a msgspec decoder of its body as
-a tuple of its fields' types, so every field's type (records' fields included) is
-checked in C as it is decoded, at less cost than untyped msgpack plus Python rebuilds.
+Decoding is typed: each message type gets a msgspec decoder of its body as a tuple of
+its fields' types (made at its first decode: _Unprepared), so every field's type
+(records' fields included) is checked in C as it is decoded, at less cost than untyped
+msgpack plus Python rebuilds.
 Anything else, not msgpack, an unknown tag, a wrong type, a field missing or extra,
 is a ProtocolError: the transports close that connection and log it, once. What
 msgspec cannot type (a value's data: bytes, a list of buffers or a StoredAt by its
