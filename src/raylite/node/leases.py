@@ -246,9 +246,9 @@ def _default_cap(total: dict[str, int]) -> int:
     """The default worker cap of this machine (worker_cap.default_max_workers)."""
     import resource
 
-    import psutil
+    from ..node_start import available_memory  # /proc/meminfo: no psutil to import
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     nofile = soft if soft != resource.RLIM_INFINITY else 1 << 20
     cpus = total.get("CPU", 0) / RESOURCE_UNIT
-    return default_max_workers(cpus, psutil.virtual_memory().available, nofile)
+    return default_max_workers(cpus, available_memory(), nofile)

@@ -33,8 +33,6 @@ import os
 import time
 from typing import Any
 
-import psutil
-
 from .. import protocol as P
 from ..config import CONFIG
 from ..transport_async import AsyncConnection
@@ -107,6 +105,8 @@ def read_cgroup(root: str = CGROUP_ROOT) -> MemoryReading | None:
 def read_system() -> MemoryReading:
     """The node's memory as Ray reads it: its cgroup's where that has a limit below the
     machine's memory, else the machine's total - available (/proc/meminfo)."""
+    import psutil  # here: a node starts ~8 ms sooner (the first reading is a tick later)
+
     vm = psutil.virtual_memory()
     machine = MemoryReading(vm.total - vm.available, vm.total)
     cgroup = read_cgroup()
@@ -131,6 +131,8 @@ def read_fake(path: str, alive: Any) -> tuple[MemoryReading, dict[int, int]]:
 
 def process_memory(pid: int) -> int:
     """A process's own memory (USS, as Ray counts it; RSS where USS cannot be read)."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         try:
