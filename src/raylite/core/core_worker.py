@@ -37,7 +37,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import metric_values
@@ -453,7 +453,7 @@ class CoreWorker(
         spec: TaskSpec,
         error: bool,
         returns: list[P.TaskReturn],
-        adopted: list[list[ObjectRef]],
+        adopted: list[Sequence[ObjectRef]],
     ) -> list[tuple[list[Callable[[int, Any], None]], int, Any]]:
         """A task's worker sent its returns: the task ends, then each value is recorded
         (lock held). Returns the waiters for _finish_returns, once the lock is let go;
@@ -480,7 +480,7 @@ class CoreWorker(
                     self._apply(self.table.released(r.object_id))
 
     def _set_value(
-        self, oid: bytes, kind: int, data: Any, refs: list[ObjectRef]
+        self, oid: bytes, kind: int, data: Any, refs: Sequence[ObjectRef]
     ) -> list[Callable[[int, Any], None]] | None:
         """Record an owned object's value; its waiters, to run without the lock (lock held)."""
         entry = self.objects.get(oid)

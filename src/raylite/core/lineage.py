@@ -54,7 +54,7 @@ class LineageMixin:
         took the lineage of each released argument first (its own Resubmit follows);
         an argument whose entry is gone fails the task with ObjectLostError."""
         task_transition(spec, WAITING_ARGS, "rerun to rebuild what it made")
-        spec.cancelled, spec.deps = False, []
+        spec.cancelled, spec.deps, spec.held = False, [], list(spec.held)
         spec.unresolved = len(spec.dep_ids) + 1
         if spec.return_ids:
             self.running[spec.return_ids[0]] = spec

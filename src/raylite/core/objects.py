@@ -18,7 +18,7 @@ the messages or the reruns themselves (core_worker, lineage), not reference coun
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -59,7 +59,7 @@ class ObjectEntry:
         self.seq = 0  # completion order, for wait()
         self.held = 0  # pending tasks that read this value from the store
         self.borrowers: dict[str, int] = {}  # borrower address -> registrations
-        self.contains: list[ObjectRef] = []  # refs pickled inside this value
+        self.contains: Sequence[ObjectRef] = ()  # refs pickled inside this value
         self.lineage: TaskSpec | None = None  # the task to rerun if the value is lost
         self.lineage_refs = 0  # kept lineages that read this object: its recipe must stay
 

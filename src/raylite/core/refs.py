@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import protocol as P
@@ -199,11 +199,11 @@ class RefsMixin:
             self.objects = self.table.entries = dict(self.objects)
         trim_heap()
 
-    def _adopt_contained(self, contained: dict[bytes, str] | None) -> list[ObjectRef]:
+    def _adopt_contained(self, contained: dict[bytes, str] | None) -> Sequence[ObjectRef]:
         """Refs inside a task's return value (object id -> owner); the worker registered
         our borrows already."""
         if not contained:
-            return []
+            return ()  # most values hold none: no list for each to keep
         extra = []
         with self._ref_lock:
             for oid, owner in contained.items():

@@ -67,6 +67,19 @@ from .tasks import (
 log = logging.getLogger("raylite")
 
 
+class _TaskReply:
+    """A pushed task's reply callback (request_async): one object for the cyclic
+    collector to track while the task runs, where a closure over the three is five."""
+
+    __slots__ = ("cw", "lease", "spec")
+
+    def __init__(self, cw: Any, lease: Lease, spec: TaskSpec) -> None:
+        self.cw, self.lease, self.spec = cw, lease, spec
+
+    def __call__(self, reply: Any) -> None:
+        self.cw._task_done(self.lease, self.spec, reply)
+
+
 class SubmissionMixin:
     def _prepare(
         self, spec: TaskSpec, args: tuple, kwargs: dict, name: str
@@ -107,8 +120,8 @@ class SubmissionMixin:
                     "larger values, or put() them and pass the refs."
                 )
         spec.args_blob = args_blob(meta, views)
-        spec.arg_refs = nested + [ref for _, ref in deps]
-        if spec.arg_refs:
+        if nested or deps:
+            spec.arg_refs = nested + [ref for _, ref in deps]
             if context.PAST_OWNERS:  # a ref of a session shutdown() ended: Ray's ValueError
                 context.check_session(spec.arg_refs, f"an argument of {name}")
             with self._ref_lock:
@@ -169,7 +182,9 @@ class SubmissionMixin:
         if runtime_env is not None:
             spec.runtime_env = runtime_env[0]
         deps = self._prepare(spec, args, kwargs, name)
-        spec.dep_ids = [(position, ref.id, ref.owner) for position, ref in deps]
+        if deps:  # resolved by the callbacks below, into lists of their own
+            spec.dep_ids = [(position, ref.id, ref.owner) for position, ref in deps]
+            spec.deps, spec.held = [], []
         if len(spec.arg_refs) > len(deps):  # the worker gets these itself when it runs
             spec.nested_ids = [r.id for r in spec.arg_refs[: len(spec.arg_refs) - len(deps)]]
         # Lineage: a task can be rerun to rebuild its value if its arguments can be had
@@ -354,8 +369,7 @@ class SubmissionMixin:
         if conn is not None and not conn.closed:  # the hot path: the lease's worker is dialled
             try:
                 conn.request_async(
-                    self._push_message(conn, spec, lease.gpu_ids),
-                    lambda reply: self._task_done(lease, spec, reply),
+                    self._push_message(conn, spec, lease.gpu_ids), _TaskReply(self, lease, spec)
                 )
             except ConnectionLost:
                 self.lock.defer(self._task_done, lease, spec, ConnectionLost("worker unreachable"))
@@ -384,7 +398,7 @@ class SubmissionMixin:
             spec.function_id,
             blob,
             spec.args_blob,
-            list(spec.deps),
+            spec.deps,  # resolved all before the push: not changed after
             spec.return_ids,
             self.address,
             spec.actor_id,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import pickle
 import reprlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import protocol as P
@@ -57,10 +57,14 @@ class TaskSpec:
     retry_exceptions: Any  # bool, or a tuple of exception classes to retry
     actor_id: bytes | None = None
     actor_creation: bool = False
-    deps: list[P.Dep] = field(default_factory=list)  # ref arguments, resolved
+    # The per-task sequences that most tasks leave empty are an empty tuple until set
+    # (a list each would be ~6 more objects a task for the cyclic collector: tens of
+    # thousands in flight in a batch); deps and held become lists when it has ref
+    # arguments (submission.submit_task, lineage._resubmit).
+    deps: list[P.Dep] | tuple[()] = ()  # ref arguments, resolved
     unresolved: int = 0
-    held: list[bytes] = field(default_factory=list)
-    arg_refs: list[ObjectRef] = field(default_factory=list)  # pinned until the task ends
+    held: list[bytes] | tuple[()] = ()
+    arg_refs: Sequence[ObjectRef] = ()  # pinned until the task ends
     # An actor creation's options; another task's or call's own, where it has any
     # ({"task_events": False}: task_events_off); None for most.
     actor_options: dict[str, Any] | None = None
@@ -70,13 +74,11 @@ class TaskSpec:
     lease: Any = None  # the lease it was pushed on, while it runs
     strategy: str | P.NodeAffinity | None = None  # scheduling_strategy as sent to node managers
     rebuildable: bool = False  # rerunning it rebuilds its value (see submit_task)
-    dep_ids: list[tuple[Any, bytes, str]] = field(
-        default_factory=list
-    )  # ref args: (position, id, owner)
+    dep_ids: Sequence[tuple[Any, bytes, str]] = ()  # ref args: (position, id, owner)
     lineage_pinned: bool = False  # counted in its arguments' lineage_refs
     lineage_holders: int = 0  # its return entries that keep it as their lineage
-    nested_ids: list[bytes] = field(default_factory=list)  # refs inside its arguments
-    kept_refs: list[ObjectRef] = field(default_factory=list)  # borrowed args, kept for a rerun
+    nested_ids: Sequence[bytes] = ()  # refs inside its arguments
+    kept_refs: Sequence[ObjectRef] = ()  # borrowed args, kept for a rerun
     rerunning: bool = False  # rerun to rebuild a lost return: the others come with it
     pushed: bool = False  # sent to a worker at least once (its worker reports it from then)
     submitted: float = 0.0  # time.time() at submission
@@ -120,7 +122,7 @@ def retry_task(spec: TaskSpec, cause: str, closing: bool) -> bool:
 
 def lineage_args(spec: TaskSpec) -> list[bytes]:
     """The owned objects a kept lineage needs to run its task again."""
-    return [dep for _, dep, _ in spec.dep_ids] + spec.nested_ids
+    return [*(dep for _, dep, _ in spec.dep_ids), *spec.nested_ids]
 
 
 def retryable(retry: Any, error_blob: bytes) -> bool:
