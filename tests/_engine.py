@@ -15,8 +15,11 @@ module, so that workers of either engine can load them by reference.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import re
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +68,64 @@ def wait_for(
         time.sleep(interval)
 
 
+class StdStreams:
+    """What this process writes to sys.stdout and sys.stderr from now on (any thread),
+    kept whole; it still goes through to the streams it replaces.
+
+    Polling capfd instead (readouterr: read the capture file, then truncate it) drops
+    a line that another thread writes between the two, as a driver's worker-output
+    relay does while a test polls. Ray's drivers also print worker output through
+    sys.stdout / sys.stderr, looked up at each print."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._lock = threading.Lock()
+        self._parts: dict[str, list[str]] = {"out": [], "err": []}
+        for name in ("out", "err"):
+            monkeypatch.setattr(sys, f"std{name}", _Tee(getattr(sys, f"std{name}"), self, name))
+
+    def _add(self, name: str, text: str) -> None:
+        with self._lock:
+            self._parts[name].append(text)
+
+    def text(self, name: str) -> str:
+        """All written to std`name` ("out" or "err") so far, without ANSI colours."""
+        with self._lock:
+            return strip_ansi("".join(self._parts[name]))
+
+    @property
+    def out(self) -> str:
+        return self.text("out")
+
+    @property
+    def err(self) -> str:
+        return self.text("err")
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, inner: Any, into: StdStreams, name: str) -> None:
+        self._inner, self._into, self._name = inner, into, name
+
+    def write(self, text: str) -> int:
+        self._into._add(self._name, text)
+        return int(self._inner.write(text))
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return bool(self._inner.isatty())
+
+    def fileno(self) -> int:
+        return int(self._inner.fileno())
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self._inner, "encoding", "utf-8"))
+
+
 def wait_for_path(path: str | os.PathLike[str], timeout: float = 60.0) -> None:
     """Block until `path` exists (used inside remote functions as a gate)."""
     p = Path(path)
@@ -78,6 +139,7 @@ def wait_for_path(path: str | os.PathLike[str], timeout: float = 60.0) -> None:
 __all__ = [
     "AGAINST_RAY",
     "ENGINE_NAME",
+    "StdStreams",
     "exceptions",
     "ray",
     "raylite_only",

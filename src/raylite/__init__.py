@@ -14,6 +14,7 @@ _WHERE = {
     "DynamicObjectRefGenerator": "object_ref_generator",
     "LoggingConfig": "logging_config",
     "install_as_ray": "ray_alias",  # raylite's own: `import ray` gives raylite from then on
+    "init": "driver_start",  # starts a local session's node before api.py loads
     "method": "actors",
     "ObjectID": "object_ref",
     "ObjectRef": "object_ref",
@@ -23,7 +24,7 @@ _WHERE = {
         name: "api"
         for name in (
             "available_resources", "cancel", "cluster_resources", "get", "get_actor",
-            "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "nodes",
+            "get_gpu_ids", "get_runtime_context", "is_initialized", "kill", "nodes",
             "put", "remote", "shutdown", "timeline", "wait",
         )
     },

@@ -24,22 +24,18 @@ from . import init_options, local_mode
 from . import object_ref as _object_ref
 from .actors import ActorClass, ActorHandle, method
 from .bundles import is_group_resource
-from .config import CONFIG, from_units, to_units
+from .config import CONFIG, from_units
 from .core import context as core_context
 from .core.core_worker import CoreWorker
 from .core.tasks import short_repr
-from .exceptions import RaySystemError
 from .node_start import (
-    available_memory,
-    detect_gpus,
-    new_session,
-    node_manager_command,
+    LocalNodeArgs,
+    StartingNode,
+    check_resources,
     raise_nofile_limit,
-    read_line,
 )
 from .object_ref import ObjectRef
 from .object_ref_generator import ObjectRefGenerator, wait_with_generators
-from .object_store import default_store_root
 from .remote_function import RemoteFunction
 from .runtime_context import RuntimeContext
 
@@ -117,6 +113,31 @@ def init(
     **kwargs: Any,
 ) -> RayContext:
     """Start raylite on this machine: a node manager and a pool of workers."""
+    # driver_start.init: the node manager it started already for this call (None: none)
+    early: StartingNode | None = kwargs.pop("_early_node", None)
+    try:
+        return _init(
+            address, num_cpus, num_gpus, resources, object_store_memory,
+            ignore_reinit_error, logging_level, log_to_driver, namespace, kwargs, early,
+        )  # fmt: skip
+    finally:
+        if early is not None:
+            early.abandon()  # unless this session adopted it
+
+
+def _init(
+    address: str | None,
+    num_cpus: int | None,
+    num_gpus: int | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+    ignore_reinit_error: bool,
+    logging_level: int | str,
+    log_to_driver: bool,
+    namespace: str | None,
+    kwargs: dict[str, Any],
+    early: StartingNode | None,
+) -> RayContext:
     global _runtime
     unknown = set(kwargs) - _INIT_OPTIONS - set(_INIT_NOT_YET)
     if unknown:
@@ -175,54 +196,21 @@ def init(
                 "_token is the token of the cluster at a raylite://HOST:PORT address; "
                 "init() without an address starts a session of its own."
             )
-        for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        if resources is not None:
-            if not isinstance(resources, dict):
-                raise TypeError("resources must be a dict of resource name to quantity")
-            for k, v in resources.items():
-                if k in ("CPU", "GPU"):
-                    raise ValueError(
-                        "Use the 'num_cpus' and 'num_gpus' keywords instead of "
-                        "'CPU' and 'GPU' in 'resources'."
-                    )
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                    raise ValueError(f"resources[{k!r}] must be a non-negative number, got {v!r}")
+        args = LocalNodeArgs(
+            num_cpus, num_gpus, resources, object_store_memory, opts.memory, opts.node_ip,
+            opts.temp_dir, dict(kwargs.get("_system_config") or {}),
+            [*_dashboard_args(kwargs), *opts.node_flags()], opts.worker_env(),
+        )  # fmt: skip
+        if early is not None and early.args != args:
+            early.abandon()  # started for other arguments than these turned out to be
+            early = None
+        check_resources(num_cpus, num_gpus, resources)  # Ray's errors, before anything starts
         if kwargs.get("configure_logging", True):
             _configure_logging(logging_level, log_format)
         if opts.logging_config is not None:
             opts.logging_config._apply()
-        cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
-        gpus = num_gpus if num_gpus is not None else detect_gpus()
-        available = available_memory()
-        if object_store_memory is None:
-            object_store_memory = int(available * 0.3)
-        store_root = _store_root(object_store_memory)
-        total = {
-            "CPU": to_units(cpus),
-            "memory": to_units(int(available * 0.7) if opts.memory is None else opts.memory),
-            "object_store_memory": to_units(object_store_memory),
-            f"node:{opts.node_ip or '127.0.0.1'}": to_units(1),
-        }
-        if gpus:
-            total["GPU"] = to_units(gpus)
-        for k, v in (resources or {}).items():
-            total[k] = to_units(v)
-        system_config = dict(kwargs.get("_system_config") or {})
-        _runtime = _start_local(
-            total,
-            gpus,
-            cpus,
-            store_root,
-            log_to_driver,
-            namespace,
-            system_config,
-            [*_dashboard_args(kwargs), *opts.node_flags()],
-            opts,
-        )
+        node = early or StartingNode(args)
+        _runtime = _start_local(node, log_to_driver, namespace, opts)
         _job_runtime_env(opts)
         core_context._global = _runtime.cw
         core_context._auto_init = _auto_init
@@ -348,27 +336,6 @@ def _auto_init() -> CoreWorker:
 core_context._auto_init = _auto_init
 
 
-def _store_root(capacity: int) -> str:
-    """Shared memory when it can hold the store; else a disk directory, with a warning."""
-    root = default_store_root()
-    free = shutil.disk_usage(root).free
-    if root == "/dev/shm" and free < capacity:
-        import tempfile
-
-        fallback = tempfile.gettempdir()
-        log.warning(
-            "/dev/shm has only %d MiB free, less than the object store's %d MiB, so the "
-            "store uses %s on disk instead, which is slower. To fix it, give the machine "
-            "(or container: docker run --shm-size=...) more shared memory, or pass a smaller "
-            "object_store_memory to init().",
-            free >> 20,
-            capacity >> 20,
-            fallback,
-        )
-        return fallback
-    return root
-
-
 def _configure_logging(level: int | str, fmt: str | None = None) -> None:
     logger = logging.getLogger("raylite")
     logger.setLevel(level)
@@ -382,64 +349,31 @@ def _configure_logging(level: int | str, fmt: str | None = None) -> None:
 
 
 def _start_local(
-    total: dict[str, int],
-    gpus: int,
-    cpus: int,
-    store_root: str,
+    node: StartingNode,
     log_to_driver: bool,
     namespace: str | None,
-    system_config: dict[str, Any],
-    extra: list[str] | tuple[str, ...] = (),
     opts: init_options.InitOptions | None = None,
 ) -> _Runtime:
-    cap = system_config.get("max_workers")  # the node's worker process cap
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise ValueError(f"_system_config max_workers must be an int >= 1, not {cap!r}")
-    token = os.urandom(32)
-    temp_dir = opts.temp_dir if opts is not None else None
-    session_dir, store_dir, _ = new_session("s", store_root, token, temp_dir)
-    proc = None
-    try:  # every way out but success removes the session's directories
-        cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, *extra)
-        if system_config.get("max_spill_bytes") is not None:
-            cmd += ["--max-spill-bytes", str(int(system_config["max_spill_bytes"]))]
-        if cap is not None:
-            cmd += ["--max-workers", str(cap)]
-        env = opts.worker_env() if opts is not None else {}
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            env={**os.environ, **env} if env else None,
-        )
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        proc.stdin.write(token.hex().encode() + b"\n")
-        proc.stdin.flush()
-        line = read_line(proc, CONFIG.start_timeout_s)
-        if not line.startswith("READY "):
-            raise RaySystemError(f"the node manager failed to start (exit code {proc.poll()})")
-        node_address = line.split(" ", 1)[1].strip()
+    """The driver of the session whose node manager `node` is: adopted once it is READY
+    and this driver has registered (else `node` is abandoned: stopped, its files gone)."""
+    try:
+        node_address = node.wait_ready()
         cw = CoreWorker(
             mode="driver",
             node_address=node_address,
-            token=token,
-            session_dir=session_dir,
+            token=node.token,
+            session_dir=node.session_dir,
             log_to_driver=log_to_driver,
             namespace=namespace,
         )
         if opts is not None and opts.default_detached:
             cw.default_actor_lifetime = "detached"
     except BaseException:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(session_dir, ignore_errors=True)
-        shutil.rmtree(store_dir, ignore_errors=True)
+        node.abandon()
         raise
-    return _Runtime(cw, proc, session_dir, store_dir)
+    node.adopted = True
+    assert node.proc is not None
+    return _Runtime(cw, node.proc, node.session_dir, node.store_dir)
 
 
 _fork_hook = False

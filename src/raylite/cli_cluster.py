@@ -327,11 +327,10 @@ def _spawn(
     head: str | None,
 ) -> dict[str, Any]:
     """Start a node manager (or the head alone) and wait until it says READY."""
-    from .api import _store_root
-    from .node_start import new_session, node_manager_command
+    from .node_start import new_session, node_manager_command, store_root
 
-    store_root = _store_root(total["object_store_memory"] // RESOURCE_UNIT)
-    session_dir, store_dir, token_file = new_session("n", store_root, token)
+    root = store_root(total["object_store_memory"] // RESOURCE_UNIT)
+    session_dir, store_dir, token_file = new_session("n", root, token)
     cmd = node_manager_command(session_dir, store_dir, total, gpus, cpus, "--cluster", "--ip", ip)
     cmd += extra
     log_path = os.path.join(session_dir, "node.log")

@@ -16,8 +16,10 @@ import select
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
-from .config import CONFIG
+from .config import CONFIG, to_units
 from .exceptions import RaySystemError
 
 
@@ -119,3 +121,161 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
                 break
             buf += chunk
     return buf.decode()
+
+
+def default_store_root() -> str:
+    """/dev/shm when it exists and is writable; else the temp directory."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    import tempfile  # here: most processes never need it
+
+    return tempfile.gettempdir()
+
+
+def store_root(capacity: int) -> str:
+    """Shared memory when it can hold the store; else a disk directory, with a warning."""
+    import shutil
+
+    root = default_store_root()
+    free = shutil.disk_usage(root).free
+    if root == "/dev/shm" and free < capacity:
+        import logging
+        import tempfile
+
+        fallback = tempfile.gettempdir()
+        logging.getLogger("raylite").warning(
+            "/dev/shm has only %d MiB free, less than the object store's %d MiB, so the "
+            "store uses %s on disk instead, which is slower. To fix it, give the machine "
+            "(or container: docker run --shm-size=...) more shared memory, or pass a smaller "
+            "object_store_memory to init().",
+            free >> 20,
+            capacity >> 20,
+            fallback,
+        )
+        return fallback
+    return root
+
+
+def check_resources(
+    num_cpus: int | None, num_gpus: int | None, resources: dict[str, float] | None
+) -> None:
+    """Ray's errors for init() resources of a local session it refuses."""
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError("resources must be a dict of resource name to quantity")
+        for k, v in resources.items():
+            if k in ("CPU", "GPU"):
+                raise ValueError(
+                    "Use the 'num_cpus' and 'num_gpus' keywords instead of "
+                    "'CPU' and 'GPU' in 'resources'."
+                )
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"resources[{k!r}] must be a non-negative number, got {v!r}")
+
+
+@dataclass(frozen=True)
+class LocalNodeArgs:
+    """init()'s arguments that a local session's node manager is started with: a node
+    started before init() had read them all is its node only if they are equal
+    (driver_start.init, api.init)."""
+
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    resources: dict[str, float] | None = None
+    object_store_memory: int | None = None
+    memory: int | None = None
+    node_ip: str | None = None
+    temp_dir: str | None = None
+    system_config: dict[str, Any] = field(default_factory=dict)
+    extra: list[str] = field(default_factory=list)  # node manager flags
+    env: dict[str, str] = field(default_factory=dict)  # the workers' environment
+
+
+def local_resources(args: LocalNodeArgs) -> tuple[dict[str, int], int, int, int]:
+    """What init()'s arguments give a local session's node: its resources in units,
+    GPUs, CPUs and object store bytes (check_resources' errors for values it refuses)."""
+    check_resources(args.num_cpus, args.num_gpus, args.resources)
+    cpus = (os.cpu_count() or 1) if args.num_cpus is None else args.num_cpus
+    gpus = args.num_gpus if args.num_gpus is not None else detect_gpus()
+    available = available_memory()
+    store_bytes = args.object_store_memory
+    if store_bytes is None:
+        store_bytes = int(available * 0.3)
+    total = {
+        "CPU": to_units(cpus),
+        "memory": to_units(int(available * 0.7) if args.memory is None else args.memory),
+        "object_store_memory": to_units(store_bytes),
+        f"node:{args.node_ip or '127.0.0.1'}": to_units(1),
+    }
+    if gpus:
+        total["GPU"] = to_units(gpus)
+    for k, v in (args.resources or {}).items():
+        total[k] = to_units(v)
+    return total, gpus, cpus, store_bytes
+
+
+class StartingNode:
+    """A local session's node manager, started (the session's directories made, the
+    token sent); its READY line not read yet. `args`: what it was started for."""
+
+    def __init__(self, args: LocalNodeArgs) -> None:
+        cap = args.system_config.get("max_workers")  # the node's worker process cap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"_system_config max_workers must be an int >= 1, not {cap!r}")
+        total, gpus, cpus, store_bytes = local_resources(args)
+        self.args = args
+        self.adopted = False  # init() made it its session's node
+        self._abandoned = False
+        self.token = os.urandom(32)
+        self.session_dir, self.store_dir, _ = new_session(
+            "s", store_root(store_bytes), self.token, args.temp_dir
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:  # every way out but success removes the session's directories
+            cmd = node_manager_command(
+                self.session_dir, self.store_dir, total, gpus, cpus, *args.extra
+            )
+            if args.system_config.get("max_spill_bytes") is not None:
+                cmd += ["--max-spill-bytes", str(int(args.system_config["max_spill_bytes"]))]
+            if cap is not None:
+                cmd += ["--max-workers", str(cap)]
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+                env={**os.environ, **args.env} if args.env else None,
+            )
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(self.token.hex().encode() + b"\n")
+            self.proc.stdin.flush()
+        except BaseException:
+            self.abandon()
+            raise
+
+    def wait_ready(self) -> str:
+        """The node manager's address, once it says READY."""
+        assert self.proc is not None
+        line = read_line(self.proc, CONFIG.start_timeout_s)
+        if not line.startswith("READY "):
+            raise RaySystemError(f"the node manager failed to start (exit code {self.proc.poll()})")
+        return line.split(" ", 1)[1].strip()
+
+    def abandon(self) -> None:
+        """Stop it and remove its directories, unless init() adopted it."""
+        if self.adopted or self._abandoned:
+            return
+        self._abandoned = True
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        import shutil
+
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+        shutil.rmtree(self.store_dir, ignore_errors=True)

@@ -44,15 +44,6 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
 
 
-def default_store_root() -> str:
-    """/dev/shm when it exists and is writable; else the temp directory."""
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        return "/dev/shm"
-    import tempfile  # here: most processes never need it
-
-    return tempfile.gettempdir()
-
-
 class Mappings:
     """This process's read-only mappings of segments: one per object while any view
     of it (a memoryview, a numpy array on it) lives.

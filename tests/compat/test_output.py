@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 
-from tests._engine import ray, strip_ansi, wait_for
+from tests._engine import StdStreams, ray, wait_for
 
 RAY_INIT = {"num_cpus": 2}
 
@@ -45,28 +45,26 @@ def timeline_marker_task(seconds):
 
 
 class _Captured:
-    """Accumulates capfd output: each readouterr() call drains what arrived so far."""
+    """What the driver prints (StdStreams: no line lost to a capture's truncation)."""
 
-    def __init__(self, capfd):
-        self.capfd = capfd
-        self.out = ""
-        self.err = ""
+    def __init__(self, monkeypatch):
+        self.streams = StdStreams(monkeypatch)
 
-    def poll(self):
-        out, err = self.capfd.readouterr()
-        self.out += strip_ansi(out)
-        self.err += strip_ansi(err)
+    @property
+    def out(self):
+        return self.streams.out
+
+    @property
+    def err(self):
+        return self.streams.err
 
     def wait_for_line(self, line, stream="out", timeout=10.0):
-        def found():
-            self.poll()
-            text = self.out if stream == "out" else self.err
-            return line in text.splitlines()
-
         wait_for(
-            found,
+            lambda: line in self.streams.text(stream).splitlines(),
             timeout=timeout,
-            message=lambda: f"line {line!r} on driver std{stream}; got {getattr(self, stream)!r}",
+            message=lambda: (
+                f"line {line!r} on driver std{stream}; got {self.streams.text(stream)!r}"
+            ),
         )
 
 
@@ -74,24 +72,24 @@ def _unique(label):
     return f"{label}-{uuid.uuid4().hex[:12]}"
 
 
-def test_task_print_reaches_driver_stdout_with_prefix(ray_start, capfd):
-    captured = _Captured(capfd)
+def test_task_print_reaches_driver_stdout_with_prefix(ray_start, monkeypatch):
+    captured = _Captured(monkeypatch)
     text = _unique("hello from a task")
     pid = ray.get(print_to_stdout.remote(text))
     assert pid != os.getpid()
     captured.wait_for_line(f"(print_to_stdout pid={pid}) {text}")
 
 
-def test_task_stderr_reaches_driver_stderr_with_prefix(ray_start, capfd):
-    captured = _Captured(capfd)
+def test_task_stderr_reaches_driver_stderr_with_prefix(ray_start, monkeypatch):
+    captured = _Captured(monkeypatch)
     text = _unique("error text")
     pid = ray.get(print_to_stderr.remote(text))
     captured.wait_for_line(f"(print_to_stderr pid={pid}) {text}", stream="err")
     assert text not in captured.out
 
 
-def test_every_line_is_prefixed(ray_start, capfd):
-    captured = _Captured(capfd)
+def test_every_line_is_prefixed(ray_start, monkeypatch):
+    captured = _Captured(monkeypatch)
     lines = [_unique(f"line{i}") for i in range(3)]
     pid = ray.get(print_lines.remote(lines))
     for line in lines:
@@ -100,8 +98,8 @@ def test_every_line_is_prefixed(ray_start, capfd):
     assert positions == sorted(positions), "lines of one worker arrive in order"
 
 
-def test_actor_print_is_prefixed_with_class_name(ray_start, capfd):
-    captured = _Captured(capfd)
+def test_actor_print_is_prefixed_with_class_name(ray_start, monkeypatch):
+    captured = _Captured(monkeypatch)
     talker = Talker.remote()
     text = _unique("actor says")
     pid = ray.get(talker.say.remote(text))
@@ -122,8 +120,8 @@ class Labelled:
         return os.getpid()
 
 
-def test_actor_print_is_prefixed_with_its_repr_when_it_has_one(ray_start, capfd):
-    captured = _Captured(capfd)
+def test_actor_print_is_prefixed_with_its_repr_when_it_has_one(ray_start, monkeypatch):
+    captured = _Captured(monkeypatch)
     actor = Labelled.remote(7)
     text = _unique("labelled says")
     pid = ray.get(actor.say.remote(text))

@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("dag", ["dag.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
     ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__", "local_mode", "runtime_context",
-             "init_options", "logging_config", "job_config", "node_start",
+             "init_options", "logging_config", "job_config", "node_start", "driver_start",
              "object_ref_generator", "worker_generators", "worker_concurrency", "_raylet",
              "runtime_env.worker_setup"]),
     ("head", ["head.*"]),
