@@ -520,7 +520,7 @@ class RemoteFunction:
         refs = cw.submit_task(
             name=opts._display_name(),
             function_id=self._function_id,
-            function_blob=self._pickled,
+            function_blob=self._blob,  # pickled above: bytes, not a method to keep per call
             args=args,
             kwargs=kwargs,
             num_returns=opts._num_returns,

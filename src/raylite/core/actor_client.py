@@ -49,7 +49,7 @@ from .actor_life import (
 )
 from .lease_queue import Lease, SchedulingClass
 from .lifecycle import DEAD, FAILED, FINISHED, PUSHED, TASK_ENDED
-from .tasks import TaskSpec, retry_task, retryable, task_transition
+from .tasks import TaskSpec, blob_of, retry_task, retryable, task_transition
 
 log = logging.getLogger("raylite")
 
@@ -388,7 +388,7 @@ class ActorClientMixin:
 
     def _detached_push(self, spec: TaskSpec) -> P.PushTask:
         """The creation task of a detached actor as the head keeps it (its args inline)."""
-        blob = spec.function_blob() if spec.function_blob is not None else None
+        blob = blob_of(spec)
         return P.PushTask(
             spec.task_id,
             spec.name,

@@ -193,6 +193,9 @@ class CoreWorker(
         # Owner task events: TaskSpecs submitted (reported if they still wait at the next
         # flush) and events of tasks that ended here without a worker.
         self._events: collections.deque[Any] = collections.deque()
+        # A resource shape's scheduling key, by the shape dict's id (the dict is kept,
+        # so its id is not reused): a function's shape is one dict for all its calls.
+        self._shape_keys: dict[int, tuple[dict[str, int], tuple[Any, ...]]] = {}
         self._events_scheduled = False
         self._completion = itertools.count(1)
         self.queues = LeaseQueues()  # events in, actions out (leasing._lease_actions)

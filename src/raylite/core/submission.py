@@ -57,6 +57,7 @@ from .objects import ObjectEntry
 from .tasks import (
     DEP,
     TaskSpec,
+    blob_of,
     retry_task,
     retryable,
     task_events_off,
@@ -134,7 +135,7 @@ class SubmissionMixin:
         *,
         name: str,
         function_id: bytes,
-        function_blob: Callable[[], bytes],
+        function_blob: bytes | Callable[[], bytes] | None,
         args: tuple,
         kwargs: dict,
         num_returns: int,
@@ -154,7 +155,14 @@ class SubmissionMixin:
         into a Stream (core/generators.py)."""
         task_id = new_id()
         return_ids = [new_id() for _ in range(num_returns)]
-        key: tuple[Any, ...] = tuple(sorted(shape.items()))
+        cached = self._shape_keys.get(id(shape))
+        if cached is not None and cached[0] is shape:  # the hot path: a function's shape
+            key: tuple[Any, ...] = cached[1]
+        else:
+            key = tuple(sorted(shape.items()))
+            if len(self._shape_keys) >= 1024:  # options() made many: start over
+                self._shape_keys.clear()
+            self._shape_keys[id(shape)] = (shape, key)
         if strategy is not None:  # its own leases: SPREAD must not reuse one worker
             key += (("@strategy", repr(strategy)),)
         if runtime_env is not None and runtime_env[1]:  # only workers of its env run it
@@ -391,7 +399,7 @@ class SubmissionMixin:
         blob = None
         if spec.function_id not in conn.sent_functions:
             conn.sent_functions.add(spec.function_id)
-            blob = spec.function_blob() if spec.function_blob is not None else None
+            blob = blob_of(spec)
         return P.PushTask(
             spec.task_id,
             spec.name,

@@ -48,7 +48,9 @@ class TaskSpec:
     task_id: bytes
     name: str
     function_id: bytes
-    function_blob: Callable[[], bytes] | None
+    # The pickled function, or what pickles it (an actor class's, once), or None (a
+    # call to an actor already created): blob_of() reads it.
+    function_blob: bytes | Callable[[], bytes] | None
     args_blob: bytes | list[bytes]
     return_ids: list[bytes]
     shape: dict[str, int]
@@ -91,6 +93,12 @@ class TaskSpec:
     pipelinable: bool = True
     oom_kills: int = 0  # times a node's memory monitor killed its worker (the backoff)
     oom_retriable: bool = False  # killed for memory before: retried as such again
+
+
+def blob_of(spec: TaskSpec) -> bytes | None:
+    """The task's pickled function, pickling it now if it is given as what pickles it."""
+    blob = spec.function_blob
+    return blob if blob is None or type(blob) is bytes else blob()  # type: ignore[operator]
 
 
 def task_events_off(options: dict[str, Any] | None) -> bool:
