@@ -494,7 +494,7 @@ class CoreWorker(
         entry.kind, entry.data = kind, data
         entry.contains = refs
         entry.seq = next(self._completion)
-        waiters, entry.waiters = entry.waiters, []
+        waiters, entry.waiters = entry.waiters, ()
         return waiters
 
     def _run_waiters(self, waiters: list[Callable[[int, Any], None]], kind: int, data: Any) -> None:

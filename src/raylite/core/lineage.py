@@ -127,7 +127,7 @@ class LineageMixin:
             entry = self.objects.get(oid)
             if entry is None or entry.kind is PENDING:
                 return
-            waiters, entry.waiters = entry.waiters, []
+            waiters, entry.waiters = entry.waiters, ()
             kind, data = entry.kind, entry.data
         if waiters:
             self.lock.check_unlocked("an object's waiters")

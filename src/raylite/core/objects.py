@@ -55,7 +55,9 @@ class ObjectEntry:
     def __init__(self) -> None:
         self.kind: int | None = PENDING
         self.data: Any = None
-        self.waiters: list[Callable[[int, Any], None]] = []
+        # A list while the value is PENDING; () once it is final (one object less each
+        # for the cyclic collector); a list again when a rebuild makes it PENDING.
+        self.waiters: list[Callable[[int, Any], None]] | tuple[()] = []
         self.seq = 0  # completion order, for wait()
         self.held = 0  # pending tasks that read this value from the store
         self.borrowers: dict[str, int] = {}  # borrower address -> registrations
@@ -233,10 +235,12 @@ class ObjectTable:
         spec = entry.lineage
         if spec is not None and spec.rerunning:  # rerun already for another return
             entry.kind, entry.data, entry.lineage = PENDING, None, None
+            entry.waiters = []
             spec.lineage_holders -= 1
             return None
         if spec is not None and not closed and spend_retry(spec):
             entry.kind, entry.data, entry.lineage = PENDING, None, None
+            entry.waiters = []
             spec.lineage_holders -= 1
             spec.rerunning = True
             return spec
