@@ -113,32 +113,10 @@ def init(
     **kwargs: Any,
 ) -> RayContext:
     """Start raylite on this machine: a node manager and a pool of workers."""
-    # driver_start.init: the node manager it started already for this call (None: none)
-    early: StartingNode | None = kwargs.pop("_early_node", None)
-    try:
-        return _init(
-            address, num_cpus, num_gpus, resources, object_store_memory,
-            ignore_reinit_error, logging_level, log_to_driver, namespace, kwargs, early,
-        )  # fmt: skip
-    finally:
-        if early is not None:
-            early.abandon()  # unless this session adopted it
-
-
-def _init(
-    address: str | None,
-    num_cpus: int | None,
-    num_gpus: int | None,
-    resources: dict[str, float] | None,
-    object_store_memory: int | None,
-    ignore_reinit_error: bool,
-    logging_level: int | str,
-    log_to_driver: bool,
-    namespace: str | None,
-    kwargs: dict[str, Any],
-    early: StartingNode | None,
-) -> RayContext:
     global _runtime
+    # driver_start.init: the node manager it started for this call already, adopted
+    # below if it was started for these arguments (driver_start stops it if not)
+    early: StartingNode | None = kwargs.pop("_early_node", None)
     unknown = set(kwargs) - _INIT_OPTIONS - set(_INIT_NOT_YET)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
@@ -202,8 +180,7 @@ def _init(
             [*_dashboard_args(kwargs), *opts.node_flags()], opts.worker_env(),
         )  # fmt: skip
         if early is not None and early.args != args:
-            early.abandon()  # started for other arguments than these turned out to be
-            early = None
+            early = None  # started for other arguments than these turned out to be
         check_resources(num_cpus, num_gpus, resources)  # Ray's errors, before anything starts
         if kwargs.get("configure_logging", True):
             _configure_logging(logging_level, log_format)

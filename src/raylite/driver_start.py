@@ -7,9 +7,9 @@ one after the other. When `init()` is the program's first use of the API and sta
 local session with plain arguments (resources, logging, namespace), this starts the
 node manager first (node_start.StartingNode), then loads api.py, whose init() adopts
 that node if it was started for the same arguments (node_start.LocalNodeArgs) and
-otherwise stops it and starts its own. Any other call, or one after the API is loaded
-(a `@ray.remote` before `init()` loaded it: nothing is left to overlap), goes to
-api.init as it is.
+otherwise starts its own; a node not adopted, whatever happened, is stopped here.
+Any other call, or one after the API is loaded (a `@ray.remote` before `init()`
+loaded it: nothing is left to overlap), goes to api.init as it is.
 
     init() ──▶ StartingNode (Popen, token) ──▶ import api ──▶ api.init(_early_node=...)
                        └── the node boots ──────────────────────▶ READY ──▶ adopted
@@ -40,15 +40,16 @@ _PLAIN = frozenset(
 def init(address: str | None = None, **kwargs: Any) -> Any:
     """Start raylite on this machine, or connect to a cluster (api.init: its arguments)."""
     node = _node_first(address, kwargs)
+    if node is None:
+        from . import api
+
+        return api.init(address, **kwargs)
     try:
         from . import api
-    except BaseException:  # api.init would have adopted or stopped it: nobody will now
-        if node is not None:
-            node.abandon()
-        raise
-    if node is None:
-        return api.init(address, **kwargs)
-    return api.init(address, _early_node=node, **kwargs)
+
+        return api.init(address, _early_node=node, **kwargs)
+    finally:
+        node.abandon()  # unless init() adopted it: stopped, its directories gone
 
 
 def _node_first(address: str | None, kwargs: dict[str, Any]) -> Any:

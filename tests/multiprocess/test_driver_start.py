@@ -136,12 +136,20 @@ def test_a_node_started_for_other_arguments_is_stopped_and_another_started():
         """
     import json, sys
     import raylite as ray
-    from raylite import node_start, api
+    from raylite import driver_start, node_start
 
-    early = node_start.StartingNode(node_start.LocalNodeArgs(num_cpus=1, num_gpus=0))
-    api.init(num_cpus=2, num_gpus=0, _early_node=early)  # not what it was started for
-    out = {"early": early.proc.pid, "used": api._runtime.proc.pid,
-           "session": early.session_dir, "cpus": ray.cluster_resources()["CPU"]}
+    early = []
+
+    def node_first(address, kwargs):  # a node started for other arguments than these
+        early.append(node_start.StartingNode(node_start.LocalNodeArgs(num_cpus=1)))
+        return early[0]
+
+    driver_start._node_first = node_first
+    ray.init(num_cpus=2, num_gpus=0)
+    from raylite import api
+
+    out = {"early": early[0].proc.pid, "used": api._runtime.proc.pid,
+           "session": early[0].session_dir, "cpus": ray.cluster_resources()["CPU"]}
     ray.shutdown()
     print(json.dumps(out))
     """
