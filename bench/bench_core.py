@@ -78,6 +78,10 @@ METRICS = [
     # Python's own multiprocessing.Pool (the "stdlib" workload, timed in its own process).
     Metric("startup_s", "startup", "s", "lower", "raylite <= 0.25 s", "raylite", 0.2501),
     Metric("roundtrip_per_s", "roundtrip", "calls/s", "higher", "ratio >= 10", "ratio", 10.0),
+    # The same with an 8 MB array in the store as the argument: what reading it costs.
+    Metric(
+        "roundtrip_store_arg_per_s", "roundtrip", "calls/s", "higher", "(reference)", "raylite", 0.0
+    ),
     Metric("tasks_10k_per_s", "tasks", "tasks/s", "higher", "ratio >= 6", "ratio", 6.0),
     Metric("actor_calls_per_s", "actor", "calls/s", "higher", "ratio >= 5", "ratio", 5.0),
     Metric("actor_pipelined_per_s", "pipelined", "calls/s", "higher", "ratio >= 3", "ratio", 3.0),
@@ -87,6 +91,9 @@ METRICS = [
     Metric("idle_pss_mb", "memory", "MB", "lower", "raylite < 100 MB", "raylite", 100.001),
     Metric("get_100mb_ms", "get", "ms", "lower", "raylite <= 0.05 ms", "raylite", 0.05001),
     Metric("get_100mb_again_ms", "get", "ms", "lower", "raylite <= 0.05 ms", "raylite", 0.05001),
+    # The first get of a 100 MB object in a task (the driver put it): where a program's
+    # big objects are read, and without the driver's cache-filling copy just before.
+    Metric("get_100mb_task_ms", "get", "ms", "lower", "raylite <= 0.05 ms", "raylite", 0.05001),
     Metric("pi_speedup_2cpu", "pi", "x", "higher", "raylite >= 1.9x", "raylite", 1.9),
     Metric("pool_apply_per_s", "stdlib", "calls/s", "higher", "(reference)", "raylite", 0.0),
     Metric(
@@ -207,8 +214,20 @@ def work_roundtrip(engine: str, quick: bool) -> None:
     for _ in range(50):
         ray.get(noop.remote())
     count, elapsed = timed_loop(lambda: ray.get(noop.remote()), 1.0 if quick else 3.0)
+
+    @ray.remote
+    def first(a: Any) -> float:
+        return float(a[0])
+
+    import numpy as np
+
+    stored = ray.put(np.ones(1 << 20))  # 8 MB: in the store (a ref argument)
+    for _ in range(50):
+        ray.get(first.remote(stored))
+    count2, elapsed2 = timed_loop(lambda: ray.get(first.remote(stored)), 1.0 if quick else 3.0)
     ray.shutdown()
     emit("roundtrip_per_s", count / elapsed, calls=count, seconds=round(elapsed, 3))
+    emit("roundtrip_store_arg_per_s", count2 / elapsed2, calls=count2, seconds=round(elapsed2, 3))
 
 
 def work_tasks(engine: str, quick: bool) -> None:
@@ -337,8 +356,24 @@ def work_get(engine: str, quick: bool) -> None:
         value = ray.get(ref)
         repeat_gets.append((time.perf_counter() - start) * 1000)
         del value
+
+    @ray.remote
+    def timed_get(boxed: list) -> float:
+        start = time.perf_counter()
+        value = ray.get(boxed[0])  # in a list: the task gets the ref, not the value
+        took = (time.perf_counter() - start) * 1000
+        if value.shape != array.shape or value[-1] != array[-1]:
+            raise AssertionError("get returned a different array")
+        return took
+
+    ray.get(timed_get.remote([ray.put(array)]))  # a worker that has run the function
+    task_gets = []
+    for _ in range(3 if quick else 5):
+        # A fresh object each time, first read in the task (it was never mapped there).
+        task_gets.append(ray.get(timed_get.remote([ray.put(array)])))
     ray.shutdown()
     emit("get_100mb_ms", statistics.median(first_gets), ms=[round(t, 3) for t in first_gets])
+    emit("get_100mb_task_ms", statistics.median(task_gets), ms=[round(t, 3) for t in task_gets])
     emit(
         "get_100mb_again_ms", statistics.median(repeat_gets), ms=[round(t, 3) for t in repeat_gets]
     )

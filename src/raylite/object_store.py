@@ -16,12 +16,21 @@ A process maps each object once while any view of it lives (`Mappings`): a secon
 `get` rebuilds the value on the same mapping (no open, mmap or message to the node
 manager), so two gets of one array share one buffer, as Ray's do. The mapping goes
 with its last view; the node manager hears of both ends (on_mapped / on_unmapped).
+
+A reader that does not own the object pins the segment while it maps it: a hard link
+in its pins directory (`<store dir>/.pins-<pid>/<id hex>.<n>`), made before the
+mapping and removed with it. The node manager reuses a freed segment's file for a
+later put (its "warm" files) only when no pin names it (`st_nlink` is 1): so a borrower
+needs no round trip to the node manager before it reads, and a reader's memory is
+never written under it. A reader that dies leaves its pins directory; its node manager
+removes it (`drop_pins`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import mmap
 import os
 import shutil
@@ -38,6 +47,7 @@ _HEAD = struct.Struct("<8sQQ")
 _ENTRY = struct.Struct("<QQ")
 ALIGN = 64
 WRITE_CACHE_ENTRIES = 4
+PINS_PREFIX = ".pins-"  # + a reader's pid: the directory of its pins
 
 
 def _align(n: int) -> int:
@@ -62,20 +72,25 @@ class Mappings:
         wr = self._maps.get(object_id)
         return wr() if wr is not None else None
 
-    def add(self, object_id: bytes, mm: mmap.mmap) -> mmap.mmap:
+    def add(self, object_id: bytes, mm: mmap.mmap, pin: str = "") -> mmap.mmap:
         """Keep `mm` as the object's mapping; returns the one to read (another thread's,
-        when it mapped the object first: `mm` then goes, and on_unmapped runs for it)."""
+        when it mapped the object first: `mm` then goes, and on_unmapped runs for it).
+        `pin`: the link that pins the segment while `mm` lives (removed with it)."""
         maps = self._maps
 
         def gone(wr: weakref.ref[mmap.mmap], object_id: bytes = object_id) -> None:
             if maps.get(object_id) is wr:
                 maps.pop(object_id, None)
+            if pin:  # a syscall, no lock: safe wherever the collector runs this
+                _unlink(pin)
             if self.on_unmapped is not None:
                 self.on_unmapped(object_id)
 
         current = self.lookup(object_id)
         if current is not None:
             mm.close()  # no view of it was made
+            if pin:
+                _unlink(pin)
             if self.on_unmapped is not None:
                 self.on_unmapped(object_id)
             return current
@@ -104,14 +119,18 @@ class ObjectStore:
         self.directory = directory
         self.spill_dir = spill_dir
         self.on_spilled_read: Any = None  # called with the id when a read hits the spill dir
-        # Called with the id when this process maps a segment, and again when its
-        # last view is gone (on_unmapped: from any thread, so it only queues).
-        self.on_mapped: Callable[[bytes], None] | None = None
+        # Called with the id (and whether a pin holds the segment) when this process
+        # maps a segment, and with the id when its last view is gone (on_unmapped:
+        # from any thread, so it only queues).
+        self.on_mapped: Callable[[bytes, bool], None] | None = None
         self.mappings = Mappings(self._unmapped)
         self.on_unmapped: Callable[[bytes], None] | None = None
         # Writable mappings of recycled files this process filled before, by inode:
         # writing into them again costs a memcpy, not a page-table rebuild.
         self._wcache: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
+        self._pins_dir = ""  # this process's (made at its first pin; per pid: a fork
+        self._pins_pid = 0  # makes its own)
+        self._pin_seq = itertools.count()
 
     def path(self, object_id: bytes, directory: str | None = None) -> str:
         return os.path.join(directory or self.directory, object_id.hex())
@@ -198,6 +217,9 @@ class ObjectStore:
         self.mappings.clear()
         for key in list(self._wcache):
             self._evict(key)
+        if self._pins_pid == os.getpid():  # the session is over: no reuse will follow
+            shutil.rmtree(self._pins_dir, ignore_errors=True)
+            self._pins_pid = 0
 
     def _unmapped(self, object_id: bytes) -> None:
         if self.on_unmapped is not None:
@@ -207,17 +229,35 @@ class ObjectStore:
         """Whether this process maps the object now (a get needs no file, no fetch)."""
         return self.mappings.lookup(object_id) is not None
 
-    def get(self, object_id: bytes) -> Any:
+    def get(self, object_id: bytes, pin: bool = False) -> Any:
         """The value, rebuilt on this process's read-only mapping of its segment (made
-        now if no view of the object lives)."""
+        now if no view of the object lives). `pin`: hold the segment's file while the
+        mapping lives (a reader that is not its owner)."""
         mm = self.mappings.lookup(object_id)
         if mm is None:
-            mm = self._map(object_id)
+            mm = self._map(object_id, pin)
         return load_segment(object_id, mm)
 
-    def _map(self, object_id: bytes) -> mmap.mmap:
+    def _pin(self, object_id: bytes) -> str:
+        """A new link to the segment in this process's pins directory ("" when the
+        segment is not in memory, or links cannot be made here)."""
+        pid = os.getpid()
+        if self._pins_pid != pid:
+            self._pins_dir = os.path.join(self.directory, f"{PINS_PREFIX}{pid}")
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self._pins_dir, 0o700)
+            self._pins_pid = pid
+        pin = os.path.join(self._pins_dir, f"{object_id.hex()}.{next(self._pin_seq)}")
         try:
-            fd = os.open(self.path(object_id), os.O_RDONLY)
+            os.link(self.path(object_id), pin)
+        except OSError:  # spilled, freed, or a file system without hard links
+            return ""
+        return pin
+
+    def _map(self, object_id: bytes, pin: bool = False) -> mmap.mmap:
+        pinned = self._pin(object_id) if pin else ""
+        try:
+            fd = os.open(pinned or self.path(object_id), os.O_RDONLY)
         except FileNotFoundError:
             fd = -1
         spilled = False
@@ -236,21 +276,24 @@ class ObjectStore:
                 "(it was freed, or the store was removed at shutdown).",
             )
         try:
-            size = os.fstat(fd).st_size
             if spilled:
                 # Read the whole file ahead, in large requests, instead of faulting it
                 # in a few pages at a time as the reader touches it.
                 with contextlib.suppress(OSError, AttributeError):
-                    os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
-            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+                    os.posix_fadvise(fd, 0, os.fstat(fd).st_size, os.POSIX_FADV_WILLNEED)
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)  # all of it (never empty)
             if spilled:
                 with contextlib.suppress(OSError, AttributeError):
                     mm.madvise(mmap.MADV_SEQUENTIAL)
+        except BaseException:
+            if pinned:
+                _unlink(pinned)
+            raise
         finally:
             os.close(fd)
         if self.on_mapped is not None:
-            self.on_mapped(object_id)  # before on_unmapped can run for it
-        return self.mappings.add(object_id, mm)
+            self.on_mapped(object_id, bool(pinned))  # before on_unmapped can run for it
+        return self.mappings.add(object_id, mm, pinned)
 
     def delete(self, object_id: bytes) -> None:
         for directory in (self.directory, self.spill_dir):
@@ -283,6 +326,25 @@ class ObjectStore:
         size = os.path.getsize(dst)
         os.unlink(src)
         return size
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def readers(path: str) -> int:
+    """How many mappings of other readers pin the segment file at `path` (its links in
+    their pins directories); 0 when it is gone."""
+    try:
+        return os.stat(path).st_nlink - 1
+    except OSError:
+        return 0
+
+
+def drop_pins(directory: str, pid: int) -> None:
+    """Remove the pins of a reader that is gone (its mappings went with it)."""
+    shutil.rmtree(os.path.join(directory, f"{PINS_PREFIX}{pid}"), ignore_errors=True)
 
 
 def _layout(value: SerializedValue) -> tuple[bytearray, int, list[tuple[int, int]], int]:

@@ -2,7 +2,8 @@
 
 A process keeps one read-only mapping per object while any view of it lives
 (object_store.Mappings); the owner tells its node manager that it maps a segment only
-when it frees it (refs._on_mapped, lineage._free_segment). These tests check, with
+when it frees it (refs._on_mapped, lineage._free_segment), and a borrower pins it with
+a link the node manager sees before it reuses the file (object_store). These tests check, with
 real processes, that the store's file goes when the last ref goes, that the memory
 under a live view is never handed to another object, and that nothing stays mapped
 (or in /dev/shm) once the views are dropped too.
@@ -57,6 +58,9 @@ class Holder:
 
     def mapped(self, oid_hex):
         return _mapped_here(oid_hex)
+
+    def pid(self):
+        return os.getpid()
 
 
 @pytest.fixture
@@ -117,4 +121,21 @@ def test_a_borrower_view_outliving_the_ref(engine):
     del others
     assert ray.get(holder.drop.remote())
     assert ray.get(holder.mapped.remote(oid)) == []
+    wait_for(lambda: _segments() == before, timeout=20, message=lambda: f"{_segments() - before}")
+
+
+def test_a_dead_borrowers_pins_go_with_it(engine):
+    """A borrower pins what it maps (a link in the store's .pins-<pid>: object_store);
+    when it dies with views alive, its node removes them, so the memory comes back."""
+    before = _segments()
+    ref = ray.put(np.full(N, 5.0))
+    oid = ref.hex()
+    holder = Holder.remote()
+    assert ray.get(holder.hold.remote([ref])) == 5.0
+    pins = os.path.join(_store_dir(), f".pins-{ray.get(holder.pid.remote())}")
+    assert [name.split(".")[0] for name in os.listdir(pins)] == [oid]
+    ray.kill(holder)
+    wait_for(lambda: not os.path.exists(pins), timeout=20, message=f"{pins} removed")
+    del ref
+    gc.collect()
     wait_for(lambda: _segments() == before, timeout=20, message=lambda: f"{_segments() - before}")

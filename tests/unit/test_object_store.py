@@ -11,7 +11,14 @@ import pytest
 
 from raylite.exceptions import ObjectLostError
 from raylite.object_ref import new_id
-from raylite.object_store import ObjectStore, load_segment, segment_pieces
+from raylite.object_store import (
+    PINS_PREFIX,
+    ObjectStore,
+    drop_pins,
+    load_segment,
+    readers,
+    segment_pieces,
+)
 from raylite.serialization import loads_inline, serialize
 
 
@@ -50,7 +57,7 @@ def test_view_outlives_the_freed_segment(store):
 
 def test_one_mapping_per_object_while_a_view_lives(store):
     events = []
-    store.on_mapped = lambda oid: events.append(("mapped", oid))
+    store.on_mapped = lambda oid, pinned: events.append(("mapped", oid))
     store.on_unmapped = lambda oid: events.append(("unmapped", oid))
     oid = new_id()
     store.put(oid, serialize(np.arange(100_000)))
@@ -73,7 +80,7 @@ def test_one_mapping_per_object_while_a_view_lives(store):
 
 def test_a_value_without_buffers_keeps_no_mapping(store):
     events = []
-    store.on_mapped = lambda oid: events.append("mapped")
+    store.on_mapped = lambda oid, pinned: events.append("mapped")
     store.on_unmapped = lambda oid: events.append("unmapped")
     oid = new_id()
     store.put(oid, serialize(list(range(50_000))))  # pickled in band: copied out
@@ -189,3 +196,102 @@ def test_segment_pieces_written_anywhere_make_the_segment_put_writes(store, tmp_
     np.testing.assert_array_equal(out["a"], value["a"])
     assert out["b"] == value["b"]
     assert out["c"] == value["c"]
+
+
+# --- pins: a reader that is not the owner links the segment while it maps it ---------
+def _pins(store):
+    pins = os.path.join(store.directory, f"{PINS_PREFIX}{os.getpid()}")
+    return sorted(os.listdir(pins)) if os.path.isdir(pins) else []
+
+
+def test_a_pinned_mapping_links_the_segment_until_its_last_view_goes(store):
+    told = []
+    store.on_mapped = lambda oid, pinned: told.append(pinned)
+    oid = new_id()
+    store.put(oid, serialize(np.arange(100_000)))
+    assert readers(store.path(oid)) == 0
+    first, second = store.get(oid, pin=True), store.get(oid, pin=True)
+    assert told == [True]  # one mapping, one pin
+    assert readers(store.path(oid)) == 1
+    assert [p.split(".")[0] for p in _pins(store)] == [oid.hex()]
+    del first
+    gc.collect()
+    assert readers(store.path(oid)) == 1  # `second` still maps it
+    del second
+    gc.collect()
+    assert readers(store.path(oid)) == 0
+    assert _pins(store) == []
+
+
+def test_an_owner_get_pins_nothing(store):
+    told = []
+    store.on_mapped = lambda oid, pinned: told.append(pinned)
+    oid = new_id()
+    store.put(oid, serialize(np.ones(1000)))
+    value = store.get(oid)
+    assert told == [False]
+    assert readers(store.path(oid)) == 0
+    del value
+
+
+def test_a_pin_keeps_the_memory_of_a_deleted_segment_for_its_view(store):
+    oid = new_id()
+    store.put(oid, serialize(np.full(100_000, 5.0)))
+    view = store.get(oid, pin=True)
+    pin = os.path.join(store.directory, f"{PINS_PREFIX}{os.getpid()}", _pins(store)[0])
+    store.delete(oid)  # the node manager deleted its name (not reused: it is pinned)
+    assert os.stat(pin).st_nlink == 1
+    assert float(view.min()) == float(view.max()) == 5.0
+    del view
+    gc.collect()
+    assert not os.path.exists(pin)
+
+
+def test_a_mapping_made_twice_at_once_drops_its_pin_at_once(store):
+    oid = new_id()
+    store.put(oid, serialize(np.ones(1000)))
+    value = store.get(oid, pin=True)
+    extra_pin = store._pin(oid)  # another thread's pin and mapping, which lose the race
+    fd = os.open(extra_pin, os.O_RDONLY)
+    try:
+        extra = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    assert readers(store.path(oid)) == 2
+    store.mappings.add(oid, extra, extra_pin)
+    assert readers(store.path(oid)) == 1
+    del value
+    gc.collect()
+    assert readers(store.path(oid)) == 0
+
+
+def test_a_spilled_segment_is_read_without_a_pin(tmp_path):
+    store = ObjectStore(str(tmp_path / "shm"), str(tmp_path / "spill"))
+    os.makedirs(store.directory)
+    os.makedirs(store.spill_dir)
+    told = []
+    store.on_mapped = lambda oid, pinned: told.append(pinned)
+    oid = new_id()
+    store.put(oid, serialize(np.arange(1000)))
+    store.spill(oid)
+    assert store.get(oid, pin=True)[999] == 999
+    assert told == [False]  # a spilled file is never reused: nothing to pin
+    assert _pins(store) == []
+
+
+def test_close_and_drop_pins_remove_a_readers_pins(store):
+    oid = new_id()
+    store.put(oid, serialize(np.ones(1000)))
+    view = store.get(oid, pin=True)
+    assert readers(store.path(oid)) == 1
+    drop_pins(store.directory, os.getpid())  # what its node does when the reader is gone
+    assert readers(store.path(oid)) == 0
+    assert view[999] == 1.0  # the mapping itself stays valid
+    del view
+    gc.collect()
+    other = ObjectStore(store.directory)  # a new session's store in this process
+    view = other.get(oid, pin=True)
+    assert readers(store.path(oid)) == 1
+    other.close()  # shutdown: the session's pins go
+    assert readers(store.path(oid)) == 0
+    assert view[0] == 1.0

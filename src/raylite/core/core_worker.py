@@ -613,7 +613,9 @@ class CoreWorker(
                 and not self.store.contains(oid)
             ):
                 self._fetch(oid, data)
-            return self.store.get(oid)
+            # A reader that is not the owner pins the segment (object_store): the
+            # owner's free, which reaches the node by another way, cannot recycle it.
+            return self.store.get(oid, oid not in self.objects)
         err = loads_inline(data)
         if isinstance(err, RayTaskError):
             raise err.as_instanceof_cause()

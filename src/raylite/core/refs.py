@@ -73,17 +73,21 @@ class RefsMixin:
         except (ConnectionLost, TimeoutError):
             pass  # the owner is gone: get() will say so
 
-    def _on_mapped(self, oid: bytes) -> None:
+    def _on_mapped(self, oid: bytes, pinned: bool) -> None:
         """The node manager must not recycle a segment's memory while we map it.
 
         Once per mapping: the store keeps one per object while any view lives
         (object_store.Mappings), and queues the id on `_unmapped` when the last goes.
-        A borrower's free comes through the owner, on another connection, so a
-        borrower waits for the acknowledgement. An owner of a segment on this node
-        says nothing now: it frees the segment itself, on this connection, and says
-        ObjectMapped just before its FreeObject if it maps the object then
-        (lineage._free_segment); a first get costs no message.
+        A borrower's free comes through the owner, on another connection: its pin (a
+        link the node manager looks for before it reuses or spills a file,
+        object_store) keeps the segment, and no message is sent; where no pin could be
+        made, it says ObjectMapped and waits for the acknowledgement. An owner of a
+        segment on this node says nothing now: it frees the segment itself, on this
+        connection, and says ObjectMapped just before its FreeObject if it maps the
+        object then (lineage._free_segment); a first get costs no message.
         """
+        if pinned:
+            return
         entry = self.objects.get(oid)
         try:
             if entry is None:

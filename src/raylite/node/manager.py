@@ -59,6 +59,7 @@ from ..labels import NODE_ID_LABEL
 from ..metric_values import MetricsTable
 from ..node_start import raise_nofile_limit
 from ..object_ref import new_id
+from ..object_store import drop_pins
 from ..task_events import TaskEventStore
 from ..transport_async import AsyncConnection, async_handshake
 from . import forkserver
@@ -444,6 +445,8 @@ class NodeManager(
         elif peer == "driver":
             self.drivers.discard(conn)
             address = self.driver_addresses.pop(conn, "")
+            if address in self.client_pids:  # its mappings went with it
+                drop_pins(self.store_dir, self.client_pids[address])
             if not self.cluster:
                 self.begin_shutdown()  # init()'s node lives as long as its driver
             elif address:  # the node outlives drivers: drop what this one owned

@@ -35,6 +35,7 @@ from .. import protocol as P
 from ..config import CONFIG, RESOURCE_UNIT
 from ..exceptions import ConnectionLost
 from ..object_ref import new_id
+from ..object_store import drop_pins
 from ..task_events import WorkerLogs
 from ..transport_async import AsyncConnection
 from .forkserver import ForkServer
@@ -70,6 +71,7 @@ class PoolMixin:
     forks: ForkServer | None
     workers_gone: asyncio.Event | None
     memory_monitor: Any  # memory_monitor.py's MemoryMonitor (the NodeManager's)
+    store_dir: str
 
     def _init_pool(self, prestart: int, forks: ForkServer | None) -> None:
         self.prestart = prestart
@@ -216,6 +218,7 @@ class PoolMixin:
             )
         if rec.conn is not None:
             rec.conn.close()
+        drop_pins(self.store_dir, rec.pid)  # its mappings went with it
         if rec.actor_id is not None:
             kept = self.kept_actors.pop(rec.actor_id, None)
             if kept is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG, RESOURCE_UNIT
-from ..object_store import ObjectStore
+from ..object_store import ObjectStore, readers
 from ..transport_async import AsyncConnection
 from .statistics import SegmentStat, StoreStat
 from .store_book import (
@@ -111,6 +111,11 @@ class StoreMixin:
             elif isinstance(action, Recycle):
                 try:
                     os.rename(self.store.path(action.oid), action.path)
+                    # Looked at after the rename: a reader pins the file before it maps
+                    # it (object_store), and no pin can be made once it is renamed.
+                    if readers(action.path):
+                        os.unlink(action.path)  # not reused: the reader's memory
+                        raise FileExistsError(action.path)
                 except OSError:
                     self.run_store_actions(self.store_book.recycle_failed(action.oid, action.path))
             elif isinstance(action, FreeCopies):
@@ -186,6 +191,10 @@ class StoreMixin:
             self.burst_timer = loop.call_later(CONFIG.spill_log_s, self.log_spill_burst)
 
     async def spill_one(self, oid: bytes, seg: Segment) -> bool:
+        if readers(self.store.path(oid)):
+            # A borrower maps it (its pin, object_store): a copy on disk would free no
+            # memory until it lets go, so it stays; a later reservation spills it.
+            return False
         async with self.spill_slots:
             try:
                 await asyncio.to_thread(self.store.spill, oid)
@@ -239,7 +248,16 @@ class StoreMixin:
         )
         if not objects:
             return stat, None
+        path = self.store.path
         return stat, tuple(
-            SegmentStat(oid, seg.size, seg.owner, seg.spilled, max(seg.mapped, 0), len(seg.copies))
+            SegmentStat(
+                oid,
+                seg.size,
+                seg.owner,
+                seg.spilled,
+                # Told (owners, unpinned readers) and pinned (borrowers: object_store).
+                max(seg.mapped, 0) + (0 if seg.spilled else readers(path(oid))),
+                len(seg.copies),
+            )
             for oid, seg in self.segments.items()
         )

@@ -1,0 +1,92 @@
+"""A borrower's get of an object sealed in its node's store reads it there: no question
+to its owner, no message to the node manager (its pin keeps the segment: object_store);
+an object not in the store is asked of its owner (core/blocking.py's _in_local_store)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from raylite import protocol as P
+from raylite.object_ref import ObjectRef, new_id
+from raylite.object_store import ObjectStore, readers
+from raylite.serialization import dumps_inline, serialize
+from tests.unit.core_harness import Harness, StandIn, h  # noqa: F401  (h: the fixture)
+
+OWNER = "unix:/the-owner.sock"
+
+
+class Owner(StandIn):
+    """The owner's connection: acknowledges borrows, and tells when it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__(OWNER)
+        self.asked = threading.Event()
+
+    def request(self, msg: Any, timeout: float | None = None) -> Any:
+        return P.Ok()  # AddBorrower
+
+    def request_async(self, msg: Any, callback: Callable[[Any], None]) -> None:
+        super().request_async(msg, callback)
+        self.asked.set()
+
+
+@pytest.fixture
+def owner(h: Harness, tmp_path) -> Owner:  # noqa: F811
+    cw = h.cw
+    cw.store = ObjectStore(str(tmp_path))
+    cw.store.on_mapped = cw._on_mapped
+    cw.store.on_unmapped = cw._unmapped.append
+    cw.peers[OWNER] = owner = Owner()
+    return owner
+
+
+def _get_in_thread(cw: Any, refs: list[ObjectRef]) -> tuple[threading.Thread, list[Any]]:
+    box: list[Any] = []
+    reader = threading.Thread(target=lambda: box.append(cw.get(refs, timeout=10)))
+    reader.start()
+    return reader, box
+
+
+def test_a_stored_object_is_read_from_the_store_without_its_owner(
+    h: Harness,  # noqa: F811
+    owner: Owner,
+) -> None:
+    cw = h.cw
+    oid = new_id()
+    cw.store.put(oid, serialize(np.arange(1000)))
+    ref = ObjectRef(oid, OWNER)
+    (value,) = cw.get([ref], timeout=10)
+    assert value[999] == 999
+    assert owner.of_requests(P.GetObject) == []
+    assert cw.nm.of(P.ObjectMapped) == []
+    assert cw.nm.of_requests(P.ObjectMapped) == []
+    assert readers(cw.store.path(oid)) == 1  # pinned while the value lives
+
+    # Two at once, one of them not in the store: only that one is asked for.
+    other = ObjectRef(new_id(), OWNER)
+    reader, box = _get_in_thread(cw, [ref, other])
+    assert owner.asked.wait(10)
+    msg, answer = owner.take(P.GetObject)
+    assert msg.object_id == other.id
+    answer(P.ObjectValue(P.INLINE, dumps_inline("small")))
+    reader.join(10)
+    assert box[0][0][999] == 999
+    assert box[0][1] == "small"
+
+
+def test_an_object_not_in_the_store_is_asked_of_its_owner(
+    h: Harness,  # noqa: F811
+    owner: Owner,
+) -> None:
+    ref = ObjectRef(new_id(), OWNER)
+    reader, box = _get_in_thread(h.cw, [ref])
+    assert owner.asked.wait(10)
+    _, answer = owner.take(P.GetObject)
+    answer(P.ObjectValue(P.INLINE, dumps_inline([1, 2])))
+    reader.join(10)
+    assert box == [[[1, 2]]]
