@@ -692,7 +692,8 @@ def suite_main(suite: Suite, argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown --only {sorted(unknown)}; choose from {workloads}")
         metrics = [m for m in metrics_all if m.name in wanted or m.workload in wanted]
-        inputs = {name for m in metrics if m.of for name in m.of}
+        # A derived metric (bench_core's `of`; other suites have none) needs its inputs.
+        inputs = {name for m in metrics for name in getattr(m, "of", None) or ()}
         metrics += [m for m in metrics_all if m.name in inputs and m not in metrics]
     chosen = [w for w in dict.fromkeys(m.workload for m in metrics) if w != "derived"]
     engines = ENGINES if args.engine == "both" else (args.engine,)
@@ -708,7 +709,7 @@ def suite_main(suite: Suite, argv: list[str] | None = None) -> int:
         measure_engine(suite, engine, python, chosen, args.quick, values, info)
 
     for metric in metrics:
-        if metric.of:
+        if getattr(metric, "of", None):
             top, bottom = (values[name].get("raylite", (None, None))[0] for name in metric.of)
             if top is not None and bottom:
                 values[metric.name]["raylite"] = (top / bottom, {"of": list(metric.of)})

@@ -80,6 +80,8 @@ METRICS = [
         "put_100mb_gbps", "put", "GB/s", "higher", "ratio >= 1 (no slower than Ray)", "ratio", 1.0
     ),
     Metric("put_vs_memcpy", "put", "x", "higher", "raylite >= 0.5", "raylite", 0.5),
+    # put of a 1 MB array, the last one's ref dropped each time (a loop of mid-size puts).
+    Metric("put_1mb_us", "put", "us", "lower", "(reference)", "raylite", None),
     Metric("get_100mb_ms", "get", "ms", "lower", "raylite < 1 ms", "raylite", 1.0),
     # Another get of the same object while a view of it lives: one buffer (issue 17).
     Metric("get_again_100mb_us", "get", "us", "lower", "raylite <= 50 us", "raylite", 50.0),
@@ -138,7 +140,17 @@ def work_put(engine: str, quick: bool) -> None:
         raise AssertionError("get returned a different array")
     del check
     stats = _store_stats(ray)
+    small = src[:MB]
+    for _ in range(50):
+        ref = ray.put(small)
+    small_puts = []
+    for _ in range(200 if quick else 1000):
+        start = time.perf_counter()
+        ref = ray.put(small)  # the last one is freed as its ref goes
+        small_puts.append(time.perf_counter() - start)
+    del ref
     ray.shutdown()
+    emit("put_1mb_us", statistics.median(small_puts) * 1e6, puts=len(small_puts))
     put_gbps = nbytes / GB / statistics.median(puts)
     detail = {
         "bytes": nbytes,

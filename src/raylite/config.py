@@ -102,10 +102,14 @@ class Config:
     max_hops: int = 3
     # Lease request shapes a node reports to the head per heartbeat (its demand).
     max_demand_shapes: int = 100
-    # Freed segments at least this large keep their memory for the next put of their size.
-    warm_min_bytes: int = 8 << 20
-    # At most this much freed shared memory is kept for reuse.
+    # Freed segments at least this large keep their memory for the next put of their
+    # size: writing into pages a file has is a memcpy, where fresh tmpfs pages cost an
+    # allocation and zeroing each (a put of 1 MB: 587 -> 329 us, of 4 MB: 1.74 -> 0.59 ms).
+    warm_min_bytes: int = 64 << 10
+    # At most this much freed shared memory is kept for reuse, in at most this many
+    # files (a put looks through them for one of its size).
     warm_max_bytes: int = 1 << 30
+    warm_max_files: int = 32
     # Segments copied to the spill dir at once (threads).
     spill_threads: int = 4
     # When the store is full, spill this much more than the new object needs (at most

@@ -145,6 +145,16 @@ def test_warm_limits():
     assert b.warm_bytes == 10 * MiB
 
 
+def test_warm_files_are_at_most_warm_max_files():
+    b = book(warm_max_files=2)
+    for oid in (b"a", b"b", b"c"):
+        put(b, oid, 9 * MiB)
+    assert isinstance(b.freed(b"a")[0], Recycle)
+    assert isinstance(b.freed(b"b")[0], Recycle)
+    assert b.freed(b"c") == [Delete(b"c")]  # two are kept already
+    assert len(b.warm) == 2
+
+
 def test_warm_files_go_when_memory_is_needed():
     b = book()
     put(b, b"a", 10 * MiB)

@@ -135,15 +135,33 @@ class StoreMixin:
                             os.close(fd)
 
     def on_reserve_object(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
+        book, oid, size = self.store_book, msg.object_id, msg.size
+        lock = self.spill_lock
+        if (
+            lock is not None
+            and not lock.locked()
+            and size >= 0
+            and oid
+            and oid not in book.segments
+            and book.used_bytes + size <= book.capacity
+        ):
+            # It fits without a spill, and no reservation waits: answered now, without
+            # a task and the lock (no free disk space to read either).
+            for action in book.reserve(oid, size, msg.owner, disk_free=0, warm=True):
+                where = self._room_action(action)
+                if where is not None:
+                    conn.reply(rid, self._reserved(where))
+                    return
+            raise AssertionError("StoreBook.reserve ends with Admit or Refuse")
         self.spawn(self.reserve(conn, msg, rid))
+
+    @staticmethod
+    def _reserved(where: tuple[str, str] | P.Failed) -> P.ObjectReserved | P.Failed:
+        return where if isinstance(where, P.Failed) else P.ObjectReserved(*where)
 
     async def reserve(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
         where = await self.make_room(msg.object_id, msg.size, msg.owner, warm=True)
-        if isinstance(where, P.Failed):
-            conn.reply(rid, where)
-        else:
-            directory, prealloc = where
-            conn.reply(rid, P.ObjectReserved(directory, prealloc))
+        conn.reply(rid, self._reserved(where))
 
     async def make_room(
         self, oid: bytes, size: int, owner: str, warm: bool = False
@@ -159,16 +177,24 @@ class StoreMixin:
             book = self.store_book
             disk_free = 0 if book.max_spill_bytes is not None else self.disk_free()
             for action in book.reserve(oid, size, owner, disk_free=disk_free, warm=warm):
-                if isinstance(action, Admit):
-                    book.admit(action)
-                    return action.directory, action.prealloc
-                if isinstance(action, Refuse):
-                    return P.Failed(P.FailCode.STORE_FULL, action.reason)
                 if isinstance(action, Spill):
                     await self.spill(action.victims)
-                else:
-                    self.run_store_actions([action])
+                    continue
+                where = self._room_action(action)
+                if where is not None:
+                    return where
             raise AssertionError("StoreBook.reserve ends with Admit or Refuse")
+
+    def _room_action(self, action: StoreAction) -> tuple[str, str] | P.Failed | None:
+        """Carry out one of reserve's actions but Spill: the answer (Admit, Refuse), or
+        None to go on."""
+        if isinstance(action, Admit):
+            self.store_book.admit(action)
+            return action.directory, action.prealloc
+        if isinstance(action, Refuse):
+            return P.Failed(P.FailCode.STORE_FULL, action.reason)
+        self.run_store_actions([action])
+        return None
 
     def disk_free(self) -> int:
         return shutil.disk_usage(self.spill_dir).free

@@ -128,6 +128,7 @@ class StoreBook:
         self.warm_seq = 0
         self.warm_min = config.warm_min_bytes
         self.warm_max = config.warm_max_bytes
+        self.warm_max_files = config.warm_max_files
         self.spill_batch = config.spill_batch_bytes
         self.prefetch_ahead = config.prefetch_ahead
 
@@ -291,5 +292,6 @@ class StoreBook:
         """Whether a freed segment's memory may be kept warm."""
         return (
             self.warm_bytes + size <= self.warm_max
+            and len(self.warm) < self.warm_max_files
             and self.used_bytes + self.warm_bytes + size <= self.capacity
         )
