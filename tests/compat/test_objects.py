@@ -122,6 +122,24 @@ def test_wait_follows_completion_order(ray_start, tmp_path):
     assert remaining == []
 
 
+def test_wait_keeps_the_order_of_its_input(ray_start, tmp_path):
+    """Ray's wait: if A precedes B in the input and both are ready, A precedes B in
+    the ready list (whichever was ready first); the rest keep their order too."""
+    gates = [tmp_path / f"gate{i}" for i in range(4)]
+    refs = [gated.remote(str(g), i) for i, g in enumerate(gates)]
+    gates[3].touch()
+    assert ray.wait(refs, num_returns=1, timeout=60)[0] == [refs[3]]
+    gates[1].touch()
+    ready, not_ready = ray.wait(refs, num_returns=2, timeout=60)
+    assert ready == [refs[1], refs[3]]
+    assert not_ready == [refs[0], refs[2]]
+    gates[0].touch()
+    gates[2].touch()
+    ready, not_ready = ray.wait(list(reversed(refs)), num_returns=4, timeout=60)
+    assert ready == list(reversed(refs))
+    assert not_ready == []
+
+
 def test_wait_num_returns_partial(ray_start, tmp_path):
     gates = [tmp_path / f"gate{i}" for i in range(4)]
     refs = [gated.remote(str(g), i) for i, g in enumerate(gates)]

@@ -277,43 +277,93 @@ class BlockingMixin:
         timeout: float | None,
         when_ready: Callable[[Any, Callable[[int, Any], None]], int] | None = None,
     ) -> tuple[list[Any], list[Any]]:
-        """`when_ready`: _when_ready for what is not an ObjectRef (a generator)."""
+        """The first `num_returns` of `refs` to be ready (in the order they became
+        ready), and the rest; each list in the order of `refs`, as Ray's.
+
+        Values of ours that are there already are seen without a waiter; waiters are
+        set on the rest only if those are not enough, and taken off again at the end,
+        so a loop of waits over n refs costs O(n) a call, not a waiter per ref per call.
+        `when_ready`: _when_ready for what is not an ObjectRef (a generator)."""
         self._process_released()
         when_ready = when_ready or self._when_ready
-        order: list[tuple[int, int]] = []  # (seq, index)
+        ready: dict[int, int] = {}  # index -> when it was ready (a value's seq)
+        for i, ref in enumerate(refs):
+            seq = self._ready_seq(ref)
+            if seq:
+                ready[i] = seq
+        if len(ready) < num_returns:
+            self._wait_for_more(refs, ready, num_returns, timeout, when_ready)
+        chosen = set(sorted(ready, key=ready.__getitem__)[:num_returns])
+        return [r for i, r in enumerate(refs) if i in chosen], [
+            r for i, r in enumerate(refs) if i not in chosen
+        ]
+
+    def _ready_seq(self, ref: Any) -> int:
+        """When a value of ours that is there now became ready (its seq); 0 otherwise."""
+        if type(ref) is not ObjectRef or ref.owner != self.address or self.lock.held():
+            return 0
+        entry = self.objects.get(ref.id)  # a read of one dict entry: no lock
+        if entry is None or entry.kind not in (P.INLINE, P.IN_STORE, P.ERROR):
+            return 0
+        return int(entry.seq) or 1
+
+    def _wait_for_more(
+        self,
+        refs: list[Any],
+        ready: dict[int, int],
+        num_returns: int,
+        timeout: float | None,
+        when_ready: Callable[[Any, Callable[[int, Any], None]], int],
+    ) -> None:
+        """Add to `ready` as more of `refs` are ready, until `num_returns` are or the
+        timeout passes."""
         cond = threading.Condition()
         arrivals = itertools.count(1 << 40)  # after anything ready at call time
+        over = False
+        waiting: list[tuple[bytes, Callable[[int, Any], None]]] = []  # on our PENDING values
 
         def make_cb(i: int) -> Callable[[int, Any], None]:
             def cb(kind: int, data: Any) -> None:
                 with cond:
-                    if any(j == i for _, j in order):
-                        return
-                    order.append((next(arrivals), i))
-                    cond.notify_all()
+                    if not over and i not in ready:
+                        ready[i] = next(arrivals)
+                        cond.notify_all()
 
             return cb
 
         for i, ref in enumerate(refs):
-            seq = when_ready(ref, make_cb(i))
+            if i in ready:
+                continue
+            cb = make_cb(i)
+            seq = when_ready(ref, cb)
             if seq:
                 with cond:
-                    for k, (_, j) in enumerate(order):
-                        if j == i:
-                            order[k] = (seq, i)
+                    ready[i] = seq
+            elif type(ref) is ObjectRef and ref.owner == self.address:
+                waiting.append((ref.id, cb))
         deadline = None if timeout is None else time.monotonic() + timeout
-        with cond:
-            if len(order) < num_returns:
-                self._notify_blocked()
-                try:
-                    while len(order) < num_returns:
-                        left = None if deadline is None else deadline - time.monotonic()
-                        if left is not None and left <= 0:
-                            break
-                        cond.wait(left)
-                finally:
-                    self._notify_unblocked()
-            chosen = sorted(order)[:num_returns]
-        ready_idx = [i for _, i in chosen]
-        ready_set = set(ready_idx)
-        return [refs[i] for i in ready_idx], [r for i, r in enumerate(refs) if i not in ready_set]
+        try:
+            with cond:
+                if len(ready) < num_returns:
+                    self._notify_blocked()
+                    try:
+                        while len(ready) < num_returns:
+                            left = None if deadline is None else deadline - time.monotonic()
+                            if left is not None and left <= 0:
+                                break
+                            cond.wait(left)
+                    finally:
+                        self._notify_unblocked()
+                over = True
+        finally:
+            self._forget_waiters(waiting)
+
+    def _forget_waiters(self, waiting: list[tuple[bytes, Callable[[int, Any], None]]]) -> None:
+        """Take a finished wait's callbacks off the values that are still pending."""
+        if not waiting or self.lock.held():
+            return
+        with self.lock:
+            for oid, cb in waiting:
+                entry = self.objects.get(oid)
+                if entry is not None and entry.kind is PENDING and cb in entry.waiters:
+                    entry.waiters.remove(cb)
