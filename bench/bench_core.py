@@ -86,6 +86,8 @@ METRICS = [
     # Results in completion order (Ray's documented pattern): wait(num_returns=1) in a
     # loop over 1,000 no-op tasks, each ready ref taken out of the list.
     Metric("wait_loop_1k_per_s", "tasks", "tasks/s", "higher", "(reference)", "raylite", 0.0),
+    # A task given a list of 1,000 refs (small values the driver put) that gets them all.
+    Metric("borrowed_get_1k_ms", "tasks", "ms", "lower", "(reference)", "raylite", float("inf")),
     Metric("actor_calls_per_s", "actor", "calls/s", "higher", "ratio >= 5", "ratio", 5.0),
     Metric("actor_pipelined_per_s", "pipelined", "calls/s", "higher", "ratio >= 3", "ratio", 3.0),
     Metric("chain_1000_s", "chain", "s", "lower", "ratio <= 0.2 (5x Ray)", "ratio", 0.2),
@@ -263,6 +265,19 @@ def work_tasks(engine: str, quick: bool) -> None:
             ready, left = ray.wait(left, num_returns=1)
             ray.get(ready[0])
         waits.append(time.perf_counter() - start)
+
+    @ray.remote
+    def get_all(boxed: list) -> int:
+        return len(ray.get(boxed[0]))
+
+    smalls = [ray.put(i) for i in range(1000)]
+    ray.get(get_all.remote([smalls]))
+    borrowed = []
+    for _ in range(1 if quick else 5):
+        start = time.perf_counter()
+        if ray.get(get_all.remote([smalls])) != 1000:
+            raise AssertionError("the task got another list")
+        borrowed.append(time.perf_counter() - start)
     ray.shutdown()
     median_total = statistics.median(t for t, _ in runs)
     emit(
@@ -275,6 +290,8 @@ def work_tasks(engine: str, quick: bool) -> None:
     emit(
         "wait_loop_1k_per_s", 1000 / statistics.median(waits), seconds=[round(t, 3) for t in waits]
     )
+    ms = [round(t * 1000, 2) for t in borrowed]
+    emit("borrowed_get_1k_ms", statistics.median(borrowed) * 1000, ms=ms)
 
 
 def started_actor(engine: str) -> tuple[Any, Any]:

@@ -420,6 +420,8 @@ class Worker(ActorConcurrency):
         cw = self.cw
         if cw._unmapped or cw._released:
             cw._process_released()
+        if cw.unregistered:
+            cw.register_deferred()
         try:
             if msg.actor_id is None and not self.tasks.empty() and self._held < CONFIG.held_replies:
                 # A pushed task runs next, at once: this reply goes out with the next
@@ -524,15 +526,21 @@ class Worker(ActorConcurrency):
                 self.functions[msg.function_id] = fn
                 if limit:
                     self.calls_left[msg.function_id] = limit
-        args, kwargs = loads_inline(msg.args_blob)
-        if msg.deps:
-            args = list(args)
-            for d in msg.deps:
-                value = self.cw._value(d.object_id, d.kind, d.data)
-                if isinstance(d.position, int):
-                    args[d.position] = value
-                else:
-                    kwargs[d.position] = value
+        # Refs in them: their borrows are told only if they outlive the task (refs.py).
+        deferring = self.cw.deferring
+        deferring.on = True
+        try:
+            args, kwargs = loads_inline(msg.args_blob)
+            if msg.deps:
+                args = list(args)
+                for d in msg.deps:
+                    value = self.cw._value(d.object_id, d.kind, d.data)
+                    if isinstance(d.position, int):
+                        args[d.position] = value
+                    else:
+                        kwargs[d.position] = value
+        finally:
+            deferring.on = False
         return fn, args, kwargs
 
     def _special_method(self, name: str) -> Any:

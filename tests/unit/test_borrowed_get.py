@@ -1,6 +1,8 @@
-"""A borrower's get of an object sealed in its node's store reads it there: no question
-to its owner, no message to the node manager (its pin keeps the segment: object_store);
-an object not in the store is asked of its owner (core/blocking.py's _in_local_store)."""
+"""A borrower in-process. Its get of an object sealed in its node's store reads it
+there: no question to its owner, no message to the node manager (its pin keeps the
+segment: object_store); an object not in the store is asked of its owner
+(core/blocking.py's _in_local_store). Refs read from a running task's arguments are
+told to their owners only if they outlive the task (refs.register_deferred)."""
 
 from __future__ import annotations
 
@@ -26,9 +28,11 @@ class Owner(StandIn):
     def __init__(self) -> None:
         super().__init__(OWNER)
         self.asked = threading.Event()
+        self.waited: list[Any] = []  # requests answered at once (AddBorrower)
 
     def request(self, msg: Any, timeout: float | None = None) -> Any:
-        return P.Ok()  # AddBorrower
+        self.waited.append(msg)
+        return P.Ok()
 
     def request_async(self, msg: Any, callback: Callable[[Any], None]) -> None:
         super().request_async(msg, callback)
@@ -90,3 +94,46 @@ def test_an_object_not_in_the_store_is_asked_of_its_owner(
     answer(P.ObjectValue(P.INLINE, dumps_inline([1, 2])))
     reader.join(10)
     assert box == [[[1, 2]]]
+
+
+def test_refs_in_a_tasks_arguments_are_told_only_if_they_outlive_it(
+    h: Harness,  # noqa: F811
+    owner: Owner,
+) -> None:
+    cw = h.cw
+    dropped, kept = new_id(), new_id()
+    cw.deferring.on = True  # the worker reads a pushed task's arguments
+    args = [ObjectRef(dropped, OWNER), ObjectRef(kept, OWNER)]
+    cw.deferring.on = False
+    assert owner.sent == []
+    assert owner.waited == []  # no AddBorrower while the task runs
+    held = args[1]  # the task keeps one (an actor's state)
+    del args
+    cw._process_released()
+    assert owner.of(P.RemoveBorrower) == []  # the dropped one was never told
+    cw.register_deferred()  # the task ends
+    assert [m.object_id for m in owner.waited] == [held.id]
+    assert owner.of(P.AddBorrower) == []
+    assert not cw.unregistered
+    del held
+    cw._process_released()
+    assert [m.object_id for m in owner.of(P.RemoveBorrower)] == [kept]
+
+
+def test_a_borrow_not_told_yet_is_told_before_its_owner_is_asked(
+    h: Harness,  # noqa: F811
+    owner: Owner,
+) -> None:
+    """A rerun task's reader: no submitter holds the value, so its owner must know."""
+    cw = h.cw
+    cw.deferring.on = True
+    ref = ObjectRef(new_id(), OWNER)
+    cw.deferring.on = False
+    reader, box = _get_in_thread(cw, [ref])
+    assert owner.asked.wait(10)
+    assert [type(m).__name__ for m in owner.sent] == ["AddBorrower"]  # ahead, same conn
+    _, answer = owner.take(P.GetObject)
+    answer(P.ObjectValue(P.INLINE, dumps_inline(7)))
+    reader.join(10)
+    assert box == [[7]]
+    assert not cw.unregistered

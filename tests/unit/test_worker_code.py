@@ -5,6 +5,7 @@ so the pushes after it, which carry none, still run (worker._keep_code, _resolve
 from __future__ import annotations
 
 import queue
+import threading
 import types
 from typing import Any
 
@@ -39,7 +40,7 @@ def stand_in() -> Any:
     """The Worker state _keep_code, _resolve and _bounce_queued use."""
     w = types.SimpleNamespace(
         functions={}, unrun_code={}, calls_left={}, actor=None, _held=0, pid=7,
-        tasks=queue.SimpleQueue(), cw=None,
+        tasks=queue.SimpleQueue(), cw=types.SimpleNamespace(deferring=threading.local()),
     )  # fmt: skip
     for name in ("_keep_code", "_resolve", "_bounce_queued", "_flush_held"):
         setattr(w, name, types.MethodType(getattr(Worker, name), w))

@@ -183,6 +183,11 @@ class CoreWorker(
         self.table = ObjectTable(self.local_refs)  # events in, actions out (lineage._apply)
         self.objects: dict[bytes, ObjectEntry] = self.table.entries  # read on the hot path
         self.preregistered: set[bytes] = set()  # borrows a sender registered for us
+        # Borrows of a running task's arguments, told to their owners only if a ref is
+        # still held when a task ends (refs.register_deferred); `deferring.on` while a
+        # thread reads a pushed task's arguments.
+        self.unregistered: set[bytes] = set()
+        self.deferring = threading.local()
         self.borrowed_owner: dict[bytes, str] = {}  # borrowed id -> owner (while we hold it)
         self.arg_pins: dict[bytes, int] = {}  # refs held by pending tasks' arguments
         self.running: dict[bytes, TaskSpec] = {}  # first return id -> unfinished task
@@ -596,10 +601,23 @@ class CoreWorker(
             callback(P.ERROR, dumps_inline(err))
 
         try:
-            self.peer(ref.owner).request_async(P.GetObject(oid), on_reply)
+            conn = self.peer(ref.owner)
+            if self.unregistered:
+                self._register_before_asking(conn, oid)
+            conn.request_async(P.GetObject(oid), on_reply)
         except ConnectionLost:
             on_reply(None)
         return 0
+
+    def _register_before_asking(self, conn: Any, oid: bytes) -> None:
+        """A borrow not told yet (refs.register_deferred) is told now, ahead of the
+        question on the same connection: an owner that rebuilds the value for a rerun
+        task's reader keeps it for that borrower (no submitter holds it then)."""
+        with self._ref_lock:
+            if oid not in self.unregistered:
+                return
+            self.unregistered.discard(oid)
+        conn.send(P.AddBorrower(oid, self.address))
 
     def _value(self, oid: bytes, kind: int, data: Any) -> Any:
         if kind == P.INLINE:

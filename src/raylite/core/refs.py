@@ -6,7 +6,15 @@ owned objects (as events for the object table, objects.ObjectTable), and process
 released refs off the `__del__` path. Not what frees values (the table), not the
 objects' values (core_worker).
 
-    borrower: first ref ─AddBorrower─▶ owner   last ref ─RemoveBorrower─▶ owner"""
+    borrower: first ref ─AddBorrower─▶ owner   last ref ─RemoveBorrower─▶ owner
+
+A worker reading a pushed task's arguments tells no owner of the refs inside them
+while the task runs: the task's submitter holds them until it hears the task ended.
+When a task ends, the refs of those still held (kept by an actor, passed on) are
+registered, and their owners have acknowledged before the worker replies; the others
+were never told, so their release sends nothing (as Ray: borrowed refs reported at
+the end of the task). 1,000 refs in a task's arguments cost no message instead of a
+round trip each."""
 
 from __future__ import annotations
 
@@ -59,7 +67,32 @@ class RefsMixin:
             if oid in self.preregistered:
                 self.preregistered.discard(oid)
                 return
+            if getattr(self.deferring, "on", False):  # a running task's argument
+                self.unregistered.add(oid)
+                return
         self._register_borrow(ref)
+
+    def register_deferred(self) -> None:
+        """A task ends: the owners of its arguments' refs that are still held here
+        learn that we borrow them, and have acknowledged, before it replies (its
+        submitter's hold on them ends with the reply)."""
+        by_owner: dict[str, list[bytes]] = {}
+        with self._ref_lock:
+            for oid in self.unregistered:
+                owner = self.borrowed_owner.get(oid)
+                if owner is not None and self.local_refs.get(oid):
+                    by_owner.setdefault(owner, []).append(oid)
+            self.unregistered.clear()
+        for owner, oids in by_owner.items():
+            try:
+                conn = self.peer(owner)
+                for oid in oids[:-1]:  # one connection, handled in order: the last
+                    conn.send(P.AddBorrower(oid, self.address))  # ack covers them all
+                conn.request(
+                    P.AddBorrower(oids[-1], self.address), timeout=CONFIG.request_timeout_s
+                )
+            except (ConnectionLost, TimeoutError):
+                pass  # the owner is gone: a get will say so
 
     def _register_borrow(self, ref: ObjectRef) -> None:
         """Tell the owner we borrow `ref`; waits for the ack unless on a reader thread."""
@@ -178,6 +211,9 @@ class RefsMixin:
                 # can then only reach the owner after this RemoveBorrower.
                 for oid in to_free:
                     owner = self.borrowed_owner.pop(oid, None)
+                    if oid in self.unregistered:  # its owner never heard of this borrow
+                        self.unregistered.discard(oid)
+                        continue
                     if owner is not None and not self.closed:
                         try:
                             self.peer(owner).send(P.RemoveBorrower(oid, self.address))
