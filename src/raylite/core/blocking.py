@@ -9,6 +9,7 @@ and rebuilding a lost value on the way (lineage). Not where values come from
 from __future__ import annotations
 
 import _thread
+import heapq
 import itertools
 import signal
 import threading
@@ -60,6 +61,7 @@ class _Gate:
 
 # A borrowed object found in this node's store (_in_local_store): no size, no holder.
 _HERE = P.StoredAt(0, "")
+_FINAL = frozenset((P.INLINE, P.IN_STORE, P.ERROR))  # kinds of a value that is there
 
 
 class BlockingMixin:
@@ -280,32 +282,30 @@ class BlockingMixin:
         """The first `num_returns` of `refs` to be ready (in the order they became
         ready), and the rest; each list in the order of `refs`, as Ray's.
 
-        Values of ours that are there already are seen without a waiter; waiters are
+        Values of ours that are there already are seen without a waiter (their entry
+        read without the lock: one dict read); waiters are
         set on the rest only if those are not enough, and taken off again at the end,
         so a loop of waits over n refs costs O(n) a call, not a waiter per ref per call.
         `when_ready`: _when_ready for what is not an ObjectRef (a generator)."""
         self._process_released()
         when_ready = when_ready or self._when_ready
         ready: dict[int, int] = {}  # index -> when it was ready (a value's seq)
-        for i, ref in enumerate(refs):
-            seq = self._ready_seq(ref)
-            if seq:
-                ready[i] = seq
+        if not self.lock.held():  # else each goes by _when_ready, which defers
+            address, objects, final = self.address, self.objects, _FINAL
+            for i, ref in enumerate(refs):  # ours, there now: no waiter (one dict read)
+                if type(ref) is ObjectRef and ref.owner == address:
+                    entry = objects.get(ref.id)
+                    if entry is not None and entry.kind in final:
+                        ready[i] = entry.seq or 1
         if len(ready) < num_returns:
             self._wait_for_more(refs, ready, num_returns, timeout, when_ready)
-        chosen = set(sorted(ready, key=ready.__getitem__)[:num_returns])
+        if len(ready) == num_returns:
+            chosen = set(ready)
+        else:  # the first to be ready
+            chosen = set(heapq.nsmallest(num_returns, ready, key=ready.__getitem__))
         return [r for i, r in enumerate(refs) if i in chosen], [
             r for i, r in enumerate(refs) if i not in chosen
         ]
-
-    def _ready_seq(self, ref: Any) -> int:
-        """When a value of ours that is there now became ready (its seq); 0 otherwise."""
-        if type(ref) is not ObjectRef or ref.owner != self.address or self.lock.held():
-            return 0
-        entry = self.objects.get(ref.id)  # a read of one dict entry: no lock
-        if entry is None or entry.kind not in (P.INLINE, P.IN_STORE, P.ERROR):
-            return 0
-        return int(entry.seq) or 1
 
     def _wait_for_more(
         self,
