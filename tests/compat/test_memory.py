@@ -33,7 +33,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._engine import AGAINST_RAY, exceptions, ray, raylite_only, wait_for, wait_for_path
+from tests._engine import (
+    AGAINST_RAY,
+    StdStreams,
+    exceptions,
+    ray,
+    raylite_only,
+    wait_for,
+    wait_for_path,
+)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -610,21 +618,19 @@ def spilled_ids(refs: list) -> list[str]:
 @raylite_only
 @pytest.mark.timeout(120)
 @pytest.mark.ray_init(**SMALL_STORE)
-def test_spill_is_reported_to_the_driver_once_per_burst(ray_start, capfd):
+def test_spill_is_reported_to_the_driver_once_per_burst(ray_start, monkeypatch):
+    streams = StdStreams(monkeypatch)  # no line lost to a capture's truncation
     before = store_stats()
     refs = spill_burst(70)
-    seen: list[str] = []
 
     def spill_lines() -> list[tuple[str, str, str]]:
-        out, err = capfd.readouterr()
-        seen.append(out + err)
-        return SPILL_LINE.findall("".join(seen))
+        return SPILL_LINE.findall(streams.out + streams.err)
 
     wait_for(
         spill_lines,
         timeout=15,
         message=lambda: (
-            f"a 'Spilled N MiB, M objects, write throughput X MiB/s' line; got {''.join(seen)[-2000:]!r}"
+            f"a 'Spilled N MiB, M objects, write throughput X MiB/s' line; got {streams.err[-2000:]!r}"
         ),
     )
     time.sleep(1.0)  # the burst is over: no more lines should come

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests._engine import ray, raylite_only, strip_ansi, wait_for
+from tests._engine import StdStreams, ray, raylite_only, wait_for
 
 pytestmark = [raylite_only, pytest.mark.timeout(120)]
 
@@ -22,23 +22,21 @@ class Holder:
         return True
 
 
-def test_a_task_starved_by_waiting_actors_gets_a_warning(no_engine, monkeypatch, capfd):
+def test_a_task_starved_by_waiting_actors_gets_a_warning(no_engine, monkeypatch):
     monkeypatch.setenv("RAYLITE_PENDING_WARN_S", "0.5")
+    streams = StdStreams(monkeypatch)  # no line lost to a capture's truncation
     ray.init(num_cpus=1)
     try:
         holder = Holder.remote()
         assert ray.get(holder.ready.remote(), timeout=60)
         ref = needs_a_cpu.remote()  # the actor holds the only CPU: it waits
-        seen = [""]
 
         def warned():
-            out, err = capfd.readouterr()
-            seen[0] += strip_ansi(out + err)
-            return "Warning: a task or actor has waited" in seen[0]
+            return "Warning: a task or actor has waited" in streams.err
 
-        wait_for(warned, timeout=30, message=lambda: f"a warning; got {seen[0]!r}")
-        assert "1 actor(s)" in seen[0]
-        assert "{'CPU': 1.0}" in seen[0]
+        wait_for(warned, timeout=30, message=lambda: f"a warning; got {streams.err!r}")
+        assert "1 actor(s)" in streams.err
+        assert "{'CPU': 1.0}" in streams.err
         ray.kill(holder)  # the CPU comes back: the task runs
         assert ray.get(ref, timeout=60) == 1
     finally:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests._engine import ray, raylite_only, wait_for
+from tests._engine import StdStreams, ray, raylite_only, wait_for
 
 pytestmark = [raylite_only, pytest.mark.timeout(120)]
 
@@ -89,7 +89,8 @@ def task_pid() -> int:
     return os.getpid()
 
 
-def test_actors_and_tasks_past_the_cap_wait_then_run(capped_node: Sampler, capfd):
+def test_actors_and_tasks_past_the_cap_wait_then_run(capped_node: Sampler, monkeypatch):
+    streams = StdStreams(monkeypatch)  # no line lost to a capture's truncation
     actors = [Holder.remote() for _ in range(CAP + 2)]
     pings = [a.pid.remote() for a in actors]
     # Three actors come alive (the prestarted idle workers make room for them)...
@@ -99,15 +100,12 @@ def test_actors_and_tasks_past_the_cap_wait_then_run(capped_node: Sampler, capfd
     assert len(worker_pids(capped_node.node_manager)) == CAP
     tasks = [task_pid.remote() for _ in range(10)]
     # The owner is told what holds the processes (after pending_warn_s).
-    err = ""
-
-    def warned() -> bool:
-        nonlocal err
-        err += capfd.readouterr().err
-        return "cap of 3 worker processes" in err
-
-    wait_for(warned, 30, lambda: f"a warning about the cap in stderr: {err!r}")
-    assert "3 actor(s)" in err
+    wait_for(
+        lambda: "cap of 3 worker processes" in streams.err,
+        30,
+        lambda: f"a warning about the cap in stderr: {streams.err!r}",
+    )
+    assert "3 actor(s)" in streams.err
     # The first actors end: their processes go, and the waiting work gets them.
     first = {ray.get(r) for r in ready}
     for ref, actor in zip(pings, actors, strict=True):
