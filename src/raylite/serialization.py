@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import io
 import pickle
+import sys
 import traceback
 import types
 from typing import Any
@@ -95,6 +96,29 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 _PLAIN_TYPES = set(_PLAIN)
 
 
+def _plain_array(value: Any) -> bool:
+    """A numpy array (not a subclass) of plain values: the C pickler writes it as
+    cloudpickle would (ndarray.__reduce_ex__, its buffer out of band), ~4x faster. An
+    object array may hold code (cloudpickle's), and a registered serializer wins."""
+    np = sys.modules.get("numpy")
+    return (
+        np is not None
+        and type(value) is np.ndarray
+        and not value.dtype.hasobject
+        and np.ndarray not in cloudpickle.CloudPickler.dispatch_table
+    )
+
+
+def _c_pickle(value: Any) -> tuple[bytes, list[memoryview]]:
+    """The C pickler's stream and out-of-band buffers of plain values and arrays."""
+    buffers: list[pickle.PickleBuffer] = []
+    meta = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    try:
+        return meta, [b.raw() for b in buffers]
+    except BufferError:  # not contiguous: let pickle copy it in-band
+        return pickle.dumps(value, protocol=5), []
+
+
 class SerializedValue:
     """A pickled value: the pickle stream and its out-of-band buffers."""
 
@@ -134,6 +158,8 @@ def deregister_serializer(cls: type) -> None:
 def serialize(value: Any) -> SerializedValue:
     if type(value) in _PLAIN_TYPES and not _is_buffer(value):  # None, a number, a str
         return SerializedValue(pickle.dumps(value, protocol=5), [])
+    if _plain_array(value):
+        return SerializedValue(*_c_pickle(value))
     buffers: list[pickle.PickleBuffer] = []
     f = io.BytesIO()
     value = _wrap_buffers(value)
@@ -161,6 +187,8 @@ def pickle_call(value: tuple[tuple, dict]) -> tuple[bytes, list[memoryview]]:
     args, kwargs = value
     if not kwargs and all(type(a) in _PLAIN_TYPES for a in args):
         return (pickle.dumps(value, protocol=5) if args else _NO_ARGS), []
+    if not kwargs and all(type(a) in _PLAIN_TYPES or _plain_array(a) for a in args):
+        return _c_pickle(value)
     return pickle_args(value)
 
 

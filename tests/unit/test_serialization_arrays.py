@@ -1,0 +1,80 @@
+"""numpy arrays by the C pickler (serialization._plain_array): the same value as
+cloudpickle's, its buffer out of band; object arrays and a registered serializer go
+the cloudpickle way."""
+
+from __future__ import annotations
+
+import pickle
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from raylite.serialization import (
+    deregister_serializer,
+    loads_buffers,
+    pickle_call,
+    register_serializer,
+    serialize,
+)
+
+
+def _round_trip(value):
+    sv = serialize(value)
+    return loads_buffers(sv.meta, [memoryview(b) for b in sv.buffers]), sv
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(100_000, dtype=np.float64),
+        np.arange(12, dtype=np.int32).reshape(3, 4),
+        np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        np.arange(20.0)[::2],  # not contiguous: copied in band
+        np.zeros(3, dtype=[("x", "f8"), ("y", "i4")]),
+        np.array(["a", "bc"]),
+        np.arange("2026-01-01", "2026-01-05", dtype="datetime64[D]"),
+    ],
+)
+def test_a_plain_array_comes_back_equal(array):
+    out, sv = _round_trip(array)
+    assert out.dtype == array.dtype
+    np.testing.assert_array_equal(out, array)
+    as_cloudpickle: list = []  # what the general path sends out of band, the same
+    cloudpickle.dumps(array, protocol=5, buffer_callback=as_cloudpickle.append)
+    assert len(sv.buffers) == len(as_cloudpickle)
+
+
+def test_an_object_array_may_hold_code():
+    array = np.array([lambda x: x + 1, 5], dtype=object)  # cloudpickle: by value
+    out, _ = _round_trip(array)
+    assert out[0](1) == 2
+    assert out[1] == 5
+
+
+def test_a_subclass_is_not_an_ndarray():
+    masked = np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])
+    out, _ = _round_trip(masked)
+    assert isinstance(out, np.ma.MaskedArray)
+    assert out.mask.tolist() == [False, True, False]
+
+
+def test_a_registered_serializer_wins():
+    register_serializer(np.ndarray, lambda a: a.tolist(), lambda data: ("mine", data))
+    try:
+        out, _ = _round_trip(np.arange(3))
+        assert out == ("mine", [0, 1, 2])
+    finally:
+        deregister_serializer(np.ndarray)
+    out, _ = _round_trip(np.arange(3))
+    assert out.tolist() == [0, 1, 2]
+
+
+def test_call_arguments_with_arrays_keep_their_buffers_out_of_band():
+    array = np.arange(1000.0)
+    meta, views = pickle_call(((array, 2, "x"), {}))
+    assert len(views) == 1
+    args, kwargs = pickle.loads(meta, buffers=views)
+    np.testing.assert_array_equal(args[0], array)
+    assert args[1:] == (2, "x")
+    assert kwargs == {}
