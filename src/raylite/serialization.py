@@ -187,8 +187,11 @@ def pickle_call(value: tuple[tuple, dict]) -> tuple[bytes, list[memoryview]]:
     args, kwargs = value
     if not kwargs and all(type(a) in _PLAIN_TYPES for a in args):
         return (pickle.dumps(value, protocol=5) if args else _NO_ARGS), []
-    if not kwargs and all(type(a) in _PLAIN_TYPES or _plain_array(a) for a in args):
-        return _c_pickle(value)
+    plain = _PLAIN_TYPES
+    if all(type(a) in plain or _plain_array(a) for a in args) and all(
+        type(v) in plain or _plain_array(v) for v in kwargs.values()
+    ):
+        return _c_pickle(value)  # keyword names are str: plain too
     return pickle_args(value)
 
 

@@ -78,3 +78,14 @@ def test_call_arguments_with_arrays_keep_their_buffers_out_of_band():
     np.testing.assert_array_equal(args[0], array)
     assert args[1:] == (2, "x")
     assert kwargs == {}
+
+
+def test_keyword_arguments_of_plain_values_and_arrays():
+    array = np.arange(10.0)
+    meta, views = pickle_call(((1,), {"a": array, "b": "x", "c": None}))
+    args, kwargs = pickle.loads(meta, buffers=views)
+    assert args == (1,)
+    np.testing.assert_array_equal(kwargs["a"], array)
+    assert (kwargs["b"], kwargs["c"]) == ("x", None)
+    meta, views = pickle_call(((), {"f": lambda: 3}))  # code: cloudpickle, by value
+    assert pickle.loads(meta, buffers=views)[1]["f"]() == 3
