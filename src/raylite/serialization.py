@@ -109,14 +109,19 @@ def _plain_array(value: Any) -> bool:
     )
 
 
-def _c_pickle(value: Any) -> tuple[bytes, list[memoryview]]:
-    """The C pickler's stream and out-of-band buffers of plain values and arrays."""
+def _pickled(dumps: Any, value: Any) -> tuple[bytes, list[memoryview]]:
+    """`dumps`'s stream of `value` and its out-of-band buffers (views, not copied)."""
     buffers: list[pickle.PickleBuffer] = []
-    meta = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    meta = dumps(value, protocol=5, buffer_callback=buffers.append)
     try:
         return meta, [b.raw() for b in buffers]
     except BufferError:  # not contiguous: let pickle copy it in-band
-        return pickle.dumps(value, protocol=5), []
+        return dumps(value, protocol=5), []
+
+
+def _c_pickle(value: Any) -> tuple[bytes, list[memoryview]]:
+    """The C pickler's: for plain values and arrays."""
+    return _pickled(pickle.dumps, value)
 
 
 class SerializedValue:
@@ -197,12 +202,7 @@ def pickle_call(value: tuple[tuple, dict]) -> tuple[bytes, list[memoryview]]:
 
 def pickle_args(value: Any) -> tuple[bytes, list[memoryview]]:
     """A task's arguments: the pickle and its out-of-band buffers (views, not copied)."""
-    buffers: list[pickle.PickleBuffer] = []
-    meta = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    try:
-        return meta, [b.raw() for b in buffers]
-    except BufferError:  # not contiguous: let pickle copy it in-band
-        return cloudpickle.dumps(value, protocol=5), []
+    return _pickled(cloudpickle.dumps, value)
 
 
 def args_blob(meta: bytes, views: list[memoryview]) -> bytes | list[bytes]:
