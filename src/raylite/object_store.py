@@ -77,11 +77,14 @@ class Mappings:
         when it mapped the object first: `mm` then goes, and on_unmapped runs for it).
         `pin`: the link that pins the segment while `mm` lives (removed with it)."""
         maps = self._maps
+        pid = os.getpid()
 
         def gone(wr: weakref.ref[mmap.mmap], object_id: bytes = object_id) -> None:
             if maps.get(object_id) is wr:
                 maps.pop(object_id, None)
-            if pin:  # a syscall, no lock: safe wherever the collector runs this
+            # A syscall, no lock: safe wherever the collector runs this. Not in a child
+            # forked meanwhile (its copy of the view going is not the parent's).
+            if pin and os.getpid() == pid:
                 _unlink(pin)
             if self.on_unmapped is not None:
                 self.on_unmapped(object_id)

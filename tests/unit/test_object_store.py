@@ -295,3 +295,21 @@ def test_close_and_drop_pins_remove_a_readers_pins(store):
     other.close()  # shutdown: the session's pins go
     assert readers(store.path(oid)) == 0
     assert view[0] == 1.0
+
+
+def test_a_forked_child_dropping_its_copy_of_a_view_keeps_the_parents_pin(store):
+    oid = new_id()
+    store.put(oid, serialize(np.ones(1000)))
+    view = store.get(oid, pin=True)
+    assert readers(store.path(oid)) == 1
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        del view
+        gc.collect()  # its mapping goes, and with it the weakref callback runs
+        os._exit(0 if readers(store.path(oid)) == 1 else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert readers(store.path(oid)) == 1  # the parent still maps it: still pinned
+    del view
+    gc.collect()
+    assert readers(store.path(oid)) == 0
