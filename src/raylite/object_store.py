@@ -246,7 +246,7 @@ class ObjectStore:
         segment is not in memory, or links cannot be made here)."""
         pid = os.getpid()
         if self._pins_pid != pid:
-            self._pins_dir = os.path.join(self.directory, f"{PINS_PREFIX}{pid}")
+            self._pins_dir = pins_dir(self.directory, pid)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self._pins_dir, 0o700)
             self._pins_pid = pid
@@ -345,9 +345,14 @@ def readers(path: str) -> int:
         return 0
 
 
+def pins_dir(directory: str, pid: int) -> str:
+    """Where the reader `pid` keeps its pins in the store `directory`."""
+    return os.path.join(directory, f"{PINS_PREFIX}{pid}")
+
+
 def drop_pins(directory: str, pid: int) -> None:
     """Remove the pins of a reader that is gone (its mappings went with it)."""
-    shutil.rmtree(os.path.join(directory, f"{PINS_PREFIX}{pid}"), ignore_errors=True)
+    shutil.rmtree(pins_dir(directory, pid), ignore_errors=True)
 
 
 def _layout(value: SerializedValue) -> tuple[bytearray, int, list[tuple[int, int]], int]:

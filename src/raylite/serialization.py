@@ -192,12 +192,14 @@ def pickle_call(value: tuple[tuple, dict]) -> tuple[bytes, list[memoryview]]:
     args, kwargs = value
     if not kwargs and all(type(a) in _PLAIN_TYPES for a in args):
         return (pickle.dumps(value, protocol=5) if args else _NO_ARGS), []
-    plain = _PLAIN_TYPES
-    if all(type(a) in plain or _plain_array(a) for a in args) and all(
-        type(v) in plain or _plain_array(v) for v in kwargs.values()
-    ):
+    if all(map(_c_picklable, args)) and all(map(_c_picklable, kwargs.values())):
         return _c_pickle(value)  # keyword names are str: plain too
     return pickle_args(value)
+
+
+def _c_picklable(value: Any) -> bool:
+    """Pickled by the C pickler as cloudpickle would: a plain value or array."""
+    return type(value) in _PLAIN_TYPES or _plain_array(value)
 
 
 def pickle_args(value: Any) -> tuple[bytes, list[memoryview]]:

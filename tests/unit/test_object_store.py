@@ -12,10 +12,10 @@ import pytest
 from raylite.exceptions import ObjectLostError
 from raylite.object_ref import new_id
 from raylite.object_store import (
-    PINS_PREFIX,
     ObjectStore,
     drop_pins,
     load_segment,
+    pins_dir,
     readers,
     segment_pieces,
 )
@@ -200,7 +200,7 @@ def test_segment_pieces_written_anywhere_make_the_segment_put_writes(store, tmp_
 
 # --- pins: a reader that is not the owner links the segment while it maps it ---------
 def _pins(store):
-    pins = os.path.join(store.directory, f"{PINS_PREFIX}{os.getpid()}")
+    pins = pins_dir(store.directory, os.getpid())
     return sorted(os.listdir(pins)) if os.path.isdir(pins) else []
 
 
@@ -238,7 +238,7 @@ def test_a_pin_keeps_the_memory_of_a_deleted_segment_for_its_view(store):
     oid = new_id()
     store.put(oid, serialize(np.full(100_000, 5.0)))
     view = store.get(oid, pin=True)
-    pin = os.path.join(store.directory, f"{PINS_PREFIX}{os.getpid()}", _pins(store)[0])
+    pin = os.path.join(pins_dir(store.directory, os.getpid()), _pins(store)[0])
     store.delete(oid)  # the node manager deleted its name (not reused: it is pinned)
     assert os.stat(pin).st_nlink == 1
     assert float(view.min()) == float(view.max()) == 5.0

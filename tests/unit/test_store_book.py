@@ -231,3 +231,13 @@ def test_owned_by_lists_what_one_owner_stored():
     assert b.owned_by("owner") == [b"a"]
     assert b.owned_by("other") == [b"b"]
     assert b.owned_by("nobody") == []
+
+
+def test_fits_now_says_when_a_reservation_needs_no_spill():
+    b = book()  # 100 MiB
+    assert b.fits_now(b"a", 60 * MiB)
+    put(b, b"a", 60 * MiB)
+    assert not b.fits_now(b"a", 1 * MiB)  # stored again (a rebuild): the slow way
+    assert b.fits_now(b"b", 40 * MiB)
+    assert not b.fits_now(b"b", 41 * MiB)  # only with a spill
+    assert not b.fits_now(b"c", -1)

@@ -137,16 +137,9 @@ class StoreMixin:
     def on_reserve_object(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
         book, oid, size = self.store_book, msg.object_id, msg.size
         lock = self.spill_lock
-        if (
-            lock is not None
-            and not lock.locked()
-            and size >= 0
-            and oid
-            and oid not in book.segments
-            and book.used_bytes + size <= book.capacity
-        ):
-            # It fits without a spill, and no reservation waits: answered now, without
-            # a task and the lock (no free disk space to read either).
+        if lock is not None and not lock.locked() and oid and book.fits_now(oid, size):
+            # No reservation waits, and no spill is needed: answered now, without a
+            # task and the lock (no free disk space to read either).
             for action in book.reserve(oid, size, msg.owner, disk_free=0, warm=True):
                 where = self._room_action(action)
                 if where is not None:

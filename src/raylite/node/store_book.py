@@ -254,6 +254,11 @@ class StoreBook:
         return [Prefetch(ahead)] if ahead else []
 
     # ----------------------------------------------------------------- queries
+    def fits_now(self, oid: bytes, size: int) -> bool:
+        """Whether reserve() would admit this new segment without a spill (and so
+        without reading the free disk space): the shell may answer it at once."""
+        return size >= 0 and oid not in self.segments and self.used_bytes + size <= self.capacity
+
     def spill_room(self, disk_free: int) -> int:
         if self.max_spill_bytes is not None:
             return self.max_spill_bytes - self.spilled_bytes
