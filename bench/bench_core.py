@@ -99,6 +99,22 @@ METRICS = [
     # The first get of a 100 MB object in a task (the driver put it): where a program's
     # big objects are read, and without the driver's cache-filling copy just before.
     Metric("get_100mb_task_ms", "get", "ms", "lower", "raylite <= 0.05 ms", "raylite", 0.05001),
+    # The machine's floor under the three (bench/get_floor.py, no engine): the bare open,
+    # mmap and np.frombuffer of a first get right after the same 100 MB copy, in this
+    # process and in another; and frombuffer alone on a mapping made before the copy.
+    Metric("get_100mb_floor_ms", "getfloor", "ms", "lower", "(reference)", "raylite", float("inf")),
+    Metric(
+        "get_100mb_floor_task_ms", "getfloor", "ms", "lower", "(reference)", "raylite", float("inf")
+    ),
+    Metric(
+        "get_100mb_floor_arena_ms",
+        "getfloor",
+        "ms",
+        "lower",
+        "(reference)",
+        "raylite",
+        float("inf"),
+    ),
     Metric("pi_speedup_2cpu", "pi", "x", "higher", "raylite >= 1.9x", "raylite", 1.9),
     Metric("pool_apply_per_s", "stdlib", "calls/s", "higher", "(reference)", "raylite", 0.0),
     Metric(
@@ -128,7 +144,7 @@ METRICS = [
 WORKLOADS = [w for w in dict.fromkeys(m.workload for m in METRICS) if w != "derived"]
 WORKER_TIMEOUT_S = {"startup": 300, "tasks": 300, "chain": 300}  # others: 180
 # Workloads that measure no engine (Python's own pools): run once, in raylite's python.
-ENGINE_FREE = {"stdlib"}
+ENGINE_FREE = {"stdlib", "getfloor"}
 
 
 # ---------------------------------------------------------------------------
@@ -529,6 +545,19 @@ def work_stdlib(engine: str, quick: bool) -> None:
         )
 
 
+def work_getfloor(engine: str, quick: bool) -> None:
+    from get_floor import measure
+
+    times = measure(3 if quick else 5)
+    for metric, key in (
+        ("floor", "map"),
+        ("floor_task", "other_process"),
+        ("floor_arena", "nomap"),
+    ):
+        ms = times[key]
+        emit(f"get_100mb_{metric}_ms", statistics.median(ms), ms=[round(t, 3) for t in ms])
+
+
 WORKERS = {
     "startup": work_startup,
     "roundtrip": work_roundtrip,
@@ -540,6 +569,7 @@ WORKERS = {
     "pipelined": work_pipelined,
     "chain": work_chain,
     "stdlib": work_stdlib,
+    "getfloor": work_getfloor,
 }
 
 
