@@ -128,6 +128,32 @@ def _make_working_dir(root):
     return root
 
 
+def test_working_dir_leaves_out_git_venv_and_pycache(no_engine, tmp_path, monkeypatch):
+    # Ray's default excludes for a working_dir (RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES
+    # unset): a project's .git and virtualenv stay on the machine that uploads it.
+    monkeypatch.delenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", raising=False)
+    wd = tmp_path / "wd"
+    paths = [
+        "keep.txt",
+        ".git/HEAD",
+        ".venv/marker.txt",
+        "venv/marker.txt",
+        "pkg/__pycache__/m.pyc",
+    ]
+    for rel in paths:
+        (wd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wd / rel).write_text(rel)
+    ray.init(num_cpus=2, address="local", runtime_env={"working_dir": str(wd)})
+
+    @ray.remote
+    def present(paths):
+        import os
+
+        return [p for p in paths if os.path.exists(p)]
+
+    assert ray.get(present.remote(paths)) == ["keep.txt"]
+
+
 def test_task_level_local_paths_are_refused(ray_start, tmp_path):
     read = _env_reader()
     for env in ({"working_dir": str(tmp_path)}, {"py_modules": [str(tmp_path)]}):

@@ -131,6 +131,72 @@ def test_package_excludes_gitignore_style(tmp_path):
     assert uri.endswith(".zip")
 
 
+_DEFAULT_EXCLUDED = {
+    "main.py": "x",
+    "pkg/m.py": "m",
+    ".git/HEAD": "ref",
+    ".venv/lib/site.py": "v",
+    "venv/bin/python": "v",
+    "pkg/__pycache__/m.cpython-311.pyc": "c",
+}
+
+
+def test_working_dir_leaves_out_rays_default_excludes(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", raising=False)
+    monkeypatch.setattr(packaging, "_warned", set())
+    _tree(tmp_path, _DEFAULT_EXCLUDED)
+    with caplog.at_level("WARNING", logger="raylite"):
+        _, data = packaging.package(str(tmp_path), [], module=False)
+    assert _names(data) == ["main.py", "pkg/m.py"]
+    # As Ray: a warning for each default that left out a directory at the top.
+    warned = [r.getMessage() for r in caplog.records]
+    warned = [w for w in warned if "ignored by default" in w]
+    assert len(warned) == 3
+    assert all("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES" in w for w in warned)
+    monkeypatch.setenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", "")
+    assert len(_names(packaging.package(str(tmp_path), [], module=False)[1])) == 6
+    monkeypatch.setenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", " .venv , venv")
+    assert _names(packaging.package(str(tmp_path), [], module=False)[1]) == [
+        ".git/HEAD",
+        "main.py",
+        "pkg/__pycache__/m.cpython-311.pyc",
+        "pkg/m.py",
+    ]
+
+
+def test_py_modules_keep_what_a_working_dir_leaves_out_by_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", raising=False)
+    _tree(tmp_path / "pkg", {"m.py": "m", "__pycache__/m.pyc": "c"})
+    names = _names(packaging.package(str(tmp_path / "pkg"), [], module=True)[1])
+    assert names == ["pkg/__pycache__/m.pyc", "pkg/m.py"]  # as Ray: defaults are working_dir's
+
+
+def test_gitignore_files_are_skipped_with_rays_variable(tmp_path, monkeypatch):
+    _tree(
+        tmp_path,
+        {
+            "main.py": "x",
+            "logs/a.log": "l",
+            "a.tmp": "t",
+            ".gitignore": "logs/\n",
+            ".rayignore": "*.tmp\n",
+        },
+    )
+    monkeypatch.delenv("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", raising=False)
+    assert _names(packaging.package(str(tmp_path), [], module=False)[1]) == [
+        ".gitignore",
+        ".rayignore",
+        "main.py",
+    ]
+    monkeypatch.setenv("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "1")  # .rayignore still counts
+    assert _names(packaging.package(str(tmp_path), [], module=False)[1]) == [
+        ".gitignore",
+        ".rayignore",
+        "logs/a.log",
+        "main.py",
+    ]
+
+
 def test_package_uri_is_content_addressed(tmp_path):
     _tree(tmp_path / "a", {"m.py": "1"})
     _tree(tmp_path / "b", {"m.py": "1"})

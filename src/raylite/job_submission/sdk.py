@@ -2,8 +2,8 @@
 
 Owns the client side: the address and token it sends, each call's request and how its
 answer becomes a value or Ray's error (RuntimeError "Request failed with status code
-..."), the working_dir upload before a submit (packaging.py) and the log tail's
-websocket. Not the server (dashboard/jobs_api.py). Needs no raylite node on this
+..."), the working_dir upload before a submit (packaged by runtime_env/packaging.py's
+rules, as a driver's working_dir is) and the log tail's websocket. Not the server (dashboard/jobs_api.py). Needs no raylite node on this
 machine: the dashboard's URL and the cluster token are enough.
 
     JobSubmissionClient(address) ──HTTP + "Authorization: Bearer <token>"──▶ dashboard
@@ -24,16 +24,38 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ..node import local
-from . import packaging
+from ..runtime_env import packaging
 from .common import LABEL_SELECTOR_REFUSED, JobDetails, JobStatus
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 60.0
+
+
+def local_package(working_dir: str, excludes: list[str] | None) -> tuple[str, bytes] | None:
+    """(package name, zip bytes) of a local working_dir, a directory or a .zip file,
+    packaged as a driver's runtime_env packages it (excludes, .gitignore and .rayignore
+    files, Ray's default excludes, the size limit); None if it is a gcs:// URI already."""
+    if "://" in working_dir:
+        if working_dir.startswith(packaging.URI_SCHEME):
+            return None
+        raise NotImplementedError(
+            f"working_dir {working_dir!r}: remote URIs (s3://, gs://, https://) are not "
+            "implemented in raylite; give a local directory or .zip file"
+        )
+    path = os.path.abspath(os.path.expanduser(working_dir))
+    if os.path.isfile(path) and path.endswith(".zip"):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"working_dir {working_dir!r} is not a zip file")
+    elif not os.path.isdir(path):
+        raise ValueError(f"working_dir {working_dir!r} is not a directory or a .zip file")
+    uri, data = packaging.package(path, list(excludes or []), module=False)
+    return uri[len(packaging.URI_SCHEME) :], data
 
 
 def _local_heads() -> list[dict[str, Any]]:
@@ -207,7 +229,7 @@ class JobSubmissionClient:
             return
         if not isinstance(working_dir, str):
             raise TypeError(f"working_dir must be a string, got {type(working_dir)}")
-        package = packaging.local_package(working_dir, runtime_env.get("excludes"))
+        package = local_package(working_dir, runtime_env.get("excludes"))
         if package is None:
             return
         name, data = package

@@ -7,8 +7,12 @@ uploaded and unpacked once however many tasks use it), and unpacking such bytes 
 directory. Excludes are gitignore-style patterns (pathspec's GitIgnoreSpec, git's own
 rules; Ray matches with pathspec's gitwildmatch), relative to the packaged directory,
 plus the patterns of every `.gitignore` and `.rayignore` in it (each for the files
-below its own directory). Not where packages are kept (runtime_env/agent.py, on each
-node and the head) nor when they are uploaded (core/runtime_envs.py).
+below its own directory; `.gitignore` files not with RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1
+set), plus, for a working_dir, Ray's default excludes (`.git`, `.venv`, `venv`,
+`__pycache__`; RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES replaces them). The job
+client (job_submission/sdk.py) packages a job's working_dir by the same rules. Not
+where packages are kept (runtime_env/agent.py, on each node and the head) nor when
+they are uploaded (core/runtime_envs.py).
 
     local dir ──walk, excludes──▶ files ──zip (sorted, fixed timestamps)──▶ bytes
                                           bytes ──sha1──▶ URI ──UploadPackage──▶ node, head
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import zipfile
 from typing import TYPE_CHECKING, Any
@@ -31,6 +36,12 @@ PKG_PREFIX = "_ray_pkg_"
 URI_SCHEME = "gcs://"
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # zip timestamps: equal content, equal bytes
 _IGNORE_FILES = (".gitignore", ".rayignore")
+# Ray's: left out of a working_dir unless RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES
+# (comma-separated; "" for none) says otherwise. `.git` is in no .gitignore.
+DEFAULT_EXCLUDES = ".git,.venv,venv,__pycache__"
+_warned: set[str] = set()  # the default excludes already warned of (once a process, as Ray)
+
+log = logging.getLogger("raylite")
 
 
 def _mib(n: int) -> str:
@@ -50,10 +61,36 @@ def check_size(size: int, limit: int | None = None) -> None:
         )
 
 
+def default_excludes() -> list[str]:
+    """The patterns a working_dir leaves out whatever its excludes say (Ray's)."""
+    value = os.environ.get("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", DEFAULT_EXCLUDES)
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def _working_dir_excludes(path: str, excludes: list[str]) -> list[str]:
+    """A working_dir's excludes with the defaults first; a warning (once) for each
+    default that leaves out a directory there, as Ray gives."""
+    defaults = default_excludes()
+    for name in defaults:
+        if name not in _warned and os.path.exists(os.path.join(path, name)):
+            _warned.add(name)
+            log.warning(
+                "Directory %r is now ignored by default when packaging the working "
+                "directory. To disable this behavior, set the "
+                "`RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES=''` environment variable.",
+                name,
+            )
+    return defaults + list(excludes)
+
+
 def _ignore_spec(directory: str) -> pathspec.GitIgnoreSpec | None:
-    """The patterns of a directory's own .gitignore and .rayignore (None: neither)."""
+    """The patterns of a directory's own .gitignore and .rayignore (None: neither;
+    no .gitignore with RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1, as Ray)."""
     lines: list[str] = []
-    for name in _IGNORE_FILES:
+    names: tuple[str, ...] = _IGNORE_FILES
+    if os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") == "1":
+        names = (".rayignore",)
+    for name in names:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
             with open(path) as f:
@@ -127,6 +164,8 @@ def package(path: str, excludes: list[str], *, module: bool) -> tuple[str, bytes
             data = _zip([(os.path.basename(path), path)])
     elif os.path.isdir(path):
         prefix = os.path.basename(path.rstrip("/")) + "/" if module else ""
+        if not module:
+            excludes = _working_dir_excludes(path, excludes)
         data = _zip(files_of(path, excludes, prefix))
     else:
         raise ValueError(f"{path} is not a valid path.")
