@@ -160,9 +160,18 @@ def deregister_serializer(cls: type) -> None:
         _PLAIN_TYPES.add(cls)
 
 
+def plain_pickle(value: Any) -> bytes | None:
+    """The pickle of a plain value (None, a number, a str: no buffers, no refs inside)
+    by the C pickler, as serialize() makes it; None for any other value."""
+    if type(value) in _PLAIN_TYPES and not _is_buffer(value):
+        return pickle.dumps(value, protocol=5)
+    return None
+
+
 def serialize(value: Any) -> SerializedValue:
-    if type(value) in _PLAIN_TYPES and not _is_buffer(value):  # None, a number, a str
-        return SerializedValue(pickle.dumps(value, protocol=5), [])
+    meta = plain_pickle(value)
+    if meta is not None:
+        return SerializedValue(meta, [])
     if _plain_array(value):
         return SerializedValue(*_c_pickle(value))
     buffers: list[pickle.PickleBuffer] = []

@@ -36,7 +36,7 @@ import select
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from .config import CONFIG
@@ -52,7 +52,7 @@ _READ_SIZE = 1 << 18
 # main thread between any two bytecodes (whichever thread the signal came to, so
 # blocking it in one thread does not help), and one that raises would cut a read's
 # handling short: the main thread leads only while none has a handler that may raise
-# (worker.py, core/blocking.py decide; SIGINT's is set aside: _deferred_sigint).
+# (worker.py, core/blocking.py decide; SIGINT's is set aside: _DeferredSigint).
 CATCHABLE = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))
 
 
@@ -62,20 +62,28 @@ def python_handled() -> set[signal.Signals]:
     return {s for s in CATCHABLE if callable(_signal.getsignal(s))}
 
 
-@contextlib.contextmanager
-def _deferred_sigint() -> Iterator[None]:
+class _DeferredSigint:
     """SIGINT's handler is set aside meanwhile (main thread only): a SIGINT that comes
-    runs it after, where it may raise."""
-    if _signal.getsignal(signal.SIGINT) is None:  # set outside Python: left alone
-        yield
-        return
-    came: list[int] = []
-    previous = _signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
-    try:
-        yield
-    finally:
+    runs it after, where it may raise. A class, not a generator context manager: it
+    wraps every read the main thread leads (~1.2 against ~2.9 us)."""
+
+    __slots__ = ("came", "previous")
+
+    def __enter__(self) -> None:
+        self.previous = previous = _signal.getsignal(signal.SIGINT)
+        if previous is not None:  # None: set outside Python, left alone
+            self.came = False
+            _signal.signal(signal.SIGINT, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.came = True
+
+    def __exit__(self, *exc: object) -> None:
+        previous = self.previous
+        if previous is None:
+            return
         _signal.signal(signal.SIGINT, previous)
-        if came:
+        if self.came:
             if callable(previous):
                 previous(signal.SIGINT, None)
             elif previous == signal.SIG_DFL:
@@ -229,7 +237,7 @@ class LeadableConnection(Connection):
                 _hush(bell.fd)
             with self._reading:
                 if defer_sigint:
-                    with _deferred_sigint():
+                    with _DeferredSigint():
                         self._drain_as_leader(events)
                 else:
                     self._drain_as_leader(events)

@@ -46,6 +46,7 @@ from .serialization import (
     dumps_inline,
     loads_function_limited,
     loads_inline,
+    plain_pickle,
     serialize,
 )
 from .transport_lead import Doorbell, LeadableConnection, python_handled
@@ -673,6 +674,9 @@ class Worker(ActorConcurrency):
         ids = msg.return_ids
         n = len(ids)
         if n == 1:
+            data = plain_pickle(result)  # a plain value: no refs inside, inline if small
+            if data is not None and len(data) <= CONFIG.inline_threshold:
+                return [P.TaskReturn(ids[0], P.INLINE, data, {})]
             values = [result]
         elif n == 0:
             return []
@@ -693,31 +697,10 @@ class Worker(ActorConcurrency):
             try:
                 sv, refs = cw.serialize_collecting(serialize, value)
                 kind, data = cw.store_serialized(oid, sv)
-                out.append(P.TaskReturn(oid, kind, data, self._lend_to_caller(refs, msg.owner)))
+                out.append(P.TaskReturn(oid, kind, data, cw.lend_to(refs, msg.owner)))
             except Exception as exc:
                 out.append(P.TaskReturn(oid, P.ERROR, capture_error(exc, name, self.pid), {}))
         return out
-
-    def _lend_to_caller(self, refs: list[Any], caller: str) -> dict[bytes, str]:
-        """Register the caller as a borrower of refs inside a return value, before replying."""
-        contained: dict[bytes, str] = {}
-        for ref in refs:
-            contained.setdefault(ref.id, ref.owner)
-        cw = self.cw
-        for oid, owner in contained.items():
-            if owner == caller:
-                continue  # the caller owns it; its returned object keeps it
-            if owner == cw.address:
-                with cw.lock:
-                    cw.table.borrower_added(oid, caller)
-            else:
-                try:
-                    cw.peer(owner).request(
-                        P.AddBorrower(oid, caller), timeout=CONFIG.request_timeout_s
-                    )
-                except Exception:
-                    pass  # owner gone: the caller will see OwnerDiedError on get
-        return contained
 
 
 _WORKER: Worker | None = None  # this process's, once worker_main made it

@@ -49,7 +49,7 @@ def store_value(
     try:
         sv, refs = cw.serialize_collecting(serialize, value)
         kind, data = cw.store_serialized(oid, sv)
-        return P.TaskReturn(oid, kind, data, worker._lend_to_caller(refs, msg.owner))
+        return P.TaskReturn(oid, kind, data, cw.lend_to(refs, msg.owner))
     except Exception as exc:
         if raising:
             raise

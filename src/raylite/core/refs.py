@@ -165,6 +165,27 @@ class RefsMixin:
         finally:
             self._collecting.refs = outer
 
+    def lend_to(self, refs: list[ObjectRef], caller: str) -> dict[bytes, str]:
+        """Register `caller` as a borrower of the refs inside a value returned to it
+        (before the reply goes); {id: owner} of them, for the reply's `contained`."""
+        contained: dict[bytes, str] = {}
+        for ref in refs:
+            contained.setdefault(ref.id, ref.owner)
+        for oid, owner in contained.items():
+            if owner == caller:
+                continue  # the caller owns it; its returned object keeps it
+            if owner == self.address:
+                with self.lock:
+                    self.table.borrower_added(oid, caller)
+            else:
+                try:
+                    self.peer(owner).request(
+                        P.AddBorrower(oid, caller), timeout=CONFIG.request_timeout_s
+                    )
+                except Exception:
+                    pass  # owner gone: the caller will see OwnerDiedError on get
+        return contained
+
     def on_add_borrower(self, conn: Connection, msg: P.AddBorrower, rid: int) -> None:
         with self.lock:
             self.table.borrower_added(msg.object_id, msg.borrower)
