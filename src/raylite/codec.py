@@ -455,6 +455,10 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self.buf
+        if not buf and len(data) >= 5:  # most reads: one whole frame (a call, a reply)
+            length, version = HEADER.unpack_from(data, 0)
+            if len(data) == 5 + length and version == PROTOCOL_VERSION and length <= MAX_FRAME:
+                return [data[5:]]  # not copied through the buffer: ~0.5 of ~1.1 us
         buf += data
         out = []
         pos = 0

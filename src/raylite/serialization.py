@@ -304,6 +304,14 @@ def loads_inline(data: Any) -> Any:
     return pickle.loads(data[0], buffers=data[1:])
 
 
+def loads_call(blob: Any) -> tuple[Any, dict[str, Any]]:
+    """A call's (args, kwargs) from pickle_call's bytes: a call without any (an actor's
+    getter, say) unpickles nothing."""
+    if blob == _NO_ARGS:
+        return (), {}
+    return loads_inline(blob)  # type: ignore[no-any-return]
+
+
 def loads_buffers(meta: memoryview | bytes, buffers: list[memoryview]) -> Any:
     return pickle.loads(meta, buffers=buffers)
 

@@ -44,6 +44,7 @@ from .object_ref import ObjectRef
 from .serialization import (
     capture_error,
     dumps_inline,
+    loads_call,
     loads_function_limited,
     loads_inline,
     plain_pickle,
@@ -531,7 +532,7 @@ class Worker(ActorConcurrency):
         deferring = self.cw.deferring
         deferring.on = True
         try:
-            args, kwargs = loads_inline(msg.args_blob)
+            args, kwargs = loads_call(msg.args_blob)
             if msg.deps:
                 args = list(args)
                 for d in msg.deps:

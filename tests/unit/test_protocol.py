@@ -256,6 +256,17 @@ def test_frames_split_anywhere_are_reassembled():
     assert [P.decode(b)[0] for b in out] == msgs
 
 
+def test_reads_of_one_whole_frame_and_of_more_than_one():
+    msgs = [P.Ok(), P.GetObject(b"x" * 16), P.Ok()]
+    frames = [P.encode(m) for m in msgs]
+    reader = P.FrameReader()
+    assert [P.decode(b)[0] for f in frames for b in reader.feed(f)] == msgs  # one a read
+    stream = b"".join(frames)
+    cut = len(frames[0]) + 3  # a whole frame and the start of the next
+    got = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+    assert [P.decode(b)[0] for b in got] == msgs
+
+
 def test_wrong_protocol_version_is_refused():
     frame = bytearray(P.encode(P.Ok()))
     frame[4] = P.PROTOCOL_VERSION + 1
@@ -278,6 +289,8 @@ def test_a_message_over_the_frame_limit_is_refused_by_its_sender(monkeypatch):
     header = codec.HEADER.pack(2000, P.PROTOCOL_VERSION)
     with pytest.raises(ProtocolError, match="too large"):  # and a receiver refuses one
         P.FrameReader().feed(header + b"\0" * 10)
+    with pytest.raises(ProtocolError, match="too large"):  # whole, in one read
+        P.FrameReader().feed(header + b"\0" * 2000)
 
 
 @pytest.mark.parametrize("junk", [b"\xc1", b"\x92\x7f\x01", b"\x93\xcc\xff\x00\x00", b""])

@@ -88,7 +88,7 @@ class SubmissionMixin:
         """Pickle the arguments; top-level refs become placeholders resolved by position."""
         given = args, kwargs
         deps: list[tuple[Any, ObjectRef]] = []
-        if any(isinstance(a, ObjectRef) for a in args):
+        if args and any(isinstance(a, ObjectRef) for a in args):
             plain = []
             for i, a in enumerate(args):
                 if isinstance(a, ObjectRef):
@@ -658,7 +658,7 @@ MAX_ARGS_SIZE = MAX_FRAME // 2
 
 
 def _size(meta: bytes, views: list[memoryview]) -> int:
-    return len(meta) + sum(v.nbytes for v in views)
+    return len(meta) + sum(v.nbytes for v in views) if views else len(meta)
 
 
 def _argument_error(blob: bytes, task_name: str) -> bytes:
