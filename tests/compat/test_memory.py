@@ -618,7 +618,10 @@ def spilled_ids(refs: list) -> list[str]:
 @raylite_only
 @pytest.mark.timeout(120)
 @pytest.mark.ray_init(**SMALL_STORE)
-def test_spill_is_reported_to_the_driver_once_per_burst(ray_start, monkeypatch):
+def test_spill_is_reported_to_the_driver_once_per_burst(ray_fresh, monkeypatch):
+    # A session of its own: a burst an earlier test spilled just before this one began
+    # would be reported in this test's first line (it counted 18 objects where 12
+    # were spilled after `before`).
     streams = StdStreams(monkeypatch)  # no line lost to a capture's truncation
     before = store_stats()
     refs = spill_burst(70)
