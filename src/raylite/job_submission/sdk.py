@@ -3,8 +3,9 @@
 Owns the client side: the address and token it sends, each call's request and how its
 answer becomes a value or Ray's error (RuntimeError "Request failed with status code
 ..."), the working_dir upload before a submit (packaged by runtime_env/packaging.py's
-rules, as a driver's working_dir is) and the log tail's websocket. Not the server (dashboard/jobs_api.py). Needs no raylite node on this
-machine: the dashboard's URL and the cluster token are enough.
+rules, as a driver's working_dir is) and the log tail's websocket. Not the server
+(dashboard/jobs_api.py). Needs no raylite node on this machine: the dashboard's URL
+and the cluster token are enough.
 
     JobSubmissionClient(address) ──HTTP + "Authorization: Bearer <token>"──▶ dashboard
         address: http://HOST:PORT, HOST:PORT, or None (RAY_API_SERVER_ADDRESS,
