@@ -47,8 +47,6 @@ from .serialization import (
     loads_call,
     loads_function_limited,
     loads_inline,
-    plain_pickle,
-    serialize,
 )
 from .transport_lead import Doorbell, LeadableConnection, python_handled
 from .worker_concurrency import ActorConcurrency
@@ -675,9 +673,6 @@ class Worker(ActorConcurrency):
         ids = msg.return_ids
         n = len(ids)
         if n == 1:
-            data = plain_pickle(result)  # a plain value: no refs inside, inline if small
-            if data is not None and len(data) <= CONFIG.inline_threshold:
-                return [P.TaskReturn(ids[0], P.INLINE, data, {})]
             values = [result]
         elif n == 0:
             return []
@@ -696,9 +691,7 @@ class Worker(ActorConcurrency):
         cw = self.cw
         for oid, value in zip(ids, values, strict=True):
             try:
-                sv, refs = cw.serialize_collecting(serialize, value)
-                kind, data = cw.store_serialized(oid, sv)
-                out.append(P.TaskReturn(oid, kind, data, cw.lend_to(refs, msg.owner)))
+                out.append(cw.store_return(oid, value, msg.owner))
             except Exception as exc:
                 out.append(P.TaskReturn(oid, P.ERROR, capture_error(exc, name, self.pid), {}))
         return out

@@ -31,7 +31,7 @@ from .core.generators import item_id
 from .exceptions import ConnectionLost, RayTaskError, TaskCancelledError
 from .object_ref import ObjectRef
 from .object_ref_generator import DynamicObjectRefGenerator
-from .serialization import capture_error, dumps_inline, serialize
+from .serialization import capture_error, dumps_inline
 
 # The worker (worker.Worker) is `Any` here: naming its class would make these two
 # modules import each other.
@@ -41,15 +41,11 @@ Worker = Any
 def store_value(
     worker: Worker, oid: bytes, value: Any, msg: P.PushTask, raising: bool = False
 ) -> P.TaskReturn:
-    """One yielded value as a return of the task (Worker._store_returns does the same
-    inline for plain returns: it is on every task's path). A value that does not pickle
-    is an error value, or with `raising` the generator's error (a streamed item: Ray
-    ends the stream there)."""
-    cw = worker.cw
+    """One yielded value as a return of the task (CoreWorker.store_return, as a task's
+    returns). A value that does not pickle is an error value, or with `raising` the
+    generator's error (a streamed item: Ray ends the stream there)."""
     try:
-        sv, refs = cw.serialize_collecting(serialize, value)
-        kind, data = cw.store_serialized(oid, sv)
-        return P.TaskReturn(oid, kind, data, cw.lend_to(refs, msg.owner))
+        return worker.cw.store_return(oid, value, msg.owner)  # type: ignore[no-any-return]
     except Exception as exc:
         if raising:
             raise

@@ -55,7 +55,7 @@ from ..exceptions import (
 )
 from ..object_ref import ObjectRef, new_id
 from ..object_store import ObjectStore
-from ..serialization import dumps_inline, loads_inline, serialize
+from ..serialization import SerializedValue, dumps_inline, loads_inline, plain_pickle, serialize
 from ..transport import Connection, Listener
 from ..transport_lead import Doorbell, LeadableConnection
 from . import context
@@ -442,6 +442,18 @@ class CoreWorker(
         size = self.store.put(oid, sv, reply.directory, reply.prealloc)
         # On a cluster the value says which node holds it (its node manager's address).
         return P.IN_STORE, P.StoredAt(size, self.node_tcp)
+
+    def store_return(self, oid: bytes, value: Any, caller: str) -> P.TaskReturn:
+        """A task's return, or a generator's item, as its caller gets it: inline or in
+        the store, the caller told it borrows the refs inside it (lend_to). A plain
+        value (None, a number, a str) holds none: its pickle needs no collecting."""
+        meta = plain_pickle(value)
+        if meta is not None:
+            kind, data = self.store_serialized(oid, SerializedValue(meta, []))
+            return P.TaskReturn(oid, kind, data, {})
+        sv, refs = self.serialize_collecting(serialize, value)
+        kind, data = self.store_serialized(oid, sv)
+        return P.TaskReturn(oid, kind, data, self.lend_to(refs, caller))
 
     def _complete(
         self, oid: bytes, kind: int, data: Any, contained: dict[bytes, str] | None = None
