@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 # The public names, loaded on first use (PEP 562): a process that only runs a node
 # (`python -m raylite.node`) imports the package without the driver's API, which
-# halves its start-up. `import raylite as ray; ray.remote` loads it then.
+# halves its start-up. `import raylite as ray; ray.get` loads it then.
 _WHERE = {
     "ActorClass": "actors",
     "ActorHandle": "actors",
@@ -20,12 +20,13 @@ _WHERE = {
     "ObjectRef": "object_ref",
     "ObjectRefGenerator": "object_ref_generator",
     "RemoteFunction": "remote_function",
+    "remote": "decorator",  # without the driver's modules: driver_start.py
     **{
         name: "api"
         for name in (
             "available_resources", "cancel", "cluster_resources", "get", "get_actor",
             "get_gpu_ids", "get_runtime_context", "is_initialized", "kill", "nodes",
-            "put", "remote", "shutdown", "timeline", "wait",
+            "put", "shutdown", "timeline", "wait",
         )
     },
 }  # fmt: skip
@@ -49,11 +50,11 @@ if TYPE_CHECKING:
         kill,
         nodes,
         put,
-        remote,
         shutdown,
         timeline,
         wait,
     )
+    from .decorator import remote
     from .logging_config import LoggingConfig
     from .object_ref import ObjectID, ObjectRef
     from .object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator

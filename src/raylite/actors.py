@@ -11,24 +11,26 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import local_mode
-from . import protocol as P
 from .config import to_units
 from .core import context
-from .core.generators import method_code, method_mode
-from .core.lifecycle import ALIVE
+from .core.return_modes import (
+    GENERATOR_DYNAMIC,
+    GENERATOR_FIXED,
+    GENERATOR_STREAMING,
+    check_backpressure,
+    check_num_returns,
+    generator_mode,
+    is_generator_function,
+    method_code,
+    method_mode,
+)
 from .exceptions import PendingCallsLimitExceeded
 from .object_ref import new_id
-from .object_ref_generator import generator_result
 from .remote_function import (
     CURRENT,
     NEVER,
     QUIET,
-    check_backpressure,
-    check_num_returns,
-    generator_mode,
     in_group,
-    is_generator_function,
     placed,
     placement_of,
     resource_shape,
@@ -36,7 +38,10 @@ from .remote_function import (
     strategy_of,
     validate_options,
 )
-from .serialization import dumps_function, dumps_inline, loads_inline
+
+# Not imported here, as in remote_function.py: the wire protocol, serialization, local
+# mode and the generator refs, so that `@ray.remote` on a class before `init()` leaves
+# the driver's modules to load while the node boots (driver_start.py).
 
 
 class ActorExitRequest(SystemExit):
@@ -164,7 +169,11 @@ def _method_table(cls: type, task_events: bool = True) -> MethodTable:
                 table[name] = n
                 continue
             retries, retry = call or (None, False)
-            entry = [n, retries, retry if isinstance(retry, bool) else dumps_inline(retry)]
+            if not isinstance(retry, bool):  # a list of exception classes
+                from .serialization import dumps_inline
+
+                retry = dumps_inline(retry)
+            entry = [n, retries, retry]
             if not events:
                 entry.append(False)
             table[name] = entry
@@ -294,6 +303,8 @@ class ActorClass:
 
     def _pickled(self) -> bytes:
         if self._blob is None:
+            from .serialization import dumps_function
+
             self._blob = dumps_function(self._cls)
         return self._blob
 
@@ -309,7 +320,9 @@ class ActorClass:
         return _ActorOptions(self, merged)
 
     def _create(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
-        if local_mode.ACTIVE:  # init(local_mode=True): the instance lives here
+        if context.LOCAL_MODE:  # init(local_mode=True): the instance lives here
+            from . import local_mode
+
             handle = local_mode.create_actor(
                 self._cls, options, self._methods, args, kwargs, method_options
             )
@@ -456,9 +469,11 @@ class ActorHandle:
         if type(spec) is dict:  # HANDLE_OPTIONS: not a method
             raise AttributeError(f"'{self._class_name}' actor has no method {name!r}")
         n, retries, retry, *quiet = spec  # quiet: [False], enable_task_events=False
-        method = ActorMethod(
-            self, name, n, None, retries, retry if isinstance(retry, bool) else loads_inline(retry)
-        )
+        if not isinstance(retry, bool):
+            from .serialization import loads_inline
+
+            retry = loads_inline(retry)
+        method = ActorMethod(self, name, n, None, retries, retry)
         if quiet:
             method._task_options = QUIET
         return method
@@ -476,6 +491,8 @@ class ActorHandle:
         address = self._address
         cw = context._global
         if address is None and cw is not None:
+            from .core.lifecycle import ALIVE  # loaded with the core worker already
+
             client = cw.actors.get(self._actor_id)
             # Only a constructed actor's address is handed on; otherwise the
             # receiver asks the head, which answers once the actor is ALIVE.
@@ -587,10 +604,10 @@ class ActorMethod:
         n, generator = method_mode(self._num_returns)
         num_returns: Any = n
         backpressure = None
-        if generator is not None and generator[0] == P.GENERATOR_STREAMING:
+        if generator is not None and generator[0] == GENERATOR_STREAMING:
             num_returns = "streaming"
             backpressure = generator[1] if generator[1] > 0 else None
-        elif generator is not None and generator[0] == P.GENERATOR_DYNAMIC:
+        elif generator is not None and generator[0] == GENERATOR_DYNAMIC:
             num_returns = "dynamic"
         options: dict[str, Any] = {
             "name": self._task_name or "",
@@ -605,7 +622,7 @@ class ActorMethod:
             options["retry_exceptions"] = self._retry_exceptions
         if self._task_options is not own._task_options:
             options["enable_task_events"] = self._task_options is None
-        outputs = n if generator is None or generator[0] == P.GENERATOR_FIXED else 1
+        outputs = n if generator is None or generator[0] == GENERATOR_FIXED else 1
         return bind_actor_method(self._handle, self._name, outputs, args, kwargs, options)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -640,7 +657,9 @@ class ActorMethod:
             generator=generator,
             actor_options=self._task_options,
         )
-        if generator is not None and generator[0] != P.GENERATOR_FIXED:
+        if generator is not None and generator[0] != GENERATOR_FIXED:
+            from .object_ref_generator import generator_result
+
             return generator_result(cw, refs, generator[0])
         if n == 1:
             return refs[0]
@@ -654,9 +673,9 @@ def method_options(code: int, options: dict[str, Any]) -> int:
     n, generator = method_mode(code)
     num_returns: Any = n
     backpressure = None
-    if generator is not None and generator[0] == P.GENERATOR_STREAMING:
+    if generator is not None and generator[0] == GENERATOR_STREAMING:
         num_returns, backpressure = "streaming", generator[1]
-    elif generator is not None and generator[0] == P.GENERATOR_DYNAMIC:
+    elif generator is not None and generator[0] == GENERATOR_DYNAMIC:
         num_returns = "dynamic"
     num_returns = options.get("num_returns", num_returns)
     if num_returns is not None:

@@ -22,12 +22,13 @@ from typing import Any
 
 from . import init_options, local_mode
 from . import object_ref as _object_ref
-from .actors import ActorClass, ActorHandle, method
+from .actors import ActorHandle, method
 from .bundles import is_group_resource
 from .config import CONFIG, from_units
 from .core import context as core_context
 from .core.core_worker import CoreWorker
 from .core.tasks import short_repr
+from .decorator import remote
 from .node_start import (
     LocalNodeArgs,
     StartingNode,
@@ -36,7 +37,6 @@ from .node_start import (
 )
 from .object_ref import ObjectRef
 from .object_ref_generator import ObjectRefGenerator, wait_with_generators
-from .remote_function import RemoteFunction
 from .runtime_context import RuntimeContext
 
 log = logging.getLogger("raylite")
@@ -434,27 +434,6 @@ def _worker() -> CoreWorker:
     return core_context.global_worker()
 
 
-def remote(*args: Any, **kwargs: Any) -> Any:
-    """@remote on a function (a task) or a class (an actor), with or without options."""
-    if len(args) == 1 and not kwargs and callable(args[0]):
-        return _make_remote(args[0], {})
-    if args:
-        raise TypeError("The @remote decorator takes a function or class, or only keyword options.")
-
-    def decorate(target: Any) -> Any:
-        return _make_remote(target, kwargs)
-
-    return decorate
-
-
-def _make_remote(target: Any, options: dict[str, Any]) -> Any:
-    if isinstance(target, type):
-        return ActorClass(target, options)
-    if callable(target):
-        return RemoteFunction(target, options)
-    raise TypeError("@remote must decorate a function or a class.")
-
-
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:
     """Store `value` in the object store; returns its ObjectRef."""
     return _worker().put(value)
@@ -566,7 +545,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}.")
     cw = _worker()
-    if local_mode.ACTIVE:
+    if core_context.LOCAL_MODE:
         return local_mode.get_actor(name, namespace)  # type: ignore[return-value]
     info = cw.named_actor(name, namespace)
     return ActorHandle(

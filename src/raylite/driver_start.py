@@ -8,8 +8,10 @@ local session with plain arguments (resources, logging, namespace), this starts 
 node manager first (node_start.StartingNode), then loads api.py, whose init() adopts
 that node if it was started for the same arguments (node_start.LocalNodeArgs) and
 otherwise starts its own; a node not adopted, whatever happened, is stopped here.
-Any other call, or one after the API is loaded (a `@ray.remote` before `init()`
-loaded it: nothing is left to overlap), goes to api.init as it is.
+Any other call, or one after the API is loaded (a `ray.get` or `ray.put` before
+`init()`, or a session before: nothing is left to overlap), goes to api.init as it
+is. `@ray.remote` does not load it (decorator.py), so the usual program, with its
+remote functions and actors declared before `init()`, takes this path.
 
     init() ──▶ StartingNode (Popen, token) ──▶ import api ──▶ api.init(_early_node=...)
                        └── the node boots ──────────────────────▶ READY ──▶ adopted
@@ -56,7 +58,7 @@ def _node_first(address: str | None, kwargs: dict[str, Any]) -> Any:
     """The node manager of the local session this call starts, started now; None when
     there is nothing to gain or the call is not a plain local start."""
     if "raylite.api" in sys.modules:
-        return None  # loaded already (by a @remote, or a session before): no overlap
+        return None  # loaded already (by a get or put, or a session before): no overlap
     given = address if address is not None else os.environ.get("RAYLITE_ADDRESS") or None
     if given not in (None, "local") or not set(kwargs) <= _PLAIN:
         return None

@@ -32,24 +32,21 @@ import cloudpickle
 
 from . import protocol as P
 from .core import context
-from .core.generators import method_mode
+from .core.return_modes import method_mode
 from .exceptions import ActorDiedError, RayTaskError
 from .object_ref import ObjectRef, new_id
 from .object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from .serialization import capture_error, dumps_inline
 
-ACTIVE = False
 _named: dict[tuple[str, str], LocalActorHandle] = {}
 
 
 def start() -> None:
-    global ACTIVE
-    ACTIVE = True
+    context.LOCAL_MODE = True
 
 
 def stop() -> None:
-    global ACTIVE
-    ACTIVE = False
+    context.LOCAL_MODE = False
     _named.clear()
 
 

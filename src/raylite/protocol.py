@@ -38,6 +38,12 @@ from .codec import from_fields as from_fields
 from .codec import message_types as message_types
 from .codec import nested as nested
 
+# PushTask.generator: how the worker runs a generator function's body (0: not a
+# generator task), as decided where the function is made remote (core/return_modes.py).
+from .core.return_modes import GENERATOR_DYNAMIC as GENERATOR_DYNAMIC
+from .core.return_modes import GENERATOR_FIXED as GENERATOR_FIXED
+from .core.return_modes import GENERATOR_STREAMING as GENERATOR_STREAMING
+
 # The cluster-wide services' messages (runtime envs, placement groups) live in
 # protocol_services.py: imported so that decoding knows them and `P.X` names them.
 from .protocol_services import *  # noqa: F403
@@ -46,12 +52,6 @@ from .protocol_services import *  # noqa: F403
 INLINE = 0  # data: pickled bytes (a list: the pickle, then its out-of-band buffers)
 IN_STORE = 1  # data: StoredAt: the value is in a node's shared-memory store
 ERROR = 2  # data: pickled exception
-
-# PushTask.generator: how the worker runs a generator function's body (0: not a
-# generator task; the worker then returns what the function returns).
-GENERATOR_FIXED = 1  # num_returns=N: the first N yields are the N returns
-GENERATOR_STREAMING = 2  # each yield goes to the owner at once (GeneratorItem)
-GENERATOR_DYNAMIC = 3  # as streaming; the one return lists the items' refs
 
 # ActorStateChanged.state from the node that hosted the actor: its process (of life
 # `pid`) died. An event for the head's actor table to decide on, not a state.

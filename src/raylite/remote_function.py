@@ -13,13 +13,22 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import bundles, local_mode
-from . import protocol as P
+from . import bundles
 from .config import to_units
 from .core import context
+from .core.return_modes import (
+    GENERATOR_FIXED,
+    check_backpressure,
+    check_num_returns,
+    generator_mode,
+    is_generator_function,
+)
 from .object_ref import ObjectRef, new_id
-from .object_ref_generator import generator_result
-from .serialization import dumps_function
+
+# Not imported here: the wire protocol, serialization, local mode and the generator
+# refs (~50 ms). `@ray.remote` before `init()` loads this module, and driver_start
+# starts the node only if the driver's modules have not loaded yet; they load in
+# init() (api.py), while the node boots.
 
 _COMMON = {
     "num_cpus",
@@ -312,62 +321,6 @@ def in_group(shape: dict[str, int], ctx: list[Any]) -> dict[str, int]:
     return bundles.task_shape(shape, ctx[0].hex(), ctx[1])
 
 
-def check_num_returns(n: Any) -> None:
-    """An int >= 0, or "streaming" / "dynamic" (for generator functions only: checked
-    where the function is known, generator_mode)."""
-    if n in ("dynamic", "streaming"):
-        return
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(
-            "The 'num_returns' option must be an int, 'streaming' or 'dynamic', "
-            f"got {type(n).__name__}."
-        )
-    if n < 0:
-        raise ValueError(f"The 'num_returns' option must be >= 0, got {n}.")
-
-
-def check_backpressure(n: Any) -> None:
-    if n is None:
-        return
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(
-            f"The '_generator_backpressure_num_objects' option must be an int, got {type(n).__name__}."
-        )
-    if n == 0:
-        raise ValueError(
-            "_generator_backpressure_num_objects=0 is not allowed. Use a value > 0. If the "
-            "value is equal to 1, the behavior is identical to Python generator (generator "
-            "1 object whenever `next` is called). Use -1 to disable this feature."
-        )
-
-
-def generator_mode(
-    is_generator: bool, num_returns: Any, backpressure: Any
-) -> tuple[int, tuple[int, int] | None]:
-    """(num_returns to submit, submit_task's `generator`) of a function or method.
-
-    A generator function streams by default (Ray 2.x); "dynamic" is the older API; an
-    int makes its yields the returns."""
-    if not is_generator:
-        if num_returns in ("streaming", "dynamic"):
-            raise ValueError(
-                f"num_returns='{num_returns}' can only be used with generator functions "
-                "(functions that use 'yield'). The decorated function is not a generator "
-                "function."
-            )
-        return (1 if num_returns is None else num_returns), None
-    bp = backpressure if backpressure is not None and backpressure > 0 else -1
-    if num_returns in (None, "streaming"):
-        return 1, (P.GENERATOR_STREAMING, bp)
-    if num_returns == "dynamic":
-        return 1, (P.GENERATOR_DYNAMIC, -1)
-    return num_returns, (P.GENERATOR_FIXED, -1)
-
-
-def is_generator_function(fn: Any) -> bool:
-    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
-
-
 def strategy_of(options: dict[str, Any]) -> Any:
     """The strategy as the core keeps it: its wire form, or that and the
     label_selector (labels.Selected), computed once per options."""
@@ -495,6 +448,8 @@ class RemoteFunction:
 
     def _pickled(self) -> bytes:
         if self._blob is None:
+            from .serialization import dumps_function
+
             self._blob = dumps_function(self._function, self._max_calls)
         return self._blob
 
@@ -508,7 +463,9 @@ class RemoteFunction:
             except TypeError as exc:
                 raise TypeError(f"{self._name}.remote(): {exc}") from None
         cw = context.global_worker()
-        if local_mode.ACTIVE:  # init(local_mode=True): run it here, now
+        if context.LOCAL_MODE:  # init(local_mode=True): run it here, now
+            from . import local_mode
+
             name = opts._display_name()
             return local_mode.run_task(
                 self._function, name, args, kwargs, opts._num_returns, opts._generator
@@ -537,7 +494,9 @@ class RemoteFunction:
                 else _env_of(cw, opts)
             ),
         )
-        if opts._generator is not None and opts._generator[0] != P.GENERATOR_FIXED:
+        if opts._generator is not None and opts._generator[0] != GENERATOR_FIXED:
+            from .object_ref_generator import generator_result
+
             return generator_result(cw, refs, opts._generator[0])
         if opts._num_returns == 1:
             return refs[0]

@@ -83,6 +83,51 @@ def test_a_first_plain_init_starts_the_node_before_the_api_loads_and_adopts_it()
     assert not os.path.exists(out["session"])
 
 
+def test_remote_functions_and_actors_declared_before_init_leave_it_the_early_start():
+    """Most Ray programs decorate before they call init(): @remote loads none of the
+    driver's modules (remote_function.py, actors.py), so the node still starts first."""
+    out = run(
+        WATCH
+        + """
+    @ray.remote
+    def f(x):
+        return x + 1
+
+    @ray.remote(num_cpus=0)
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def add(self, k):
+            self.n += k
+            return self.n
+
+        def count(self, k):
+            yield from range(k)
+
+    seen["loaded_before_init"] = sorted(
+        m for m in ("raylite.api", "raylite.protocol", "raylite.serialization",
+                    "raylite.local_mode", "cloudpickle", "msgspec")
+        if m in sys.modules
+    )
+    ray.init(num_cpus=2)
+    from raylite import api
+
+    seen["adopted"] = api._runtime.proc.pid == seen.get("pid")
+    c = Counter.remote()
+    seen["values"] = [ray.get(f.remote(1)), ray.get(c.add.remote(5)),
+                      [ray.get(r) for r in c.count.remote(3)]]
+    ray.shutdown()
+    print(json.dumps(seen))
+    """
+    )
+    assert out["loaded_before_init"] == []
+    assert out["api_loaded"] is False
+    assert out["adopted"]
+    assert out["values"] == [2, 5, [0, 1, 2]]
+    assert gone(out["pid"])
+
+
 def test_init_after_the_api_loaded_or_with_other_options_starts_its_node_as_before():
     out = run(
         WATCH

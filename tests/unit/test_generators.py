@@ -12,11 +12,9 @@ from raylite.core.generators import (
     ITEM,
     Stream,
     item_id,
-    method_code,
-    method_mode,
 )
+from raylite.core.return_modes import generator_mode, method_code, method_mode
 from raylite.object_ref import ObjectRef, new_id
-from raylite.remote_function import generator_mode
 
 
 def ref(i: int) -> ObjectRef:

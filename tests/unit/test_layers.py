@@ -21,7 +21,7 @@ SRC = pathlib.Path(raylite.__file__).parent
 # Bottom first. A module may import modules of its own layer or of a lower one; a
 # pattern "pkg.*" covers the package's modules, including its __init__ ("pkg").
 LAYERS: list[tuple[str, list[str]]] = [
-    ("leaves", ["exceptions", "transitions", "config", "core.context", "head.storage",
+    ("leaves", ["exceptions", "transitions", "config", "core.context", "core.return_modes", "head.storage",
                 "node.local", "dashboard", "ray_alias", "job_submission.common"]),
     ("wire", ["codec", "protocol", "protocol_services", "serialization", "metric_values", "scheduling", "labels", "util.scheduling_strategies",
               "bundles", "node.lease_book", "node.bundle_book", "node.store_book", "node.worker_cap", "node.lease_waits",
@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # remote_function and actors import dag to build the nodes (.bind).
     ("dag", ["dag.*"]),
     # __init__ loads the public names on first use (it imports api-layer modules).
-    ("api", ["remote_function", "actors", "actor", "api", "worker", "__init__", "local_mode", "runtime_context",
+    ("api", ["remote_function", "actors", "decorator", "actor", "api", "worker", "__init__", "local_mode", "runtime_context",
              "init_options", "logging_config", "job_config", "node_start", "driver_start",
              "object_ref_generator", "worker_generators", "worker_concurrency", "_raylet",
              "runtime_env.worker_setup"]),

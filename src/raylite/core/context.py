@@ -2,8 +2,8 @@
 
 Owns `_global` (the live core worker, set by api.init and cleared by shutdown),
 `_auto_init` (how to start one on first use, as Ray's implicit init does),
-CURRENT_TASK, whether this process is a child forked from a driver (FORKED_FROM: then
-every call raises at once), and what remains of the sessions this process ended
+CURRENT_TASK, whether local mode is on (LOCAL_MODE), whether this process is a child
+forked from a driver (FORKED_FROM: then every call raises at once), and what remains of the sessions this process ended
 (PAST_OWNERS: a ref they owned is refused with Ray's ValueError, not looked for), and
 what a driver says of itself when it registers (driver_registration). Not
 the worker itself (core_worker). Imports nothing of raylite, so object_ref and every
@@ -37,6 +37,10 @@ class Worker(Protocol):
 # The process's live core worker, and how to start one on first use (set by api).
 _global: Worker | None = None
 _auto_init: Callable[[], Worker] | None = None
+
+# init(local_mode=True): tasks and actors run in this process (local_mode.py starts and
+# stops it; the submitters look here, without loading local_mode until it is on).
+LOCAL_MODE = False
 
 
 # The driver's pid if this process was forked from it after init(): the session is the

@@ -2,10 +2,10 @@
 
 Owns Stream (one generator task's items as its owner holds them: received, handed
 out, the end, the backpressure answers still owed; pure, no lock, no I/O), the ids
-of the items, the codes that mark a generator method in an actor's method table, and
-the CoreWorker methods (GeneratorsMixin) that take a worker's GeneratorItem, hand the
-items to a reader (next, async next, wait) and let a stream go. Not the public
-classes (object_ref_generator), not running the generator (worker_generators).
+of the items, and the CoreWorker methods (GeneratorsMixin) that take a worker's
+GeneratorItem, hand the items to a reader (next, async next, wait) and let a stream
+go. Not the public classes (object_ref_generator), not running the generator
+(worker_generators), not the codes of generator methods (return_modes).
 
     worker: each yield ──GeneratorItem(generator id, index, value)──▶ owner:
             an owned entry, its ref kept by the Stream until next() hands it out
@@ -42,13 +42,6 @@ ITEM = "item"  # the next item's ref
 FAILED = "failed"  # the task failed: the generator ref (which raises its error), once
 END = "end"  # nothing more: StopIteration
 
-# An actor method's entry in its class's method table (the head keeps it for named
-# actors) is an int: a plain method's num_returns, or for a generator method
-# -(mode * _CODE + n): mode a PushTask.generator value, n its num_returns (fixed) or
-# its backpressure (streaming; 0: none).
-_CODE = 1_000_000
-
-
 _NONE = dumps_inline(None)  # a streaming task's generator ref, once it ended
 
 
@@ -57,26 +50,6 @@ def item_id(task_id: bytes, index: int) -> bytes:
     attempt of the task, and not an id new_id() hands out (those are a process's random
     prefix and a counter; a collision is as likely as one of two random 16-byte ids)."""
     return blake2b(task_id + index.to_bytes(8, "little"), digest_size=16).digest()
-
-
-def method_code(num_returns: int, generator: tuple[int, int] | None) -> int:
-    """A method's entry in its class's method table (see _CODE), from what
-    remote_function.generator_mode says of it."""
-    if generator is None:
-        return num_returns
-    mode, backpressure = generator
-    n = num_returns if mode == P.GENERATOR_FIXED else max(backpressure, 0)
-    return -(mode * _CODE + n)
-
-
-def method_mode(code: int) -> tuple[int, tuple[int, int] | None]:
-    """(num_returns, submit_task's `generator`) of a method table entry."""
-    if code >= 0:
-        return code, None
-    mode, n = divmod(-code, _CODE)
-    if mode == P.GENERATOR_FIXED:
-        return n, (mode, -1)
-    return 1, (mode, n if n > 0 else -1)
 
 
 class Stream:
