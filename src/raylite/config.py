@@ -93,6 +93,11 @@ class Config:
     # (transport_lead) for at most this long at a time before it looks again; a task
     # queued from another thread meanwhile wakes it at once (its doorbell).
     lead_wait_s: float = 0.5
+    # A leader whose last wait on that connection ended within this long polls it for
+    # this long before it sleeps (transport_lead: a sync call's reply, an actor's next
+    # call, come within ~50 us; waking a sleeping thread costs each side ~5 us here).
+    # One whose wait was longer sleeps at once. 0: never poll.
+    lead_spin_s: float = 0.0001
     # Pool workers a node starts with, before any request (at most its CPUs). The rest
     # are forked on demand, in 2-4 ms each (the fork server has every module loaded):
     # an idle node's memory is then one worker's (~19 MB RSS), not one per CPU.

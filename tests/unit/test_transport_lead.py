@@ -6,6 +6,7 @@ signal that comes while the main thread handles a read waits until the read is d
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import signal
 import socket
@@ -14,6 +15,7 @@ import threading
 import pytest
 
 from raylite import protocol as P
+from raylite.config import CONFIG
 from raylite.protocol import encode
 from raylite.transport_lead import Doorbell, LeadableConnection, python_handled
 
@@ -84,9 +86,10 @@ def test_the_doorbell_wakes_a_leader_with_nothing_to_read(pair: Pair):
     assert pair.seen.empty()
 
 
-def test_a_doorbell_the_reader_thread_gets_reaches_the_leader(pair: Pair):
+def test_a_doorbell_rung_while_the_reader_thread_waits_too_reaches_the_leader(pair: Pair):
     """The reader thread began waiting after the leader (it handled a message while the
-    leader was getting ready), so Linux gives it the doorbell: it must pass it on."""
+    leader was getting ready): the doorbell still wakes the leader, the only thread
+    whose epoll watches it."""
     leader_ready = threading.Event()
 
     def slow(conn: object, msg: object, rid: int) -> None:
@@ -109,6 +112,53 @@ def test_a_doorbell_the_reader_thread_gets_reaches_the_leader(pair: Pair):
     pair.send(2)  # and the reader thread still reads
     got = {pair.seen.get(timeout=10)[0] for _ in range(2)}
     assert got == {1, 2}
+
+
+def spin(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """CONFIG.lead_spin_s (RAYLITE_LEAD_SPIN_S) for this test."""
+    config = dataclasses.replace(CONFIG, lead_spin_s=seconds)
+    monkeypatch.setattr("raylite.transport_lead.CONFIG", config)
+
+
+def test_a_polling_leader_gets_what_comes_and_the_reader_thread_sleeps_on(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+):
+    """While a leader polls (its last wait was short), the socket is not armed in the
+    reader thread's epoll: what comes is the leader's. (Both in one epoll instance,
+    a message that came while the leader polled woke the reader thread instead.)"""
+    spin(monkeypatch, 5.0)
+    me = threading.get_ident()
+    for round_ in range(5):
+        pair.conn._spin = 5.0  # as after a short wait: it polls, never sleeps, meanwhile
+        sender = threading.Timer(0.02, pair.send, args=(round_ + 1,))
+        sender.start()
+        while pair.seen.empty():
+            pair.conn.lead(pair.doorbell, 10)
+        sender.join()
+        assert pair.seen.get_nowait() == (round_ + 1, me)
+    pair.send(9)  # no leader now: the reader thread's again
+    rid, thread = pair.seen.get(timeout=10)
+    assert (rid, thread != me) == (9, True)
+
+
+def test_a_leader_polls_after_a_short_wait_and_sleeps_after_a_long_one(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+):
+    spin(monkeypatch, 0.01)
+    assert pair.conn._spin == 0.0  # a new connection: no wait seen yet
+    pair.send(1)  # there at once: a short wait
+    while pair.seen.qsize() < 1:
+        pair.conn.lead(pair.doorbell, 10)
+    assert pair.conn._spin == 0.01
+    threading.Timer(0.2, pair.send, args=(2,)).start()  # longer than it polls
+    while pair.seen.qsize() < 2:
+        pair.conn.lead(pair.doorbell, 10)
+    assert pair.conn._spin == 0.0
+    spin(monkeypatch, 0.0)  # RAYLITE_LEAD_SPIN_S=0: never
+    pair.send(3)
+    while pair.seen.qsize() < 3:
+        pair.conn.lead(pair.doorbell, 10)
+    assert pair.conn._spin == 0.0
 
 
 def test_a_doorbell_with_no_leader_is_dropped_by_the_reader_thread(pair: Pair):
