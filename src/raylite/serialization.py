@@ -7,6 +7,13 @@ shared-memory store (object_store.py), from where `loads` rebuilds them on top o
 the mapped, read-only memory: a zero-copy view.
 
 Inline form: `bytes` (a pickle with no out-of-band buffers) or `[meta, buf, ...]`.
+
+A plain numpy array (serialize: not a subclass, no objects, a dtype that its str
+names, C or Fortran order) is not pickled: its meta is _ARRAY and its dtype, shape and
+order, its data the one buffer, and loads_buffers rebuilds it with np.frombuffer.
+Unpickling an ndarray rebuilds its dtype (dtype.__setstate__) and calls numpy's
+_frombuffer through pickle's machinery: on the caches a 100 MB put leaves cold, that
+took ~40 us of a first get, against ~8 for np.frombuffer.
 """
 
 from __future__ import annotations
@@ -109,6 +116,48 @@ def _plain_array(value: Any) -> bool:
     )
 
 
+_ARRAY = b"RLA1"  # a meta that starts so is an array's (a pickle starts with b"\x80")
+_DTYPES: dict[str, Any] = {}  # dtype.str -> the dtype, for loads_buffers
+
+
+def _array(value: Any) -> SerializedValue | None:
+    """A plain array as _ARRAY, its dtype, shape and order, and its data; None if its
+    dtype or layout needs pickle (fields, metadata, a stride: see the docstring)."""
+    dtype = value.dtype
+    if dtype.fields is not None or dtype.subdtype is not None or dtype.metadata is not None:
+        return None
+    if not dtype.itemsize or (np_dtype(dtype.str) != dtype):
+        return None  # (a dtype its str does not name again)
+    flags = value.flags
+    order = "C" if flags.c_contiguous else "F" if flags.f_contiguous else ""
+    if not order:
+        return None
+    meta = _ARRAY + pickle.dumps((dtype.str, value.shape, order), protocol=5)
+    # Its bytes as uint8 (datetime64 and timedelta64 have no buffer format), in order.
+    data = (value if order == "C" else value.T).reshape(-1).view(np_dtype("|u1"))
+    return SerializedValue(meta, [memoryview(data)])
+
+
+def np_dtype(name: str) -> Any:
+    """numpy's dtype named `name` (dtype.str), made once per process."""
+    dtype = _DTYPES.get(name)
+    if dtype is None:
+        import numpy
+
+        dtype = _DTYPES[name] = numpy.dtype(name)
+    return dtype
+
+
+def _load_array(meta: memoryview | bytes, buffer: Any) -> Any:
+    import numpy
+
+    name, shape, order = pickle.loads(meta[len(_ARRAY) :])
+    array = numpy.frombuffer(buffer, dtype=np_dtype(name))
+    if array.shape != shape:
+        array = array.reshape(shape, order=order)
+    return array
+
+
 def _pickled(dumps: Any, value: Any) -> tuple[bytes, list[memoryview]]:
     """`dumps`'s stream of `value` and its out-of-band buffers (views, not copied)."""
     buffers: list[pickle.PickleBuffer] = []
@@ -173,7 +222,7 @@ def serialize(value: Any) -> SerializedValue:
     if meta is not None:
         return SerializedValue(meta, [])
     if _plain_array(value):
-        return SerializedValue(*_c_pickle(value))
+        return _array(value) or SerializedValue(*_c_pickle(value))
     buffers: list[pickle.PickleBuffer] = []
     f = io.BytesIO()
     value = _wrap_buffers(value)
@@ -301,7 +350,7 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
 def loads_inline(data: Any) -> Any:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return pickle.loads(data)
-    return pickle.loads(data[0], buffers=data[1:])
+    return loads_buffers(data[0], data[1:])
 
 
 def loads_call(blob: Any) -> tuple[Any, dict[str, Any]]:
@@ -312,7 +361,9 @@ def loads_call(blob: Any) -> tuple[Any, dict[str, Any]]:
     return loads_inline(blob)  # type: ignore[no-any-return]
 
 
-def loads_buffers(meta: memoryview | bytes, buffers: list[memoryview]) -> Any:
+def loads_buffers(meta: memoryview | bytes, buffers: list[Any]) -> Any:
+    if meta[:4] == _ARRAY:
+        return _load_array(meta, buffers[0])
     return pickle.loads(meta, buffers=buffers)
 
 

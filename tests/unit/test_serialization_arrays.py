@@ -1,6 +1,8 @@
-"""numpy arrays by the C pickler (serialization._plain_array): the same value as
-cloudpickle's, its buffer out of band; object arrays and a registered serializer go
-the cloudpickle way."""
+"""numpy arrays: a plain one (not a subclass, no objects, C or Fortran order, a dtype
+its str names) as its dtype, shape and order and its data out of band, rebuilt by
+np.frombuffer (serialization._array); other plain ones by the C pickler, the same
+value as cloudpickle's; object arrays and a registered serializer go the cloudpickle
+way."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import numpy as np
 import pytest
 
 from raylite.serialization import (
+    _ARRAY,
     deregister_serializer,
     loads_buffers,
+    loads_inline,
     pickle_call,
     register_serializer,
     serialize,
@@ -20,8 +24,9 @@ from raylite.serialization import (
 
 
 def _round_trip(value):
+    """As a get reads it from the store: its buffers read-only views."""
     sv = serialize(value)
-    return loads_buffers(sv.meta, [memoryview(b) for b in sv.buffers]), sv
+    return loads_buffers(sv.meta, [memoryview(b).toreadonly() for b in sv.buffers]), sv
 
 
 @pytest.mark.parametrize(
@@ -40,9 +45,64 @@ def test_a_plain_array_comes_back_equal(array):
     out, sv = _round_trip(array)
     assert out.dtype == array.dtype
     np.testing.assert_array_equal(out, array)
+    if sv.meta.startswith(_ARRAY):  # out of band, datetimes too (pickle copies those)
+        assert len(sv.buffers) == 1
+        return
     as_cloudpickle: list = []  # what the general path sends out of band, the same
     cloudpickle.dumps(array, protocol=5, buffer_callback=as_cloudpickle.append)
     assert len(sv.buffers) == len(as_cloudpickle)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(100_000, dtype=np.float64),
+        np.arange(12, dtype=np.int32).reshape(3, 4),
+        np.asfortranarray(np.arange(24.0).reshape(2, 3, 4)),
+        np.array(3.5),  # 0-d
+        np.zeros((0, 5), dtype=np.int16),  # empty
+        np.arange(6, dtype=">i4"),  # big-endian
+        np.array([1 + 2j, 3 - 4j]),
+        np.array([True, False, True]),
+        np.array(["a", "bc"]),
+        np.array([b"xy", b"z"]),
+        np.arange("2026-01-01", "2026-01-05", dtype="datetime64[D]"),
+        np.array([1, 2], dtype="timedelta64[ms]"),
+    ],
+)
+def test_a_plain_array_is_rebuilt_from_its_buffer_without_pickle(array):
+    out, sv = _round_trip(array)
+    assert sv.meta.startswith(_ARRAY)
+    assert len(sv.buffers) == 1
+    assert type(out) is np.ndarray
+    assert (out.dtype, out.shape) == (array.dtype, array.shape)
+    assert out.flags.f_contiguous == array.flags.f_contiguous
+    np.testing.assert_array_equal(out, array)
+    assert not out.flags.writeable  # a view of read-only memory, as Ray's get gives
+    assert np.shares_memory(out, np.frombuffer(sv.buffers[0], dtype=np.uint8)) or not out.size
+
+
+def test_an_array_travelling_inline_is_rebuilt_the_same_way():
+    array = np.arange(10, dtype=np.uint8).reshape(2, 5)
+    data = serialize(array).inline()
+    assert isinstance(data, list)
+    assert data[0].startswith(_ARRAY)
+    np.testing.assert_array_equal(loads_inline(data), array)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(20.0)[::2],  # strided
+        np.zeros(3, dtype=[("x", "f8"), ("y", "i4")]),  # fields
+        np.zeros(2, dtype=np.dtype("f8", metadata={"unit": "m"})),
+    ],
+)
+def test_an_array_whose_layout_or_dtype_needs_pickle_is_pickled(array):
+    out, sv = _round_trip(array)
+    assert not sv.meta.startswith(_ARRAY)
+    assert out.dtype == array.dtype
+    np.testing.assert_array_equal(out, array)
 
 
 def test_an_object_array_may_hold_code():
