@@ -313,3 +313,98 @@ def test_a_forked_child_dropping_its_copy_of_a_view_keeps_the_parents_pin(store)
     del view
     gc.collect()
     assert readers(store.path(oid)) == 0
+
+
+def _recycled(store: ObjectStore, nbytes: int) -> str:
+    """A freed segment's file, as the node manager hands one out for a put (prealloc)."""
+    old = new_id()
+    store.put(old, serialize(np.zeros(nbytes // 8)))
+    path = os.path.join(store.directory, f"warm-{old.hex()}")
+    os.rename(store.path(old), path)
+    return path
+
+
+def test_an_owner_reads_what_it_wrote_into_a_recycled_file_through_that_mapping(store, monkeypatch):
+    events = []
+    store.on_mapped = lambda oid, pinned: events.append(("mapped", oid, pinned))
+    store.on_unmapped = lambda oid: events.append(("unmapped", oid))
+    arr = np.arange(200_000, dtype=np.float64)
+    oid = new_id()
+    store.put(oid, serialize(arr), prealloc=_recycled(store, arr.nbytes))
+
+    def no_file(*args):
+        raise AssertionError("the first get opened and mapped the file")
+
+    monkeypatch.setattr(store, "_map", no_file)
+    value = store.get(oid)
+    np.testing.assert_array_equal(value, arr)
+    assert not value.flags.writeable  # read-only, though the mapping under it is not
+    with pytest.raises(ValueError):
+        value[0] = 1.0
+    again = store.get(oid)  # while a view lives: the same buffer
+    assert np.shares_memory(value, again)
+    assert store.mapped(oid)
+    assert events == [("mapped", oid, False)]
+    del value, again
+    gc.collect()
+    assert not store.mapped(oid)
+    assert events[-1] == ("unmapped", oid)
+    monkeypatch.undo()
+    assert store.get(oid)[199_999] == 199_999  # later: the file, mapped anew
+
+
+def test_a_later_put_into_the_same_recycled_file_forgets_the_earlier_object(store):
+    warm = _recycled(store, 800_000)
+    first = new_id()
+    store.put(first, serialize(np.ones(100_000)), prealloc=warm)
+    # `first` is freed unread; the node manager hands its file out again.
+    again = os.path.join(store.directory, "warm-again")
+    os.rename(store.path(first), again)
+    second = new_id()
+    store.put(second, serialize(np.full(100_000, 2.0)), prealloc=again)
+    with pytest.raises(ObjectLostError):  # not the second's bytes through the mapping
+        store.get(first)
+    assert store.get(second)[0] == 2.0
+
+
+def test_a_view_read_through_a_cached_mapping_outlives_the_mapping_leaving_the_cache(store):
+    arrays = [np.full(50_000, float(i)) for i in range(6)]  # more than the cache keeps
+    oids = [new_id() for _ in arrays]
+    store.put(oids[0], serialize(arrays[0]), prealloc=_recycled(store, 400_000))
+    kept = store.get(oids[0])
+    for oid, arr in zip(oids[1:], arrays[1:], strict=True):
+        store.put(oid, serialize(arr), prealloc=_recycled(store, 400_000))
+    assert kept.sum() == 0.0  # its mapping left the cache, and lives on under the view
+    values = [store.get(oid) for oid in oids[1:]]
+    assert [v[0] for v in values] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    store.close()  # views of its mappings live: nothing raises, nothing is unmapped
+    assert kept[49_999] == 0.0
+    assert values[-1][49_999] == 5.0
+
+
+def test_a_reader_that_pins_maps_the_file_even_if_this_process_wrote_it(store):
+    events = []
+    store.on_mapped = lambda oid, pinned: events.append(pinned)
+    oid = new_id()
+    store.put(oid, serialize(np.arange(100_000)), prealloc=_recycled(store, 800_000))
+    value = store.get(oid, pin=True)
+    assert value[99_999] == 99_999
+    assert events == [True]
+    assert readers(store.path(oid)) == 1
+
+
+def test_a_segment_spilled_or_deleted_after_its_put_is_read_where_it_went(tmp_path):
+    store = ObjectStore(str(tmp_path / "shm"), str(tmp_path / "spill"))
+    os.makedirs(store.directory)
+    os.makedirs(store.spill_dir)
+    spilled, deleted = new_id(), new_id()
+    store.put(spilled, serialize(np.full(100_000, 3.0)), prealloc=_recycled(store, 800_000))
+    store.put(deleted, serialize(np.full(100_000, 4.0)), prealloc=_recycled(store, 800_000))
+    store.spill(spilled)  # copied to disk, unlinked here: read from the spill dir
+    os.unlink(store.path(deleted))
+    reads = []
+    store.on_spilled_read = reads.append
+    assert store.get(spilled)[0] == 3.0
+    assert reads == [spilled]
+    with pytest.raises(ObjectLostError):  # gone, as for any reader
+        store.get(deleted)

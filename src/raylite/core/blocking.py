@@ -76,13 +76,16 @@ class BlockingMixin:
     actors: dict[bytes, Any]
     peers: dict[str, Any]
     objects: dict[bytes, Any]
+    _released: Any  # refs dropped, and mappings gone, not yet processed (refs.py)
+    _unmapped: Any
     current_task_id: bytes | None
     store: Any
     _when_ready: Callable[..., int]
     _value: Callable[..., Any]
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
-        self._process_released()
+        if self._released or self._unmapped:  # (most gets: nothing; a call less, cold)
+            self._process_released()
         if len(refs) == 1:  # one value there already: no waiter, no event
             ready = self._ready_owned(refs[0]) or self._in_local_store(refs[0])
             if ready is not None:
