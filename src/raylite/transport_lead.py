@@ -206,6 +206,7 @@ class LeadableConnection(Connection):
         timeout: float,
         ready: Callable[[], bool] | None = None,
         defer_sigint: bool = False,
+        poll: bool = True,
     ) -> bool:
         """Wait in this thread until something comes (then handle it here), the doorbell
         rings, or `timeout` passes; False at once if another thread leads it now, or its
@@ -219,7 +220,9 @@ class LeadableConnection(Connection):
         `defer_sigint`: a SIGINT that comes while this (main) thread handles what it
         read is handled once that is done (its handler may raise, as
         KeyboardInterrupt); for any other signal with a Python handler, the caller
-        does not lead (python_handled)."""
+        does not lead (python_handled).
+        `poll`: False where other threads of the process do the work this one waits for
+        (a threaded or async actor's calls): polling would take the GIL from them."""
         if self._ended or not self._leading.acquire(False):
             return False
         try:
@@ -238,7 +241,7 @@ class LeadableConnection(Connection):
                 return True
             try:
                 try:
-                    events = self._wait(self._lead_ep, timeout)
+                    events = self._wait(self._lead_ep, timeout, poll)
                 except (OSError, ValueError):
                     return True
                 if not events:
@@ -258,11 +261,11 @@ class LeadableConnection(Connection):
         finally:
             self._leading.release()
 
-    def _wait(self, ep: select.epoll, timeout: float) -> list[tuple[int, int]]:
+    def _wait(self, ep: select.epoll, timeout: float, poll: bool) -> list[tuple[int, int]]:
         """The leader's wait: a poll first, for lead_spin_s, if the last wait was that
-        short (see the module docstring); then asleep."""
+        short (see the module docstring) and `poll`; then asleep."""
         start = monotonic()
-        spin = self._spin
+        spin = self._spin if poll else 0.0
         if spin:
             end = start + min(spin, timeout)
             poll = ep.poll

@@ -224,7 +224,9 @@ class Worker(ActorConcurrency):
                         pass
                     if not self._may_lead():
                         break
-                    if not conn.lead(self._doorbell, CONFIG.lead_wait_s, self._has_task):
+                    if not conn.lead(
+                        self._doorbell, CONFIG.lead_wait_s, self._has_task, poll=self._polls
+                    ):
                         break  # another thread leads it
             finally:
                 self._leading = False
@@ -244,6 +246,12 @@ class Worker(ActorConcurrency):
 
     def _has_task(self) -> bool:
         return not self.tasks.empty()
+
+    @property
+    def _polls(self) -> bool:
+        """Whether a lead may poll (transport_lead): not while an async or threaded
+        actor's calls run on other threads, whose GIL a polling main thread would take."""
+        return self.loop is None and self.pool is None and self.groups is None
 
     def _queue(self, item: Any) -> None:
         """Queue for the main loop, waking it if it leads a connection now."""

@@ -11,6 +11,7 @@ import queue
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -159,6 +160,22 @@ def test_a_leader_polls_after_a_short_wait_and_sleeps_after_a_long_one(
     while pair.seen.qsize() < 3:
         pair.conn.lead(pair.doorbell, 10)
     assert pair.conn._spin == 0.0
+
+
+@pytest.mark.parametrize("poll", [True, False])
+def test_a_leader_told_not_to_poll_sleeps_at_once(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, poll: bool
+):
+    """poll=False (a threaded or async actor's main thread: its calls run on other
+    threads, whose GIL a polling thread would take) sleeps even after a short wait."""
+    spin(monkeypatch, 5.0)
+    pair.conn._spin = 5.0  # the last wait was short
+    threading.Timer(0.3, pair.send, args=(1,)).start()
+    cpu = time.thread_time()
+    while pair.seen.empty():
+        pair.conn.lead(pair.doorbell, 10, poll=poll)
+    used = time.thread_time() - cpu
+    assert (used > 0.05) is poll  # polled through the 0.3 s (CPU time), or slept
 
 
 def test_a_doorbell_with_no_leader_is_dropped_by_the_reader_thread(pair: Pair):
