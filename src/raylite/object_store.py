@@ -39,6 +39,7 @@ import mmap
 import os
 import shutil
 import struct
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -143,6 +144,9 @@ class ObjectStore:
         # their first get here reads (one per cached mapping at most; the get takes it:
         # _get_written).
         self._written: dict[bytes, tuple[mmap.mmap, int, Any, memoryview, list[memoryview]]] = {}
+        # Both, for puts from several threads of one process (joblib's backend puts from
+        # its callbacks' threads): its iterations and evictions ran into each other.
+        self._wlock = threading.Lock()
         self._pins_dir = ""  # this process's (made at its first pin; per pid: a fork
         self._pins_pid = 0  # makes its own)
         self._pin_seq = itertools.count()
@@ -185,7 +189,6 @@ class ObjectStore:
             cached = self._writable_mapping(fd, total) if prealloc else None
             wfd, mm = cached if cached is not None else (-1, None)
             if mm is not None:
-                self._forget_written(mm)  # what it held before is freed and unmapped
                 # Memory this process wrote before (the same file, recycled after its
                 # object was freed and unmapped everywhere): a plain memcpy.
                 mm[: len(header)] = header
@@ -226,7 +229,8 @@ class ObjectStore:
         view = memoryview(holder).cast("B").toreadonly()
         parts = [view[off : off + n] for off, n in entries]
         meta = view[meta_off : meta_off + meta_len]
-        self._written[object_id] = (mm, wfd, holder, meta, parts)
+        with self._wlock:
+            self._written[object_id] = (mm, wfd, holder, meta, parts)
 
     def _writable_mapping(self, fd: int, total: int) -> tuple[int, mmap.mmap] | None:
         """A cached writable mapping of this recycled file, or a new one (and the file,
@@ -235,23 +239,26 @@ class ObjectStore:
         if st.st_size < total:
             return None
         cache = self._wcache
-        for key in [k for k, (wfd, _) in cache.items() if os.fstat(wfd).st_nlink == 0]:
-            self._evict(key)  # its file is gone: give the memory back
         key = (st.st_dev, st.st_ino)
-        hit = cache.pop(key, None)
-        if hit is None:
+        with self._wlock:
+            for gone in [k for k, (wfd, _) in cache.items() if os.fstat(wfd).st_nlink == 0]:
+                self._evict(gone)  # its file is gone: give the memory back
+            hit = cache.pop(key, None)
+        if hit is None:  # (made unlocked: the node manager hands a file to one put)
             mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
             hit = (os.dup(fd), mm)
-        cache[key] = hit  # most recently used last
-        while len(cache) > WRITE_CACHE_ENTRIES:
-            self._evict(next(iter(cache)))
+        with self._wlock:
+            cache[key] = hit  # most recently used last
+            while len(cache) > WRITE_CACHE_ENTRIES:
+                self._evict(next(iter(cache)))
+            self._forget_written(hit[1])  # what it held before is freed and unmapped
         return hit
 
     def _forget_written(self, mm: mmap.mmap) -> None:
         for object_id in [o for o, (m, *_) in list(self._written.items()) if m is mm]:
             self._written.pop(object_id, None)  # (a get may have taken it meanwhile)
 
-    def _evict(self, key: tuple[int, int]) -> None:
+    def _evict(self, key: tuple[int, int]) -> None:  # (_wlock held)
         wfd, mm = self._wcache.pop(key)
         self._forget_written(mm)
         with contextlib.suppress(BufferError):  # views read through it live: it goes with them
@@ -260,8 +267,9 @@ class ObjectStore:
 
     def close(self) -> None:
         self.mappings.clear()
-        for key in list(self._wcache):
-            self._evict(key)
+        with self._wlock:
+            for key in list(self._wcache):
+                self._evict(key)
         if self._pins_pid == os.getpid():  # the session is over: no reuse will follow
             shutil.rmtree(self._pins_dir, ignore_errors=True)
             self._pins_pid = 0

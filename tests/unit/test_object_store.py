@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import mmap
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -408,3 +409,28 @@ def test_a_segment_spilled_or_deleted_after_its_put_is_read_where_it_went(tmp_pa
     assert reads == [spilled]
     with pytest.raises(ObjectLostError):  # gone, as for any reader
         store.get(deleted)
+
+
+def test_puts_into_recycled_files_from_several_threads_at_once(store):
+    """joblib's backend puts from several threads of the driver: the write cache's
+    purge and evictions ran into each other ("dictionary changed size during
+    iteration", KeyError) before they took a lock."""
+    errors: list[str] = []
+
+    def puts(k: int) -> None:
+        try:
+            for i in range(150):
+                oid = new_id()
+                value = np.full(20_000, float(k * 1000 + i))
+                store.put(oid, serialize(value), prealloc=_recycled(store, 160_000))
+                assert store.get(oid)[19_999] == k * 1000 + i
+                os.unlink(store.path(oid))  # freed: its file is gone
+        except Exception as exc:  # reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=puts, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
