@@ -74,6 +74,9 @@ class Mappings:
     def __init__(self, on_unmapped: Callable[[bytes], None] | None = None) -> None:
         self.on_unmapped = on_unmapped
         self._maps: dict[bytes, weakref.ref[Any]] = {}
+        # Two threads' first gets of one object: one mapping is kept, the other undone.
+        # Reentrant: the collector may run a mapping's `gone` in a thread that holds it.
+        self._lock = threading.RLock()
 
     def lookup(self, object_id: bytes) -> Any:
         """The object's mapping (an mmap, or a ctypes array), or None."""
@@ -88,26 +91,29 @@ class Mappings:
         pid = os.getpid()
 
         def gone(wr: weakref.ref[mmap.mmap], object_id: bytes = object_id) -> None:
-            if maps.get(object_id) is wr:
-                maps.pop(object_id, None)
-            # A syscall, no lock: safe wherever the collector runs this. Not in a child
+            with self._lock:
+                if maps.get(object_id) is wr:
+                    del maps[object_id]
+            # A syscall: safe wherever the collector runs this. Not in a child
             # forked meanwhile (its copy of the view going is not the parent's).
             if pin and os.getpid() == pid:
                 _unlink(pin)
             if self.on_unmapped is not None:
                 self.on_unmapped(object_id)
 
-        current = self.lookup(object_id)
-        if current is not None:
-            if isinstance(mm, mmap.mmap):
-                mm.close()  # no view of it was made
-            if pin:
-                _unlink(pin)
-            if self.on_unmapped is not None:
-                self.on_unmapped(object_id)
-            return current
-        maps[object_id] = weakref.ref(mm, gone)
-        return mm
+        with self._lock:
+            current = self.lookup(object_id)
+            if current is None:
+                maps[object_id] = weakref.ref(mm, gone)
+                return mm
+        # Another thread mapped it first: this one is undone.
+        if isinstance(mm, mmap.mmap):
+            mm.close()  # no view of it was made
+        if pin:
+            _unlink(pin)
+        if self.on_unmapped is not None:
+            self.on_unmapped(object_id)
+        return current
 
     def __len__(self) -> int:
         return len(self._maps)
@@ -168,11 +174,14 @@ class ObjectStore:
         value: SerializedValue,
         directory: str | None = None,
         prealloc: str = "",
+        own: bool = False,
     ) -> int:
         """Write and seal a segment; returns its size in bytes.
 
         `prealloc` names a file whose pages the node manager allocated ahead of time
         (allocating and zeroing fresh tmpfs pages costs more than copying into them).
+        `own`: this process owns the object (its put, not a task's return, which its
+        caller owns): its first get here may read it through the mapping that wrote it.
         """
         meta, buffers = value.meta, value.buffers
         header, meta_off, entries, total = _layout(value)
@@ -185,9 +194,10 @@ class ObjectStore:
             except OSError:
                 prealloc = ""
         fd = os.open(tmp, os.O_RDWR if prealloc else os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        taken = None
         try:
-            cached = self._writable_mapping(fd, total) if prealloc else None
-            wfd, mm = cached if cached is not None else (-1, None)
+            taken = self._writable_mapping(fd, total) if prealloc else None
+            mm = taken[2] if taken is not None else None
             if mm is not None:
                 # Memory this process wrote before (the same file, recycled after its
                 # object was freed and unmapped everywhere): a plain memcpy.
@@ -206,11 +216,17 @@ class ObjectStore:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if taken is not None:
+                self._cache_mapping(*taken)
             raise
         os.close(fd)
-        os.rename(tmp, final)  # sealed: readers see the whole segment or nothing
-        if mm is not None:
-            self._keep_written(object_id, wfd, mm, meta_off, len(meta), entries)
+        try:
+            os.rename(tmp, final)  # sealed: readers see the whole segment or nothing
+            if taken is not None and own:
+                self._keep_written(object_id, taken[1], taken[2], meta_off, len(meta), entries)
+        finally:
+            if taken is not None:
+                self._cache_mapping(*taken)
         return total
 
     def _keep_written(
@@ -232,9 +248,13 @@ class ObjectStore:
         with self._wlock:
             self._written[object_id] = (mm, wfd, holder, meta, parts)
 
-    def _writable_mapping(self, fd: int, total: int) -> tuple[int, mmap.mmap] | None:
-        """A cached writable mapping of this recycled file, or a new one (and the file,
-        open), or None if the file is too small."""
+    def _writable_mapping(
+        self, fd: int, total: int
+    ) -> tuple[tuple[int, int], int, mmap.mmap] | None:
+        """(its cache key, the file open, a writable mapping) of this recycled file: the
+        cached one, taken out of the cache while its put writes (another thread's
+        put could evict and close it meanwhile; _cache_mapping puts it back), or a new
+        one; None if the file is too small."""
         st = os.fstat(fd)
         if st.st_size < total:
             return None
@@ -244,15 +264,20 @@ class ObjectStore:
             for gone in [k for k, (wfd, _) in cache.items() if os.fstat(wfd).st_nlink == 0]:
                 self._evict(gone)  # its file is gone: give the memory back
             hit = cache.pop(key, None)
+            if hit is not None:
+                self._forget_written(hit[1])  # what it held before is freed and unmapped
         if hit is None:  # (made unlocked: the node manager hands a file to one put)
             mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
             hit = (os.dup(fd), mm)
+        return key, *hit
+
+    def _cache_mapping(self, key: tuple[int, int], wfd: int, mm: mmap.mmap) -> None:
+        """A put is done with the mapping: cached, most recently used."""
         with self._wlock:
-            cache[key] = hit  # most recently used last
+            cache = self._wcache
+            cache[key] = (wfd, mm)
             while len(cache) > WRITE_CACHE_ENTRIES:
                 self._evict(next(iter(cache)))
-            self._forget_written(hit[1])  # what it held before is freed and unmapped
-        return hit
 
     def _forget_written(self, mm: mmap.mmap) -> None:
         for object_id in [o for o, (m, *_) in list(self._written.items()) if m is mm]:

@@ -229,8 +229,9 @@ class LeadableConnection(Connection):
             if self._ended:
                 return False
             if self._lead_ep is None:
-                self._lead_ep = select.epoll(2)
-                self._lead_ep.register(self.sock.fileno(), _SOCKET)
+                lead_ep = select.epoll(2)
+                lead_ep.register(self.sock.fileno(), _SOCKET)
+                self._lead_ep = lead_ep
             bell.watch_on(self)
             if ready is not None and ready():
                 return True

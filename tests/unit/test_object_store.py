@@ -331,7 +331,7 @@ def test_an_owner_reads_what_it_wrote_into_a_recycled_file_through_that_mapping(
     store.on_unmapped = lambda oid: events.append(("unmapped", oid))
     arr = np.arange(200_000, dtype=np.float64)
     oid = new_id()
-    store.put(oid, serialize(arr), prealloc=_recycled(store, arr.nbytes))
+    store.put(oid, serialize(arr), prealloc=_recycled(store, arr.nbytes), own=True)
 
     def no_file(*args):
         raise AssertionError("the first get opened and mapped the file")
@@ -357,12 +357,12 @@ def test_an_owner_reads_what_it_wrote_into_a_recycled_file_through_that_mapping(
 def test_a_later_put_into_the_same_recycled_file_forgets_the_earlier_object(store):
     warm = _recycled(store, 800_000)
     first = new_id()
-    store.put(first, serialize(np.ones(100_000)), prealloc=warm)
+    store.put(first, serialize(np.ones(100_000)), prealloc=warm, own=True)
     # `first` is freed unread; the node manager hands its file out again.
     again = os.path.join(store.directory, "warm-again")
     os.rename(store.path(first), again)
     second = new_id()
-    store.put(second, serialize(np.full(100_000, 2.0)), prealloc=again)
+    store.put(second, serialize(np.full(100_000, 2.0)), prealloc=again, own=True)
     with pytest.raises(ObjectLostError):  # not the second's bytes through the mapping
         store.get(first)
     assert store.get(second)[0] == 2.0
@@ -371,10 +371,10 @@ def test_a_later_put_into_the_same_recycled_file_forgets_the_earlier_object(stor
 def test_a_view_read_through_a_cached_mapping_outlives_the_mapping_leaving_the_cache(store):
     arrays = [np.full(50_000, float(i)) for i in range(6)]  # more than the cache keeps
     oids = [new_id() for _ in arrays]
-    store.put(oids[0], serialize(arrays[0]), prealloc=_recycled(store, 400_000))
+    store.put(oids[0], serialize(arrays[0]), prealloc=_recycled(store, 400_000), own=True)
     kept = store.get(oids[0])
     for oid, arr in zip(oids[1:], arrays[1:], strict=True):
-        store.put(oid, serialize(arr), prealloc=_recycled(store, 400_000))
+        store.put(oid, serialize(arr), prealloc=_recycled(store, 400_000), own=True)
     assert kept.sum() == 0.0  # its mapping left the cache, and lives on under the view
     values = [store.get(oid) for oid in oids[1:]]
     assert [v[0] for v in values] == [1.0, 2.0, 3.0, 4.0, 5.0]
@@ -387,7 +387,7 @@ def test_a_reader_that_pins_maps_the_file_even_if_this_process_wrote_it(store):
     events = []
     store.on_mapped = lambda oid, pinned: events.append(pinned)
     oid = new_id()
-    store.put(oid, serialize(np.arange(100_000)), prealloc=_recycled(store, 800_000))
+    store.put(oid, serialize(np.arange(100_000)), prealloc=_recycled(store, 800_000), own=True)
     value = store.get(oid, pin=True)
     assert value[99_999] == 99_999
     assert events == [True]
@@ -399,8 +399,12 @@ def test_a_segment_spilled_or_deleted_after_its_put_is_read_where_it_went(tmp_pa
     os.makedirs(store.directory)
     os.makedirs(store.spill_dir)
     spilled, deleted = new_id(), new_id()
-    store.put(spilled, serialize(np.full(100_000, 3.0)), prealloc=_recycled(store, 800_000))
-    store.put(deleted, serialize(np.full(100_000, 4.0)), prealloc=_recycled(store, 800_000))
+    store.put(
+        spilled, serialize(np.full(100_000, 3.0)), prealloc=_recycled(store, 800_000), own=True
+    )
+    store.put(
+        deleted, serialize(np.full(100_000, 4.0)), prealloc=_recycled(store, 800_000), own=True
+    )
     store.spill(spilled)  # copied to disk, unlinked here: read from the spill dir
     os.unlink(store.path(deleted))
     reads = []
@@ -422,7 +426,7 @@ def test_puts_into_recycled_files_from_several_threads_at_once(store):
             for i in range(150):
                 oid = new_id()
                 value = np.full(20_000, float(k * 1000 + i))
-                store.put(oid, serialize(value), prealloc=_recycled(store, 160_000))
+                store.put(oid, serialize(value), prealloc=_recycled(store, 160_000), own=True)
                 assert store.get(oid)[19_999] == k * 1000 + i
                 os.unlink(store.path(oid))  # freed: its file is gone
         except Exception as exc:  # reported below
@@ -434,3 +438,34 @@ def test_puts_into_recycled_files_from_several_threads_at_once(store):
     for t in threads:
         t.join(60)
     assert errors == []
+
+
+def test_a_value_this_process_does_not_own_is_not_kept_for_a_first_get(store, monkeypatch):
+    """A task's return (its caller owns it): written through the cached mapping, but
+    nothing kept for a get here, which maps the file."""
+    oid = new_id()
+    store.put(oid, serialize(np.arange(100_000)), prealloc=_recycled(store, 800_000))
+    mapped = []
+    real_map = store._map
+    monkeypatch.setattr(store, "_map", lambda *a: mapped.append(a) or real_map(*a))
+    assert store.get(oid)[99_999] == 99_999
+    assert len(mapped) == 1
+
+
+def test_a_mapping_a_put_writes_through_is_not_evicted_by_other_puts_meanwhile(store):
+    """Another thread's puts fill the cache meanwhile: the one being written is out of it
+    until its put is done, so none of them evicts (closes) it under the writer."""
+    path = _recycled(store, 400_000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        taken = store._writable_mapping(fd, 400_000)
+        assert taken is not None
+        key, wfd, mm = taken
+        for _ in range(6):  # more than the cache keeps
+            store.put(new_id(), serialize(np.ones(50_000)), prealloc=_recycled(store, 400_000))
+        mm[:4] = b"abcd"  # open: no "mmap closed or invalid"
+        os.fstat(wfd)  # and its file still open
+        store._cache_mapping(key, wfd, mm)
+        assert store._wcache[key] == (wfd, mm)  # back, most recently used
+    finally:
+        os.close(fd)

@@ -145,18 +145,18 @@ def test_a_polling_leader_gets_what_comes_and_the_reader_thread_sleeps_on(
 def test_a_leader_polls_after_a_short_wait_and_sleeps_after_a_long_one(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ):
-    spin(monkeypatch, 0.01)
+    spin(monkeypatch, 0.5)
     assert pair.conn._spin == 0.0  # a new connection: no wait seen yet
-    pair.send(1)  # there at once: a short wait
+    threading.Timer(0.05, pair.send, args=(1,)).start()  # comes while it leads: short
     while pair.seen.qsize() < 1:
         pair.conn.lead(pair.doorbell, 10)
-    assert pair.conn._spin == 0.01
-    threading.Timer(0.2, pair.send, args=(2,)).start()  # longer than it polls
+    assert pair.conn._spin == 0.5
+    threading.Timer(1.0, pair.send, args=(2,)).start()  # longer than it polls
     while pair.seen.qsize() < 2:
         pair.conn.lead(pair.doorbell, 10)
     assert pair.conn._spin == 0.0
     spin(monkeypatch, 0.0)  # RAYLITE_LEAD_SPIN_S=0: never
-    pair.send(3)
+    threading.Timer(0.05, pair.send, args=(3,)).start()
     while pair.seen.qsize() < 3:
         pair.conn.lead(pair.doorbell, 10)
     assert pair.conn._spin == 0.0

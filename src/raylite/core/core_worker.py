@@ -414,7 +414,7 @@ class CoreWorker(
         oid = new_id()
         sv, contained = self.serialize_collecting(serialize, value)
         entry = ObjectEntry()
-        entry.kind, entry.data = self.store_serialized(oid, sv)
+        entry.kind, entry.data = self.store_serialized(oid, sv, own=True)
         entry.contains = contained
         entry.seq = next(self._completion)
         with self.lock:
@@ -431,15 +431,16 @@ class CoreWorker(
             self.objects[oid] = entry
         return ObjectRef(oid, self.address)
 
-    def store_serialized(self, oid: bytes, sv: Any) -> tuple[int, Any]:
-        """(kind, data) for a value: inline bytes, or a segment the node manager made room for."""
+    def store_serialized(self, oid: bytes, sv: Any, own: bool = False) -> tuple[int, Any]:
+        """(kind, data) for a value: inline bytes, or a segment the node manager made room
+        for. `own`: this process's put (ObjectStore.put: its first get reads it here)."""
         if sv.size <= CONFIG.inline_threshold:
             return P.INLINE, sv.inline()
         size = self.store.segment_size(sv)
         reply = self.nm.request(P.ReserveObject(oid, size, self.address), timeout=None)
         if isinstance(reply, P.Failed):
             raise ObjectStoreFullError(reply.reason)
-        size = self.store.put(oid, sv, reply.directory, reply.prealloc)
+        size = self.store.put(oid, sv, reply.directory, reply.prealloc, own=own)
         # On a cluster the value says which node holds it (its node manager's address).
         return P.IN_STORE, P.StoredAt(size, self.node_tcp)
 

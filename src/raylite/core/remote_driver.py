@@ -94,9 +94,10 @@ class RemoteCoreWorker(CoreWorker):
             ship_local_modules()
         return super().serialize_collecting(fn, value)
 
-    def store_serialized(self, oid: bytes, sv: Any) -> tuple[int, Any]:
+    def store_serialized(self, oid: bytes, sv: Any, own: bool = False) -> tuple[int, Any]:
         """Small values inline, as anywhere; a large one is streamed to the node's store
-        in PUSH_CHUNK frames (never one message, never through the head)."""
+        in PUSH_CHUNK frames (never one message, never through the head). `own`: no
+        matter here (no store of this process's own to read it from)."""
         if sv.size <= CONFIG.inline_threshold:
             return P.INLINE, sv.inline()
         total, pieces = segment_pieces(sv)
