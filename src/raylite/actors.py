@@ -14,15 +14,14 @@ from typing import Any
 from .config import to_units
 from .core import context
 from .core.return_modes import (
-    GENERATOR_DYNAMIC,
     GENERATOR_FIXED,
-    GENERATOR_STREAMING,
     check_backpressure,
     check_num_returns,
     generator_mode,
     is_generator_function,
     method_code,
     method_mode,
+    options_of,
 )
 from .exceptions import PendingCallsLimitExceeded
 from .object_ref import new_id
@@ -602,13 +601,7 @@ class ActorMethod:
         from .dag.class_node import bind_actor_method
 
         n, generator = method_mode(self._num_returns)
-        num_returns: Any = n
-        backpressure = None
-        if generator is not None and generator[0] == GENERATOR_STREAMING:
-            num_returns = "streaming"
-            backpressure = generator[1] if generator[1] > 0 else None
-        elif generator is not None and generator[0] == GENERATOR_DYNAMIC:
-            num_returns = "dynamic"
+        num_returns, backpressure = options_of(self._num_returns)
         options: dict[str, Any] = {
             "name": self._task_name or "",
             "num_returns": num_returns,
@@ -670,16 +663,11 @@ class ActorMethod:
 
 def method_options(code: int, options: dict[str, Any]) -> int:
     """A method's table entry with `.options(num_returns=, _generator_backpressure_num_objects=)`."""
-    n, generator = method_mode(code)
-    num_returns: Any = n
-    backpressure = None
-    if generator is not None and generator[0] == GENERATOR_STREAMING:
-        num_returns, backpressure = "streaming", generator[1]
-    elif generator is not None and generator[0] == GENERATOR_DYNAMIC:
-        num_returns = "dynamic"
+    num_returns, backpressure = options_of(code)
     num_returns = options.get("num_returns", num_returns)
     if num_returns is not None:
         check_num_returns(num_returns)
     backpressure = options.get("_generator_backpressure_num_objects", backpressure)
     check_backpressure(backpressure)
-    return method_code(*generator_mode(generator is not None, num_returns, backpressure))
+    is_generator = code < 0  # (a generator method's code: method_code)
+    return method_code(*generator_mode(is_generator, num_returns, backpressure))

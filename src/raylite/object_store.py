@@ -493,7 +493,7 @@ def load_segment(object_id: bytes, mm: Any) -> Any:
     """The value of a segment's bytes (a mapping of its file): zero-copy views on `mm`,
     read-only."""
     view = memoryview(mm)
-    if not view.readonly:  # a ctypes array over a writable mapping (_read_written)
+    if not view.readonly:  # a ctypes array over a writable mapping (_get_written)
         view = view.cast("B").toreadonly()
     magic, meta_len, nbuf = _HEAD.unpack_from(view, 0)
     if magic != MAGIC:

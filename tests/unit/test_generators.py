@@ -13,7 +13,7 @@ from raylite.core.generators import (
     Stream,
     item_id,
 )
-from raylite.core.return_modes import generator_mode, method_code, method_mode
+from raylite.core.return_modes import generator_mode, method_code, method_mode, options_of
 from raylite.object_ref import ObjectRef, new_id
 
 
@@ -163,3 +163,21 @@ def test_streaming_needs_a_generator_function():
         generator_mode(False, "streaming", None)
     with pytest.raises(ValueError, match="generator"):
         generator_mode(False, "dynamic", None)
+
+
+@pytest.mark.parametrize(
+    ("is_generator", "num_returns", "backpressure", "options"),
+    [
+        (False, 2, None, (2, None)),
+        (True, None, None, ("streaming", None)),
+        (True, "streaming", 5, ("streaming", 5)),
+        (True, "dynamic", None, ("dynamic", None)),
+        (True, 3, None, (3, None)),
+    ],
+)
+def test_a_method_code_gives_back_the_options_it_was_made_from(
+    is_generator, num_returns, backpressure, options
+):
+    code = method_code(*generator_mode(is_generator, num_returns, backpressure))
+    assert options_of(code) == options
+    assert method_code(*generator_mode(is_generator, *options)) == code

@@ -3,9 +3,10 @@
 Owns the generator modes (PushTask.generator on the wire: protocol.py re-exports
 them), the check of num_returns and of the backpressure option, the mode a function
 or method is submitted with (generator_mode), and the code a method has in its
-class's method table (method_code, method_mode). Pure, and imports nothing of
-raylite: `@ray.remote` before `init()` reaches it without loading the wire protocol,
-so driver_start can start the node while the driver's modules load.
+class's method table (method_code, method_mode; options_of: the options it stands
+for). Pure, and imports nothing of raylite: `@ray.remote` before `init()` reaches it
+without loading the wire protocol, so driver_start can start the node while the
+driver's modules load.
 """
 
 from __future__ import annotations
@@ -100,3 +101,14 @@ def method_mode(code: int) -> tuple[int, tuple[int, int] | None]:
     if mode == GENERATOR_FIXED:
         return n, (mode, -1)
     return 1, (mode, n if n > 0 else -1)
+
+
+def options_of(code: int) -> tuple[Any, int | None]:
+    """(num_returns, _generator_backpressure_num_objects) options that a method table
+    entry stands for: generator_mode's inverse (backpressure None: none)."""
+    n, generator = method_mode(code)
+    if generator is None or generator[0] == GENERATOR_FIXED:
+        return n, None
+    if generator[0] == GENERATOR_DYNAMIC:
+        return "dynamic", None
+    return "streaming", generator[1] if generator[1] > 0 else None
