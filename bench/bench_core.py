@@ -99,6 +99,11 @@ METRICS = [
     # The first get of a 100 MB object in a task (the driver put it): where a program's
     # big objects are read, and without the driver's cache-filling copy just before.
     Metric("get_100mb_task_ms", "get", "ms", "lower", "raylite <= 0.05 ms", "raylite", 0.05001),
+    # A task that gets a 100 MB array the driver has just put and reads all of it (sum),
+    # the driver's put and the task's result included: what a program that hands big
+    # arrays to tasks waits per array (the reader's page faults on a fresh mapping, or
+    # none on one it kept: object_store's idle mappings).
+    Metric("put_task_sum_100mb_ms", "get", "ms", "lower", "(reference)", "raylite", float("inf")),
     # The machine's floor under the three (bench/get_floor.py, no engine): the bare open,
     # mmap and np.frombuffer of a first get right after the same 100 MB copy, in this
     # process and in another; and frombuffer alone on a mapping made before the copy.
@@ -419,7 +424,20 @@ def work_get(engine: str, quick: bool) -> None:
     for _ in range(3 if quick else 5):
         # A fresh object each time, first read in the task (it was never mapped there).
         task_gets.append(ray.get(timed_get.remote([ray.put(array)], *check)))
+
+    @ray.remote
+    def total(boxed: list) -> float:
+        return float(ray.get(boxed[0]).sum())
+
+    expected = float(array.sum())
+    sums = []
+    for _ in range(4 if quick else 10):
+        start = time.perf_counter()
+        if ray.get(total.remote([ray.put(array)])) != expected:
+            raise AssertionError("the task summed a different array")
+        sums.append((time.perf_counter() - start) * 1000)
     ray.shutdown()
+    emit("put_task_sum_100mb_ms", statistics.median(sums), ms=[round(t, 2) for t in sums])
     emit("get_100mb_ms", statistics.median(first_gets), ms=[round(t, 3) for t in first_gets])
     emit("get_100mb_task_ms", statistics.median(task_gets), ms=[round(t, 3) for t in task_gets])
     emit(

@@ -115,6 +115,10 @@ class Config:
     # files (a put looks through them for one of its size).
     warm_max_bytes: int = 1 << 30
     warm_max_files: int = 32
+    # Read-only mappings of freed large segments' files a process keeps (at most), for
+    # when the file is recycled for an object it reads: that get maps nothing, and the
+    # reader takes no page faults (0: a mapping goes with the last view of its object).
+    idle_mappings: int = 4
     # Segments copied to the spill dir at once (threads).
     spill_threads: int = 4
     # When the store is full, spill this much more than the new object needs (at most

@@ -469,3 +469,115 @@ def test_a_mapping_a_put_writes_through_is_not_evicted_by_other_puts_meanwhile(s
         assert store._wcache[key] == (wfd, mm)  # back, most recently used
     finally:
         os.close(fd)
+
+
+def _region_of(store, oid):
+    """The idle-able mapping (object_store._Region's mmap) under a large object's views."""
+    carrier = store.mappings.lookup(oid)
+    assert isinstance(carrier, np.ndarray), "a large segment is read through a region"
+    return carrier.base.obj
+
+
+def test_a_large_segments_mapping_stays_idle_and_serves_the_next_object_in_its_file(store):
+    """The node manager recycles a freed file for a later object of its size: a process
+    that read the first reads the second through the same mapping (no mmap, no faults)."""
+    events = []
+    store.on_mapped = lambda oid, pinned: events.append(("mapped", oid))
+    store.on_unmapped = lambda oid: events.append(("unmapped", oid))
+    first = new_id()
+    store.put(first, serialize(np.full(200_000, 1.0)))
+    value = store.get(first, pin=True)
+    region = _region_of(store, first)
+    del value
+    gc.collect()
+    assert not store.mapped(first)  # no view: unmapped for the node, the mapping idle
+    assert events == [("mapped", first), ("unmapped", first)]
+    assert readers(store.path(first)) == 0  # its pin went with the views
+    assert [r.mm for r in store._idle.values()] == [region]
+    # Freed and recycled: the node manager renames the file, a put fills it again.
+    warm = os.path.join(store.directory, ".warm-1")
+    os.rename(store.path(first), warm)
+    second = new_id()
+    store.put(second, serialize(np.full(200_000, 2.0)), prealloc=warm)
+    again = store.get(second, pin=True)
+    assert _region_of(store, second) is region
+    assert float(again.min()) == float(again.max()) == 2.0
+    assert not store._idle  # in use again
+    assert events[-1] == ("mapped", second)
+
+
+def test_an_idle_mapping_of_a_file_that_is_gone_is_closed(store):
+    """Idle mappings would keep a deleted file's memory: they are closed at the next
+    mapping or release, and one whose file went while viewed is not kept at all."""
+    oids = [new_id() for _ in range(3)]
+    for i, oid in enumerate(oids):
+        store.put(oid, serialize(np.full(100_000, float(i))))
+    store.get(oids[0])
+    gc.collect()
+    (idle,) = store._idle.values()
+    store.delete(oids[0])  # not truncated: as if a view might live
+    view = store.get(oids[1])  # a miss: the look for gone files closes the idle one
+    assert idle.mm.closed
+    assert idle.fd == -1
+    assert not store._idle
+    store.delete(oids[1])  # deleted while viewed: the view keeps reading it
+    assert view[99_999] == 1.0
+    del view
+    gc.collect()
+    assert not store._idle  # its file is gone: not kept
+    store.get(oids[2])
+    gc.collect()
+    assert len(store._idle) == 1
+
+
+def test_deleting_an_unmapped_segment_takes_its_memory_from_idle_mappings(store):
+    """Delete.unmapped (no view lives anywhere): truncated before it is unlinked, so an
+    idle mapping elsewhere holds none of its pages. A pinned one is not truncated."""
+    oid = new_id()
+    store.put(oid, serialize(np.full(100_000, 3.0)))
+    store.get(oid, pin=True)
+    gc.collect()
+    (idle,) = store._idle.values()
+    kept = new_id()
+    store.put(kept, serialize(np.full(100_000, 4.0)))
+    view = store.get(kept, pin=True)
+    fd = os.open(store.path(kept), os.O_RDONLY)
+    try:
+        store.delete(kept, unmapped=True)  # a reader's pin says otherwise: left whole
+        assert os.fstat(fd).st_size > 0
+    finally:
+        os.close(fd)
+    assert view[99_999] == 4.0
+    store.delete(oid, unmapped=True)
+    assert os.fstat(idle.fd).st_size == 0  # its pages are given back
+
+
+def test_a_release_in_a_thread_holding_the_idle_lock_is_queued(store):
+    """A view may go (the collector) in a thread that holds the idle lock: its mapping
+    is queued, and joins the idle ones at the next look."""
+    oid = new_id()
+    store.put(oid, serialize(np.ones(100_000)))
+    value = store.get(oid)
+    with store._ilock:
+        del value
+        gc.collect()
+        assert len(store._released) == 1
+        assert not store._idle
+    other = new_id()
+    store.put(other, serialize(np.ones(100_000)))
+    held = store.get(other)  # settles the queue
+    assert not store._released
+    assert len(store._idle) == 1
+    assert held[0] == 1.0
+
+
+def test_idle_mappings_are_at_most_config_idle_mappings(store, monkeypatch):
+    monkeypatch.setattr("raylite.object_store.IDLE_ENTRIES", 2)
+    oids = [new_id() for _ in range(4)]
+    for oid in oids:
+        store.put(oid, serialize(np.ones(100_000)))
+        store.get(oid)
+        gc.collect()
+    assert len(store._idle) == 2
+    store.close()
+    assert not store._idle

@@ -95,6 +95,22 @@ def test_a_mapped_segment_may_be_spilled_but_is_not_recycled():
     assert b.freed(b"b") == [Delete(b"b")]  # a reader still maps its memory
 
 
+def test_a_freed_unmapped_segment_in_memory_is_deleted_with_its_memory_taken_back():
+    """Delete.unmapped: the shell truncates the file first (object_store.release_memory),
+    so processes' idle mappings of it do not keep its pages. Not when a view may live
+    (mapped), nor for a spilled copy (a disk file: no memory)."""
+    b = book(warm_max_bytes=0)
+    put(b, b"a", 10 * MiB)
+    assert b.freed(b"a") == [Delete(b"a", True)]
+    put(b, b"b", 10 * MiB)
+    b.mapped(b"b")
+    assert b.freed(b"b") == [Delete(b"b", False)]
+    put(b, b"c", 10 * MiB)
+    b.mapped(b"c")
+    b.unmapped(b"c")
+    assert b.freed(b"c") == [Delete(b"c", True)]
+
+
 def test_too_large_for_memory_and_disk_is_refused_too_large_for_memory_lives_on_disk():
     b = book(max_spill=50 * MiB)
     (refused,) = b.reserve(b"x", 151 * MiB, "owner", disk_free=DISK, warm=False)
@@ -134,14 +150,28 @@ def test_a_freed_segment_is_kept_warm_and_reused_by_a_put_of_its_size():
     assert b.warm_bytes == 0
 
 
+def test_the_most_recently_freed_warm_file_is_taken_first():
+    """Processes keep mappings of the last few files they wrote or read; the oldest
+    first would cycle through all the warm files of a size and miss them all."""
+    b = book()
+    for oid in (b"a", b"b", b"c"):
+        put(b, oid, 10 * MiB)
+    for oid in (b"a", b"b", b"c"):
+        b.freed(oid)
+    assert put(b, b"d", 10 * MiB, warm=True)[-1].prealloc == "/store/.warm-3"
+    assert b.freed(b"d") == [Recycle(b"d", "/store/.warm-4")]
+    assert put(b, b"e", 10 * MiB, warm=True)[-1].prealloc == "/store/.warm-4"
+    assert put(b, b"f", 10 * MiB, warm=True)[-1].prealloc == "/store/.warm-2"
+
+
 def test_warm_limits():
     b = book(warm_max_bytes=15 * MiB)
     put(b, b"tiny", 1 * MiB)
-    assert b.freed(b"tiny") == [Delete(b"tiny")]  # under warm_min: deleted
+    assert b.freed(b"tiny") == [Delete(b"tiny", True)]  # under warm_min: deleted
     for oid in (b"a", b"b"):
         put(b, oid, 10 * MiB)
     assert isinstance(b.freed(b"a")[0], Recycle)
-    assert b.freed(b"b") == [Delete(b"b")]  # over warm_max
+    assert b.freed(b"b") == [Delete(b"b", True)]  # over warm_max
     assert b.warm_bytes == 10 * MiB
 
 
@@ -151,7 +181,7 @@ def test_warm_files_are_at_most_warm_max_files():
         put(b, oid, 9 * MiB)
     assert isinstance(b.freed(b"a")[0], Recycle)
     assert isinstance(b.freed(b"b")[0], Recycle)
-    assert b.freed(b"c") == [Delete(b"c")]  # two are kept already
+    assert b.freed(b"c") == [Delete(b"c", True)]  # two are kept already
     assert len(b.warm) == 2
 
 
@@ -179,7 +209,7 @@ def test_recycle_failed_deletes_and_forgets_the_warm_file():
     b = book()
     put(b, b"a", 10 * MiB)
     b.freed(b"a")
-    assert b.recycle_failed(b"a", "/store/.warm-1") == [Delete(b"a")]
+    assert b.recycle_failed(b"a", "/store/.warm-1") == [Delete(b"a", True)]
     assert b.warm == []
     assert b.warm_bytes == 0
 
@@ -188,7 +218,7 @@ def test_freed_with_copies_elsewhere_frees_them_and_unknown_is_deleted():
     b = book()
     put(b, b"a", 1 * MiB)
     b.segments[b"a"].copies.add("tcp:other:1")
-    assert b.freed(b"a") == [FreeCopies(b"a", ("tcp:other:1",)), Delete(b"a")]
+    assert b.freed(b"a") == [FreeCopies(b"a", ("tcp:other:1",)), Delete(b"a", True)]
     assert b.freed(b"unknown") == [Delete(b"unknown")]
 
 

@@ -59,8 +59,6 @@ class _Gate:
         return False
 
 
-# A borrowed object found in this node's store (_in_local_store): no size, no holder.
-_HERE = P.StoredAt(0, "")
 _FINAL = frozenset((P.INLINE, P.IN_STORE, P.ERROR))  # kinds of a value that is there
 
 
@@ -164,17 +162,15 @@ class BlockingMixin:
             return entry.kind, entry.data
 
     def _in_local_store(self, ref: ObjectRef) -> tuple[int, Any] | None:
-        """(kind, data) of a borrowed ref whose object is sealed in this node's store:
-        read there, without asking its owner (as Ray's plasma does). Safe because the
-        reader holds the ref (its owner keeps the object while a borrower does) and a
-        segment's file is there only once sealed; a file that goes before it is mapped
-        sends the read to the owner after all (_value_or_rebuild)."""
+        """(IN_STORE, its mapping) of a borrowed ref whose object is sealed in this
+        node's store: read there, without asking its owner (as Ray's plasma does). Safe
+        because the reader holds the ref (its owner keeps the object while a borrower
+        does) and a segment's file is there only once sealed. Mapped (and pinned) now:
+        the file cannot go between this look and the read."""
         if type(ref) is not ObjectRef or ref.owner == self.address or not ref.owner:
             return None
-        oid = ref.id
-        if self.store.mapped(oid) or self.store.contains(oid):
-            return P.IN_STORE, _HERE
-        return None
+        mm = self.store.map_here(ref.id)
+        return (P.IN_STORE, mm) if mm is not None else None
 
     def _value_or_rebuild(
         self, ref: ObjectRef, result: tuple[int, Any], timeout: float | None
@@ -188,7 +184,7 @@ class BlockingMixin:
             try:
                 return self._value(ref.id, *result)
             except ObjectLostError:
-                if result[1] is _HERE:  # gone from the store meanwhile: ask the owner
+                if type(result[1]) is not P.StoredAt:  # read here (a mapping): ask the owner
                     result = self.get_raw(ref, timeout)
                     continue
                 if ref.owner != self.address or result[0] != P.IN_STORE:

@@ -54,7 +54,7 @@ from ..exceptions import (
     RayTaskError,
 )
 from ..object_ref import ObjectRef, new_id
-from ..object_store import ObjectStore
+from ..object_store import ObjectStore, load_segment
 from ..serialization import SerializedValue, dumps_inline, loads_inline, plain_pickle, serialize
 from ..transport import Connection, Listener
 from ..transport_lead import Doorbell, LeadableConnection
@@ -636,6 +636,8 @@ class CoreWorker(
         if kind == P.INLINE:
             return loads_inline(data)
         if kind == P.IN_STORE:
+            if type(data) is not P.StoredAt:  # mapped here already (_in_local_store)
+                return load_segment(oid, data)
             holder = data.node
             if (
                 holder

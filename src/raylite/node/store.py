@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import CONFIG, RESOURCE_UNIT
-from ..object_store import ObjectStore, readers
+from ..object_store import ObjectStore, readers, release_memory
 from ..transport_async import AsyncConnection
 from .statistics import SegmentStat, StoreStat
 from .store_book import (
@@ -107,7 +107,7 @@ class StoreMixin:
         """The actions that need no waiting (not Spill, Admit or Refuse: make_room's)."""
         for action in actions:
             if isinstance(action, Delete):
-                self.store.delete(action.oid)
+                self.store.delete(action.oid, action.unmapped)
             elif isinstance(action, Recycle):
                 try:
                     os.rename(self.store.path(action.oid), action.path)
@@ -123,6 +123,7 @@ class StoreMixin:
                     self.spawn(self.tell_node(address, P.FreeObject(action.oid)))
             elif isinstance(action, Unlink):
                 for path in action.paths:
+                    release_memory(path)  # (processes may keep idle mappings of it)
                     with contextlib.suppress(OSError):
                         os.unlink(path)
             elif isinstance(action, Prefetch):

@@ -75,9 +75,12 @@ class Admit(msgspec.Struct, frozen=True):
 
 
 class Delete(msgspec.Struct, frozen=True):
-    """Delete the object's file (in memory or spilled)."""
+    """Delete the object's file (in memory or spilled). `unmapped`: in memory, and no
+    view of it lives (as for Recycle): its memory may be taken back from processes that
+    keep an idle mapping of the file (object_store: ObjectStore._idle)."""
 
     oid: bytes
+    unmapped: bool = False
 
 
 class Recycle(msgspec.Struct, frozen=True):
@@ -212,7 +215,7 @@ class StoreBook:
                 self.warm_bytes += seg.size
                 actions.append(Recycle(oid, path))
                 return actions
-        actions.append(Delete(oid))
+        actions.append(Delete(oid, not seg.spilled and seg.mapped <= 0))
         return actions
 
     def recycle_failed(self, oid: bytes, path: str) -> list[StoreAction]:
@@ -222,7 +225,7 @@ class StoreBook:
                 del self.warm[i]
                 self.warm_bytes -= n
                 break
-        return [Delete(oid)]
+        return [Delete(oid, True)]  # (unmapped, as Recycle was)
 
     def mapped(self, oid: bytes) -> None:
         """A reader mapped the object: its memory is not reused, it is spilled last."""
@@ -270,8 +273,12 @@ class StoreBook:
 
     # --------------------------------------------------------------- internals
     def _take_warm(self, size: int) -> str:
-        """A warm file that fits `size` with little waste, or ""."""
-        for i, (path, n) in enumerate(self.warm):
+        """A warm file that fits `size` with little waste, or "". The most recently
+        freed first: processes keep mappings of the last few files they wrote or read
+        (object_store: _wcache, _idle), which taking the oldest would always miss once
+        a size has more warm files than those keep."""
+        for i in range(len(self.warm) - 1, -1, -1):
+            path, n = self.warm[i]
             if size <= n <= size + size // 4:
                 del self.warm[i]
                 self.warm_bytes -= n
