@@ -104,6 +104,8 @@ METRICS = [
     # arrays to tasks waits per array (the reader's page faults on a fresh mapping, or
     # none on one it kept: object_store's idle mappings).
     Metric("put_task_sum_100mb_ms", "get", "ms", "lower", "(reference)", "raylite", float("inf")),
+    # A put of a 100 MB array (the first, into a fresh file, left out of the median).
+    Metric("put_100mb_ms", "get", "ms", "lower", "(reference)", "raylite", float("inf")),
     # The machine's floor under the three (bench/get_floor.py, no engine): the bare open,
     # mmap and np.frombuffer of a first get right after the same 100 MB copy, in this
     # process and in another; and frombuffer alone on a mapping made before the copy.
@@ -388,10 +390,13 @@ def work_get(engine: str, quick: bool) -> None:
     engine_init(ray, num_cpus=2)
     array = np.random.default_rng(0).random(100 * MB // 8)  # 100 MB of float64
     first_gets = []
+    puts = []
     for _ in range(3 if quick else 5):
         # A fresh object each time, so each get is the first get of an object that
         # is in the store (no per-process cache of an earlier get can help).
+        start = time.perf_counter()
         ref = ray.put(array)
+        puts.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
         value = ray.get(ref)
         first_gets.append((time.perf_counter() - start) * 1000)
@@ -438,6 +443,7 @@ def work_get(engine: str, quick: bool) -> None:
         sums.append((time.perf_counter() - start) * 1000)
     ray.shutdown()
     emit("put_task_sum_100mb_ms", statistics.median(sums), ms=[round(t, 2) for t in sums])
+    emit("put_100mb_ms", statistics.median(puts[1:]), ms=[round(t, 2) for t in puts])
     emit("get_100mb_ms", statistics.median(first_gets), ms=[round(t, 3) for t in first_gets])
     emit("get_100mb_task_ms", statistics.median(task_gets), ms=[round(t, 3) for t in task_gets])
     emit(

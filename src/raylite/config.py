@@ -119,6 +119,9 @@ class Config:
     # when the file is recycled for an object it reads: that get maps nothing, and the
     # reader takes no page faults (0: a mapping goes with the last view of its object).
     idle_mappings: int = 4
+    # Threads that copy a large buffer (8 MB or more) into the store on a put, this one
+    # included (0: this process's CPUs, at most 4; 1: no other thread).
+    put_copy_threads: int = 0
     # Segments copied to the spill dir at once (threads).
     spill_threads: int = 4
     # When the store is full, spill this much more than the new object needs (at most

@@ -233,8 +233,8 @@ class ObjectStore:
                 # object was freed and unmapped everywhere): a plain memcpy.
                 mm[: len(header)] = header
                 mm[meta_off : meta_off + len(meta)] = meta
-                for (off, n), b in zip(entries, buffers, strict=True):
-                    mm[off : off + n] = b.cast("B") if b.format != "B" or b.ndim != 1 else b
+                for (off, _), b in zip(entries, buffers, strict=True):
+                    _copy_into(mm, off, b.cast("B") if b.format != "B" or b.ndim != 1 else b)
             else:
                 os.ftruncate(fd, total)
                 os.pwrite(fd, bytes(header), 0)
@@ -329,6 +329,8 @@ class ObjectStore:
             self._settle_idle()
             while self._idle:
                 self._idle.pop(next(iter(self._idle))).close()
+        if _POOL:  # the copy threads stop with the session (made again if needed)
+            _POOL.pop().shutdown(wait=True)
         if self._pins_pid == os.getpid():  # the session is over: no reuse will follow
             shutil.rmtree(self._pins_dir, ignore_errors=True)
             self._pins_pid = 0
@@ -717,6 +719,56 @@ def _copy_to_disk(src: str, dst: str) -> None:
                     view.release()
     finally:
         os.close(out)
+
+
+def _copy_into(mm: mmap.mmap, offset: int, b: memoryview) -> None:
+    """Copy the bytes `b` into the mapping at `offset`: a large buffer in parallel
+    pieces (numpy's copy, which lets go of the GIL), one in this thread and the others
+    in the copy threads. One core does not reach the memory's bandwidth: 100 MB took
+    12.6 ms in one thread here and 7.6 ms in two."""
+    n = b.nbytes
+    np = sys.modules.get("numpy")
+    threads = copy_threads()
+    if np is None or threads < 2 or n < PARALLEL_COPY_BYTES:
+        mm[offset : offset + n] = b
+        return
+    dst = np.frombuffer(mm, np.uint8, n, offset)
+    src = np.frombuffer(b, np.uint8)
+    step = (n // threads + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+    pool = _copy_pool(threads - 1)
+    others = [
+        pool.submit(np.copyto, dst[start : start + step], src[start : start + step])
+        for start in range(step, n, step)
+    ]
+    try:
+        np.copyto(dst[:step], src[:step])
+    finally:
+        for piece in others:
+            piece.result()
+
+
+PARALLEL_COPY_BYTES = 8 << 20
+_POOL: list[Any] = []  # [the copy threads' executor] once made (not in a forked child)
+
+
+def copy_threads() -> int:
+    """How many threads copy a large buffer into a segment: config put_copy_threads, or
+    (0) this process's CPUs, at most 4."""
+    if CONFIG.put_copy_threads:
+        return int(CONFIG.put_copy_threads)
+    return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def _copy_pool(workers: int) -> Any:
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(workers, thread_name_prefix="raylite-copy"))
+    return _POOL[0]
+
+
+if hasattr(os, "register_at_fork"):  # a child has none of its parent's threads
+    os.register_at_fork(after_in_child=_POOL.clear)
 
 
 def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:

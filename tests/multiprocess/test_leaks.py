@@ -137,6 +137,8 @@ def test_shutdown_joins_its_threads(clean_start):
     threads_before = set(threading.enumerate())
     ray.init(num_cpus=1)
     assert ray.get(square.remote(3)) == 9
+    for _ in range(2):  # the second into a recycled file: copied by threads (object_store)
+        assert ray.get(ray.put(np.ones(16 << 20, dtype=np.uint8)))[-1] == 1
     ray.shutdown()
     wait_for(
         lambda: set(threading.enumerate()) <= threads_before,

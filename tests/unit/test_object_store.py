@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import mmap
 import os
+import sys
 import threading
 
 import numpy as np
@@ -581,3 +582,60 @@ def test_idle_mappings_are_at_most_config_idle_mappings(store, monkeypatch):
     assert len(store._idle) == 2
     store.close()
     assert not store._idle
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_large_buffer_is_copied_in_parallel_pieces_exactly(store, monkeypatch, threads):
+    """A put into a recycled file copies a large buffer in pieces, one a thread: every
+    byte lands where it belongs, at the pieces' edges too (a size no page divides)."""
+    import raylite.object_store as object_store
+
+    monkeypatch.setattr(object_store, "copy_threads", lambda: threads)
+    made = []
+    real_pool = object_store._copy_pool
+    monkeypatch.setattr(object_store, "_copy_pool", lambda n: made.append(n) or real_pool(n))
+    n = object_store.PARALLEL_COPY_BYTES + 12_345
+    data = np.random.default_rng(1).integers(0, 255, n, dtype=np.uint8)
+    oid = new_id()
+    store.put(oid, serialize(data), prealloc=_recycled(store, n))
+    assert made == [threads - 1]  # the copy threads were used
+    np.testing.assert_array_equal(store.get(oid), data)
+
+
+def test_without_numpy_a_large_buffer_is_copied_in_one_piece(store, monkeypatch):
+    import raylite.object_store as object_store
+
+    n = object_store.PARALLEL_COPY_BYTES + 1
+    value = serialize(np.full(n, 7, dtype=np.uint8))
+    warm = _recycled(store, n)
+    monkeypatch.setattr(object_store, "_copy_pool", lambda n: pytest.fail("a thread copied"))
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    oid = new_id()
+    store.put(oid, value, prealloc=warm)
+    monkeypatch.undo()
+    assert store.get(oid)[n - 1] == 7
+
+
+def test_a_forked_child_copies_with_threads_of_its_own(store):
+    """The copy threads are the parent's: a child makes its own."""
+    import raylite.object_store as object_store
+
+    if object_store.copy_threads() < 2:
+        pytest.skip("one CPU: no copy threads")
+    n = object_store.PARALLEL_COPY_BYTES * 2
+    store.put(new_id(), serialize(np.ones(n, dtype=np.uint8)), prealloc=_recycled(store, n))
+    assert object_store._POOL  # made in this process
+    oid = new_id()
+    warm = _recycled(store, n)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            store.put(oid, serialize(np.full(n, 5, dtype=np.uint8)), prealloc=warm)
+            code = 0 if object_store._POOL else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    value = store.get(oid)
+    assert (int(value[0]), int(value[-1])) == (5, 5)
