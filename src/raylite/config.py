@@ -119,6 +119,9 @@ class Config:
     # when the file is recycled for an object it reads: that get maps nothing, and the
     # reader takes no page faults (0: a mapping goes with the last view of its object).
     idle_mappings: int = 4
+    # ... and the bytes they map, at most: a file spilled or deleted while a process
+    # keeps it idle keeps its memory until that process next maps or lets go of one.
+    idle_mapping_bytes: int = 256 << 20
     # Threads that copy a large buffer (8 MB or more) into the store on a put, this one
     # included (0: this process's CPUs, at most 4; 1: no other thread).
     put_copy_threads: int = 0

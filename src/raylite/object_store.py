@@ -65,7 +65,15 @@ WRITE_CACHE_ENTRIES = 4
 # (ObjectStore._idle), and the least size that is kept: that of a recycled file.
 IDLE_ENTRIES = CONFIG.idle_mappings
 IDLE_MIN_BYTES = CONFIG.warm_min_bytes
+# What idle mappings may hold at most (of files that went since, until this process next
+# maps or lets go of a large segment: a file spilled under them, see _settle_idle).
+IDLE_MAX_BYTES = CONFIG.idle_mapping_bytes
 PINS_PREFIX = ".pins-"  # + a reader's pid: the directory of its pins
+# This process's pid, kept up to date across forks: os.getpid() is a system call (glibc
+# caches it no more), and a get would make one or two.
+_PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 def _align(n: int) -> int:
@@ -108,7 +116,7 @@ class Mappings:
         `pin`: the link that pins the segment while `mm` lives (removed with it).
         `release`: called when it goes, after the pin (the store's idle mappings)."""
         maps = self._maps
-        pid = os.getpid()
+        pid = _PID[0]
 
         def gone(wr: weakref.ref[mmap.mmap], object_id: bytes = object_id) -> None:
             with self._lock:
@@ -116,7 +124,7 @@ class Mappings:
                     del maps[object_id]
             # A syscall: safe wherever the collector runs this. Not in a child
             # forked meanwhile (its copy of the view going is not the parent's).
-            if pin and os.getpid() == pid:
+            if pin and _PID[0] == pid:
                 _unlink(pin)
             if release is not None:
                 release()
@@ -216,7 +224,7 @@ class ObjectStore:
         meta, buffers = value.meta, value.buffers
         header, meta_off, entries, total = _layout(value)
         final = self.path(object_id, directory)
-        tmp = f"{final}.{os.getpid()}.tmp"
+        tmp = f"{final}.{_PID[0]}.tmp"
         self._written.pop(object_id, None)  # (an object rebuilt: its earlier copy)
         if prealloc:
             try:
@@ -331,7 +339,7 @@ class ObjectStore:
                 self._idle.pop(next(iter(self._idle))).close()
         if _POOL:  # the copy threads stop with the session (made again if needed)
             _POOL.pop().shutdown(wait=True)
-        if self._pins_pid == os.getpid():  # the session is over: no reuse will follow
+        if self._pins_pid == _PID[0]:  # the session is over: no reuse will follow
             shutil.rmtree(self._pins_dir, ignore_errors=True)
             self._pins_pid = 0
 
@@ -377,7 +385,7 @@ class ObjectStore:
     def _pin(self, object_id: bytes) -> str | None:
         """A new link to the segment in this process's pins directory (None when the
         segment is not in memory, "" when links cannot be made here)."""
-        pid = os.getpid()
+        pid = _PID[0]
         if self._pins_pid != pid:
             self._pins_dir = pins_dir(self.directory, pid)
             with contextlib.suppress(FileExistsError):
@@ -491,7 +499,9 @@ class ObjectStore:
                 idle[region.key] = region
         for key in [k for k, r in idle.items() if not r.linked()]:
             idle.pop(key).close()
-        while len(idle) > IDLE_ENTRIES:
+        total = sum(len(r.mm) for r in idle.values())
+        while len(idle) > IDLE_ENTRIES or (idle and total > IDLE_MAX_BYTES):
+            total -= len(idle[next(iter(idle))].mm)
             idle.pop(next(iter(idle))).close()
 
     def _map_spilled(self, object_id: bytes) -> tuple[mmap.mmap, None] | None:

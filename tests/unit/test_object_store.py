@@ -584,6 +584,24 @@ def test_idle_mappings_are_at_most_config_idle_mappings(store, monkeypatch):
     assert not store._idle
 
 
+def test_idle_mappings_map_at_most_config_idle_mapping_bytes(store, monkeypatch):
+    """A bound on the memory of files gone under idle mappings: the oldest go first."""
+    monkeypatch.setattr("raylite.object_store.IDLE_MAX_BYTES", 2_000_000)
+    sizes = [800_000, 800_000, 800_000, 3_000_000]
+    oids = [new_id() for _ in sizes]
+    for oid, n in zip(oids, sizes, strict=True):
+        store.put(oid, serialize(np.ones(n // 8)))
+        store.get(oid)
+        gc.collect()
+        if n < 3_000_000:
+            assert sum(len(r.mm) for r in store._idle.values()) <= 2_000_000
+    assert not store._idle  # the last alone is over the bound
+    store.get(oids[0])
+    gc.collect()
+    (kept,) = store._idle.values()
+    assert len(kept.mm) < 2_000_000
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_a_large_buffer_is_copied_in_parallel_pieces_exactly(store, monkeypatch, threads):
     """A put into a recycled file copies a large buffer in pieces, one a thread: every
