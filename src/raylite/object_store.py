@@ -84,8 +84,9 @@ class Mappings:
     """This process's read-only mappings of segments: one per object while any view
     of it (a memoryview, a numpy array on it) lives.
 
-    A mapping is an mmap of the segment's file, or a ctypes array over the writable
-    mapping this process wrote the segment through (ObjectStore._written): either
+    A mapping is an mmap of the segment's file, a ctypes array over the writable
+    mapping this process wrote the segment through (ObjectStore._written), or a numpy
+    uint8 array over a large segment's region (ObjectStore._map_region): each
     exports the views, so a weak reference to it tells when the last view is gone;
     then `on_unmapped(id)` runs (in whichever thread dropped that view: it must only
     queue work). A value with no out-of-band buffers keeps no view, and its mapping
@@ -188,6 +189,7 @@ class ObjectStore:
         self._idle: dict[tuple[int, int], _Region] = {}
         self._released: collections.deque[_Region] = collections.deque()  # (_idle_put)
         self._ilock = threading.Lock()
+        _STORES.add(self)  # (its locks are made anew in a forked child)
         # Both, for puts from several threads of one process (joblib's backend puts from
         # its callbacks' threads): its iterations and evictions ran into each other.
         self._wlock = threading.Lock()
@@ -466,8 +468,10 @@ class ObjectStore:
         page faults. `key` names the file: a pin (or the owner's ref) keeps it the
         object's while it is read."""
         with self._ilock:
+            if self._released:
+                self._settle_idle()
             region = self._idle.pop(key, None)
-            if region is None or self._released:
+            if region is None:
                 self._settle_idle()  # (a miss: a look for idle mappings whose file went)
         if region is not None and len(region.mm) != size:  # (resized: not this mapping)
             region.close()
@@ -527,11 +531,20 @@ class ObjectStore:
         return mm, None
 
     def delete(self, object_id: bytes, unmapped: bool = False) -> None:
-        """Remove the segment's files. `unmapped`: no view of it lives anywhere (its
-        node knows), so if no reader pins it either, its memory is taken back first
-        from processes that keep an idle mapping of the file (release_memory)."""
-        if unmapped and self.directory and not readers(self.path(object_id)):
-            release_memory(self.path(object_id))
+        """Remove the segment's files. `unmapped`: no view of it lives anywhere its
+        node does not know of (its owner told of its own before it freed it), so if no
+        reader pins it either, its memory is taken back first from processes that keep
+        an idle mapping of the file (release_memory)."""
+        if unmapped and self.directory:
+            # Renamed first: no pin can be made after it, so none comes between the
+            # look for pins and the truncation (a reader's pin is a link of the name).
+            path = self.path(object_id)
+            doomed = f"{path}.{_PID[0]}.freed"
+            with contextlib.suppress(OSError):
+                os.rename(path, doomed)
+                if not readers(doomed):
+                    release_memory(doomed)
+                os.unlink(doomed)
         for directory in (self.directory, self.spill_dir):
             if directory is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -731,6 +744,18 @@ def _copy_to_disk(src: str, dst: str) -> None:
         os.close(out)
 
 
+_STORES: weakref.WeakSet[ObjectStore] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    """A child forked while another thread held a store's lock would wait for it
+    forever (that thread is not in the child)."""
+    for store in list(_STORES):
+        store._ilock = threading.Lock()
+        store._wlock = threading.Lock()
+        store.mappings._lock = threading.RLock()
+
+
 def _copy_into(mm: mmap.mmap, offset: int, b: memoryview) -> None:
     """Copy the bytes `b` into the mapping at `offset`: a large buffer in parallel
     pieces (numpy's copy, which lets go of the GIL), one in this thread and the others
@@ -744,12 +769,17 @@ def _copy_into(mm: mmap.mmap, offset: int, b: memoryview) -> None:
         return
     dst = np.frombuffer(mm, np.uint8, n, offset)
     src = np.frombuffer(b, np.uint8)
-    step = (n // threads + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+    step = (-(-n // threads) + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
     pool = _copy_pool(threads - 1)
-    others = [
-        pool.submit(np.copyto, dst[start : start + step], src[start : start + step])
-        for start in range(step, n, step)
-    ]
+    others = []
+    try:
+        for start in range(step, n, step):
+            others.append(
+                pool.submit(np.copyto, dst[start : start + step], src[start : start + step])
+            )
+    except RuntimeError:  # the threads were stopped meanwhile (a store closed)
+        taken = step * (len(others) + 1)
+        np.copyto(dst[taken:], src[taken:])
     try:
         np.copyto(dst[:step], src[:step])
     finally:
@@ -779,6 +809,7 @@ def _copy_pool(workers: int) -> Any:
 
 if hasattr(os, "register_at_fork"):  # a child has none of its parent's threads
     os.register_at_fork(after_in_child=_POOL.clear)
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:

@@ -895,3 +895,48 @@ def test_killing_the_head_process_alone_keeps_the_actors_on_its_machine(cluster,
     _wait_alive(cluster, 3)
     after = cluster.driver("h2", use)
     assert after == {**before, "n": 2, "_stdout": after["_stdout"]}  # same process, same state
+
+
+def test_a_departed_drivers_returns_on_another_node_are_freed(cluster):
+    """A task's return lives on the node whose worker wrote it, booked to its caller:
+    when the caller goes (a driver on another node exits), that node frees it, though
+    the worker that wrote it lives on."""
+    _three(cluster)
+    out = cluster.driver(
+        "h1",
+        """
+        import numpy as np
+        ray.init(address="auto", namespace="returns")
+
+        @ray.remote(resources={"h2": 1})
+        class Maker:
+            def make(self):
+                return np.ones(4_000_000)  # 32 MB, in h2's store
+
+            def used(self):
+                from raylite.util.state import store_stats
+                return store_stats()["used_bytes"]
+
+        maker = Maker.options(name="maker", lifetime="detached").remote()
+        before = ray.get(maker.used.remote())
+        ref = maker.make.remote()
+        assert ray.get(ref)[-1] == 1.0
+        print(json.dumps({"before": before, "held": ray.get(maker.used.remote())}))
+        ray.shutdown()
+        """,
+    )
+    assert out["held"] >= out["before"] + 32_000_000
+    out2 = cluster.driver(
+        "h1",
+        """
+        ray.init(address="auto", namespace="returns")
+        maker = ray.get_actor("maker")
+        deadline = time.monotonic() + 20
+        while ray.get(maker.used.remote()) > BEFORE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(json.dumps({"used": ray.get(maker.used.remote())}))
+        ray.kill(maker)
+        ray.shutdown()
+        """.replace("BEFORE", str(out["before"])),
+    )
+    assert out2["used"] <= out["before"], "the departed driver's return still holds h2's store"

@@ -194,3 +194,91 @@ def test_a_borrower_reads_the_next_object_in_a_recycled_file_through_the_same_ma
     # A fresh mapping takes a fault per few pages (the kernel maps up to 16 a fault).
     assert first[2] > pages // 32
     assert second[2] < pages // 128, (first, second)
+
+
+@ray.remote
+class Maker:
+    def make(self, value):
+        return np.full(N, value)
+
+
+def test_a_task_return_outlives_the_worker_that_wrote_it(engine):
+    """A task's return is its caller's object: the worker that wrote it dying (an actor
+    killed) frees nothing, and a later put of its size is not written into the memory
+    under the caller's view. It was: the node booked the segment to the writer, freed
+    it with the writer, and recycled its file for the next put."""
+    maker = Maker.remote()
+    ref = maker.make.remote(1.0)
+    view = ray.get(ref)
+    ray.kill(maker)
+    # The node frees a dead worker's objects before the actor's death is told.
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(maker.make.remote(2.0), timeout=20)
+    assert ref.hex() in _segments()
+    others = [ray.put(np.full(N, 9.0)) for _ in range(3)]
+    assert (float(view.min()), float(view.max())) == (1.0, 1.0)
+    assert float(ray.get(ref)[0]) == 1.0
+    del others
+
+
+AFTER_SHUTDOWN = """
+import sys
+import numpy as np
+import raylite as ray
+
+ray.init(address=sys.argv[1])
+
+@ray.remote
+def make():
+    return np.full(1 << 20, 2.0)  # 8 MB: a segment its caller owns
+
+view = ray.get(make.remote())
+ray.shutdown()  # the node frees what this driver owned; this view lives on
+ray.init(address=sys.argv[1])  # the same node: another driver's puts of its size
+refs = [ray.put(np.full(1 << 20, 9.0)) for _ in range(3)]
+print("SUM", float(view.sum()), flush=True)
+ray.shutdown()
+"""
+
+
+@pytest.mark.parametrize("warm_files", ["0", "32"])
+def test_a_drivers_view_outlives_its_shutdown_on_a_cluster(tmp_path, warm_files, no_engine):
+    """A driver's own views go untold (an owner's gets send nothing). When it leaves a
+    cluster's node, the node frees its objects but may not reuse (warm files: 32) or cut
+    (none kept: 0) the memory under views the process keeps after shutdown()."""
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAYLITE_TOKEN": "views", "TMPDIR": str(tmp_path)}
+    env["RAYLITE_WARM_MAX_FILES"] = warm_files
+    env.pop("RAYLITE_ADDRESS", None)
+    cmd = [sys.executable, "-m", "raylite.cli", "start", "--head", "--port", str(port)]
+    cmd += ["--num-cpus", "1", "--include-dashboard", "false", "--block"]
+    head = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert head.stdout is not None
+        match = re.search(r"started at (\S+) \(pid (\d+)\)", head.stdout.readline())
+        assert match
+        out = subprocess.run(
+            [sys.executable, "-c", AFTER_SHUTDOWN, match.group(1)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "SUM 2097152.0" in out.stdout, out.stdout
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait(10)

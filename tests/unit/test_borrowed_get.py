@@ -137,3 +137,40 @@ def test_a_borrow_not_told_yet_is_told_before_its_owner_is_asked(
     reader.join(10)
     assert box == [[7]]
     assert not cw.unregistered
+
+
+def test_an_error_the_owner_answers_is_asked_once(h: Harness, owner: Owner) -> None:  # noqa: F811
+    """Only a value mapped here and then unreadable is asked of the owner again; an
+    error the owner answers (its object lost) is raised at once."""
+    from raylite.exceptions import OwnerDiedError
+
+    raised: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            h.cw.get([ObjectRef(new_id(), OWNER)], timeout=5)
+        except OwnerDiedError as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=get)
+    reader.start()
+    assert owner.asked.wait(10)
+    _, answer = owner.take(P.GetObject)
+    answer(P.ObjectValue(P.ERROR, dumps_inline(OwnerDiedError("x", "its owner died"))))
+    reader.join(10)
+    assert len(raised) == 1
+    assert not owner.requests  # not asked again
+
+
+def test_a_remote_driver_gets_a_borrowed_ref_from_its_owner(h: Harness) -> None:  # noqa: F811
+    """A remote driver has no store on its machine (_NoStore): nothing is mapped here."""
+    from raylite.core.remote_driver import _NoStore
+
+    h.cw.store = _NoStore()
+    h.cw.peers[OWNER] = owner = Owner()
+    reader, box = _get_in_thread(h.cw, [ObjectRef(new_id(), OWNER)])
+    assert owner.asked.wait(10)
+    _, answer = owner.take(P.GetObject)
+    answer(P.ObjectValue(P.INLINE, dumps_inline("the value")))
+    reader.join(10)
+    assert box == [["the value"]]

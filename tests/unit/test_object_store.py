@@ -472,6 +472,29 @@ def test_a_mapping_a_put_writes_through_is_not_evicted_by_other_puts_meanwhile(s
         os.close(fd)
 
 
+def test_deleting_an_unmapped_segment_renames_it_before_it_looks_for_pins(store, monkeypatch):
+    """A pin made between the look for pins and the truncation would read a file cut to
+    nothing (SIGBUS): the file is renamed first, after which no pin can be made."""
+    import raylite.object_store as object_store
+
+    oid = new_id()
+    store.put(oid, serialize(np.full(100_000, 6.0)))
+    reader = ObjectStore(store.directory)
+    pinned = []
+    real_readers = object_store.readers
+
+    def readers_then_a_pin(path):
+        pinned.append(reader._pin(oid))  # a borrower pins just now
+        return real_readers(path)
+
+    monkeypatch.setattr(object_store, "readers", readers_then_a_pin)
+    store.delete(oid, unmapped=True)
+    monkeypatch.undo()
+    assert pinned == [None]  # the name was gone: no pin, so nothing can read it
+    assert not store.contains(oid)
+    assert not [n for n in os.listdir(store.directory) if n.endswith(".freed")]
+
+
 def _region_of(store, oid):
     """The idle-able mapping (object_store._Region's mmap) under a large object's views."""
     carrier = store.mappings.lookup(oid)

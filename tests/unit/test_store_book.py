@@ -150,6 +150,15 @@ def test_a_freed_segment_is_kept_warm_and_reused_by_a_put_of_its_size():
     assert b.warm_bytes == 0
 
 
+def test_an_owner_that_left_alive_has_its_segments_neither_recycled_nor_taken_back():
+    """A driver that disconnected may live on with views of its objects it never told
+    of (after shutdown()): their files are deleted as they are, not reused."""
+    b = book()
+    put(b, b"a", 10 * MiB)
+    assert b.freed(b"a", views_unknown=True) == [Delete(b"a", False)]
+    assert b.warm == []
+
+
 def test_the_most_recently_freed_warm_file_is_taken_first():
     """Processes keep mappings of the last few files they wrote or read; the oldest
     first would cycle through all the warm files of a size and miss them all."""

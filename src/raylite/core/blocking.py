@@ -184,7 +184,8 @@ class BlockingMixin:
             try:
                 return self._value(ref.id, *result)
             except ObjectLostError:
-                if type(result[1]) is not P.StoredAt:  # read here (a mapping): ask the owner
+                if result[0] == P.IN_STORE and type(result[1]) is not P.StoredAt:
+                    # mapped here (_in_local_store), and unreadable: ask the owner
                     result = self.get_raw(ref, timeout)
                     continue
                 if ref.owner != self.address or result[0] != P.IN_STORE:

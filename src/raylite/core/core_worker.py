@@ -431,13 +431,17 @@ class CoreWorker(
             self.objects[oid] = entry
         return ObjectRef(oid, self.address)
 
-    def store_serialized(self, oid: bytes, sv: Any, own: bool = False) -> tuple[int, Any]:
+    def store_serialized(
+        self, oid: bytes, sv: Any, own: bool = False, owner: str = ""
+    ) -> tuple[int, Any]:
         """(kind, data) for a value: inline bytes, or a segment the node manager made room
-        for. `own`: this process's put (ObjectStore.put: its first get reads it here)."""
+        for. `own`: this process's put (ObjectStore.put: its first get reads it here).
+        `owner`: whose object it is, if not this process's (a task's return: its
+        caller's, so the segment lives as long as the caller holds it, not the worker)."""
         if sv.size <= CONFIG.inline_threshold:
             return P.INLINE, sv.inline()
         size = self.store.segment_size(sv)
-        reply = self.nm.request(P.ReserveObject(oid, size, self.address), timeout=None)
+        reply = self.nm.request(P.ReserveObject(oid, size, owner or self.address), timeout=None)
         if isinstance(reply, P.Failed):
             raise ObjectStoreFullError(reply.reason)
         size = self.store.put(oid, sv, reply.directory, reply.prealloc, own=own)
@@ -450,10 +454,10 @@ class CoreWorker(
         value (None, a number, a str) holds none: its pickle needs no collecting."""
         meta = plain_pickle(value)
         if meta is not None:
-            kind, data = self.store_serialized(oid, SerializedValue(meta, []))
+            kind, data = self.store_serialized(oid, SerializedValue(meta, []), owner=caller)
             return P.TaskReturn(oid, kind, data, {})
         sv, refs = self.serialize_collecting(serialize, value)
-        kind, data = self.store_serialized(oid, sv)
+        kind, data = self.store_serialized(oid, sv, owner=caller)
         return P.TaskReturn(oid, kind, data, self.lend_to(refs, caller))
 
     def _complete(

@@ -52,6 +52,9 @@ class _NoStore:
     def mapped(self, object_id: bytes) -> bool:
         return False
 
+    def map_here(self, object_id: bytes) -> None:
+        return None  # nothing is here: a borrowed ref's value comes from its owner
+
     def get(self, object_id: bytes) -> Any:
         raise RaySystemError("a remote driver has no object store on its machine")
 
@@ -94,14 +97,17 @@ class RemoteCoreWorker(CoreWorker):
             ship_local_modules()
         return super().serialize_collecting(fn, value)
 
-    def store_serialized(self, oid: bytes, sv: Any, own: bool = False) -> tuple[int, Any]:
+    def store_serialized(
+        self, oid: bytes, sv: Any, own: bool = False, owner: str = ""
+    ) -> tuple[int, Any]:
         """Small values inline, as anywhere; a large one is streamed to the node's store
         in PUSH_CHUNK frames (never one message, never through the head). `own`: no
-        matter here (no store of this process's own to read it from)."""
+        matter here (no store of this process's own to read it from). `owner`: whose it
+        is, if not this process's."""
         if sv.size <= CONFIG.inline_threshold:
             return P.INLINE, sv.inline()
         total, pieces = segment_pieces(sv)
-        reply = self.nm.request(P.PushObject(oid, total, self.address), timeout=None)
+        reply = self.nm.request(P.PushObject(oid, total, owner or self.address), timeout=None)
         if isinstance(reply, P.Failed):
             if reply.code == P.FailCode.STORE_FULL:
                 raise ObjectStoreFullError(reply.reason)

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -87,6 +88,8 @@ class ClusterLinkMixin:
     others: dict[bytes, scheduling.NodeView]  # other live nodes, last view
     nm_peers: dict[str, AsyncConnection]  # other node managers, by address
     kept_actors: dict[bytes, Any]  # node/detached.py's connections to actors it started
+    store_book: Any  # store.py's StoreBook: segments a client that died owned
+    free_segment: Callable[..., None]
 
     def _init_cluster_link(
         self,
@@ -246,6 +249,11 @@ class ClusterLinkMixin:
             for driver in self.drivers:
                 driver.send(msg)
         elif isinstance(msg, P.ClientDied):
+            # Its segments here go too: task returns it owned, that a worker of this
+            # node wrote (its own node freed what it wrote there itself). It has no
+            # view of them here: readers on this node pin what they map.
+            for oid in self.store_book.owned_by(msg.address):
+                self.free_segment(oid)
             self.tell_clients(msg)
         elif isinstance(msg, P.NodeDied):
             self.others.pop(msg.node_id, None)

@@ -453,7 +453,8 @@ class NodeManager(
                 if self.pushes:
                     self.drop_pushes(conn)
                 for oid in self.store_book.owned_by(address):
-                    self.free_segment(oid)
+                    # Its process may live on, with views of them (after shutdown()).
+                    self.free_segment(oid, views_unknown=True)
                 self.tell_clients(P.ClientDied(address))
                 self.to_head(P.ClientDied(address))
         elif self.head is not None and peer is not None and not isinstance(peer, str):

@@ -250,8 +250,8 @@ class StoreMixin:
     def on_object_unmapped(self, conn: AsyncConnection, msg: P.ObjectUnmapped, rid: int) -> None:
         self.store_book.unmapped(msg.object_id)
 
-    def free_segment(self, oid: bytes) -> None:
-        self.run_store_actions(self.store_book.freed(oid))
+    def free_segment(self, oid: bytes, views_unknown: bool = False) -> None:
+        self.run_store_actions(self.store_book.freed(oid, views_unknown))
 
     def _store_stats(self, objects: bool) -> tuple[StoreStat, tuple[SegmentStat, ...] | None]:
         """The budget and counters, and the segments if `objects`, copied (for statistics)."""

@@ -19,7 +19,12 @@ freeing the object frees them too).
     restored(oid) ──▶ Prefetch(the next spilled segments, in LRU order)
 
 A mapped segment may still be spilled: a reader's mapping stays valid after its file
-moves (object_store.py). Nothing else pins a segment in memory. A borrower says
+moves (object_store.py). Nothing else pins a segment in memory, but a process's idle
+mapping of a large segment's file (object_store: ObjectStore._idle) keeps a spilled or
+deleted file's pages until that process next maps or lets go of a large segment (256
+MiB a process at most); a file deleted with no view anywhere is truncated first
+(Delete.unmapped), which takes them back. Segments are booked to their owner: a
+task's return to its caller, not to the worker that wrote it. A borrower says
 ObjectMapped when it maps a segment; its owner only when it frees it while it still
 maps it (core/refs.py: an owner's get sends nothing), so an owner's reads do not move
 a segment in the LRU order.
@@ -196,8 +201,11 @@ class StoreBook:
         self.spilled_total += 1
         return []
 
-    def freed(self, oid: bytes) -> list[StoreAction]:
-        """The owner freed the object (or died): its file goes, or is kept warm."""
+    def freed(self, oid: bytes, views_unknown: bool = False) -> list[StoreAction]:
+        """The owner freed the object (or died): its file goes, or is kept warm.
+        `views_unknown`: the owner left and may live on (a driver that disconnected),
+        with views of its objects it never told of (an owner's gets send nothing): the
+        file is neither reused nor its memory taken back under them."""
         seg = self.segments.pop(oid, None)
         if seg is None:
             return [Delete(oid)]
@@ -208,14 +216,15 @@ class StoreBook:
             self.spilled_bytes -= seg.size
         else:
             self.used_bytes -= seg.size
-            if seg.mapped <= 0 and seg.size >= self.warm_min and self._can_keep(seg.size):
+            unmapped = seg.mapped <= 0 and not views_unknown
+            if unmapped and seg.size >= self.warm_min and self._can_keep(seg.size):
                 self.warm_seq += 1
                 path = os.path.join(self.store_dir, f".warm-{self.warm_seq}")
                 self.warm.append((path, seg.size))
                 self.warm_bytes += seg.size
                 actions.append(Recycle(oid, path))
                 return actions
-        actions.append(Delete(oid, not seg.spilled and seg.mapped <= 0))
+        actions.append(Delete(oid, not seg.spilled and seg.mapped <= 0 and not views_unknown))
         return actions
 
     def recycle_failed(self, oid: bytes, path: str) -> list[StoreAction]:
