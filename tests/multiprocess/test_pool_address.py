@@ -4,16 +4,13 @@ RAYLITE_ADDRESS) instead of starting one, and then sizes itself by that cluster.
 from __future__ import annotations
 
 import os
-import re
-import signal
-import socket
 import subprocess
 import sys
 
-import psutil
 import pytest
 
 from tests._engine import AGAINST_RAY
+from tests._head import blocking_head
 
 pytestmark = pytest.mark.skipif(AGAINST_RAY, reason="starts raylite's CLI")
 
@@ -33,38 +30,13 @@ pool.join()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def cluster(tmp_path):
     """A 3-CPU head started with `raylite start --block`: (its address, the env to use)."""
     env = {**os.environ, "RAYLITE_TOKEN": "pool test token", "TMPDIR": str(tmp_path)}
     env.pop("RAYLITE_ADDRESS", None)
-    cmd = [sys.executable, "-m", "raylite.cli", "start", "--head", "--port", str(_free_port())]
-    cmd += ["--num-cpus", "3", "--include-dashboard", "false", "--block"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    nm_pid = None
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        match = re.search(r"started at (\S+) \(pid (\d+)\)", first)
-        assert match, first
-        nm_pid = int(match.group(2))
-        yield match.group(1), env
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if nm_pid is not None and psutil.pid_exists(nm_pid):
-            os.kill(nm_pid, signal.SIGKILL)
+    with blocking_head(env, num_cpus=3) as address:
+        yield address, env
 
 
 def _run_driver(args: str, env: dict[str, str]) -> list[str]:

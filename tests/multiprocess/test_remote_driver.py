@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 
-import psutil
 import pytest
 
 from tests._engine import AGAINST_RAY
+from tests._head import blocking_head
 
 pytestmark = [
     pytest.mark.skipif(AGAINST_RAY, reason="raylite's own cluster start and token"),
@@ -153,39 +150,14 @@ print("RAN", ray.get(one.remote()), flush=True)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def cluster(tmp_path):
     """`raylite start --head --block` with a token, under a TMPDIR of its own."""
     head_tmp = tmp_path / "cluster"
     head_tmp.mkdir()
     env = {**os.environ, "RAYLITE_TOKEN": TOKEN, "TMPDIR": str(head_tmp)}
-    cmd = [sys.executable, "-m", "raylite.cli", "start", "--head", "--port", str(_free_port())]
-    cmd += ["--num-cpus", "2", "--include-dashboard", "false", "--block"]
-    proc = subprocess.Popen(cmd, env=env, cwd=head_tmp, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    match = re.search(r"started at (\S+) \(pid (\d+)\), with a node \(pid (\d+)\)", first)
-    assert match, first
-    family = [psutil.Process(int(match.group(2))), psutil.Process(int(match.group(3)))]
-    try:
-        yield match.group(1), head_tmp
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        _, alive = psutil.wait_procs(family, timeout=15)
-        for p in alive:
-            p.kill()
-        assert not alive, f"left running after the head stopped: {[p.pid for p in alive]}"
+    with blocking_head(env, num_cpus=2, cwd=head_tmp) as address:
+        yield address, head_tmp
 
 
 def _driver_env(tmp_path: pathlib.Path, token: str | None) -> dict[str, str]:

@@ -246,39 +246,22 @@ def test_a_drivers_view_outlives_its_shutdown_on_a_cluster(tmp_path, warm_files,
     """A driver's own views go untold (an owner's gets send nothing). When it leaves a
     cluster's node, the node frees its objects but may not reuse (warm files: 32) or cut
     (none kept: 0) the memory under views the process keeps after shutdown()."""
-    import re
-    import signal
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from tests._head import blocking_head
+
     env = {**os.environ, "RAYLITE_TOKEN": "views", "TMPDIR": str(tmp_path)}
     env["RAYLITE_WARM_MAX_FILES"] = warm_files
     env.pop("RAYLITE_ADDRESS", None)
-    cmd = [sys.executable, "-m", "raylite.cli", "start", "--head", "--port", str(port)]
-    cmd += ["--num-cpus", "1", "--include-dashboard", "false", "--block"]
-    head = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert head.stdout is not None
-        match = re.search(r"started at (\S+) \(pid (\d+)\)", head.stdout.readline())
-        assert match
+    with blocking_head(env, num_cpus=1) as address:
         out = subprocess.run(
-            [sys.executable, "-c", AFTER_SHUTDOWN, match.group(1)],
+            [sys.executable, "-c", AFTER_SHUTDOWN, address],
             env=env,
             capture_output=True,
             text=True,
             timeout=90,
             check=False,
         )
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert "SUM 2097152.0" in out.stdout, out.stdout
-    finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait(10)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "SUM 2097152.0" in out.stdout, out.stdout
