@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, list[str]]] = [
               "bundles", "node.lease_book", "node.bundle_book", "node.store_book", "node.worker_cap", "node.lease_waits",
               "node.memory_policy",
               "runtime_env", "runtime_env.spec", "runtime_env.packaging"]),  # pure books: foundations only
-    ("io", ["transport", "transport_lead", "transport_async", "tls", "object_store", "task_events", "runtime_env.agent",
+    ("io", ["transport", "transport_lead", "transport_async", "tls", "object_store", "segment_copy", "task_events", "runtime_env.agent",
             "worker_output",
             "experimental.*"]),  # tqdm_ray: the driver's output printer draws its bars
     ("refs", ["object_ref"]),

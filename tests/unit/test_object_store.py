@@ -159,12 +159,12 @@ def test_inline_values_round_trip():
 
 @pytest.mark.parametrize("size", [0, 1, 4096, 8 << 20, (8 << 20) + 4096 * 3 + 17])
 def test_spill_copy_is_exact_for_aligned_and_unaligned_sizes(tmp_path, size):
-    from raylite.object_store import _copy_to_disk
+    from raylite.segment_copy import copy_to_disk
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     data = os.urandom(size)
     src.write_bytes(data)
-    _copy_to_disk(str(src), str(dst))
+    copy_to_disk(str(src), str(dst))
     assert dst.read_bytes() == data
 
 
@@ -629,13 +629,13 @@ def test_idle_mappings_map_at_most_config_idle_mapping_bytes(store, monkeypatch)
 def test_a_large_buffer_is_copied_in_parallel_pieces_exactly(store, monkeypatch, threads):
     """A put into a recycled file copies a large buffer in pieces, one a thread: every
     byte lands where it belongs, at the pieces' edges too (a size no page divides)."""
-    import raylite.object_store as object_store
+    import raylite.segment_copy as segment_copy
 
-    monkeypatch.setattr(object_store, "copy_threads", lambda: threads)
+    monkeypatch.setattr(segment_copy, "copy_threads", lambda: threads)
     made = []
-    real_pool = object_store._copy_pool
-    monkeypatch.setattr(object_store, "_copy_pool", lambda n: made.append(n) or real_pool(n))
-    n = object_store.PARALLEL_COPY_BYTES + 12_345
+    real_pool = segment_copy._copy_pool
+    monkeypatch.setattr(segment_copy, "_copy_pool", lambda n: made.append(n) or real_pool(n))
+    n = segment_copy.PARALLEL_COPY_BYTES + 12_345
     data = np.random.default_rng(1).integers(0, 255, n, dtype=np.uint8)
     oid = new_id()
     store.put(oid, serialize(data), prealloc=_recycled(store, n))
@@ -644,12 +644,12 @@ def test_a_large_buffer_is_copied_in_parallel_pieces_exactly(store, monkeypatch,
 
 
 def test_without_numpy_a_large_buffer_is_copied_in_one_piece(store, monkeypatch):
-    import raylite.object_store as object_store
+    import raylite.segment_copy as segment_copy
 
-    n = object_store.PARALLEL_COPY_BYTES + 1
+    n = segment_copy.PARALLEL_COPY_BYTES + 1
     value = serialize(np.full(n, 7, dtype=np.uint8))
     warm = _recycled(store, n)
-    monkeypatch.setattr(object_store, "_copy_pool", lambda n: pytest.fail("a thread copied"))
+    monkeypatch.setattr(segment_copy, "_copy_pool", lambda n: pytest.fail("a thread copied"))
     monkeypatch.setitem(sys.modules, "numpy", None)
     oid = new_id()
     store.put(oid, value, prealloc=warm)
@@ -659,13 +659,13 @@ def test_without_numpy_a_large_buffer_is_copied_in_one_piece(store, monkeypatch)
 
 def test_a_forked_child_copies_with_threads_of_its_own(store):
     """The copy threads are the parent's: a child makes its own."""
-    import raylite.object_store as object_store
+    import raylite.segment_copy as segment_copy
 
-    if object_store.copy_threads() < 2:
+    if segment_copy.copy_threads() < 2:
         pytest.skip("one CPU: no copy threads")
-    n = object_store.PARALLEL_COPY_BYTES * 2
+    n = segment_copy.PARALLEL_COPY_BYTES * 2
     store.put(new_id(), serialize(np.ones(n, dtype=np.uint8)), prealloc=_recycled(store, n))
-    assert object_store._POOL  # made in this process
+    assert segment_copy._POOL  # made in this process
     oid = new_id()
     warm = _recycled(store, n)
     pid = os.fork()
@@ -673,7 +673,7 @@ def test_a_forked_child_copies_with_threads_of_its_own(store):
         code = 1
         try:
             store.put(oid, serialize(np.full(n, 5, dtype=np.uint8)), prealloc=warm)
-            code = 0 if object_store._POOL else 2
+            code = 0 if segment_copy._POOL else 2
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
