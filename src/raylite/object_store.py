@@ -20,7 +20,9 @@ mapping goes with the last view, except a large segment's (a file the node manag
 recycles): that one stays idle (`_idle`, a few a process), and a later object written
 into the same file is read through it, with no open, no mmap and no page faults (a
 task's get and sum of 100 MB a fresh put fills: 22.6 -> 13 ms). The node manager
-truncates a file no view uses before it unlinks it, so idle mappings keep no memory.
+truncates a file it knows no view uses before it unlinks it, which takes its pages from
+idle mappings; one spilled, or deleted while a view may live, keeps them until each
+process that keeps it idle next maps or lets go of a large segment (_settle_idle).
 An object this process wrote into a recycled file through its cached writable mapping
 (`_wcache`) is read there by its first get, through a read-only view (`_written`):
 no open, no mmap and no page faults, ~30 us of a first get of 100 MB on the caches
@@ -101,7 +103,7 @@ class Mappings:
         self._lock = threading.RLock()
 
     def lookup(self, object_id: bytes) -> Any:
-        """The object's mapping (an mmap, or a ctypes array), or None."""
+        """The object's mapping (an mmap, a ctypes array or a numpy array), or None."""
         wr = self._maps.get(object_id)
         return wr() if wr is not None else None
 
