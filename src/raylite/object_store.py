@@ -61,6 +61,7 @@ from .serialization import SerializedValue, loads_buffers
 MAGIC = b"RLOBJ001"
 _HEAD = struct.Struct("<8sQQ")
 _ENTRY = struct.Struct("<QQ")
+_HEAD_ONE = struct.Struct("<8sQQQQ")  # the header of a segment of one buffer (an array's)
 ALIGN = 64
 WRITE_CACHE_ENTRIES = 4
 # Read-only mappings of large segment files a process keeps after their views are gone
@@ -197,10 +198,14 @@ class ObjectStore:
         self._wlock = threading.Lock()
         self._pins_dir = ""  # this process's (made at its first pin; per pid: a fork
         self._pins_pid = 0  # makes its own)
+        self._pins_prefix = ""  # _pins_dir + "/"
         self._pin_seq = itertools.count()
+        self._prefix = os.path.join(directory, "")  # (a get's path: no join, cold)
 
     def path(self, object_id: bytes, directory: str | None = None) -> str:
-        return os.path.join(directory or self.directory, object_id.hex())
+        if not directory:
+            return self._prefix + object_id.hex()
+        return os.path.join(directory, object_id.hex())
 
     @staticmethod
     def segment_size(value: SerializedValue) -> int:
@@ -388,15 +393,16 @@ class ObjectStore:
     def _pin(self, object_id: bytes) -> str | None:
         """A new link to the segment in this process's pins directory (None when the
         segment is not in memory, "" when links cannot be made here)."""
-        pid = _PID[0]
-        if self._pins_pid != pid:
-            self._pins_dir = pins_dir(self.directory, pid)
+        if self._pins_pid != _PID[0]:
+            self._pins_dir = pins_dir(self.directory, _PID[0])
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self._pins_dir, 0o700)
-            self._pins_pid = pid
-        pin = os.path.join(self._pins_dir, f"{object_id.hex()}.{next(self._pin_seq)}")
+            self._pins_prefix = os.path.join(self._pins_dir, "")
+            self._pins_pid = _PID[0]
+        name = object_id.hex()
+        pin = f"{self._pins_prefix}{name}.{next(self._pin_seq)}"
         try:
-            os.link(self.path(object_id), pin)
+            os.link(self._prefix + name, pin)
         except FileNotFoundError:  # spilled or freed: not in memory
             return None
         except OSError:  # a file system without hard links
@@ -688,9 +694,15 @@ def load_segment(object_id: bytes, mm: Any) -> Any:
     view = memoryview(mm)
     if not view.readonly:  # a ctypes array over a writable mapping (_get_written)
         view = view.cast("B").toreadonly()
-    magic, meta_len, nbuf = _HEAD.unpack_from(view, 0)
+    if len(view) >= _HEAD_ONE.size:  # (every segment is: 64 bytes at least)
+        magic, meta_len, nbuf, off, n = _HEAD_ONE.unpack_from(view, 0)
+    else:
+        (magic, meta_len, nbuf), off, n = _HEAD.unpack_from(view, 0), 0, 0
     if magic != MAGIC:
         raise ObjectLostError(object_id.hex(), f"segment {object_id.hex()} is corrupt")
+    if nbuf == 1:  # one read of the header, not a loop (a first get runs cold)
+        meta = view[64 : 64 + meta_len]  # (_align(_HEAD_ONE.size))
+        return loads_buffers(meta, [view[off : off + n]])
     pos = _HEAD.size
     entries = []
     for _ in range(nbuf):

@@ -85,9 +85,13 @@ class BlockingMixin:
         if self._released or self._unmapped:  # (most gets: nothing; a call less, cold)
             self._process_released()
         if len(refs) == 1:  # one value there already: no waiter, no event
-            ready = self._ready_owned(refs[0]) or self._in_local_store(refs[0])
+            ref = refs[0]  # (one look at its owner: a first get runs cold)
+            if type(ref) is ObjectRef and ref.owner == self.address:
+                ready = self._ready_owned(ref)
+            else:
+                ready = self._in_local_store(ref)
             if ready is not None:
-                return [self._value_or_rebuild(refs[0], ready, timeout)]
+                return [self._value_or_rebuild(ref, ready, timeout)]
         n = len(refs)
         results: list[Any] = [None] * n
         done = [False] * n
