@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests._engine import AGAINST_RAY, ENGINE_NAME
+from tests._head import blocking_head, free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -85,35 +85,27 @@ print("OUT " + json.dumps(out), flush=True)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def cluster(tmp_path):
     """The engine's head, and (address, driver environment) for ray:// drivers."""
-    port = _free_port()
     env = dict(os.environ)
     driver_env = dict(os.environ)
-    if AGAINST_RAY:
-        client_port = _free_port()
-        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block"]
-        cmd += ["--include-dashboard", "false", "--disable-usage-stats"]
-        cmd += ["--ray-client-server-port", str(client_port)]
-        env["RAY_AUTH_MODE"] = "disabled"  # a token file in ~/.ray would turn it on
-        driver_env["RAY_AUTH_MODE"] = "disabled"
-        address = f"ray://127.0.0.1:{client_port}"
-    else:
+    if not AGAINST_RAY:  # raylite's head, stopped and checked gone after (tests/_head.py)
         (tmp_path / "cluster").mkdir()
         (tmp_path / "driver").mkdir()
-        cmd = [sys.executable, "-m", "raylite.cli", "start", "--head", "--block"]
-        cmd += ["--include-dashboard", "false"]
         env.update(RAYLITE_TOKEN=TOKEN, TMPDIR=str(tmp_path / "cluster"))
         driver_env.update(RAYLITE_TOKEN=TOKEN, TMPDIR=str(tmp_path / "driver"))
-        address = f"ray://127.0.0.1:{port}"
-    cmd += ["--port", str(port), "--num-cpus", "2"]
+        with blocking_head(env, num_cpus=2) as address:
+            yield f"ray://{address}", driver_env
+        return
+    client_port = free_port()
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block"]
+    cmd += ["--include-dashboard", "false", "--disable-usage-stats"]
+    cmd += ["--ray-client-server-port", str(client_port)]
+    cmd += ["--port", str(free_port()), "--num-cpus", "2"]
+    env["RAY_AUTH_MODE"] = "disabled"  # a token file in ~/.ray would turn it on
+    driver_env["RAY_AUTH_MODE"] = "disabled"
+    address = f"ray://127.0.0.1:{client_port}"
     head = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
