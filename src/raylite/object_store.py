@@ -83,6 +83,10 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
 
 
+# Where a one-buffer segment's pickle starts (past _HEAD_ONE: the header and its entry).
+_META_ONE = _align(_HEAD.size + _ENTRY.size)
+
+
 class Mappings:
     """This process's read-only mappings of segments: one per object while any view
     of it (a memoryview, a numpy array on it) lives.
@@ -694,14 +698,13 @@ def load_segment(object_id: bytes, mm: Any) -> Any:
     view = memoryview(mm)
     if not view.readonly:  # a ctypes array over a writable mapping (_get_written)
         view = view.cast("B").toreadonly()
-    if len(view) >= _HEAD_ONE.size:  # (every segment is: 64 bytes at least)
-        magic, meta_len, nbuf, off, n = _HEAD_ONE.unpack_from(view, 0)
-    else:
-        (magic, meta_len, nbuf), off, n = _HEAD.unpack_from(view, 0), 0, 0
+    if len(view) < _HEAD_ONE.size:  # (every segment is _META_ONE bytes at least)
+        raise ObjectLostError(object_id.hex(), f"segment {object_id.hex()} is corrupt")
+    magic, meta_len, nbuf, off, n = _HEAD_ONE.unpack_from(view, 0)
     if magic != MAGIC:
         raise ObjectLostError(object_id.hex(), f"segment {object_id.hex()} is corrupt")
     if nbuf == 1:  # one read of the header, not a loop (a first get runs cold)
-        meta = view[64 : 64 + meta_len]  # (_align(_HEAD_ONE.size))
+        meta = view[_META_ONE : _META_ONE + meta_len]
         return loads_buffers(meta, [view[off : off + n]])
     pos = _HEAD.size
     entries = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import mmap
 import os
+import struct
 import sys
 import threading
 
@@ -14,6 +15,7 @@ import pytest
 from raylite.exceptions import ObjectLostError
 from raylite.object_ref import new_id
 from raylite.object_store import (
+    MAGIC,
     ObjectStore,
     drop_pins,
     load_segment,
@@ -680,3 +682,10 @@ def test_a_forked_child_copies_with_threads_of_its_own(store):
     assert os.waitstatus_to_exitcode(status) == 0
     value = store.get(oid)
     assert (int(value[0]), int(value[-1])) == (5, 5)
+
+
+def test_a_segment_too_short_for_its_header_is_corrupt(store):
+    """A file cut below the header (no writer leaves one) reads as lost, not as an empty
+    or garbled value."""
+    with pytest.raises(ObjectLostError, match="corrupt"):
+        load_segment(new_id(), struct.pack("<8sQQ", MAGIC, 8, 1) + bytes(8))

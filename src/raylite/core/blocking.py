@@ -85,7 +85,7 @@ class BlockingMixin:
         if self._released or self._unmapped:  # (most gets: nothing; a call less, cold)
             self._process_released()
         if len(refs) == 1:  # one value there already: no waiter, no event
-            ref = refs[0]  # (one look at its owner: a first get runs cold)
+            ref = refs[0]  # (one of the two asked, not both: a first get runs cold)
             if type(ref) is ObjectRef and ref.owner == self.address:
                 ready = self._ready_owned(ref)
             else:
