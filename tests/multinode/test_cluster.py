@@ -940,3 +940,33 @@ def test_a_departed_drivers_returns_on_another_node_are_freed(cluster):
         """.replace("BEFORE", str(out["before"])),
     )
     assert out2["used"] <= out["before"], "the departed driver's return still holds h2's store"
+
+
+def test_views_never_change_while_objects_cross_nodes_and_files_are_recycled(cluster):
+    """tests/_churn.py across nodes: the driver on h1, its two actors on h2 and h3, its
+    tasks on either. Objects are pulled both ways, their copies freed with them and
+    their files recycled on every node, and no view changes. Then every node's store
+    holds no object."""
+    _three(cluster)
+    out = cluster.driver(
+        "h1",
+        """
+        import random
+        from tests._churn import churn, store_objects
+        ray.init(address="auto")
+        on = ({"resources": {"h2": 0.1}}, {"resources": {"h3": 0.1}})
+        out = churn(random.Random(7), 300, holder_options=on, make_options=on)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            left = [store_objects()] + [ray.get(h.store_objects.remote()) for h in out["holders"]]
+            if not any(left):
+                break
+            time.sleep(0.1)
+        print(json.dumps({"done": out["done"], "reused": out["reused"], "left": left}))
+        ray.shutdown()
+        """,
+        timeout=200,
+    )
+    assert all(count > 10 for count in out["done"].values()), out["done"]
+    assert out["reused"] > 2, out
+    assert out["left"] == [[], [], []]
