@@ -120,7 +120,7 @@ class Config:
     # reader takes no page faults (0: a mapping goes with the last view of its object).
     idle_mappings: int = 4
     # ... and the bytes they map, at most: a file spilled or deleted while a process
-    # keeps it idle keeps its memory until that process next maps or lets go of one.
+    # keeps it idle keeps its memory until that process looks again (within 0.1 s).
     idle_mapping_bytes: int = 256 << 20
     # Threads that copy a large buffer (8 MB or more) into the store on a put, this one
     # included (0: this process's CPUs, at most 4; 1: no other thread).

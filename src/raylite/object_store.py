@@ -22,7 +22,8 @@ into the same file is read through it, with no open, no mmap and no page faults 
 task's get and sum of 100 MB a fresh put fills: 22.6 -> 13 ms). The node manager
 truncates a file it knows no view uses before it unlinks it, which takes its pages from
 idle mappings; one spilled, or deleted while a view may live, keeps them until each
-process that keeps it idle next maps or lets go of a large segment (_settle_idle).
+process that keeps it idle looks again: at its core worker's release loop (`tidy`,
+every 0.1 s), or when it next maps or lets go of a large segment (_settle_idle).
 An object this process wrote into a recycled file through its cached writable mapping
 (`_wcache`) is read there by its first get, through a read-only view (`_written`):
 no open, no mmap and no page faults, ~30 us of a first get of 100 MB on the caches
@@ -68,8 +69,8 @@ WRITE_CACHE_ENTRIES = 4
 # (ObjectStore._idle), and the least size that is kept: that of a recycled file.
 IDLE_ENTRIES = CONFIG.idle_mappings
 IDLE_MIN_BYTES = CONFIG.warm_min_bytes
-# What idle mappings may hold at most (of files that went since, until this process next
-# maps or lets go of a large segment: a file spilled under them, see _settle_idle).
+# What idle mappings may hold at most (of files that went since, until this process
+# looks again: a file spilled under them, see tidy and _settle_idle).
 IDLE_MAX_BYTES = CONFIG.idle_mapping_bytes
 PINS_PREFIX = ".pins-"  # + a reader's pid: the directory of its pins
 # This process's pid, kept up to date across forks: os.getpid() is a system call (glibc
@@ -501,6 +502,18 @@ class ObjectStore:
             finally:
                 self._ilock.release()
 
+    def tidy(self) -> None:
+        """Close idle mappings whose files went since (spilled, deleted under a view),
+        so that their memory goes within the core worker's release loop (0.1 s), not
+        at this process's next large get, which an idle worker may never make. A look
+        at each (fstat, up to IDLE_ENTRIES) only when there are any; skipped when a get
+        holds the lock (it settles them itself)."""
+        if (self._idle or self._released) and self._ilock.acquire(blocking=False):
+            try:
+                self._settle_idle()
+            finally:
+                self._ilock.release()
+
     def _settle_idle(self) -> None:  # (_ilock held)
         """Released mappings join the idle ones, most recently used last, if their files
         are still there. Idle mappings of files gone since (freed, spilled, a warm file
@@ -650,7 +663,7 @@ def readers(path: str) -> int:
 def release_memory(path: str) -> None:
     """Give back a segment file's memory that no view uses, before it is unlinked:
     truncated, its pages go even from idle mappings of it (ObjectStore._idle), which
-    would otherwise keep them until their process next maps or lets go of a segment."""
+    would otherwise keep them until their process looks again (ObjectStore.tidy)."""
     with contextlib.suppress(OSError):
         os.truncate(path, 0)
 

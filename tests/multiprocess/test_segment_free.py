@@ -154,6 +154,35 @@ def test_a_dead_borrowers_pins_go_with_it(engine):
     wait_for(lambda: _segments() == before, timeout=20, message=lambda: f"{_segments() - before}")
 
 
+def test_an_idle_workers_mapping_of_a_file_spilled_since_goes(no_engine):
+    """A worker that read a large object keeps the file mapped once the views are gone
+    (idle: for the next object in that file). When the node spills the object, the
+    worker lets go of the mapping by itself (its release loop's tidy), though it runs
+    nothing more: the spill frees the memory."""
+    from raylite.util.state import store_stats
+
+    ray.init(num_cpus=2, object_store_memory=80 << 20)  # two of these objects, not three
+    try:
+        ref = ray.put(np.full(N, 4.0))
+        oid = ref.hex()
+        holder = Holder.remote()
+        assert ray.get(holder.hold.remote([ref])) == 4.0
+        assert ray.get(holder.drop.remote())
+        assert len(ray.get(holder.mapped.remote(oid))) == 1  # idle: still mapped
+        others = [ray.put(np.full(N, float(i))) for i in range(2)]  # the oldest goes to disk
+        wait_for(lambda: store_stats()["spilled_objects"] >= 1, timeout=20, message="a spill")
+        assert not os.path.exists(os.path.join(_store_dir(), oid))
+        wait_for(
+            lambda: ray.get(holder.mapped.remote(oid)) == [],
+            timeout=10,
+            message="the idle mapping of the spilled file closed",
+        )
+        assert float(ray.get(ref)[9]) == 4.0  # read back from disk
+        del others
+    finally:
+        ray.shutdown()
+
+
 @ray.remote
 class Reader:
     def read(self, refs):

@@ -578,6 +578,48 @@ def test_deleting_an_unmapped_segment_takes_its_memory_from_idle_mappings(store)
     assert os.fstat(idle.fd).st_size == 0  # its pages are given back
 
 
+def test_tidy_closes_an_idle_mapping_of_a_file_spilled_since(tmp_path):
+    """A file spilled while a process keeps it mapped idle: its memory goes at the next
+    tidy (the core worker's release loop, every 0.1 s), not at that process's next
+    large get. A live view's file is left alone; the others stay idle."""
+    store = ObjectStore(str(tmp_path / "shm"), str(tmp_path / "spill"))
+    os.makedirs(store.directory)
+    os.makedirs(store.spill_dir)
+    spilled, kept, viewed = new_id(), new_id(), new_id()
+    for i, oid in enumerate((spilled, kept, viewed)):
+        store.put(oid, serialize(np.full(100_000, float(i))))
+    store.get(spilled, pin=True)
+    store.get(kept, pin=True)
+    view = store.get(viewed, pin=True)
+    gc.collect()
+    assert len(store._idle) == 2
+    assert _mapped(spilled)
+    assert _mapped(viewed)
+    store.spill(spilled)
+    store.spill(viewed)
+    store.tidy()
+    assert not _mapped(spilled)
+    assert [r.key for r in store._idle.values()] == [_key(store.path(kept))]
+    assert _mapped(viewed)  # viewed: its mapping lives on
+    assert view[99_999] == 2.0
+    del view
+    gc.collect()
+    store.tidy()
+    assert not _mapped(viewed)  # its file went: not kept idle
+    assert len(store._idle) == 1
+
+
+def _key(path):
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _mapped(oid):
+    """Whether this process maps the object's file (in memory: not its spilled copy)."""
+    with open("/proc/self/maps") as maps:
+        return any(oid.hex() in line and "/shm/" in line for line in maps)
+
+
 def test_a_release_in_a_thread_holding_the_idle_lock_is_queued(store):
     """A view may go (the collector) in a thread that holds the idle lock: its mapping
     is queued, and joins the idle ones at the next look."""

@@ -286,4 +286,5 @@ class RefsMixin:
         if self.closed:
             return
         self._process_released()
+        self.store.tidy()  # idle mappings of files gone since: their memory goes now
         self.timers.call_later(0.1, self._release_loop)

@@ -58,6 +58,9 @@ class _NoStore:
     def get(self, object_id: bytes) -> Any:
         raise RaySystemError("a remote driver has no object store on its machine")
 
+    def tidy(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
