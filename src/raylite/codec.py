@@ -58,7 +58,8 @@ from .exceptions import MessageTooLargeError, ProtocolError
 #    Also TaskBounced (a pipelined task sent back unrun); GetWorkerFailureCause and
 #    WorkerFailureCause (the memory monitor's kills); RequestLease.retriable;
 #    LeaseWaiting.worker_cap.
-PROTOCOL_VERSION = 7
+# 8: DropReturn (a worker withdraws a return its caller never heard of).
+PROTOCOL_VERSION = 8
 HEADER = struct.Struct("<IB")
 MAX_FRAME = min(CONFIG.max_frame_bytes, (1 << 32) - 1)  # RAYLITE_MAX_FRAME_BYTES
 

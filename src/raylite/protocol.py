@@ -492,6 +492,17 @@ class FreeObject:
     object_id: bytes
 
 
+@_msg(123)
+class DropReturn:
+    """Worker -> its node manager: a task's return it stored whose caller never heard
+    of it (the reply could not be sent: the caller is gone). Freed if this worker's
+    reservation still holds it; deleted if it is freed already (its file was sealed
+    after its owner's death freed it); left alone if reserved again since (the task
+    rerun elsewhere)."""
+
+    object_id: bytes
+
+
 @_msg(65)
 class ObjectRestored:
     object_id: bytes

@@ -124,6 +124,7 @@ class Worker(ActorConcurrency):
         self.task_began = 0.0  # time.time() the running task began
         self._watching = False  # a _watch is armed: tasks wait behind a running one
         self._held = 0  # task replies held (Connection.hold) on _held_on
+        self._held_returns: list[P.TaskReturn] = []  # their returns
         # Function code that came with a task that never ran (_keep_code), by function id.
         self.unrun_code: dict[bytes, bytes] = {}
         self._held_on: Any = None
@@ -289,9 +290,12 @@ class Worker(ActorConcurrency):
     def _flush_held(self) -> None:
         """Send the replies held for the tasks that ran before the running one."""
         conn, self._held_on, self._held = self._held_on, None, 0
+        returns, self._held_returns = self._held_returns, []
         if conn is not None:
-            with contextlib.suppress(Exception):  # the owner is gone: nobody wants them
+            try:
                 conn.flush()
+            except Exception:  # the owner is gone: nobody wants them
+                self.cw.drop_returns(returns)
 
     def _bounce_queued(self) -> None:
         """The running task blocks (get, wait): the tasks its owner pushed behind it
@@ -437,6 +441,7 @@ class Worker(ActorConcurrency):
                 conn.hold(P.TaskDone(returns, self.pid), rid)
                 self._held += 1
                 self._held_on = conn
+                self._held_returns += returns
             else:
                 conn.reply(rid, P.TaskDone(returns, self.pid))  # held ones go first
                 if self._held:
@@ -445,8 +450,10 @@ class Worker(ActorConcurrency):
             returns = self._error(msg, exc, msg.name)
             with contextlib.suppress(Exception):
                 conn.reply(rid, P.TaskDone(returns, self.pid))
-        except Exception:
-            pass  # the owner is gone; nobody wants this result
+        except Exception:  # the owner is gone; nobody wants this result
+            self.cw.drop_returns(returns)
+            if self._held_on is conn:
+                self._flush_held()  # (it fails too: theirs are dropped as well)
         self._record(msg, returns, start, end)
 
     def _record(

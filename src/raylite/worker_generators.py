@@ -99,10 +99,14 @@ def run(worker: Worker, conn: Any, msg: P.PushTask, gen: Any) -> list[P.TaskRetu
     try:
         for value in gen:
             item = store_value(worker, item_id(msg.task_id, index), value, msg, raising=True)
-            if wait:  # the owner answers once we may go on
-                conn.request(P.GeneratorItem(generator_id, index, item), timeout=None)
-            else:
-                conn.send(P.GeneratorItem(generator_id, index, item))
+            try:
+                if wait:  # the owner answers once we may go on
+                    conn.request(P.GeneratorItem(generator_id, index, item), timeout=None)
+                else:
+                    conn.send(P.GeneratorItem(generator_id, index, item))
+            except ConnectionLost:  # the owner is gone: it never heard of this item
+                worker.cw.drop_returns([item])
+                raise
             index += 1
     except ActorExitRequest:
         _close(gen)

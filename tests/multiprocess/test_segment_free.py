@@ -294,3 +294,83 @@ def test_a_drivers_view_outlives_its_shutdown_on_a_cluster(tmp_path, warm_files,
         )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "SUM 2097152.0" in out.stdout, out.stdout
+
+
+DYING_CALLER = """
+import os, sys, time
+import numpy as np
+import raylite as ray
+
+ray.init(address=sys.argv[1], namespace="returns")
+
+
+@ray.remote
+class Slow:  # detached: the caller's death does not end it
+    def make(self, tmp):
+        open(os.path.join(tmp, "started"), "w").close()
+        while not os.path.exists(os.path.join(tmp, "gate")):
+            time.sleep(0.01)
+        return np.ones(4_000_000)  # 32 MB, in the store, its caller's
+
+    def stream(self, tmp):
+        yield self.make(tmp)
+        yield np.ones(4_000_000)
+
+
+slow = Slow.options(name="slow", lifetime="detached").remote()
+if sys.argv[3] == "return":
+    ref = slow.make.remote(sys.argv[2])
+else:
+    ref = slow.stream.options(num_returns="streaming").remote(sys.argv[2])
+time.sleep(120)  # killed while the call runs
+"""
+
+STORE_EMPTIES = """
+import sys, time
+import raylite as ray
+from raylite.util.state import store_stats
+
+ray.init(address=sys.argv[1], namespace="returns")
+deadline = time.monotonic() + 20
+while store_stats()["num_objects"] and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("LEFT", store_stats()["num_objects"], flush=True)
+ray.kill(ray.get_actor("slow"))
+ray.shutdown()
+"""
+
+
+@pytest.mark.parametrize("kind", ["return", "stream"])
+def test_a_return_whose_caller_died_while_it_ran_is_freed(tmp_path, kind, no_engine):
+    """A detached actor's call outlives its caller (a driver killed while it runs):
+    its return, stored for the dead caller, is freed by the node once the worker finds
+    it cannot reply (DropReturn), where nobody else would free it; so are a stream's
+    items. Before, the segment stayed booked to the dead caller until the node ended."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests._head import blocking_head
+
+    env = {**os.environ, "RAYLITE_TOKEN": "returns", "TMPDIR": str(tmp_path)}
+    env.pop("RAYLITE_ADDRESS", None)
+    with blocking_head(env, num_cpus=2) as address:
+        caller = subprocess.Popen(
+            [sys.executable, "-c", DYING_CALLER, address, str(tmp_path), kind], env=env
+        )
+        try:
+            wait_for(lambda: (tmp_path / "started").exists(), timeout=60, message="the call")
+        finally:
+            caller.send_signal(signal.SIGKILL)
+            caller.wait(30)
+        (tmp_path / "gate").touch()
+        out = subprocess.run(
+            [sys.executable, "-c", STORE_EMPTIES, address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "LEFT 0" in out.stdout, out.stdout

@@ -231,6 +231,23 @@ def test_freed_with_copies_elsewhere_frees_them_and_unknown_is_deleted():
     assert b.freed(b"unknown") == [Delete(b"unknown")]
 
 
+def test_a_return_withdrawn_by_its_writer():
+    """DropReturn: a worker's return its caller never heard of. Freed while the worker's
+    reservation holds it; deleted if freed already (the owner died while it was being
+    written: sealed after); left alone once another worker reserved it (a rerun)."""
+    b = book()
+    for oid, writer in ((b"mine", 7), (b"rerun", 8)):
+        actions = b.reserve(oid, 1 * MiB, "caller", disk_free=DISK, warm=False, writer=writer)
+        b.admit(actions[-1])
+    assert b.withdrawn(b"mine", 7) == [Delete(b"mine", True)]
+    assert b"mine" not in b.segments
+    assert b.withdrawn(b"rerun", 7) == []  # another writer's reservation: not this one's
+    assert b"rerun" in b.segments
+    assert b.withdrawn(b"gone", 7) == [Delete(b"gone")]  # freed before it was sealed
+    put(b, b"put", 1 * MiB)  # a put: no writer kept (writer 0), never withdrawn
+    assert b.withdrawn(b"put", 0) == []
+
+
 def test_freed_while_spilling_deletes_the_copy():
     b = book()
     put(b, b"a", 60 * MiB)

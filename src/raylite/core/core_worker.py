@@ -32,6 +32,7 @@ Reference counting (Ray's ownership protocol, simplified):
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import os
@@ -459,6 +460,15 @@ class CoreWorker(
         sv, refs = self.serialize_collecting(serialize, value)
         kind, data = self.store_serialized(oid, sv, owner=caller)
         return P.TaskReturn(oid, kind, data, self.lend_to(refs, caller))
+
+    def drop_returns(self, returns: list[P.TaskReturn]) -> None:
+        """Returns stored for a caller that never heard of them (its connection went
+        before the reply): the node frees them (DropReturn), as it frees what a dead
+        owner held; nobody else would."""
+        for r in returns:
+            if r.kind == P.IN_STORE:
+                with contextlib.suppress(ConnectionLost):
+                    self.nm.send(P.DropReturn(r.object_id))
 
     def _complete(
         self, oid: bytes, kind: int, data: Any, contained: dict[bytes, str] | None = None

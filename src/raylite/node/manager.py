@@ -180,6 +180,7 @@ class NodeManager(
             P.ShutdownNode: self.on_shutdown,
             P.ReserveObject: self.on_reserve_object,
             P.FreeObject: self.on_free_object,
+            P.DropReturn: self.on_drop_return,
             P.GetStoreStats: self.on_get_store_stats,
             P.GetAssignedResources: self.on_get_assigned_resources,
             P.ObjectRestored: self.on_object_restored,

@@ -9,6 +9,7 @@ counts (owners), not where other copies are (owners).
     owner ──ReserveObject──▶ make_room: book.reserve ──▶ Spill (copies in threads) ──▶
                              book.admit ──ObjectReserved(dir, warm file)──▶ owner
     owner ──FreeObject──▶ free_segment: book.freed ──▶ Delete | Recycle | FreeCopies
+    writer ──DropReturn──▶ book.withdrawn (a return its caller never heard of)
     reader ──ObjectMapped / ObjectUnmapped──▶ book.mapped / unmapped
     reader ──ObjectRestored──▶ book.restored ──▶ Prefetch (posix_fadvise WILLNEED)
 
@@ -141,7 +142,8 @@ class StoreMixin:
         if lock is not None and not lock.locked() and oid and book.fits_now(oid, size):
             # No reservation waits, and no spill is needed: answered now, without a
             # task and the lock (no free disk space to read either).
-            for action in book.reserve(oid, size, msg.owner, disk_free=0, warm=True):
+            writer = id(conn)  # (unique among live connections: DropReturn's check)
+            for action in book.reserve(oid, size, msg.owner, disk_free=0, warm=True, writer=writer):
                 where = self._room_action(action)
                 if where is not None:
                     conn.reply(rid, self._reserved(where))
@@ -154,11 +156,11 @@ class StoreMixin:
         return where if isinstance(where, P.Failed) else P.ObjectReserved(*where)
 
     async def reserve(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
-        where = await self.make_room(msg.object_id, msg.size, msg.owner, warm=True)
+        where = await self.make_room(msg.object_id, msg.size, msg.owner, True, id(conn))
         conn.reply(rid, self._reserved(where))
 
     async def make_room(
-        self, oid: bytes, size: int, owner: str, warm: bool = False
+        self, oid: bytes, size: int, owner: str, warm: bool = False, writer: int = 0
     ) -> tuple[str, str] | P.Failed:
         """Account a new segment, spilling the least recently used ones if needed.
 
@@ -170,7 +172,8 @@ class StoreMixin:
         async with self.spill_lock:
             book = self.store_book
             disk_free = 0 if book.max_spill_bytes is not None else self.disk_free()
-            for action in book.reserve(oid, size, owner, disk_free=disk_free, warm=warm):
+            actions = book.reserve(oid, size, owner, disk_free=disk_free, warm=warm, writer=writer)
+            for action in actions:
                 if isinstance(action, Spill):
                     await self.spill(action.victims)
                     continue
@@ -242,6 +245,9 @@ class StoreMixin:
 
     def on_free_object(self, conn: AsyncConnection, msg: P.FreeObject, rid: int) -> None:
         self.free_segment(msg.object_id)
+
+    def on_drop_return(self, conn: AsyncConnection, msg: P.DropReturn, rid: int) -> None:
+        self.run_store_actions(self.store_book.withdrawn(msg.object_id, id(conn)))
 
     def on_object_mapped(self, conn: AsyncConnection, msg: P.ObjectMapped, rid: int) -> None:
         self.store_book.mapped(msg.object_id)

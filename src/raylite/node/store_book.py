@@ -15,6 +15,7 @@ freeing the object frees them too).
     admit ──▶ the segment is in the table (after the spill copies, in the shell)
     spill_finished(oid, seg) ──▶ counted on disk | Delete (it was freed while copied)
     freed(oid) ──▶ [FreeCopies(nodes)] Recycle(oid, warm path) | Delete(oid)
+    withdrawn(oid, writer) ──▶ freed(oid) | Delete(oid) (freed already) | nothing
     mapped / unmapped ──▶ not recycled while mapped; a mapped one is used last in LRU
     restored(oid) ──▶ Prefetch(the next spilled segments, in LRU order)
 
@@ -43,6 +44,7 @@ from ..config import CONFIG, Config
 class Segment(msgspec.Struct, eq=False):
     size: int
     owner: str  # the owner's address: its objects go when it dies
+    writer: int = 0  # the client that reserved it (the shell's key; 0: none kept)
     spilled: bool = False
     mapped: int = 0  # read-only mappings processes hold (its memory cannot be reused)
     copies: set[str] = msgspec.field(default_factory=set)  # node managers that pulled a copy
@@ -77,6 +79,7 @@ class Admit(msgspec.Struct, frozen=True):
     on_disk: bool  # larger than the store: it lives in the spill dir from the start
     directory: str
     prealloc: str  # a warm file to write it in, or ""
+    writer: int = 0
 
 
 class Delete(msgspec.Struct, frozen=True):
@@ -142,12 +145,13 @@ class StoreBook:
 
     # ------------------------------------------------------------------ events
     def reserve(
-        self, oid: bytes, size: int, owner: str, *, disk_free: int, warm: bool
+        self, oid: bytes, size: int, owner: str, *, disk_free: int, warm: bool, writer: int = 0
     ) -> list[StoreAction]:
         """A new segment of `size` bytes (a put, or a pull from another node).
 
         `disk_free`: the spill dir's free space (read only without max_spill_bytes).
-        `warm`: it may be written into a warm file. The last action is Admit or Refuse.
+        `warm`: it may be written into a warm file. `writer`: the client that writes it
+        (withdrawn). The last action is Admit or Refuse.
         """
         old = self.segments.pop(oid, None)
         if old is not None:  # stored again (rebuilt by lineage): count it once
@@ -167,7 +171,7 @@ class StoreBook:
                 )
             ]
         if size > capacity:  # never fits in memory: it lives on disk from the start
-            return [Admit(oid, size, owner, True, self.spill_dir, "")]
+            return [Admit(oid, size, owner, True, self.spill_dir, "", writer)]
         actions: list[StoreAction] = []
         prealloc = self._take_warm(size) if warm else ""
         if self.used_bytes + self.warm_bytes + size > capacity and self.warm:
@@ -180,12 +184,14 @@ class StoreBook:
             victims = self._victims(capacity - size - batch, room)
             if victims:
                 actions.append(Spill(victims))
-        actions.append(Admit(oid, size, owner, False, self.store_dir, prealloc))
+        actions.append(Admit(oid, size, owner, False, self.store_dir, prealloc, writer))
         return actions
 
     def admit(self, action: Admit) -> None:
         """The reserved segment enters the table (most recently used)."""
-        self.segments[action.oid] = Segment(action.size, action.owner, spilled=action.on_disk)
+        self.segments[action.oid] = Segment(
+            action.size, action.owner, action.writer, spilled=action.on_disk
+        )
         if action.on_disk:
             self.spilled_bytes += action.size
         else:
@@ -226,6 +232,18 @@ class StoreBook:
                 return actions
         actions.append(Delete(oid, not seg.spilled and seg.mapped <= 0 and not views_unknown))
         return actions
+
+    def withdrawn(self, oid: bytes, writer: int) -> list[StoreAction]:
+        """The client `writer` stored a task's return whose caller never heard of it
+        (DropReturn): freed if its reservation still holds the object; deleted if the
+        object is freed already (its owner died while it was written: the file was
+        sealed after); left alone if another client reserved it since (a rerun)."""
+        seg = self.segments.get(oid)
+        if seg is None:
+            return [Delete(oid)]
+        if seg.writer != writer or not writer:
+            return []
+        return self.freed(oid)
 
     def recycle_failed(self, oid: bytes, path: str) -> list[StoreAction]:
         """The freed file could not be renamed to `path`: it is deleted instead."""
