@@ -39,12 +39,16 @@ from .transport import (
 log = logging.getLogger("raylite.transport")
 
 
+_SERIALS = itertools.count(1)
+
+
 class AsyncConnection:
     """A framed connection served by the node manager's event loop."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.serial = next(_SERIALS)  # this one's among the process's, never reused
         self.closed = False
         self.peer: Any = None
         self._rids = itertools.count(1)

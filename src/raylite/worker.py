@@ -124,7 +124,6 @@ class Worker(ActorConcurrency):
         self.task_began = 0.0  # time.time() the running task began
         self._watching = False  # a _watch is armed: tasks wait behind a running one
         self._held = 0  # task replies held (Connection.hold) on _held_on
-        self._held_returns: list[P.TaskReturn] = []  # their returns
         # Function code that came with a task that never ran (_keep_code), by function id.
         self.unrun_code: dict[bytes, bytes] = {}
         self._held_on: Any = None
@@ -290,12 +289,9 @@ class Worker(ActorConcurrency):
     def _flush_held(self) -> None:
         """Send the replies held for the tasks that ran before the running one."""
         conn, self._held_on, self._held = self._held_on, None, 0
-        returns, self._held_returns = self._held_returns, []
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # the owner is gone: nobody wants them
                 conn.flush()
-            except Exception:  # the owner is gone: nobody wants them
-                self.cw.drop_returns(returns)
 
     def _bounce_queued(self) -> None:
         """The running task blocks (get, wait): the tasks its owner pushed behind it
@@ -352,8 +348,10 @@ class Worker(ActorConcurrency):
             cw._process_released()
         self._record(msg, returns, start, end)
         self.flush_events()
-        with contextlib.suppress(Exception):  # the owner is gone: nobody wants it
+        try:
             conn.reply(rid, P.TaskDone(returns, self.pid, True))
+        except Exception:  # the owner is gone: nobody wants it (as in _finish)
+            self.cw.drop_returns(returns)
 
     def _exit_actor(self) -> None:
         """exit_actor() was called: tell the head why, then the process ends."""
@@ -441,7 +439,6 @@ class Worker(ActorConcurrency):
                 conn.hold(P.TaskDone(returns, self.pid), rid)
                 self._held += 1
                 self._held_on = conn
-                self._held_returns += returns
             else:
                 conn.reply(rid, P.TaskDone(returns, self.pid))  # held ones go first
                 if self._held:
@@ -451,9 +448,10 @@ class Worker(ActorConcurrency):
             with contextlib.suppress(Exception):
                 conn.reply(rid, P.TaskDone(returns, self.pid))
         except Exception:  # the owner is gone; nobody wants this result
+            # Not sent: a failed write is the last frame of its send, so the owner
+            # never read this reply. (Held replies may have gone with another send:
+            # theirs are left.)
             self.cw.drop_returns(returns)
-            if self._held_on is conn:
-                self._flush_held()  # (it fails too: theirs are dropped as well)
         self._record(msg, returns, start, end)
 
     def _record(

@@ -99,14 +99,10 @@ def run(worker: Worker, conn: Any, msg: P.PushTask, gen: Any) -> list[P.TaskRetu
     try:
         for value in gen:
             item = store_value(worker, item_id(msg.task_id, index), value, msg, raising=True)
-            try:
-                if wait:  # the owner answers once we may go on
-                    conn.request(P.GeneratorItem(generator_id, index, item), timeout=None)
-                else:
-                    conn.send(P.GeneratorItem(generator_id, index, item))
-            except ConnectionLost:  # the owner is gone: it never heard of this item
-                worker.cw.drop_returns([item])
-                raise
+            if wait:  # the owner answers once we may go on
+                conn.request(P.GeneratorItem(generator_id, index, item), timeout=None)
+            else:
+                send_item(worker, conn, P.GeneratorItem(generator_id, index, item))
             index += 1
     except ActorExitRequest:
         _close(gen)
@@ -115,6 +111,17 @@ def run(worker: Worker, conn: Any, msg: P.PushTask, gen: Any) -> list[P.TaskRetu
         _close(gen)
         return _failed(worker, conn, msg, exc, index)
     return [store_value(worker, generator_id, _result(msg, index), msg)]
+
+
+def send_item(worker: Worker, conn: Any, msg: P.GeneratorItem) -> None:
+    """Send a streamed item; one that cannot be sent never reached the owner (gone): its
+    value is dropped from the store (CoreWorker.drop_returns). An item sent as a request
+    (backpressure) that fails may have reached it before the answer failed: left."""
+    try:
+        conn.send(msg)
+    except ConnectionLost:
+        worker.cw.drop_returns([msg.item])
+        raise
 
 
 def _failed(
@@ -175,7 +182,7 @@ async def run_async(worker: Worker, conn: Any, msg: P.PushTask, agen: Any) -> li
                 if isinstance(reply, ConnectionLost):
                     raise reply
             else:
-                conn.send(P.GeneratorItem(generator_id, index, item))
+                send_item(worker, conn, P.GeneratorItem(generator_id, index, item))
             index += 1
     except ActorExitRequest:
         await _aclose(agen)

@@ -233,13 +233,16 @@ def test_freed_with_copies_elsewhere_frees_them_and_unknown_is_deleted():
 
 def test_a_return_withdrawn_by_its_writer():
     """DropReturn: a worker's return its caller never heard of. Freed while the worker's
-    reservation holds it; deleted if freed already (the owner died while it was being
-    written: sealed after); left alone once another worker reserved it (a rerun)."""
-    b = book()
+    reservation holds it, neither recycled nor cut (should the caller have read the
+    reply after all, its views stay whole); deleted if freed already (the owner died
+    while it was being written: sealed after); left alone once another worker
+    reserved it (a rerun)."""
+    b = book(warm_min_bytes=0)  # (any size may be kept warm: a withdrawn one is not)
     for oid, writer in ((b"mine", 7), (b"rerun", 8)):
         actions = b.reserve(oid, 1 * MiB, "caller", disk_free=DISK, warm=False, writer=writer)
         b.admit(actions[-1])
-    assert b.withdrawn(b"mine", 7) == [Delete(b"mine", True)]
+    assert b.withdrawn(b"mine", 7) == [Delete(b"mine", False)]
+    assert b.warm == []
     assert b"mine" not in b.segments
     assert b.withdrawn(b"rerun", 7) == []  # another writer's reservation: not this one's
     assert b"rerun" in b.segments

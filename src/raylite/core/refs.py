@@ -285,6 +285,8 @@ class RefsMixin:
         """Free what dropped refs released even while the program makes no calls."""
         if self.closed:
             return
-        self._process_released()
-        self.store.tidy()  # idle mappings of files gone since: their memory goes now
-        self.timers.call_later(0.1, self._release_loop)
+        try:
+            self._process_released()
+            self.store.tidy()  # idle mappings of files gone since: their memory goes now
+        finally:  # (a failure is logged by the timers; the loop goes on)
+            self.timers.call_later(0.1, self._release_loop)

@@ -142,7 +142,7 @@ class StoreMixin:
         if lock is not None and not lock.locked() and oid and book.fits_now(oid, size):
             # No reservation waits, and no spill is needed: answered now, without a
             # task and the lock (no free disk space to read either).
-            writer = id(conn)  # (unique among live connections: DropReturn's check)
+            writer = conn.serial  # (the reserving connection: DropReturn's check)
             for action in book.reserve(oid, size, msg.owner, disk_free=0, warm=True, writer=writer):
                 where = self._room_action(action)
                 if where is not None:
@@ -156,7 +156,7 @@ class StoreMixin:
         return where if isinstance(where, P.Failed) else P.ObjectReserved(*where)
 
     async def reserve(self, conn: AsyncConnection, msg: P.ReserveObject, rid: int) -> None:
-        where = await self.make_room(msg.object_id, msg.size, msg.owner, True, id(conn))
+        where = await self.make_room(msg.object_id, msg.size, msg.owner, True, conn.serial)
         conn.reply(rid, self._reserved(where))
 
     async def make_room(
@@ -247,7 +247,7 @@ class StoreMixin:
         self.free_segment(msg.object_id)
 
     def on_drop_return(self, conn: AsyncConnection, msg: P.DropReturn, rid: int) -> None:
-        self.run_store_actions(self.store_book.withdrawn(msg.object_id, id(conn)))
+        self.run_store_actions(self.store_book.withdrawn(msg.object_id, conn.serial))
 
     def on_object_mapped(self, conn: AsyncConnection, msg: P.ObjectMapped, rid: int) -> None:
         self.store_book.mapped(msg.object_id)

@@ -243,7 +243,10 @@ class StoreBook:
             return [Delete(oid)]
         if seg.writer != writer or not writer:
             return []
-        return self.freed(oid)
+        # views_unknown: should a reply the worker took for unsent have reached its
+        # caller after all, the memory under the caller's views is neither reused nor
+        # taken back (the object is lost to it, never overwritten).
+        return self.freed(oid, views_unknown=True)
 
     def recycle_failed(self, oid: bytes, path: str) -> list[StoreAction]:
         """The freed file could not be renamed to `path`: it is deleted instead."""
