@@ -1,5 +1,6 @@
 """A head node started as a user would, `raylite start --head --block`, for tests that
-need a cluster's node outliving its drivers (on 127.0.0.1, no testnet)."""
+need a cluster's node outliving its drivers (on 127.0.0.1, no testnet); and a driver
+program run to its end as a process of its own."""
 
 from __future__ import annotations
 
@@ -52,3 +53,18 @@ def blocking_head(env: dict[str, str], num_cpus: int, cwd: Any = None) -> Iterat
             with contextlib.suppress(psutil.NoSuchProcess):
                 os.kill(p.pid, signal.SIGKILL)
         assert not alive, f"left running after the head stopped: {[p.pid for p in alive]}"
+
+
+def run_driver(script: str, *args: str, env: dict[str, str], timeout: float = 90) -> str:
+    """`python -c script args...` run to its end; its stdout (failed unless it exits 0,
+    with its output)."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return out.stdout

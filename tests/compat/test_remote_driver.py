@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests._engine import AGAINST_RAY, ENGINE_NAME
-from tests._head import blocking_head, free_port
+from tests._head import blocking_head, free_port, run_driver
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -123,17 +123,9 @@ def cluster(tmp_path):
 def test_a_ray_client_address_runs_tasks_actors_objects_and_errors(cluster):
     address, env = cluster
     prog = textwrap.dedent(DRIVER).format(engine=ENGINE_NAME)
-    done = subprocess.run(
-        [sys.executable, "-c", prog, address],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("OUT ")]
-    assert lines, done.stdout + done.stderr
+    stdout = run_driver(prog, address, env=env, timeout=240)
+    lines = [line for line in stdout.splitlines() if line.startswith("OUT ")]
+    assert lines, stdout
     out = json.loads(lines[-1][4:])
     assert out["initialized"] is True
     assert out["tasks"] == [i * i for i in range(10)]

@@ -275,25 +275,15 @@ def test_a_drivers_view_outlives_its_shutdown_on_a_cluster(tmp_path, warm_files,
     """A driver's own views go untold (an owner's gets send nothing). When it leaves a
     cluster's node, the node frees its objects but may not reuse (warm files: 32) or cut
     (none kept: 0) the memory under views the process keeps after shutdown()."""
-    import subprocess
-    import sys
 
-    from tests._head import blocking_head
+    from tests._head import blocking_head, run_driver
 
     env = {**os.environ, "RAYLITE_TOKEN": "views", "TMPDIR": str(tmp_path)}
     env["RAYLITE_WARM_MAX_FILES"] = warm_files
     env.pop("RAYLITE_ADDRESS", None)
     with blocking_head(env, num_cpus=1) as address:
-        out = subprocess.run(
-            [sys.executable, "-c", AFTER_SHUTDOWN, address],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "SUM 2097152.0" in out.stdout, out.stdout
+        out = run_driver(AFTER_SHUTDOWN, address, env=env)
+    assert "SUM 2097152.0" in out, out
 
 
 DYING_CALLER = """
@@ -350,7 +340,7 @@ def test_a_return_whose_caller_died_while_it_ran_is_freed(tmp_path, kind, no_eng
     import subprocess
     import sys
 
-    from tests._head import blocking_head
+    from tests._head import blocking_head, run_driver
 
     env = {**os.environ, "RAYLITE_TOKEN": "returns", "TMPDIR": str(tmp_path)}
     env.pop("RAYLITE_ADDRESS", None)
@@ -364,13 +354,5 @@ def test_a_return_whose_caller_died_while_it_ran_is_freed(tmp_path, kind, no_eng
             caller.send_signal(signal.SIGKILL)
             caller.wait(30)
         (tmp_path / "gate").touch()
-        out = subprocess.run(
-            [sys.executable, "-c", STORE_EMPTIES, address],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "LEFT 0" in out.stdout, out.stdout
+        out = run_driver(STORE_EMPTIES, address, env=env)
+    assert "LEFT 0" in out, out

@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from tests._engine import AGAINST_RAY
+from tests._head import run_driver
 
 pytestmark = [
     pytest.mark.skipif(AGAINST_RAY, reason="raylite's own cluster start and TLS"),
@@ -128,16 +129,7 @@ def cluster(tmp_path_factory):
 
 
 def _driver(cluster, env: dict[str, str], address: str, script: str = DRIVER) -> str:
-    r = subprocess.run(
-        [sys.executable, "-c", script, address],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+    return run_driver(script, address, env=env, timeout=180)
 
 
 def test_a_driver_on_a_node_runs_tasks_and_moves_10mb_across_nodes(cluster):
