@@ -22,8 +22,8 @@ freeing the object frees them too).
 A mapped segment may still be spilled: a reader's mapping stays valid after its file
 moves (object_store.py). Nothing else pins a segment in memory, but a process's idle
 mapping of a large segment's file (object_store: ObjectStore._idle) keeps a spilled or
-deleted file's pages until that process looks again (within 0.1 s: object_store's
-ObjectStore.tidy; 256 MiB a process at most); a file deleted with no view anywhere is truncated first
+deleted file's pages until that process looks again (within 0.1 s: ObjectStore.tidy;
+256 MiB a process at most); a file deleted with no view anywhere is truncated first
 (Delete.unmapped), which takes them back. Segments are booked to their owner: a
 task's return to its caller, not to the worker that wrote it. A borrower says
 ObjectMapped when it maps a segment; its owner only when it frees it while it still
