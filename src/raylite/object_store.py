@@ -11,8 +11,9 @@ Segment layout (little endian): b"RLOBJ001", u64 meta_len, u64 n_buffers, then
 n_buffers x (u64 offset, u64 length), zeroes, then the pickle stream and the buffers,
 each at a 64-byte aligned offset. The last byte before the pickle (always padding: the
 header never fills its 64-byte block) is the node's mark that the file was spilled
-(`spill`): its owner's first get reads it instead of asking the file system. A reader's mapping stays valid after the file is
-unlinked, so a freed object never pulls memory from under a live view.
+(`spill`): its owner's first get reads it instead of asking the file system. A
+reader's mapping stays valid after the file is unlinked, so a freed object never pulls
+memory from under a live view.
 
 A process maps each object once while any view of it lives (`Mappings`): a second
 `get` rebuilds the value on the same mapping (no open, mmap or message to the node
@@ -189,11 +190,10 @@ class ObjectStore:
         # Writable mappings of recycled files this process filled before, by inode:
         # writing into them again costs a memcpy, not a page-table rebuild.
         self._wcache: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
-        # The objects written through one of those mappings, with the file, open, and what
-        # their first get here reads (one per cached mapping at most; the get takes it:
-        # _get_written).
+        # The objects written through one of those mappings, and what their first get
+        # here reads (one per cached mapping at most; the get takes it: _get_written):
+        # (the mapping, where the segment's spill mark is, the holder, pickle, buffers).
         self._written: dict[bytes, tuple[mmap.mmap, int, Any, memoryview, list[memoryview]]] = {}
-        # (mapping, where its spill mark is, the holder, the pickle, the buffers)
         # Read-only mappings of large segment files whose views are gone, by inode, least
         # recently used first: the file may be recycled for another object of its size,
         # which a get then reads with no mmap and no page faults (_map_region).
@@ -593,15 +593,16 @@ class ObjectStore:
         )
 
     def spill(self, object_id: bytes) -> int:
-        """Move a segment to the spill dir (copy, then unlink); returns bytes moved."""
+        """Move a segment to the spill dir (copy, mark, unlink); returns bytes moved."""
         assert self.spill_dir is not None
         src = self.path(object_id)
         dst = self.path(object_id, self.spill_dir)
         tmp = f"{dst}.spill.tmp"
+        ino = os.stat(src).st_ino
         copy_to_disk(src, tmp)
         os.rename(tmp, dst)  # readers find the spilled copy before the original goes
         size = os.path.getsize(dst)
-        _mark_spilled(src)  # (after the copy: the copy is unmarked)
+        _mark_spilled(src, ino)  # (after the copy: the copy is unmarked)
         os.unlink(src)
         return size
 
@@ -642,12 +643,15 @@ class _Region:
             os.close(self.fd)
 
 
-def _mark_spilled(path: str) -> None:
-    """Set the segment's spill mark (the byte before its pickle: the module doc), which
-    its owner's first get reads where it wrote it (_written)."""
+def _mark_spilled(path: str, ino: int) -> None:
+    """Set the spill mark of the segment file `ino` at `path` (the byte before its
+    pickle: the module doc), which its owner's first get reads where it wrote it
+    (_written). Not another file that took the name meanwhile."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDWR)
         try:
+            if os.fstat(fd).st_ino != ino:
+                return
             head = os.pread(fd, _HEAD.size, 0)
             if len(head) == _HEAD.size and head.startswith(MAGIC):
                 at = _align(_HEAD.size + _ENTRY.size * _HEAD.unpack(head)[2]) - 1
@@ -659,7 +663,7 @@ def _mark_spilled(path: str) -> None:
 
 def _linked(fd: int) -> bool:
     """Whether the open file is still in a directory (a spilled or deleted segment's
-    is not: a get then goes where the file went, or finds it gone, as any reader)."""
+    is not: an idle mapping of it is closed, _settle_idle)."""
     try:
         return os.fstat(fd).st_nlink > 0
     except OSError:
