@@ -650,12 +650,13 @@ def _mark_spilled(path: str, ino: int) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDWR)
         try:
-            if os.fstat(fd).st_ino != ino:
+            st = os.fstat(fd)
+            if st.st_ino != ino:
                 return
             head = os.pread(fd, _HEAD.size, 0)
             if len(head) == _HEAD.size and head.startswith(MAGIC):
                 at = _align(_HEAD.size + _ENTRY.size * _HEAD.unpack(head)[2]) - 1
-                if at < os.fstat(fd).st_size:  # (a sound header: never past the end)
+                if at < st.st_size:  # (a sound header: never past the end)
                     os.pwrite(fd, b"\x01", at)
         finally:
             os.close(fd)
