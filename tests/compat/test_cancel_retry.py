@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests._engine import ray, wait_for
+from tests._engine import ray, raylite_only, wait_for
 
 RAY_INIT = {"num_cpus": 1}
 
@@ -211,6 +211,58 @@ class SyncWorker:
 
     def ping(self):
         return "pong"
+
+
+@ray.remote
+class DeafWorker:
+    """A sync actor whose process does not hear of cancels: the race in which a call
+    ends before its actor reads the CancelTask, made certain (raylite's hook)."""
+
+    def __init__(self, heard):
+        from pathlib import Path
+
+        from raylite.core import context
+
+        def ignore(task_id, recursive=False):
+            Path(heard).touch()  # the CancelTask came, and is dropped
+
+        context.global_worker().on_cancel_task = ignore
+
+    def work(self, started, release):
+        from pathlib import Path
+
+        import numpy as np
+
+        from tests._engine import wait_for_path
+
+        Path(started).touch()
+        wait_for_path(release)
+        return np.ones(1 << 18)  # 2 MiB: a value in the store
+
+    def ping(self):
+        return "pong"
+
+
+@raylite_only  # it silences the actor's cancel handler through raylite's own internals
+def test_a_sync_actor_call_that_ends_before_its_cancel_arrives_is_still_cancelled(
+    ray_start, tmp_path
+):
+    from tests._churn import store_objects
+    from tests._engine import exceptions, wait_for_path
+
+    started, release, heard = (str(tmp_path / n) for n in ("started", "release", "heard"))
+    actor = DeafWorker.remote(heard)
+    before = store_objects()
+    running = actor.work.remote(started, release)
+    wait_for_path(started)
+    ray.cancel(running)
+    wait_for_path(heard)  # the actor got the cancel and did nothing with it
+    (tmp_path / "release").touch()
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(running, timeout=30)
+    assert ray.get(actor.ping.remote(), timeout=30) == "pong"
+    # The 2 MiB value the call stored is freed: nobody can get it.
+    wait_for(lambda: store_objects() == before, timeout=10)
 
 
 def test_cancel_of_a_running_sync_actor_call_lets_it_finish(ray_start, tmp_path):

@@ -67,8 +67,22 @@ def test_tasks_go_where_their_resources_are_and_spread(cluster):
                   for h in ("h1", "h2", "h3")}
         # 6 CPUs, 12 tasks of 0.2 s: the busy head spills work to the other nodes.
         busy = sorted({h for h, _ in ray.get([where.remote() for _ in range(12)])})
-        spread = sorted({h for h, _ in ray.get(
-            [where.options(scheduling_strategy="SPREAD").remote() for _ in range(6)])})
+
+        @ray.remote(scheduling_strategy="SPREAD")
+        def together(barrier, n):
+            # Each waits until all n run at once: none ends early and leaves its worker
+            # free for another (a reused lease would not be spread: one lease, one node).
+            import tempfile
+            os.close(tempfile.mkstemp(dir=barrier)[0])
+            end = time.monotonic() + 30
+            while len(os.listdir(barrier)) < n and time.monotonic() < end:
+                time.sleep(0.01)
+            return os.environ["TESTNET_HOST"]
+
+        import tempfile
+        barrier = tempfile.mkdtemp()  # one file system for all hosts of the testnet
+        # 3 leases asked at once, placed round-robin over the 3 nodes.
+        spread = sorted(set(ray.get([together.remote(barrier, 3) for _ in range(3)])))
         node_of = {h: n for h, n in ray.get([where.options(resources={h: 1}).remote()
                                               for h in ("h1", "h2", "h3")])}
         hard = ray.get(where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(

@@ -31,6 +31,7 @@ from ..exceptions import (
     OutOfMemoryError,
     RpcError,
     RuntimeEnvSetupError,
+    TaskCancelledError,
 )
 from ..node.memory_policy import OOM_HEADLINE, with_task
 from ..object_ref import ObjectRef, new_id
@@ -574,6 +575,8 @@ class ActorClientMixin:
             returns = reply.returns
             if error and spec.generator == P.GENERATOR_STREAMING:
                 returns = self._error_item(spec, returns)  # the exception is its next item
+            elif spec.cancelled and not error and spec.generator != P.GENERATOR_STREAMING:
+                returns, error = self._cancelled_returns(spec, returns), True
             adopted = [self._adopt_contained(r.contained) for r in returns]
             with self.lock:  # one hold: the call ends, its values are recorded
                 if spec in client.inflight:
@@ -594,6 +597,17 @@ class ActorClientMixin:
             self._ask_failure_cause(lease, lambda oom: self._call_lost(client, spec, oom))
         else:
             self._call_lost(client, spec, "")
+
+    def _cancelled_returns(self, spec: TaskSpec, returns: list[P.TaskReturn]) -> list[P.TaskReturn]:
+        """A sync call cancelled while it ran, whose actor ended it before it heard of the
+        cancel: its caller gets TaskCancelledError all the same, so what a cancel does
+        does not hang on which of the two the actor read first. The values it stored
+        are freed; the refs they held are still adopted, and let go with the error."""
+        for r in returns:
+            if r.kind == P.IN_STORE:
+                self._free_segment(r.object_id, r.data)
+        blob = dumps_inline(TaskCancelledError(spec.task_id.hex()))
+        return [P.TaskReturn(r.object_id, P.ERROR, blob, r.contained) for r in returns]
 
     def _call_lost(self, client: ActorClient, spec: TaskSpec, oom: str) -> None:
         with self.lock:
