@@ -177,7 +177,7 @@ def init(
         args = LocalNodeArgs(
             num_cpus, num_gpus, resources, object_store_memory, opts.memory, opts.node_ip,
             opts.temp_dir, dict(kwargs.get("_system_config") or {}),
-            [*_dashboard_args(kwargs), *opts.node_flags()], opts.worker_env(),
+            (*_dashboard_args(kwargs), *opts.node_flags()), opts.worker_env(),
         )  # fmt: skip
         if early is not None and early.args != args:
             early = None  # started for other arguments than these turned out to be

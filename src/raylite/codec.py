@@ -123,11 +123,14 @@ def prepare(cls: Any) -> msgspec.msgpack.Decoder[Any]:
 
 
 def prepare_all() -> None:
-    """Every message type's decoder, now: a fork server's children share them, and a
-    test checks every type can be decoded."""
-    for cls in list(_BY_TAG.values()):
-        if type(cls._typed) is _Unprepared:
-            prepare(cls)
+    """Every message type's decoder, now: a test checks every type can be decoded."""
+    for cls in unprepared():
+        prepare(cls)
+
+
+def unprepared() -> list[Any]:
+    """The message types whose decoders are not made yet (prepare each)."""
+    return [cls for cls in _BY_TAG.values() if type(cls._typed) is _Unprepared]
 
 
 def _typed_decoder(

@@ -1,15 +1,15 @@
 """`@ray.remote`: a function becomes a RemoteFunction (a task), a class an ActorClass.
 
-Loads only the caller's side of tasks and actors (remote_function.py, actors.py), not
-the driver's modules: most programs decorate before they call init(), and
-driver_start.py starts the node only while api.py has not loaded yet.
+Loads only the caller's side of tasks (remote_function.py; actors.py at the first
+class), not the driver's modules, nor inspect: most programs decorate before they call
+init(), and driver_start.py starts the node only while api.py has not loaded yet, and
+only once what loads before it has.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .actors import ActorClass
 from .remote_function import RemoteFunction
 
 
@@ -28,6 +28,8 @@ def remote(*args: Any, **kwargs: Any) -> Any:
 
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
+        from .actors import ActorClass  # here: inspect's import, for classes only
+
         return ActorClass(target, options)
     if callable(target):
         return RemoteFunction(target, options)

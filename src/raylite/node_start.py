@@ -16,11 +16,14 @@ import select
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
+# Light imports only: a driver's init() loads this module, and starts its node manager,
+# before it loads anything else of raylite (driver_start.py). A dataclass here, or the
+# errors module, would delay that start by their import (~10 ms).
 from .config import CONFIG, to_units
-from .exceptions import RaySystemError
 
 
 def detect_gpus() -> int:
@@ -113,6 +116,8 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     while b"\n" not in buf:
         left = deadline - time.monotonic()
         if left <= 0:
+            from .exceptions import RaySystemError
+
             raise RaySystemError("the node manager did not start in time")
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
@@ -178,8 +183,7 @@ def check_resources(
                 raise ValueError(f"resources[{k!r}] must be a non-negative number, got {v!r}")
 
 
-@dataclass(frozen=True)
-class LocalNodeArgs:
+class LocalNodeArgs(NamedTuple):
     """init()'s arguments that a local session's node manager is started with: a node
     started before init() had read them all is its node only if they are equal
     (driver_start.init, api.init)."""
@@ -191,9 +195,9 @@ class LocalNodeArgs:
     memory: int | None = None
     node_ip: str | None = None
     temp_dir: str | None = None
-    system_config: dict[str, Any] = field(default_factory=dict)
-    extra: list[str] = field(default_factory=list)  # node manager flags
-    env: dict[str, str] = field(default_factory=dict)  # the workers' environment
+    system_config: Mapping[str, Any] = MappingProxyType({})
+    extra: tuple[str, ...] = ()  # node manager flags
+    env: Mapping[str, str] = MappingProxyType({})  # the workers' environment
 
 
 def local_resources(args: LocalNodeArgs) -> tuple[dict[str, int], int, int, int]:
@@ -264,6 +268,8 @@ class StartingNode:
         assert self.proc is not None
         line = read_line(self.proc, CONFIG.start_timeout_s)
         if not line.startswith("READY "):
+            from .exceptions import RaySystemError
+
             raise RaySystemError(f"the node manager failed to start (exit code {self.proc.poll()})")
         return line.split(" ", 1)[1].strip()
 

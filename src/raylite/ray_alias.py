@@ -20,7 +20,6 @@ A `ray.X` that raylite lacks fails with ModuleNotFoundError naming the missing p
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import runpy
 import sys
@@ -30,8 +29,11 @@ from typing import Any
 _PREFIX = "ray"
 
 
-class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds `ray[.X]` as `raylite[.X]`; loads by handing back raylite's module."""
+class _Alias:
+    """Finds `ray[.X]` as `raylite[.X]`; loads by handing back raylite's module. A
+    finder and loader by its methods (the import system asks no more): the
+    importlib.abc bases would import importlib.resources and pathlib (~10 ms), in the
+    fork server before its first worker, which a new session's first task waits for."""
 
     forced = False  # install_as_ray(): even where Ray is installed
 

@@ -8,10 +8,9 @@ checks of the bundle index and shape, the shape renamed to the bundle's resource
 from __future__ import annotations
 
 import functools
-import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import bundles
 from .config import to_units
@@ -24,6 +23,9 @@ from .core.return_modes import (
     is_generator_function,
 )
 from .object_ref import ObjectRef, new_id
+
+if TYPE_CHECKING:
+    import inspect
 
 # Not imported here: the wire protocol, serialization, local mode and the generator
 # refs (~50 ms). `@ray.remote` before `init()` loads this module, and driver_start
@@ -175,12 +177,17 @@ def validate_options(options: dict[str, Any], kind: str) -> dict[str, Any]:
 QUIET = {"task_events": False}  # enable_task_events=False (never changed in place)
 
 
+_UNREAD = -2  # RemoteFunction._arity before its first call has read the signature
+
+
 def _plain_arity(signature: inspect.Signature | None) -> int:
     """How many positional arguments bind to `signature` without checking: its count
     of parameters where all are positional without defaults (a call with that many and
     no keywords is valid), else -1 (every call is bound to find out)."""
     if signature is None:
         return -1
+    import inspect
+
     plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     params = signature.parameters.values()
     if all(p.kind in plain and p.default is inspect.Parameter.empty for p in params):
@@ -387,11 +394,10 @@ class RemoteFunction:
         self._blob: bytes | None = None
         self._name = getattr(function, "__name__", "task")
         self._is_generator = is_generator_function(function)
-        try:
-            self._signature: inspect.Signature | None = inspect.signature(function)
-        except (TypeError, ValueError):  # builtins without a signature
-            self._signature = None
-        self._arity = _plain_arity(self._signature)
+        # Read at the first call (_check_call): @remote runs before init() starts the
+        # node, which would wait for inspect's import (~10 ms) and the signature.
+        self._signature: inspect.Signature | None = None
+        self._arity = _UNREAD
         # max_calls: as Ray, a GPU function's worker exits after each call by default
         # (the GPU memory its libraries hold goes with the process).
         max_calls = self._options.get("max_calls")
@@ -456,12 +462,27 @@ class RemoteFunction:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._submit(args, kwargs, self)
 
-    def _submit(self, args: tuple, kwargs: dict, opts: Any) -> Any:
-        if self._signature is not None and (kwargs or len(args) != self._arity):
+    def _check_call(self, args: tuple, kwargs: dict) -> None:
+        """Ray's TypeError for arguments the function cannot take, at .remote()."""
+        if self._arity == _UNREAD:
+            import inspect
+
+            try:
+                self._signature = inspect.signature(self._function)
+            except (TypeError, ValueError):  # builtins without a signature
+                self._signature = None
+            self._arity = _plain_arity(self._signature)
+            if not kwargs and len(args) == self._arity:
+                return
+        if self._signature is not None:
             try:
                 self._signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"{self._name}.remote(): {exc}") from None
+
+    def _submit(self, args: tuple, kwargs: dict, opts: Any) -> Any:
+        if kwargs or len(args) != self._arity:
+            self._check_call(args, kwargs)
         cw = context.global_worker()
         if context.LOCAL_MODE:  # init(local_mode=True): run it here, now
             from . import local_mode

@@ -21,25 +21,23 @@ The policy is Ray's hybrid one, simplified:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 from .protocol import NodeAffinity
 
 HERE = "here"
 
 
-@dataclass(frozen=True, slots=True)
-class NodeView:
+class NodeView(msgspec.Struct, frozen=True):
     node_id: bytes
     address: str
     total: dict[str, int]
     available: dict[str, int]
     alive: bool = True
-    labels: dict[str, str] = field(default_factory=dict)  # labels.py's selectors read them
+    labels: dict[str, str] = msgspec.field(default_factory=dict)  # labels.py's selectors read them
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
+class Placement(msgspec.Struct, frozen=True):
     """Where a request goes: HERE, another node, or nowhere (with the reason)."""
 
     node: NodeView | None  # None: here (kind HERE) or nowhere (kind "fail" / "infeasible")

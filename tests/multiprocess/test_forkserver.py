@@ -28,6 +28,7 @@ from tests.multiprocess.test_leaks import (
 )
 
 pytestmark = [raylite_only, pytest.mark.timeout(90)]
+RAY_INIT = {"num_cpus": 2}
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,3 +133,28 @@ def test_a_dead_fork_server_stops_its_node(driver):
     # the tree), and so do its workers; the node manager removes its store.
     wait_until_gone(tree, zombie_is_gone=True)
     wait_until_no_new_shm(shm_before)
+
+
+def test_workers_forked_once_the_fork_server_is_idle_share_every_decoder(ray_fresh):
+    """The fork server makes the wire's decoders while no request waits (not before
+    its first fork, which a new session's first task waits for): a worker forked
+    after that finds them all made, instead of making its own."""
+    from tests._engine import wait_for
+
+    ray = ray_fresh
+
+    @ray.remote
+    class Decoders:
+        def unprepared(self):
+            from raylite import codec
+
+            return len(codec.unprepared())
+
+    def fresh_worker_has_all() -> bool:
+        actor = Decoders.remote()  # a new process, forked now
+        try:
+            return ray.get(actor.unprepared.remote(), timeout=30) == 0
+        finally:
+            ray.kill(actor)
+
+    wait_for(fresh_worker_has_all, timeout=30, interval=0.2)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import pytest
 
 from raylite import config
 
 
 def _settings() -> list[str]:
-    return [f.name for f in fields(config.Config) if f.name != "extra"]
+    return list(config.SETTINGS)
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +43,17 @@ def test_a_malformed_override_is_an_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("RAYLITE_KILL_GRACE_S", "soon")
     with pytest.raises(ValueError, match="soon"):
         config.load()
+
+
+def test_a_config_is_frozen_and_knows_its_settings() -> None:
+    cfg = config.Config(lease_linger_s=0.5)
+    assert cfg.lease_linger_s == 0.5
+    assert cfg.max_pending_leases == config.Config().max_pending_leases  # the default
+    assert cfg != config.Config()
+    assert cfg == config.Config(lease_linger_s=0.5)
+    assert config.Config().replace(lease_linger_s=0.5) == cfg
+    with pytest.raises(AttributeError, match="frozen"):
+        cfg.lease_linger_s = 1.0
+    with pytest.raises(TypeError, match="no_such_setting"):
+        config.Config(no_such_setting=1)
+    assert "lease_linger_s=0.5" in repr(cfg)

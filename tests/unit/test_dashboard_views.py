@@ -177,7 +177,7 @@ def test_merge_objects_sums_every_nodes_store():
 
 
 def test_placement_group_view_and_listing_render_from_snapshots():
-    import dataclasses
+    import msgspec
 
     from raylite.head.placement_groups import PGRec
     from raylite.node.listings import placement_group_rows
@@ -186,7 +186,7 @@ def test_placement_group_view_and_listing_render_from_snapshots():
     placed.state = placed.state.CREATED
     placed.nodes = {0: NODE, 1: NODE}
     waiting = PGRec(b"b" * 16, [{"CPU": 64 * CPU}], "STRICT_PACK")
-    head = dataclasses.replace(head_stats(), placement_groups=(placed.row(), waiting.row()))
+    head = msgspec.structs.replace(head_stats(), placement_groups=(placed.row(), waiting.row()))
     out = views.placement_groups(head)
     assert out["states"] == {"CREATED": 1, "PENDING": 1}
     assert [r["placement_group_id"] for r in out["rows"]] == [(b"b" * 16).hex(), (b"a" * 16).hex()]

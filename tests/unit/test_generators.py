@@ -181,3 +181,43 @@ def test_a_method_code_gives_back_the_options_it_was_made_from(
     code = method_code(*generator_mode(is_generator, num_returns, backpressure))
     assert options_of(code) == options
     assert method_code(*generator_mode(is_generator, *options)) == code
+
+
+def test_is_generator_function_agrees_with_inspect() -> None:
+    """return_modes reads the code flags itself (no inspect at @remote): the same
+    answers as inspect's isgeneratorfunction or isasyncgenfunction."""
+    import functools
+    import inspect
+
+    from raylite.core.return_modes import is_generator_function
+
+    def gen():
+        yield 1
+
+    async def agen():
+        yield 1
+
+    async def coro():
+        return 1
+
+    def plain():
+        return 1
+
+    class Holder:
+        def gen(self):
+            yield 1
+
+        def plain(self):
+            return 1
+
+        def __call__(self):
+            yield 1
+
+    cases = [
+        gen, agen, coro, plain, lambda: 1, Holder.gen, Holder().gen, Holder().plain,
+        functools.partial(gen), functools.partial(functools.partial(agen)),
+        functools.partial(plain), Holder(), len, print, Holder, 42,
+    ]  # fmt: skip
+    for fn in cases:
+        expected = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        assert is_generator_function(fn) is expected, fn

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +80,7 @@ def book(cpus: int = 2, *, gpus: int = 0, view: View | None = None, **kw: Any) -
     total = {"CPU": cpus * U}
     if gpus:
         total["GPU"] = gpus * U
-    config = dataclasses.replace(CONFIG, **kw)
+    config = CONFIG.replace(**kw)
     return LeaseBook(total, gpus, view or View(), cluster=view is not None, config=config)
 
 

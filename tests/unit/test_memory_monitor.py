@@ -3,7 +3,6 @@ and what an owner does with a task killed for memory (core/submission.py), in-pr
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import types
@@ -151,7 +150,7 @@ def test_a_task_killed_for_memory_is_retried_without_spending_a_retry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # No backoff here (oom_retry_delay_s is tested above): the retry is queued at once.
-    no_wait = dataclasses.replace(CONFIG, task_oom_retry_delay_base_ms=0)
+    no_wait = CONFIG.replace(task_oom_retry_delay_base_ms=0)
     monkeypatch.setattr("raylite.core.submission.CONFIG", no_wait)
     _, spec = h.submit(max_retries=1)
     for attempt in range(3):  # more kills than max_retries: none is spent
@@ -183,7 +182,7 @@ def test_a_task_whose_retries_other_failures_spent_is_still_retried_for_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ray: only max_retries=0 at submission stops retries for memory."""
-    no_wait = dataclasses.replace(CONFIG, task_oom_retry_delay_base_ms=0)
+    no_wait = CONFIG.replace(task_oom_retry_delay_base_ms=0)
     monkeypatch.setattr("raylite.core.submission.CONFIG", no_wait)
     _, spec = h.submit(max_retries=1)
     _, reply = h.grant().take(P.PushTask)

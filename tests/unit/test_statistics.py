@@ -9,7 +9,6 @@ of private attributes and of the live objects' tables.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import pathlib
 from typing import Any
 
@@ -71,7 +70,7 @@ def test_node_statistics_is_a_frozen_copy(nm):
     assert stats.runs_head
     assert nm.statistics().objects is None  # the segments only when asked for
 
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         stats.workers = ()  # type: ignore[misc]
     with pytest.raises(TypeError):
         stats.available["CPU"] = 0  # type: ignore[index]
@@ -108,7 +107,7 @@ def test_head_statistics_is_a_frozen_copy(nm):
     assert own.node_id == nm.node_id
     assert own.is_head
     assert stats.total == {"CPU": 40_000}
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         stats.jobs = 3  # type: ignore[misc]
 
     head.set_actor(alive, DEAD, "killed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from raylite.config import CONFIG
@@ -23,9 +22,7 @@ DISK = 10_000 * MiB  # free disk space the tests report
 
 
 def book(capacity: int = 100 * MiB, max_spill: int | None = None, **kw: Any) -> StoreBook:
-    config = dataclasses.replace(
-        CONFIG, **{"spill_batch_bytes": 0, "warm_min_bytes": 8 * MiB, **kw}
-    )
+    config = CONFIG.replace(**{"spill_batch_bytes": 0, "warm_min_bytes": 8 * MiB, **kw})
     return StoreBook("/store", "/spill", capacity, max_spill, config)
 
 

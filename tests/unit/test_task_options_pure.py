@@ -101,3 +101,27 @@ def test_max_calls_travels_with_the_function_blob():
     fn, limit = loads_function_limited(dumps_function(f, 3))
     assert (fn(), limit) == (1, 3)
     assert loads_function(dumps_function(f, 3))() == 1
+
+
+def test_arguments_are_checked_against_the_signature_read_at_the_first_call() -> None:
+    """@remote does not read the signature (inspect's import waits for a new session's
+    node: decorator.py); the first .remote() does, and every call is checked by it."""
+    import pytest
+
+    from raylite.remote_function import RemoteFunction
+
+    def two(a, b, *, c=0):
+        return a + b + c
+
+    fn = RemoteFunction(two, {})
+    assert fn._signature is None  # not read yet
+    with pytest.raises(TypeError, match=r"two\.remote\(\).*missing"):
+        fn.remote(1)
+    assert fn._signature is not None
+    with pytest.raises(TypeError, match=r"two\.remote\(\).*too many"):
+        fn.remote(1, 2, 3)
+    with pytest.raises(TypeError, match=r"two\.remote\(\).*unexpected keyword"):
+        fn.remote(1, 2, d=4)
+    fresh = RemoteFunction(two, {})
+    with pytest.raises(TypeError, match=r"two\.remote\(\).*unexpected keyword"):
+        fresh.remote(1, 2, d=4)  # a first call with keywords is checked too

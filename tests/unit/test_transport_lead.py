@@ -6,7 +6,6 @@ signal that comes while the main thread handles a read waits until the read is d
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import signal
 import socket
@@ -117,7 +116,7 @@ def test_a_doorbell_rung_while_the_reader_thread_waits_too_reaches_the_leader(pa
 
 def spin(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """CONFIG.lead_spin_s (RAYLITE_LEAD_SPIN_S) for this test."""
-    config = dataclasses.replace(CONFIG, lead_spin_s=seconds)
+    config = CONFIG.replace(lead_spin_s=seconds)
     monkeypatch.setattr("raylite.transport_lead.CONFIG", config)
 
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
+
+import msgspec
 
 from .lifecycle import TASK_ENDED, TaskState
 from .objects import PENDING, RELEASED
 from .tasks import task_events_off
 
 
-@dataclass(frozen=True, slots=True)
-class OwnedTask:
+class OwnedTask(msgspec.Struct, frozen=True):
     """A task this process submitted that has not ended."""
 
     task_id: bytes
@@ -33,8 +33,7 @@ class OwnedTask:
     task_events: bool = True  # False: enable_task_events=False, listed nowhere
 
 
-@dataclass(frozen=True, slots=True)
-class OwnedObject:
+class OwnedObject(msgspec.Struct, frozen=True):
     """An object this process owns that has (or will have) a value."""
 
     object_id: bytes
@@ -45,8 +44,7 @@ class OwnedObject:
     contains: tuple[bytes, ...]  # ids of the refs inside its value
 
 
-@dataclass(frozen=True, slots=True)
-class CoreStatistics:
+class CoreStatistics(msgspec.Struct, frozen=True):
     mode: str  # "driver" | "worker"
     pid: int
     address: str

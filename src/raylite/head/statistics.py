@@ -14,14 +14,14 @@ Resources are in the node's units (config.RESOURCE_UNIT per CPU, per byte...).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from ..core.lifecycle import ActorState
 
 
-@dataclass(frozen=True, slots=True)
-class NodeEntry:
+class NodeEntry(msgspec.Struct, frozen=True):
     """A node as the head knows it (its field names are NodeRec's)."""
 
     node_id: bytes
@@ -51,8 +51,7 @@ class NodeEntry:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ActorEntry:
+class ActorEntry(msgspec.Struct, frozen=True):
     """An actor in the head's table, in creation order (the first word about it)."""
 
     actor_id: bytes
@@ -74,8 +73,7 @@ class ActorEntry:
         return bool(self.class_name or self.pid or self.state is ActorState.DEAD)
 
 
-@dataclass(frozen=True, slots=True)
-class HeadStatistics:
+class HeadStatistics(msgspec.Struct, frozen=True):
     node_id: bytes  # the head's own node
     address: str  # the head's tcp:HOST:PORT ("" on one machine)
     storage: str  # the storage backend's URL

@@ -21,7 +21,7 @@ Numbers are bytes. A worker whose memory is unknown counts as holding nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 GiB = 1 << 30
 # Ray's max_kill_memory_buffer_bytes: the kill buffer is 5% of the total, at most this.
@@ -30,8 +30,7 @@ MAX_KILL_BUFFER_BYTES = 3 * GiB
 IDLE_WORKER_BYTES = 1 * GiB
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryReading:
+class MemoryReading(msgspec.Struct, frozen=True):
     """The node's memory at one moment: `used` of `total` bytes (a cgroup's limit and
     usage where the node runs in one with a limit, else the machine's)."""
 
@@ -43,8 +42,7 @@ class MemoryReading:
         return self.used / self.total if self.total > 0 else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(msgspec.Struct, frozen=True):
     """A worker the monitor may kill. `order`: when its lease was granted, in any
     increasing measure (larger: more recent); `memory`: bytes it holds (its USS)."""
 

@@ -17,12 +17,12 @@ Building one costs a copy of the worker table and the counters; the segment tabl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class WorkerStat:
+
+class WorkerStat(msgspec.Struct, frozen=True):
     """A worker process of this node (alive, or exited and still listed)."""
 
     worker_id: bytes
@@ -38,8 +38,7 @@ class WorkerStat:
         return self.state != "dead"
 
 
-@dataclass(frozen=True, slots=True)
-class StoreStat:
+class StoreStat(msgspec.Struct, frozen=True):
     """The object store's byte budget and counters."""
 
     used_bytes: int
@@ -53,8 +52,7 @@ class StoreStat:
     spill_dir: str
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentStat:
+class SegmentStat(msgspec.Struct, frozen=True):
     """An object in this node's store."""
 
     object_id: bytes
@@ -65,8 +63,7 @@ class SegmentStat:
     copies: int  # other nodes that pulled a copy
 
 
-@dataclass(frozen=True, slots=True)
-class NodeStatistics:
+class NodeStatistics(msgspec.Struct, frozen=True):
     node_id: bytes
     address: str  # unix:... (this machine's processes)
     tcp_address: str  # tcp:HOST:PORT on a cluster, else ""
