@@ -266,6 +266,15 @@ class _Reply:
         self.value: Any = None
 
 
+def _run_lost(callbacks: list[Callable[[], None]]) -> None:
+    """Run what hold() was told to run for frames that were never sent."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("a held frame's on_lost failed")
+
+
 class Connection:
     """A framed, authenticated connection with a reader thread."""
 
@@ -288,6 +297,9 @@ class Connection:
         # Frames written but not yet sent (hold(), or the reader thread's writes while
         # it handles one read's frames): the next send, or flush(), sends them first.
         self._held: list[bytes] = []
+        # What hold() was told to run should its frames never be sent (on_lost), in
+        # order: taken with the frames, dropped once a send of them succeeds.
+        self._held_lost: list[Callable[[], None]] = []
         self._batching = 0  # the reader thread's ident while it handles a read's frames
         self._pending: dict[int, _Reply] = {}
         self._rids = itertools.count(1)
@@ -336,34 +348,44 @@ class Connection:
             with self._send_lock:
                 self._held.append(data)
             return
+        lost: list[Callable[[], None]] = []
         try:
             with self._send_lock:
                 if self._held:  # what was held goes first: frames keep their order
                     data = b"".join([*self._held, data])
-                    self._held = []
+                    self._held, lost, self._held_lost = [], self._held_lost, []
                 self.sock.sendall(data)
         except OSError as exc:
+            _run_lost(lost)
             self._lost(exc)
 
-    def hold(self, msg: Any, request_id: int = 0) -> None:
+    def hold(
+        self, msg: Any, request_id: int = 0, on_lost: Callable[[], None] | None = None
+    ) -> None:
         """Write `msg` (a reply if `request_id`), sent with the next send or flush(): a
-        worker holds a task's reply while the next pushed task runs at once."""
+        worker holds a task's reply while the next pushed task runs at once. `on_lost`
+        runs (once, on whichever thread finds it) if the frame is never sent: a send
+        that carried it failed, or the connection closed first."""
         if self.closed:
             raise ConnectionLost(f"connection {self.name} is closed")
         data = encode(msg, -request_id)
         with self._send_lock:
             self._held.append(data)
+            if on_lost is not None:
+                self._held_lost.append(on_lost)
 
     def flush(self) -> None:
         """Send what was held."""
+        lost: list[Callable[[], None]] = []
         try:
             with self._send_lock:
                 if not self._held:
                     return
                 data = b"".join(self._held)
-                self._held = []
+                self._held, lost, self._held_lost = [], self._held_lost, []
                 self.sock.sendall(data)
         except OSError as exc:
+            _run_lost(lost)
             self._lost(exc)
 
     def _lost(self, exc: OSError) -> NoReturn:
@@ -476,6 +498,9 @@ class Connection:
     def _closed_by_peer(self) -> None:
         was_closed = self.closed
         self.closed = True
+        with self._send_lock:  # frames held now are never sent
+            self._held, lost, self._held_lost = [], self._held_lost, []
+        _run_lost(lost)
         lost = ConnectionLost(f"connection {self.name} closed")
         for rid in list(self._pending):
             slot = self._pending.pop(rid, None)

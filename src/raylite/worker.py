@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import _signal
 import contextlib
+import functools
 import os
 import queue
 import signal
@@ -435,8 +436,10 @@ class Worker(ActorConcurrency):
         try:
             if msg.actor_id is None and not self.tasks.empty() and self._held < CONFIG.held_replies:
                 # A pushed task runs next, at once: this reply goes out with the next
-                # send (its reply, or the watch's flush if it runs long).
-                conn.hold(P.TaskDone(returns, self.pid), rid)
+                # send (its reply, or the watch's flush if it runs long). Should it
+                # never go (its owner went first), its stored values are dropped.
+                lost = functools.partial(cw.drop_returns, returns)
+                conn.hold(P.TaskDone(returns, self.pid), rid, on_lost=lost)
                 self._held += 1
                 self._held_on = conn
             else:
