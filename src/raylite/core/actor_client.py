@@ -50,6 +50,7 @@ from .actor_life import (
 )
 from .lease_queue import Lease, SchedulingClass
 from .lifecycle import DEAD, FAILED, FINISHED, PUSHED, TASK_ENDED
+from .objects import PENDING
 from .tasks import TaskSpec, blob_of, retry_task, retryable, task_transition
 
 log = logging.getLogger("raylite")
@@ -575,16 +576,22 @@ class ActorClientMixin:
             returns = reply.returns
             if error and spec.generator == P.GENERATOR_STREAMING:
                 returns = self._error_item(spec, returns)  # the exception is its next item
-            elif spec.cancelled and not error and spec.generator != P.GENERATOR_STREAMING:
-                returns, error = self._cancelled_returns(spec, returns), True
+            cancelled = spec.cancelled and not error and not spec.generator
             adopted = [self._adopt_contained(r.contained) for r in returns]
+            dropped: list[P.TaskReturn] = []
             with self.lock:  # one hold: the call ends, its values are recorded
                 if spec in client.inflight:
                     client.inflight.remove(spec)
+                if cancelled:
+                    returns, dropped = self._cancelled_returns(spec, returns)
+                    error = bool(dropped)
                 ready = self._record_returns(spec, error, returns, adopted)
                 self._keep_lineage(spec, reply)
                 self._release_held(spec)
                 last = client.end_when_idle and not client.inflight and not client.queue
+            for r in dropped:
+                if r.kind == P.IN_STORE:
+                    self._free_segment(r.object_id, r.data)
             self._finish_returns(returns, ready)
             if last:  # no handle is left, and this was its last call
                 self._terminate_actor(client)
@@ -598,16 +605,25 @@ class ActorClientMixin:
         else:
             self._call_lost(client, spec, "")
 
-    def _cancelled_returns(self, spec: TaskSpec, returns: list[P.TaskReturn]) -> list[P.TaskReturn]:
-        """A sync call cancelled while it ran, whose actor ended it before it heard of the
-        cancel: its caller gets TaskCancelledError all the same, so what a cancel does
-        does not hang on which of the two the actor read first. The values it stored
-        are freed; the refs they held are still adopted, and let go with the error."""
-        for r in returns:
-            if r.kind == P.IN_STORE:
-                self._free_segment(r.object_id, r.data)
+    def _cancelled_returns(
+        self, spec: TaskSpec, returns: list[P.TaskReturn]
+    ) -> tuple[list[P.TaskReturn], list[P.TaskReturn]]:
+        """A plain call cancelled while it ran, whose actor ended it before it heard of
+        the cancel: its caller gets TaskCancelledError all the same, so what a cancel
+        does does not hang on which of the two the actor read first. Only values not
+        recorded yet are replaced (not those of a rerun that rebuilt a lost one: they
+        are in use); returns (what is recorded, the values replaced, for the caller to
+        free once the lock is let go). The refs they held are still adopted, and let
+        go with the error (lock held)."""
         blob = dumps_inline(TaskCancelledError(spec.task_id.hex()))
-        return [P.TaskReturn(r.object_id, P.ERROR, blob, r.contained) for r in returns]
+        kept, dropped = [], []
+        for r in returns:
+            entry = self.objects.get(r.object_id)
+            if entry is not None and entry.kind is PENDING:
+                dropped.append(r)
+                r = P.TaskReturn(r.object_id, P.ERROR, blob, r.contained)
+            kept.append(r)
+        return kept, dropped
 
     def _call_lost(self, client: ActorClient, spec: TaskSpec, oom: str) -> None:
         with self.lock:

@@ -37,9 +37,11 @@ if __name__ == "__main__":
     # Its work is done (workers stopped, files removed, the fork server gone): it exits
     # without the interpreter's teardown, which frees every module's objects one by one
     # (~20 ms) while the driver's shutdown() waits for this process to end.
+    import contextlib
     import logging
 
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(Exception):  # (a closed pipe: nothing left to say anyway)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
     os._exit(code)

@@ -246,6 +246,7 @@ def _serve(sock: socket.socket) -> None:
         if not ready:  # (only while decoders are left to make)
             codec.prepare(to_prepare.pop())
             if not to_prepare:
+                gc.collect()  # (what building them left for the collector is not kept)
                 gc.freeze()
                 trim_heap()
             continue
