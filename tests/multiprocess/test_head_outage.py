@@ -111,3 +111,23 @@ def test_get_actor_and_a_named_actor_wait_for_a_restarting_head(tmp_path):
         subprocess.run(
             [sys.executable, "-m", "raylite.cli", "stop"], env=env, timeout=60, check=False
         )
+
+
+def test_a_stopped_head_closes_its_storage(tmp_path):
+    """`raylite stop` ends the head's process, which closes its SQLite storage first:
+    its write-ahead log is folded into the file and removed, the file whole."""
+    import sqlite3
+
+    env = {**os.environ, "RAYLITE_TOKEN": TOKEN, "TMPDIR": str(tmp_path)}
+    port, db = _free_port(), str(tmp_path / "head.db")
+    head_pid = _start_head(env, port, db)
+    try:
+        assert os.path.exists(db + "-wal")  # open: its log is there
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "raylite.cli", "stop"], env=env, timeout=60, check=False
+        )
+    wait_for(lambda: _gone(head_pid), 30, "the head gone")
+    assert not os.path.exists(db + "-wal")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -741,5 +741,7 @@ def _main(forks: forkserver.ForkServer, argv: list[str] | None) -> None:
         asyncio.run(nm.serve())
     finally:
         nm.remove_files()
+        if nm.head is not None:  # its storage closed: a SQLite file keeps no -wal beside it
+            nm.head.close()
     if nm.crashed is not None:
         sys.exit(1)  # a background task crashed (logged above)
