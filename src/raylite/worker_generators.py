@@ -23,6 +23,7 @@ owner's answer; the generator is closed either way, so its `finally` blocks run.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from . import protocol as P
@@ -100,7 +101,7 @@ def run(worker: Worker, conn: Any, msg: P.PushTask, gen: Any) -> list[P.TaskRetu
         for value in gen:
             item = store_value(worker, item_id(msg.task_id, index), value, msg, raising=True)
             if wait:  # the owner answers once we may go on
-                conn.request(P.GeneratorItem(generator_id, index, item), timeout=None)
+                request_item(worker, conn, P.GeneratorItem(generator_id, index, item))
             else:
                 send_item(worker, conn, P.GeneratorItem(generator_id, index, item))
             index += 1
@@ -115,13 +116,34 @@ def run(worker: Worker, conn: Any, msg: P.PushTask, gen: Any) -> list[P.TaskRetu
 
 def send_item(worker: Worker, conn: Any, msg: P.GeneratorItem) -> None:
     """Send a streamed item; one that cannot be sent never reached the owner (gone): its
-    value is dropped from the store (CoreWorker.drop_returns). An item sent as a request
-    (backpressure) that fails may have reached it before the answer failed: left."""
+    value is dropped from the store (CoreWorker.drop_returns)."""
     try:
         conn.send(msg)
     except ConnectionLost:
         worker.cw.drop_returns([msg.item])
         raise
+
+
+def request_item(worker: Worker, conn: Any, msg: P.GeneratorItem) -> None:
+    """Send a streamed item as a request (backpressure) and wait for the owner's answer:
+    it comes once the owner lets the generator go on. One whose send fails never
+    reached the owner: dropped, as send_item's; one whose answer never comes (the
+    connection went after the send) may have reached it: left to the owner's node."""
+    answered = threading.Event()
+    answer: list[Any] = []
+
+    def on_answer(reply: Any) -> None:
+        answer.append(reply)
+        answered.set()
+
+    try:
+        conn.request_async(msg, on_answer)
+    except ConnectionLost:
+        worker.cw.drop_returns([msg.item])
+        raise
+    answered.wait()
+    if isinstance(answer[0], ConnectionLost):
+        raise answer[0]
 
 
 def _failed(

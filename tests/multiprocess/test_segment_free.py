@@ -310,8 +310,12 @@ class Slow:  # detached: the caller's death does not end it
 slow = Slow.options(name="slow", lifetime="detached").remote()
 if sys.argv[3] == "return":
     ref = slow.make.remote(sys.argv[2])
-else:
+elif sys.argv[3] == "stream":
     ref = slow.stream.options(num_returns="streaming").remote(sys.argv[2])
+else:  # each item sent as a request, answered once the caller may take more
+    ref = slow.stream.options(
+        num_returns="streaming", _generator_backpressure_num_objects=1
+    ).remote(sys.argv[2])
 time.sleep(120)  # killed while the call runs
 """
 
@@ -330,12 +334,13 @@ ray.shutdown()
 """
 
 
-@pytest.mark.parametrize("kind", ["return", "stream"])
+@pytest.mark.parametrize("kind", ["return", "stream", "backpressure"])
 def test_a_return_whose_caller_died_while_it_ran_is_freed(tmp_path, kind, no_engine):
     """A detached actor's call outlives its caller (a driver killed while it runs):
     its return, stored for the dead caller, is freed by the node once the worker finds
     it cannot reply (DropReturn), where nobody else would free it; so are a stream's
-    items. Before, the segment stayed booked to the dead caller until the node ended."""
+    items, sent plain or as requests (backpressure). Before, the segment stayed booked
+    to the dead caller until the node ended."""
     import signal
     import subprocess
     import sys
