@@ -266,8 +266,36 @@ class _Reply:
         self.value: Any = None
 
 
+class _HeldNotSent(Exception):
+    """A send that carried held frames failed: the on_lost callbacks of those it did not
+    hand to the kernel whole (to run once the send lock is let go), and the error."""
+
+    def __init__(self, callbacks: list[Callable[[], None]], error: OSError) -> None:
+        super().__init__(error)
+        self.callbacks = callbacks
+        self.error = error
+
+
+def _send_held(sock: Any, data: bytes, held: list[tuple[int, Callable[[], None]]]) -> None:
+    """sock.sendall(data), `data` starting with held frames (`held`: where each that has
+    an on_lost ends in it), counting what the kernel takes: should it fail, the frames
+    it took whole may have reached the peer and are left; the others raise in
+    _HeldNotSent. A TLS stream (no send of its own) counts none."""
+    taken = 0
+    try:
+        send = getattr(sock, "send", None)
+        if send is None:
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        while taken < len(data):
+            taken += send(view[taken:])
+    except OSError as exc:
+        raise _HeldNotSent([cb for end, cb in held if end > taken], exc) from exc
+
+
 def _run_lost(callbacks: list[Callable[[], None]]) -> None:
-    """Run what hold() was told to run for frames that were never sent."""
+    """Run what hold() was told to run for held frames that were never sent."""
     for callback in callbacks:
         try:
             callback()
@@ -297,9 +325,11 @@ class Connection:
         # Frames written but not yet sent (hold(), or the reader thread's writes while
         # it handles one read's frames): the next send, or flush(), sends them first.
         self._held: list[bytes] = []
-        # What hold() was told to run should its frames never be sent (on_lost), in
-        # order: taken with the frames, dropped once a send of them succeeds.
-        self._held_lost: list[Callable[[], None]] = []
+        # What hold() was told to run should its frame never be sent (on_lost), with
+        # where the frame ends in the held bytes (_held_bytes: their length): taken
+        # with the frames, dropped once a send of them succeeds.
+        self._held_lost: list[tuple[int, Callable[[], None]]] = []
+        self._held_bytes = 0
         self._batching = 0  # the reader thread's ident while it handles a read's frames
         self._pending: dict[int, _Reply] = {}
         self._rids = itertools.count(1)
@@ -347,17 +377,29 @@ class Connection:
             # out in one send at its end: _read_loop).
             with self._send_lock:
                 self._held.append(data)
+                self._held_bytes += len(data)
             return
-        lost: list[Callable[[], None]] = []
         try:
             with self._send_lock:
                 if self._held:  # what was held goes first: frames keep their order
                     data = b"".join([*self._held, data])
-                    self._held, lost, self._held_lost = [], self._held_lost, []
+                    lost = self._take_held()
+                    if lost:
+                        _send_held(self.sock, data, lost)
+                        return
                 self.sock.sendall(data)
+        except _HeldNotSent as failed:
+            _run_lost(failed.callbacks)
+            self._lost(failed.error)
         except OSError as exc:
-            _run_lost(lost)
             self._lost(exc)
+
+    def _take_held(self) -> list[tuple[int, Callable[[], None]]]:
+        """The held frames go (the caller sends them): their on_lost callbacks (_send_lock
+        held)."""
+        lost = self._held_lost
+        self._held, self._held_lost, self._held_bytes = [], [], 0
+        return lost
 
     def hold(
         self, msg: Any, request_id: int = 0, on_lost: Callable[[], None] | None = None
@@ -366,26 +408,33 @@ class Connection:
         worker holds a task's reply while the next pushed task runs at once. `on_lost`
         runs (once, on whichever thread finds it) if the frame is never sent: a send
         that carried it failed, or the connection closed first."""
-        if self.closed:
-            raise ConnectionLost(f"connection {self.name} is closed")
         data = encode(msg, -request_id)
         with self._send_lock:
+            # Looked at under the lock: _closed_by_peer sets it before it takes the held
+            # frames, so none is left behind it.
+            if self.closed:
+                raise ConnectionLost(f"connection {self.name} is closed")
             self._held.append(data)
+            self._held_bytes += len(data)
             if on_lost is not None:
-                self._held_lost.append(on_lost)
+                self._held_lost.append((self._held_bytes, on_lost))
 
     def flush(self) -> None:
         """Send what was held."""
-        lost: list[Callable[[], None]] = []
         try:
             with self._send_lock:
                 if not self._held:
                     return
                 data = b"".join(self._held)
-                self._held, lost, self._held_lost = [], self._held_lost, []
-                self.sock.sendall(data)
+                lost = self._take_held()
+                if lost:
+                    _send_held(self.sock, data, lost)
+                else:
+                    self.sock.sendall(data)
+        except _HeldNotSent as failed:
+            _run_lost(failed.callbacks)
+            self._lost(failed.error)
         except OSError as exc:
-            _run_lost(lost)
             self._lost(exc)
 
     def _lost(self, exc: OSError) -> NoReturn:
@@ -422,8 +471,9 @@ class Connection:
             raise slot.value
         return slot.value
 
-    def request_async(self, msg: Any, callback: Callable[[Any], None]) -> None:
-        """Send; `callback(reply)` runs on the reader thread (or ConnectionLost)."""
+    def request_async(self, msg: Any, callback: Callable[[Any], None]) -> int:
+        """Send; `callback(reply)` runs on the reader thread (or ConnectionLost). Returns
+        the request's id (forget() it to stop waiting)."""
         rid = next(self._rids)
         self._pending[rid] = _Reply(callback)
         try:
@@ -431,6 +481,11 @@ class Connection:
         except ConnectionLost:
             self._pending.pop(rid, None)
             raise
+        return rid
+
+    def forget(self, request_id: int) -> None:
+        """No longer wait for a request_async's reply: its callback will not run."""
+        self._pending.pop(request_id, None)
 
     # --- receiving ----------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -499,8 +554,8 @@ class Connection:
         was_closed = self.closed
         self.closed = True
         with self._send_lock:  # frames held now are never sent
-            self._held, lost, self._held_lost = [], self._held_lost, []
-        _run_lost(lost)
+            lost = self._take_held()
+        _run_lost([callback for _, callback in lost])
         lost = ConnectionLost(f"connection {self.name} closed")
         for rid in list(self._pending):
             slot = self._pending.pop(rid, None)

@@ -452,8 +452,8 @@ class Worker(ActorConcurrency):
                 conn.reply(rid, P.TaskDone(returns, self.pid))
         except Exception:  # the owner is gone; nobody wants this result
             # Not sent: a failed write is the last frame of its send, so the owner
-            # never read this reply. (Held replies may have gone with another send:
-            # theirs are left.)
+            # never read this reply. (Held replies that went with it: their on_lost
+            # drops those the kernel did not take whole, transport._send_held.)
             self.cw.drop_returns(returns)
         self._record(msg, returns, start, end)
 

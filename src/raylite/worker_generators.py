@@ -126,9 +126,7 @@ def send_item(worker: Worker, conn: Any, msg: P.GeneratorItem) -> None:
 
 def request_item(worker: Worker, conn: Any, msg: P.GeneratorItem) -> None:
     """Send a streamed item as a request (backpressure) and wait for the owner's answer:
-    it comes once the owner lets the generator go on. One whose send fails never
-    reached the owner: dropped, as send_item's; one whose answer never comes (the
-    connection went after the send) may have reached it: left to the owner's node."""
+    it comes once the owner lets the generator go on."""
     answered = threading.Event()
     answer: list[Any] = []
 
@@ -136,14 +134,25 @@ def request_item(worker: Worker, conn: Any, msg: P.GeneratorItem) -> None:
         answer.append(reply)
         answered.set()
 
+    rid = ask_item(worker, conn, msg, on_answer)
     try:
-        conn.request_async(msg, on_answer)
+        answered.wait()
+    except BaseException:  # (a cancel: KeyboardInterrupt) no answer is awaited now
+        conn.forget(rid)
+        raise
+    if isinstance(answer[0], ConnectionLost):
+        raise answer[0]
+
+
+def ask_item(worker: Worker, conn: Any, msg: P.GeneratorItem, on_answer: Any) -> int:
+    """Send a streamed item as a request (request_async: its id). One whose send fails
+    never reached the owner: dropped, as send_item's; one whose answer never comes (the
+    connection went after the send) may have reached it: left to the owner's node."""
+    try:
+        return int(conn.request_async(msg, on_answer))
     except ConnectionLost:
         worker.cw.drop_returns([msg.item])
         raise
-    answered.wait()
-    if isinstance(answer[0], ConnectionLost):
-        raise answer[0]
 
 
 def _failed(
@@ -196,11 +205,17 @@ async def run_async(worker: Worker, conn: Any, msg: P.PushTask, agen: Any) -> li
             item = store_value(worker, item_id(msg.task_id, index), value, msg, raising=True)
             if wait:  # the owner's answer, without holding up the actor's other calls
                 answer = loop.create_future()
-                conn.request_async(
+                rid = ask_item(
+                    worker,
+                    conn,
                     P.GeneratorItem(generator_id, index, item),
                     lambda reply, answer=answer: loop.call_soon_threadsafe(_settle, answer, reply),
                 )
-                reply = await answer
+                try:
+                    reply = await answer
+                except BaseException:  # (cancelled) no answer is awaited now
+                    conn.forget(rid)
+                    raise
                 if isinstance(reply, ConnectionLost):
                     raise reply
             else:

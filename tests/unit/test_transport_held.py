@@ -77,3 +77,40 @@ def test_frames_held_when_the_connection_closes_are_lost(held: Held):
     assert held.lost == ["a", "b"]
     with pytest.raises(ConnectionLost):
         held.hold("x", 3)  # nothing is held on a closed connection
+
+
+class _Breaking:
+    """A socket whose kernel takes `room` bytes, a few at a time, then breaks."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.got = b""
+
+    def send(self, data) -> int:
+        left = self.room - len(self.got)
+        if left <= 0:
+            raise BrokenPipeError("the peer is gone")
+        n = min(len(data), left, 7)
+        self.got += bytes(data[:n])
+        return n
+
+
+@pytest.mark.parametrize("room", [0, 5, 10, 12, 20, 26])
+def test_a_send_that_breaks_loses_only_the_held_frames_it_did_not_hand_over_whole(room):
+    from raylite.transport import _HeldNotSent, _send_held
+
+    # Held frames of 10, 10 and 6 bytes (their ends: 10, 20, 26); the last has no on_lost.
+    data = b"a" * 10 + b"b" * 10 + b"c" * 6
+    lost: list[str] = []
+    held = [(10, lambda: lost.append("a")), (20, lambda: lost.append("b"))]
+    sock = _Breaking(room)
+    if room >= len(data):
+        _send_held(sock, data, held)  # all of it taken
+        assert sock.got == data
+        return
+    with pytest.raises(_HeldNotSent) as failed:
+        _send_held(sock, data, held)
+    for callback in failed.value.callbacks:
+        callback()
+    assert lost == [name for end, name in ((10, "a"), (20, "b")) if end > room]
+    assert isinstance(failed.value.error, BrokenPipeError)

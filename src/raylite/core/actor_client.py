@@ -576,13 +576,12 @@ class ActorClientMixin:
             returns = reply.returns
             if error and spec.generator == P.GENERATOR_STREAMING:
                 returns = self._error_item(spec, returns)  # the exception is its next item
-            cancelled = spec.cancelled and not error and not spec.generator
             adopted = [self._adopt_contained(r.contained) for r in returns]
             dropped: list[P.TaskReturn] = []
             with self.lock:  # one hold: the call ends, its values are recorded
                 if spec in client.inflight:
                     client.inflight.remove(spec)
-                if cancelled:
+                if spec.cancelled and not error and not spec.generator:
                     returns, dropped = self._cancelled_returns(spec, returns)
                     error = bool(dropped)
                 ready = self._record_returns(spec, error, returns, adopted)

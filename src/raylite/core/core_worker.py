@@ -539,12 +539,13 @@ class CoreWorker(
 
     @staticmethod
     def _elsewhere(entry: ObjectEntry, data: P.StoredAt) -> bool:
-        """A rerun stored this return again, on another node than the copy in use (or
-        the entry's value was released): that copy is extra."""
-        if entry.kind == RELEASED:
-            return True
+        """A return stored for an entry that has its value already (not PENDING): the
+        copy is extra if the entry's value was released, is not in a store (an inline
+        value, or an error recorded first: a cancel, a kill), or is a copy on another
+        node (a rerun stored it again elsewhere). One on the same node is the copy in
+        use: a rerun's store there replaced it under the same name."""
         if entry.kind != P.IN_STORE:
-            return False
+            return True
         return entry.data.node != data.node
 
     def drain(self, timeout: float) -> None:
