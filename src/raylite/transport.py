@@ -280,13 +280,15 @@ def _send_held(sock: Any, data: bytes, held: list[tuple[int, Callable[[], None]]
     """sock.sendall(data), `data` starting with held frames (`held`: where each that has
     an on_lost ends in it), counting what the kernel takes: should it fail, the frames
     it took whole may have reached the peer and are left; the others raise in
-    _HeldNotSent. A TLS stream (no send of its own) counts none."""
+    _HeldNotSent. A TLS stream has no send of its own to count with: should its
+    sendall fail, every frame is taken as sent (left: a leak, not a free under a
+    reader that may have the reply)."""
+    send = getattr(sock, "send", None)
+    if send is None:
+        sock.sendall(data)
+        return
     taken = 0
     try:
-        send = getattr(sock, "send", None)
-        if send is None:
-            sock.sendall(data)
-            return
         view = memoryview(data)
         while taken < len(data):
             taken += send(view[taken:])
@@ -478,7 +480,7 @@ class Connection:
         self._pending[rid] = _Reply(callback)
         try:
             self._write(encode(msg, rid))
-        except ConnectionLost:
+        except BaseException:  # not sent (or interrupted): no reply is awaited
             self._pending.pop(rid, None)
             raise
         return rid

@@ -144,12 +144,12 @@ def request_item(worker: Worker, conn: Any, msg: P.GeneratorItem) -> None:
         raise answer[0]
 
 
-def ask_item(worker: Worker, conn: Any, msg: P.GeneratorItem, on_answer: Any) -> int:
+def ask_item(worker: Worker, conn: Any, msg: P.GeneratorItem, on_answer: Any) -> Any:
     """Send a streamed item as a request (request_async: its id). One whose send fails
     never reached the owner: dropped, as send_item's; one whose answer never comes (the
     connection went after the send) may have reached it: left to the owner's node."""
     try:
-        return int(conn.request_async(msg, on_answer))
+        return conn.request_async(msg, on_answer)
     except ConnectionLost:
         worker.cw.drop_returns([msg.item])
         raise

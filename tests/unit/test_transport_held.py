@@ -114,3 +114,18 @@ def test_a_send_that_breaks_loses_only_the_held_frames_it_did_not_hand_over_whol
         callback()
     assert lost == [name for end, name in ((10, "a"), (20, "b")) if end > room]
     assert isinstance(failed.value.error, BrokenPipeError)
+
+
+def test_a_stream_that_cannot_count_what_it_sent_loses_no_held_frame():
+    """A TLS stream has sendall only: should it fail, what reached the peer is unknown,
+    so every held frame is taken as sent (a leak rather than a free under a reader)."""
+    from raylite.transport import _send_held
+
+    class NoCount:
+        def sendall(self, data) -> None:
+            raise BrokenPipeError("the peer is gone")
+
+    lost: list[str] = []
+    with pytest.raises(BrokenPipeError):
+        _send_held(NoCount(), b"a" * 10, [(10, lambda: lost.append("a"))])
+    assert lost == []
