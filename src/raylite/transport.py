@@ -381,6 +381,10 @@ class Connection:
                 self._held.append(data)
                 self._held_bytes += len(data)
             return
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        """Send what was held, then `data` (b"": only what was held, if anything)."""
         try:
             with self._send_lock:
                 if self._held:  # what was held goes first: frames keep their order
@@ -389,7 +393,8 @@ class Connection:
                     if lost:
                         _send_held(self.sock, data, lost)
                         return
-                self.sock.sendall(data)
+                if data:
+                    self.sock.sendall(data)
         except _HeldNotSent as failed:
             _run_lost(failed.callbacks)
             self._lost(failed.error)
@@ -423,21 +428,7 @@ class Connection:
 
     def flush(self) -> None:
         """Send what was held."""
-        try:
-            with self._send_lock:
-                if not self._held:
-                    return
-                data = b"".join(self._held)
-                lost = self._take_held()
-                if lost:
-                    _send_held(self.sock, data, lost)
-                else:
-                    self.sock.sendall(data)
-        except _HeldNotSent as failed:
-            _run_lost(failed.callbacks)
-            self._lost(failed.error)
-        except OSError as exc:
-            self._lost(exc)
+        self._send(b"")
 
     def _lost(self, exc: OSError) -> NoReturn:
         # Closed at once, so a caller that sends again sees it (and dials anew)
